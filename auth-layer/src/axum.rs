@@ -1,0 +1,85 @@
+//! axum extractors (feature `axum`): [`Session`](crate::Session) and [`User`](crate::User).
+//!
+//! `User` guards a handler: a browser without a session is redirected to login with the
+//! current path as `returnTo`, an API client gets 401 JSON. `Option<User>` never refuses.
+//!
+//! ```no_run
+//! use auth_layer::User;
+//! use axum::{Router, routing::get};
+//!
+//! async fn private(user: User) -> String {
+//!     format!("hello {}", user.name().unwrap_or(user.sub()))
+//! }
+//! async fn home(user: Option<User>) -> &'static str {
+//!     if user.is_some() { "welcome back" } else { "please log in" }
+//! }
+//! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let app: Router = Router::new()
+//!     .route("/", get(home))
+//!     .route("/private", get(private))
+//!     .layer(auth_layer::AuthLayer::from_env().await?);
+//! # Ok(()) }
+//! ```
+
+use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::StatusCode;
+use http::request::Parts;
+use http_body_util::Full;
+
+use crate::error::error_response;
+use crate::layer::guard_deny;
+use crate::{Session, User};
+
+/// Why an extractor refused: a redirect to login, a 401, or the error that prevented reading
+/// the session (a 503 when the store is down).
+#[derive(Debug)]
+pub struct AuthRejection(http::Response<Full<Bytes>>);
+
+impl IntoResponse for AuthRejection {
+    fn into_response(self) -> Response {
+        self.0.map(axum::body::Body::new)
+    }
+}
+
+fn session_of(parts: &Parts) -> Result<Session, AuthRejection> {
+    parts.extensions.get::<Session>().cloned().ok_or_else(|| {
+        tracing::error!("auth extractor used on a route outside the AuthLayer");
+        AuthRejection(error_response(StatusCode::INTERNAL_SERVER_ERROR, "misconfigured", "authentication is not set up", &parts.headers))
+    })
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Session {
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        session_of(parts)
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for User {
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Option<Self>, Self::Rejection> {
+        let session = session_of(parts)?;
+        match session.user().await {
+            Ok(user) => Ok(user.cloned()),
+            Err(err) => Err(AuthRejection(err.into_response(&parts.headers))),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for User {
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match <User as OptionalFromRequestParts<S>>::from_request_parts(parts, state).await? {
+            Some(user) => Ok(user),
+            None => {
+                let session = session_of(parts)?;
+                Err(AuthRejection(guard_deny(session.client().config().route_prefix(), &parts.uri, &parts.headers)))
+            }
+        }
+    }
+}

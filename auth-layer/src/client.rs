@@ -1,0 +1,341 @@
+//! The OpenID Connect relying party, on `openidconnect`: discovery, a JWKS cache that refetches
+//! (rate-limited) when a token names an unknown key, authorization URLs with PKCE S256, `state`
+//! and `nonce`, the code exchange and every ID-token check, and the end-session URL.
+//!
+//! It knows nothing of HTTP servers or cookies; [`AuthClient`](crate::AuthClient) wires it to
+//! the stores.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreIdTokenVerifier, CoreJsonWebKeySet,
+    CoreJwsSigningAlgorithm, CoreTokenResponse,
+};
+use openidconnect::{
+    AuthType, AuthorizationCode, ClientId, EndpointMaybeSet, JsonWebKey, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet,
+    IssuerUrl, JsonWebKeySetUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
+    ProviderMetadataWithLogout, RedirectUrl, RequestTokenError, Scope, TokenResponse,
+};
+use serde_json::{Map, Value};
+use url::Url;
+
+use crate::config::{AuthConfig, TokenEndpointAuth};
+
+/// The least time between two JWKS refetches caused by unknown `kid`s.
+const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+/// The largest ID token accepted, in bytes.
+const MAX_ID_TOKEN_LEN: usize = 64 * 1024;
+
+type Client = CoreClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet, EndpointMaybeSet>;
+
+/// What went wrong talking to the provider or checking what it sent.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The provider could not be reached or answered with something unusable at start.
+    #[error("provider discovery failed: {0}")]
+    Discovery(String),
+    /// The provider could not be reached.
+    #[error("the provider is unreachable: {0}")]
+    Unreachable(String),
+    /// The token endpoint refused the request.
+    #[error("the token endpoint refused the request: {0}")]
+    TokenRefused(String),
+    /// The token endpoint answered with something that is not a token response.
+    #[error("the token endpoint's answer is not a valid token response: {0}")]
+    BadTokenResponse(String),
+    /// The ID token failed a check.
+    #[error("the ID token was rejected: {0}")]
+    InvalidIdToken(String),
+}
+
+/// An authorization request, ready to send the browser to.
+pub(crate) struct AuthorizationRequest {
+    pub(crate) url: Url,
+    pub(crate) state: String,
+    pub(crate) nonce: String,
+    pub(crate) code_verifier: String,
+}
+
+/// What a successful code exchange gives.
+pub(crate) struct LoginTokens {
+    pub(crate) id_token: String,
+    pub(crate) claims: Map<String, Value>,
+    pub(crate) access_token: String,
+    pub(crate) refresh_token: Option<String>,
+    pub(crate) expires_at: Option<u64>,
+    pub(crate) scope: Option<String>,
+}
+
+/// The relying party for one provider and one client.
+pub(crate) struct RelyingParty {
+    client: Client,
+    client_id: ClientId,
+    client_secret: ClientSecret,
+    issuer: IssuerUrl,
+    jwks_uri: JsonWebKeySetUrl,
+    jwks: RwLock<Arc<CoreJsonWebKeySet>>,
+    last_jwks_fetch: Mutex<Instant>,
+    allowed_algs: Vec<CoreJwsSigningAlgorithm>,
+    end_session_endpoint: Option<Url>,
+    http: reqwest::Client,
+    config: AuthConfig,
+}
+
+impl RelyingParty {
+    /// Discovers the provider and fetches its keys.
+    pub(crate) async fn discover(config: &AuthConfig) -> Result<Self, ProviderError> {
+        let http = reqwest::Client::builder()
+            // Never follow redirects from the provider's endpoints (SSRF, token leakage).
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| ProviderError::Discovery(format!("HTTP client: {e}")))?;
+        let issuer = IssuerUrl::new(config.issuer.clone()).map_err(|e| ProviderError::Discovery(e.to_string()))?;
+        let metadata = ProviderMetadataWithLogout::discover_async(issuer.clone(), &http)
+            .await
+            .map_err(|e| ProviderError::Discovery(error_chain(&e)))?;
+        let token_url = metadata
+            .token_endpoint()
+            .cloned()
+            .ok_or_else(|| ProviderError::Discovery("the provider announces no token_endpoint".into()))?;
+        let allowed_algs: Vec<CoreJwsSigningAlgorithm> = metadata
+            .id_token_signing_alg_values_supported()
+            .iter()
+            .filter(|alg| !matches!(alg, CoreJwsSigningAlgorithm::None))
+            .cloned()
+            .collect();
+        if allowed_algs.is_empty() {
+            return Err(ProviderError::Discovery("the provider announces no usable ID-token signing algorithm".into()));
+        }
+        let end_session_endpoint = metadata.additional_metadata().end_session_endpoint.as_ref().map(|u| u.url().clone());
+        let jwks_uri = metadata.jwks_uri().clone();
+        let jwks = metadata.jwks().clone();
+        let client_id = ClientId::new(config.client_id.clone());
+        let client_secret = ClientSecret::new(config.client_secret.clone());
+        let redirect = RedirectUrl::from_url(config.callback_url());
+        let client = CoreClient::from_provider_metadata(metadata, client_id.clone(), Some(client_secret.clone()))
+            .set_token_uri(token_url)
+            .set_redirect_uri(redirect)
+            .set_auth_type(match config.token_endpoint_auth {
+                TokenEndpointAuth::ClientSecretBasic => AuthType::BasicAuth,
+                TokenEndpointAuth::ClientSecretPost => AuthType::RequestBody,
+            });
+        tracing::info!(issuer = %issuer.as_str(), keys = jwks.keys().len(), "discovered OpenID Provider");
+        Ok(Self {
+            client,
+            client_id,
+            client_secret,
+            issuer,
+            jwks_uri,
+            jwks: RwLock::new(Arc::new(jwks)),
+            last_jwks_fetch: Mutex::new(Instant::now()),
+            allowed_algs,
+            end_session_endpoint,
+            http,
+            config: config.clone(),
+        })
+    }
+
+    /// The provider's issuer, as discovered.
+    pub(crate) fn issuer(&self) -> &str {
+        self.issuer.as_str()
+    }
+
+    /// A new authorization request: fresh `state`, `nonce` and PKCE S256 verifier.
+    pub(crate) fn authorization_request(&self, extra: &[(String, String)]) -> AuthorizationRequest {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let state = crate::seal::random_token(32);
+        let nonce = crate::seal::random_token(32);
+        let (state_for_url, nonce_for_url) = (state.clone(), nonce.clone());
+        let mut request = self
+            .client
+            .authorize_url(CoreAuthenticationFlow::AuthorizationCode, move || CsrfToken::new(state_for_url), move || {
+                Nonce::new(nonce_for_url)
+            })
+            .set_pkce_challenge(challenge);
+        for scope in self.config.scope.split_whitespace().filter(|s| *s != "openid") {
+            request = request.add_scope(Scope::new(scope.to_owned()));
+        }
+        if let Some(audience) = &self.config.audience {
+            request = request.add_extra_param("audience", audience.clone());
+        }
+        let reserved = ["response_type", "client_id", "redirect_uri", "state", "nonce", "code_challenge", "code_challenge_method", "scope"];
+        for (name, value) in self.config.authorization_params.iter().chain(extra) {
+            if reserved.contains(&name.as_str()) {
+                tracing::warn!(param = %name, "authorization parameter is set by auth-layer itself; ignored");
+                continue;
+            }
+            request = request.add_extra_param(name.clone(), value.clone());
+        }
+        let (url, _, _) = request.url();
+        AuthorizationRequest { url, state, nonce, code_verifier: verifier.secret().clone() }
+    }
+
+    /// Exchanges an authorization code and checks the ID token against `nonce`.
+    pub(crate) async fn exchange_code(&self, code: &str, code_verifier: &str, nonce: &str) -> Result<LoginTokens, ProviderError> {
+        let response: CoreTokenResponse = self
+            .client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .set_pkce_verifier(PkceCodeVerifier::new(code_verifier.to_owned()))
+            .request_async(&self.http)
+            .await
+            .map_err(|err| match err {
+                RequestTokenError::ServerResponse(e) => ProviderError::TokenRefused(e.to_string()),
+                RequestTokenError::Request(e) => ProviderError::Unreachable(error_chain(&e)),
+                RequestTokenError::Parse(e, _) => ProviderError::BadTokenResponse(e.to_string()),
+                RequestTokenError::Other(e) => ProviderError::BadTokenResponse(e),
+            })?;
+        let id_token = response
+            .id_token()
+            .ok_or_else(|| ProviderError::BadTokenResponse("no id_token in the token response".into()))?;
+        let claims = self.verify_id_token(id_token, nonce).await?;
+        let now = self.config.clock.now();
+        Ok(LoginTokens {
+            id_token: id_token.to_string(),
+            claims,
+            access_token: response.access_token().secret().clone(),
+            refresh_token: response.refresh_token().map(|t| t.secret().clone()),
+            expires_at: response.expires_in().map(|d| now.saturating_add(d.as_secs())),
+            scope: response.scopes().map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),
+        })
+    }
+
+    /// Every ID-token check: signature by `kid` (refetching the JWKS once for an unknown one),
+    /// an announced algorithm (never `none`), `iss`, `aud`, `azp` with several audiences, `exp`
+    /// and `iat` within the clock tolerance, `nonce`, `sub`. Returns all the token's claims.
+    async fn verify_id_token(&self, id_token: &CoreIdToken, nonce: &str) -> Result<Map<String, Value>, ProviderError> {
+        let raw = id_token.to_string();
+        if raw.len() > MAX_ID_TOKEN_LEN {
+            return Err(ProviderError::InvalidIdToken(format!("longer than {MAX_ID_TOKEN_LEN} bytes")));
+        }
+        if let Some(kid) = header_kid(&raw) {
+            let known = self.keys().keys().iter().any(|k| k.key_id().is_some_and(|id| id.as_str() == kid));
+            if !known {
+                self.refetch_jwks(&kid).await;
+            }
+        }
+        let keys = self.keys();
+        let now = self.config.clock.now() as i64;
+        let skew = self.config.clock_skew.as_secs() as i64;
+        let verifier = CoreIdTokenVerifier::new_confidential_client(
+            self.client_id.clone(),
+            self.client_secret.clone(),
+            self.issuer.clone(),
+            (*keys).clone(),
+        )
+        .set_allowed_algs(self.allowed_algs.clone())
+        // Extra audiences are allowed only with `azp`, checked below.
+        .set_other_audience_verifier_fn(|_| true)
+        // `exp` is compared with this time: the tolerance lets a token expire `skew` late.
+        .set_time_fn(move || timestamp(now - skew))
+        .set_issue_time_verifier_fn(move |iat| {
+            if iat.timestamp() > now + skew {
+                Err(format!("issued in the future ({})", iat.timestamp()))
+            } else {
+                Ok(())
+            }
+        });
+        let verified = id_token
+            .claims(&verifier, &Nonce::new(nonce.to_owned()))
+            .map_err(|e| ProviderError::InvalidIdToken(e.to_string()))?;
+        let audiences = verified.audiences();
+        match verified.authorized_party() {
+            Some(azp) if azp.as_str() != self.client_id.as_str() => {
+                return Err(ProviderError::InvalidIdToken(format!("azp `{}` is not this client", azp.as_str())));
+            }
+            None if audiences.len() > 1 => {
+                return Err(ProviderError::InvalidIdToken("several audiences and no azp".into()));
+            }
+            _ => {}
+        }
+        if verified.subject().is_empty() {
+            return Err(ProviderError::InvalidIdToken("empty sub".into()));
+        }
+        // The signature is verified: read every claim, including those openidconnect has no type for.
+        let payload = raw.split('.').nth(1).unwrap_or_default();
+        URL_SAFE_NO_PAD
+            .decode(payload)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Map<String, Value>>(&bytes).ok())
+            .ok_or_else(|| ProviderError::InvalidIdToken("payload is not a JSON object".into()))
+    }
+
+    fn keys(&self) -> Arc<CoreJsonWebKeySet> {
+        self.jwks.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Refetches the JWKS, at most once per [`JWKS_REFETCH_INTERVAL`].
+    async fn refetch_jwks(&self, kid: &str) {
+        {
+            let mut last = self.last_jwks_fetch.lock().unwrap_or_else(|e| e.into_inner());
+            if last.elapsed() < JWKS_REFETCH_INTERVAL {
+                tracing::warn!(kid, "ID token names an unknown key; JWKS refetched too recently to try again");
+                return;
+            }
+            *last = Instant::now();
+        }
+        tracing::info!(kid, "ID token names an unknown key; refetching the provider's JWKS");
+        match CoreJsonWebKeySet::fetch_async(&self.jwks_uri, &self.http).await {
+            Ok(jwks) => *self.jwks.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(jwks),
+            Err(err) => tracing::warn!(error = %error_chain(&err), "JWKS refetch failed"),
+        }
+    }
+
+    /// The provider's end-session URL for this ID token, or `None` when it has none.
+    pub(crate) fn end_session_url(&self, id_token: Option<&str>, post_logout_redirect_uri: &Url) -> Option<Url> {
+        let mut url = self.end_session_endpoint.clone()?;
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(hint) = id_token {
+                query.append_pair("id_token_hint", hint);
+            }
+            query.append_pair("post_logout_redirect_uri", post_logout_redirect_uri.as_str());
+            query.append_pair("client_id", self.client_id.as_str());
+        }
+        Some(url)
+    }
+}
+
+/// The `kid` of a JWT's header, if it has one.
+fn header_kid(jwt: &str) -> Option<String> {
+    let header = jwt.split('.').next()?;
+    if header.len() > 4096 {
+        return None;
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(header).ok()?;
+    let value: Value = serde_json::from_slice(&bytes).ok()?;
+    value.get("kid")?.as_str().map(str::to_owned)
+}
+
+fn timestamp(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(secs, 0).unwrap_or_default()
+}
+
+/// An error and its sources, one line.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kid_is_read_from_the_jwt_header() {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","kid":"key-1"}"#);
+        assert_eq!(header_kid(&format!("{header}.e30.sig")).as_deref(), Some("key-1"));
+        assert_eq!(header_kid("not-a-jwt"), None);
+        assert_eq!(header_kid(""), None);
+    }
+}

@@ -1,0 +1,576 @@
+//! Configuration: [`AuthConfig`], built once at start by [`AuthConfig::builder`] or
+//! [`AuthConfig::from_env`], and validated then so that a misconfiguration is a clear message at
+//! boot rather than a failed login later.
+//!
+//! ```
+//! use auth_layer::AuthConfig;
+//!
+//! let config = AuthConfig::builder()
+//!     .issuer("https://example.eu.auth0.com/")
+//!     .client_id("my-client")
+//!     .client_secret("my-client-secret")
+//!     .secret("a-long-random-secret-of-at-least-32-chars")
+//!     .base_url("https://app.example.com")
+//!     .build()
+//!     .expect("valid configuration");
+//! assert_eq!(config.callback_url().as_str(), "https://app.example.com/auth/callback");
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cookie::SameSite;
+use url::Url;
+
+/// The shortest secret accepted, in characters.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// Why a configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A required setting is absent.
+    #[error("{0} is required")]
+    Missing(&'static str),
+    /// A setting is present but unusable.
+    #[error("{name} is invalid: {reason}")]
+    Invalid {
+        /// The setting (environment variable or builder method).
+        name: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { name, reason: reason.into() }
+}
+
+/// How the client authenticates at the provider's token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokenEndpointAuth {
+    /// `client_secret_basic`: the client id and secret in an `Authorization: Basic` header.
+    #[default]
+    ClientSecretBasic,
+    /// `client_secret_post`: the client id and secret in the request body.
+    ClientSecretPost,
+}
+
+/// The source of the current time, in seconds since the Unix epoch.
+///
+/// The system clock by default; tests move time forward with [`Clock::from_fn`].
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> u64 + Send + Sync>);
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Self {
+        Self(Arc::new(|| {
+            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+        }))
+    }
+
+    /// A clock that reads `now` (seconds since the Unix epoch).
+    pub fn from_fn(now: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        Self(Arc::new(now))
+    }
+
+    /// The current time, in seconds since the Unix epoch.
+    pub fn now(&self) -> u64 {
+        (self.0)()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::system()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
+/// Names and attributes of the cookies auth-layer sets.
+#[derive(Debug, Clone)]
+pub struct CookieOptions {
+    /// The session cookie's name (chunks are named `{name}.0`, `{name}.1`, ...). Default `_a0_session`.
+    pub session_name: String,
+    /// The prefix of transaction cookies, one per login attempt: `{name}.{state}`. Default `_a0_tx`.
+    pub transaction_name: String,
+    /// `SameSite`; `Lax` by default, which the return from the provider needs.
+    pub same_site: SameSite,
+    /// `Secure`: `None` means "when the base URL is https".
+    pub secure: Option<bool>,
+    /// `Domain`, unset by default (host-only cookies).
+    pub domain: Option<String>,
+    /// The session cookie's `Path`. Default `/`.
+    pub path: String,
+}
+
+impl Default for CookieOptions {
+    fn default() -> Self {
+        Self {
+            session_name: "_a0_session".into(),
+            transaction_name: "_a0_tx".into(),
+            same_site: SameSite::Lax,
+            secure: None,
+            domain: None,
+            path: "/".into(),
+        }
+    }
+}
+
+/// The validated configuration of an [`AuthClient`](crate::AuthClient) and its layer.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub(crate) issuer: String,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: String,
+    pub(crate) secrets: Vec<String>,
+    pub(crate) base_url: Url,
+    pub(crate) scope: String,
+    pub(crate) audience: Option<String>,
+    pub(crate) authorization_params: Vec<(String, String)>,
+    pub(crate) route_prefix: String,
+    pub(crate) cookies: CookieOptions,
+    pub(crate) secure_cookies: bool,
+    pub(crate) absolute_duration: Duration,
+    pub(crate) inactivity_duration: Duration,
+    pub(crate) transaction_duration: Duration,
+    pub(crate) clock_skew: Duration,
+    pub(crate) token_endpoint_auth: TokenEndpointAuth,
+    pub(crate) clock: Clock,
+}
+
+impl AuthConfig {
+    /// A builder; `issuer`, `client_id`, `client_secret`, `secret` and `base_url` are required.
+    pub fn builder() -> AuthConfigBuilder {
+        AuthConfigBuilder::default()
+    }
+
+    /// Reads the configuration from the environment:
+    ///
+    /// | variable | meaning |
+    /// | --- | --- |
+    /// | `AUTH_ISSUER` | the provider's issuer URL (or `AUTH0_DOMAIN`, taken as `https://{domain}/`) |
+    /// | `AUTH_CLIENT_ID`, `AUTH_CLIENT_SECRET` | the client's credentials |
+    /// | `AUTH_SECRET` | at least 32 characters; several comma-separated for rotation |
+    /// | `APP_BASE_URL` | where the app is served, e.g. `https://app.example.com` |
+    /// | `AUTH_SCOPE`, `AUTH_AUDIENCE` | optional; scope defaults to `openid profile email offline_access` |
+    /// | `AUTH_TOKEN_ENDPOINT_AUTH` | optional: `client_secret_basic` (default) or `client_secret_post` |
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// [`from_env`](Self::from_env) over any source of variables (for tests and for apps that
+    /// keep their settings elsewhere).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let mut builder = Self::builder();
+        match (get("AUTH_ISSUER"), get("AUTH0_DOMAIN")) {
+            (Some(issuer), _) => builder = builder.issuer(issuer),
+            (None, Some(domain)) => {
+                let domain = domain.trim_start_matches("https://").trim_end_matches('/');
+                builder = builder.issuer(format!("https://{domain}/"));
+            }
+            (None, None) => return Err(ConfigError::Missing("AUTH_ISSUER (or AUTH0_DOMAIN)")),
+        }
+        builder.client_id = get("AUTH_CLIENT_ID");
+        builder.client_secret = get("AUTH_CLIENT_SECRET");
+        builder.secrets = get("AUTH_SECRET")
+            .map(|s| s.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect())
+            .unwrap_or_default();
+        builder.base_url = get("APP_BASE_URL");
+        if let Some(scope) = get("AUTH_SCOPE") {
+            builder = builder.scope(scope);
+        }
+        if let Some(audience) = get("AUTH_AUDIENCE") {
+            builder = builder.audience(audience);
+        }
+        if let Some(method) = get("AUTH_TOKEN_ENDPOINT_AUTH") {
+            builder = builder.token_endpoint_auth(match method.as_str() {
+                "client_secret_basic" => TokenEndpointAuth::ClientSecretBasic,
+                "client_secret_post" => TokenEndpointAuth::ClientSecretPost,
+                other => {
+                    return Err(invalid(
+                        "AUTH_TOKEN_ENDPOINT_AUTH",
+                        format!("`{other}`: expected client_secret_basic or client_secret_post"),
+                    ));
+                }
+            });
+        }
+        builder.build()
+    }
+
+    /// The provider's issuer URL, exactly as configured.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The client id.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The app's base URL.
+    pub fn base_url(&self) -> &Url {
+        &self.base_url
+    }
+
+    /// The route prefix, `/auth` by default.
+    pub fn route_prefix(&self) -> &str {
+        &self.route_prefix
+    }
+
+    /// The registered callback: `{base_url}{prefix}/callback`.
+    pub fn callback_url(&self) -> Url {
+        self.app_url(&format!("{}/callback", self.route_prefix))
+    }
+
+    /// The cookie names and attributes.
+    pub fn cookies(&self) -> &CookieOptions {
+        &self.cookies
+    }
+
+    /// Whether cookies carry `Secure`.
+    pub fn secure_cookies(&self) -> bool {
+        self.secure_cookies
+    }
+
+    /// The clock sessions and tokens are checked against.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// A path of this app as an absolute URL. `path` must start with `/`.
+    pub(crate) fn app_url(&self, path: &str) -> Url {
+        let mut url = self.base_url.clone();
+        let (path, query) = path.split_once('?').map_or((path, None), |(p, q)| (p, Some(q)));
+        url.set_path(path);
+        url.set_query(query);
+        url
+    }
+}
+
+/// Builds an [`AuthConfig`]; see [`AuthConfig::builder`].
+#[derive(Debug, Default, Clone)]
+#[must_use]
+pub struct AuthConfigBuilder {
+    issuer: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    secrets: Vec<String>,
+    base_url: Option<String>,
+    scope: Option<String>,
+    audience: Option<String>,
+    authorization_params: Vec<(String, String)>,
+    route_prefix: Option<String>,
+    cookies: CookieOptions,
+    absolute_duration: Option<Duration>,
+    inactivity_duration: Option<Duration>,
+    transaction_duration: Option<Duration>,
+    clock_skew: Option<Duration>,
+    token_endpoint_auth: TokenEndpointAuth,
+    clock: Option<Clock>,
+}
+
+impl AuthConfigBuilder {
+    /// The provider's issuer URL, e.g. `https://example.eu.auth0.com/`.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// The client id registered at the provider.
+    pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.client_id = Some(client_id.into());
+        self
+    }
+
+    /// The client secret registered at the provider.
+    pub fn client_secret(mut self, client_secret: impl Into<String>) -> Self {
+        self.client_secret = Some(client_secret.into());
+        self
+    }
+
+    /// Adds a secret (at least 32 characters). The first one added seals; all of them open,
+    /// so a new secret goes first and the old ones stay until their sessions have expired.
+    pub fn secret(mut self, secret: impl Into<String>) -> Self {
+        self.secrets.push(secret.into());
+        self
+    }
+
+    /// Where the app is served, e.g. `https://app.example.com`; cookies are `Secure` when https.
+    pub fn base_url(mut self, base_url: impl Into<String>) -> Self {
+        self.base_url = Some(base_url.into());
+        self
+    }
+
+    /// The scope asked for; default `openid profile email offline_access`. `openid` is added
+    /// when missing.
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+
+    /// The API audience to ask an access token for (`audience` parameter, as Auth0 expects).
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+
+    /// An extra parameter for every authorization request (e.g. `organization`, `ui_locales`).
+    pub fn authorization_param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.authorization_params.push((name.into(), value.into()));
+        self
+    }
+
+    /// Where the auth routes live; default `/auth`.
+    pub fn route_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.route_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Cookie names and attributes.
+    pub fn cookies(mut self, cookies: CookieOptions) -> Self {
+        self.cookies = cookies;
+        self
+    }
+
+    /// The longest a session lives, however active; default 3 days.
+    pub fn absolute_duration(mut self, duration: Duration) -> Self {
+        self.absolute_duration = Some(duration);
+        self
+    }
+
+    /// The longest a session lives unused; default 1 day.
+    pub fn inactivity_duration(mut self, duration: Duration) -> Self {
+        self.inactivity_duration = Some(duration);
+        self
+    }
+
+    /// How long a login attempt may take; default 10 minutes.
+    pub fn transaction_duration(mut self, duration: Duration) -> Self {
+        self.transaction_duration = Some(duration);
+        self
+    }
+
+    /// Tolerance for the provider's clock in `exp` and `iat` checks; default 60 seconds.
+    pub fn clock_skew(mut self, skew: Duration) -> Self {
+        self.clock_skew = Some(skew);
+        self
+    }
+
+    /// How the client authenticates at the token endpoint; default `client_secret_basic`.
+    pub fn token_endpoint_auth(mut self, method: TokenEndpointAuth) -> Self {
+        self.token_endpoint_auth = method;
+        self
+    }
+
+    /// The clock; the system clock by default.
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Validates and builds the configuration.
+    pub fn build(self) -> Result<AuthConfig, ConfigError> {
+        let issuer = self.issuer.ok_or(ConfigError::Missing("AUTH_ISSUER (issuer)"))?;
+        let issuer_url = Url::parse(&issuer).map_err(|e| invalid("AUTH_ISSUER", e.to_string()))?;
+        if !matches!(issuer_url.scheme(), "https" | "http") || issuer_url.query().is_some() {
+            return Err(invalid("AUTH_ISSUER", "must be an http(s) URL without a query"));
+        }
+        let client_id = self.client_id.ok_or(ConfigError::Missing("AUTH_CLIENT_ID (client_id)"))?;
+        let client_secret =
+            self.client_secret.ok_or(ConfigError::Missing("AUTH_CLIENT_SECRET (client_secret)"))?;
+        if self.secrets.is_empty() {
+            return Err(ConfigError::Missing("AUTH_SECRET (secret)"));
+        }
+        if let Some(short) = self.secrets.iter().position(|s| s.chars().count() < MIN_SECRET_LEN) {
+            return Err(invalid(
+                "AUTH_SECRET",
+                format!("secret #{} is shorter than {MIN_SECRET_LEN} characters", short + 1),
+            ));
+        }
+        let base = self.base_url.ok_or(ConfigError::Missing("APP_BASE_URL (base_url)"))?;
+        let base_url = Url::parse(&base).map_err(|e| invalid("APP_BASE_URL", e.to_string()))?;
+        if !matches!(base_url.scheme(), "https" | "http") || base_url.host_str().is_none() {
+            return Err(invalid("APP_BASE_URL", "must be an absolute http(s) URL"));
+        }
+        if base_url.path() != "/" || base_url.query().is_some() || base_url.fragment().is_some() {
+            return Err(invalid(
+                "APP_BASE_URL",
+                "must be an origin such as https://app.example.com, without a path or query",
+            ));
+        }
+        let route_prefix = self.route_prefix.unwrap_or_else(|| "/auth".into());
+        if !route_prefix.starts_with('/')
+            || route_prefix.len() < 2
+            || route_prefix.ends_with('/')
+            || route_prefix.contains(['?', '#', ' '])
+        {
+            return Err(invalid("route_prefix", "must look like /auth (a leading slash, no trailing one)"));
+        }
+        let mut scope = self.scope.unwrap_or_else(|| "openid profile email offline_access".into());
+        if !scope.split_whitespace().any(|s| s == "openid") {
+            scope = format!("openid {scope}");
+        }
+        let absolute_duration = self.absolute_duration.unwrap_or(Duration::from_secs(3 * 86_400));
+        let inactivity_duration = self.inactivity_duration.unwrap_or(Duration::from_secs(86_400));
+        if absolute_duration.is_zero() || inactivity_duration.is_zero() {
+            return Err(invalid("session durations", "must be longer than zero"));
+        }
+        let transaction_duration = self.transaction_duration.unwrap_or(Duration::from_secs(600));
+        if transaction_duration.is_zero() {
+            return Err(invalid("transaction_duration", "must be longer than zero"));
+        }
+        for name in [&self.cookies.session_name, &self.cookies.transaction_name] {
+            let valid = !name.is_empty()
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b));
+            if !valid {
+                return Err(invalid("cookie names", format!("`{name}`: use letters, digits, _ and -")));
+            }
+        }
+        let secure_cookies = self.cookies.secure.unwrap_or(base_url.scheme() == "https");
+        if self.cookies.session_name.starts_with("__Host-") && (!secure_cookies || self.cookies.domain.is_some()) {
+            return Err(invalid("cookie names", "a __Host- cookie needs Secure (https) and no Domain"));
+        }
+        Ok(AuthConfig {
+            issuer,
+            client_id,
+            client_secret,
+            secrets: self.secrets,
+            base_url,
+            scope,
+            audience: self.audience,
+            authorization_params: self.authorization_params,
+            route_prefix,
+            cookies: self.cookies,
+            secure_cookies,
+            absolute_duration,
+            inactivity_duration,
+            transaction_duration,
+            clock_skew: self.clock_skew.unwrap_or(Duration::from_secs(60)),
+            token_endpoint_auth: self.token_endpoint_auth,
+            clock: self.clock.unwrap_or_default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    const GOOD: &[(&str, &str)] = &[
+        ("AUTH_ISSUER", "https://issuer.example/"),
+        ("AUTH_CLIENT_ID", "cid"),
+        ("AUTH_CLIENT_SECRET", "csecret"),
+        ("AUTH_SECRET", "0123456789abcdef0123456789abcdef"),
+        ("APP_BASE_URL", "https://app.example"),
+    ];
+
+    fn with(overrides: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+        let mut all: Vec<_> = GOOD.iter().filter(|(k, _)| !overrides.iter().any(|(o, _)| o == k)).copied().collect();
+        all.extend(overrides.iter().filter(|(_, v)| !v.is_empty()).copied());
+        all
+    }
+
+    #[test]
+    fn environment_gives_safe_defaults() {
+        let config = AuthConfig::from_lookup(vars(GOOD)).unwrap();
+        assert_eq!(config.scope, "openid profile email offline_access");
+        assert_eq!(config.route_prefix, "/auth");
+        assert_eq!(config.absolute_duration, Duration::from_secs(3 * 86_400));
+        assert_eq!(config.inactivity_duration, Duration::from_secs(86_400));
+        assert_eq!(config.transaction_duration, Duration::from_secs(600));
+        assert!(config.secure_cookies, "https base URL means Secure cookies");
+        assert_eq!(config.cookies.session_name, "_a0_session");
+        assert_eq!(config.token_endpoint_auth, TokenEndpointAuth::ClientSecretBasic);
+        assert_eq!(config.callback_url().as_str(), "https://app.example/auth/callback");
+    }
+
+    #[test]
+    fn auth0_domain_becomes_an_https_issuer() {
+        let config = AuthConfig::from_lookup(vars(&with(&[("AUTH_ISSUER", ""), ("AUTH0_DOMAIN", "tenant.eu.auth0.com")]))).unwrap();
+        assert_eq!(config.issuer, "https://tenant.eu.auth0.com/");
+    }
+
+    #[test]
+    fn comma_separated_secrets_are_kept_in_order_for_rotation() {
+        let config = AuthConfig::from_lookup(vars(&with(&[(
+            "AUTH_SECRET",
+            "new-secret-new-secret-new-secret-1, old-secret-old-secret-old-secret-22",
+        )])))
+        .unwrap();
+        assert_eq!(config.secrets, ["new-secret-new-secret-new-secret-1", "old-secret-old-secret-old-secret-22"]);
+    }
+
+    #[test]
+    fn each_missing_variable_is_named() {
+        for name in ["AUTH_CLIENT_ID", "AUTH_CLIENT_SECRET", "AUTH_SECRET", "APP_BASE_URL", "AUTH_ISSUER"] {
+            let err = AuthConfig::from_lookup(vars(&with(&[(name, "")]))).unwrap_err();
+            assert!(err.to_string().contains(name), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn short_secret_is_refused() {
+        let err = AuthConfig::from_lookup(vars(&with(&[("AUTH_SECRET", "too-short")]))).unwrap_err();
+        assert!(err.to_string().contains("shorter than 32"), "{err}");
+    }
+
+    #[test]
+    fn base_url_with_a_path_or_bad_scheme_is_refused() {
+        for bad in ["https://app.example/sub", "ftp://app.example", "not a url", "https://app.example/?q=1"] {
+            let err = AuthConfig::from_lookup(vars(&with(&[("APP_BASE_URL", bad)]))).unwrap_err();
+            assert!(err.to_string().contains("APP_BASE_URL"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn http_base_url_means_no_secure_flag() {
+        let config = AuthConfig::from_lookup(vars(&with(&[("APP_BASE_URL", "http://127.0.0.1:3000")]))).unwrap();
+        assert!(!config.secure_cookies);
+    }
+
+    #[test]
+    fn token_endpoint_auth_method_is_read_and_checked() {
+        let config = AuthConfig::from_lookup(vars(&with(&[("AUTH_TOKEN_ENDPOINT_AUTH", "client_secret_post")]))).unwrap();
+        assert_eq!(config.token_endpoint_auth, TokenEndpointAuth::ClientSecretPost);
+        let err = AuthConfig::from_lookup(vars(&with(&[("AUTH_TOKEN_ENDPOINT_AUTH", "private_key_jwt")]))).unwrap_err();
+        assert!(err.to_string().contains("AUTH_TOKEN_ENDPOINT_AUTH"), "{err}");
+    }
+
+    #[test]
+    fn scope_without_openid_gains_it() {
+        let config = AuthConfig::from_lookup(vars(&with(&[("AUTH_SCOPE", "email")]))).unwrap();
+        assert_eq!(config.scope, "openid email");
+    }
+
+    #[test]
+    fn bad_route_prefix_is_refused() {
+        for bad in ["auth", "/auth/", "/", "/a b"] {
+            let built = AuthConfig::from_lookup(vars(GOOD)).map(|_| ());
+            assert!(built.is_ok());
+            let err = AuthConfig::builder()
+                .issuer("https://i.example/")
+                .client_id("c")
+                .client_secret("s")
+                .secret("0123456789abcdef0123456789abcdef")
+                .base_url("https://app.example")
+                .route_prefix(bad)
+                .build()
+                .unwrap_err();
+            assert!(err.to_string().contains("route_prefix"), "{bad}: {err}");
+        }
+    }
+}

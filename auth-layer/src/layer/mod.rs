@@ -1,0 +1,81 @@
+//! The Tower middleware: [`AuthLayer`] wraps any `Service<http::Request<B>>` in an
+//! [`AuthService`] that answers the auth routes itself and gives every other request a lazy
+//! [`Session`](crate::Session) in its extensions.
+//!
+//! ```no_run
+//! use auth_layer::AuthLayer;
+//! use tower::ServiceBuilder;
+//! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! # let app = tower::service_fn(|_req: http::Request<http_body_util::Empty<bytes::Bytes>>| async {
+//! #     Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+//! # });
+//! let auth = AuthLayer::from_env().await?.with_profile_route(true);
+//! let service = ServiceBuilder::new().layer(auth).service(app);
+//! # Ok(()) }
+//! ```
+
+mod body;
+mod future;
+mod guard;
+mod service;
+
+pub use body::AuthBody;
+pub use future::ResponseFuture;
+pub use guard::{RequireAuth, RequireAuthLayer};
+#[cfg(feature = "axum")]
+pub(crate) use guard::guard_deny;
+pub use service::AuthService;
+
+use tower_layer::Layer;
+
+use crate::auth_client::AuthClient;
+use crate::config::AuthConfig;
+use crate::error::AuthError;
+
+/// Mounts the auth routes and the per-request session on a service.
+///
+/// Routes, under the configured prefix (`/auth` by default): `GET login?returnTo=`,
+/// `GET callback`, `GET logout?returnTo=`, and, when enabled, `GET profile`.
+#[derive(Clone, Debug)]
+pub struct AuthLayer {
+    client: AuthClient,
+    profile_route: bool,
+}
+
+impl AuthLayer {
+    /// A layer over an [`AuthClient`] (built with the stores of your choice).
+    pub fn new(client: AuthClient) -> Self {
+        Self { client, profile_route: false }
+    }
+
+    /// Reads [`AuthConfig::from_env`], discovers the provider, and keeps sessions in the
+    /// encrypted cookie.
+    pub async fn from_env() -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let config = AuthConfig::from_env()?;
+        Ok(Self::new(AuthClient::new(config).await?))
+    }
+
+    /// Discovers the provider for `config`; sessions in the encrypted cookie.
+    pub async fn from_config(config: AuthConfig) -> Result<Self, AuthError> {
+        Ok(Self::new(AuthClient::new(config).await?))
+    }
+
+    /// Serves `GET {prefix}/profile`: the user's claims as JSON, or 401. Off by default.
+    pub fn with_profile_route(mut self, enabled: bool) -> Self {
+        self.profile_route = enabled;
+        self
+    }
+
+    /// The client behind the layer.
+    pub fn client(&self) -> &AuthClient {
+        &self.client
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService::new(inner, self.client.clone(), self.profile_route)
+    }
+}

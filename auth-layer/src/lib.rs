@@ -1,0 +1,66 @@
+//! # auth-layer
+//!
+//! Server-side OpenID Connect login for any Tower service (axum, hyper, anything built on
+//! `tower::Service<http::Request<_>>`), with sessions in an encrypted cookie or a store of your
+//! choice.
+//!
+//! Stack one [`AuthLayer`] and the app has `/auth/login`, `/auth/callback`, `/auth/logout`
+//! (and, opt-in, `/auth/profile`), and a lazy [`Session`] in every request's extensions:
+//!
+//! ```no_run
+//! use auth_layer::{AuthConfig, AuthLayer, User};
+//! use axum::{Router, routing::get};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let config = AuthConfig::from_env()?; // AUTH_ISSUER, AUTH_CLIENT_ID, AUTH_CLIENT_SECRET, AUTH_SECRET, APP_BASE_URL
+//! let auth = AuthLayer::from_config(config).await?.with_profile_route(true);
+//! let app: Router = Router::new()
+//!     .route("/private", get(|user: User| async move { format!("hello {}", user.sub()) }))
+//!     .layer(auth);
+//! # Ok(()) }
+//! ```
+//!
+//! ## What it checks
+//! PKCE S256, fresh `state` and `nonce` per login, one transaction cookie per login (parallel
+//! tabs work), `iss` on the callback (mix-up defence), the ID token's signature (JWKS refetched
+//! once for an unknown `kid`), algorithm, `iss`, `aud`, `azp`, `exp`, `iat` and `nonce`; a new
+//! session at every login; absolute and inactivity expiry checked on the server; `returnTo`
+//! limited to same-origin paths. A tampered, truncated or foreign cookie is "logged out", never
+//! an error.
+//!
+//! ## Writing your own routes
+//! Every operation is a method of [`AuthClient`] taking the request's [`StoreContext`]; see
+//! [`AuthClient::start_login`] and [`AuthClient::complete_login`].
+//!
+//! ## Features
+//! - `axum`: the extractors [`User`] and [`Session`] (see the `axum` module).
+
+#![deny(missing_docs, unreachable_pub, unsafe_code)]
+#![warn(clippy::await_holding_lock)]
+
+mod auth_client;
+#[cfg(feature = "axum")]
+pub mod axum;
+mod client;
+mod config;
+mod data;
+mod error;
+mod layer;
+mod return_to;
+mod routes;
+pub mod seal;
+mod session;
+pub mod store;
+
+pub use auth_client::{AuthClient, AuthClientBuilder, LoginOptions, LoginResult, LogoutOptions};
+pub use client::ProviderError;
+pub use config::{AuthConfig, AuthConfigBuilder, Clock, ConfigError, CookieOptions, MIN_SECRET_LEN, TokenEndpointAuth};
+pub use data::{SessionMeta, StateData, TokenSet, TransactionData, User};
+pub use error::AuthError;
+pub use layer::{AuthBody, AuthLayer, AuthService, RequireAuth, RequireAuthLayer, ResponseFuture};
+pub use return_to::validate as validate_return_to;
+pub use session::Session;
+pub use store::StoreContext;
+
+/// The `SameSite` attribute values, re-exported for [`CookieOptions`].
+pub use cookie::SameSite;

@@ -1,0 +1,148 @@
+//! Sealing: authenticated encryption of everything auth-layer hands to a browser or a store.
+//!
+//! Keys come from the application secret by HKDF-SHA256, one sub-key per purpose, so the session
+//! cookie, the transaction cookies and each typed store never share a key. Values are sealed with
+//! XChaCha20-Poly1305 under a random 192-bit nonce, with the record's name (for a cookie, its
+//! name) as associated data: a value moved to another name does not open.
+//!
+//! Several secrets may be configured for rotation: the first seals, any of them opens.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chacha20poly1305::aead::{Aead, Payload};
+use chacha20poly1305::{Key, KeyInit, XChaCha20Poly1305, XNonce};
+use hkdf::Hkdf;
+use sha2::Sha256;
+
+/// The first byte of every sealed value: the format's version, so it can change later.
+const VERSION: u8 = 1;
+const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
+
+/// Seals and opens values for one purpose, with one key per configured secret.
+#[derive(Clone)]
+pub struct Sealer {
+    /// `keys[0]` seals; every key is tried when opening.
+    keys: Vec<XChaCha20Poly1305>,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer").field("keys", &self.keys.len()).finish()
+    }
+}
+
+impl Sealer {
+    /// Derives one key per secret for `purpose` (HKDF-SHA256, the purpose as `info`).
+    ///
+    /// # Panics
+    /// When `secrets` is empty. [`AuthConfig`](crate::AuthConfig) never builds without a secret.
+    pub fn new<S: AsRef<[u8]>>(secrets: &[S], purpose: &str) -> Self {
+        assert!(!secrets.is_empty(), "a Sealer needs at least one secret");
+        let keys = secrets
+            .iter()
+            .map(|secret| {
+                let mut okm = [0u8; 32];
+                Hkdf::<Sha256>::new(Some(b"auth-layer"), secret.as_ref())
+                    .expand(purpose.as_bytes(), &mut okm)
+                    .expect("32 bytes is a valid HKDF-SHA256 output length");
+                XChaCha20Poly1305::new(&Key::from(okm))
+            })
+            .collect();
+        Self { keys }
+    }
+
+    /// Seals `plaintext` bound to `name`, as unpadded base64url (cookie- and URL-safe).
+    pub fn seal(&self, name: &str, plaintext: &[u8]) -> String {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).expect("the operating system's random generator failed");
+        let ciphertext = self.keys[0]
+            .encrypt(&XNonce::from(nonce), Payload { msg: plaintext, aad: name.as_bytes() })
+            .expect("XChaCha20-Poly1305 accepts any message a cookie or store can hold");
+        let mut raw = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
+        raw.push(VERSION);
+        raw.extend_from_slice(&nonce);
+        raw.extend_from_slice(&ciphertext);
+        URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// Opens a value sealed for `name` by any configured secret; `None` when it was tampered
+    /// with, truncated, sealed for another name, sealed with an unknown key, or is not ours.
+    pub fn open(&self, name: &str, sealed: &str) -> Option<Vec<u8>> {
+        let raw = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+        if raw.len() < 1 + NONCE_LEN + TAG_LEN || raw[0] != VERSION {
+            return None;
+        }
+        let nonce = XNonce::try_from(&raw[1..1 + NONCE_LEN]).ok()?;
+        let msg = &raw[1 + NONCE_LEN..];
+        self.keys
+            .iter()
+            .find_map(|key| key.decrypt(&nonce, Payload { msg, aad: name.as_bytes() }).ok())
+    }
+}
+
+/// A fresh random token of `bytes` bytes from the operating system's generator, as base64url.
+pub(crate) fn random_token(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).expect("the operating system's random generator failed");
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "an-application-secret-of-32-chars!!";
+    const B: &str = "another-secret-that-is-long-enough-too";
+
+    #[test]
+    fn sealed_value_opens_under_its_own_name() {
+        let sealer = Sealer::new(&[A], "session");
+        let sealed = sealer.seal("_a0_session", b"hello");
+        assert_eq!(sealer.open("_a0_session", &sealed).as_deref(), Some(&b"hello"[..]));
+    }
+
+    #[test]
+    fn sealed_value_moved_to_another_name_does_not_open() {
+        let sealer = Sealer::new(&[A], "session");
+        let sealed = sealer.seal("_a0_session", b"hello");
+        assert_eq!(sealer.open("_a0_tx.other", &sealed), None);
+    }
+
+    #[test]
+    fn each_purpose_has_its_own_key() {
+        let sealed = Sealer::new(&[A], "session").seal("n", b"hello");
+        assert_eq!(Sealer::new(&[A], "transaction").open("n", &sealed), None);
+    }
+
+    #[test]
+    fn tampered_truncated_or_foreign_values_do_not_open() {
+        let sealer = Sealer::new(&[A], "session");
+        let sealed = sealer.seal("n", b"hello world");
+        let mut bytes = sealed.clone().into_bytes();
+        let mid = bytes.len() / 2;
+        bytes[mid] = if bytes[mid] == b'A' { b'B' } else { b'A' };
+        assert_eq!(sealer.open("n", std::str::from_utf8(&bytes).unwrap()), None);
+        assert_eq!(sealer.open("n", &sealed[..sealed.len() - 4]), None);
+        assert_eq!(sealer.open("n", ""), None);
+        assert_eq!(sealer.open("n", "not base64 at all!"), None);
+        assert_eq!(Sealer::new(&[B], "session").open("n", &sealed), None);
+    }
+
+    #[test]
+    fn rotation_seals_with_the_first_secret_and_opens_with_any() {
+        let old = Sealer::new(&[A], "session");
+        let rotated = Sealer::new(&[B, A], "session");
+        let from_old = old.seal("n", b"before rotation");
+        assert_eq!(rotated.open("n", &from_old).as_deref(), Some(&b"before rotation"[..]));
+        let from_new = rotated.seal("n", b"after");
+        assert_eq!(Sealer::new(&[B], "session").open("n", &from_new).as_deref(), Some(&b"after"[..]));
+        assert_eq!(old.open("n", &from_new), None);
+    }
+
+    #[test]
+    fn two_seals_of_the_same_value_differ() {
+        let sealer = Sealer::new(&[A], "session");
+        assert_ne!(sealer.seal("n", b"same"), sealer.seal("n", b"same"));
+    }
+}

@@ -1,0 +1,86 @@
+//! The per-request [`Session`] handle the layer puts in every request's extensions. It is lazy:
+//! nothing is decrypted or fetched until a handler asks, and then only once per request.
+
+use std::sync::{Arc, Mutex};
+
+use http::HeaderValue;
+use tokio::sync::OnceCell;
+
+use crate::auth_client::AuthClient;
+use crate::data::{StateData, User};
+use crate::error::AuthError;
+use crate::store::StoreContext;
+
+/// The session of the current request.
+///
+/// Get it from the request's extensions (or, with the `axum` feature, as an extractor) and ask
+/// for what you need:
+///
+/// ```no_run
+/// # async fn handler(session: auth_layer::Session) -> Result<String, auth_layer::AuthError> {
+/// match session.user().await? {
+///     Some(user) => Ok(format!("hello {}", user.name().unwrap_or(user.sub()))),
+///     None => Ok("hello stranger".into()),
+/// }
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: AuthClient,
+    cookies: Vec<HeaderValue>,
+    loaded: OnceCell<Option<StateData>>,
+    /// Cookies the load wants set on the response (renewal, clearing an expired session).
+    response: Mutex<Option<StoreContext>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("loaded", &self.inner.loaded.initialized()).finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(client: AuthClient, cookies: Vec<HeaderValue>) -> Self {
+        Self { inner: Arc::new(Inner { client, cookies, loaded: OnceCell::new(), response: Mutex::new(None) }) }
+    }
+
+    /// The session's data, if the request has a valid, unexpired session. Loaded on first use;
+    /// renewed (rolling expiry) when less than half its inactivity window is left.
+    pub async fn data(&self) -> Result<Option<&StateData>, AuthError> {
+        let loaded = self.inner.loaded.get_or_try_init(|| self.load()).await?;
+        Ok(loaded.as_ref())
+    }
+
+    /// The logged-in user, if any.
+    pub async fn user(&self) -> Result<Option<&User>, AuthError> {
+        Ok(self.data().await?.map(|s| &s.user))
+    }
+
+    /// The client behind this session, for operations beyond reading it.
+    pub fn client(&self) -> &AuthClient {
+        &self.inner.client
+    }
+
+    async fn load(&self) -> Result<Option<StateData>, AuthError> {
+        let mut ctx = StoreContext::from_cookie_headers(&self.inner.cookies);
+        let session = self.inner.client.get_session(&mut ctx).await?;
+        if let Some(session) = &session {
+            if self.inner.client.renewal_due(session) {
+                self.inner.client.renew(&mut ctx, session.clone()).await?;
+            }
+        }
+        if ctx.has_response_cookies() {
+            *self.inner.response.lock().unwrap_or_else(|e| e.into_inner()) = Some(ctx);
+        }
+        Ok(session)
+    }
+
+    /// The cookies this request's session wants set on the response, if any.
+    pub(crate) fn take_response_cookies(&self) -> Option<StoreContext> {
+        self.inner.response.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}

@@ -1,0 +1,293 @@
+//! The stateless session store: the whole session, sealed, in the browser's cookies.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::{LogoutTarget, StateStore, StoreContext, StoreError, auth_cookie, removal_cookie};
+use crate::AuthConfig;
+use crate::data::StateData;
+use crate::seal::Sealer;
+
+/// Bytes of sealed value per cookie: name, value and attributes must stay under the ~4096 bytes
+/// browsers accept per cookie.
+const CHUNK_SIZE: usize = 3_800;
+/// The most chunks read: bounds the cookie bytes a request can make us decrypt.
+const MAX_CHUNKS: usize = 8;
+
+/// The versioned envelope sealed into the cookie.
+#[derive(Serialize, Deserialize)]
+struct Envelope<T> {
+    v: u8,
+    d: T,
+}
+
+/// Keeps the whole session sealed (XChaCha20-Poly1305, the cookie name as associated data) in
+/// the session cookie, split over `{name}.0`, `{name}.1`, ... when it outgrows one cookie.
+///
+/// It needs no server-side storage and survives restarts; its limits are size (about 30 KB) and
+/// revocation: a copied cookie stays valid until it expires.
+#[derive(Debug, Clone)]
+pub struct CookieStateStore {
+    config: AuthConfig,
+    sealer: Sealer,
+}
+
+impl CookieStateStore {
+    /// A store sealing with a key derived from `config`'s secrets.
+    pub fn new(config: &AuthConfig) -> Self {
+        Self { sealer: Sealer::new(&config.secrets, "auth-layer session cookie v1"), config: config.clone() }
+    }
+
+    fn name(&self) -> &str {
+        &self.config.cookies.session_name
+    }
+
+    /// The request's sealed value: the single cookie, or the chunks `{name}.0..n` in order.
+    /// `None` when absent or when the chunk set is incomplete.
+    fn read_sealed(&self, ctx: &StoreContext) -> Option<String> {
+        if let Some(single) = ctx.cookie(self.name()) {
+            return Some(single.to_owned());
+        }
+        let indexes: Vec<usize> = ctx.request_cookie_names().filter_map(|n| self.chunk_index(n)).collect();
+        if indexes.is_empty() {
+            return None;
+        }
+        if indexes.len() > MAX_CHUNKS {
+            tracing::warn!(chunks = indexes.len(), "session cookie has too many chunks; treated as no session");
+            return None;
+        }
+        let mut sealed = String::with_capacity(indexes.len() * CHUNK_SIZE);
+        for i in 0..indexes.len() {
+            match ctx.cookie(&format!("{}.{i}", self.name())) {
+                Some(part) => sealed.push_str(part),
+                None => {
+                    tracing::warn!("session cookie chunk {i} is missing; treated as no session");
+                    return None;
+                }
+            }
+        }
+        Some(sealed)
+    }
+
+    /// `Some(i)` when `cookie_name` is exactly `{name}.{i}` (not merely a name with our prefix).
+    fn chunk_index(&self, cookie_name: &str) -> Option<usize> {
+        let rest = cookie_name.strip_prefix(self.name())?.strip_prefix('.')?;
+        if rest.is_empty() || rest.len() > 2 || !rest.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        rest.parse().ok()
+    }
+
+    /// Removes every session cookie of the request not in `keep`.
+    fn clear_stale(&self, ctx: &mut StoreContext, keep: &[String]) {
+        let stale: Vec<String> = ctx
+            .request_cookie_names()
+            .filter(|n| *n == self.name() || self.chunk_index(n).is_some())
+            .filter(|n| !keep.iter().any(|k| k == n))
+            .map(str::to_owned)
+            .collect();
+        for name in stale {
+            ctx.set_cookie(removal_cookie(&self.config, name, &self.config.cookies.path));
+        }
+    }
+}
+
+#[async_trait]
+impl StateStore for CookieStateStore {
+    async fn get(&self, ctx: &mut StoreContext) -> Result<Option<StateData>, StoreError> {
+        let Some(sealed) = self.read_sealed(ctx) else { return Ok(None) };
+        let Some(plain) = self.sealer.open(self.name(), &sealed) else {
+            tracing::warn!("session cookie does not open (tampered, truncated or another key); treated as no session");
+            return Ok(None);
+        };
+        match serde_json::from_slice::<Envelope<StateData>>(&plain) {
+            Ok(Envelope { v: 1, d }) => Ok(Some(d)),
+            Ok(Envelope { v, .. }) => {
+                tracing::warn!(version = v, "session cookie has an unknown format version; treated as no session");
+                Ok(None)
+            }
+            Err(err) => {
+                tracing::warn!(%err, "session cookie does not decode; treated as no session");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn set(&self, ctx: &mut StoreContext, data: &StateData, _new_login: bool) -> Result<(), StoreError> {
+        let plain = serde_json::to_vec(&Envelope { v: 1, d: data })
+            .map_err(|e| StoreError::Unavailable(format!("session does not serialize: {e}")))?;
+        let sealed = self.sealer.seal(self.name(), &plain);
+        let now = self.config.clock.now();
+        let expires = data.expires_at(self.config.absolute_duration.as_secs(), self.config.inactivity_duration.as_secs());
+        let max_age = expires.saturating_sub(now);
+        let path = self.config.cookies.path.clone();
+        let mut names = Vec::new();
+        if sealed.len() <= CHUNK_SIZE {
+            names.push(self.name().to_owned());
+            ctx.set_cookie(auth_cookie(&self.config, self.name().to_owned(), sealed, &path, max_age));
+        } else {
+            let parts = sealed.as_bytes().chunks(CHUNK_SIZE);
+            if parts.len() > MAX_CHUNKS {
+                return Err(StoreError::Unavailable(format!(
+                    "session is {} bytes sealed, more than cookies can carry; use a server-side store",
+                    sealed.len()
+                )));
+            }
+            for (i, part) in parts.enumerate() {
+                let name = format!("{}.{i}", self.name());
+                // base64url is ASCII, so every chunk boundary is a char boundary.
+                let value = String::from_utf8_lossy(part).into_owned();
+                ctx.set_cookie(auth_cookie(&self.config, name.clone(), value, &path, max_age));
+                names.push(name);
+            }
+        }
+        self.clear_stale(ctx, &names);
+        Ok(())
+    }
+
+    async fn delete(&self, ctx: &mut StoreContext) -> Result<(), StoreError> {
+        self.clear_stale(ctx, &[]);
+        Ok(())
+    }
+
+    async fn delete_by_logout_token(&self, _target: &LogoutTarget) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported("back-channel logout (cookie sessions need logout markers)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{SessionMeta, User};
+    use http::header::{COOKIE, SET_COOKIE};
+    use http::{HeaderMap, HeaderValue};
+
+    fn config() -> AuthConfig {
+        AuthConfig::builder()
+            .issuer("https://issuer.example/")
+            .client_id("c")
+            .client_secret("s")
+            .secret("0123456789abcdef0123456789abcdef")
+            .base_url("https://app.example")
+            .clock(crate::Clock::from_fn(|| 1_000))
+            .build()
+            .unwrap()
+    }
+
+    fn session(claim_bytes: usize) -> StateData {
+        let claims = serde_json::json!({"sub": "u1", "bio": "b".repeat(claim_bytes)});
+        StateData {
+            user: User::from_id_token_claims(claims.as_object().unwrap().clone()),
+            id_token: "header.payload.signature".into(),
+            refresh_token: None,
+            token_sets: vec![],
+            meta: SessionMeta { id: "id".into(), created_at: 1_000, touched_at: 1_000 },
+        }
+    }
+
+    /// The cookies a browser would send back after `ctx`'s response.
+    fn browser_round_trip(ctx: StoreContext) -> (HeaderMap, StoreContext) {
+        let mut response = HeaderMap::new();
+        ctx.apply(&mut response);
+        let pairs: Vec<String> = response
+            .get_all(SET_COOKIE)
+            .iter()
+            .map(|v| cookie::Cookie::parse(v.to_str().unwrap().to_owned()).unwrap())
+            .filter(|c| c.max_age() != Some(cookie::time::Duration::ZERO))
+            .map(|c| format!("{}={}", c.name(), c.value()))
+            .collect();
+        let mut request = HeaderMap::new();
+        if !pairs.is_empty() {
+            request.insert(COOKIE, HeaderValue::from_str(&pairs.join("; ")).unwrap());
+        }
+        let next = StoreContext::from_headers(&request);
+        (response, next)
+    }
+
+    #[tokio::test]
+    async fn small_session_round_trips_in_one_cookie() {
+        let store = CookieStateStore::new(&config());
+        let mut ctx = StoreContext::default();
+        store.set(&mut ctx, &session(10), true).await.unwrap();
+        let (response, mut next) = browser_round_trip(ctx);
+        let set: Vec<_> = response.get_all(SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+        assert_eq!(set.len(), 1);
+        for attribute in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/"] {
+            assert!(set[0].contains(attribute), "{attribute} missing in {}", set[0]);
+        }
+        assert_eq!(store.get(&mut next).await.unwrap(), Some(session(10)));
+    }
+
+    #[tokio::test]
+    async fn large_session_round_trips_in_chunks() {
+        let store = CookieStateStore::new(&config());
+        let mut ctx = StoreContext::default();
+        store.set(&mut ctx, &session(9_000), true).await.unwrap();
+        let (response, mut next) = browser_round_trip(ctx);
+        let chunks = response.get_all(SET_COOKIE).iter().count();
+        assert!(chunks >= 3, "9 KB of claims needs at least 3 cookies, got {chunks}");
+        for value in response.get_all(SET_COOKIE) {
+            assert!(value.len() < 4_000, "every cookie stays under the browser limit");
+        }
+        assert_eq!(store.get(&mut next).await.unwrap(), Some(session(9_000)));
+    }
+
+    #[tokio::test]
+    async fn missing_chunk_means_no_session() {
+        let store = CookieStateStore::new(&config());
+        let mut ctx = StoreContext::default();
+        store.set(&mut ctx, &session(9_000), true).await.unwrap();
+        let (response, _) = browser_round_trip(ctx);
+        let without_middle: Vec<String> = response
+            .get_all(SET_COOKIE)
+            .iter()
+            .map(|v| cookie::Cookie::parse(v.to_str().unwrap().to_owned()).unwrap())
+            .filter(|c| c.name() != "_a0_session.1")
+            .map(|c| format!("{}={}", c.name(), c.value()))
+            .collect();
+        let mut request = HeaderMap::new();
+        request.insert(COOKIE, HeaderValue::from_str(&without_middle.join("; ")).unwrap());
+        assert_eq!(store.get(&mut StoreContext::from_headers(&request)).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn shrinking_session_clears_stale_chunks() {
+        let store = CookieStateStore::new(&config());
+        let mut ctx = StoreContext::default();
+        store.set(&mut ctx, &session(9_000), true).await.unwrap();
+        let (_, mut next) = browser_round_trip(ctx);
+        store.set(&mut next, &session(10), false).await.unwrap();
+        let mut response = HeaderMap::new();
+        next.apply(&mut response);
+        let removed: Vec<String> = response
+            .get_all(SET_COOKIE)
+            .iter()
+            .map(|v| cookie::Cookie::parse(v.to_str().unwrap().to_owned()).unwrap())
+            .filter(|c| c.max_age() == Some(cookie::time::Duration::ZERO))
+            .map(|c| c.name().to_owned())
+            .collect();
+        assert!(removed.contains(&"_a0_session.0".to_owned()) && removed.contains(&"_a0_session.1".to_owned()), "{removed:?}");
+        assert!(!removed.contains(&"_a0_session".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn unrelated_cookies_with_our_prefix_are_not_chunks() {
+        let store = CookieStateStore::new(&config());
+        let mut request = HeaderMap::new();
+        request.insert(COOKIE, HeaderValue::from_static("_a0_session_theme=dark; _a0_session.x=1"));
+        let mut ctx = StoreContext::from_headers(&request);
+        assert_eq!(store.get(&mut ctx).await.unwrap(), None);
+        store.delete(&mut ctx).await.unwrap();
+        assert!(!ctx.has_response_cookies(), "cookies that are not ours are left alone");
+    }
+
+    #[tokio::test]
+    async fn garbage_cookie_means_no_session() {
+        let store = CookieStateStore::new(&config());
+        for garbage in ["", "x", "AAAA", "!!!", &"A".repeat(5000)] {
+            let mut request = HeaderMap::new();
+            request.insert(COOKIE, HeaderValue::from_str(&format!("_a0_session={garbage}")).unwrap());
+            assert_eq!(store.get(&mut StoreContext::from_headers(&request)).await.unwrap(), None, "{garbage}");
+        }
+    }
+}

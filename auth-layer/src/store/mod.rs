@@ -1,0 +1,91 @@
+//! The store contracts: [`StateStore`] keeps sessions, [`TransactionStore`] keeps logins in
+//! flight. Each call gets the request's [`StoreContext`], which reads the request's cookies and
+//! collects the response's, so a store may live in cookies (stateless) or anywhere else with only
+//! an id in a cookie (stateful).
+//!
+//! The stateless stores are [`CookieStateStore`] and [`CookieTransactionStore`], the defaults.
+
+mod context;
+mod cookie_state;
+mod cookie_transaction;
+
+pub use context::StoreContext;
+pub use cookie_state::CookieStateStore;
+pub use cookie_transaction::CookieTransactionStore;
+
+use async_trait::async_trait;
+
+use crate::data::{StateData, TransactionData};
+
+/// Why a store could not do what was asked. Routes answer 503 and log it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store's backend could not be reached or failed.
+    #[error("the session store is unavailable: {0}")]
+    Unavailable(String),
+    /// The store cannot do this at all (e.g. back-channel logout on a store without markers).
+    #[error("the session store does not support {0}")]
+    Unsupported(&'static str),
+}
+
+/// What a logout token names: the sessions to end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogoutTarget {
+    /// The provider's issuer.
+    pub iss: String,
+    /// The user, when named.
+    pub sub: Option<String>,
+    /// The provider's session, when named.
+    pub sid: Option<String>,
+}
+
+/// Keeps sessions. Expiry is checked by the caller on every read, whatever the store.
+#[async_trait]
+pub trait StateStore: Send + Sync + 'static {
+    /// The session of this request, if any. A value that cannot be read is `Ok(None)`.
+    async fn get(&self, ctx: &mut StoreContext) -> Result<Option<StateData>, StoreError>;
+    /// Saves the session. `new_login` is true when it replaces whatever session the request had
+    /// (a new login): a stateful store issues a new id and deletes the old record.
+    async fn set(&self, ctx: &mut StoreContext, data: &StateData, new_login: bool) -> Result<(), StoreError>;
+    /// Deletes the request's session and clears its cookies.
+    async fn delete(&self, ctx: &mut StoreContext) -> Result<(), StoreError>;
+    /// Ends every session a back-channel logout token names.
+    async fn delete_by_logout_token(&self, target: &LogoutTarget) -> Result<(), StoreError>;
+}
+
+/// Keeps logins in flight, keyed by their `state`.
+#[async_trait]
+pub trait TransactionStore: Send + Sync + 'static {
+    /// The transaction for `state`, if this browser started it and it has not expired.
+    async fn get(&self, ctx: &mut StoreContext, state: &str) -> Result<Option<TransactionData>, StoreError>;
+    /// Saves a new transaction.
+    async fn set(&self, ctx: &mut StoreContext, data: &TransactionData) -> Result<(), StoreError>;
+    /// Deletes the transaction for `state`.
+    async fn delete(&self, ctx: &mut StoreContext, state: &str) -> Result<(), StoreError>;
+}
+
+/// A cookie with auth-layer's attributes: `HttpOnly`, the configured `SameSite`, `Secure` on
+/// https, the configured `Domain`.
+pub(crate) fn auth_cookie(
+    config: &crate::AuthConfig,
+    name: String,
+    value: String,
+    path: &str,
+    max_age_secs: u64,
+) -> cookie::Cookie<'static> {
+    let mut builder = cookie::Cookie::build((name, value))
+        .path(path.to_owned())
+        .http_only(true)
+        .same_site(config.cookies.same_site)
+        .secure(config.secure_cookies)
+        .max_age(cookie::time::Duration::seconds(i64::try_from(max_age_secs).unwrap_or(i64::MAX)));
+    if let Some(domain) = &config.cookies.domain {
+        builder = builder.domain(domain.clone());
+    }
+    builder.build()
+}
+
+/// A `Max-Age=0` cookie that makes the browser drop `name`.
+pub(crate) fn removal_cookie(config: &crate::AuthConfig, name: String, path: &str) -> cookie::Cookie<'static> {
+    auth_cookie(config, name, String::new(), path, 0)
+}
