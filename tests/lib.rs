@@ -1,1 +1,322 @@
+//! The end-to-end harness: the real OpenID Provider (panva's `oidc-provider`, run by Node on
+//! loopback), the example apps served on free loopback ports, and a scripted browser that keeps
+//! cookies (paths honoured) and follows the provider's login, consent and logout forms.
 
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use auth_layer::{AuthClient, AuthConfig, AuthLayer, Clock, TokenEndpointAuth};
+use reqwest::cookie::{CookieStore, Jar};
+use reqwest::{Response, StatusCode};
+use tokio::process::{Child, Command};
+use url::Url;
+
+/// The application secret every test app uses.
+pub const SECRET: &str = "test-secret-test-secret-test-secret-0001";
+/// The client secret registered at the test provider.
+pub const CLIENT_SECRET: &str = "client-secret-of-the-test-relying-party";
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The test provider's folder (its program and `node_modules`).
+pub fn idp_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("idp")
+}
+
+/// A running `oidc-provider`, stopped when dropped.
+pub struct Provider {
+    /// Its issuer, `http://127.0.0.1:PORT`.
+    pub issuer: String,
+    _child: Child,
+}
+
+impl Provider {
+    /// Starts the provider with one confidential client for the app at `app_url`.
+    pub async fn start(app_url: &str, client_id: &str, auth_method: &str) -> Self {
+        let dir = idp_dir();
+        assert!(
+            dir.join("node_modules/oidc-provider").exists(),
+            "the test provider is not installed: run `npm ci --prefix tests/idp` (the README's test command does)"
+        );
+        let port = free_port();
+        let clients = serde_json::json!([{
+            "client_id": client_id,
+            "client_secret": CLIENT_SECRET,
+            "redirect_uris": [format!("{app_url}/auth/callback")],
+            "post_logout_redirect_uris": [format!("{app_url}/")],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "token_endpoint_auth_method": auth_method,
+        }]);
+        let child = Command::new("node")
+            .arg("provider.mjs")
+            .current_dir(&dir)
+            .env("PORT", port.to_string())
+            .env("CLIENTS", clients.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node must be installed to run the test provider");
+        let issuer = format!("http://127.0.0.1:{port}");
+        let discovery = format!("{issuer}/.well-known/openid-configuration");
+        for _ in 0..150 {
+            if let Ok(response) = reqwest::get(&discovery).await {
+                if response.status().is_success() {
+                    return Self { issuer, _child: child };
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the test provider did not start on {issuer}");
+    }
+}
+
+/// Which app a test runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppKind {
+    /// The axum quickstart example.
+    Quickstart,
+    /// The plain hyper example.
+    Hyper,
+}
+
+/// Options of [`TestEnv::start_with`].
+#[derive(Debug, Clone, Copy)]
+pub struct EnvOptions {
+    /// The app.
+    pub app: AppKind,
+    /// The token endpoint authentication method.
+    pub token_auth: TokenEndpointAuth,
+}
+
+impl Default for EnvOptions {
+    fn default() -> Self {
+        Self { app: AppKind::Quickstart, token_auth: TokenEndpointAuth::ClientSecretBasic }
+    }
+}
+
+/// A provider, an app served on loopback, and a clock the test can move forward.
+pub struct TestEnv {
+    /// The provider.
+    pub provider: Provider,
+    /// The app's base URL.
+    pub app_url: String,
+    /// The app's auth client.
+    pub client: AuthClient,
+    clock_offset: Arc<AtomicU64>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl TestEnv {
+    /// The quickstart app with the cookie stores.
+    pub async fn start() -> Self {
+        Self::start_with(EnvOptions::default()).await
+    }
+
+    /// An app of `options`.
+    pub async fn start_with(options: EnvOptions) -> Self {
+        let (port, listener) = bind().await;
+        let app_url = format!("http://127.0.0.1:{port}");
+        let method = match options.token_auth {
+            TokenEndpointAuth::ClientSecretBasic => "client_secret_basic",
+            TokenEndpointAuth::ClientSecretPost => "client_secret_post",
+        };
+        let provider = Provider::start(&app_url, "test-app", method).await;
+        let clock_offset = Arc::new(AtomicU64::new(0));
+        let config = config(&provider, &app_url, options.token_auth, clock_offset.clone());
+        let client = AuthClient::new(config).await.expect("discovery against the test provider");
+        let auth = AuthLayer::new(client.clone()).with_profile_route(true);
+        let server = match options.app {
+            AppKind::Quickstart => {
+                let app = quickstart::app(auth);
+                tokio::spawn(async move {
+                    axum::serve(listener, app).await.unwrap();
+                })
+            }
+            AppKind::Hyper => {
+                let service = hyper_server::service(auth);
+                tokio::spawn(async move { serve_hyper(listener, service).await })
+            }
+        };
+        Self { provider, app_url, client, clock_offset, server }
+    }
+
+    /// Serves `router` (an axum app the test wrote) instead of an example, with a client of its own.
+    pub async fn start_custom(build: impl FnOnce(AuthClient) -> axum::Router) -> Self {
+        let (port, listener) = bind().await;
+        let app_url = format!("http://127.0.0.1:{port}");
+        let provider = Provider::start(&app_url, "test-app", "client_secret_basic").await;
+        let clock_offset = Arc::new(AtomicU64::new(0));
+        let config = config(&provider, &app_url, TokenEndpointAuth::ClientSecretBasic, clock_offset.clone());
+        let client = AuthClient::new(config).await.expect("discovery against the test provider");
+        let app = build(client.clone());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self { provider, app_url, client, clock_offset, server }
+    }
+
+    /// Moves the app's clock forward.
+    pub fn advance_clock(&self, by: Duration) {
+        self.clock_offset.fetch_add(by.as_secs(), Ordering::SeqCst);
+    }
+
+    /// A URL of the app.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.app_url)
+    }
+}
+
+async fn bind() -> (u16, tokio::net::TcpListener) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    (listener.local_addr().unwrap().port(), listener)
+}
+
+fn config(provider: &Provider, app_url: &str, auth: TokenEndpointAuth, offset: Arc<AtomicU64>) -> AuthConfig {
+    AuthConfig::builder()
+        .issuer(provider.issuer.clone())
+        .client_id("test-app")
+        .client_secret(CLIENT_SECRET)
+        .secret(SECRET)
+        .base_url(app_url)
+        .token_endpoint_auth(auth)
+        .clock(Clock::from_fn(move || {
+            SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + offset.load(Ordering::SeqCst)
+        }))
+        .build()
+        .expect("test configuration")
+}
+
+async fn serve_hyper(listener: tokio::net::TcpListener, service: auth_layer::AuthService<hyper_server::Router>) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::service::TowerToHyperService;
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { return };
+        let service = TowerToHyperService::new(service.clone());
+        tokio::spawn(async move {
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// A scripted browser: a cookie jar that honours paths, no automatic redirects.
+#[derive(Clone)]
+pub struct Browser {
+    /// The cookie jar.
+    pub jar: Arc<Jar>,
+    /// The HTTP client using the jar.
+    pub http: reqwest::Client,
+}
+
+impl Default for Browser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Browser {
+    /// A browser with an empty jar.
+    pub fn new() -> Self {
+        let jar = Arc::new(Jar::default());
+        let http = reqwest::Client::builder()
+            .cookie_provider(jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Self { jar, http }
+    }
+
+    /// `GET url` as a browser would (accepting HTML).
+    pub async fn get(&self, url: &str) -> Response {
+        self.http.get(url).header("accept", "text/html,*/*;q=0.8").send().await.unwrap()
+    }
+
+    /// The `Cookie` header this browser would send to `url`.
+    pub fn cookie_header(&self, url: &str) -> String {
+        self.jar
+            .cookies(&Url::parse(url).unwrap())
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// Follows redirects from `response` through the provider's login and consent forms, as
+    /// `user`, until a redirect to `stop_prefix` (not followed) is reached; returns that URL.
+    pub async fn through_provider(&self, mut response: Response, user: &str, stop_prefix: &str) -> String {
+        for _ in 0..20 {
+            let url = response.url().clone();
+            if response.status().is_redirection() {
+                let location = response.headers()["location"].to_str().unwrap();
+                let next = url.join(location).unwrap().to_string();
+                if next.starts_with(stop_prefix) {
+                    return next;
+                }
+                response = self.get(&next).await;
+                continue;
+            }
+            assert_eq!(response.status(), StatusCode::OK, "unexpected page at {url}");
+            let html = response.text().await.unwrap();
+            let action = form_action(&html).unwrap_or_else(|| panic!("no form at {url}: {html}"));
+            let action = url.join(&action).unwrap();
+            let form: Vec<(&str, &str)> = if html.contains("name=\"login\"") {
+                vec![("prompt", "login"), ("login", user), ("password", "any")]
+            } else if html.contains("value=\"consent\"") {
+                vec![("prompt", "consent")]
+            } else {
+                panic!("unknown provider page at {url}: {html}");
+            };
+            response = self.http.post(action).form(&form).send().await.unwrap();
+        }
+        panic!("too many redirects through the provider");
+    }
+
+    /// Logs in at `app_url` as `user`, returning the callback's response (a redirect to `returnTo`).
+    pub async fn login(&self, app_url: &str, user: &str) -> Response {
+        let callback = self.start_and_authorize(app_url, user, "/auth/login").await;
+        self.get(&callback).await
+    }
+
+    /// Starts a login at `login_path` and goes through the provider up to (not including) the callback.
+    pub async fn start_and_authorize(&self, app_url: &str, user: &str, login_path: &str) -> String {
+        let start = self.get(&format!("{app_url}{login_path}")).await;
+        assert_eq!(start.status(), StatusCode::FOUND, "login must redirect to the provider");
+        self.through_provider(start, user, &format!("{app_url}/")).await
+    }
+
+    /// Completes the provider's end-session form at `end_session_url`; returns where it sends the browser.
+    pub async fn confirm_provider_logout(&self, end_session_url: &str) -> String {
+        let page = self.get(end_session_url).await;
+        let url = page.url().clone();
+        assert_eq!(page.status(), StatusCode::OK, "end-session page");
+        let html = page.text().await.unwrap();
+        let action = url.join(&form_action(&html).expect("logout form")).unwrap();
+        let xsrf = between(&html, "name=\"xsrf\" value=\"", "\"").expect("xsrf field");
+        let done = self.http.post(action).form(&[("xsrf", xsrf.as_str()), ("logout", "yes")]).send().await.unwrap();
+        assert!(done.status().is_redirection(), "provider logout must redirect, got {}", done.status());
+        done.headers()["location"].to_str().unwrap().to_owned()
+    }
+}
+
+fn form_action(html: &str) -> Option<String> {
+    let form = &html[html.find("<form")?..];
+    between(form, "action=\"", "\"").map(|a| a.replace("&amp;", "&"))
+}
+
+fn between(text: &str, start: &str, end: &str) -> Option<String> {
+    let from = text.find(start)? + start.len();
+    let len = text[from..].find(end)?;
+    Some(text[from..from + len].to_owned())
+}

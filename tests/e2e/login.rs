@@ -1,0 +1,428 @@
+//! The login loop against the real provider: login, session, logout, parallel logins, chunked
+//! sessions, bad cookies, expiry and rejected callbacks, on the axum quickstart, the plain hyper
+//! example, and routes an app writes itself over `AuthClient`.
+
+use std::time::Duration;
+
+use auth_layer::{AuthClient, LoginOptions, LogoutOptions, StoreContext, TokenEndpointAuth};
+use auth_layer_tests::{AppKind, Browser, EnvOptions, TestEnv};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode as AxStatus};
+use axum::response::{IntoResponse, Redirect, Response as AxResponse};
+use reqwest::StatusCode;
+use url::Url;
+
+async fn profile(browser: &Browser, env: &TestEnv) -> reqwest::Response {
+    browser.http.get(env.url("/auth/profile")).header("accept", "application/json").send().await.unwrap()
+}
+
+async fn assert_logged_out(browser: &Browser, env: &TestEnv) {
+    let response = profile(browser, env).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "not_authenticated");
+}
+
+fn session_cookie(browser: &Browser, env: &TestEnv) -> String {
+    browser
+        .cookie_header(&env.url("/"))
+        .split("; ")
+        .filter(|c| c.starts_with("_a0_session"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[tokio::test]
+async fn full_login_gives_a_profile_and_the_private_page() {
+    let env = TestEnv::start().await;
+    let browser = Browser::new();
+    let callback = browser.login(&env.app_url, "alice").await;
+    assert_eq!(callback.status(), StatusCode::FOUND);
+    assert_eq!(callback.headers()["location"], env.url("/"));
+    assert_eq!(callback.headers()["cache-control"], "no-store");
+    let set_cookies: Vec<_> = callback.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+    let session = set_cookies.iter().find(|c| c.starts_with("_a0_session=")).expect("session cookie set");
+    for attribute in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age="] {
+        assert!(session.contains(attribute), "{attribute} missing: {session}");
+    }
+    assert!(!session.contains("Secure"), "no Secure flag on an http base URL");
+    assert!(set_cookies.iter().any(|c| c.starts_with("_a0_tx.") && c.contains("Max-Age=0")), "transaction cookie cleared");
+
+    let me: serde_json::Value = profile(&browser, &env).await.json().await.unwrap();
+    assert_eq!(me["sub"], "alice");
+    assert_eq!(me["name"], "Alice");
+    assert_eq!(me["email"], "alice@example.test");
+    assert!(me.get("nonce").is_none() && me.get("aud").is_none());
+
+    let private = browser.get(&env.url("/private")).await;
+    assert_eq!(private.status(), StatusCode::OK);
+    assert!(private.text().await.unwrap().contains("alice"));
+    let home = browser.get(&env.url("/")).await.text().await.unwrap();
+    assert!(home.contains("Logged in as <strong id=\"name\">Alice</strong>"), "{home}");
+}
+
+#[tokio::test]
+async fn login_with_client_secret_post_works() {
+    let env = TestEnv::start_with(EnvOptions { token_auth: TokenEndpointAuth::ClientSecretPost, ..EnvOptions::default() }).await;
+    let browser = Browser::new();
+    assert_eq!(browser.login(&env.app_url, "post-user").await.status(), StatusCode::FOUND);
+    let me: serde_json::Value = profile(&browser, &env).await.json().await.unwrap();
+    assert_eq!(me["sub"], "post-user");
+}
+
+#[tokio::test]
+async fn authorization_request_uses_pkce_state_and_nonce_and_keeps_return_to_out_of_redirect_uri() {
+    let env = TestEnv::start().await;
+    let browser = Browser::new();
+    let start = browser.get(&env.url("/auth/login?returnTo=%2Fprivate%3Fx%3D1")).await;
+    assert_eq!(start.status(), StatusCode::FOUND);
+    let location = Url::parse(start.headers()["location"].to_str().unwrap()).unwrap();
+    let params: std::collections::HashMap<_, _> = location.query_pairs().into_owned().collect();
+    assert_eq!(params["response_type"], "code");
+    assert_eq!(params["code_challenge_method"], "S256");
+    assert_eq!(params["redirect_uri"], env.url("/auth/callback"));
+    assert!(params["state"].len() >= 43 && params["nonce"].len() >= 43);
+    assert!(params["scope"].contains("openid") && params["scope"].contains("offline_access"));
+
+    let again = browser.get(&env.url("/auth/login")).await;
+    let again = Url::parse(again.headers()["location"].to_str().unwrap()).unwrap();
+    let again: std::collections::HashMap<_, _> = again.query_pairs().into_owned().collect();
+    assert_ne!(params["state"], again["state"]);
+    assert_ne!(params["nonce"], again["nonce"]);
+    assert_ne!(params["code_challenge"], again["code_challenge"]);
+
+    let callback = browser.through_provider(start, "carol", &env.url("/")).await;
+    assert!(!callback.contains("private"), "the return path never travels through the provider: {callback}");
+    let landed = browser.get(&callback).await;
+    assert_eq!(landed.headers()["location"], env.url("/private?x=1"));
+}
+
+#[tokio::test]
+async fn return_to_other_origins_is_refused() {
+    let env = TestEnv::start().await;
+    let browser = Browser::new();
+    for bad in ["%2F%2Fevil.example", "https%3A%2F%2Fevil.example%2F", "%2F%5Cevil.example", "%2Fok%0D%0Ax"] {
+        let response = browser.get(&env.url(&format!("/auth/login?returnTo={bad}"))).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+        assert!(response.headers().get("location").is_none());
+    }
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_and_lands_on_the_providers_end_session_page() {
+    let env = TestEnv::start().await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "dave").await;
+    let id_token = {
+        let mut ctx = StoreContext::from_cookie_headers([&session_cookie(&browser, &env).parse().unwrap()]);
+        env.client.get_session(&mut ctx).await.unwrap().unwrap().id_token
+    };
+    let before = session_cookie(&browser, &env);
+    let logout = browser.get(&env.url("/auth/logout")).await;
+    assert_eq!(logout.status(), StatusCode::FOUND);
+    let cleared: Vec<_> = logout.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+    assert!(cleared.iter().any(|c| c.starts_with("_a0_session=;") && c.contains("Max-Age=0")), "{cleared:?}");
+    let end_session = Url::parse(logout.headers()["location"].to_str().unwrap()).unwrap();
+    assert_eq!(end_session.as_str().split('?').next().unwrap(), format!("{}/session/end", env.provider.issuer));
+    let params: std::collections::HashMap<_, _> = end_session.query_pairs().into_owned().collect();
+    assert_eq!(params["id_token_hint"], id_token);
+    assert_eq!(params["post_logout_redirect_uri"], env.url("/"));
+    assert_eq!(params["client_id"], "test-app");
+    assert_logged_out(&browser, &env).await;
+
+    let back = browser.confirm_provider_logout(end_session.as_str()).await;
+    assert_eq!(back, env.url("/"));
+    assert!(browser.get(&back).await.text().await.unwrap().contains("Logged out"));
+
+    // The cookie the browser had before logout is the cookie store's limit: it still opens until
+    // it expires (revocation needs logout markers or a server-side store).
+    assert!(!before.is_empty());
+}
+
+#[tokio::test]
+async fn second_login_gets_a_different_session() {
+    let env = TestEnv::start().await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "erin").await;
+    let first = session_cookie(&browser, &env);
+    let first_id = {
+        let mut ctx = StoreContext::from_cookie_headers([&first.parse().unwrap()]);
+        env.client.get_session(&mut ctx).await.unwrap().unwrap().meta.id
+    };
+    browser.login(&env.app_url, "erin").await;
+    let second = session_cookie(&browser, &env);
+    assert_ne!(first, second);
+    let mut ctx = StoreContext::from_cookie_headers([&second.parse().unwrap()]);
+    assert_ne!(env.client.get_session(&mut ctx).await.unwrap().unwrap().meta.id, first_id);
+}
+
+#[tokio::test]
+async fn two_logins_started_in_parallel_both_complete() {
+    let env = TestEnv::start().await;
+    let browser = Browser::new();
+    let first = browser.start_and_authorize(&env.app_url, "frank", "/auth/login?returnTo=%2Fone").await;
+    let second = browser.start_and_authorize(&env.app_url, "frank", "/auth/login?returnTo=%2Ftwo").await;
+    let done_second = browser.get(&second).await;
+    assert_eq!(done_second.status(), StatusCode::FOUND);
+    assert_eq!(done_second.headers()["location"], env.url("/two"));
+    let done_first = browser.get(&first).await;
+    assert_eq!(done_first.status(), StatusCode::FOUND, "the first tab's login still completes");
+    assert_eq!(done_first.headers()["location"], env.url("/one"));
+    let me: serde_json::Value = profile(&browser, &env).await.json().await.unwrap();
+    assert_eq!(me["sub"], "frank");
+}
+
+#[tokio::test]
+async fn session_larger_than_4kb_round_trips_through_chunks() {
+    let env = TestEnv::start().await;
+    let browser = Browser::new();
+    let callback = browser.login(&env.app_url, "bigbob").await;
+    let chunks: Vec<_> = callback
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .filter(|c| c.starts_with("_a0_session."))
+        .collect();
+    assert!(chunks.len() >= 2, "a 6 KB claim needs chunks: {}", chunks.len());
+    assert!(chunks.iter().all(|c| c.len() < 4096));
+    let me: serde_json::Value = profile(&browser, &env).await.json().await.unwrap();
+    assert_eq!(me["bio"].as_str().unwrap().len(), 6000);
+    assert_eq!(browser.get(&env.url("/private")).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn tampered_truncated_or_foreign_cookies_mean_logged_out() {
+    let env = TestEnv::start().await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "gina").await;
+    let good = session_cookie(&browser, &env);
+    let value = good.strip_prefix("_a0_session=").unwrap();
+    let mut flipped = value.as_bytes().to_vec();
+    let mid = flipped.len() / 2;
+    flipped[mid] = if flipped[mid] == b'A' { b'B' } else { b'A' };
+    let foreign = {
+        // A session sealed by another app's secret.
+        let other = auth_layer::seal::Sealer::new(&["another-app-secret-another-app-secret-00"], "auth-layer session cookie v1");
+        other.seal("_a0_session", br#"{"v":1,"d":{}}"#)
+    };
+    let cases = [
+        format!("_a0_session={}", String::from_utf8(flipped).unwrap()),
+        format!("_a0_session={}", &value[..value.len() / 2]),
+        format!("_a0_session={foreign}"),
+        "_a0_session=%%%garbage%%%".to_owned(),
+        "_a0_session.0=abc; _a0_session.2=def".to_owned(),
+    ];
+    let http = reqwest::Client::new();
+    for cookie in cases {
+        for (path, accept) in [("/auth/profile", "application/json"), ("/", "text/html"), ("/private", "application/json")] {
+            let response = http.get(env.url(path)).header("cookie", &cookie).header("accept", accept).send().await.unwrap();
+            let status = response.status();
+            let body = response.text().await.unwrap();
+            match path {
+                "/" => assert!(status == StatusCode::OK && body.contains("Logged out"), "{cookie}: {status} {body}"),
+                _ => assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} with {cookie}"),
+            }
+        }
+    }
+    let still = http.get(env.url("/auth/profile")).header("cookie", &good).send().await.unwrap();
+    assert_eq!(still.status(), StatusCode::OK, "the untouched cookie still works");
+}
+
+#[tokio::test]
+async fn session_past_its_inactivity_limit_is_refused() {
+    let env = TestEnv::start().await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "hank").await;
+    assert_eq!(profile(&browser, &env).await.status(), StatusCode::OK);
+    env.advance_clock(Duration::from_secs(86_400 + 1));
+    assert_logged_out(&browser, &env).await;
+}
+
+#[tokio::test]
+async fn session_past_its_absolute_limit_is_refused_even_when_active() {
+    let env = TestEnv::start().await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "ivy").await;
+    let first = session_cookie(&browser, &env);
+    // Active every 13 hours: each visit renews the inactivity window (rolling) ...
+    for _ in 0..5 {
+        env.advance_clock(Duration::from_secs(13 * 3600));
+        let home = browser.get(&env.url("/")).await;
+        assert!(home.text().await.unwrap().contains("Logged in"));
+    }
+    assert_ne!(session_cookie(&browser, &env), first, "rolling renewal re-sealed the cookie");
+    // ... but 3 days after login the session ends anyway.
+    env.advance_clock(Duration::from_secs(8 * 3600));
+    assert_logged_out(&browser, &env).await;
+}
+
+#[tokio::test]
+async fn session_used_recently_is_not_rewritten_on_every_request() {
+    let env = TestEnv::start().await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "jay").await;
+    let response = browser.get(&env.url("/")).await;
+    assert!(response.headers().get("set-cookie").is_none(), "a fresh session is not re-sealed");
+    assert!(response.text().await.unwrap().contains("Logged in"));
+}
+
+#[tokio::test]
+async fn unknown_missing_or_replayed_state_is_rejected_without_a_session() {
+    let env = TestEnv::start().await;
+    let browser = Browser::new();
+    let callback = browser.start_and_authorize(&env.app_url, "kim", "/auth/login").await;
+    let url = Url::parse(&callback).unwrap();
+    let code = url.query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
+    for bad in [format!("/auth/callback?code={code}&state=unknown-state"), format!("/auth/callback?code={code}"), "/auth/callback?state=a%00b".to_owned()] {
+        let response = browser.get(&env.url(&bad)).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+        assert!(response.text().await.unwrap().contains("<html>"), "browsers get a page");
+        assert_logged_out(&browser, &env).await;
+    }
+    assert_eq!(browser.get(&callback).await.status(), StatusCode::FOUND, "the real callback still works");
+    let replay = browser.get(&callback).await;
+    assert_eq!(replay.status(), StatusCode::BAD_REQUEST, "a used state cannot be replayed");
+    assert!(replay.headers().get_all("set-cookie").iter().all(|c| !c.to_str().unwrap().starts_with("_a0_session=")));
+}
+
+#[tokio::test]
+async fn provider_error_at_the_callback_is_a_400_page_and_no_session() {
+    let env = TestEnv::start().await;
+    let browser = Browser::new();
+    let start = browser.get(&env.url("/auth/login")).await;
+    let location = Url::parse(start.headers()["location"].to_str().unwrap()).unwrap();
+    let state = location.query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
+    let response = browser
+        .get(&env.url(&format!("/auth/callback?error=access_denied&error_description=User%20said%20%3Cno%3E&state={state}")))
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let page = response.text().await.unwrap();
+    assert!(page.contains("access_denied") && page.contains("&lt;no&gt;"), "{page}");
+    assert_logged_out(&browser, &env).await;
+}
+
+#[tokio::test]
+async fn callback_with_another_issuer_is_rejected_as_a_mix_up() {
+    let env = TestEnv::start().await;
+    let browser = Browser::new();
+    let callback = browser.start_and_authorize(&env.app_url, "lee", "/auth/login").await;
+    let mut url = Url::parse(&callback).unwrap();
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == "iss" { "https://evil.example".to_owned() } else { v.into_owned() };
+            (k.into_owned(), v)
+        })
+        .collect();
+    assert!(pairs.iter().any(|(k, _)| k == "iss"), "the provider sends iss (RFC 9207)");
+    url.query_pairs_mut().clear().extend_pairs(pairs);
+    let response = browser.http.get(url).header("accept", "application/json").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "issuer_mismatch");
+    assert_logged_out(&browser, &env).await;
+}
+
+#[tokio::test]
+async fn protected_route_sends_browsers_to_login_and_api_clients_a_401() {
+    let env = TestEnv::start().await;
+    let browser = Browser::new();
+    let response = browser.get(&env.url("/private?tab=2")).await;
+    assert_eq!(response.status(), StatusCode::FOUND);
+    assert_eq!(response.headers()["location"], "/auth/login?returnTo=%2Fprivate%3Ftab%3D2");
+    let api = browser.http.get(env.url("/private")).header("accept", "application/json").send().await.unwrap();
+    assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn auth_routes_refuse_other_methods() {
+    let env = TestEnv::start().await;
+    let response = Browser::new().http.post(env.url("/auth/login")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn login_works_on_the_plain_hyper_example() {
+    let env = TestEnv::start_with(EnvOptions { app: AppKind::Hyper, ..EnvOptions::default() }).await;
+    let browser = Browser::new();
+    assert_eq!(browser.get(&env.url("/")).await.text().await.unwrap(), "Logged out");
+    let guarded = browser.get(&env.url("/private")).await;
+    assert_eq!(guarded.status(), StatusCode::FOUND);
+    let callback = browser.login(&env.app_url, "hyper-user").await;
+    assert_eq!(callback.status(), StatusCode::FOUND);
+    assert_eq!(browser.get(&env.url("/")).await.text().await.unwrap(), "Logged in as hyper-user");
+    assert_eq!(browser.get(&env.url("/private")).await.text().await.unwrap(), "private page of hyper-user");
+    let me: serde_json::Value = profile(&browser, &env).await.json().await.unwrap();
+    assert_eq!(me["sub"], "hyper-user");
+    let logout = browser.get(&env.url("/auth/logout")).await;
+    assert_eq!(logout.status(), StatusCode::FOUND);
+    assert_eq!(browser.get(&env.url("/")).await.text().await.unwrap(), "Logged out");
+}
+
+// Routes an app writes itself over `AuthClient`, without mounting the layer's routes
+// (auth0-fastapi's `mount_routes=False`).
+
+async fn custom_login(State(client): State<AuthClient>, headers: HeaderMap) -> AxResponse {
+    let mut ctx = StoreContext::from_headers(&headers);
+    let options = LoginOptions { return_to: Some("/custom/me".into()), app_state: Some(serde_json::json!({"from": "custom"})), ..Default::default() };
+    match client.start_login(&mut ctx, options).await {
+        Ok(url) => with_cookies(ctx, Redirect::to(url.as_str()).into_response()),
+        Err(err) => (AxStatus::BAD_REQUEST, err.to_string()).into_response(),
+    }
+}
+
+async fn custom_callback(State(client): State<AuthClient>, headers: HeaderMap, uri: axum::http::Uri) -> AxResponse {
+    let mut ctx = StoreContext::from_headers(&headers);
+    match client.complete_login(&mut ctx, uri.query().unwrap_or("")).await {
+        Ok(result) => {
+            let target = format!("{}?app_state={}", result.return_to, result.app_state.unwrap()["from"].as_str().unwrap());
+            with_cookies(ctx, Redirect::to(&target).into_response())
+        }
+        Err(err) => (AxStatus::BAD_REQUEST, err.code()).into_response(),
+    }
+}
+
+async fn custom_me(State(client): State<AuthClient>, headers: HeaderMap) -> AxResponse {
+    let mut ctx = StoreContext::from_headers(&headers);
+    match client.get_user(&mut ctx).await {
+        Ok(Some(user)) => user.sub().to_owned().into_response(),
+        _ => AxStatus::UNAUTHORIZED.into_response(),
+    }
+}
+
+async fn custom_logout(State(client): State<AuthClient>, headers: HeaderMap, Query(q): Query<std::collections::HashMap<String, String>>) -> AxResponse {
+    let mut ctx = StoreContext::from_headers(&headers);
+    let url = client.logout(&mut ctx, LogoutOptions { return_to: q.get("returnTo").cloned() }).await.unwrap();
+    with_cookies(ctx, Redirect::to(url.as_str()).into_response())
+}
+
+fn with_cookies(ctx: StoreContext, mut response: AxResponse) -> AxResponse {
+    ctx.apply(response.headers_mut());
+    response
+}
+
+#[tokio::test]
+async fn app_written_routes_over_auth_client_log_in_and_out() {
+    let env = TestEnv::start_custom(|client| {
+        axum::Router::new()
+            .route("/custom/login", axum::routing::get(custom_login))
+            // The app's own handler at the registered callback path.
+            .route("/auth/callback", axum::routing::get(custom_callback))
+            .route("/custom/me", axum::routing::get(custom_me))
+            .route("/custom/logout", axum::routing::get(custom_logout))
+            .with_state(client)
+    })
+    .await;
+    let browser = Browser::new();
+    let start = browser.get(&env.url("/custom/login")).await;
+    assert_eq!(start.status(), StatusCode::SEE_OTHER);
+    let callback = browser.through_provider(start, "mia", &env.url("/")).await;
+    let done = browser.get(&callback).await;
+    assert_eq!(done.status(), StatusCode::SEE_OTHER);
+    assert_eq!(done.headers()["location"], "/custom/me?app_state=custom");
+    assert_eq!(browser.get(&env.url("/custom/me")).await.text().await.unwrap(), "mia");
+    let logout = browser.get(&env.url("/custom/logout")).await;
+    assert!(logout.headers()["location"].to_str().unwrap().contains("/session/end"));
+    assert_eq!(browser.get(&env.url("/custom/me")).await.status(), StatusCode::UNAUTHORIZED);
+}
