@@ -29,52 +29,87 @@ pub fn idp_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("idp")
 }
 
+/// How the test provider is started.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderOptions {
+    /// The token endpoint authentication method registered for the client.
+    pub auth_method: Option<&'static str>,
+    /// Sign with a fresh key of this `kid`.
+    pub signing_kid: Option<String>,
+    /// Announce no `end_session_endpoint`.
+    pub no_end_session: bool,
+}
+
 /// A running `oidc-provider`, stopped when dropped.
 pub struct Provider {
     /// Its issuer, `http://127.0.0.1:PORT`.
     pub issuer: String,
-    _child: Child,
+    port: u16,
+    app_url: String,
+    child: Child,
 }
 
 impl Provider {
-    /// Starts the provider with one confidential client for the app at `app_url`.
-    pub async fn start(app_url: &str, client_id: &str, auth_method: &str) -> Self {
+    /// Starts the provider with one confidential client, `test-app`, for the app at `app_url`.
+    pub async fn start(app_url: &str, options: &ProviderOptions) -> Self {
         let dir = idp_dir();
         assert!(
             dir.join("node_modules/oidc-provider").exists(),
             "the test provider is not installed: run `npm ci --prefix tests/idp` (the README's test command does)"
         );
         let port = free_port();
-        let clients = serde_json::json!([{
-            "client_id": client_id,
-            "client_secret": CLIENT_SECRET,
-            "redirect_uris": [format!("{app_url}/auth/callback")],
-            "post_logout_redirect_uris": [format!("{app_url}/")],
-            "grant_types": ["authorization_code", "refresh_token"],
-            "token_endpoint_auth_method": auth_method,
-        }]);
-        let child = Command::new("node")
-            .arg("provider.mjs")
-            .current_dir(&dir)
-            .env("PORT", port.to_string())
-            .env("CLIENTS", clients.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node must be installed to run the test provider");
-        let issuer = format!("http://127.0.0.1:{port}");
-        let discovery = format!("{issuer}/.well-known/openid-configuration");
+        let child = spawn(port, app_url, options);
+        let provider = Self { issuer: format!("http://127.0.0.1:{port}"), port, app_url: app_url.to_owned(), child };
+        provider.wait_ready().await;
+        provider
+    }
+
+    /// Stops the provider and starts it again on the same port with `options` (its in-memory
+    /// sessions and grants are gone).
+    pub async fn restart(&mut self, options: &ProviderOptions) {
+        self.child.kill().await.unwrap();
+        self.child = spawn(self.port, &self.app_url, options);
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&self) {
+        let discovery = format!("{}/.well-known/openid-configuration", self.issuer);
         for _ in 0..150 {
-            if let Ok(response) = reqwest::get(&discovery).await {
-                if response.status().is_success() {
-                    return Self { issuer, _child: child };
-                }
+            let ready = reqwest::get(&discovery).await.is_ok_and(|r| r.status().is_success());
+            if ready {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("the test provider did not start on {issuer}");
+        panic!("the test provider did not start on {}", self.issuer);
     }
+}
+
+fn spawn(port: u16, app_url: &str, options: &ProviderOptions) -> Child {
+    let clients = serde_json::json!([{
+        "client_id": "test-app",
+        "client_secret": CLIENT_SECRET,
+        "redirect_uris": [format!("{app_url}/auth/callback")],
+        "post_logout_redirect_uris": [format!("{app_url}/")],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "token_endpoint_auth_method": options.auth_method.unwrap_or("client_secret_basic"),
+    }]);
+    let mut command = Command::new("node");
+    command
+        .arg("provider.mjs")
+        .current_dir(idp_dir())
+        .env("PORT", port.to_string())
+        .env("CLIENTS", clients.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    if let Some(kid) = &options.signing_kid {
+        command.env("SIGNING_KID", kid);
+    }
+    if options.no_end_session {
+        command.env("NO_END_SESSION", "1");
+    }
+    command.spawn().expect("node must be installed to run the test provider")
 }
 
 /// Which app a test runs.
@@ -87,17 +122,23 @@ pub enum AppKind {
 }
 
 /// Options of [`TestEnv::start_with`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EnvOptions {
     /// The app.
     pub app: AppKind,
     /// The token endpoint authentication method.
     pub token_auth: TokenEndpointAuth,
+    /// How the provider starts.
+    pub provider: ProviderOptions,
 }
 
 impl Default for EnvOptions {
     fn default() -> Self {
-        Self { app: AppKind::Quickstart, token_auth: TokenEndpointAuth::ClientSecretBasic }
+        Self {
+            app: AppKind::Quickstart,
+            token_auth: TokenEndpointAuth::ClientSecretBasic,
+            provider: ProviderOptions::default(),
+        }
     }
 }
 
@@ -133,7 +174,8 @@ impl TestEnv {
             TokenEndpointAuth::ClientSecretBasic => "client_secret_basic",
             TokenEndpointAuth::ClientSecretPost => "client_secret_post",
         };
-        let provider = Provider::start(&app_url, "test-app", method).await;
+        let provider_options = ProviderOptions { auth_method: Some(method), ..options.provider.clone() };
+        let provider = Provider::start(&app_url, &provider_options).await;
         let clock_offset = Arc::new(AtomicU64::new(0));
         let config = config(&provider, &app_url, options.token_auth, clock_offset.clone());
         let client = AuthClient::new(config).await.expect("discovery against the test provider");
@@ -157,7 +199,7 @@ impl TestEnv {
     pub async fn start_custom(build: impl FnOnce(AuthClient) -> axum::Router) -> Self {
         let (port, listener) = bind().await;
         let app_url = format!("http://127.0.0.1:{port}");
-        let provider = Provider::start(&app_url, "test-app", "client_secret_basic").await;
+        let provider = Provider::start(&app_url, &ProviderOptions::default()).await;
         let clock_offset = Arc::new(AtomicU64::new(0));
         let config = config(&provider, &app_url, TokenEndpointAuth::ClientSecretBasic, clock_offset.clone());
         let client = AuthClient::new(config).await.expect("discovery against the test provider");
@@ -247,10 +289,7 @@ impl Browser {
 
     /// The `Cookie` header this browser would send to `url`.
     pub fn cookie_header(&self, url: &str) -> String {
-        self.jar
-            .cookies(&Url::parse(url).unwrap())
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default()
+        self.jar.cookies(&Url::parse(url).unwrap()).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
     }
 
     /// Follows redirects from `response` through the provider's login and consent forms, as

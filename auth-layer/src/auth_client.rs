@@ -147,10 +147,10 @@ impl AuthClient {
         if let Some(error) = params.error {
             return Err(AuthError::ProviderRefused { error, description: params.error_description });
         }
-        if let Some(iss) = params.iss {
-            if iss != self.inner.rp.issuer() {
-                return Err(AuthError::IssuerMismatch(iss));
-            }
+        if let Some(iss) = params.iss
+            && iss != self.inner.rp.issuer()
+        {
+            return Err(AuthError::IssuerMismatch(iss));
         }
         let code = params.code.ok_or_else(|| AuthError::InvalidRequest("the callback has no code".into()))?;
         let tokens = self.inner.rp.exchange_code(&code, &transaction.code_verifier, &transaction.nonce).await?;
@@ -268,7 +268,10 @@ mod tests {
     #[test]
     fn callback_params_are_read_and_repeats_refused() {
         let params = CallbackParams::parse("code=c&state=s&iss=https%3A%2F%2Fi&x=1").unwrap();
-        assert_eq!((params.code.as_deref(), params.state.as_deref(), params.iss.as_deref()), (Some("c"), Some("s"), Some("https://i")));
+        assert_eq!(
+            (params.code.as_deref(), params.state.as_deref(), params.iss.as_deref()),
+            (Some("c"), Some("s"), Some("https://i"))
+        );
         assert!(CallbackParams::parse("state=a&state=b").is_err());
         assert!(CallbackParams::parse(&"a".repeat(9000)).is_err());
     }

@@ -35,18 +35,23 @@ use crate::{Session, User};
 /// Why an extractor refused: a redirect to login, a 401, or the error that prevented reading
 /// the session (a 503 when the store is down).
 #[derive(Debug)]
-pub struct AuthRejection(http::Response<Full<Bytes>>);
+pub struct AuthRejection(Box<http::Response<Full<Bytes>>>);
 
 impl IntoResponse for AuthRejection {
     fn into_response(self) -> Response {
-        self.0.map(axum::body::Body::new)
+        (*self.0).map(axum::body::Body::new)
     }
 }
 
 fn session_of(parts: &Parts) -> Result<Session, AuthRejection> {
     parts.extensions.get::<Session>().cloned().ok_or_else(|| {
         tracing::error!("auth extractor used on a route outside the AuthLayer");
-        AuthRejection(error_response(StatusCode::INTERNAL_SERVER_ERROR, "misconfigured", "authentication is not set up", &parts.headers))
+        AuthRejection(Box::new(error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "misconfigured",
+            "authentication is not set up",
+            &parts.headers,
+        )))
     })
 }
 
@@ -65,7 +70,7 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for User {
         let session = session_of(parts)?;
         match session.user().await {
             Ok(user) => Ok(user.cloned()),
-            Err(err) => Err(AuthRejection(err.into_response(&parts.headers))),
+            Err(err) => Err(AuthRejection(Box::new(err.into_response(&parts.headers)))),
         }
     }
 }
@@ -78,7 +83,11 @@ impl<S: Send + Sync> FromRequestParts<S> for User {
             Some(user) => Ok(user),
             None => {
                 let session = session_of(parts)?;
-                Err(AuthRejection(guard_deny(session.client().config().route_prefix(), &parts.uri, &parts.headers)))
+                Err(AuthRejection(Box::new(guard_deny(
+                    session.client().config().route_prefix(),
+                    &parts.uri,
+                    &parts.headers,
+                ))))
             }
         }
     }

@@ -5,19 +5,19 @@
 //! It knows nothing of HTTP servers or cookies; [`AuthClient`](crate::AuthClient) wires it to
 //! the stores.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreIdTokenVerifier, CoreJsonWebKeySet,
-    CoreJwsSigningAlgorithm, CoreTokenResponse,
+    CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreIdTokenVerifier, CoreJsonWebKeySet, CoreJwsSigningAlgorithm,
+    CoreTokenResponse,
 };
 use openidconnect::{
-    AuthType, AuthorizationCode, ClientId, EndpointMaybeSet, JsonWebKey, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet,
-    IssuerUrl, JsonWebKeySetUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
+    AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet, EndpointSet,
+    IssuerUrl, JsonWebKey, JsonWebKeySetUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
     ProviderMetadataWithLogout, RedirectUrl, RequestTokenError, Scope, TokenResponse,
 };
 use serde_json::{Map, Value};
@@ -78,7 +78,9 @@ pub(crate) struct RelyingParty {
     issuer: IssuerUrl,
     jwks_uri: JsonWebKeySetUrl,
     jwks: RwLock<Arc<CoreJsonWebKeySet>>,
-    last_jwks_fetch: Mutex<Instant>,
+    /// When an unknown `kid` last caused a refetch (discovery's own fetch does not count).
+    /// Held during a refetch, so concurrent logins with the new key share one.
+    last_jwks_refetch: tokio::sync::Mutex<Option<Instant>>,
     allowed_algs: Vec<CoreJwsSigningAlgorithm>,
     end_session_endpoint: Option<Url>,
     http: reqwest::Client,
@@ -111,7 +113,8 @@ impl RelyingParty {
         if allowed_algs.is_empty() {
             return Err(ProviderError::Discovery("the provider announces no usable ID-token signing algorithm".into()));
         }
-        let end_session_endpoint = metadata.additional_metadata().end_session_endpoint.as_ref().map(|u| u.url().clone());
+        let end_session_endpoint =
+            metadata.additional_metadata().end_session_endpoint.as_ref().map(|u| u.url().clone());
         let jwks_uri = metadata.jwks_uri().clone();
         let jwks = metadata.jwks().clone();
         let client_id = ClientId::new(config.client_id.clone());
@@ -132,7 +135,7 @@ impl RelyingParty {
             issuer,
             jwks_uri,
             jwks: RwLock::new(Arc::new(jwks)),
-            last_jwks_fetch: Mutex::new(Instant::now()),
+            last_jwks_refetch: tokio::sync::Mutex::new(None),
             allowed_algs,
             end_session_endpoint,
             http,
@@ -153,9 +156,11 @@ impl RelyingParty {
         let (state_for_url, nonce_for_url) = (state.clone(), nonce.clone());
         let mut request = self
             .client
-            .authorize_url(CoreAuthenticationFlow::AuthorizationCode, move || CsrfToken::new(state_for_url), move || {
-                Nonce::new(nonce_for_url)
-            })
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                move || CsrfToken::new(state_for_url),
+                move || Nonce::new(nonce_for_url),
+            )
             .set_pkce_challenge(challenge);
         for scope in self.config.scope.split_whitespace().filter(|s| *s != "openid") {
             request = request.add_scope(Scope::new(scope.to_owned()));
@@ -163,7 +168,16 @@ impl RelyingParty {
         if let Some(audience) = &self.config.audience {
             request = request.add_extra_param("audience", audience.clone());
         }
-        let reserved = ["response_type", "client_id", "redirect_uri", "state", "nonce", "code_challenge", "code_challenge_method", "scope"];
+        let reserved = [
+            "response_type",
+            "client_id",
+            "redirect_uri",
+            "state",
+            "nonce",
+            "code_challenge",
+            "code_challenge_method",
+            "scope",
+        ];
         for (name, value) in self.config.authorization_params.iter().chain(extra) {
             if reserved.contains(&name.as_str()) {
                 tracing::warn!(param = %name, "authorization parameter is set by auth-layer itself; ignored");
@@ -176,7 +190,12 @@ impl RelyingParty {
     }
 
     /// Exchanges an authorization code and checks the ID token against `nonce`.
-    pub(crate) async fn exchange_code(&self, code: &str, code_verifier: &str, nonce: &str) -> Result<LoginTokens, ProviderError> {
+    pub(crate) async fn exchange_code(
+        &self,
+        code: &str,
+        code_verifier: &str,
+        nonce: &str,
+    ) -> Result<LoginTokens, ProviderError> {
         let response: CoreTokenResponse = self
             .client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
@@ -212,11 +231,10 @@ impl RelyingParty {
         if raw.len() > MAX_ID_TOKEN_LEN {
             return Err(ProviderError::InvalidIdToken(format!("longer than {MAX_ID_TOKEN_LEN} bytes")));
         }
-        if let Some(kid) = header_kid(&raw) {
-            let known = self.keys().keys().iter().any(|k| k.key_id().is_some_and(|id| id.as_str() == kid));
-            if !known {
-                self.refetch_jwks(&kid).await;
-            }
+        if let Some(kid) = header_kid(&raw)
+            && !self.knows_kid(&kid)
+        {
+            self.refetch_jwks(&kid).await;
         }
         let keys = self.keys();
         let now = self.config.clock.now() as i64;
@@ -268,16 +286,22 @@ impl RelyingParty {
         self.jwks.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Refetches the JWKS, at most once per [`JWKS_REFETCH_INTERVAL`].
+    fn knows_kid(&self, kid: &str) -> bool {
+        self.keys().keys().iter().any(|k| k.key_id().is_some_and(|id| id.as_str() == kid))
+    }
+
+    /// Refetches the JWKS for an unknown `kid`, at most once per [`JWKS_REFETCH_INTERVAL`];
+    /// concurrent callers wait for the refetch under way instead of starting another.
     async fn refetch_jwks(&self, kid: &str) {
-        {
-            let mut last = self.last_jwks_fetch.lock().unwrap_or_else(|e| e.into_inner());
-            if last.elapsed() < JWKS_REFETCH_INTERVAL {
-                tracing::warn!(kid, "ID token names an unknown key; JWKS refetched too recently to try again");
-                return;
-            }
-            *last = Instant::now();
+        let mut last = self.last_jwks_refetch.lock().await;
+        if self.knows_kid(kid) {
+            return;
         }
+        if last.is_some_and(|at| at.elapsed() < JWKS_REFETCH_INTERVAL) {
+            tracing::warn!(kid, "ID token names an unknown key; JWKS refetched too recently to try again");
+            return;
+        }
+        *last = Some(Instant::now());
         tracing::info!(kid, "ID token names an unknown key; refetching the provider's JWKS");
         match CoreJsonWebKeySet::fetch_async(&self.jwks_uri, &self.http).await {
             Ok(jwks) => *self.jwks.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(jwks),

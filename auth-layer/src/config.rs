@@ -64,9 +64,7 @@ pub struct Clock(Arc<dyn Fn() -> u64 + Send + Sync>);
 impl Clock {
     /// The system clock.
     pub fn system() -> Self {
-        Self(Arc::new(|| {
-            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-        }))
+        Self(Arc::new(|| SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)))
     }
 
     /// A clock that reads `now` (seconds since the Unix epoch).
@@ -383,8 +381,7 @@ impl AuthConfigBuilder {
             return Err(invalid("AUTH_ISSUER", "must be an http(s) URL without a query"));
         }
         let client_id = self.client_id.ok_or(ConfigError::Missing("AUTH_CLIENT_ID (client_id)"))?;
-        let client_secret =
-            self.client_secret.ok_or(ConfigError::Missing("AUTH_CLIENT_SECRET (client_secret)"))?;
+        let client_secret = self.client_secret.ok_or(ConfigError::Missing("AUTH_CLIENT_SECRET (client_secret)"))?;
         if self.secrets.is_empty() {
             return Err(ConfigError::Missing("AUTH_SECRET (secret)"));
         }
@@ -427,8 +424,7 @@ impl AuthConfigBuilder {
             return Err(invalid("transaction_duration", "must be longer than zero"));
         }
         for name in [&self.cookies.session_name, &self.cookies.transaction_name] {
-            let valid = !name.is_empty()
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b));
+            let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b));
             if !valid {
                 return Err(invalid("cookie names", format!("`{name}`: use letters, digits, _ and -")));
             }
@@ -465,8 +461,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k| map.get(k).cloned()
     }
 
@@ -500,7 +495,9 @@ mod tests {
 
     #[test]
     fn auth0_domain_becomes_an_https_issuer() {
-        let config = AuthConfig::from_lookup(vars(&with(&[("AUTH_ISSUER", ""), ("AUTH0_DOMAIN", "tenant.eu.auth0.com")]))).unwrap();
+        let config =
+            AuthConfig::from_lookup(vars(&with(&[("AUTH_ISSUER", ""), ("AUTH0_DOMAIN", "tenant.eu.auth0.com")])))
+                .unwrap();
         assert_eq!(config.issuer, "https://tenant.eu.auth0.com/");
     }
 
@@ -544,7 +541,8 @@ mod tests {
 
     #[test]
     fn token_endpoint_auth_method_is_read_and_checked() {
-        let config = AuthConfig::from_lookup(vars(&with(&[("AUTH_TOKEN_ENDPOINT_AUTH", "client_secret_post")]))).unwrap();
+        let config =
+            AuthConfig::from_lookup(vars(&with(&[("AUTH_TOKEN_ENDPOINT_AUTH", "client_secret_post")]))).unwrap();
         assert_eq!(config.token_endpoint_auth, TokenEndpointAuth::ClientSecretPost);
         let err = AuthConfig::from_lookup(vars(&with(&[("AUTH_TOKEN_ENDPOINT_AUTH", "private_key_jwt")]))).unwrap_err();
         assert!(err.to_string().contains("AUTH_TOKEN_ENDPOINT_AUTH"), "{err}");

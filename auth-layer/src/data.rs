@@ -13,7 +13,8 @@ pub struct User {
 }
 
 /// ID-token claims that describe the token, not the user; they are not kept in the session.
-const PROTOCOL_CLAIMS: &[&str] = &["aud", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash", "azp", "jti", "auth_time", "acr", "amr"];
+const PROTOCOL_CLAIMS: &[&str] =
+    &["aud", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash", "azp", "jti", "auth_time", "acr", "amr"];
 
 impl User {
     /// The user from an ID token's verified claims.
@@ -138,7 +139,8 @@ mod tests {
 
     #[test]
     fn protocol_claims_are_dropped_and_user_claims_kept() {
-        let claims = serde_json::json!({"sub": "u1", "name": "Ann", "nonce": "n", "aud": "c", "exp": 1, "iat": 1, "sid": "s"});
+        let claims =
+            serde_json::json!({"sub": "u1", "name": "Ann", "nonce": "n", "aud": "c", "exp": 1, "iat": 1, "sid": "s"});
         let user = User::from_id_token_claims(claims.as_object().unwrap().clone());
         assert_eq!(user.sub(), "u1");
         assert_eq!(user.name(), Some("Ann"));
@@ -149,7 +151,13 @@ mod tests {
     #[test]
     fn session_ends_at_the_earlier_of_its_two_limits() {
         let meta = SessionMeta { id: "x".into(), created_at: 1_000, touched_at: 5_000 };
-        let data = StateData { user: User::from_id_token_claims(Map::new()), id_token: String::new(), refresh_token: None, token_sets: vec![], meta };
+        let data = StateData {
+            user: User::from_id_token_claims(Map::new()),
+            id_token: String::new(),
+            refresh_token: None,
+            token_sets: vec![],
+            meta,
+        };
         assert_eq!(data.expires_at(10_000, 100), 5_100);
         assert_eq!(data.expires_at(4_050, 100), 5_050);
     }

@@ -89,7 +89,12 @@ pub(crate) fn wants_json(headers: &HeaderMap) -> bool {
 }
 
 /// A response for `code`/`message` in the format the client prefers.
-pub(crate) fn error_response(status: StatusCode, code: &str, message: &str, headers: &HeaderMap) -> Response<Full<Bytes>> {
+pub(crate) fn error_response(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    headers: &HeaderMap,
+) -> Response<Full<Bytes>> {
     let (content_type, body) = if wants_json(headers) {
         let body = serde_json::json!({ "error": code, "message": message }).to_string();
         ("application/json", body)
@@ -156,7 +161,10 @@ mod tests {
     #[test]
     fn store_and_provider_outages_are_503() {
         assert_eq!(AuthError::Store(StoreError::Unavailable("down".into())).status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(AuthError::Provider(ProviderError::Unreachable("x".into())).status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            AuthError::Provider(ProviderError::Unreachable("x".into())).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         assert_eq!(AuthError::NotAuthenticated.status(), StatusCode::UNAUTHORIZED);
     }
 }

@@ -19,7 +19,12 @@ pub fn validate(value: &str) -> Result<&str, &'static str> {
         return Err("returnTo contains a backslash, whitespace or a control character");
     }
     let lower = value.get(1..4).map(str::to_ascii_lowercase).unwrap_or_default();
-    if lower == "%2f" || lower == "%5c" || lower.starts_with("%0") || lower.starts_with("%1") || lower.starts_with("%09") {
+    if lower == "%2f"
+        || lower == "%5c"
+        || lower.starts_with("%0")
+        || lower.starts_with("%1")
+        || lower.starts_with("%09")
+    {
         return Err("returnTo starts with an encoded slash, backslash or control character");
     }
     Ok(value)
@@ -40,9 +45,23 @@ mod tests {
     fn other_origins_and_tricks_are_refused() {
         let long = format!("/{}", "a".repeat(3000));
         for bad in [
-            "", "private", "//evil.example", "/\\evil.example", "\\\\evil", "https://evil.example/",
-            "http:/evil", "javascript:alert(1)", "/%2F%2Fevil.example", "/%2fevil", "/%5Cevil",
-            "/ok\r\nSet-Cookie: x=1", "/ok\tx", "/\u{0}", " /x", "/%0d%0aheader", long.as_str(),
+            "",
+            "private",
+            "//evil.example",
+            "/\\evil.example",
+            "\\\\evil",
+            "https://evil.example/",
+            "http:/evil",
+            "javascript:alert(1)",
+            "/%2F%2Fevil.example",
+            "/%2fevil",
+            "/%5Cevil",
+            "/ok\r\nSet-Cookie: x=1",
+            "/ok\tx",
+            "/\u{0}",
+            " /x",
+            "/%0d%0aheader",
+            long.as_str(),
         ] {
             assert!(validate(bad).is_err(), "{bad:?} was accepted");
         }

@@ -70,7 +70,11 @@ async fn login(client: &AuthClient, ctx: &mut StoreContext, query: &str) -> Resu
     Ok(redirect(url.as_str()))
 }
 
-async fn callback(client: &AuthClient, ctx: &mut StoreContext, query: &str) -> Result<Response<Full<Bytes>>, AuthError> {
+async fn callback(
+    client: &AuthClient,
+    ctx: &mut StoreContext,
+    query: &str,
+) -> Result<Response<Full<Bytes>>, AuthError> {
     let result = client.complete_login(ctx, query).await?;
     Ok(redirect(client.config().app_url(&result.return_to).as_str()))
 }

@@ -75,9 +75,7 @@ impl Sealer {
         }
         let nonce = XNonce::try_from(&raw[1..1 + NONCE_LEN]).ok()?;
         let msg = &raw[1 + NONCE_LEN..];
-        self.keys
-            .iter()
-            .find_map(|key| key.decrypt(&nonce, Payload { msg, aad: name.as_bytes() }).ok())
+        self.keys.iter().find_map(|key| key.decrypt(&nonce, Payload { msg, aad: name.as_bytes() }).ok())
     }
 }
 

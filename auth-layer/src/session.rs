@@ -68,10 +68,10 @@ impl Session {
     async fn load(&self) -> Result<Option<StateData>, AuthError> {
         let mut ctx = StoreContext::from_cookie_headers(&self.inner.cookies);
         let session = self.inner.client.get_session(&mut ctx).await?;
-        if let Some(session) = &session {
-            if self.inner.client.renewal_due(session) {
-                self.inner.client.renew(&mut ctx, session.clone()).await?;
-            }
+        if let Some(session) = &session
+            && self.inner.client.renewal_due(session)
+        {
+            self.inner.client.renew(&mut ctx, session.clone()).await?;
         }
         if ctx.has_response_cookies() {
             *self.inner.response.lock().unwrap_or_else(|e| e.into_inner()) = Some(ctx);

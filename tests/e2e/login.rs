@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use auth_layer::{AuthClient, LoginOptions, LogoutOptions, StoreContext, TokenEndpointAuth};
-use auth_layer_tests::{AppKind, Browser, EnvOptions, TestEnv};
+use auth_layer_tests::{AppKind, Browser, EnvOptions, ProviderOptions, TestEnv};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode as AxStatus};
 use axum::response::{IntoResponse, Redirect, Response as AxResponse};
@@ -40,13 +40,17 @@ async fn full_login_gives_a_profile_and_the_private_page() {
     assert_eq!(callback.status(), StatusCode::FOUND);
     assert_eq!(callback.headers()["location"], env.url("/"));
     assert_eq!(callback.headers()["cache-control"], "no-store");
-    let set_cookies: Vec<_> = callback.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+    let set_cookies: Vec<_> =
+        callback.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
     let session = set_cookies.iter().find(|c| c.starts_with("_a0_session=")).expect("session cookie set");
     for attribute in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age="] {
         assert!(session.contains(attribute), "{attribute} missing: {session}");
     }
     assert!(!session.contains("Secure"), "no Secure flag on an http base URL");
-    assert!(set_cookies.iter().any(|c| c.starts_with("_a0_tx.") && c.contains("Max-Age=0")), "transaction cookie cleared");
+    assert!(
+        set_cookies.iter().any(|c| c.starts_with("_a0_tx.") && c.contains("Max-Age=0")),
+        "transaction cookie cleared"
+    );
 
     let me: serde_json::Value = profile(&browser, &env).await.json().await.unwrap();
     assert_eq!(me["sub"], "alice");
@@ -63,7 +67,9 @@ async fn full_login_gives_a_profile_and_the_private_page() {
 
 #[tokio::test]
 async fn login_with_client_secret_post_works() {
-    let env = TestEnv::start_with(EnvOptions { token_auth: TokenEndpointAuth::ClientSecretPost, ..EnvOptions::default() }).await;
+    let env =
+        TestEnv::start_with(EnvOptions { token_auth: TokenEndpointAuth::ClientSecretPost, ..EnvOptions::default() })
+            .await;
     let browser = Browser::new();
     assert_eq!(browser.login(&env.app_url, "post-user").await.status(), StatusCode::FOUND);
     let me: serde_json::Value = profile(&browser, &env).await.json().await.unwrap();
@@ -120,7 +126,8 @@ async fn logout_ends_the_session_and_lands_on_the_providers_end_session_page() {
     let before = session_cookie(&browser, &env);
     let logout = browser.get(&env.url("/auth/logout")).await;
     assert_eq!(logout.status(), StatusCode::FOUND);
-    let cleared: Vec<_> = logout.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+    let cleared: Vec<_> =
+        logout.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
     assert!(cleared.iter().any(|c| c.starts_with("_a0_session=;") && c.contains("Max-Age=0")), "{cleared:?}");
     let end_session = Url::parse(logout.headers()["location"].to_str().unwrap()).unwrap();
     assert_eq!(end_session.as_str().split('?').next().unwrap(), format!("{}/session/end", env.provider.issuer));
@@ -203,7 +210,10 @@ async fn tampered_truncated_or_foreign_cookies_mean_logged_out() {
     flipped[mid] = if flipped[mid] == b'A' { b'B' } else { b'A' };
     let foreign = {
         // A session sealed by another app's secret.
-        let other = auth_layer::seal::Sealer::new(&["another-app-secret-another-app-secret-00"], "auth-layer session cookie v1");
+        let other = auth_layer::seal::Sealer::new(
+            &["another-app-secret-another-app-secret-00"],
+            "auth-layer session cookie v1",
+        );
         other.seal("_a0_session", br#"{"v":1,"d":{}}"#)
     };
     let cases = [
@@ -215,8 +225,11 @@ async fn tampered_truncated_or_foreign_cookies_mean_logged_out() {
     ];
     let http = reqwest::Client::new();
     for cookie in cases {
-        for (path, accept) in [("/auth/profile", "application/json"), ("/", "text/html"), ("/private", "application/json")] {
-            let response = http.get(env.url(path)).header("cookie", &cookie).header("accept", accept).send().await.unwrap();
+        for (path, accept) in
+            [("/auth/profile", "application/json"), ("/", "text/html"), ("/private", "application/json")]
+        {
+            let response =
+                http.get(env.url(path)).header("cookie", &cookie).header("accept", accept).send().await.unwrap();
             let status = response.status();
             let body = response.text().await.unwrap();
             match path {
@@ -274,7 +287,11 @@ async fn unknown_missing_or_replayed_state_is_rejected_without_a_session() {
     let callback = browser.start_and_authorize(&env.app_url, "kim", "/auth/login").await;
     let url = Url::parse(&callback).unwrap();
     let code = url.query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
-    for bad in [format!("/auth/callback?code={code}&state=unknown-state"), format!("/auth/callback?code={code}"), "/auth/callback?state=a%00b".to_owned()] {
+    for bad in [
+        format!("/auth/callback?code={code}&state=unknown-state"),
+        format!("/auth/callback?code={code}"),
+        "/auth/callback?state=a%00b".to_owned(),
+    ] {
         let response = browser.get(&env.url(&bad)).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
         assert!(response.text().await.unwrap().contains("<html>"), "browsers get a page");
@@ -293,9 +310,12 @@ async fn provider_error_at_the_callback_is_a_400_page_and_no_session() {
     let start = browser.get(&env.url("/auth/login")).await;
     let location = Url::parse(start.headers()["location"].to_str().unwrap()).unwrap();
     let state = location.query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
-    let response = browser
-        .get(&env.url(&format!("/auth/callback?error=access_denied&error_description=User%20said%20%3Cno%3E&state={state}")))
-        .await;
+    let response =
+        browser
+            .get(&env.url(&format!(
+                "/auth/callback?error=access_denied&error_description=User%20said%20%3Cno%3E&state={state}"
+            )))
+            .await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let page = response.text().await.unwrap();
     assert!(page.contains("access_denied") && page.contains("&lt;no&gt;"), "{page}");
@@ -365,7 +385,11 @@ async fn login_works_on_the_plain_hyper_example() {
 
 async fn custom_login(State(client): State<AuthClient>, headers: HeaderMap) -> AxResponse {
     let mut ctx = StoreContext::from_headers(&headers);
-    let options = LoginOptions { return_to: Some("/custom/me".into()), app_state: Some(serde_json::json!({"from": "custom"})), ..Default::default() };
+    let options = LoginOptions {
+        return_to: Some("/custom/me".into()),
+        app_state: Some(serde_json::json!({"from": "custom"})),
+        ..Default::default()
+    };
     match client.start_login(&mut ctx, options).await {
         Ok(url) => with_cookies(ctx, Redirect::to(url.as_str()).into_response()),
         Err(err) => (AxStatus::BAD_REQUEST, err.to_string()).into_response(),
@@ -376,7 +400,8 @@ async fn custom_callback(State(client): State<AuthClient>, headers: HeaderMap, u
     let mut ctx = StoreContext::from_headers(&headers);
     match client.complete_login(&mut ctx, uri.query().unwrap_or("")).await {
         Ok(result) => {
-            let target = format!("{}?app_state={}", result.return_to, result.app_state.unwrap()["from"].as_str().unwrap());
+            let target =
+                format!("{}?app_state={}", result.return_to, result.app_state.unwrap()["from"].as_str().unwrap());
             with_cookies(ctx, Redirect::to(&target).into_response())
         }
         Err(err) => (AxStatus::BAD_REQUEST, err.code()).into_response(),
@@ -391,7 +416,11 @@ async fn custom_me(State(client): State<AuthClient>, headers: HeaderMap) -> AxRe
     }
 }
 
-async fn custom_logout(State(client): State<AuthClient>, headers: HeaderMap, Query(q): Query<std::collections::HashMap<String, String>>) -> AxResponse {
+async fn custom_logout(
+    State(client): State<AuthClient>,
+    headers: HeaderMap,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> AxResponse {
     let mut ctx = StoreContext::from_headers(&headers);
     let url = client.logout(&mut ctx, LogoutOptions { return_to: q.get("returnTo").cloned() }).await.unwrap();
     with_cookies(ctx, Redirect::to(url.as_str()).into_response())
@@ -425,4 +454,41 @@ async fn app_written_routes_over_auth_client_log_in_and_out() {
     let logout = browser.get(&env.url("/custom/logout")).await;
     assert!(logout.headers()["location"].to_str().unwrap().contains("/session/end"));
     assert_eq!(browser.get(&env.url("/custom/me")).await.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn rotated_provider_key_is_fetched_once_and_refetches_are_rate_limited() {
+    let first = ProviderOptions { signing_kid: Some("key-1".into()), ..ProviderOptions::default() };
+    let mut env = TestEnv::start_with(EnvOptions { provider: first, ..EnvOptions::default() }).await;
+    let browser = Browser::new();
+    assert_eq!(browser.login(&env.app_url, "nina").await.status(), StatusCode::FOUND);
+
+    // The provider rotates to a key the app has never seen: one JWKS refetch, and login works.
+    env.provider.restart(&ProviderOptions { signing_kid: Some("key-2".into()), ..ProviderOptions::default() }).await;
+    let rotated = Browser::new();
+    let callback = rotated.login(&env.app_url, "nina").await;
+    assert_eq!(callback.status(), StatusCode::FOUND, "an unknown kid triggers a JWKS refetch");
+    assert_eq!(profile(&rotated, &env).await.status(), StatusCode::OK);
+
+    // Rotated again at once: the refetch is rate-limited, so the unknown key is refused cleanly.
+    env.provider.restart(&ProviderOptions { signing_kid: Some("key-3".into()), ..ProviderOptions::default() }).await;
+    let limited = Browser::new();
+    let callback = limited.start_and_authorize(&env.app_url, "nina", "/auth/login").await;
+    let response = limited.http.get(&callback).header("accept", "application/json").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_id_token");
+    assert_logged_out(&limited, &env).await;
+}
+
+#[tokio::test]
+async fn logout_is_local_when_the_provider_has_no_end_session_endpoint() {
+    let options = ProviderOptions { no_end_session: true, ..ProviderOptions::default() };
+    let env = TestEnv::start_with(EnvOptions { provider: options, ..EnvOptions::default() }).await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "omar").await;
+    let logout = browser.get(&env.url("/auth/logout?returnTo=%2Fbye")).await;
+    assert_eq!(logout.status(), StatusCode::FOUND);
+    assert_eq!(logout.headers()["location"], env.url("/bye"));
+    assert_logged_out(&browser, &env).await;
 }

@@ -3,10 +3,13 @@
 //
 //   PORT           port to listen on (default 3001); the issuer is http://127.0.0.1:PORT
 //   CLIENTS        JSON array of client metadata (redirect_uris, post_logout_redirect_uris, ...)
+//   SIGNING_KID    when set, sign with a fresh RSA key of this `kid` (tests of key rotation)
+//   NO_END_SESSION when 1, announce no end_session_endpoint (tests of local-only logout)
 //
 // Accounts: any login name is accepted with any password. The account's `name` is the login
 // capitalised, its email is login@example.test; a login starting with "big" carries a 6 KB `bio`
 // claim, so that the relying party's session outgrows one cookie.
+import { generateKeyPairSync } from 'node:crypto';
 import Provider from 'oidc-provider';
 
 const port = Number(process.env.PORT || 3001);
@@ -27,8 +30,14 @@ function claimsFor(id) {
   return claims;
 }
 
+function signingKey(kid) {
+  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  return { ...privateKey.export({ format: 'jwk' }), kid, use: 'sig', alg: 'RS256' };
+}
+
 const configuration = {
   clients,
+  ...(process.env.SIGNING_KID ? { jwks: { keys: [signingKey(process.env.SIGNING_KID)] } } : {}),
   cookies: { keys: ['auth-layer-test-provider-cookie-key'] },
   pkce: { required: () => true },
   conformIdTokenClaims: false,
@@ -39,7 +48,7 @@ const configuration = {
   },
   features: {
     devInteractions: { enabled: true },
-    rpInitiatedLogout: { enabled: true },
+    rpInitiatedLogout: { enabled: process.env.NO_END_SESSION !== '1' },
     backchannelLogout: { enabled: true },
   },
   issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),

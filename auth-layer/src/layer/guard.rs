@@ -63,12 +63,20 @@ where
         Box::pin(async move {
             let Some(session) = req.extensions().get::<Session>().cloned() else {
                 tracing::error!("RequireAuthLayer is not inside an AuthLayer: no session to check");
-                let response = error_response(StatusCode::INTERNAL_SERVER_ERROR, "misconfigured", "authentication is not set up", req.headers());
+                let response = error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "misconfigured",
+                    "authentication is not set up",
+                    req.headers(),
+                );
                 return Ok(response.map(AuthBody::own));
             };
             match session.user().await {
                 Ok(Some(_)) => Ok(inner.call(req).await?.map(AuthBody::inner)),
-                Ok(None) => Ok(guard_deny(session.client().config().route_prefix(), req.uri(), req.headers()).map(AuthBody::own)),
+                Ok(None) => {
+                    Ok(guard_deny(session.client().config().route_prefix(), req.uri(), req.headers())
+                        .map(AuthBody::own))
+                }
                 Err(err) => Ok(err.into_response(req.headers()).map(AuthBody::own)),
             }
         })

@@ -21,9 +21,9 @@ mod service;
 
 pub use body::AuthBody;
 pub use future::ResponseFuture;
-pub use guard::{RequireAuth, RequireAuthLayer};
 #[cfg(feature = "axum")]
 pub(crate) use guard::guard_deny;
+pub use guard::{RequireAuth, RequireAuthLayer};
 pub use service::AuthService;
 
 use tower_layer::Layer;

@@ -118,7 +118,8 @@ impl StateStore for CookieStateStore {
             .map_err(|e| StoreError::Unavailable(format!("session does not serialize: {e}")))?;
         let sealed = self.sealer.seal(self.name(), &plain);
         let now = self.config.clock.now();
-        let expires = data.expires_at(self.config.absolute_duration.as_secs(), self.config.inactivity_duration.as_secs());
+        let expires =
+            data.expires_at(self.config.absolute_duration.as_secs(), self.config.inactivity_duration.as_secs());
         let max_age = expires.saturating_sub(now);
         let path = self.config.cookies.path.clone();
         let mut names = Vec::new();
@@ -266,7 +267,10 @@ mod tests {
             .filter(|c| c.max_age() == Some(cookie::time::Duration::ZERO))
             .map(|c| c.name().to_owned())
             .collect();
-        assert!(removed.contains(&"_a0_session.0".to_owned()) && removed.contains(&"_a0_session.1".to_owned()), "{removed:?}");
+        assert!(
+            removed.contains(&"_a0_session.0".to_owned()) && removed.contains(&"_a0_session.1".to_owned()),
+            "{removed:?}"
+        );
         assert!(!removed.contains(&"_a0_session".to_owned()));
     }
 

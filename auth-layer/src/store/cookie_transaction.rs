@@ -116,7 +116,9 @@ mod tests {
         store.set(&mut ctx, &tx("state-a")).await.unwrap();
         store.set(&mut ctx, &tx("state-b")).await.unwrap();
         let (set, mut next) = returned(ctx);
-        assert!(set[0].starts_with("_a0_tx.state-a=") && set[0].contains("Max-Age=600") && set[0].contains("Path=/auth"));
+        assert!(
+            set[0].starts_with("_a0_tx.state-a=") && set[0].contains("Max-Age=600") && set[0].contains("Path=/auth")
+        );
         assert_eq!(store.get(&mut next, "state-a").await.unwrap(), Some(tx("state-a")));
         assert_eq!(store.get(&mut next, "state-b").await.unwrap(), Some(tx("state-b")));
         assert_eq!(store.get(&mut next, "state-c").await.unwrap(), None);

@@ -15,9 +15,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let auth = AuthLayer::from_config(config).await?;
     let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await?;
     tracing::info!("quickstart listening; open {base}");
-    axum::serve(listener, quickstart::app(auth)).with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+    axum::serve(listener, quickstart::app(auth))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
     Ok(())
 }
