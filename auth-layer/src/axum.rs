@@ -1,4 +1,4 @@
-//! axum extractors (feature `axum`): [`Session`](crate::Session) and [`User`](crate::User).
+//! axum extractors (feature `axum`): [`Session`] and [`User`].
 //!
 //! `User` guards a handler: a browser without a session is redirected to login with the
 //! current path as `returnTo`, an API client gets 401 JSON. `Option<User>` never refuses.
