@@ -9,7 +9,7 @@ use url::Url;
 
 use crate::client::RelyingParty;
 use crate::config::AuthConfig;
-use crate::data::{SessionMeta, StateData, TokenSet, TransactionData, User};
+use crate::data::{StateData, TokenSet, TransactionData, User};
 use crate::error::AuthError;
 use crate::return_to;
 use crate::store::{CookieStateStore, CookieTransactionStore, StateStore, StoreContext, TransactionStore};
@@ -155,18 +155,14 @@ impl AuthClient {
         let code = params.code.ok_or_else(|| AuthError::InvalidRequest("the callback has no code".into()))?;
         let tokens = self.inner.rp.exchange_code(&code, &transaction.code_verifier, &transaction.nonce).await?;
         let now = self.inner.config.clock.now();
-        let session = StateData {
-            user: User::from_id_token_claims(tokens.claims),
-            id_token: tokens.id_token,
-            refresh_token: tokens.refresh_token,
-            token_sets: vec![TokenSet {
-                audience: self.inner.config.audience.clone(),
-                scope: tokens.scope.unwrap_or_else(|| self.inner.config.scope.clone()),
-                access_token: tokens.access_token,
-                expires_at: tokens.expires_at,
-            }],
-            meta: SessionMeta { id: crate::seal::random_token(16), created_at: now, touched_at: now },
-        };
+        let mut session = StateData::new(User::from_id_token_claims(tokens.claims), tokens.id_token, now);
+        session.refresh_token = tokens.refresh_token;
+        session.token_sets.push(TokenSet {
+            audience: self.inner.config.audience.clone(),
+            scope: tokens.scope.unwrap_or_else(|| self.inner.config.scope.clone()),
+            access_token: tokens.access_token,
+            expires_at: tokens.expires_at,
+        });
         self.inner.state_store.set(ctx, &session, true).await?;
         tracing::info!(sub = session.user.sub(), "login completed");
         Ok(LoginResult { session, return_to: transaction.return_to, app_state: transaction.app_state })
@@ -206,7 +202,7 @@ impl AuthClient {
 
     /// Saves `session` again with its inactivity window restarted.
     pub(crate) async fn renew(&self, ctx: &mut StoreContext, mut session: StateData) -> Result<(), AuthError> {
-        session.meta.touched_at = self.inner.config.clock.now();
+        session.touched_at = self.inner.config.clock.now();
         self.inner.state_store.set(ctx, &session, false).await?;
         Ok(())
     }
@@ -214,7 +210,7 @@ impl AuthClient {
     /// Whether the session is due for rolling renewal: less than half its inactivity window left.
     pub(crate) fn renewal_due(&self, session: &StateData) -> bool {
         let window = self.inner.config.inactivity_duration.as_secs();
-        let idle = self.inner.config.clock.now().saturating_sub(session.meta.touched_at);
+        let idle = self.inner.config.clock.now().saturating_sub(session.touched_at);
         idle > window / 2
     }
 

@@ -80,20 +80,22 @@ pub struct TokenSet {
     pub expires_at: Option<u64>,
 }
 
-/// Bookkeeping auth-layer keeps with every session.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SessionMeta {
-    /// A random id of this session, new at every login.
-    pub id: String,
-    /// When the user logged in (seconds since the Unix epoch): the absolute limit counts from here.
-    pub created_at: u64,
-    /// When the session was last renewed: the inactivity limit counts from here.
-    pub touched_at: u64,
-}
-
 /// A session: who is logged in and the tokens the provider gave.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Kept whole in the session cookie by the cookie store, or under `session:{id}` (sealed, and
+/// indexed by `sub` and `sid` for back-channel logout) by a server-side store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, crate::Store)]
+#[store(key = "session:{id}", name = "session", encrypt)]
 pub struct StateData {
+    /// A random id of this session (256 bits), new at every login.
+    pub(crate) id: String,
+    /// The user's subject, indexed for back-channel logout.
+    #[store(index)]
+    pub(crate) sub: String,
+    /// The provider's session id, when it sent one; indexed for back-channel logout.
+    #[store(index)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) sid: Option<String>,
     /// The user's claims.
     pub user: User,
     /// The raw ID token, kept for `id_token_hint` at logout.
@@ -104,19 +106,52 @@ pub struct StateData {
     /// Access tokens by audience and scope.
     #[serde(default)]
     pub token_sets: Vec<TokenSet>,
-    /// Session id and timestamps.
-    pub meta: SessionMeta,
+    /// When the user logged in (seconds since the Unix epoch): the absolute limit counts from here.
+    pub created_at: u64,
+    /// When the session was last renewed: the inactivity limit counts from here.
+    pub touched_at: u64,
 }
 
 impl StateData {
+    /// A new session for `user`, with a fresh random id, created `now`.
+    pub fn new(user: User, id_token: String, now: u64) -> Self {
+        Self {
+            id: crate::seal::random_token(32),
+            sub: user.sub().to_owned(),
+            sid: user.sid().map(str::to_owned),
+            user,
+            id_token,
+            refresh_token: None,
+            token_sets: Vec::new(),
+            created_at: now,
+            touched_at: now,
+        }
+    }
+
+    /// The session's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The user's subject at the provider.
+    pub fn sub(&self) -> &str {
+        &self.sub
+    }
+
+    /// The provider's session id, if it sent one.
+    pub fn sid(&self) -> Option<&str> {
+        self.sid.as_deref()
+    }
+
     /// When the session ends, given the absolute and inactivity limits (seconds since the epoch).
     pub fn expires_at(&self, absolute: u64, inactivity: u64) -> u64 {
-        self.meta.created_at.saturating_add(absolute).min(self.meta.touched_at.saturating_add(inactivity))
+        self.created_at.saturating_add(absolute).min(self.touched_at.saturating_add(inactivity))
     }
 }
 
 /// A login in flight, between the redirect to the provider and the callback.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, crate::Store)]
+#[store(key = "transaction:{state}", name = "transaction", ttl = "10m", encrypt)]
 pub struct TransactionData {
     /// The `state` sent to the provider; the transaction's key.
     pub state: String,
@@ -150,15 +185,19 @@ mod tests {
 
     #[test]
     fn session_ends_at_the_earlier_of_its_two_limits() {
-        let meta = SessionMeta { id: "x".into(), created_at: 1_000, touched_at: 5_000 };
-        let data = StateData {
-            user: User::from_id_token_claims(Map::new()),
-            id_token: String::new(),
-            refresh_token: None,
-            token_sets: vec![],
-            meta,
-        };
+        let mut data = StateData::new(User::from_id_token_claims(Map::new()), String::new(), 1_000);
+        data.touched_at = 5_000;
         assert_eq!(data.expires_at(10_000, 100), 5_100);
         assert_eq!(data.expires_at(4_050, 100), 5_050);
+    }
+
+    #[test]
+    fn new_sessions_take_sub_and_sid_from_the_user_and_a_fresh_id() {
+        let claims = serde_json::json!({"sub": "u1", "sid": "s1"});
+        let a = StateData::new(User::from_id_token_claims(claims.as_object().unwrap().clone()), String::new(), 1);
+        let b = StateData::new(a.user.clone(), String::new(), 1);
+        assert_eq!((a.sub(), a.sid()), ("u1", Some("s1")));
+        assert_ne!(a.id(), b.id());
+        assert!(a.id().len() >= 43, "at least 256 bits, base64url");
     }
 }

@@ -159,7 +159,7 @@ impl StateStore for CookieStateStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::{SessionMeta, User};
+    use crate::data::User;
     use http::header::{COOKIE, SET_COOKIE};
     use http::{HeaderMap, HeaderValue};
 
@@ -177,13 +177,13 @@ mod tests {
 
     fn session(claim_bytes: usize) -> StateData {
         let claims = serde_json::json!({"sub": "u1", "bio": "b".repeat(claim_bytes)});
-        StateData {
-            user: User::from_id_token_claims(claims.as_object().unwrap().clone()),
-            id_token: "header.payload.signature".into(),
-            refresh_token: None,
-            token_sets: vec![],
-            meta: SessionMeta { id: "id".into(), created_at: 1_000, touched_at: 1_000 },
-        }
+        let mut data = StateData::new(
+            User::from_id_token_claims(claims.as_object().unwrap().clone()),
+            "header.payload.signature".into(),
+            1_000,
+        );
+        data.id = "fixed-id".into();
+        data
     }
 
     /// The cookies a browser would send back after `ctx`'s response.

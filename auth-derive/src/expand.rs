@@ -1,0 +1,143 @@
+//! Code generation for `#[derive(Store)]`: the `Record` impl, one `Index` constant per indexed
+//! field, and the `store`/`store_in` constructors. Everything is wrapped in `const _: () = {}`
+//! and names paths absolutely.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Lifetime, Type};
+
+use crate::ast::{Input, KeyPart};
+
+pub(crate) fn derive(input: &Input<'_>) -> syn::Result<TokenStream> {
+    let ident = input.ident;
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    let mut predicates: Vec<TokenStream> =
+        where_clause.map(|w| w.predicates.iter().map(|p| quote!(#p)).collect()).unwrap_or_default();
+    predicates.push(quote! {
+        Self: ::auth_layer::__private::serde::Serialize
+            + ::auth_layer::__private::serde::de::DeserializeOwned
+            + ::core::marker::Send
+            + ::core::marker::Sync
+            + 'static
+    });
+
+    let name = &input.name;
+    let ttl = match input.ttl {
+        Some(d) => {
+            let (secs, nanos) = (d.as_secs(), d.subsec_nanos());
+            quote!(::core::option::Option::Some(::core::time::Duration::new(#secs, #nanos)))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let encrypt = input.encrypt;
+
+    // The key: a format string and its fields.
+    let mut format = String::new();
+    let mut key_fields = Vec::new();
+    for part in &input.key.parts {
+        match part {
+            KeyPart::Text(text) => format.push_str(&text.replace('{', "{{").replace('}', "}}")),
+            KeyPart::Field(i) => {
+                format.push_str("{}");
+                key_fields.push(&input.fields[*i]);
+            }
+        }
+    }
+    let lifetime = Lifetime::new("'__key", Span::call_site());
+    let key_types: Vec<TokenStream> = key_fields.iter().map(|f| borrowed(&f.ty, &lifetime)).collect();
+    let key_type = match key_types.as_slice() {
+        [single] => single.clone(),
+        many => quote!((#(#many,)*)),
+    };
+    let key_idents: Vec<_> = key_fields.iter().map(|f| &f.ident).collect();
+    let key_vars: Vec<_> = key_fields.iter().enumerate().map(|(i, _)| format_ident!("__key_{}", i)).collect();
+    let destructure = match key_vars.as_slice() {
+        [single] => quote!(let #single = key;),
+        many => quote!(let (#(#many,)*) = key;),
+    };
+
+    let index_pushes = input.indexes.iter().map(|i| {
+        let field = &input.fields[*i];
+        let (field_ident, ty) = (&field.ident, &field.ty);
+        let label = field_ident.to_string();
+        // Spanned at the field's type: a type that cannot be indexed is reported there.
+        let value = quote_spanned! {ty.span()=>
+            <#ty as ::auth_layer::record::Indexable>::index_value(&self.#field_ident)
+        };
+        quote! {
+            if let ::core::option::Option::Some(value) = #value {
+                out.push(::std::format!("{}={}", #label, value));
+            }
+        }
+    });
+    let index_consts = input.indexes.iter().map(|i| {
+        let field = &input.fields[*i];
+        let label = field.ident.to_string();
+        let constant = format_ident!("{}", label.trim_start_matches("r#").to_uppercase(), span = field.ident.span());
+        let doc = format!("The index on `{label}`, for `delete_by` and `find_by`.");
+        quote! {
+            #[doc = #doc]
+            pub const #constant: ::auth_layer::record::Index<Self> = ::auth_layer::record::Index::new(#label);
+        }
+    });
+
+    Ok(quote! {
+        #[doc(hidden)]
+        #[allow(non_upper_case_globals, clippy::all)]
+        const _: () = {
+            #[automatically_derived]
+            impl #impl_generics ::auth_layer::record::Record for #ident #ty_generics where #(#predicates,)* {
+                type Key<#lifetime> = #key_type where Self: #lifetime;
+                const NAME: &'static str = #name;
+                const TTL: ::core::option::Option<::core::time::Duration> = #ttl;
+                const ENCRYPT: bool = #encrypt;
+
+                fn key(&self) -> ::std::string::String {
+                    ::std::format!(#format, #(self.#key_idents,)*)
+                }
+
+                fn key_from(key: Self::Key<'_>) -> ::std::string::String {
+                    #destructure
+                    ::std::format!(#format, #(#key_vars,)*)
+                }
+
+                fn index_entries(&self, out: &mut ::std::vec::Vec<::std::string::String>) {
+                    #(#index_pushes)*
+                }
+            }
+
+            #[automatically_derived]
+            impl #impl_generics #ident #ty_generics where #(#predicates,)* {
+                #(#index_consts)*
+
+                /// A typed store of these records in memory (moka). `secrets` seal encrypted
+                /// records: the first seals, all open.
+                pub fn store<__S: ::core::convert::AsRef<[u8]>>(
+                    secrets: &[__S],
+                ) -> ::auth_layer::record::TypedStore<Self, ::auth_layer::backend::MokaBackend> {
+                    ::auth_layer::record::TypedStore::new(::auth_layer::backend::MokaBackend::new(), secrets)
+                }
+
+                /// A typed store of these records in `backend`.
+                pub fn store_in<__B: ::auth_layer::backend::Backend, __S: ::core::convert::AsRef<[u8]>>(
+                    backend: __B,
+                    secrets: &[__S],
+                ) -> ::auth_layer::record::TypedStore<Self, __B> {
+                    ::auth_layer::record::TypedStore::new(backend, secrets)
+                }
+            }
+        };
+    })
+}
+
+/// How `get` takes a key field of type `ty`: `&str` for `String`, `&T` otherwise.
+fn borrowed(ty: &Type, lifetime: &Lifetime) -> TokenStream {
+    if let Type::Path(path) = ty
+        && path.qself.is_none()
+        && path.path.segments.last().is_some_and(|s| s.ident == "String" && s.arguments.is_none())
+    {
+        return quote!(&#lifetime str);
+    }
+    quote!(&#lifetime #ty)
+}

@@ -1,0 +1,39 @@
+//! Backends: where typed stores keep their bytes. A [`Backend`] maps string keys to byte values
+//! with an optional time to live and a set of index tags, so that records can be found and
+//! deleted by a field's value without scanning.
+//!
+//! [`MokaBackend`] (in memory) is the default.
+
+mod moka;
+
+pub use self::moka::MokaBackend;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::store::StoreError;
+
+/// Bytes by key, with a time to live and index tags.
+///
+/// Contract, which every backend's tests check:
+/// - `put` replaces the key's value, its TTL and its tags at once; an expired value is never
+///   returned by `get`.
+/// - A key is listed under a tag exactly while its current value carries that tag and has not
+///   expired or been deleted.
+/// - `delete_by_tag` removes every key listed under the tag and returns how many; its cost does
+///   not grow with the number of keys that do not carry the tag.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// The value under `key`, if present and not expired.
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError>;
+    /// Stores `value` under `key` for `ttl` (none: no expiry), listed under `tags`.
+    async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>, tags: Vec<String>) -> Result<(), StoreError>;
+    /// Deletes `key`.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// Deletes every key listed under `tag`; returns how many were deleted.
+    async fn delete_by_tag(&self, tag: &str) -> Result<u64, StoreError>;
+    /// The keys listed under `tag`.
+    async fn keys_by_tag(&self, tag: &str) -> Result<Vec<String>, StoreError>;
+}

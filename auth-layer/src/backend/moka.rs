@@ -1,0 +1,309 @@
+//! [`MokaBackend`]: an in-memory backend on moka's concurrent cache, with per-entry expiry and
+//! a tag index kept consistent through moka's eviction listener.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use moka::Expiry;
+use moka::future::Cache;
+use moka::ops::compute::Op;
+
+use super::Backend;
+use crate::store::StoreError;
+
+/// A stored value. `id` is unique per `put`, so that the index can tell a key's current value
+/// from one it replaced.
+#[derive(Clone)]
+struct Entry {
+    id: u64,
+    value: Bytes,
+    ttl: Option<Duration>,
+    tags: Arc<[String]>,
+}
+
+/// tag → (key → id of the value that carries the tag).
+type TagIndex = HashMap<String, HashMap<String, u64>>;
+
+struct PerEntryTtl;
+
+impl Expiry<String, Entry> for PerEntryTtl {
+    fn expire_after_create(&self, _key: &String, entry: &Entry, _now: Instant) -> Option<Duration> {
+        entry.ttl
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        entry: &Entry,
+        _now: Instant,
+        _left: Option<Duration>,
+    ) -> Option<Duration> {
+        entry.ttl
+    }
+}
+
+/// Keeps records in this process's memory. Fast and simple; not shared between processes, and
+/// gone on restart. Cheap to clone (the clones share the cache).
+#[derive(Clone)]
+pub struct MokaBackend {
+    cache: Cache<String, Entry>,
+    index: Arc<Mutex<TagIndex>>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for MokaBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MokaBackend").field("entries", &self.cache.entry_count()).finish()
+    }
+}
+
+impl Default for MokaBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MokaBackend {
+    /// An unbounded in-memory backend.
+    pub fn new() -> Self {
+        Self::build(None)
+    }
+
+    /// An in-memory backend holding at most `max_entries`; the least useful are evicted first.
+    pub fn with_max_entries(max_entries: u64) -> Self {
+        Self::build(Some(max_entries))
+    }
+
+    fn build(max_entries: Option<u64>) -> Self {
+        let index: Arc<Mutex<TagIndex>> = Arc::default();
+        let listener_index = index.clone();
+        let mut builder = Cache::builder().expire_after(PerEntryTtl).eviction_listener(
+            move |key: Arc<String>, entry: Entry, _cause| {
+                // Whatever removed it (expiry, eviction, replacement, deletion), the value
+                // `entry.id` no longer lists `key` under its tags.
+                unlist(&listener_index, &key, &entry);
+            },
+        );
+        if let Some(max) = max_entries {
+            builder = builder.max_capacity(max);
+        }
+        Self { cache: builder.build(), index, next_id: Arc::new(AtomicU64::new(1)) }
+    }
+
+    /// Runs moka's pending housekeeping now (expiry, eviction and their index updates), which
+    /// otherwise happens as the cache is used.
+    pub async fn run_pending_tasks(&self) {
+        self.cache.run_pending_tasks().await;
+    }
+
+    /// How many entries the cache holds (approximate until pending tasks have run).
+    pub fn entry_count(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    /// How many keys the index lists under `tag` (for tests of index consistency).
+    pub fn indexed_count(&self, tag: &str) -> usize {
+        self.index.lock().unwrap_or_else(|e| e.into_inner()).get(tag).map_or(0, HashMap::len)
+    }
+}
+
+fn unlist(index: &Mutex<TagIndex>, key: &str, entry: &Entry) {
+    let mut index = index.lock().unwrap_or_else(|e| e.into_inner());
+    for tag in entry.tags.iter() {
+        if let Some(keys) = index.get_mut(tag) {
+            if keys.get(key) == Some(&entry.id) {
+                keys.remove(key);
+            }
+            if keys.is_empty() {
+                index.remove(tag);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for MokaBackend {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        Ok(self.cache.get(key).await.map(|entry| entry.value))
+    }
+
+    async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>, tags: Vec<String>) -> Result<(), StoreError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let entry = Entry { id, value, ttl, tags: tags.into() };
+        // Listing the key and storing the value happen under moka's per-key lock, so concurrent
+        // writers of one key leave the index listing exactly the value that won.
+        self.cache
+            .entry(key.to_owned())
+            .and_compute_with(|_| {
+                if !entry.tags.is_empty() {
+                    let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+                    for tag in entry.tags.iter() {
+                        index.entry(tag.clone()).or_default().insert(key.to_owned(), id);
+                    }
+                }
+                std::future::ready(Op::Put(entry))
+            })
+            .await;
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.cache.invalidate(key).await;
+        Ok(())
+    }
+
+    async fn delete_by_tag(&self, tag: &str) -> Result<u64, StoreError> {
+        let listed: Vec<(String, u64)> = {
+            let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            index.get(tag).map(|keys| keys.iter().map(|(k, id)| (k.clone(), *id)).collect()).unwrap_or_default()
+        };
+        let mut deleted = 0;
+        for (key, id) in listed {
+            // Remove only the value that carries the tag, not a newer one put since.
+            let result = self
+                .cache
+                .entry(key)
+                .and_compute_with(|current| {
+                    let op = match current {
+                        Some(entry) if entry.value().id == id => Op::Remove,
+                        _ => Op::Nop,
+                    };
+                    std::future::ready(op)
+                })
+                .await;
+            if matches!(result, moka::ops::compute::CompResult::Removed(_)) {
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
+    async fn keys_by_tag(&self, tag: &str) -> Result<Vec<String>, StoreError> {
+        let listed: Vec<String> = {
+            let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            index.get(tag).map(|keys| keys.keys().cloned().collect()).unwrap_or_default()
+        };
+        // An expired value may still be listed until housekeeping runs; never report it.
+        Ok(listed.into_iter().filter(|key| self.cache.contains_key(key)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags(list: &[&str]) -> Vec<String> {
+        list.iter().map(|t| t.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn put_get_delete_round_trip() {
+        let backend = MokaBackend::new();
+        backend.put("k", Bytes::from_static(b"v"), None, tags(&["t"])).await.unwrap();
+        assert_eq!(backend.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+        backend.delete("k").await.unwrap();
+        assert_eq!(backend.get("k").await.unwrap(), None);
+        backend.run_pending_tasks().await;
+        assert_eq!(backend.indexed_count("t"), 0, "deletion unlists the key");
+    }
+
+    #[tokio::test]
+    async fn expired_entries_are_never_returned_and_leave_the_index() {
+        let backend = MokaBackend::new();
+        backend.put("short", Bytes::from_static(b"v"), Some(Duration::from_millis(50)), tags(&["t"])).await.unwrap();
+        backend.put("long", Bytes::from_static(b"v"), None, tags(&["t"])).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(backend.get("short").await.unwrap(), None);
+        assert_eq!(backend.keys_by_tag("t").await.unwrap(), ["long"], "an expired key is not listed");
+        // moka's timer wheel removes expired entries at a resolution of about one second.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        backend.run_pending_tasks().await;
+        assert_eq!(backend.indexed_count("t"), 1, "housekeeping unlists the expired key");
+    }
+
+    #[tokio::test]
+    async fn replacing_a_value_replaces_its_tags() {
+        let backend = MokaBackend::new();
+        backend.put("k", Bytes::from_static(b"1"), None, tags(&["a", "b"])).await.unwrap();
+        backend.put("k", Bytes::from_static(b"2"), None, tags(&["b", "c"])).await.unwrap();
+        backend.run_pending_tasks().await;
+        assert!(backend.keys_by_tag("a").await.unwrap().is_empty());
+        assert_eq!(backend.keys_by_tag("b").await.unwrap(), ["k"], "a tag both values carry stays");
+        assert_eq!(backend.keys_by_tag("c").await.unwrap(), ["k"]);
+        assert_eq!(backend.delete_by_tag("a").await.unwrap(), 0, "the old tag deletes nothing");
+        assert_eq!(backend.get("k").await.unwrap().as_deref(), Some(&b"2"[..]));
+    }
+
+    #[tokio::test]
+    async fn delete_by_tag_removes_exactly_the_tagged_keys() {
+        let backend = MokaBackend::new();
+        for i in 0..10 {
+            let tag = if i % 2 == 0 { "even" } else { "odd" };
+            backend.put(&format!("k{i}"), Bytes::from_static(b"v"), None, tags(&[tag, "all"])).await.unwrap();
+        }
+        assert_eq!(backend.delete_by_tag("even").await.unwrap(), 5);
+        for i in 0..10 {
+            assert_eq!(backend.get(&format!("k{i}")).await.unwrap().is_some(), i % 2 == 1, "k{i}");
+        }
+        backend.run_pending_tasks().await;
+        assert_eq!(backend.indexed_count("even"), 0);
+        assert_eq!(backend.indexed_count("all"), 5);
+    }
+
+    #[tokio::test]
+    async fn evicted_entries_leave_the_index() {
+        let backend = MokaBackend::with_max_entries(10);
+        for i in 0..200 {
+            backend.put(&format!("k{i}"), Bytes::from_static(b"v"), None, tags(&["t"])).await.unwrap();
+            backend.run_pending_tasks().await;
+        }
+        backend.run_pending_tasks().await;
+        let live = (0..200).filter(|i| backend.cache.contains_key(&format!("k{i}"))).count();
+        assert!(live <= 10, "{live} entries kept");
+        assert_eq!(backend.indexed_count("t"), live, "the index lists exactly the live entries");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_leave_a_consistent_index() {
+        let backend = MokaBackend::new();
+        let mut tasks = Vec::new();
+        for task in 0..32u64 {
+            let backend = backend.clone();
+            tasks.push(tokio::spawn(async move {
+                for round in 0..200u64 {
+                    let key = format!("k{}", (task * 7 + round) % 50);
+                    let tag = format!("t{}", round % 3);
+                    match round % 5 {
+                        4 => backend.delete(&key).await.unwrap(),
+                        3 => {
+                            backend.delete_by_tag(&tag).await.unwrap();
+                        }
+                        _ => backend
+                            .put(&key, Bytes::from(vec![task as u8]), None, vec![tag, "all".into()])
+                            .await
+                            .unwrap(),
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        backend.run_pending_tasks().await;
+        let mut live = 0;
+        for i in 0..50 {
+            let key = format!("k{i}");
+            let present = backend.get(&key).await.unwrap().is_some();
+            live += usize::from(present);
+            let listed_under_all = backend.keys_by_tag("all").await.unwrap().contains(&key);
+            assert_eq!(present, listed_under_all, "{key}: present {present}, listed {listed_under_all}");
+        }
+        assert_eq!(backend.indexed_count("all"), live);
+        let per_tag: usize = (0..3).map(|t| backend.indexed_count(&format!("t{t}"))).sum();
+        assert_eq!(per_tag, live, "every live key is listed under exactly one of t0..t2");
+    }
+}

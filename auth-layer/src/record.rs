@@ -1,0 +1,292 @@
+//! Typed stores: the [`Record`] trait that `#[derive(Store)]` implements, and
+//! [`TypedStore<T, B>`](TypedStore), which keeps records of `T` in a [`Backend`] (in memory by
+//! default) under their key, with their time to live, sealed when the record asks for it, and
+//! findable by their indexed fields.
+//!
+//! ```
+//! use auth_layer::Store;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize, Store)]
+//! #[store(key = "cart:{user_id}", ttl = "30m", encrypt)]
+//! struct Cart {
+//!     user_id: String,
+//!     #[store(index)]
+//!     org_id: String,
+//!     items: Vec<String>,
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), auth_layer::store::StoreError> {
+//! let carts = Cart::store(&["a-secret-of-at-least-32-characters!"]);
+//! carts.set(&Cart { user_id: "u-1".into(), org_id: "acme".into(), items: vec!["book".into()] }).await?;
+//! let cart = carts.get("u-1").await?.expect("stored");
+//! assert_eq!(cart.items, ["book"]);
+//! assert_eq!(carts.delete_by(Cart::ORG_ID, "acme").await?, 1);
+//! assert!(carts.get("u-1").await?.is_none());
+//! # Ok(()) }
+//! ```
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Backend, MokaBackend};
+use crate::seal::Sealer;
+use crate::store::StoreError;
+
+/// The current version of the stored envelope.
+const ENVELOPE_VERSION: u8 = 1;
+
+/// A record a typed store can keep. Implemented by `#[derive(Store)]`; see the module docs.
+pub trait Record: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The key's fields, as `get` and `delete` take them: `&str` for a `String` field,
+    /// `&T` for others, a tuple for several.
+    type Key<'a>
+    where
+        Self: 'a;
+    /// The store's name: part of its index tags and of its encryption key's derivation.
+    const NAME: &'static str;
+    /// The default time to live; `None` means no expiry.
+    const TTL: Option<Duration>;
+    /// Whether records are sealed at rest.
+    const ENCRYPT: bool;
+    /// The full key of this record.
+    fn key(&self) -> String;
+    /// The full key for these key fields.
+    fn key_from(key: Self::Key<'_>) -> String;
+    /// Adds `field=value` for each indexed field that has a value.
+    fn index_entries(&self, out: &mut Vec<String>);
+}
+
+/// An indexed field of `T`, for [`TypedStore::delete_by`] and [`TypedStore::find_by`].
+/// `#[derive(Store)]` makes one associated constant per `#[store(index)]` field, named after
+/// the field in upper case (`Cart::ORG_ID`).
+pub struct Index<T> {
+    field: &'static str,
+    _record: PhantomData<fn() -> T>,
+}
+
+impl<T> Index<T> {
+    #[doc(hidden)]
+    pub const fn new(field: &'static str) -> Self {
+        Self { field, _record: PhantomData }
+    }
+
+    /// The field's name.
+    pub fn field(&self) -> &'static str {
+        self.field
+    }
+}
+
+impl<T> Clone for Index<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Index<T> {}
+
+impl<T> std::fmt::Debug for Index<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Index({})", self.field)
+    }
+}
+
+/// A field type that can be indexed: strings, integers, booleans, chars, and `Option`s of them
+/// (`None` is not indexed).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a store index",
+    label = "not indexable",
+    note = "an indexed field must be a String, an integer, a bool, a char, or an Option of one of these"
+)]
+pub trait Indexable {
+    /// The value as it is indexed, or `None` for no entry.
+    fn index_value(&self) -> Option<String>;
+}
+
+macro_rules! indexable_by_display {
+    ($($t:ty),*) => {$(
+        impl Indexable for $t {
+            fn index_value(&self) -> Option<String> {
+                Some(self.to_string())
+            }
+        }
+    )*};
+}
+
+indexable_by_display!(String, str, bool, char, u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize);
+
+impl<T: Indexable + ?Sized> Indexable for &T {
+    fn index_value(&self) -> Option<String> {
+        (**self).index_value()
+    }
+}
+
+impl<T: Indexable> Indexable for Option<T> {
+    fn index_value(&self) -> Option<String> {
+        self.as_ref().and_then(Indexable::index_value)
+    }
+}
+
+/// What a typed store writes: a versioned envelope, so the format can change later.
+#[derive(Serialize)]
+struct EnvelopeOut<'a, T> {
+    v: u8,
+    d: &'a T,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeIn<T> {
+    v: u8,
+    d: Option<T>,
+}
+
+/// Records of `T` in backend `B`: in memory ([`MokaBackend`]) unless told otherwise.
+pub struct TypedStore<T, B = MokaBackend> {
+    backend: B,
+    sealer: Option<Sealer>,
+    ttl: Option<Duration>,
+    _record: PhantomData<fn() -> T>,
+}
+
+impl<T, B: Clone> Clone for TypedStore<T, B> {
+    fn clone(&self) -> Self {
+        Self { backend: self.backend.clone(), sealer: self.sealer.clone(), ttl: self.ttl, _record: PhantomData }
+    }
+}
+
+impl<T: Record, B> std::fmt::Debug for TypedStore<T, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedStore").field("record", &T::NAME).field("ttl", &self.ttl).finish_non_exhaustive()
+    }
+}
+
+impl<T: Record, B: Backend> TypedStore<T, B> {
+    /// A store of `T` in `backend`. When `T` is encrypted, its key is derived from the first of
+    /// `secrets` (the others still open records, for rotation).
+    ///
+    /// # Panics
+    /// When `T` is encrypted and `secrets` is empty.
+    pub fn new<S: AsRef<[u8]>>(backend: B, secrets: &[S]) -> Self {
+        let sealer = T::ENCRYPT.then(|| Sealer::new(secrets, &format!("auth-layer typed store v1: {}", T::NAME)));
+        Self { backend, sealer, ttl: T::TTL, _record: PhantomData }
+    }
+
+    /// The same store with another time to live (`None`: no expiry) for records set from now on.
+    pub fn with_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// The time to live of records set from now on.
+    pub fn ttl(&self) -> Option<Duration> {
+        self.ttl
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Stores `record` under its key, with the store's time to live.
+    pub async fn set(&self, record: &T) -> Result<(), StoreError> {
+        self.set_with_ttl(record, self.ttl).await
+    }
+
+    /// Stores `record` under its key for `ttl`.
+    pub async fn set_with_ttl(&self, record: &T, ttl: Option<Duration>) -> Result<(), StoreError> {
+        let key = record.key();
+        let mut entries = Vec::new();
+        record.index_entries(&mut entries);
+        let tags = entries.into_iter().map(|entry| tag(T::NAME, &entry)).collect();
+        let json = serde_json::to_vec(&EnvelopeOut { v: ENVELOPE_VERSION, d: record })
+            .map_err(|e| StoreError::Unavailable(format!("{} does not serialize: {e}", T::NAME)))?;
+        let value = match &self.sealer {
+            Some(sealer) => Bytes::from(sealer.seal(&key, &json)),
+            None => Bytes::from(json),
+        };
+        self.backend.put(&key, value, ttl, tags).await
+    }
+
+    /// The record with these key fields, if present. A record that does not decode (corrupt,
+    /// another version, sealed under another key) is absent, with a log line.
+    pub async fn get(&self, key: T::Key<'_>) -> Result<Option<T>, StoreError> {
+        self.get_by_full_key(&T::key_from(key)).await
+    }
+
+    /// The record under its full key (as [`Record::key`] gives it), if present.
+    pub async fn get_by_full_key(&self, key: &str) -> Result<Option<T>, StoreError> {
+        let Some(bytes) = self.backend.get(key).await? else { return Ok(None) };
+        Ok(self.decode(key, &bytes))
+    }
+
+    /// Deletes the record with these key fields.
+    pub async fn delete(&self, key: T::Key<'_>) -> Result<(), StoreError> {
+        self.backend.delete(&T::key_from(key)).await
+    }
+
+    /// Deletes the record under its full key.
+    pub async fn delete_by_full_key(&self, key: &str) -> Result<(), StoreError> {
+        self.backend.delete(key).await
+    }
+
+    /// Deletes every record whose `index` field equals `value`; returns how many.
+    pub async fn delete_by<V: Indexable + ?Sized>(&self, index: Index<T>, value: &V) -> Result<u64, StoreError> {
+        let Some(value) = value.index_value() else { return Ok(0) };
+        self.backend.delete_by_tag(&tag(T::NAME, &format!("{}={value}", index.field))).await
+    }
+
+    /// Every record whose `index` field equals `value`.
+    pub async fn find_by<V: Indexable + ?Sized>(&self, index: Index<T>, value: &V) -> Result<Vec<T>, StoreError> {
+        let Some(value) = value.index_value() else { return Ok(vec![]) };
+        let keys = self.backend.keys_by_tag(&tag(T::NAME, &format!("{}={value}", index.field))).await?;
+        let mut records = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(record) = self.get_by_full_key(&key).await? {
+                records.push(record);
+            }
+        }
+        Ok(records)
+    }
+
+    fn decode(&self, key: &str, bytes: &[u8]) -> Option<T> {
+        let opened;
+        let json: &[u8] = match &self.sealer {
+            Some(sealer) => {
+                let Some(plain) = std::str::from_utf8(bytes).ok().and_then(|text| sealer.open(key, text)) else {
+                    tracing::warn!(
+                        store = T::NAME,
+                        "record does not open (corrupt, moved or another secret); treated as absent"
+                    );
+                    return None;
+                };
+                opened = plain;
+                &opened
+            }
+            None => bytes,
+        };
+        match serde_json::from_slice::<EnvelopeIn<T>>(json) {
+            Ok(EnvelopeIn { v: ENVELOPE_VERSION, d: Some(record) }) => Some(record),
+            Ok(EnvelopeIn { v, .. }) => {
+                tracing::warn!(
+                    store = T::NAME,
+                    version = v,
+                    "record has an unknown envelope version; treated as absent"
+                );
+                None
+            }
+            Err(err) => {
+                tracing::warn!(store = T::NAME, %err, "record does not decode; treated as absent");
+                None
+            }
+        }
+    }
+}
+
+/// The backend tag of `field=value` in store `name`.
+fn tag(name: &str, entry: &str) -> String {
+    format!("{name}#{entry}")
+}
