@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use auth_layer::{AuthClient, AuthConfig, AuthLayer, Clock, TokenEndpointAuth};
+use auth_layer::{AuthClient, AuthConfig, Clock, TokenEndpointAuth};
 use reqwest::cookie::{CookieStore, Jar};
 use reqwest::{Response, StatusCode};
 use tokio::process::{Child, Command};
@@ -130,6 +130,8 @@ pub struct EnvOptions {
     pub token_auth: TokenEndpointAuth,
     /// How the provider starts.
     pub provider: ProviderOptions,
+    /// Where sessions are kept.
+    pub store: quickstart::SessionStore,
 }
 
 impl Default for EnvOptions {
@@ -138,6 +140,7 @@ impl Default for EnvOptions {
             app: AppKind::Quickstart,
             token_auth: TokenEndpointAuth::ClientSecretBasic,
             provider: ProviderOptions::default(),
+            store: quickstart::SessionStore::Cookie,
         }
     }
 }
@@ -178,8 +181,8 @@ impl TestEnv {
         let provider = Provider::start(&app_url, &provider_options).await;
         let clock_offset = Arc::new(AtomicU64::new(0));
         let config = config(&provider, &app_url, options.token_auth, clock_offset.clone());
-        let client = AuthClient::new(config).await.expect("discovery against the test provider");
-        let auth = AuthLayer::new(client.clone()).with_profile_route(true);
+        let auth = quickstart::auth_layer(config, options.store).await.expect("discovery against the test provider");
+        let client = auth.client().clone();
         let server = match options.app {
             AppKind::Quickstart => {
                 let app = quickstart::app(auth);

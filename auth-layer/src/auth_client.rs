@@ -168,14 +168,19 @@ impl AuthClient {
         Ok(LoginResult { session, return_to: transaction.return_to, app_state: transaction.app_state })
     }
 
-    /// The request's session, if any and not expired (absolute and inactivity limits are
-    /// checked here, for every store; an expired session is deleted).
+    /// The request's session, if any and not expired. Absolute and inactivity limits are
+    /// checked here, for every store (an expired session is deleted), and a session with less
+    /// than half its inactivity window left is renewed (rolling expiry; its cookies go in `ctx`).
     pub async fn get_session(&self, ctx: &mut StoreContext) -> Result<Option<StateData>, AuthError> {
-        let Some(session) = self.inner.state_store.get(ctx).await? else { return Ok(None) };
+        let Some(mut session) = self.inner.state_store.get(ctx).await? else { return Ok(None) };
         if self.is_expired(&session) {
             tracing::info!(sub = session.user.sub(), "session expired");
             self.inner.state_store.delete(ctx).await?;
             return Ok(None);
+        }
+        if self.renewal_due(&session) {
+            session.touched_at = self.inner.config.clock.now();
+            self.inner.state_store.set(ctx, &session, false).await?;
         }
         Ok(Some(session))
     }
@@ -200,15 +205,8 @@ impl AuthClient {
         Ok(self.inner.rp.end_session_url(id_token, &back).unwrap_or(back))
     }
 
-    /// Saves `session` again with its inactivity window restarted.
-    pub(crate) async fn renew(&self, ctx: &mut StoreContext, mut session: StateData) -> Result<(), AuthError> {
-        session.touched_at = self.inner.config.clock.now();
-        self.inner.state_store.set(ctx, &session, false).await?;
-        Ok(())
-    }
-
     /// Whether the session is due for rolling renewal: less than half its inactivity window left.
-    pub(crate) fn renewal_due(&self, session: &StateData) -> bool {
+    fn renewal_due(&self, session: &StateData) -> bool {
         let window = self.inner.config.inactivity_duration.as_secs();
         let idle = self.inner.config.clock.now().saturating_sub(session.touched_at);
         idle > window / 2

@@ -79,7 +79,7 @@ pub use client::ProviderError;
 pub use config::{AuthConfig, AuthConfigBuilder, Clock, ConfigError, CookieOptions, MIN_SECRET_LEN, TokenEndpointAuth};
 pub use data::{StateData, TokenSet, TransactionData, User};
 pub use error::AuthError;
-pub use layer::{AuthBody, AuthLayer, AuthService, RequireAuth, RequireAuthLayer, ResponseFuture};
+pub use layer::{AuthBody, AuthLayer, AuthLayerBuilder, AuthService, RequireAuth, RequireAuthLayer, ResponseFuture};
 pub use return_to::validate as validate_return_to;
 pub use session::Session;
 pub use store::StoreContext;

@@ -48,8 +48,8 @@ impl Session {
         Self { inner: Arc::new(Inner { client, cookies, loaded: OnceCell::new(), response: Mutex::new(None) }) }
     }
 
-    /// The session's data, if the request has a valid, unexpired session. Loaded on first use;
-    /// renewed (rolling expiry) when less than half its inactivity window is left.
+    /// The session's data, if the request has a valid, unexpired session. Loaded on first use
+    /// (see [`AuthClient::get_session`]: expiry checked, rolling renewal).
     pub async fn data(&self) -> Result<Option<&StateData>, AuthError> {
         let loaded = self.inner.loaded.get_or_try_init(|| self.load()).await?;
         Ok(loaded.as_ref())
@@ -68,11 +68,6 @@ impl Session {
     async fn load(&self) -> Result<Option<StateData>, AuthError> {
         let mut ctx = StoreContext::from_cookie_headers(&self.inner.cookies);
         let session = self.inner.client.get_session(&mut ctx).await?;
-        if let Some(session) = &session
-            && self.inner.client.renewal_due(session)
-        {
-            self.inner.client.renew(&mut ctx, session.clone()).await?;
-        }
         if ctx.has_response_cookies() {
             *self.inner.response.lock().unwrap_or_else(|e| e.into_inner()) = Some(ctx);
         }

@@ -154,13 +154,13 @@ async fn second_login_gets_a_different_session() {
     let first = session_cookie(&browser, &env);
     let first_id = {
         let mut ctx = StoreContext::from_cookie_headers([&first.parse().unwrap()]);
-        env.client.get_session(&mut ctx).await.unwrap().unwrap().meta.id
+        env.client.get_session(&mut ctx).await.unwrap().unwrap().id().to_owned()
     };
     browser.login(&env.app_url, "erin").await;
     let second = session_cookie(&browser, &env);
     assert_ne!(first, second);
     let mut ctx = StoreContext::from_cookie_headers([&second.parse().unwrap()]);
-    assert_ne!(env.client.get_session(&mut ctx).await.unwrap().unwrap().meta.id, first_id);
+    assert_ne!(env.client.get_session(&mut ctx).await.unwrap().unwrap().id().to_owned(), first_id);
 }
 
 #[tokio::test]

@@ -42,7 +42,44 @@ pub struct AuthLayer {
     profile_route: bool,
 }
 
+/// Builds an [`AuthLayer`]: stores, routes, then discovery.
+#[must_use]
+pub struct AuthLayerBuilder {
+    client: crate::auth_client::AuthClientBuilder,
+    profile_route: bool,
+}
+
+impl AuthLayerBuilder {
+    /// Keeps sessions in `store` instead of the encrypted cookie.
+    pub fn with_state_store(mut self, store: impl crate::store::StateStore) -> Self {
+        self.client = self.client.with_state_store(store);
+        self
+    }
+
+    /// Keeps logins in flight in `store` instead of per-login cookies.
+    pub fn with_transaction_store(mut self, store: impl crate::store::TransactionStore) -> Self {
+        self.client = self.client.with_transaction_store(store);
+        self
+    }
+
+    /// Serves `GET {prefix}/profile`; off by default.
+    pub fn with_profile_route(mut self, enabled: bool) -> Self {
+        self.profile_route = enabled;
+        self
+    }
+
+    /// Discovers the provider and builds the layer.
+    pub async fn build(self) -> Result<AuthLayer, AuthError> {
+        Ok(AuthLayer { client: self.client.build().await?, profile_route: self.profile_route })
+    }
+}
+
 impl AuthLayer {
+    /// A builder over `config`: the cookie stores unless others are given.
+    pub fn builder(config: AuthConfig) -> AuthLayerBuilder {
+        AuthLayerBuilder { client: AuthClient::builder(config), profile_route: false }
+    }
+
     /// A layer over an [`AuthClient`] (built with the stores of your choice).
     pub fn new(client: AuthClient) -> Self {
         Self { client, profile_route: false }

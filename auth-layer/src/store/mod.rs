@@ -3,15 +3,19 @@
 //! collects the response's, so a store may live in cookies (stateless) or anywhere else with only
 //! an id in a cookie (stateful).
 //!
-//! The stateless stores are [`CookieStateStore`] and [`CookieTransactionStore`], the defaults.
+//! The stateless stores are [`CookieStateStore`] and [`CookieTransactionStore`], the defaults;
+//! [`ServerStateStore`] keeps sessions in any [`Backend`](crate::backend::Backend) with only an
+//! id in the cookie.
 
 mod context;
 mod cookie_state;
 mod cookie_transaction;
+mod server;
 
 pub use context::StoreContext;
 pub use cookie_state::CookieStateStore;
 pub use cookie_transaction::CookieTransactionStore;
+pub use server::ServerStateStore;
 
 use async_trait::async_trait;
 

@@ -3,14 +3,45 @@
 //! `/` is public and says whether one is logged in; `/private` needs a login; the layer adds
 //! `/auth/login`, `/auth/callback`, `/auth/logout` and `/auth/profile`.
 
-use auth_layer::{AuthLayer, User};
+use auth_layer::store::ServerStateStore;
+use auth_layer::{AuthConfig, AuthError, AuthLayer, User};
 use axum::Router;
 use axum::response::Html;
 use axum::routing::get;
 
+/// Where the quickstart keeps sessions: `SESSION_STORE=cookie` (the default) or `memory`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SessionStore {
+    /// The whole session sealed in the cookie.
+    #[default]
+    Cookie,
+    /// In this process's memory (moka), only an id in the cookie.
+    Memory,
+}
+
+impl SessionStore {
+    /// Reads `SESSION_STORE`; unset means `cookie`.
+    pub fn from_env() -> Result<Self, String> {
+        match std::env::var("SESSION_STORE").ok().as_deref().map(str::trim) {
+            None | Some("") | Some("cookie") => Ok(Self::Cookie),
+            Some("memory") => Ok(Self::Memory),
+            Some(other) => Err(format!("SESSION_STORE=`{other}`: expected cookie or memory")),
+        }
+    }
+}
+
+/// The auth layer for `config`, sessions in `store`, with `/auth/profile` on.
+pub async fn auth_layer(config: AuthConfig, store: SessionStore) -> Result<AuthLayer, AuthError> {
+    let builder = AuthLayer::builder(config.clone()).with_profile_route(true);
+    match store {
+        SessionStore::Cookie => builder.build().await,
+        SessionStore::Memory => builder.with_state_store(ServerStateStore::in_memory(&config)).build().await,
+    }
+}
+
 /// The app's routes with `auth` stacked on them.
 pub fn app(auth: AuthLayer) -> Router {
-    Router::new().route("/", get(home)).route("/private", get(private)).layer(auth.with_profile_route(true))
+    Router::new().route("/", get(home)).route("/private", get(private)).layer(auth)
 }
 
 fn escape(text: &str) -> String {

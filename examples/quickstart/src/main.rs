@@ -1,6 +1,6 @@
 //! Runs the quickstart app on the host and port of `APP_BASE_URL`.
 
-use auth_layer::{AuthConfig, AuthLayer};
+use auth_layer::AuthConfig;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -12,9 +12,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let base = config.base_url().clone();
     let host = base.host_str().unwrap_or("127.0.0.1").trim_matches(['[', ']']).to_owned();
     let port = base.port_or_known_default().unwrap_or(3000);
-    let auth = AuthLayer::from_config(config).await?;
+    let store = quickstart::SessionStore::from_env()?;
+    let auth = quickstart::auth_layer(config, store).await?;
     let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await?;
-    tracing::info!("quickstart listening; open {base}");
+    tracing::info!(?store, "quickstart listening; open {base}");
     axum::serve(listener, quickstart::app(auth))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -1,0 +1,238 @@
+//! The stateful session store: only a random session id in the cookie, the session itself in a
+//! [`Backend`] (sealed, indexed by `sub` and `sid`).
+
+use async_trait::async_trait;
+
+use super::{LogoutTarget, StateStore, StoreContext, StoreError, auth_cookie, removal_cookie};
+use crate::AuthConfig;
+use crate::backend::{Backend, MokaBackend};
+use crate::data::StateData;
+use crate::record::TypedStore;
+
+/// Keeps sessions on the server: the cookie carries only the session's random id (256 bits from
+/// the operating system's generator, new at every login, the old record deleted), and the data
+/// lives in a [`Backend`], sealed under the session's key. Logging out deletes the record, so a
+/// copied cookie stops working; back-channel logout deletes by the `sid` or `sub` index.
+///
+/// ```no_run
+/// # async fn run(config: auth_layer::AuthConfig) -> Result<(), auth_layer::AuthError> {
+/// use auth_layer::AuthLayer;
+/// use auth_layer::store::ServerStateStore;
+///
+/// let layer = AuthLayer::builder(config.clone())
+///     .with_state_store(ServerStateStore::in_memory(&config))
+///     .build()
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub struct ServerStateStore<B = MokaBackend> {
+    sessions: TypedStore<StateData, B>,
+    config: AuthConfig,
+}
+
+impl<B> std::fmt::Debug for ServerStateStore<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerStateStore").finish_non_exhaustive()
+    }
+}
+
+impl ServerStateStore<MokaBackend> {
+    /// Sessions in this process's memory (moka): simple and fast, lost on restart, not shared
+    /// between processes.
+    pub fn in_memory(config: &AuthConfig) -> Self {
+        Self::new(MokaBackend::new(), config)
+    }
+}
+
+impl<B: Backend> ServerStateStore<B> {
+    /// Sessions in `backend`, sealed with a key derived from `config`'s secrets.
+    pub fn new(backend: B, config: &AuthConfig) -> Self {
+        Self { sessions: TypedStore::new(backend, &config.secrets), config: config.clone() }
+    }
+
+    /// The typed store of sessions behind this store.
+    pub fn sessions(&self) -> &TypedStore<StateData, B> {
+        &self.sessions
+    }
+
+    fn name(&self) -> &str {
+        &self.config.cookies.session_name
+    }
+
+    /// The request's session id, if its cookie holds something shaped like one (anything else
+    /// is not worth a round trip to the backend).
+    fn request_id<'c>(&self, ctx: &'c StoreContext) -> Option<&'c str> {
+        let id = ctx.cookie(self.name())?;
+        let well_formed = id.len() == 43 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !well_formed {
+            tracing::warn!("session cookie is not a session id; treated as no session");
+            return None;
+        }
+        Some(id)
+    }
+
+    /// Removes cookies a cookie-store session left (`{name}.0`, ...), e.g. after switching stores.
+    fn clear_chunks(&self, ctx: &mut StoreContext) {
+        let prefix = format!("{}.", self.name());
+        let chunks: Vec<String> = ctx
+            .request_cookie_names()
+            .filter(|n| n.strip_prefix(&prefix).is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit())))
+            .map(str::to_owned)
+            .collect();
+        for name in chunks {
+            ctx.set_cookie(removal_cookie(&self.config, name, &self.config.cookies.path));
+        }
+    }
+}
+
+#[async_trait]
+impl<B: Backend> StateStore for ServerStateStore<B> {
+    async fn get(&self, ctx: &mut StoreContext) -> Result<Option<StateData>, StoreError> {
+        let Some(id) = self.request_id(ctx) else { return Ok(None) };
+        let session = self.sessions.get(id).await?;
+        if session.is_none() {
+            tracing::debug!("session id not found (expired, logged out or never issued)");
+        }
+        Ok(session)
+    }
+
+    async fn set(&self, ctx: &mut StoreContext, data: &StateData, new_login: bool) -> Result<(), StoreError> {
+        if new_login && let Some(old) = self.request_id(ctx).filter(|old| *old != data.id()).map(str::to_owned) {
+            self.sessions.delete(&old).await?;
+        }
+        let now = self.config.clock.now();
+        let expires =
+            data.expires_at(self.config.absolute_duration.as_secs(), self.config.inactivity_duration.as_secs());
+        let ttl = expires.saturating_sub(now);
+        self.sessions.set_with_ttl(data, Some(std::time::Duration::from_secs(ttl.max(1)))).await?;
+        let cookie =
+            auth_cookie(&self.config, self.name().to_owned(), data.id().to_owned(), &self.config.cookies.path, ttl);
+        ctx.set_cookie(cookie);
+        self.clear_chunks(ctx);
+        Ok(())
+    }
+
+    async fn delete(&self, ctx: &mut StoreContext) -> Result<(), StoreError> {
+        if let Some(id) = self.request_id(ctx).map(str::to_owned) {
+            self.sessions.delete(&id).await?;
+        }
+        if ctx.cookie(self.name()).is_some() {
+            ctx.set_cookie(removal_cookie(&self.config, self.name().to_owned(), &self.config.cookies.path));
+        }
+        self.clear_chunks(ctx);
+        Ok(())
+    }
+
+    async fn delete_by_logout_token(&self, target: &LogoutTarget) -> Result<(), StoreError> {
+        let deleted = match (&target.sid, &target.sub) {
+            (Some(sid), _) => self.sessions.delete_by(StateData::SID, sid.as_str()).await?,
+            (None, Some(sub)) => self.sessions.delete_by(StateData::SUB, sub.as_str()).await?,
+            (None, None) => 0,
+        };
+        tracing::info!(deleted, "back-channel logout ended sessions");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::User;
+    use http::header::{COOKIE, SET_COOKIE};
+    use http::{HeaderMap, HeaderValue};
+
+    fn config() -> AuthConfig {
+        AuthConfig::builder()
+            .issuer("https://issuer.example/")
+            .client_id("c")
+            .client_secret("s")
+            .secret("0123456789abcdef0123456789abcdef")
+            .base_url("https://app.example")
+            .clock(crate::Clock::from_fn(|| 1_000))
+            .build()
+            .unwrap()
+    }
+
+    fn session(sub: &str, sid: &str) -> StateData {
+        let claims = serde_json::json!({"sub": sub, "sid": sid});
+        StateData::new(User::from_id_token_claims(claims.as_object().unwrap().clone()), "t".into(), 1_000)
+    }
+
+    /// The request a browser sends after `ctx`'s response.
+    fn next_request(ctx: StoreContext) -> (Vec<String>, StoreContext) {
+        let mut response = HeaderMap::new();
+        ctx.apply(&mut response);
+        let set: Vec<String> = response.get_all(SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+        let live: Vec<&str> =
+            set.iter().filter(|c| !c.contains("Max-Age=0")).map(|c| c.split(';').next().unwrap()).collect();
+        let mut request = HeaderMap::new();
+        request.insert(COOKIE, HeaderValue::from_str(&live.join("; ")).unwrap());
+        (set, StoreContext::from_headers(&request))
+    }
+
+    #[tokio::test]
+    async fn cookie_carries_only_the_session_id() {
+        let store = ServerStateStore::in_memory(&config());
+        let data = session("u1", "s1");
+        let mut ctx = StoreContext::default();
+        store.set(&mut ctx, &data, true).await.unwrap();
+        let (set, mut next) = next_request(ctx);
+        assert_eq!(set.len(), 1);
+        assert!(set[0].starts_with(&format!("_a0_session={};", data.id())), "{}", set[0]);
+        assert_eq!(store.get(&mut next).await.unwrap(), Some(data));
+    }
+
+    #[tokio::test]
+    async fn new_login_deletes_the_old_record() {
+        let store = ServerStateStore::in_memory(&config());
+        let first = session("u1", "s1");
+        let mut ctx = StoreContext::default();
+        store.set(&mut ctx, &first, true).await.unwrap();
+        let (_, mut next) = next_request(ctx);
+        let second = session("u1", "s2");
+        store.set(&mut next, &second, true).await.unwrap();
+        assert_eq!(store.sessions().get(first.id()).await.unwrap(), None, "the old session is gone");
+        let (_, mut after) = next_request(next);
+        assert_eq!(store.get(&mut after).await.unwrap(), Some(second));
+    }
+
+    #[tokio::test]
+    async fn logout_token_deletes_by_sid_or_by_sub() {
+        let store = ServerStateStore::in_memory(&config());
+        let (a, b, c) = (session("u1", "s1"), session("u1", "s2"), session("u2", "s3"));
+        for data in [&a, &b, &c] {
+            store.set(&mut StoreContext::default(), data, true).await.unwrap();
+        }
+        let by_sid = LogoutTarget { iss: "i".into(), sub: Some("u1".into()), sid: Some("s1".into()) };
+        store.delete_by_logout_token(&by_sid).await.unwrap();
+        assert_eq!(store.sessions().get(a.id()).await.unwrap(), None);
+        assert!(store.sessions().get(b.id()).await.unwrap().is_some(), "a sid names one session only");
+        let by_sub = LogoutTarget { iss: "i".into(), sub: Some("u1".into()), sid: None };
+        store.delete_by_logout_token(&by_sub).await.unwrap();
+        assert_eq!(store.sessions().get(b.id()).await.unwrap(), None);
+        assert!(store.sessions().get(c.id()).await.unwrap().is_some(), "another user's session stays");
+    }
+
+    #[tokio::test]
+    async fn malformed_or_unknown_ids_are_no_session() {
+        let store = ServerStateStore::in_memory(&config());
+        for cookie in ["_a0_session=short", "_a0_session=../../etc", &format!("_a0_session={}", "A".repeat(43))] {
+            let mut request = HeaderMap::new();
+            request.insert(COOKIE, HeaderValue::from_str(cookie).unwrap());
+            assert_eq!(store.get(&mut StoreContext::from_headers(&request)).await.unwrap(), None, "{cookie}");
+        }
+    }
+
+    #[tokio::test]
+    async fn delete_removes_the_record_and_the_cookie() {
+        let store = ServerStateStore::in_memory(&config());
+        let data = session("u1", "s1");
+        let mut ctx = StoreContext::default();
+        store.set(&mut ctx, &data, true).await.unwrap();
+        let (_, mut next) = next_request(ctx);
+        store.delete(&mut next).await.unwrap();
+        assert_eq!(store.sessions().get(data.id()).await.unwrap(), None);
+        let (set, _) = next_request(next);
+        assert!(set.iter().any(|c| c.starts_with("_a0_session=;") && c.contains("Max-Age=0")));
+    }
+}
