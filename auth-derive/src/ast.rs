@@ -114,10 +114,16 @@ impl<'a> Input<'a> {
                             errors.push(syn::Error::new(ident.span(), "`name` is given twice"));
                         }
                     }
-                    _ => errors.push(syn::Error::new(
-                        ident.span(),
-                        format!("unknown store attribute `{ident}`; expected key, ttl, encrypt or name"),
-                    )),
+                    _ => {
+                        errors.push(syn::Error::new(
+                            ident.span(),
+                            format!("unknown store attribute `{ident}`; expected key, ttl, encrypt or name"),
+                        ));
+                        // Skip its value, so that the one error is the only one.
+                        if meta.input.peek(syn::Token![=]) {
+                            let _: syn::Expr = meta.value()?.parse()?;
+                        }
+                    }
                 }
                 Ok(())
             });
@@ -200,6 +206,9 @@ fn field_attrs(field: &syn::Field, errors: &mut Errors) -> FieldAttrs {
                 }
             } else {
                 errors.push(meta.error("unknown store field attribute; expected key or index"));
+                if meta.input.peek(syn::Token![=]) {
+                    let _: syn::Expr = meta.value()?.parse()?;
+                }
             }
             Ok(())
         });
@@ -213,6 +222,7 @@ fn field_attrs(field: &syn::Field, errors: &mut Errors) -> FieldAttrs {
 fn parse_template(template: &LitStr, fields: &[Field], errors: &mut Errors) -> Key {
     let text = template.value();
     let mut parts = Vec::new();
+    let mut unknown = false;
     let mut rest = text.as_str();
     while let Some(open) = rest.find('{') {
         if open > 0 {
@@ -225,10 +235,13 @@ fn parse_template(template: &LitStr, fields: &[Field], errors: &mut Errors) -> K
         let field_name = &rest[open + 1..open + close];
         match fields.iter().position(|f| f.ident == field_name) {
             Some(i) => parts.push(KeyPart::Field(i)),
-            None => errors.push(syn::Error::new(
-                template.span(),
-                format!("the key template names `{field_name}`, which is not a field of this struct"),
-            )),
+            None => {
+                unknown = true;
+                errors.push(syn::Error::new(
+                    template.span(),
+                    format!("the key template names `{field_name}`, which is not a field of this struct"),
+                ));
+            }
         }
         rest = &rest[open + close + 1..];
     }
@@ -238,7 +251,7 @@ fn parse_template(template: &LitStr, fields: &[Field], errors: &mut Errors) -> K
     if !rest.is_empty() {
         parts.push(KeyPart::Text(rest.to_owned()));
     }
-    if !parts.iter().any(|p| matches!(p, KeyPart::Field(_))) {
+    if !unknown && !parts.iter().any(|p| matches!(p, KeyPart::Field(_))) {
         errors.push(syn::Error::new(
             template.span(),
             "the key template names no field: every record would share one key",

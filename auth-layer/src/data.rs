@@ -200,4 +200,32 @@ mod tests {
         assert_ne!(a.id(), b.id());
         assert!(a.id().len() >= 43, "at least 256 bits, base64url");
     }
+
+    #[tokio::test]
+    async fn transactions_are_a_typed_store_record_too() {
+        use crate::record::Record;
+        let store = TransactionData::store(&["0123456789abcdef0123456789abcdef"]);
+        let tx = TransactionData {
+            state: "st".into(),
+            nonce: "n".into(),
+            code_verifier: "v".into(),
+            return_to: "/".into(),
+            app_state: None,
+            created_at: 1,
+        };
+        assert_eq!(tx.key(), "transaction:st");
+        assert_eq!(TransactionData::TTL, Some(std::time::Duration::from_secs(600)));
+        store.set(&tx).await.unwrap();
+        assert_eq!(store.get("st").await.unwrap(), Some(tx));
+    }
+
+    #[tokio::test]
+    async fn sessions_are_indexed_by_sub_and_sid() {
+        let store = StateData::store(&["0123456789abcdef0123456789abcdef"]);
+        let claims = serde_json::json!({"sub": "u1", "sid": "s1"});
+        let session = StateData::new(User::from_id_token_claims(claims.as_object().unwrap().clone()), "t".into(), 1);
+        store.set(&session).await.unwrap();
+        assert_eq!(store.find_by(StateData::SID, "s1").await.unwrap(), vec![session.clone()]);
+        assert_eq!(store.find_by(StateData::SUB, "u1").await.unwrap(), vec![session]);
+    }
 }
