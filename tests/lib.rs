@@ -38,6 +38,8 @@ pub struct ProviderOptions {
     pub signing_kid: Option<String>,
     /// Announce no `end_session_endpoint`.
     pub no_end_session: bool,
+    /// Rotate refresh tokens: each refresh returns a new one and the old one is dead.
+    pub rotate_refresh: bool,
 }
 
 /// A running `oidc-provider`, stopped when dropped.
@@ -72,6 +74,34 @@ impl Provider {
         self.wait_ready().await;
     }
 
+    /// Stops the provider (it is unreachable until [`restart`](Self::restart)).
+    pub async fn stop(&mut self) {
+        self.child.kill().await.unwrap();
+    }
+
+    /// How many refresh-token grants the provider has served.
+    pub async fn refresh_grants(&self) -> u64 {
+        let stats: serde_json::Value =
+            reqwest::get(format!("{}/__test/stats", self.issuer)).await.unwrap().json().await.unwrap();
+        stats["refresh_grants"].as_u64().unwrap()
+    }
+
+    /// A JWT with `claims` and extra `header` fields, signed with the provider's own key
+    /// (`key: "provider"`), another key of the same `kid` (`"other"`), or unsigned (`"none"`).
+    pub async fn sign(&self, header: serde_json::Value, claims: serde_json::Value, key: &str) -> String {
+        let body = serde_json::json!({ "header": header, "claims": claims, "key": key });
+        let answer: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/__test/sign", self.issuer))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer["jwt"].as_str().unwrap().to_owned()
+    }
+
     async fn wait_ready(&self) {
         let discovery = format!("{}/.well-known/openid-configuration", self.issuer);
         for _ in 0..150 {
@@ -93,6 +123,8 @@ fn spawn(port: u16, app_url: &str, options: &ProviderOptions) -> Child {
         "post_logout_redirect_uris": [format!("{app_url}/")],
         "grant_types": ["authorization_code", "refresh_token"],
         "token_endpoint_auth_method": options.auth_method.unwrap_or("client_secret_basic"),
+        "backchannel_logout_uri": format!("{app_url}/auth/backchannel-logout"),
+        "backchannel_logout_session_required": true,
     }]);
     let mut command = Command::new("node");
     command
@@ -108,6 +140,9 @@ fn spawn(port: u16, app_url: &str, options: &ProviderOptions) -> Child {
     }
     if options.no_end_session {
         command.env("NO_END_SESSION", "1");
+    }
+    if options.rotate_refresh {
+        command.env("ROTATE_REFRESH", "1");
     }
     command.spawn().expect("node must be installed to run the test provider")
 }
@@ -195,6 +230,26 @@ impl TestEnv {
                 tokio::spawn(async move { serve_hyper(listener, service).await })
             }
         };
+        Self { provider, app_url, client, clock_offset, server }
+    }
+
+    /// The quickstart app over a layer the test builds from the configuration.
+    pub async fn start_with_layer<F, Fut>(build: F) -> Self
+    where
+        F: FnOnce(AuthConfig) -> Fut,
+        Fut: std::future::Future<Output = Result<auth_layer::AuthLayer, auth_layer::AuthError>>,
+    {
+        let (port, listener) = bind().await;
+        let app_url = format!("http://127.0.0.1:{port}");
+        let provider = Provider::start(&app_url, &ProviderOptions::default()).await;
+        let clock_offset = Arc::new(AtomicU64::new(0));
+        let config = config(&provider, &app_url, TokenEndpointAuth::ClientSecretBasic, clock_offset.clone());
+        let auth = build(config).await.expect("discovery against the test provider");
+        let client = auth.client().clone();
+        let app = quickstart::app(auth);
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
         Self { provider, app_url, client, clock_offset, server }
     }
 

@@ -3,16 +3,19 @@
 //! `get_session`, `logout`). The layer's routes are thin wrappers over these.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 use url::Url;
 
-use crate::client::RelyingParty;
+use crate::client::{ProviderError, RelyingParty};
 use crate::config::AuthConfig;
 use crate::data::{StateData, TokenSet, TransactionData, User};
 use crate::error::AuthError;
 use crate::return_to;
-use crate::store::{CookieStateStore, CookieTransactionStore, StateStore, StoreContext, TransactionStore};
+use crate::store::{
+    CookieStateStore, CookieTransactionStore, LogoutTarget, StateStore, StoreContext, TransactionStore,
+};
 
 /// Options of [`AuthClient::start_login`].
 #[derive(Debug, Clone, Default)]
@@ -43,11 +46,53 @@ pub struct LogoutOptions {
     pub return_to: Option<String>,
 }
 
+/// Options of [`AuthClient::get_access_token`].
+#[derive(Debug, Clone, Default)]
+pub struct AccessTokenOptions {
+    /// The API audience; the configured one when unset.
+    pub audience: Option<String>,
+    /// The scope needed; any token of the audience when unset.
+    pub scope: Option<String>,
+    /// Refresh even when the token is still fresh.
+    pub force_refresh: bool,
+}
+
+/// An access token, as [`AuthClient::get_access_token`] gives it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AccessToken {
+    /// The token.
+    pub access_token: String,
+    /// When it expires (seconds since the Unix epoch), if known.
+    pub expires_at: Option<u64>,
+    /// The scope granted.
+    pub scope: String,
+}
+
+// A hook run on a session before it is saved at login or after a refresh: filter or add claims.
+type BeforeSaveHook = Arc<dyn Fn(&mut StateData) + Send + Sync>;
+// A hook run after a login completed, with its result.
+type AfterCallbackHook = Arc<dyn Fn(&LoginResult) + Send + Sync>;
+
 struct Inner {
     config: AuthConfig,
     rp: RelyingParty,
     state_store: Arc<dyn StateStore>,
     transaction_store: Arc<dyn TransactionStore>,
+    before_save: Option<BeforeSaveHook>,
+    after_callback: Option<AfterCallbackHook>,
+    /// Refreshes under way or just done, by session and token: concurrent requests of one
+    /// session share one call to the token endpoint and its result.
+    refreshes: moka::future::Cache<String, Arc<StateData>>,
+    /// `jti`s of logout tokens already used, until they expire.
+    seen_logout_tokens: moka::future::Cache<String, Duration>,
+}
+
+struct UntilExpiry;
+
+impl moka::Expiry<String, Duration> for UntilExpiry {
+    fn expire_after_create(&self, _key: &String, ttl: &Duration, _now: std::time::Instant) -> Option<Duration> {
+        Some(*ttl)
+    }
 }
 
 /// The relying party with its stores: start and complete logins, read sessions, log out.
@@ -70,6 +115,8 @@ pub struct AuthClientBuilder {
     config: AuthConfig,
     state_store: Option<Arc<dyn StateStore>>,
     transaction_store: Option<Arc<dyn TransactionStore>>,
+    before_save: Option<BeforeSaveHook>,
+    after_callback: Option<AfterCallbackHook>,
 }
 
 impl AuthClientBuilder {
@@ -85,20 +132,53 @@ impl AuthClientBuilder {
         self
     }
 
+    /// Runs `hook` on every session before it is saved at login or after a refresh, e.g. to
+    /// drop claims the app does not need or to add its own.
+    pub fn before_save(mut self, hook: impl Fn(&mut StateData) + Send + Sync + 'static) -> Self {
+        self.before_save = Some(Arc::new(hook));
+        self
+    }
+
+    /// Runs `hook` after every completed login.
+    pub fn after_callback(mut self, hook: impl Fn(&LoginResult) + Send + Sync + 'static) -> Self {
+        self.after_callback = Some(Arc::new(hook));
+        self
+    }
+
     /// Discovers the provider and builds the client.
     pub async fn build(self) -> Result<AuthClient, AuthError> {
         let rp = RelyingParty::discover(&self.config).await?;
         let state_store = self.state_store.unwrap_or_else(|| Arc::new(CookieStateStore::new(&self.config)));
         let transaction_store =
             self.transaction_store.unwrap_or_else(|| Arc::new(CookieTransactionStore::new(&self.config)));
-        Ok(AuthClient { inner: Arc::new(Inner { config: self.config, rp, state_store, transaction_store }) })
+        let refreshes = moka::future::Cache::builder().time_to_live(REFRESH_SHARING).max_capacity(100_000).build();
+        let seen_logout_tokens =
+            moka::future::Cache::builder().expire_after(UntilExpiry).max_capacity(1_000_000).build();
+        Ok(AuthClient {
+            inner: Arc::new(Inner {
+                config: self.config,
+                rp,
+                state_store,
+                transaction_store,
+                before_save: self.before_save,
+                after_callback: self.after_callback,
+                refreshes,
+                seen_logout_tokens,
+            }),
+        })
     }
 }
 
 impl AuthClient {
     /// A builder over `config`.
     pub fn builder(config: AuthConfig) -> AuthClientBuilder {
-        AuthClientBuilder { config, state_store: None, transaction_store: None }
+        AuthClientBuilder {
+            config,
+            state_store: None,
+            transaction_store: None,
+            before_save: None,
+            after_callback: None,
+        }
     }
 
     /// Discovers the provider; sessions in the encrypted cookie.
@@ -163,9 +243,16 @@ impl AuthClient {
             access_token: tokens.access_token,
             expires_at: tokens.expires_at,
         });
+        if let Some(hook) = &self.inner.before_save {
+            hook(&mut session);
+        }
         self.inner.state_store.set(ctx, &session, true).await?;
         tracing::info!(sub = session.user.sub(), "login completed");
-        Ok(LoginResult { session, return_to: transaction.return_to, app_state: transaction.app_state })
+        let result = LoginResult { session, return_to: transaction.return_to, app_state: transaction.app_state };
+        if let Some(hook) = &self.inner.after_callback {
+            hook(&result);
+        }
+        Ok(result)
     }
 
     /// The request's session, if any and not expired. Absolute and inactivity limits are
@@ -205,11 +292,111 @@ impl AuthClient {
         Ok(self.inner.rp.end_session_url(id_token, &back).unwrap_or(back))
     }
 
-    /// Whether the session is due for rolling renewal: less than half its inactivity window left.
+    /// Whether the session is due for rolling renewal: less of its inactivity window left than
+    /// the configured threshold (half the window by default).
     fn renewal_due(&self, session: &StateData) -> bool {
-        let window = self.inner.config.inactivity_duration.as_secs();
-        let idle = self.inner.config.clock.now().saturating_sub(session.touched_at);
-        idle > window / 2
+        let config = &self.inner.config;
+        let window_ends = session.touched_at.saturating_add(config.inactivity_duration.as_secs());
+        window_ends.saturating_sub(config.clock.now()) < config.renew_below.as_secs()
+    }
+
+    /// An access token for the request's session: the stored one while fresh, else a refreshed
+    /// one. Concurrent calls for one session share a single refresh. A refused refresh token
+    /// (`invalid_grant`) ends the session; an unreachable provider leaves it as it was.
+    pub async fn get_access_token(
+        &self,
+        ctx: &mut StoreContext,
+        options: AccessTokenOptions,
+    ) -> Result<AccessToken, AuthError> {
+        let session = self.get_session(ctx).await?.ok_or(AuthError::NotAuthenticated)?;
+        let config = &self.inner.config;
+        let audience = options.audience.as_deref().or(config.audience.as_deref());
+        let current = find_token_set(&session.token_sets, audience, options.scope.as_deref());
+        let now = config.clock.now();
+        let fresh = |set: &TokenSet| set.expires_at.is_none_or(|at| at > now + config.refresh_buffer.as_secs());
+        if let Some(set) = current
+            && !options.force_refresh
+            && fresh(set)
+        {
+            return Ok(AccessToken {
+                access_token: set.access_token.clone(),
+                expires_at: set.expires_at,
+                scope: set.scope.clone(),
+            });
+        }
+        let refresh_token = session.refresh_token.clone().ok_or(AuthError::MissingRefreshToken)?;
+        let key = refresh_key(&session, &refresh_token, current, audience, options.scope.as_deref());
+        let shared = self
+            .inner
+            .refreshes
+            .try_get_with(key, self.refresh(session.clone(), refresh_token, audience, options.scope.as_deref()))
+            .await;
+        let refreshed = match shared {
+            Ok(refreshed) => refreshed,
+            Err(err) => {
+                let err = AuthError::clone(&err);
+                if matches!(err, AuthError::Provider(ProviderError::InvalidGrant(_))) {
+                    tracing::warn!(sub = session.sub(), "refresh token refused; the session ends");
+                    self.inner.state_store.delete(ctx).await?;
+                }
+                return Err(err);
+            }
+        };
+        self.inner.state_store.set(ctx, &refreshed, false).await?;
+        let set = find_token_set(&refreshed.token_sets, audience, options.scope.as_deref()).ok_or_else(|| {
+            AuthError::InvalidRequest("the provider granted no token for this audience and scope".into())
+        })?;
+        Ok(AccessToken { access_token: set.access_token.clone(), expires_at: set.expires_at, scope: set.scope.clone() })
+    }
+
+    /// One refresh: calls the token endpoint and returns the session updated with its answer.
+    async fn refresh(
+        &self,
+        mut session: StateData,
+        refresh_token: String,
+        audience: Option<&str>,
+        scope: Option<&str>,
+    ) -> Result<Arc<StateData>, AuthError> {
+        tracing::debug!(sub = session.sub(), "refreshing the access token");
+        let tokens = self.inner.rp.refresh(&refresh_token, audience, scope, session.sub()).await?;
+        let granted = tokens.scope.or_else(|| scope.map(str::to_owned)).unwrap_or_else(|| {
+            find_token_set(&session.token_sets, audience, None).map(|s| s.scope.clone()).unwrap_or_default()
+        });
+        let set = TokenSet {
+            audience: audience.map(str::to_owned),
+            scope: granted,
+            access_token: tokens.access_token,
+            expires_at: tokens.expires_at,
+        };
+        // One set per audience and scope: replace, never append a duplicate.
+        session.token_sets.retain(|s| !(s.audience == set.audience && s.scope == set.scope));
+        session.token_sets.push(set);
+        if let Some(rotated) = tokens.refresh_token {
+            session.refresh_token = Some(rotated);
+        }
+        if let Some((id_token, claims)) = tokens.id_token {
+            session.id_token = id_token;
+            session.user = User::from_id_token_claims(claims);
+        }
+        if let Some(hook) = &self.inner.before_save {
+            hook(&mut session);
+        }
+        Ok(Arc::new(session))
+    }
+
+    /// Handles a back-channel logout token (the body of the provider's POST): checks it, refuses
+    /// a replayed `jti`, and ends every session it names, whatever the store, before returning.
+    pub async fn handle_backchannel_logout(&self, logout_token: &str) -> Result<(), AuthError> {
+        let claims = self.inner.rp.verify_logout_token(logout_token).await?;
+        let ttl = Duration::from_secs(claims.replayable_until.saturating_sub(self.inner.config.clock.now()).max(1));
+        let first_use = self.inner.seen_logout_tokens.entry(claims.jti.clone()).or_insert(ttl).await.is_fresh();
+        if !first_use {
+            return Err(AuthError::Provider(ProviderError::InvalidLogoutToken("jti already used (replay)".into())));
+        }
+        let target = LogoutTarget { iss: self.inner.rp.issuer().to_owned(), sub: claims.sub, sid: claims.sid };
+        self.inner.state_store.delete_by_logout_token(&target).await?;
+        tracing::info!(sid = target.sid.as_deref(), sub = target.sub.as_deref(), "back-channel logout handled");
+        Ok(())
     }
 
     fn is_expired(&self, session: &StateData) -> bool {
@@ -217,6 +404,41 @@ impl AuthClient {
         let expires = session.expires_at(config.absolute_duration.as_secs(), config.inactivity_duration.as_secs());
         config.clock.now() >= expires
     }
+}
+
+/// How long a refresh's result is shared with requests of the same session that carry the
+/// tokens it replaced (requests already in flight when it happened).
+const REFRESH_SHARING: Duration = Duration::from_secs(30);
+
+/// The token set for `audience` that covers `scope` (any scope when `None`).
+fn find_token_set<'a>(sets: &'a [TokenSet], audience: Option<&str>, scope: Option<&str>) -> Option<&'a TokenSet> {
+    sets.iter().filter(|s| s.audience.as_deref() == audience).find(|s| match scope {
+        None => true,
+        Some(wanted) => wanted.split_whitespace().all(|w| s.scope.split_whitespace().any(|have| have == w)),
+    })
+}
+
+/// The single-flight key of a refresh: the session, the tokens it replaces, what it asks for.
+fn refresh_key(
+    session: &StateData,
+    refresh_token: &str,
+    current: Option<&TokenSet>,
+    audience: Option<&str>,
+    scope: Option<&str>,
+) -> String {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    for part in [
+        session.id(),
+        refresh_token,
+        current.map_or("", |s| &s.access_token),
+        audience.unwrap_or(""),
+        scope.unwrap_or(""),
+    ] {
+        hash.update(part.len().to_be_bytes());
+        hash.update(part.as_bytes());
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The callback's query parameters that matter.

@@ -1,4 +1,4 @@
-//! axum extractors (feature `axum`): [`Session`] and [`User`].
+//! axum extractors (feature `axum`): [`Session`], [`User`] and [`AccessToken`].
 //!
 //! `User` guards a handler: a browser without a session is redirected to login with the
 //! current path as `returnTo`, an API client gets 401 JSON. `Option<User>` never refuses.
@@ -30,7 +30,7 @@ use http_body_util::Full;
 
 use crate::error::error_response;
 use crate::layer::guard_deny;
-use crate::{Session, User};
+use crate::{AccessToken, AccessTokenOptions, Session, User};
 
 /// Why an extractor refused: a redirect to login, a 401, or the error that prevented reading
 /// the session (a 503 when the store is down).
@@ -89,6 +89,26 @@ impl<S: Send + Sync> FromRequestParts<S> for User {
                     &parts.headers,
                 ))))
             }
+        }
+    }
+}
+
+/// An access token for the logged-in user (the configured audience), refreshed when due.
+/// Refuses like [`User`] when logged out; `401` when the refresh token is refused (the session
+/// ends), `503` when the provider is unreachable (the session stays).
+impl<S: Send + Sync> FromRequestParts<S> for AccessToken {
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let session = session_of(parts)?;
+        match session.access_token(AccessTokenOptions::default()).await {
+            Ok(token) => Ok(token),
+            Err(crate::AuthError::NotAuthenticated) => Err(AuthRejection(Box::new(guard_deny(
+                session.client().config().route_prefix(),
+                &parts.uri,
+                &parts.headers,
+            )))),
+            Err(err) => Err(AuthRejection(Box::new(err.into_response(&parts.headers)))),
         }
     }
 }

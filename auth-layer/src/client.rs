@@ -17,8 +17,8 @@ use openidconnect::core::{
 };
 use openidconnect::{
     AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet, EndpointSet,
-    IssuerUrl, JsonWebKey, JsonWebKeySetUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
-    ProviderMetadataWithLogout, RedirectUrl, RequestTokenError, Scope, TokenResponse,
+    IssuerUrl, JsonWebKey, JsonWebKeySetUrl, JwsSigningAlgorithm, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
+    PkceCodeVerifier, ProviderMetadataWithLogout, RedirectUrl, RequestTokenError, Scope, TokenResponse,
 };
 use serde_json::{Map, Value};
 use url::Url;
@@ -33,7 +33,7 @@ const MAX_ID_TOKEN_LEN: usize = 64 * 1024;
 type Client = CoreClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet, EndpointMaybeSet>;
 
 /// What went wrong talking to the provider or checking what it sent.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ProviderError {
     /// The provider could not be reached or answered with something unusable at start.
     #[error("provider discovery failed: {0}")]
@@ -44,6 +44,13 @@ pub enum ProviderError {
     /// The token endpoint refused the request.
     #[error("the token endpoint refused the request: {0}")]
     TokenRefused(String),
+    /// The token endpoint answered `invalid_grant`: the refresh token is dead (expired, revoked,
+    /// or already used under rotation).
+    #[error("the provider refused the refresh token: {0}")]
+    InvalidGrant(String),
+    /// A logout token failed a check.
+    #[error("the logout token was rejected: {0}")]
+    InvalidLogoutToken(String),
     /// The token endpoint answered with something that is not a token response.
     #[error("the token endpoint's answer is not a valid token response: {0}")]
     BadTokenResponse(String),
@@ -58,6 +65,26 @@ pub(crate) struct AuthorizationRequest {
     pub(crate) state: String,
     pub(crate) nonce: String,
     pub(crate) code_verifier: String,
+}
+
+/// What a successful refresh gives.
+pub(crate) struct RefreshedTokens {
+    pub(crate) access_token: String,
+    pub(crate) expires_at: Option<u64>,
+    pub(crate) scope: Option<String>,
+    /// A rotated refresh token, when the provider sent one.
+    pub(crate) refresh_token: Option<String>,
+    /// A new ID token and its claims, when the provider sent one.
+    pub(crate) id_token: Option<(String, Map<String, Value>)>,
+}
+
+/// What a valid logout token names.
+pub(crate) struct LogoutClaims {
+    pub(crate) sub: Option<String>,
+    pub(crate) sid: Option<String>,
+    pub(crate) jti: String,
+    /// Until when the token could be replayed (its `exp`, or `iat` plus the replay window).
+    pub(crate) replayable_until: u64,
 }
 
 /// What a successful code exchange gives.
@@ -202,16 +229,11 @@ impl RelyingParty {
             .set_pkce_verifier(PkceCodeVerifier::new(code_verifier.to_owned()))
             .request_async(&self.http)
             .await
-            .map_err(|err| match err {
-                RequestTokenError::ServerResponse(e) => ProviderError::TokenRefused(e.to_string()),
-                RequestTokenError::Request(e) => ProviderError::Unreachable(error_chain(&e)),
-                RequestTokenError::Parse(e, _) => ProviderError::BadTokenResponse(e.to_string()),
-                RequestTokenError::Other(e) => ProviderError::BadTokenResponse(e),
-            })?;
+            .map_err(token_error)?;
         let id_token = response
             .id_token()
             .ok_or_else(|| ProviderError::BadTokenResponse("no id_token in the token response".into()))?;
-        let claims = self.verify_id_token(id_token, nonce).await?;
+        let claims = self.verify_id_token(id_token, Some(nonce)).await?;
         let now = self.config.clock.now();
         Ok(LoginTokens {
             id_token: id_token.to_string(),
@@ -223,10 +245,160 @@ impl RelyingParty {
         })
     }
 
+    /// Exchanges a refresh token; a new ID token in the answer is checked like any other (its
+    /// `nonce` only if present) and must name the same `sub`.
+    pub(crate) async fn refresh(
+        &self,
+        refresh_token: &str,
+        audience: Option<&str>,
+        scope: Option<&str>,
+        sub: &str,
+    ) -> Result<RefreshedTokens, ProviderError> {
+        let token = openidconnect::RefreshToken::new(refresh_token.to_owned());
+        let mut request = self.client.exchange_refresh_token(&token);
+        if let Some(scope) = scope {
+            for s in scope.split_whitespace() {
+                request = request.add_scope(Scope::new(s.to_owned()));
+            }
+        }
+        if let Some(audience) = audience {
+            request = request.add_extra_param("audience", audience.to_owned());
+        }
+        let response: CoreTokenResponse = request.request_async(&self.http).await.map_err(token_error)?;
+        let now = self.config.clock.now();
+        let id_token = match response.id_token() {
+            Some(id_token) => {
+                let claims = self.verify_id_token(id_token, None).await?;
+                if claims.get("sub").and_then(Value::as_str) != Some(sub) {
+                    return Err(ProviderError::InvalidIdToken("a refreshed ID token names another sub".into()));
+                }
+                Some((id_token.to_string(), claims))
+            }
+            None => None,
+        };
+        Ok(RefreshedTokens {
+            access_token: response.access_token().secret().clone(),
+            expires_at: response.expires_in().map(|d| now.saturating_add(d.as_secs())),
+            scope: response.scopes().map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),
+            refresh_token: response.refresh_token().map(|t| t.secret().clone()),
+            id_token,
+        })
+    }
+
+    /// Every check of a back-channel logout token (OpenID Connect Back-Channel Logout 1.0,
+    /// 2.4 to 2.6) but replay, which the caller checks with `jti`.
+    pub(crate) async fn verify_logout_token(&self, token: &str) -> Result<LogoutClaims, ProviderError> {
+        let bad = |why: &str| ProviderError::InvalidLogoutToken(why.to_owned());
+        if token.len() > MAX_ID_TOKEN_LEN {
+            return Err(bad("too long"));
+        }
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad("not a signed JWT (three parts)"));
+        };
+        let header: Map<String, Value> = decode_json(header_b64).ok_or_else(|| bad("header is not JSON"))?;
+        let claims: Map<String, Value> = decode_json(payload_b64).ok_or_else(|| bad("payload is not JSON"))?;
+        let signature = URL_SAFE_NO_PAD.decode(signature_b64).map_err(|_| bad("signature is not base64url"))?;
+
+        match header.get("typ").map(|t| t.as_str()) {
+            None | Some(Some("logout+jwt" | "JWT" | "jwt" | "application/logout+jwt")) => {}
+            _ => return Err(bad("typ is not logout+jwt")),
+        }
+        let alg: CoreJwsSigningAlgorithm = header
+            .get("alg")
+            .cloned()
+            .and_then(|a| serde_json::from_value(a).ok())
+            .ok_or_else(|| bad("alg missing or unknown"))?;
+        if matches!(alg, CoreJwsSigningAlgorithm::None) || !self.allowed_algs.contains(&alg) {
+            return Err(bad("alg is not one the provider announced"));
+        }
+        let kid = header.get("kid").and_then(Value::as_str);
+        if let Some(kid) = kid
+            && !self.knows_kid(kid)
+        {
+            self.refetch_jwks(kid).await;
+        }
+        let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
+        let verified = if alg.uses_shared_secret() {
+            let key =
+                openidconnect::core::CoreJsonWebKey::new_symmetric(self.client_secret.secret().as_bytes().to_vec());
+            key.verify_signature(&alg, signing_input.as_bytes(), &signature).is_ok()
+        } else {
+            let keys = self.keys();
+            keys.keys()
+                .iter()
+                .filter(|k| kid.is_none() || k.key_id().is_some_and(|id| Some(id.as_str()) == kid))
+                .any(|k| k.verify_signature(&alg, signing_input.as_bytes(), &signature).is_ok())
+        };
+        if !verified {
+            return Err(bad("signature does not verify with the provider's keys"));
+        }
+
+        if claims.get("iss").and_then(Value::as_str) != Some(self.issuer.as_str()) {
+            return Err(bad("iss is not the provider"));
+        }
+        let aud_ok = match claims.get("aud") {
+            Some(Value::String(aud)) => aud == self.client_id.as_str(),
+            Some(Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(self.client_id.as_str())),
+            _ => false,
+        };
+        if !aud_ok {
+            return Err(bad("aud does not contain this client"));
+        }
+        let now = self.config.clock.now();
+        let skew = self.config.clock_skew.as_secs();
+        let iat = claims.get("iat").and_then(Value::as_u64).ok_or_else(|| bad("iat missing"))?;
+        if iat > now + skew {
+            return Err(bad("iat is in the future"));
+        }
+        let exp = match claims.get("exp") {
+            Some(exp) => {
+                let exp = exp.as_u64().ok_or_else(|| bad("exp is not a number"))?;
+                if now >= exp + skew {
+                    return Err(bad("expired"));
+                }
+                Some(exp)
+            }
+            None => None,
+        };
+        let jti =
+            claims.get("jti").and_then(Value::as_str).filter(|j| !j.is_empty()).ok_or_else(|| bad("jti missing"))?;
+        let event = claims
+            .get("events")
+            .and_then(Value::as_object)
+            .and_then(|events| events.get("http://schemas.openid.net/event/backchannel-logout"))
+            .ok_or_else(|| bad("events lacks the back-channel logout event"))?;
+        if !event.is_object() {
+            return Err(bad("the back-channel logout event is not a JSON object"));
+        }
+        if claims.contains_key("nonce") {
+            return Err(bad("a logout token must not carry a nonce"));
+        }
+        let string_claim = |name: &str| -> Result<Option<String>, ProviderError> {
+            match claims.get(name) {
+                None => Ok(None),
+                Some(Value::String(v)) if !v.is_empty() => Ok(Some(v.clone())),
+                Some(_) => Err(bad(&format!("{name} is not a string"))),
+            }
+        };
+        let (sub, sid) = (string_claim("sub")?, string_claim("sid")?);
+        if sub.is_none() && sid.is_none() {
+            return Err(bad("neither sid nor sub"));
+        }
+        let replayable_until = exp.unwrap_or(iat + LOGOUT_TOKEN_REPLAY_WINDOW.as_secs()).max(now) + skew;
+        Ok(LogoutClaims { sub, sid, jti: jti.to_owned(), replayable_until })
+    }
+
     /// Every ID-token check: signature by `kid` (refetching the JWKS once for an unknown one),
     /// an announced algorithm (never `none`), `iss`, `aud`, `azp` with several audiences, `exp`
     /// and `iat` within the clock tolerance, `nonce`, `sub`. Returns all the token's claims.
-    async fn verify_id_token(&self, id_token: &CoreIdToken, nonce: &str) -> Result<Map<String, Value>, ProviderError> {
+    async fn verify_id_token(
+        &self,
+        id_token: &CoreIdToken,
+        nonce: Option<&str>,
+    ) -> Result<Map<String, Value>, ProviderError> {
         let raw = id_token.to_string();
         if raw.len() > MAX_ID_TOKEN_LEN {
             return Err(ProviderError::InvalidIdToken(format!("longer than {MAX_ID_TOKEN_LEN} bytes")));
@@ -257,9 +429,12 @@ impl RelyingParty {
                 Ok(())
             }
         });
-        let verified = id_token
-            .claims(&verifier, &Nonce::new(nonce.to_owned()))
-            .map_err(|e| ProviderError::InvalidIdToken(e.to_string()))?;
+        let verified = match nonce {
+            Some(nonce) => id_token.claims(&verifier, &Nonce::new(nonce.to_owned())),
+            // A refreshed ID token: no nonce was sent, so none is required.
+            None => id_token.claims(&verifier, |_: Option<&Nonce>| Ok(())),
+        }
+        .map_err(|e| ProviderError::InvalidIdToken(e.to_string()))?;
         let audiences = verified.audiences();
         match verified.authorized_party() {
             Some(azp) if azp.as_str() != self.client_id.as_str() => {
@@ -322,6 +497,33 @@ impl RelyingParty {
         }
         Some(url)
     }
+}
+
+/// How long a logout token without `exp` is remembered against replay.
+const LOGOUT_TOKEN_REPLAY_WINDOW: Duration = Duration::from_secs(600);
+
+type TokenError = RequestTokenError<
+    openidconnect::HttpClientError<reqwest::Error>,
+    openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>,
+>;
+
+fn token_error(err: TokenError) -> ProviderError {
+    match err {
+        RequestTokenError::ServerResponse(e)
+            if *e.error() == openidconnect::core::CoreErrorResponseType::InvalidGrant =>
+        {
+            ProviderError::InvalidGrant(e.to_string())
+        }
+        RequestTokenError::ServerResponse(e) => ProviderError::TokenRefused(e.to_string()),
+        RequestTokenError::Request(e) => ProviderError::Unreachable(error_chain(&e)),
+        RequestTokenError::Parse(e, _) => ProviderError::BadTokenResponse(e.to_string()),
+        RequestTokenError::Other(e) => ProviderError::BadTokenResponse(e),
+    }
+}
+
+fn decode_json(segment: &str) -> Option<Map<String, Value>> {
+    let bytes = URL_SAFE_NO_PAD.decode(segment).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// The `kid` of a JWT's header, if it has one.

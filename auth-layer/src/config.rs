@@ -138,6 +138,8 @@ pub struct AuthConfig {
     pub(crate) inactivity_duration: Duration,
     pub(crate) transaction_duration: Duration,
     pub(crate) clock_skew: Duration,
+    pub(crate) refresh_buffer: Duration,
+    pub(crate) renew_below: Duration,
     pub(crate) token_endpoint_auth: TokenEndpointAuth,
     pub(crate) clock: Clock,
 }
@@ -242,6 +244,11 @@ impl AuthConfig {
         &self.clock
     }
 
+    /// The configured secrets, the sealing one first (for typed stores of the app's own).
+    pub fn secrets(&self) -> &[String] {
+        &self.secrets
+    }
+
     /// A path of this app as an absolute URL. `path` must start with `/`.
     pub(crate) fn app_url(&self, path: &str) -> Url {
         let mut url = self.base_url.clone();
@@ -270,6 +277,8 @@ pub struct AuthConfigBuilder {
     inactivity_duration: Option<Duration>,
     transaction_duration: Option<Duration>,
     clock_skew: Option<Duration>,
+    refresh_buffer: Option<Duration>,
+    renew_below: Option<Duration>,
     token_endpoint_auth: TokenEndpointAuth,
     clock: Option<Clock>,
 }
@@ -361,6 +370,20 @@ impl AuthConfigBuilder {
         self
     }
 
+    /// How long before its expiry an access token is refreshed; default 60 seconds.
+    pub fn refresh_buffer(mut self, buffer: Duration) -> Self {
+        self.refresh_buffer = Some(buffer);
+        self
+    }
+
+    /// Rolling renewal: a session is saved again (its inactivity window restarted) when less
+    /// than this is left of the window; default half the inactivity duration. A session with
+    /// more left is not rewritten.
+    pub fn renew_below(mut self, remaining: Duration) -> Self {
+        self.renew_below = Some(remaining);
+        self
+    }
+
     /// How the client authenticates at the token endpoint; default `client_secret_basic`.
     pub fn token_endpoint_auth(mut self, method: TokenEndpointAuth) -> Self {
         self.token_endpoint_auth = method;
@@ -449,6 +472,8 @@ impl AuthConfigBuilder {
             inactivity_duration,
             transaction_duration,
             clock_skew: self.clock_skew.unwrap_or(Duration::from_secs(60)),
+            refresh_buffer: self.refresh_buffer.unwrap_or(Duration::from_secs(60)),
+            renew_below: self.renew_below.unwrap_or(inactivity_duration / 2).min(inactivity_duration),
             token_endpoint_auth: self.token_endpoint_auth,
             clock: self.clock.unwrap_or_default(),
         })

@@ -10,7 +10,7 @@ use crate::client::ProviderError;
 use crate::store::StoreError;
 
 /// Why an auth operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuthError {
     /// A request parameter is missing or not acceptable (e.g. a `returnTo` to another site).
@@ -39,6 +39,9 @@ pub enum AuthError {
     /// The request needs a logged-in user.
     #[error("not logged in")]
     NotAuthenticated,
+    /// An access token is due for a refresh but the session has no refresh token.
+    #[error("the access token has expired and the session has no refresh token")]
+    MissingRefreshToken,
 }
 
 impl AuthError {
@@ -51,17 +54,22 @@ impl AuthError {
             Self::IssuerMismatch(_) => "issuer_mismatch",
             Self::Provider(ProviderError::InvalidIdToken(_)) => "invalid_id_token",
             Self::Provider(ProviderError::TokenRefused(_)) => "token_refused",
+            Self::Provider(ProviderError::InvalidGrant(_)) => "refresh_refused",
+            Self::Provider(ProviderError::InvalidLogoutToken(_)) => "invalid_logout_token",
             Self::Provider(ProviderError::BadTokenResponse(_)) => "bad_token_response",
             Self::Provider(ProviderError::Unreachable(_) | ProviderError::Discovery(_)) => "provider_unavailable",
             Self::Store(_) => "store_unavailable",
             Self::NotAuthenticated => "not_authenticated",
+            Self::MissingRefreshToken => "missing_refresh_token",
         }
     }
 
     /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::NotAuthenticated => StatusCode::UNAUTHORIZED,
+            Self::NotAuthenticated | Self::MissingRefreshToken | Self::Provider(ProviderError::InvalidGrant(_)) => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::Provider(ProviderError::Unreachable(_) | ProviderError::Discovery(_)) | Self::Store(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -74,7 +74,9 @@ pub mod seal;
 mod session;
 pub mod store;
 
-pub use auth_client::{AuthClient, AuthClientBuilder, LoginOptions, LoginResult, LogoutOptions};
+pub use auth_client::{
+    AccessToken, AccessTokenOptions, AuthClient, AuthClientBuilder, LoginOptions, LoginResult, LogoutOptions,
+};
 pub use client::ProviderError;
 pub use config::{AuthConfig, AuthConfigBuilder, Clock, ConfigError, CookieOptions, MIN_SECRET_LEN, TokenEndpointAuth};
 pub use data::{StateData, TokenSet, TransactionData, User};

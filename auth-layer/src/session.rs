@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use http::HeaderValue;
 use tokio::sync::OnceCell;
 
-use crate::auth_client::AuthClient;
+use crate::auth_client::{AccessToken, AccessTokenOptions, AuthClient};
 use crate::data::{StateData, User};
 use crate::error::AuthError;
 use crate::store::StoreContext;
@@ -58,6 +58,21 @@ impl Session {
     /// The logged-in user, if any.
     pub async fn user(&self) -> Result<Option<&User>, AuthError> {
         Ok(self.data().await?.map(|s| &s.user))
+    }
+
+    /// An access token for this session, refreshed when due (see
+    /// [`AuthClient::get_access_token`]); the refreshed session's cookies go on the response.
+    pub async fn access_token(&self, options: AccessTokenOptions) -> Result<AccessToken, AuthError> {
+        let mut ctx = StoreContext::from_cookie_headers(&self.inner.cookies);
+        let result = self.inner.client.get_access_token(&mut ctx, options).await;
+        if ctx.has_response_cookies() {
+            let mut response = self.inner.response.lock().unwrap_or_else(|e| e.into_inner());
+            match response.as_mut() {
+                Some(pending) => pending.absorb(ctx),
+                None => *response = Some(ctx),
+            }
+        }
+        result
     }
 
     /// The client behind this session, for operations beyond reading it.

@@ -3,13 +3,25 @@
 //
 //   PORT           port to listen on (default 3001); the issuer is http://127.0.0.1:PORT
 //   CLIENTS        JSON array of client metadata (redirect_uris, post_logout_redirect_uris, ...)
-//   SIGNING_KID    when set, sign with a fresh RSA key of this `kid` (tests of key rotation)
+//   SIGNING_KID    the `kid` of the fresh RSA signing key made at start (default "key-1"; tests of
+//                  key rotation restart the provider with another)
 //   NO_END_SESSION when 1, announce no end_session_endpoint (tests of local-only logout)
+//   ROTATE_REFRESH when 1, every refresh returns a new refresh token and the old one is dead
+//
+// Test-only routes (loopback only, never in a real provider):
+//   GET  /__test/stats  {"refresh_grants": n}: refresh-token grants served so far
+//   POST /__test/sign   {"header": {...}, "claims": {...}, "key": "provider"|"other"|"none"}: a JWT
+//                       signed with the provider's own key (or another key, or unsigned), so tests
+//                       can send logout tokens with one defect each
+//
+// Back-channel logout POSTs go to the clients' loopback URLs: the provider's guard against
+// requests to special-use addresses is lifted here, for loopback tests only.
 //
 // Accounts: any login name is accepted with any password. The account's `name` is the login
 // capitalised, its email is login@example.test; a login starting with "big" carries a 6 KB `bio`
 // claim, so that the relying party's session outgrows one cookie.
 import { generateKeyPairSync } from 'node:crypto';
+import { SignJWT, importJWK } from 'jose';
 import Provider from 'oidc-provider';
 
 const port = Number(process.env.PORT || 3001);
@@ -35,9 +47,37 @@ function signingKey(kid) {
   return { ...privateKey.export({ format: 'jwk' }), kid, use: 'sig', alg: 'RS256' };
 }
 
+const kid = process.env.SIGNING_KID || 'key-1';
+const providerKey = signingKey(kid);
+const otherKey = signingKey(kid);
+let refreshGrants = 0;
+
+const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+
+async function sign({ header = {}, claims = {}, key = 'provider' }) {
+  const protectedHeader = { alg: 'RS256', kid, ...header };
+  if (key === 'none') {
+    return `${b64({ ...protectedHeader, alg: 'none' })}.${b64(claims)}.`;
+  }
+  const jwk = await importJWK(key === 'other' ? otherKey : providerKey, 'RS256');
+  return new SignJWT(claims).setProtectedHeader(protectedHeader).sign(jwk);
+}
+
+async function readJson(req) {
+  const chunks = [];
+  for await (const chunk of req) chunks.push(chunk);
+  return JSON.parse(Buffer.concat(chunks).toString() || '{}');
+}
+
 const configuration = {
   clients,
-  ...(process.env.SIGNING_KID ? { jwks: { keys: [signingKey(process.env.SIGNING_KID)] } } : {}),
+  jwks: { keys: [providerKey] },
+  // Loopback tests only: lift the guard against requests to special-use addresses.
+  fetch: (url, options) => {
+    delete options.dispatcher;
+    return globalThis.fetch(url, options);
+  },
+  rotateRefreshToken: process.env.ROTATE_REFRESH === '1',
   cookies: { keys: ['auth-layer-test-provider-cookie-key'] },
   pkce: { required: () => true },
   conformIdTokenClaims: false,
@@ -50,6 +90,7 @@ const configuration = {
     devInteractions: { enabled: true },
     rpInitiatedLogout: { enabled: process.env.NO_END_SESSION !== '1' },
     backchannelLogout: { enabled: true },
+    revocation: { enabled: true },
   },
   issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
   async findAccount(ctx, id) {
@@ -59,6 +100,21 @@ const configuration = {
 
 const provider = new Provider(issuer, configuration);
 provider.on('server_error', (ctx, err) => console.error('provider server_error', err));
+provider.on('grant.success', (ctx) => {
+  if (ctx.oidc.params.grant_type === 'refresh_token') refreshGrants += 1;
+});
+provider.on('backchannel.error', (ctx, err, client) => console.error('back-channel logout to', client.clientId, 'failed:', err.message));
+provider.use(async (ctx, next) => {
+  if (ctx.path === '/__test/stats') {
+    ctx.body = { refresh_grants: refreshGrants };
+    return;
+  }
+  if (ctx.path === '/__test/sign' && ctx.method === 'POST') {
+    ctx.body = { jwt: await sign(await readJson(ctx.req)) };
+    return;
+  }
+  await next();
+});
 const server = provider.listen(port, '127.0.0.1', () => {
   console.log(`oidc-provider listening on ${issuer}`);
 });

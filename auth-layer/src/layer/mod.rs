@@ -31,22 +31,24 @@ use tower_layer::Layer;
 use crate::auth_client::AuthClient;
 use crate::config::AuthConfig;
 use crate::error::AuthError;
+use crate::routes::OptionalRoutes;
 
 /// Mounts the auth routes and the per-request session on a service.
 ///
 /// Routes, under the configured prefix (`/auth` by default): `GET login?returnTo=`,
-/// `GET callback`, `GET logout?returnTo=`, and, when enabled, `GET profile`.
+/// `GET callback`, `GET logout?returnTo=`, and, when enabled, `GET profile`,
+/// `GET access-token` and `POST backchannel-logout`.
 #[derive(Clone, Debug)]
 pub struct AuthLayer {
     client: AuthClient,
-    profile_route: bool,
+    routes: OptionalRoutes,
 }
 
 /// Builds an [`AuthLayer`]: stores, routes, then discovery.
 #[must_use]
 pub struct AuthLayerBuilder {
     client: crate::auth_client::AuthClientBuilder,
-    profile_route: bool,
+    routes: OptionalRoutes,
 }
 
 impl AuthLayerBuilder {
@@ -64,25 +66,49 @@ impl AuthLayerBuilder {
 
     /// Serves `GET {prefix}/profile`; off by default.
     pub fn with_profile_route(mut self, enabled: bool) -> Self {
-        self.profile_route = enabled;
+        self.routes.profile = enabled;
+        self
+    }
+
+    /// Serves `GET {prefix}/access-token`; off by default.
+    pub fn with_access_token_route(mut self, enabled: bool) -> Self {
+        self.routes.access_token = enabled;
+        self
+    }
+
+    /// Serves `POST {prefix}/backchannel-logout`; off by default.
+    pub fn with_backchannel_logout(mut self, enabled: bool) -> Self {
+        self.routes.backchannel_logout = enabled;
+        self
+    }
+
+    /// Runs `hook` on every session before it is saved at login or after a refresh.
+    pub fn before_save(mut self, hook: impl Fn(&mut crate::StateData) + Send + Sync + 'static) -> Self {
+        self.client = self.client.before_save(hook);
+        self
+    }
+
+    /// Runs `hook` after every completed login.
+    pub fn after_callback(mut self, hook: impl Fn(&crate::LoginResult) + Send + Sync + 'static) -> Self {
+        self.client = self.client.after_callback(hook);
         self
     }
 
     /// Discovers the provider and builds the layer.
     pub async fn build(self) -> Result<AuthLayer, AuthError> {
-        Ok(AuthLayer { client: self.client.build().await?, profile_route: self.profile_route })
+        Ok(AuthLayer { client: self.client.build().await?, routes: self.routes })
     }
 }
 
 impl AuthLayer {
     /// A builder over `config`: the cookie stores unless others are given.
     pub fn builder(config: AuthConfig) -> AuthLayerBuilder {
-        AuthLayerBuilder { client: AuthClient::builder(config), profile_route: false }
+        AuthLayerBuilder { client: AuthClient::builder(config), routes: OptionalRoutes::default() }
     }
 
     /// A layer over an [`AuthClient`] (built with the stores of your choice).
     pub fn new(client: AuthClient) -> Self {
-        Self { client, profile_route: false }
+        Self { client, routes: OptionalRoutes::default() }
     }
 
     /// Reads [`AuthConfig::from_env`], discovers the provider, and keeps sessions in the
@@ -99,7 +125,20 @@ impl AuthLayer {
 
     /// Serves `GET {prefix}/profile`: the user's claims as JSON, or 401. Off by default.
     pub fn with_profile_route(mut self, enabled: bool) -> Self {
-        self.profile_route = enabled;
+        self.routes.profile = enabled;
+        self
+    }
+
+    /// Serves `GET {prefix}/access-token`: `{access_token, expires_at, scope}` (refreshed when
+    /// due), or 401. Off by default.
+    pub fn with_access_token_route(mut self, enabled: bool) -> Self {
+        self.routes.access_token = enabled;
+        self
+    }
+
+    /// Serves `POST {prefix}/backchannel-logout`, where the provider ends sessions. Off by default.
+    pub fn with_backchannel_logout(mut self, enabled: bool) -> Self {
+        self.routes.backchannel_logout = enabled;
         self
     }
 
@@ -113,6 +152,6 @@ impl<S> Layer<S> for AuthLayer {
     type Service = AuthService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService::new(inner, self.client.clone(), self.profile_route)
+        AuthService::new(inner, self.client.clone(), self.routes)
     }
 }

@@ -4,11 +4,12 @@ use std::task::{Context, Poll};
 
 use http::header::COOKIE;
 use http::{Request, Response};
+use http_body_util::{BodyExt, Limited};
 use tower_service::Service;
 
 use super::{AuthBody, ResponseFuture};
 use crate::auth_client::AuthClient;
-use crate::routes::{self, Route};
+use crate::routes::{self, OptionalRoutes, Route, RouteBody};
 use crate::session::Session;
 
 /// The service [`AuthLayer`](super::AuthLayer) produces.
@@ -16,18 +17,21 @@ use crate::session::Session;
 pub struct AuthService<S> {
     inner: S,
     client: AuthClient,
-    profile_route: bool,
+    routes: OptionalRoutes,
 }
 
 impl<S> AuthService<S> {
-    pub(crate) fn new(inner: S, client: AuthClient, profile_route: bool) -> Self {
-        Self { inner, client, profile_route }
+    pub(crate) fn new(inner: S, client: AuthClient, routes: OptionalRoutes) -> Self {
+        Self { inner, client, routes }
     }
 }
 
 impl<S, B, ResBody> Service<Request<B>> for AuthService<S>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     type Response = Response<AuthBody<ResBody>>;
     type Error = S::Error;
@@ -39,9 +43,21 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let prefix = self.client.config().route_prefix();
-        if let Some(route) = Route::matching(req.uri().path(), prefix, self.profile_route) {
-            let (parts, _body) = req.into_parts();
-            return ResponseFuture::route(Box::pin(routes::handle(self.client.clone(), route, parts)));
+        if let Some(route) = Route::matching(req.uri().path(), prefix, self.routes) {
+            let (parts, body) = req.into_parts();
+            let client = self.client.clone();
+            if route != Route::BackchannelLogout {
+                drop(body);
+                return ResponseFuture::route(Box::pin(routes::handle(client, route, parts, RouteBody::None)));
+            }
+            return ResponseFuture::route(Box::pin(async move {
+                let body = match Limited::new(body, routes::MAX_LOGOUT_BODY).collect().await {
+                    Ok(collected) => RouteBody::Read(collected.to_bytes()),
+                    Err(err) if err.is::<http_body_util::LengthLimitError>() => RouteBody::TooLarge,
+                    Err(_) => RouteBody::Failed,
+                };
+                routes::handle(client, route, parts, body).await
+            }));
         }
         let cookies = req.headers().get_all(COOKIE).iter().cloned().collect();
         let session = Session::new(self.client.clone(), cookies);

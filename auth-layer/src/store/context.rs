@@ -59,6 +59,13 @@ impl StoreContext {
         self.response.push(cookie);
     }
 
+    /// Takes the response cookies of `other`, which override this context's of the same name.
+    pub(crate) fn absorb(&mut self, other: StoreContext) {
+        for cookie in other.response {
+            self.set_cookie(cookie);
+        }
+    }
+
     /// Whether the response sets or removes any cookie.
     pub fn has_response_cookies(&self) -> bool {
         !self.response.is_empty()

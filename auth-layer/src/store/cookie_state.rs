@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{LogoutTarget, StateStore, StoreContext, StoreError, auth_cookie, removal_cookie};
 use crate::AuthConfig;
+use crate::backend::{Backend, MokaBackend};
 use crate::data::StateData;
+use crate::record::TypedStore;
 use crate::seal::Sealer;
 
 /// Bytes of sealed value per cookie: name, value and attributes must stay under the ~4096 bytes
@@ -21,21 +23,69 @@ struct Envelope<T> {
     d: T,
 }
 
+/// A back-channel logout recorded for cookie sessions: sessions of `target` (`sid:...` or
+/// `sub:...`) created at or before `at` are over.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, crate::Store)]
+#[store(key = "logout:{target}", name = "logout_marker")]
+pub(crate) struct LogoutMarker {
+    target: String,
+    at: u64,
+}
+
 /// Keeps the whole session sealed (XChaCha20-Poly1305, the cookie name as associated data) in
 /// the session cookie, split over `{name}.0`, `{name}.1`, ... when it outgrows one cookie.
 ///
-/// It needs no server-side storage and survives restarts; its limits are size (about 30 KB) and
-/// revocation: a copied cookie stays valid until it expires.
-#[derive(Debug, Clone)]
-pub struct CookieStateStore {
+/// It needs no server-side storage for the session and survives restarts; its limits are size
+/// (about 30 KB) and revocation: a copied cookie stays valid until it expires, unless the
+/// provider ends it by back-channel logout. For that, the store records logout markers (by `sid`
+/// or `sub`, kept as long as a session can live) and checks them whenever a session is read: in
+/// this process's memory by default, in a shared [`Backend`] with
+/// [`with_marker_backend`](Self::with_marker_backend) when the app runs on several machines.
+pub struct CookieStateStore<M = MokaBackend> {
     config: AuthConfig,
     sealer: Sealer,
+    markers: TypedStore<LogoutMarker, M>,
 }
 
-impl CookieStateStore {
-    /// A store sealing with a key derived from `config`'s secrets.
+impl<M> std::fmt::Debug for CookieStateStore<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CookieStateStore").field("cookie", &self.config.cookies.session_name).finish_non_exhaustive()
+    }
+}
+
+impl CookieStateStore<MokaBackend> {
+    /// A store sealing with a key derived from `config`'s secrets; logout markers in memory.
     pub fn new(config: &AuthConfig) -> Self {
-        Self { sealer: Sealer::new(&config.secrets, "auth-layer session cookie v1"), config: config.clone() }
+        Self {
+            sealer: Sealer::new(&config.secrets, "auth-layer session cookie v1"),
+            markers: TypedStore::new(MokaBackend::new(), &config.secrets),
+            config: config.clone(),
+        }
+    }
+}
+
+impl<M: Backend> CookieStateStore<M> {
+    /// The same store with its logout markers kept in `backend`.
+    pub fn with_marker_backend<B: Backend>(self, backend: B) -> CookieStateStore<B> {
+        CookieStateStore {
+            markers: TypedStore::new(backend, &self.config.secrets),
+            sealer: self.sealer,
+            config: self.config,
+        }
+    }
+
+    /// Whether a back-channel logout ended `session` (a marker for its `sid` or `sub` at or
+    /// after its creation).
+    async fn logged_out(&self, session: &StateData) -> Result<bool, StoreError> {
+        let targets = [session.sid().map(|sid| format!("sid:{sid}")), Some(format!("sub:{}", session.sub()))];
+        for target in targets.into_iter().flatten() {
+            if let Some(marker) = self.markers.get(&target).await?
+                && marker.at >= session.created_at
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     fn name(&self) -> &str {
@@ -93,7 +143,7 @@ impl CookieStateStore {
 }
 
 #[async_trait]
-impl StateStore for CookieStateStore {
+impl<M: Backend> StateStore for CookieStateStore<M> {
     async fn get(&self, ctx: &mut StoreContext) -> Result<Option<StateData>, StoreError> {
         let Some(sealed) = self.read_sealed(ctx) else { return Ok(None) };
         let Some(plain) = self.sealer.open(self.name(), &sealed) else {
@@ -101,7 +151,14 @@ impl StateStore for CookieStateStore {
             return Ok(None);
         };
         match serde_json::from_slice::<Envelope<StateData>>(&plain) {
-            Ok(Envelope { v: 1, d }) => Ok(Some(d)),
+            Ok(Envelope { v: 1, d }) => {
+                if self.logged_out(&d).await? {
+                    tracing::info!(sub = d.sub(), "session ended by back-channel logout");
+                    self.clear_stale(ctx, &[]);
+                    return Ok(None);
+                }
+                Ok(Some(d))
+            }
             Ok(Envelope { v, .. }) => {
                 tracing::warn!(version = v, "session cookie has an unknown format version; treated as no session");
                 Ok(None)
@@ -151,8 +208,15 @@ impl StateStore for CookieStateStore {
         Ok(())
     }
 
-    async fn delete_by_logout_token(&self, _target: &LogoutTarget) -> Result<(), StoreError> {
-        Err(StoreError::Unsupported("back-channel logout (cookie sessions need logout markers)"))
+    async fn delete_by_logout_token(&self, target: &LogoutTarget) -> Result<(), StoreError> {
+        // With a sid, only that session ends; with only a sub, every session of the user.
+        let target = match (&target.sid, &target.sub) {
+            (Some(sid), _) => format!("sid:{sid}"),
+            (None, Some(sub)) => format!("sub:{sub}"),
+            (None, None) => return Ok(()),
+        };
+        let marker = LogoutMarker { target, at: self.config.clock.now() };
+        self.markers.set_with_ttl(&marker, Some(self.config.absolute_duration)).await
     }
 }
 
@@ -293,5 +357,41 @@ mod tests {
             request.insert(COOKIE, HeaderValue::from_str(&format!("_a0_session={garbage}")).unwrap());
             assert_eq!(store.get(&mut StoreContext::from_headers(&request)).await.unwrap(), None, "{garbage}");
         }
+    }
+
+    #[tokio::test]
+    async fn back_channel_logout_marks_end_the_cookie_session_but_not_a_later_login() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let now = Arc::new(AtomicU64::new(1_000));
+        let clock = now.clone();
+        let config = AuthConfig::builder()
+            .issuer("https://issuer.example/")
+            .client_id("c")
+            .client_secret("s")
+            .secret("0123456789abcdef0123456789abcdef")
+            .base_url("https://app.example")
+            .clock(crate::Clock::from_fn(move || clock.load(Ordering::SeqCst)))
+            .build()
+            .unwrap();
+        let store = CookieStateStore::new(&config);
+        let claims = serde_json::json!({"sub": "u1", "sid": "s1"});
+        let user = User::from_id_token_claims(claims.as_object().unwrap().clone());
+        let old = StateData::new(user.clone(), "t".into(), 1_000);
+        let mut ctx = StoreContext::default();
+        store.set(&mut ctx, &old, true).await.unwrap();
+        let (_, mut copied) = browser_round_trip(ctx);
+
+        now.store(1_100, Ordering::SeqCst);
+        let target = LogoutTarget { iss: "i".into(), sub: Some("u1".into()), sid: Some("s1".into()) };
+        store.delete_by_logout_token(&target).await.unwrap();
+        assert_eq!(store.get(&mut copied).await.unwrap(), None, "the marked session is over, copies included");
+
+        now.store(1_101, Ordering::SeqCst);
+        let new = StateData::new(user, "t".into(), 1_101);
+        let mut ctx = StoreContext::default();
+        store.set(&mut ctx, &new, true).await.unwrap();
+        let (_, mut next) = browser_round_trip(ctx);
+        assert_eq!(store.get(&mut next).await.unwrap(), Some(new), "a login after the logout is not affected");
     }
 }

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use crate::data::{StateData, TransactionData};
 
 /// Why a store could not do what was asked. Routes answer 503 and log it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The store's backend could not be reached or failed.
     #[error("the session store is unavailable: {0}")]

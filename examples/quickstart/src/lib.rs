@@ -30,9 +30,13 @@ impl SessionStore {
     }
 }
 
-/// The auth layer for `config`, sessions in `store`, with `/auth/profile` on.
+/// The auth layer for `config`, sessions in `store`, with `/auth/profile`,
+/// `/auth/access-token` and `/auth/backchannel-logout` on.
 pub async fn auth_layer(config: AuthConfig, store: SessionStore) -> Result<AuthLayer, AuthError> {
-    let builder = AuthLayer::builder(config.clone()).with_profile_route(true);
+    let builder = AuthLayer::builder(config.clone())
+        .with_profile_route(true)
+        .with_access_token_route(true)
+        .with_backchannel_logout(true);
     match store {
         SessionStore::Cookie => builder.build().await,
         SessionStore::Memory => builder.with_state_store(ServerStateStore::in_memory(&config)).build().await,

@@ -1,0 +1,200 @@
+//! Access tokens against the real provider: the route, refresh when due and on demand,
+//! single-flight under 50 concurrent requests with rotation on, refused and unreachable refreshes,
+//! and the hooks around saving a session.
+
+use std::time::Duration;
+
+use auth_layer::{AccessTokenOptions, AuthLayer, StoreContext};
+use auth_layer_tests::{Browser, EnvOptions, ProviderOptions, TestEnv};
+use quickstart::SessionStore;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+async fn access_token(browser: &Browser, env: &TestEnv) -> reqwest::Response {
+    browser.http.get(env.url("/auth/access-token")).header("accept", "application/json").send().await.unwrap()
+}
+
+fn rotating(store: SessionStore) -> EnvOptions {
+    EnvOptions {
+        store,
+        provider: ProviderOptions { rotate_refresh: true, ..ProviderOptions::default() },
+        ..EnvOptions::default()
+    }
+}
+
+async fn session_of(env: &TestEnv, browser: &Browser) -> auth_layer::StateData {
+    let cookie = browser.cookie_header(&env.url("/"));
+    let mut ctx = StoreContext::from_cookie_headers([&cookie.parse().unwrap()]);
+    env.client.get_session(&mut ctx).await.unwrap().expect("a session")
+}
+
+#[tokio::test]
+async fn access_token_route_serves_the_stored_token_while_fresh() {
+    let env = TestEnv::start().await;
+    let browser = Browser::new();
+    assert_eq!(access_token(&browser, &env).await.status(), StatusCode::UNAUTHORIZED, "logged out");
+    browser.login(&env.app_url, "tara").await;
+    let first: Value = access_token(&browser, &env).await.json().await.unwrap();
+    assert!(first["access_token"].as_str().unwrap().len() > 10);
+    assert!(first["expires_at"].as_u64().unwrap() > 0);
+    assert!(first["scope"].as_str().unwrap().contains("openid"));
+    let again: Value = access_token(&browser, &env).await.json().await.unwrap();
+    assert_eq!(first, again);
+    assert_eq!(env.provider.refresh_grants().await, 0, "a fresh token needs no refresh");
+}
+
+async fn expired_token_is_refreshed_once_by_fifty_concurrent_requests(store: SessionStore) {
+    let env = TestEnv::start_with(rotating(store)).await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "uma").await;
+    let before = session_of(&env, &browser).await;
+    let first: Value = access_token(&browser, &env).await.json().await.unwrap();
+
+    // The provider's access tokens live an hour: move past it (minus less than the buffer).
+    env.advance_clock(Duration::from_secs(3600 - 30));
+    // Fifty requests carrying the same (pre-refresh) cookie, released at once.
+    let cookie = browser.cookie_header(&env.url("/"));
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(50));
+    let http = reqwest::Client::new();
+    let requests: Vec<_> = (0..50)
+        .map(|_| {
+            let (http, barrier, cookie, url) =
+                (http.clone(), barrier.clone(), cookie.clone(), env.url("/auth/access-token"));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                http.get(url).header("cookie", cookie).send().await.unwrap()
+            })
+        })
+        .collect();
+    let mut tokens = Vec::new();
+    for request in requests {
+        let response = request.await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{store:?}");
+        let body: Value = response.json().await.unwrap();
+        tokens.push(body["access_token"].as_str().unwrap().to_owned());
+    }
+    // The browser's own next request, still with the old cookie, gets the shared result too.
+    let own: Value = access_token(&browser, &env).await.json().await.unwrap();
+    tokens.push(own["access_token"].as_str().unwrap().to_owned());
+    assert_eq!(env.provider.refresh_grants().await, 1, "{store:?}: one grant for fifty requests");
+    assert!(tokens.iter().all(|t| *t == tokens[0]), "everyone got the one refreshed token");
+    assert_ne!(tokens[0], first["access_token"].as_str().unwrap());
+
+    // Rotation: the session goes on with the new refresh token (a forced refresh works) ...
+    let after = session_of(&env, &browser).await;
+    assert_ne!(after.refresh_token, before.refresh_token, "the rotated refresh token is stored");
+    let mut ctx = StoreContext::from_cookie_headers([&browser.cookie_header(&env.url("/")).parse().unwrap()]);
+    let forced = env
+        .client
+        .get_access_token(&mut ctx, AccessTokenOptions { force_refresh: true, ..AccessTokenOptions::default() })
+        .await
+        .unwrap();
+    assert_ne!(forced.access_token, tokens[0]);
+    assert_eq!(env.provider.refresh_grants().await, 2);
+    // ... and the old one is dead at the provider: used twice, it is refused.
+    let reuse = reqwest::Client::new()
+        .post(format!("{}/token", env.provider.issuer))
+        .basic_auth("test-app", Some(auth_layer_tests::CLIENT_SECRET))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", before.refresh_token.as_deref().unwrap())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reuse.status(), StatusCode::BAD_REQUEST, "a refresh token used twice is refused");
+    assert_eq!(browser.get(&env.url("/private")).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_requests_share_one_refresh_with_cookie_sessions() {
+    expired_token_is_refreshed_once_by_fifty_concurrent_requests(SessionStore::Cookie).await;
+}
+
+#[tokio::test]
+async fn fifty_concurrent_requests_share_one_refresh_with_memory_sessions() {
+    expired_token_is_refreshed_once_by_fifty_concurrent_requests(SessionStore::Memory).await;
+}
+
+#[tokio::test]
+async fn refresh_updates_the_id_token_and_keeps_the_user() {
+    let env = TestEnv::start().await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "vic").await;
+    let before = session_of(&env, &browser).await;
+    // The provider signs with its own clock, in whole seconds: let its `iat` move on.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    env.advance_clock(Duration::from_secs(3600));
+    assert_eq!(access_token(&browser, &env).await.status(), StatusCode::OK);
+    assert_eq!(env.provider.refresh_grants().await, 1);
+    let after = session_of(&env, &browser).await;
+    assert_ne!(after.id_token, before.id_token, "the provider's new ID token is kept");
+    assert_eq!(after.user.sub(), "vic");
+    assert_eq!(after.user.name(), Some("Vic"));
+    assert_eq!(after.token_sets.len(), 1, "the refreshed token replaces the old one, the list does not grow");
+}
+
+#[tokio::test]
+async fn revoked_refresh_token_ends_the_session() {
+    let env = TestEnv::start().await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "wes").await;
+    let session = session_of(&env, &browser).await;
+    let revoke = reqwest::Client::new()
+        .post(format!("{}/token/revocation", env.provider.issuer))
+        .basic_auth("test-app", Some(auth_layer_tests::CLIENT_SECRET))
+        .form(&[("token", session.refresh_token.as_deref().unwrap()), ("token_type_hint", "refresh_token")])
+        .send()
+        .await
+        .unwrap();
+    assert!(revoke.status().is_success());
+    env.advance_clock(Duration::from_secs(3600));
+    let response = access_token(&browser, &env).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "refresh_refused");
+    let profile = browser.http.get(env.url("/auth/profile")).send().await.unwrap();
+    assert_eq!(profile.status(), StatusCode::UNAUTHORIZED, "the user must log in again");
+}
+
+#[tokio::test]
+async fn unreachable_provider_is_a_503_and_the_session_stays() {
+    let mut env = TestEnv::start().await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "xia").await;
+    env.provider.stop().await;
+    env.advance_clock(Duration::from_secs(3600));
+    let response = access_token(&browser, &env).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "provider_unavailable");
+    let profile = browser.http.get(env.url("/auth/profile")).send().await.unwrap();
+    assert_eq!(profile.status(), StatusCode::OK, "the session survives the outage");
+}
+
+#[tokio::test]
+async fn hooks_run_before_save_and_after_the_callback() {
+    use std::sync::{Arc, Mutex};
+    let logins: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = logins.clone();
+    let env = TestEnv::start_with_layer(move |config| async move {
+        AuthLayer::builder(config)
+            .with_profile_route(true)
+            .with_access_token_route(true)
+            .before_save(|session| {
+                session.user.claims_mut().remove("email");
+                session.user.claims_mut().insert("plan".into(), "gold".into());
+            })
+            .after_callback(move |result| seen.lock().unwrap().push(result.session.user.sub().to_owned()))
+            .build()
+            .await
+    })
+    .await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "yan").await;
+    let me: Value = browser.http.get(env.url("/auth/profile")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["plan"], "gold");
+    assert!(me.get("email").is_none(), "the hook filtered a claim out");
+    assert_eq!(*logins.lock().unwrap(), ["yan"]);
+    env.advance_clock(Duration::from_secs(3600));
+    assert_eq!(access_token(&browser, &env).await.status(), StatusCode::OK);
+    let me: Value = browser.http.get(env.url("/auth/profile")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["plan"], "gold", "the hook runs again after a refresh that updates the claims");
+}
