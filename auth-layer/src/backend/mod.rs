@@ -2,11 +2,20 @@
 //! with an optional time to live and a set of index tags, so that records can be found and
 //! deleted by a field's value without scanning.
 //!
-//! [`MokaBackend`] (in memory) is the default.
+//! [`MokaBackend`] (in memory) is the default; `RedisBackend` (feature `redis`) and
+//! `PostgresBackend` (feature `postgres`) share records between the app's processes.
 
 mod moka;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "redis")]
+mod redis;
 
 pub use self::moka::MokaBackend;
+#[cfg(feature = "postgres")]
+pub use self::postgres::{PostgresBackend, PostgresOptions};
+#[cfg(feature = "redis")]
+pub use self::redis::RedisBackend;
 
 use std::time::Duration;
 

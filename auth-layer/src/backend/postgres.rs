@@ -1,0 +1,296 @@
+//! [`PostgresBackend`]: records in PostgreSQL, with embedded versioned migrations, the expiry as
+//! a column (never returned once past, even before the periodic purge removes it), the index tags
+//! in their own indexed table, atomic upserts, and a bounded pool with timeouts.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use super::Backend;
+use crate::store::StoreError;
+
+/// The schema, one migration per version, applied in order and recorded in
+/// `auth_layer_migrations`. Never edit one that has shipped: add the next.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    "CREATE TABLE auth_layer_records (
+         key text PRIMARY KEY,
+         value bytea NOT NULL,
+         expires_at timestamptz
+     );
+     CREATE INDEX auth_layer_records_expires_at ON auth_layer_records (expires_at) WHERE expires_at IS NOT NULL;
+     CREATE TABLE auth_layer_tags (
+         tag text NOT NULL,
+         key text NOT NULL REFERENCES auth_layer_records (key) ON DELETE CASCADE,
+         PRIMARY KEY (tag, key)
+     );
+     CREATE INDEX auth_layer_tags_key ON auth_layer_tags (key);",
+)];
+
+/// An arbitrary constant naming the advisory lock that serialises concurrent migrations.
+const MIGRATION_LOCK: i64 = 0x6175_7468_6c61_7972;
+
+/// How [`PostgresBackend`] connects and keeps itself tidy.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// The most connections the pool opens. Default 8.
+    pub max_connections: usize,
+    /// How long a call waits for a connection, or for the server, before the store counts as
+    /// unavailable. Default 2 s.
+    pub timeout: Duration,
+    /// How often expired rows are deleted; `None` turns the purge off (reads never return an
+    /// expired row either way). Default every 60 s.
+    pub purge_interval: Option<Duration>,
+    /// Whether [`PostgresBackend::connect`] applies pending migrations. Default true.
+    pub migrate_on_connect: bool,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            timeout: Duration::from_secs(2),
+            purge_interval: Some(Duration::from_secs(60)),
+            migrate_on_connect: true,
+        }
+    }
+}
+
+enum PutError {
+    Db(tokio_postgres::Error),
+    Timeout,
+}
+
+/// A deadlock or serialization failure: the transaction was rolled back and may be retried.
+fn is_retryable(err: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    err.code().is_some_and(|c| *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE)
+}
+
+/// Aborts the purge task when the last clone of the backend is dropped.
+struct PurgeTask(tokio::task::JoinHandle<()>);
+
+impl Drop for PurgeTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Keeps records in PostgreSQL, shared by every process of the app. While the server is
+/// unreachable every call fails within the configured timeout with
+/// [`StoreError::Unavailable`] (the layer answers 503); the pool reconnects by itself.
+#[derive(Clone)]
+pub struct PostgresBackend {
+    pool: Pool,
+    timeout: Duration,
+    _purge: Option<Arc<PurgeTask>>,
+}
+
+impl std::fmt::Debug for PostgresBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresBackend").field("pool", &self.pool.status()).finish_non_exhaustive()
+    }
+}
+
+fn unavailable(err: impl std::fmt::Display) -> StoreError {
+    tracing::warn!(%err, "PostgreSQL call failed");
+    StoreError::Unavailable(format!("PostgreSQL: {err}"))
+}
+
+impl PostgresBackend {
+    /// Connects to `url` (`postgres://user:password@host:port/db`) with default options.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, PostgresOptions::default()).await
+    }
+
+    /// Connects to `url` with `options`.
+    pub async fn connect_with(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
+        let mut config = tokio_postgres::Config::from_str(url).map_err(unavailable)?;
+        config.connect_timeout(options.timeout);
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(options.max_connections.max(1))
+            .wait_timeout(Some(options.timeout))
+            .create_timeout(Some(options.timeout))
+            .recycle_timeout(Some(options.timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(unavailable)?;
+        let mut backend = Self { pool, timeout: options.timeout, _purge: None };
+        if options.migrate_on_connect {
+            backend.migrate().await?;
+        }
+        if let Some(every) = options.purge_interval {
+            let purger = backend.clone();
+            let task = tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    match purger.purge_expired().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::debug!(rows = n, "purged expired records"),
+                        Err(err) => tracing::warn!(%err, "purging expired records failed"),
+                    }
+                }
+            });
+            backend._purge = Some(Arc::new(PurgeTask(task)));
+        }
+        Ok(backend)
+    }
+
+    /// Applies the migrations not yet applied, under an advisory lock (several processes may
+    /// start at once). Returns how many were applied.
+    pub async fn migrate(&self) -> Result<usize, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(unavailable)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS auth_layer_migrations (
+                 version integer PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await
+        .map_err(unavailable)?;
+        let applied: Vec<i32> = tx
+            .query("SELECT version FROM auth_layer_migrations", &[])
+            .await
+            .map_err(unavailable)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let mut count = 0;
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| !applied.contains(v)) {
+            tx.batch_execute(sql).await.map_err(unavailable)?;
+            tx.execute("INSERT INTO auth_layer_migrations (version) VALUES ($1)", &[version])
+                .await
+                .map_err(unavailable)?;
+            tracing::info!(version, "applied auth-layer migration");
+            count += 1;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(count)
+    }
+
+    /// Deletes expired rows now; returns how many.
+    pub async fn purge_expired(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        self.timed(client.execute("DELETE FROM auth_layer_records WHERE expires_at <= now()", &[])).await
+    }
+
+    /// One attempt at an atomic upsert of a record and its tags.
+    async fn put_once(
+        &self,
+        client: &mut deadpool_postgres::Object,
+        key: &str,
+        value: &[u8],
+        ttl_ms: Option<i64>,
+        tags: &[String],
+    ) -> Result<(), PutError> {
+        let attempt = async {
+            let tx = client.transaction().await?;
+            tx.execute(
+                "INSERT INTO auth_layer_records (key, value, expires_at)
+                 VALUES ($1, $2, now() + $3::bigint * interval '1 millisecond')
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at",
+                &[&key, &value, &ttl_ms],
+            )
+            .await?;
+            tx.execute("DELETE FROM auth_layer_tags WHERE key = $1", &[&key]).await?;
+            if !tags.is_empty() {
+                tx.execute(
+                    "INSERT INTO auth_layer_tags (tag, key) SELECT DISTINCT unnest($1::text[]), $2",
+                    &[&tags, &key],
+                )
+                .await?;
+            }
+            tx.commit().await
+        };
+        match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(result) => result.map_err(PutError::Db),
+            Err(_) => Err(PutError::Timeout),
+        }
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(unavailable)
+    }
+
+    async fn timed<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result.map_err(unavailable),
+            Err(_) => Err(unavailable("timed out")),
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for PostgresBackend {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        let client = self.client().await?;
+        let row = self
+            .timed(client.query_opt(
+                "SELECT value FROM auth_layer_records WHERE key = $1 AND (expires_at IS NULL OR expires_at > now())",
+                &[&key],
+            ))
+            .await?;
+        Ok(row.map(|row| Bytes::from(row.get::<_, Vec<u8>>(0))))
+    }
+
+    async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>, tags: Vec<String>) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let ttl_ms: Option<i64> = ttl.map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX));
+        let value = value.as_ref();
+        // Concurrent writers of one key's tags can deadlock; Postgres aborts one, which retries.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self.put_once(&mut client, key, value, ttl_ms, &tags).await;
+            match result {
+                Err(PutError::Db(err)) if attempt < 4 && is_retryable(&err) => {
+                    tracing::debug!(%err, attempt, "retrying a write that lost a deadlock");
+                }
+                Err(PutError::Db(err)) => return Err(unavailable(err)),
+                Err(PutError::Timeout) => return Err(unavailable("timed out")),
+                Ok(()) => return Ok(()),
+            }
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        self.timed(client.execute("DELETE FROM auth_layer_records WHERE key = $1", &[&key])).await?;
+        Ok(())
+    }
+
+    async fn delete_by_tag(&self, tag: &str) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        self.timed(client.execute(
+            "DELETE FROM auth_layer_records WHERE key IN (SELECT key FROM auth_layer_tags WHERE tag = $1)
+             AND (expires_at IS NULL OR expires_at > now())",
+            &[&tag],
+        ))
+        .await
+    }
+
+    async fn keys_by_tag(&self, tag: &str) -> Result<Vec<String>, StoreError> {
+        let client = self.client().await?;
+        let rows = self
+            .timed(client.query(
+                "SELECT t.key FROM auth_layer_tags t JOIN auth_layer_records r ON r.key = t.key
+                 WHERE t.tag = $1 AND (r.expires_at IS NULL OR r.expires_at > now())",
+                &[&tag],
+            ))
+            .await?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+}

@@ -1,0 +1,267 @@
+//! [`RedisBackend`]: records in Redis (standalone or Cluster), written with their index entries
+//! atomically by Lua scripts, with expiries that agree.
+//!
+//! Layout, under one hash tag so that a record and its index entries share a cluster slot (Lua
+//! scripts may only touch keys of one slot): `{ns}:v:{key}` holds the value (with `PX`),
+//! `{ns}:k:{key}` the set of its tags, `{ns}:t:{tag}` a sorted set of the keys carrying the tag,
+//! scored by their expiry in milliseconds, so that expired keys are pruned from an index as it is
+//! read. Deleting by tag touches only that tag's keys, in one round trip.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{RedisError, Script};
+
+use super::Backend;
+use crate::store::StoreError;
+
+/// How long a command may take before the store counts as unavailable.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long connecting may take.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Stores a value and replaces its tags. KEYS: value, key's tag set, then one index per tag.
+/// ARGV: key, value, ttl in ms (0: none), then the tags.
+const PUT: &str = r#"
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local ns = string.sub(KEYS[1], 1, string.len(KEYS[1]) - string.len(ARGV[1]) - 3)
+for _, old in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  redis.call('ZREM', ns .. ':t:' .. old, ARGV[1])
+end
+redis.call('DEL', KEYS[2])
+local ttl = tonumber(ARGV[3])
+local score = '+inf'
+if ttl > 0 then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
+  score = now_ms + ttl
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+for i = 4, #ARGV do
+  redis.call('SADD', KEYS[2], ARGV[i])
+  local index = KEYS[i - 1]
+  redis.call('ZADD', index, score, ARGV[1])
+  if ttl > 0 then
+    local left = redis.call('PTTL', index)
+    if left >= 0 and left < ttl then redis.call('PEXPIRE', index, ttl) end
+  else
+    redis.call('PERSIST', index)
+  end
+end
+if ttl > 0 and #ARGV >= 4 then redis.call('PEXPIRE', KEYS[2], ttl) end
+return 1
+"#;
+
+/// Deletes one key with its index entries. KEYS: value, key's tag set. ARGV: key.
+const DELETE: &str = r#"
+local ns = string.sub(KEYS[1], 1, string.len(KEYS[1]) - string.len(ARGV[1]) - 3)
+for _, tag in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  redis.call('ZREM', ns .. ':t:' .. tag, ARGV[1])
+end
+return redis.call('DEL', KEYS[1], KEYS[2])
+"#;
+
+/// Deletes every live key carrying a tag. KEYS: the tag's index. ARGV: namespace, tag.
+const DELETE_BY_TAG: &str = r#"
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
+local deleted = 0
+for _, key in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local tags = ARGV[1] .. ':k:' .. key
+  if redis.call('SISMEMBER', tags, ARGV[2]) == 1 then
+    for _, tag in ipairs(redis.call('SMEMBERS', tags)) do
+      redis.call('ZREM', ARGV[1] .. ':t:' .. tag, key)
+    end
+    deleted = deleted + redis.call('DEL', ARGV[1] .. ':v:' .. key)
+    redis.call('DEL', tags)
+  end
+end
+redis.call('DEL', KEYS[1])
+return deleted
+"#;
+
+/// The live keys carrying a tag. KEYS: the tag's index.
+const KEYS_BY_TAG: &str = r#"
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"#;
+
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Keeps records in Redis, shared by every process of the app. Reconnects by itself after a
+/// connection loss; while Redis is unreachable, every call fails fast (2 s at most) with
+/// [`StoreError::Unavailable`], which the layer answers with 503.
+///
+/// Standalone: [`connect`](Self::connect) with a `redis://` or `rediss://` (TLS) URL, user and
+/// password in it. Cluster: [`connect_cluster`](Self::connect_cluster) with the nodes' URLs.
+#[derive(Clone)]
+pub struct RedisBackend {
+    connection: Connection,
+    namespace: String,
+    put: Script,
+    delete: Script,
+    delete_by_tag: Script,
+    keys_by_tag: Script,
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend").field("namespace", &self.namespace).finish_non_exhaustive()
+    }
+}
+
+fn unavailable(err: RedisError) -> StoreError {
+    tracing::warn!(%err, "Redis call failed");
+    StoreError::Unavailable(format!("Redis: {err}"))
+}
+
+impl RedisBackend {
+    /// Connects to a standalone Redis (`redis://[user:password@]host:port/db`, or `rediss://`
+    /// for TLS).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+            .set_number_of_retries(1);
+        let manager = client.get_connection_manager_with_config(config).await.map_err(unavailable)?;
+        Ok(Self::with_connection(Connection::Single(manager)))
+    }
+
+    /// Connects to a Redis Cluster through any of its nodes.
+    pub async fn connect_cluster<S: AsRef<str>>(nodes: &[S]) -> Result<Self, StoreError> {
+        let nodes: Vec<&str> = nodes.iter().map(AsRef::as_ref).collect();
+        let client = redis::cluster::ClusterClient::builder(nodes)
+            .connection_timeout(CONNECTION_TIMEOUT)
+            .response_timeout(RESPONSE_TIMEOUT)
+            .retries(1)
+            .build()
+            .map_err(unavailable)?;
+        let connection = client.get_async_connection().await.map_err(unavailable)?;
+        Ok(Self::with_connection(Connection::Cluster(connection)))
+    }
+
+    fn with_connection(connection: Connection) -> Self {
+        Self {
+            connection,
+            namespace: "{auth-layer}".into(),
+            put: Script::new(PUT),
+            delete: Script::new(DELETE),
+            delete_by_tag: Script::new(DELETE_BY_TAG),
+            keys_by_tag: Script::new(KEYS_BY_TAG),
+        }
+    }
+
+    /// The same backend with its keys under `{namespace}:` (default `{auth-layer}`), e.g. to
+    /// keep two apps apart in one Redis. The braces make it a cluster hash tag.
+    pub fn with_namespace(mut self, namespace: &str) -> Self {
+        self.namespace = format!("{{{namespace}}}");
+        self
+    }
+
+    fn value_key(&self, key: &str) -> String {
+        format!("{}:v:{key}", self.namespace)
+    }
+
+    fn tags_key(&self, key: &str) -> String {
+        format!("{}:k:{key}", self.namespace)
+    }
+
+    fn index_key(&self, tag: &str) -> String {
+        format!("{}:t:{tag}", self.namespace)
+    }
+}
+
+#[async_trait]
+impl Backend for RedisBackend {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        let mut connection = self.connection.clone();
+        let value: Option<Vec<u8>> =
+            redis::cmd("GET").arg(self.value_key(key)).query_async(&mut connection).await.map_err(unavailable)?;
+        Ok(value.map(Bytes::from))
+    }
+
+    async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>, tags: Vec<String>) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        let ttl_ms = ttl.map_or(0, |t| t.as_millis().clamp(1, u128::from(u64::MAX)) as u64);
+        let mut invocation = self.put.key(self.value_key(key));
+        invocation.key(self.tags_key(key));
+        for tag in &tags {
+            invocation.key(self.index_key(tag));
+        }
+        invocation.arg(key).arg(value.as_ref()).arg(ttl_ms);
+        for tag in &tags {
+            invocation.arg(tag);
+        }
+        let _: i64 = invocation.invoke_async(&mut connection).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        let _: i64 = self
+            .delete
+            .key(self.value_key(key))
+            .key(self.tags_key(key))
+            .arg(key)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn delete_by_tag(&self, tag: &str) -> Result<u64, StoreError> {
+        let mut connection = self.connection.clone();
+        self.delete_by_tag
+            .key(self.index_key(tag))
+            .arg(&self.namespace)
+            .arg(tag)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn keys_by_tag(&self, tag: &str) -> Result<Vec<String>, StoreError> {
+        let mut connection = self.connection.clone();
+        self.keys_by_tag.key(self.index_key(tag)).invoke_async(&mut connection).await.map_err(unavailable)
+    }
+}

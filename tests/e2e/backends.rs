@@ -1,0 +1,297 @@
+//! One conformance suite of backend behaviours (get/put/delete, TTL, indexes, concurrency,
+//! corrupt bytes, encryption at rest), run against moka, Redis (standalone and a three-node
+//! Cluster) and PostgreSQL alike; and the outage behaviour of the two servers.
+
+use std::time::Duration;
+
+use auth_layer::Store;
+use auth_layer::backend::{Backend, MokaBackend, PostgresBackend, PostgresOptions, RedisBackend};
+use auth_layer::store::StoreError;
+use auth_layer_tests::servers::{PgServer, RedisCluster, RedisServer, database_url, redis_url};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+const SECRET: &str = "backend-suite-secret-backend-suite-secret";
+
+/// A fresh prefix, so that tests sharing a server never see each other's keys.
+fn prefix() -> String {
+    format!("t{}-{}:", std::process::id(), auth_layer_tests::free_port())
+}
+
+async fn redis() -> RedisBackend {
+    let url = redis_url();
+    RedisBackend::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("Redis is not reachable at {url} (set REDIS_URL): {e}"))
+        .with_namespace(&prefix())
+}
+
+async fn postgres() -> PostgresBackend {
+    let url = database_url();
+    PostgresBackend::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL is not reachable at {url} (set DATABASE_URL): {e}"))
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Store)]
+#[store(key = "{id}", ttl = "1h", encrypt)]
+struct Secretive {
+    id: String,
+    #[store(index)]
+    owner: String,
+}
+
+mod suite {
+    use super::*;
+
+    fn tags(p: &str, list: &[&str]) -> Vec<String> {
+        list.iter().map(|t| format!("{p}{t}")).collect()
+    }
+
+    pub(super) async fn get_put_delete<B: Backend>(b: &B, p: &str) {
+        let k = format!("{p}k");
+        assert_eq!(b.get(&k).await.unwrap(), None);
+        b.put(&k, Bytes::from_static(b"v1"), None, tags(p, &["a"])).await.unwrap();
+        assert_eq!(b.get(&k).await.unwrap().as_deref(), Some(&b"v1"[..]));
+        b.put(&k, Bytes::from_static(b"v2"), None, tags(p, &["a"])).await.unwrap();
+        assert_eq!(b.get(&k).await.unwrap().as_deref(), Some(&b"v2"[..]), "put replaces");
+        b.delete(&k).await.unwrap();
+        assert_eq!(b.get(&k).await.unwrap(), None);
+        assert!(b.keys_by_tag(&format!("{p}a")).await.unwrap().is_empty(), "deletion unlists");
+        b.delete(&k).await.unwrap();
+    }
+
+    pub(super) async fn expired_values_are_never_returned_nor_listed<B: Backend>(b: &B, p: &str) {
+        let (short, long) = (format!("{p}short"), format!("{p}long"));
+        b.put(&short, Bytes::from_static(b"v"), Some(Duration::from_millis(300)), tags(p, &["t"])).await.unwrap();
+        b.put(&long, Bytes::from_static(b"v"), None, tags(p, &["t"])).await.unwrap();
+        assert!(b.get(&short).await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+        assert_eq!(b.get(&short).await.unwrap(), None);
+        assert_eq!(b.keys_by_tag(&format!("{p}t")).await.unwrap(), [long.clone()]);
+        assert_eq!(b.delete_by_tag(&format!("{p}t")).await.unwrap(), 1, "only the live key counts");
+        assert_eq!(b.get(&long).await.unwrap(), None);
+    }
+
+    pub(super) async fn replacing_a_value_replaces_its_tags<B: Backend>(b: &B, p: &str) {
+        let k = format!("{p}k");
+        b.put(&k, Bytes::from_static(b"1"), None, tags(p, &["a", "b"])).await.unwrap();
+        b.put(&k, Bytes::from_static(b"2"), None, tags(p, &["b", "c"])).await.unwrap();
+        assert!(b.keys_by_tag(&format!("{p}a")).await.unwrap().is_empty());
+        assert_eq!(b.keys_by_tag(&format!("{p}b")).await.unwrap(), [k.clone()]);
+        assert_eq!(b.keys_by_tag(&format!("{p}c")).await.unwrap(), [k.clone()]);
+        assert_eq!(b.delete_by_tag(&format!("{p}a")).await.unwrap(), 0, "a dropped tag deletes nothing");
+        assert_eq!(b.get(&k).await.unwrap().as_deref(), Some(&b"2"[..]));
+    }
+
+    pub(super) async fn delete_by_tag_removes_exactly_the_tagged_keys<B: Backend>(b: &B, p: &str) {
+        for i in 0..10 {
+            let tag = if i % 2 == 0 { "even" } else { "odd" };
+            b.put(&format!("{p}k{i}"), Bytes::from_static(b"v"), Some(Duration::from_secs(60)), tags(p, &[tag, "all"]))
+                .await
+                .unwrap();
+        }
+        assert_eq!(b.delete_by_tag(&format!("{p}even")).await.unwrap(), 5);
+        for i in 0..10 {
+            assert_eq!(b.get(&format!("{p}k{i}")).await.unwrap().is_some(), i % 2 == 1, "k{i}");
+        }
+        let mut all = b.keys_by_tag(&format!("{p}all")).await.unwrap();
+        all.sort();
+        assert_eq!(all, (0..10).filter(|i| i % 2 == 1).map(|i| format!("{p}k{i}")).collect::<Vec<_>>());
+        assert_eq!(b.delete_by_tag(&format!("{p}nothing")).await.unwrap(), 0);
+    }
+
+    pub(super) async fn concurrent_writers_leave_a_consistent_index<B: Backend + Clone>(b: &B, p: &str) {
+        let mut tasks = Vec::new();
+        for task in 0..16u64 {
+            let (b, p) = (b.clone(), p.to_owned());
+            tasks.push(tokio::spawn(async move {
+                for round in 0..40u64 {
+                    let key = format!("{p}k{}", (task * 7 + round) % 20);
+                    let tag = format!("{p}t{}", round % 3);
+                    match round % 5 {
+                        4 => b.delete(&key).await.unwrap(),
+                        3 => {
+                            b.delete_by_tag(&tag).await.unwrap();
+                        }
+                        _ => b
+                            .put(&key, Bytes::from(vec![task as u8]), None, vec![tag, format!("{p}all")])
+                            .await
+                            .unwrap(),
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let listed = b.keys_by_tag(&format!("{p}all")).await.unwrap();
+        let mut per_tag = 0;
+        for t in 0..3 {
+            per_tag += b.keys_by_tag(&format!("{p}t{t}")).await.unwrap().len();
+        }
+        let mut live = 0;
+        for i in 0..20 {
+            let key = format!("{p}k{i}");
+            let present = b.get(&key).await.unwrap().is_some();
+            live += usize::from(present);
+            assert_eq!(present, listed.contains(&key), "{key}: present {present}");
+        }
+        assert_eq!(listed.len(), live);
+        assert_eq!(per_tag, live, "every live key is listed under exactly one of t0..t2");
+    }
+
+    pub(super) async fn records_that_do_not_decode_are_absent<B: Backend + Clone>(b: &B, p: &str) {
+        let store = Secretive::store_in(b.clone(), &[SECRET]);
+        let key = format!("{p}bad");
+        for garbage in
+            [&b""[..], b"\xff\xfe", b"{\"v\":1,\"d\":{}}", b"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"]
+        {
+            b.put(&key, Bytes::copy_from_slice(garbage), None, vec![]).await.unwrap();
+            assert_eq!(store.get(&key).await.unwrap(), None);
+        }
+    }
+
+    pub(super) async fn encrypted_records_do_not_open_under_another_key<B: Backend + Clone>(b: &B, p: &str) {
+        let store = Secretive::store_in(b.clone(), &[SECRET]);
+        let record = Secretive { id: format!("{p}one"), owner: format!("{p}ann") };
+        store.set(&record).await.unwrap();
+        let raw = b.get(&record.id).await.unwrap().unwrap();
+        assert!(!String::from_utf8_lossy(&raw).contains("ann"), "sealed at rest");
+        assert_eq!(store.get(&record.id).await.unwrap(), Some(record.clone()));
+        let copy = format!("{p}two");
+        b.put(&copy, raw, None, vec![]).await.unwrap();
+        assert_eq!(store.get(&copy).await.unwrap(), None, "a record copied to another key does not open");
+        assert_eq!(store.find_by(Secretive::OWNER, &record.owner).await.unwrap(), vec![record.clone()]);
+        assert_eq!(store.delete_by(Secretive::OWNER, &record.owner).await.unwrap(), 1);
+    }
+}
+
+macro_rules! conformance {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            use super::*;
+
+            #[tokio::test]
+            async fn get_put_delete() {
+                suite::get_put_delete(&$make, &prefix()).await;
+            }
+
+            #[tokio::test]
+            async fn expired_values_are_never_returned_nor_listed() {
+                suite::expired_values_are_never_returned_nor_listed(&$make, &prefix()).await;
+            }
+
+            #[tokio::test]
+            async fn replacing_a_value_replaces_its_tags() {
+                suite::replacing_a_value_replaces_its_tags(&$make, &prefix()).await;
+            }
+
+            #[tokio::test]
+            async fn delete_by_tag_removes_exactly_the_tagged_keys() {
+                suite::delete_by_tag_removes_exactly_the_tagged_keys(&$make, &prefix()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_writers_leave_a_consistent_index() {
+                suite::concurrent_writers_leave_a_consistent_index(&$make, &prefix()).await;
+            }
+
+            #[tokio::test]
+            async fn records_that_do_not_decode_are_absent() {
+                suite::records_that_do_not_decode_are_absent(&$make, &prefix()).await;
+            }
+
+            #[tokio::test]
+            async fn encrypted_records_do_not_open_under_another_key() {
+                suite::encrypted_records_do_not_open_under_another_key(&$make, &prefix()).await;
+            }
+        }
+    };
+}
+
+conformance!(moka, MokaBackend::new());
+conformance!(redis_standalone, redis().await);
+conformance!(postgresql, postgres().await);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_passes_the_same_suite() {
+    let cluster = RedisCluster::start();
+    let b = RedisBackend::connect_cluster(&cluster.urls).await.expect("cluster connection");
+    let p = prefix();
+    suite::get_put_delete(&b, &p).await;
+    suite::expired_values_are_never_returned_nor_listed(&b, &format!("{p}e")).await;
+    suite::replacing_a_value_replaces_its_tags(&b, &format!("{p}r")).await;
+    suite::delete_by_tag_removes_exactly_the_tagged_keys(&b, &format!("{p}d")).await;
+    suite::concurrent_writers_leave_a_consistent_index(&b, &format!("{p}c")).await;
+    suite::records_that_do_not_decode_are_absent(&b, &format!("{p}x")).await;
+    suite::encrypted_records_do_not_open_under_another_key(&b, &format!("{p}s")).await;
+    // Two namespaces land on different nodes, and both work.
+    let other = RedisBackend::connect_cluster(&cluster.urls).await.unwrap().with_namespace("another-app");
+    suite::get_put_delete(&other, &p).await;
+}
+
+async fn outage_fails_fast_then_recovers_with_nothing_lost<B: Backend>(
+    backend: &B,
+    stop: impl FnOnce(),
+    restart: impl FnOnce(),
+) {
+    backend.put("committed", Bytes::from_static(b"kept"), None, vec!["t".into()]).await.unwrap();
+    stop();
+    let started = std::time::Instant::now();
+    let during = backend.get("committed").await;
+    assert!(matches!(during, Err(StoreError::Unavailable(_))), "a down server is an error, not a panic: {during:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "fails within the timeouts: {:?}", started.elapsed());
+    assert!(backend.put("other", Bytes::from_static(b"x"), None, vec![]).await.is_err());
+    restart();
+    let mut recovered = None;
+    for _ in 0..50 {
+        if let Ok(value) = backend.get("committed").await {
+            recovered = Some(value);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        recovered.expect("service resumes by itself").as_deref(),
+        Some(&b"kept"[..]),
+        "nothing committed is lost"
+    );
+    assert_eq!(backend.keys_by_tag("t").await.unwrap(), ["committed"]);
+}
+
+#[tokio::test]
+async fn redis_outage_fails_fast_then_recovers_with_nothing_lost() {
+    let server = std::cell::RefCell::new(RedisServer::start());
+    let backend = RedisBackend::connect(&server.borrow().url()).await.unwrap();
+    outage_fails_fast_then_recovers_with_nothing_lost(
+        &backend,
+        || server.borrow_mut().stop(),
+        || server.borrow_mut().restart(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_outage_fails_fast_then_recovers_with_nothing_lost() {
+    let server = PgServer::start();
+    let options = PostgresOptions { max_connections: 2, purge_interval: None, ..PostgresOptions::default() };
+    let backend = PostgresBackend::connect_with(&server.url(), options).await.unwrap();
+    outage_fails_fast_then_recovers_with_nothing_lost(&backend, || server.stop(), || server.restart()).await;
+}
+
+#[tokio::test]
+async fn postgres_migrations_are_versioned_and_applied_once() {
+    let server = PgServer::start();
+    let options = PostgresOptions { migrate_on_connect: false, purge_interval: None, ..PostgresOptions::default() };
+    let backend = PostgresBackend::connect_with(&server.url(), options).await.unwrap();
+    assert!(backend.get("k").await.is_err(), "no schema before migrate()");
+    assert_eq!(backend.migrate().await.unwrap(), 1);
+    assert_eq!(backend.migrate().await.unwrap(), 0, "applied once");
+    backend.put("k", Bytes::from_static(b"v"), Some(Duration::from_millis(100)), vec![]).await.unwrap();
+    backend.put("kept", Bytes::from_static(b"v"), None, vec![]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(backend.get("k").await.unwrap(), None, "an expired row is never returned, even before the purge");
+    assert_eq!(backend.purge_expired().await.unwrap(), 1, "the purge deletes exactly the expired rows");
+    assert!(backend.get("kept").await.unwrap().is_some());
+}

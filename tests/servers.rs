@@ -1,0 +1,233 @@
+//! Servers the tests start and stop themselves: a private `redis-server` (to kill mid-run), a
+//! three-node Redis Cluster, and a private PostgreSQL cluster (`initdb` + `pg_ctl`), each on free
+//! loopback ports and stopped by their own handles; plus the shared servers' URLs, checked.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::free_port;
+
+/// `REDIS_URL`, default `redis://127.0.0.1:6379`.
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// `DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/test`.
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("auth-layer-{name}-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if ready() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what} did not become ready");
+}
+
+fn redis_ping(port: u16) -> bool {
+    Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "ping"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
+}
+
+/// A private `redis-server` that persists every write (append-only file, fsync always), so a
+/// restart loses nothing that was committed.
+pub struct RedisServer {
+    /// Its port.
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl RedisServer {
+    /// Starts one on a free port.
+    pub fn start() -> Self {
+        let mut server = Self { port: free_port(), dir: temp_dir("redis"), child: None };
+        server.restart();
+        server
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it (SIGKILL: no goodbye to clients).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always", "--dir", self.dir.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        self.child = Some(child);
+        let port = self.port;
+        wait_for("redis-server", || redis_ping(port));
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Redis Cluster of three masters on loopback.
+pub struct RedisCluster {
+    /// The nodes' URLs.
+    pub urls: Vec<String>,
+    nodes: Vec<std::process::Child>,
+    dir: PathBuf,
+}
+
+impl RedisCluster {
+    /// Starts three nodes and joins them into a cluster.
+    pub fn start() -> Self {
+        let dir = temp_dir("redis-cluster");
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut nodes = Vec::new();
+        for port in &ports {
+            let node_dir = dir.join(port.to_string());
+            std::fs::create_dir_all(&node_dir).unwrap();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+                .args(["--dir", node_dir.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed");
+            nodes.push(child);
+        }
+        for port in &ports {
+            let port = *port;
+            wait_for("a cluster node", || redis_ping(port));
+        }
+        let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli must be installed");
+        assert!(created.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&created.stdout));
+        for port in &ports {
+            let port = port.to_string();
+            wait_for("the cluster", || {
+                Command::new("redis-cli")
+                    .args(["-p", &port, "cluster", "info"])
+                    .output()
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+            });
+        }
+        Self { urls: ports.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect(), nodes, dir }
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A private PostgreSQL cluster, run as the `postgres` user, that a test may stop and restart.
+pub struct PgServer {
+    /// Its port.
+    pub port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+fn as_postgres(program: &std::path::Path) -> Command {
+    let mut command = Command::new("runuser");
+    command.args(["-u", "postgres", "--"]).arg(program);
+    command
+}
+
+impl PgServer {
+    /// Initialises and starts one on a free port.
+    pub fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries must be installed (/usr/lib/postgresql/*/bin)")
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("bin"))
+            .find(|p| p.join("pg_ctl").exists())
+            .expect("pg_ctl not found under /usr/lib/postgresql");
+        let dir = temp_dir("pg");
+        let status = Command::new("chown").args(["-R", "postgres:postgres", dir.to_str().unwrap()]).status().unwrap();
+        assert!(status.success());
+        let data = dir.join("data");
+        let init = as_postgres(&bin.join("initdb"))
+            .args(["-D", data.to_str().unwrap(), "-A", "trust", "-U", "postgres"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(init.success(), "initdb failed");
+        let server = Self { port: free_port(), dir, bin };
+        server.restart();
+        server
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops it at once (`-m immediate`: no goodbye to clients).
+    pub fn stop(&self) {
+        let _ = as_postgres(&self.bin.join("pg_ctl"))
+            .args(["-D", self.dir.join("data").to_str().unwrap(), "-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    /// Starts it (again) on the same port and data.
+    pub fn restart(&self) {
+        let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.dir.display());
+        let started = as_postgres(&self.bin.join("pg_ctl"))
+            .args(["-D", self.dir.join("data").to_str().unwrap(), "-o", &options, "-l"])
+            .arg(self.dir.join("log"))
+            .args(["-w", "start"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(started.success(), "pg_ctl start failed; see {}", self.dir.join("log").display());
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
