@@ -218,7 +218,8 @@ impl TestEnv {
         let provider = Provider::start(&app_url, &provider_options).await;
         let clock_offset = Arc::new(AtomicU64::new(0));
         let config = config(&provider, &app_url, options.token_auth, clock_offset.clone());
-        let auth = quickstart::auth_layer(config, options.store).await.expect("discovery against the test provider");
+        let auth =
+            quickstart::auth_layer(config, options.store.clone()).await.expect("discovery and the session store");
         let client = auth.client().clone();
         let server = match options.app {
             AppKind::Quickstart => {

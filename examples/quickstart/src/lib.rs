@@ -3,29 +3,39 @@
 //! `/` is public and says whether one is logged in; `/private` needs a login; the layer adds
 //! `/auth/login`, `/auth/callback`, `/auth/logout` and `/auth/profile`.
 
+use auth_layer::backend::{PostgresBackend, RedisBackend};
 use auth_layer::store::ServerStateStore;
 use auth_layer::{AuthConfig, AuthError, AuthLayer, User};
 use axum::Router;
 use axum::response::Html;
 use axum::routing::get;
 
-/// Where the quickstart keeps sessions: `SESSION_STORE=cookie` (the default) or `memory`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Where the quickstart keeps sessions: `SESSION_STORE=cookie` (the default), `memory`,
+/// `redis` (at `REDIS_URL`, default `redis://127.0.0.1:6379`) or `postgres` (at `DATABASE_URL`,
+/// default `postgres://postgres@127.0.0.1:5432/postgres`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum SessionStore {
     /// The whole session sealed in the cookie.
     #[default]
     Cookie,
     /// In this process's memory (moka), only an id in the cookie.
     Memory,
+    /// In Redis at this URL, only an id in the cookie.
+    Redis(String),
+    /// In PostgreSQL at this URL, only an id in the cookie.
+    Postgres(String),
 }
 
 impl SessionStore {
-    /// Reads `SESSION_STORE`; unset means `cookie`.
+    /// Reads `SESSION_STORE` (and `REDIS_URL` or `DATABASE_URL`); unset means `cookie`.
     pub fn from_env() -> Result<Self, String> {
+        let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
         match std::env::var("SESSION_STORE").ok().as_deref().map(str::trim) {
             None | Some("") | Some("cookie") => Ok(Self::Cookie),
             Some("memory") => Ok(Self::Memory),
-            Some(other) => Err(format!("SESSION_STORE=`{other}`: expected cookie or memory")),
+            Some("redis") => Ok(Self::Redis(var("REDIS_URL", "redis://127.0.0.1:6379"))),
+            Some("postgres") => Ok(Self::Postgres(var("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"))),
+            Some(other) => Err(format!("SESSION_STORE=`{other}`: expected cookie, memory, redis or postgres")),
         }
     }
 }
@@ -40,6 +50,14 @@ pub async fn auth_layer(config: AuthConfig, store: SessionStore) -> Result<AuthL
     match store {
         SessionStore::Cookie => builder.build().await,
         SessionStore::Memory => builder.with_state_store(ServerStateStore::in_memory(&config)).build().await,
+        SessionStore::Redis(url) => {
+            let backend = RedisBackend::connect(&url).await?;
+            builder.with_state_store(ServerStateStore::new(backend, &config)).build().await
+        }
+        SessionStore::Postgres(url) => {
+            let backend = PostgresBackend::connect(&url).await?;
+            builder.with_state_store(ServerStateStore::new(backend, &config)).build().await
+        }
     }
 }
 

@@ -13,7 +13,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let host = base.host_str().unwrap_or("127.0.0.1").trim_matches(['[', ']']).to_owned();
     let port = base.port_or_known_default().unwrap_or(3000);
     let store = quickstart::SessionStore::from_env()?;
-    let auth = quickstart::auth_layer(config, store).await?;
+    let auth = quickstart::auth_layer(config, store.clone()).await?;
     let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await?;
     tracing::info!(?store, "quickstart listening; open {base}");
     axum::serve(listener, quickstart::app(auth))
