@@ -46,7 +46,7 @@ async fn post_logout_token(env: &TestEnv, token: &str) -> reqwest::Response {
 /// Logs in and logs out at the provider's own end-session page (not through the app): the
 /// provider's back-channel POST is the only thing that can end the app's session.
 async fn provider_logout_ends_the_session(store: SessionStore) {
-    let env = start(store).await;
+    let env = start(store.clone()).await;
     let browser = Browser::new();
     browser.login(&env.app_url, "pat").await;
     let me: Value = profile(&browser, &env).await.json().await.unwrap();
@@ -75,7 +75,7 @@ async fn provider_logout_ends_a_memory_session() {
 }
 
 async fn defective_tokens_are_refused_and_the_session_survives(store: SessionStore) {
-    let env = start(store).await;
+    let env = start(store.clone()).await;
     let browser = Browser::new();
     browser.login(&env.app_url, "quinn").await;
     let me: Value = profile(&browser, &env).await.json().await.unwrap();
@@ -173,7 +173,7 @@ async fn defective_logout_tokens_are_refused_with_memory_sessions() {
 }
 
 async fn logout_token_with_only_sub_ends_every_session_of_the_user(store: SessionStore) {
-    let env = start(store).await;
+    let env = start(store.clone()).await;
     let (laptop, phone, other) = (Browser::new(), Browser::new(), Browser::new());
     laptop.login(&env.app_url, "rita").await;
     phone.login(&env.app_url, "rita").await;

@@ -44,7 +44,7 @@ async fn access_token_route_serves_the_stored_token_while_fresh() {
 }
 
 async fn expired_token_is_refreshed_once_by_fifty_concurrent_requests(store: SessionStore) {
-    let env = TestEnv::start_with(rotating(store)).await;
+    let env = TestEnv::start_with(rotating(store.clone())).await;
     let browser = Browser::new();
     browser.login(&env.app_url, "uma").await;
     let before = session_of(&env, &browser).await;
