@@ -101,9 +101,9 @@ async fn back_channel_logout_with_postgres_sessions() {
 async fn outage_is_503_then_the_session_is_back(env: &TestEnv, stop: impl FnOnce(), restart: impl FnOnce()) {
     let browser = Browser::new();
     browser.login(&env.app_url, "cal").await;
-    assert_eq!(profile(&browser, &env).await.status(), StatusCode::OK);
+    assert_eq!(profile(&browser, env).await.status(), StatusCode::OK);
     stop();
-    let down = profile(&browser, &env).await;
+    let down = profile(&browser, env).await;
     assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = down.json().await.unwrap();
     assert_eq!(body["error"], "store_unavailable");
@@ -114,7 +114,7 @@ async fn outage_is_503_then_the_session_is_back(env: &TestEnv, stop: impl FnOnce
     restart();
     let mut status = StatusCode::SERVICE_UNAVAILABLE;
     for _ in 0..50 {
-        status = profile(&browser, &env).await.status();
+        status = profile(&browser, env).await.status();
         if status == StatusCode::OK {
             break;
         }
