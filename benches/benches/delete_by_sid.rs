@@ -8,9 +8,9 @@
 use std::time::{Duration, Instant};
 
 use auth_layer::StateData;
+use auth_layer::User;
 use auth_layer::backend::{Backend, MokaBackend, PostgresBackend, RedisBackend};
 use auth_layer::record::TypedStore;
-use auth_layer::User;
 use auth_layer_tests::servers::{database_url, redis_url};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use tokio::runtime::Runtime;
@@ -28,7 +28,10 @@ async fn fill<B: Backend + Clone>(sessions: &TypedStore<StateData, B>, count: us
     for i in 0..count {
         let sessions = sessions.clone();
         batch.push(tokio::spawn(async move {
-            sessions.set_with_ttl(&session(&format!("user-{i}"), &format!("sid-{i}")), Some(Duration::from_secs(3600))).await.unwrap();
+            sessions
+                .set_with_ttl(&session(&format!("user-{i}"), &format!("sid-{i}")), Some(Duration::from_secs(3600)))
+                .await
+                .unwrap();
         }));
         if batch.len() == 256 {
             for task in batch.drain(..) {
