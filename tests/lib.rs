@@ -42,6 +42,8 @@ pub struct ProviderOptions {
     pub no_end_session: bool,
     /// Rotate refresh tokens: each refresh returns a new one and the old one is dead.
     pub rotate_refresh: bool,
+    /// Register the client without the refresh_token grant: no refresh token is issued.
+    pub no_refresh: bool,
 }
 
 /// A running `oidc-provider`, stopped when dropped.
@@ -123,7 +125,7 @@ fn spawn(port: u16, app_url: &str, options: &ProviderOptions) -> Child {
         "client_secret": CLIENT_SECRET,
         "redirect_uris": [format!("{app_url}/auth/callback")],
         "post_logout_redirect_uris": [format!("{app_url}/")],
-        "grant_types": ["authorization_code", "refresh_token"],
+        "grant_types": if options.no_refresh { vec!["authorization_code"] } else { vec!["authorization_code", "refresh_token"] },
         "token_endpoint_auth_method": options.auth_method.unwrap_or("client_secret_basic"),
         "backchannel_logout_uri": format!("{app_url}/auth/backchannel-logout"),
         "backchannel_logout_session_required": true,

@@ -35,10 +35,10 @@ fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
 }
 
 fn redis_ping(port: u16) -> bool {
-    Command::new("redis-cli")
-        .args(["-p", &port.to_string(), "ping"])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
+    Command::new("redis-cli").args(["-p", &port.to_string(), "ping"]).output().is_ok_and(|o| {
+        let answer = String::from_utf8_lossy(&o.stdout);
+        answer.trim() == "PONG" || answer.contains("NOAUTH")
+    })
 }
 
 /// A private `redis-server` that persists every write (append-only file, fsync always), so a
@@ -48,12 +48,23 @@ pub struct RedisServer {
     pub port: u16,
     dir: PathBuf,
     child: Option<std::process::Child>,
+    args: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts one on a free port.
     pub fn start() -> Self {
-        let mut server = Self { port: free_port(), dir: temp_dir("redis"), child: None };
+        Self::start_with_args(&[])
+    }
+
+    /// Starts one on a free port with extra `redis-server` arguments (e.g. `--requirepass`).
+    pub fn start_with_args(args: &[&str]) -> Self {
+        let mut server = Self {
+            port: free_port(),
+            dir: temp_dir("redis"),
+            child: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
+        };
         server.restart();
         server
     }
@@ -77,6 +88,7 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "yes", "--appendfsync", "always", "--dir", self.dir.to_str().unwrap()])
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

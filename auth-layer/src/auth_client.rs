@@ -44,6 +44,9 @@ pub struct LoginResult {
 pub struct LogoutOptions {
     /// Where the provider should send the browser back: a same-origin path; `/` when unset.
     pub return_to: Option<String>,
+    /// Extra parameters for the provider's end-session endpoint (e.g. `ui_locales`,
+    /// `logout_hint`, Auth0's `federated`). The ones auth-layer sets itself are refused.
+    pub extra_params: Vec<(String, String)>,
 }
 
 /// Options of [`AuthClient::get_access_token`].
@@ -289,15 +292,17 @@ impl AuthClient {
         self.inner.state_store.delete(ctx).await?;
         let back = self.inner.config.app_url(return_to);
         let id_token = session.as_ref().map(|s| s.id_token.as_str());
-        Ok(self.inner.rp.end_session_url(id_token, &back).unwrap_or(back))
+        let reserved = ["id_token_hint", "post_logout_redirect_uri", "client_id"];
+        let mut extra = self.inner.config.logout_params.clone();
+        extra.extend(options.extra_params);
+        if let Some((name, _)) = extra.iter().find(|(n, _)| reserved.contains(&n.as_str())) {
+            return Err(AuthError::InvalidRequest(format!("the logout parameter `{name}` is set by auth-layer")));
+        }
+        Ok(self.inner.rp.end_session_url(id_token, &back, &extra).unwrap_or(back))
     }
 
-    /// Whether the session is due for rolling renewal: less of its inactivity window left than
-    /// the configured threshold (half the window by default).
     fn renewal_due(&self, session: &StateData) -> bool {
-        let config = &self.inner.config;
-        let window_ends = session.touched_at.saturating_add(config.inactivity_duration.as_secs());
-        window_ends.saturating_sub(config.clock.now()) < config.renew_below.as_secs()
+        renewal_due(&self.inner.config, session)
     }
 
     /// An access token for the request's session: the stored one while fresh, else a refreshed
@@ -406,6 +411,13 @@ impl AuthClient {
     }
 }
 
+/// Whether `session` is due for rolling renewal: less of its inactivity window left than the
+/// configured threshold (half the window by default).
+fn renewal_due(config: &AuthConfig, session: &StateData) -> bool {
+    let window_ends = session.touched_at.saturating_add(config.inactivity_duration.as_secs());
+    window_ends.saturating_sub(config.clock.now()) < config.renew_below.as_secs()
+}
+
 /// How long a refresh's result is shared with requests of the same session that carry the
 /// tokens it replaced (requests already in flight when it happened).
 const REFRESH_SHARING: Duration = Duration::from_secs(30);
@@ -480,6 +492,54 @@ impl CallbackParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(renew_below: Option<u64>) -> AuthConfig {
+        let mut builder = AuthConfig::builder()
+            .issuer("https://i.example/")
+            .client_id("c")
+            .client_secret("s")
+            .secret("0123456789abcdef0123456789abcdef")
+            .base_url("https://app.example")
+            .inactivity_duration(Duration::from_secs(1_000))
+            .clock(crate::Clock::from_fn(|| 10_000));
+        if let Some(secs) = renew_below {
+            builder = builder.renew_below(Duration::from_secs(secs));
+        }
+        builder.build().unwrap()
+    }
+
+    fn touched(at: u64) -> StateData {
+        let mut session = StateData::new(User::from_id_token_claims(serde_json::Map::new()), String::new(), at);
+        session.touched_at = at;
+        session
+    }
+
+    #[test]
+    fn rolling_renewal_waits_until_less_than_the_threshold_is_left() {
+        // Default threshold: half of 1,000 s. Now is 10,000.
+        let default = config(None);
+        assert!(!renewal_due(&default, &touched(9_600)), "600 s left of 1,000: no write");
+        assert!(renewal_due(&default, &touched(9_400)), "400 s left: renew");
+        let eager = config(Some(900));
+        assert!(renewal_due(&eager, &touched(9_600)), "600 s left, threshold 900: renew");
+        let lazy = config(Some(100));
+        assert!(!renewal_due(&lazy, &touched(9_400)), "400 s left, threshold 100: no write");
+    }
+
+    #[test]
+    fn token_sets_are_found_by_audience_and_covering_scope() {
+        let set = |aud: Option<&str>, scope: &str| TokenSet {
+            audience: aud.map(str::to_owned),
+            scope: scope.into(),
+            access_token: format!("{aud:?} {scope}"),
+            expires_at: None,
+        };
+        let sets = [set(None, "openid profile"), set(Some("api"), "read write")];
+        assert_eq!(find_token_set(&sets, None, None).unwrap().scope, "openid profile");
+        assert_eq!(find_token_set(&sets, Some("api"), Some("write")).unwrap().scope, "read write");
+        assert!(find_token_set(&sets, Some("api"), Some("admin")).is_none());
+        assert!(find_token_set(&sets, Some("other"), None).is_none());
+    }
 
     #[test]
     fn callback_params_are_read_and_repeats_refused() {

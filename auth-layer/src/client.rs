@@ -485,10 +485,16 @@ impl RelyingParty {
     }
 
     /// The provider's end-session URL for this ID token, or `None` when it has none.
-    pub(crate) fn end_session_url(&self, id_token: Option<&str>, post_logout_redirect_uri: &Url) -> Option<Url> {
+    pub(crate) fn end_session_url(
+        &self,
+        id_token: Option<&str>,
+        post_logout_redirect_uri: &Url,
+        extra: &[(String, String)],
+    ) -> Option<Url> {
         let mut url = self.end_session_endpoint.clone()?;
         {
             let mut query = url.query_pairs_mut();
+            query.extend_pairs(extra);
             if let Some(hint) = id_token {
                 query.append_pair("id_token_hint", hint);
             }

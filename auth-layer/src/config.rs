@@ -131,6 +131,7 @@ pub struct AuthConfig {
     pub(crate) scope: String,
     pub(crate) audience: Option<String>,
     pub(crate) authorization_params: Vec<(String, String)>,
+    pub(crate) logout_params: Vec<(String, String)>,
     pub(crate) route_prefix: String,
     pub(crate) cookies: CookieOptions,
     pub(crate) secure_cookies: bool,
@@ -271,6 +272,7 @@ pub struct AuthConfigBuilder {
     scope: Option<String>,
     audience: Option<String>,
     authorization_params: Vec<(String, String)>,
+    logout_params: Vec<(String, String)>,
     route_prefix: Option<String>,
     cookies: CookieOptions,
     absolute_duration: Option<Duration>,
@@ -331,6 +333,13 @@ impl AuthConfigBuilder {
     /// An extra parameter for every authorization request (e.g. `organization`, `ui_locales`).
     pub fn authorization_param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.authorization_params.push((name.into(), value.into()));
+        self
+    }
+
+    /// An extra parameter for every request to the provider's end-session endpoint (e.g.
+    /// `ui_locales`).
+    pub fn logout_param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.logout_params.push((name.into(), value.into()));
         self
     }
 
@@ -465,6 +474,7 @@ impl AuthConfigBuilder {
             scope,
             audience: self.audience,
             authorization_params: self.authorization_params,
+            logout_params: self.logout_params,
             route_prefix,
             cookies: self.cookies,
             secure_cookies,

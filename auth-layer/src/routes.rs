@@ -117,7 +117,7 @@ async fn callback(
 
 async fn logout(client: &AuthClient, ctx: &mut StoreContext, query: &str) -> Result<Response<Full<Bytes>>, AuthError> {
     let return_to = query_param(query, "returnTo")?;
-    let url = client.logout(ctx, LogoutOptions { return_to }).await?;
+    let url = client.logout(ctx, LogoutOptions { return_to, ..LogoutOptions::default() }).await?;
     Ok(redirect(url.as_str()))
 }
 

@@ -296,3 +296,77 @@ async fn postgres_migrations_are_versioned_and_applied_once() {
     assert_eq!(backend.purge_expired().await.unwrap(), 1, "the purge deletes exactly the expired rows");
     assert!(backend.get("kept").await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn redis_password_comes_from_the_url() {
+    let server = RedisServer::start_with_args(&["--requirepass", "s3cret-pass"]);
+    let without = RedisBackend::connect(&server.url()).await;
+    let refused = match without {
+        Ok(backend) => backend.get("k").await.is_err(),
+        Err(_) => true,
+    };
+    assert!(refused, "no password, no access");
+    let url = format!("redis://:s3cret-pass@127.0.0.1:{}", server.port);
+    let backend = RedisBackend::connect(&url).await.unwrap();
+    suite::get_put_delete(&backend, &prefix()).await;
+}
+
+#[tokio::test]
+async fn redis_over_tls_from_a_rediss_url() {
+    let dir = std::env::temp_dir().join(format!("auth-layer-redis-tls-{}", auth_layer_tests::free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca_cert, cert, key) = (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"));
+    // A private CA and a server certificate for 127.0.0.1 signed by it.
+    let script = "set -e
+        openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=auth-layer-test-ca -keyout ca.key -out ca.pem
+        openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout key.pem -out server.csr
+        printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile server.ext -out cert.pem";
+    let made = std::process::Command::new("sh")
+        .args(["-c", script])
+        .current_dir(&dir)
+        .output()
+        .expect("openssl must be installed");
+    assert!(made.status.success());
+    let port = auth_layer_tests::free_port();
+    let mut server = std::process::Command::new("redis-server")
+        .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .args(["--tls-auth-clients", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("rediss://127.0.0.1:{port}");
+    let ca = std::fs::read(&ca_cert).unwrap();
+    let mut backend = None;
+    for _ in 0..50 {
+        match RedisBackend::connect_with_root_ca(&url, &ca).await {
+            Ok(b) => {
+                backend = Some(b);
+                break;
+            }
+            Err(e) => eprintln!("TLS connect: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let backend = backend.expect("TLS connection");
+    suite::get_put_delete(&backend, &prefix()).await;
+    let untrusted = RedisBackend::connect(&url).await;
+    let refused = match untrusted {
+        Ok(b) => b.get("k").await.is_err(),
+        Err(_) => true,
+    };
+    assert!(refused, "a certificate the system does not trust is refused");
+    let plain = RedisBackend::connect(&format!("redis://127.0.0.1:{port}")).await;
+    let refused = match plain {
+        Ok(b) => b.get("k").await.is_err(),
+        Err(_) => true,
+    };
+    assert!(refused, "plain TCP to the TLS port fails");
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -422,7 +422,11 @@ async fn custom_logout(
     Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> AxResponse {
     let mut ctx = StoreContext::from_headers(&headers);
-    let url = client.logout(&mut ctx, LogoutOptions { return_to: q.get("returnTo").cloned() }).await.unwrap();
+    let options = LogoutOptions {
+        return_to: q.get("returnTo").cloned(),
+        extra_params: vec![("ui_locales".into(), "fr-CA".into()), ("state".into(), "after-logout".into())],
+    };
+    let url = client.logout(&mut ctx, options).await.unwrap();
     with_cookies(ctx, Redirect::to(url.as_str()).into_response())
 }
 
@@ -452,7 +456,14 @@ async fn app_written_routes_over_auth_client_log_in_and_out() {
     assert_eq!(done.headers()["location"], "/custom/me?app_state=custom");
     assert_eq!(browser.get(&env.url("/custom/me")).await.text().await.unwrap(), "mia");
     let logout = browser.get(&env.url("/custom/logout")).await;
-    assert!(logout.headers()["location"].to_str().unwrap().contains("/session/end"));
+    let end_session = Url::parse(logout.headers()["location"].to_str().unwrap()).unwrap();
+    assert_eq!(end_session.path(), "/session/end");
+    let params: std::collections::HashMap<_, _> = end_session.query_pairs().into_owned().collect();
+    assert_eq!(params["ui_locales"], "fr-CA", "extra logout parameters reach the provider");
+    assert_eq!(params["state"], "after-logout");
+    assert_eq!(params["client_id"], "test-app");
+    let back = browser.confirm_provider_logout(end_session.as_str()).await;
+    assert!(back.starts_with(&env.url("/")) && back.contains("state=after-logout"), "{back}");
     assert_eq!(browser.get(&env.url("/custom/me")).await.status(), StatusCode::UNAUTHORIZED);
 }
 

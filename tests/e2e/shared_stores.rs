@@ -176,3 +176,29 @@ fn http_headers(ctx: StoreContext) -> StoreContext {
     let header = reqwest::header::HeaderValue::from_str(&pairs.join("; ")).unwrap();
     StoreContext::from_cookie_headers([&header])
 }
+
+async fn limits_end_server_sessions(store: SessionStore) {
+    let env = start(store.clone()).await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "eve").await;
+    for _ in 0..5 {
+        env.advance_clock(std::time::Duration::from_secs(13 * 3600));
+        assert_eq!(profile(&browser, &env).await.status(), StatusCode::OK, "{store:?}: renewed on use");
+    }
+    env.advance_clock(std::time::Duration::from_secs(8 * 3600));
+    assert_eq!(profile(&browser, &env).await.status(), StatusCode::UNAUTHORIZED, "{store:?}: absolute limit");
+    let idle = Browser::new();
+    idle.login(&env.app_url, "eve").await;
+    env.advance_clock(std::time::Duration::from_secs(86_400 + 1));
+    assert_eq!(profile(&idle, &env).await.status(), StatusCode::UNAUTHORIZED, "{store:?}: inactivity limit");
+}
+
+#[tokio::test]
+async fn inactivity_and_absolute_limits_end_redis_sessions() {
+    limits_end_server_sessions(SessionStore::Redis(redis_url())).await;
+}
+
+#[tokio::test]
+async fn inactivity_and_absolute_limits_end_postgres_sessions() {
+    limits_end_server_sessions(SessionStore::Postgres(database_url())).await;
+}

@@ -198,3 +198,22 @@ async fn hooks_run_before_save_and_after_the_callback() {
     let me: Value = browser.http.get(env.url("/auth/profile")).send().await.unwrap().json().await.unwrap();
     assert_eq!(me["plan"], "gold", "the hook runs again after a refresh that updates the claims");
 }
+
+#[tokio::test]
+async fn expired_token_without_a_refresh_token_is_a_401_with_its_code() {
+    let options = EnvOptions {
+        provider: ProviderOptions { no_refresh: true, ..ProviderOptions::default() },
+        ..EnvOptions::default()
+    };
+    let env = TestEnv::start_with(options).await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "zed").await;
+    assert!(session_of(&env, &browser).await.refresh_token.is_none());
+    assert_eq!(access_token(&browser, &env).await.status(), StatusCode::OK, "fresh: served");
+    env.advance_clock(Duration::from_secs(3600));
+    let response = access_token(&browser, &env).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "missing_refresh_token");
+    assert_eq!(browser.get(&env.url("/private")).await.status(), StatusCode::OK, "the session itself stays");
+}

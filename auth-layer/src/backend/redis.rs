@@ -131,8 +131,9 @@ impl ConnectionLike for Connection {
 /// connection loss; while Redis is unreachable, every call fails fast (2 s at most) with
 /// [`StoreError::Unavailable`], which the layer answers with 503.
 ///
-/// Standalone: [`connect`](Self::connect) with a `redis://` or `rediss://` (TLS) URL, user and
-/// password in it. Cluster: [`connect_cluster`](Self::connect_cluster) with the nodes' URLs.
+/// Standalone: [`connect`](Self::connect) with a `redis://` or `rediss://` (TLS, system roots)
+/// URL, user and password in it, or [`connect_with_root_ca`](Self::connect_with_root_ca) for a
+/// private CA. Cluster: [`connect_cluster`](Self::connect_cluster) with the nodes' URLs.
 #[derive(Clone)]
 pub struct RedisBackend {
     connection: Connection,
@@ -158,7 +159,17 @@ impl RedisBackend {
     /// Connects to a standalone Redis (`redis://[user:password@]host:port/db`, or `rediss://`
     /// for TLS).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
+        Self::connect_client(redis::Client::open(url).map_err(unavailable)?).await
+    }
+
+    /// Connects over TLS (`rediss://`) trusting only the certificate authority in `root_ca_pem`
+    /// (a private CA) instead of the system's.
+    pub async fn connect_with_root_ca(url: &str, root_ca_pem: &[u8]) -> Result<Self, StoreError> {
+        let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(root_ca_pem.to_vec()) };
+        Self::connect_client(redis::Client::build_with_tls(url, certificates).map_err(unavailable)?).await
+    }
+
+    async fn connect_client(client: redis::Client) -> Result<Self, StoreError> {
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_connection_timeout(Some(CONNECTION_TIMEOUT))

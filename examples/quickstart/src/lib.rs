@@ -61,6 +61,30 @@ pub async fn auth_layer(config: AuthConfig, store: SessionStore) -> Result<AuthL
     }
 }
 
+/// Serves the app on the host and port of `APP_BASE_URL` until Ctrl-C, sessions in `store`.
+pub async fn serve(config: AuthConfig, store: SessionStore) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let base = config.base_url().clone();
+    let host = base.host_str().unwrap_or("127.0.0.1").trim_matches(['[', ']']).to_owned();
+    let port = base.port_or_known_default().unwrap_or(3000);
+    let auth = auth_layer(config, store.clone()).await?;
+    let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await?;
+    tracing::info!(?store, "listening; open {base}");
+    axum::serve(listener, app(auth))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+/// Logs to stderr, `RUST_LOG` filtering (default `info`).
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+}
+
 /// The app's routes with `auth` stacked on them.
 pub fn app(auth: AuthLayer) -> Router {
     Router::new().route("/", get(home)).route("/private", get(private)).layer(auth)

@@ -1,0 +1,10 @@
+//! The quickstart with sessions in Redis at `REDIS_URL` (default `redis://127.0.0.1:6379`):
+//! run several of these behind one load balancer and they share sessions.
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    quickstart::init_logging();
+    let config = auth_layer::AuthConfig::from_env()?;
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    quickstart::serve(config, quickstart::SessionStore::Redis(url)).await
+}
