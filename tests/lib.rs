@@ -78,6 +78,36 @@ impl Provider {
         self.wait_ready().await;
     }
 
+    /// Starts the hostile test provider (`tests/idp/hostile.mjs`): the rejection cases.
+    pub async fn start_hostile(app_url: &str) -> Self {
+        let port = free_port();
+        let child = Command::new("node")
+            .arg("hostile.mjs")
+            .current_dir(idp_dir())
+            .env("PORT", port.to_string())
+            .env("CLIENT_ID", "test-app")
+            .env("CLIENT_SECRET", CLIENT_SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node must be installed to run the test provider");
+        let provider = Self { issuer: format!("http://127.0.0.1:{port}"), port, app_url: app_url.to_owned(), child };
+        provider.wait_ready().await;
+        provider
+    }
+
+    /// Tells the hostile provider how to misbehave from now on.
+    pub async fn set_scenario(&self, name: &str) {
+        let answer = reqwest::Client::new()
+            .post(format!("{}/__scenario", self.issuer))
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .await
+            .unwrap();
+        assert!(answer.status().is_success());
+    }
+
     /// Stops the provider (it is unreachable until [`restart`](Self::restart)).
     pub async fn stop(&mut self) {
         self.child.kill().await.unwrap();
@@ -235,6 +265,22 @@ impl TestEnv {
                 tokio::spawn(async move { serve_hyper(listener, service).await })
             }
         };
+        Self { provider, app_url, client, clock_offset, server }
+    }
+
+    /// The quickstart app (cookie sessions) against the hostile test provider.
+    pub async fn start_hostile() -> Self {
+        let (port, listener) = bind().await;
+        let app_url = format!("http://127.0.0.1:{port}");
+        let provider = Provider::start_hostile(&app_url).await;
+        let clock_offset = Arc::new(AtomicU64::new(0));
+        let config = config(&provider, &app_url, TokenEndpointAuth::ClientSecretBasic, clock_offset.clone());
+        let auth = quickstart::auth_layer(config, quickstart::SessionStore::Cookie).await.expect("discovery");
+        let client = auth.client().clone();
+        let app = quickstart::app(auth);
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
         Self { provider, app_url, client, clock_offset, server }
     }
 

@@ -229,7 +229,11 @@ impl RelyingParty {
             .set_pkce_verifier(PkceCodeVerifier::new(code_verifier.to_owned()))
             .request_async(&self.http)
             .await
-            .map_err(token_error)?;
+            .map_err(|err| match token_error(err) {
+                // At the code exchange, `invalid_grant` means a bad or used code, not a dead session.
+                ProviderError::InvalidGrant(why) => ProviderError::TokenRefused(why),
+                other => other,
+            })?;
         let id_token = response
             .id_token()
             .ok_or_else(|| ProviderError::BadTokenResponse("no id_token in the token response".into()))?;
@@ -522,9 +526,16 @@ fn token_error(err: TokenError) -> ProviderError {
         }
         RequestTokenError::ServerResponse(e) => ProviderError::TokenRefused(e.to_string()),
         RequestTokenError::Request(e) => ProviderError::Unreachable(error_chain(&e)),
+        // A JSON answer with an ID token that does not parse: the ID token lacks a required
+        // claim (`iat`, `sub`, ...) or has a malformed one.
+        RequestTokenError::Parse(e, body) if has_id_token(&body) => ProviderError::InvalidIdToken(e.to_string()),
         RequestTokenError::Parse(e, _) => ProviderError::BadTokenResponse(e.to_string()),
         RequestTokenError::Other(e) => ProviderError::BadTokenResponse(e),
     }
+}
+
+fn has_id_token(body: &[u8]) -> bool {
+    serde_json::from_slice::<Map<String, Value>>(body).is_ok_and(|answer| answer.contains_key("id_token"))
 }
 
 fn decode_json(segment: &str) -> Option<Map<String, Value>> {

@@ -1,0 +1,172 @@
+//! Every ID-token and token-endpoint check of conformance.md's "Login" section, against a test
+//! provider that misbehaves on purpose (`tests/idp/hostile.mjs`). Each test is named after the
+//! attack or fault it stops, and asserts a clean 4xx (or 5xx for a broken provider), that no
+//! session exists afterwards, and that the server still serves.
+
+use auth_layer_tests::{Browser, TestEnv};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+/// Logs in while the provider follows `scenario`; returns the callback's status and error code.
+async fn login_under(scenario: &str) -> (TestEnv, Browser, StatusCode, Option<String>) {
+    let env = TestEnv::start_hostile().await;
+    env.provider.set_scenario(scenario).await;
+    let browser = Browser::new();
+    let callback = browser.start_and_authorize(&env.app_url, "mallory", "/auth/login").await;
+    let response = browser.http.get(&callback).header("accept", "application/json").send().await.unwrap();
+    let status = response.status();
+    let sets_session = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .any(|c| c.to_str().unwrap().starts_with("_a0_session") && !c.to_str().unwrap().contains("Max-Age=0"));
+    let code = response.json::<Value>().await.ok().and_then(|b| b["error"].as_str().map(str::to_owned));
+    if !status.is_redirection() {
+        assert!(!sets_session, "{scenario}: a refused login sets no session cookie");
+    }
+    (env, browser, status, code)
+}
+
+async fn assert_rejected(scenario: &str, status: StatusCode, code: &str) {
+    let (env, browser, got, got_code) = login_under(scenario).await;
+    assert_eq!(got, status, "{scenario}");
+    assert_eq!(got_code.as_deref(), Some(code), "{scenario}");
+    let profile = browser.http.get(env.url("/auth/profile")).send().await.unwrap();
+    assert_eq!(profile.status(), StatusCode::UNAUTHORIZED, "{scenario}: no session afterwards");
+    let home = browser.get(&env.url("/")).await;
+    assert_eq!(home.status(), StatusCode::OK, "{scenario}: the server still serves");
+}
+
+async fn assert_accepted(scenario: &str) {
+    let (env, browser, status, _) = login_under(scenario).await;
+    assert_eq!(status, StatusCode::FOUND, "{scenario}");
+    let me: Value = browser.http.get(env.url("/auth/profile")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["sub"], "mallory", "{scenario}");
+}
+
+#[tokio::test]
+async fn a_well_formed_login_from_this_provider_is_accepted() {
+    assert_accepted("ok").await;
+}
+
+#[tokio::test]
+async fn forged_signature_is_rejected() {
+    assert_rejected("bad-signature", StatusCode::BAD_REQUEST, "invalid_id_token").await;
+}
+
+#[tokio::test]
+async fn unsigned_token_alg_none_is_rejected() {
+    assert_rejected("alg-none", StatusCode::BAD_REQUEST, "invalid_id_token").await;
+}
+
+#[tokio::test]
+async fn algorithm_the_provider_did_not_announce_is_rejected() {
+    // HS256 with the client secret: a classic key-confusion attack on RS256 verifiers.
+    assert_rejected("alg-hs256", StatusCode::BAD_REQUEST, "invalid_id_token").await;
+}
+
+#[tokio::test]
+async fn key_not_in_the_providers_jwks_is_rejected_after_one_refetch() {
+    assert_rejected("unknown-kid", StatusCode::BAD_REQUEST, "invalid_id_token").await;
+}
+
+#[tokio::test]
+async fn token_from_another_issuer_is_rejected() {
+    assert_rejected("wrong-iss", StatusCode::BAD_REQUEST, "invalid_id_token").await;
+}
+
+#[tokio::test]
+async fn token_for_another_client_is_rejected() {
+    assert_rejected("wrong-aud", StatusCode::BAD_REQUEST, "invalid_id_token").await;
+}
+
+#[tokio::test]
+async fn several_audiences_without_azp_are_rejected() {
+    assert_rejected("multi-aud-no-azp", StatusCode::BAD_REQUEST, "invalid_id_token").await;
+}
+
+#[tokio::test]
+async fn azp_naming_another_client_is_rejected() {
+    assert_rejected("multi-aud-wrong-azp", StatusCode::BAD_REQUEST, "invalid_id_token").await;
+}
+
+#[tokio::test]
+async fn several_audiences_with_azp_of_this_client_are_accepted() {
+    assert_accepted("multi-aud-with-azp").await;
+}
+
+#[tokio::test]
+async fn expired_token_is_rejected() {
+    assert_rejected("expired", StatusCode::BAD_REQUEST, "invalid_id_token").await;
+}
+
+#[tokio::test]
+async fn token_expired_within_the_clock_tolerance_is_accepted() {
+    assert_accepted("expired-within-skew").await;
+}
+
+#[tokio::test]
+async fn token_issued_in_the_future_is_rejected() {
+    assert_rejected("iat-future", StatusCode::BAD_REQUEST, "invalid_id_token").await;
+}
+
+#[tokio::test]
+async fn token_without_iat_is_rejected() {
+    assert_rejected("no-iat", StatusCode::BAD_REQUEST, "invalid_id_token").await;
+}
+
+#[tokio::test]
+async fn replayed_token_with_another_nonce_is_rejected() {
+    assert_rejected("wrong-nonce", StatusCode::BAD_REQUEST, "invalid_id_token").await;
+}
+
+#[tokio::test]
+async fn token_without_the_nonce_is_rejected() {
+    assert_rejected("no-nonce", StatusCode::BAD_REQUEST, "invalid_id_token").await;
+}
+
+#[tokio::test]
+async fn token_without_sub_is_rejected() {
+    assert_rejected("no-sub", StatusCode::BAD_REQUEST, "invalid_id_token").await;
+}
+
+#[tokio::test]
+async fn token_endpoint_http_error_is_a_clean_error() {
+    assert_rejected("token-500", StatusCode::BAD_GATEWAY, "bad_token_response").await;
+}
+
+#[tokio::test]
+async fn token_endpoint_answering_html_is_a_clean_error() {
+    assert_rejected("token-not-json", StatusCode::BAD_GATEWAY, "bad_token_response").await;
+}
+
+#[tokio::test]
+async fn token_endpoint_refusing_the_code_is_a_400() {
+    assert_rejected("token-invalid-grant", StatusCode::BAD_REQUEST, "token_refused").await;
+}
+
+#[tokio::test]
+async fn token_response_without_an_id_token_is_rejected() {
+    assert_rejected("token-no-id-token", StatusCode::BAD_GATEWAY, "bad_token_response").await;
+}
+
+#[tokio::test]
+async fn refresh_without_a_new_id_token_keeps_the_old_one() {
+    let env = TestEnv::start_hostile().await;
+    let browser = Browser::new();
+    let callback = browser.start_and_authorize(&env.app_url, "mallory", "/auth/login").await;
+    assert_eq!(browser.get(&callback).await.status(), StatusCode::FOUND);
+    let cookie = browser.cookie_header(&env.url("/"));
+    let mut ctx = auth_layer::StoreContext::from_cookie_headers([&cookie.parse().unwrap()]);
+    let before = env.client.get_session(&mut ctx).await.unwrap().unwrap();
+    env.provider.set_scenario("refresh-without-id-token").await;
+    env.advance_clock(std::time::Duration::from_secs(3600));
+    let token = browser.http.get(env.url("/auth/access-token")).send().await.unwrap();
+    assert_eq!(token.status(), StatusCode::OK);
+    let cookie = browser.cookie_header(&env.url("/"));
+    let mut ctx = auth_layer::StoreContext::from_cookie_headers([&cookie.parse().unwrap()]);
+    let after = env.client.get_session(&mut ctx).await.unwrap().unwrap();
+    assert_ne!(after.token_sets, before.token_sets, "refreshed");
+    assert_eq!(after.id_token, before.id_token, "no new ID token: the old one stays");
+    assert_eq!(after.user, before.user);
+}

@@ -1,0 +1,149 @@
+// A test OpenID Provider of auth-layer's own that misbehaves on purpose: the rejection cases of
+// conformance.md. It serves discovery, a JWKS, an authorization endpoint that answers at once
+// (no login page) and a token endpoint whose answer a test spoils by naming a scenario:
+//
+//   POST /__scenario {"name": "..."}   the next answers follow that scenario
+//   GET  /__stats                      {"refresh_grants": n}
+//
+//   PORT, CLIENT_ID, CLIENT_SECRET     where it listens and the one client it knows
+//
+// Never use it for anything but tests: it signs whatever it is told to.
+import http from 'node:http';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { SignJWT, importJWK } from 'jose';
+
+const port = Number(process.env.PORT);
+const issuer = `http://127.0.0.1:${port}`;
+const clientId = process.env.CLIENT_ID || 'test-app';
+const clientSecret = process.env.CLIENT_SECRET || '';
+
+function rsaKey(kid) {
+  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  return { ...privateKey.export({ format: 'jwk' }), kid, use: 'sig', alg: 'RS256' };
+}
+const published = rsaKey('hostile-key');
+const impostor = rsaKey('hostile-key');
+const unpublished = rsaKey('never-published');
+const publicJwk = ({ kty, n, e, kid, use, alg }) => ({ kty, n, e, kid, use, alg });
+
+let scenario = 'ok';
+let refreshGrants = 0;
+const codes = new Map();
+const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
+const now = () => Math.floor(Date.now() / 1000);
+
+async function sign(claims, { key = published, alg = 'RS256', header = {} } = {}) {
+  if (alg === 'none') return `${b64({ alg: 'none', ...header })}.${b64(claims)}.`;
+  if (alg === 'HS256') {
+    return new SignJWT(claims).setProtectedHeader({ alg, ...header }).sign(new TextEncoder().encode(clientSecret));
+  }
+  return new SignJWT(claims).setProtectedHeader({ alg, kid: key.kid, ...header }).sign(await importJWK(key, alg));
+}
+
+async function idToken(nonce) {
+  const claims = { iss: issuer, aud: clientId, sub: 'mallory', name: 'Mallory', nonce, iat: now(), exp: now() + 300 };
+  const options = {};
+  switch (scenario) {
+    case 'bad-signature': options.key = impostor; break;
+    case 'alg-none': options.alg = 'none'; break;
+    case 'alg-hs256': options.alg = 'HS256'; break;
+    case 'unknown-kid': options.key = unpublished; break;
+    case 'wrong-iss': claims.iss = 'https://evil.example'; break;
+    case 'wrong-aud': claims.aud = 'another-client'; break;
+    case 'multi-aud-no-azp': claims.aud = [clientId, 'another-client']; break;
+    case 'multi-aud-wrong-azp': claims.aud = [clientId, 'another-client']; claims.azp = 'another-client'; break;
+    case 'multi-aud-with-azp': claims.aud = [clientId, 'another-client']; claims.azp = clientId; break;
+    case 'expired': claims.iat = now() - 7200; claims.exp = now() - 3600; break;
+    case 'expired-within-skew': claims.exp = now() - 20; break;
+    case 'iat-future': claims.iat = now() + 3600; claims.exp = now() + 7200; break;
+    case 'no-iat': delete claims.iat; break;
+    case 'wrong-nonce': claims.nonce = 'not-the-nonce'; break;
+    case 'no-nonce': delete claims.nonce; break;
+    case 'no-sub': delete claims.sub; break;
+    default: break;
+  }
+  return sign(claims, options);
+}
+
+function send(res, status, body, type = 'application/json') {
+  res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });
+  res.end(typeof body === 'string' ? body : JSON.stringify(body));
+}
+
+async function readBody(req) {
+  const chunks = [];
+  for await (const chunk of req) chunks.push(chunk);
+  return Buffer.concat(chunks).toString();
+}
+
+async function token(req, res) {
+  const form = new URLSearchParams(await readBody(req));
+  const grant = form.get('grant_type');
+  if (grant === 'refresh_token') {
+    refreshGrants += 1;
+    const answer = { access_token: `at-${randomBytes(8).toString('hex')}`, token_type: 'Bearer', expires_in: 3600 };
+    if (scenario !== 'refresh-without-id-token') answer.id_token = await idToken(undefined);
+    return send(res, 200, answer);
+  }
+  const entry = codes.get(form.get('code'));
+  codes.delete(form.get('code'));
+  if (!entry) return send(res, 400, { error: 'invalid_grant' });
+  switch (scenario) {
+    case 'token-500': return send(res, 500, 'internal error', 'text/plain');
+    case 'token-not-json': return send(res, 200, '<html>not a token</html>', 'text/html');
+    case 'token-invalid-grant': return send(res, 400, { error: 'invalid_grant', error_description: 'code expired' });
+    case 'token-no-id-token':
+      return send(res, 200, { access_token: 'at', token_type: 'Bearer', expires_in: 3600 });
+    default:
+      return send(res, 200, {
+        access_token: `at-${randomBytes(8).toString('hex')}`,
+        token_type: 'Bearer',
+        expires_in: 3600,
+        refresh_token: 'rt-hostile',
+        id_token: await idToken(entry.nonce),
+      });
+  }
+}
+
+const server = http.createServer(async (req, res) => {
+  try {
+    const url = new URL(req.url, issuer);
+    if (url.pathname === '/.well-known/openid-configuration') {
+      return send(res, 200, {
+        issuer,
+        authorization_endpoint: `${issuer}/authorize`,
+        token_endpoint: `${issuer}/token`,
+        jwks_uri: `${issuer}/jwks`,
+        end_session_endpoint: `${issuer}/session/end`,
+        response_types_supported: ['code'],
+        subject_types_supported: ['public'],
+        id_token_signing_alg_values_supported: ['RS256'],
+        token_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post'],
+        code_challenge_methods_supported: ['S256'],
+      });
+    }
+    if (url.pathname === '/jwks') return send(res, 200, { keys: [publicJwk(published)] });
+    if (url.pathname === '/authorize') {
+      const code = randomBytes(16).toString('hex');
+      codes.set(code, { nonce: url.searchParams.get('nonce') });
+      const back = new URL(url.searchParams.get('redirect_uri'));
+      back.searchParams.set('code', code);
+      back.searchParams.set('state', url.searchParams.get('state'));
+      back.searchParams.set('iss', issuer);
+      res.writeHead(302, { location: back.href });
+      return res.end();
+    }
+    if (url.pathname === '/token' && req.method === 'POST') return token(req, res);
+    if (url.pathname === '/__scenario' && req.method === 'POST') {
+      scenario = JSON.parse(await readBody(req)).name;
+      return send(res, 200, { scenario });
+    }
+    if (url.pathname === '/__stats') return send(res, 200, { refresh_grants: refreshGrants });
+    return send(res, 404, { error: 'not_found' });
+  } catch (err) {
+    console.error(err);
+    return send(res, 500, { error: 'server_error' });
+  }
+});
+server.listen(port, '127.0.0.1', () => console.log(`hostile provider on ${issuer}`));
+process.on('SIGTERM', () => server.close(() => process.exit(0)));
