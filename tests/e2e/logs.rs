@@ -1,0 +1,91 @@
+//! No token or secret ever appears in a log line: the tracing output of a whole login, profile,
+//! token refresh, back-channel logout and logout, at TRACE level for auth-layer, is captured and
+//! searched for every secret the flow handled.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use auth_layer::StoreContext;
+use auth_layer_tests::{Browser, CLIENT_SECRET, SECRET, TestEnv};
+use reqwest::StatusCode;
+use tracing_subscriber::fmt::MakeWriter;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn no_token_or_secret_appears_in_the_logs_of_a_whole_session() {
+    let logs = Captured::default();
+    tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_env_filter("auth_layer=trace,quickstart=trace")
+        .with_ansi(false)
+        .init();
+
+    let env = TestEnv::start().await;
+    let browser = Browser::new();
+    // A failed login first, so that error paths log too.
+    let refused = browser.get(&env.url("/auth/callback?state=forged&code=stolen-code")).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    browser.login(&env.app_url, "liz").await;
+    let cookie = browser.cookie_header(&env.url("/"));
+    let mut ctx = StoreContext::from_cookie_headers([&cookie.parse().unwrap()]);
+    let session = env.client.get_session(&mut ctx).await.unwrap().unwrap();
+    assert_eq!(browser.get(&env.url("/auth/profile")).await.status(), StatusCode::OK);
+    env.advance_clock(Duration::from_secs(3600));
+    assert_eq!(browser.get(&env.url("/auth/access-token")).await.status(), StatusCode::OK);
+    let cookie_after = browser.cookie_header(&env.url("/"));
+    let mut ctx = StoreContext::from_cookie_headers([&cookie_after.parse().unwrap()]);
+    let refreshed = env.client.get_session(&mut ctx).await.unwrap().unwrap();
+    let logout = browser.get(&env.url("/auth/logout")).await;
+    let end_session = logout.headers()["location"].to_str().unwrap().to_owned();
+    browser.confirm_provider_logout(&end_session).await;
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("login completed"), "the capture works: {text}");
+    let mut secrets = vec![
+        ("client secret", CLIENT_SECRET.to_owned()),
+        ("app secret", SECRET.to_owned()),
+        ("ID token", session.id_token.clone()),
+        ("refreshed ID token", refreshed.id_token.clone()),
+        ("refresh token", session.refresh_token.clone().unwrap()),
+        ("rotated refresh token", refreshed.refresh_token.clone().unwrap()),
+        ("session id", session.id().to_owned()),
+        ("stolen code", "stolen-code".to_owned()),
+    ];
+    for set in session.token_sets.iter().chain(&refreshed.token_sets) {
+        secrets.push(("access token", set.access_token.clone()));
+    }
+    for part in cookie.split("; ").chain(cookie_after.split("; ")) {
+        if let Some((name, value)) = part.split_once('=')
+            && name.starts_with("_a0_")
+        {
+            secrets.push(("sealed cookie", value.to_owned()));
+        }
+    }
+    for (what, secret) in secrets {
+        // Any 16-character window of the secret would be a leak.
+        let probe = &secret[..secret.len().min(16)];
+        assert!(!text.contains(probe), "the {what} appears in the logs");
+    }
+}
