@@ -490,6 +490,18 @@ impl AuthConfigBuilder {
     }
 }
 
+/// A valid configuration for unit tests, its clock read from `now`.
+#[cfg(test)]
+pub(crate) fn test_config(now: std::sync::Arc<std::sync::atomic::AtomicU64>) -> AuthConfigBuilder {
+    AuthConfig::builder()
+        .issuer("https://issuer.example/")
+        .client_id("c")
+        .client_secret("s")
+        .secret("0123456789abcdef0123456789abcdef")
+        .base_url("https://app.example")
+        .clock(Clock::from_fn(move || now.load(std::sync::atomic::Ordering::SeqCst)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -89,6 +89,26 @@ impl StoreContext {
     }
 }
 
+/// What a browser does with a response: applies its `Set-Cookie`s and sends back the cookies
+/// still alive. Returns the `Set-Cookie` lines and the next request's context.
+#[cfg(test)]
+pub(crate) fn browser_round_trip(ctx: StoreContext) -> (Vec<String>, StoreContext) {
+    let mut response = HeaderMap::new();
+    ctx.apply(&mut response);
+    let set: Vec<String> = response.get_all(SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+    let live: Vec<String> = set
+        .iter()
+        .map(|line| Cookie::parse(line.clone()).unwrap())
+        .filter(|c| !is_removal(c))
+        .map(|c| format!("{}={}", c.name(), c.value()))
+        .collect();
+    let next = match HeaderValue::from_str(&live.join("; ")) {
+        Ok(value) if !live.is_empty() => StoreContext::from_cookie_headers([&value]),
+        _ => StoreContext::default(),
+    };
+    (set, next)
+}
+
 fn is_removal(cookie: &Cookie<'_>) -> bool {
     cookie.max_age().is_some_and(|age| age.is_zero())
 }

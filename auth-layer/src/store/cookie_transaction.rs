@@ -69,22 +69,13 @@ impl TransactionStore for CookieTransactionStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::header::{COOKIE, SET_COOKIE};
+    use http::header::COOKIE;
     use http::{HeaderMap, HeaderValue};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
     fn store(now: Arc<AtomicU64>) -> CookieTransactionStore {
-        let config = AuthConfig::builder()
-            .issuer("https://issuer.example/")
-            .client_id("c")
-            .client_secret("s")
-            .secret("0123456789abcdef0123456789abcdef")
-            .base_url("https://app.example")
-            .clock(crate::Clock::from_fn(move || now.load(Ordering::SeqCst)))
-            .build()
-            .unwrap();
-        CookieTransactionStore::new(&config)
+        CookieTransactionStore::new(&crate::config::test_config(now).build().unwrap())
     }
 
     fn tx(state: &str) -> TransactionData {
@@ -98,15 +89,7 @@ mod tests {
         }
     }
 
-    fn returned(ctx: StoreContext) -> (Vec<String>, StoreContext) {
-        let mut response = HeaderMap::new();
-        ctx.apply(&mut response);
-        let set: Vec<String> = response.get_all(SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()).collect();
-        let pairs: Vec<String> = set.iter().map(|s| s.split(';').next().unwrap().to_owned()).collect();
-        let mut request = HeaderMap::new();
-        request.insert(COOKIE, HeaderValue::from_str(&pairs.join("; ")).unwrap());
-        (set, StoreContext::from_headers(&request))
-    }
+    use crate::store::browser_round_trip as returned;
 
     #[tokio::test]
     async fn parallel_logins_each_keep_their_own_transaction() {

@@ -13,6 +13,8 @@ mod cookie_transaction;
 mod server;
 
 pub use context::StoreContext;
+#[cfg(test)]
+pub(crate) use context::browser_round_trip;
 pub use cookie_state::CookieStateStore;
 pub use cookie_transaction::CookieTransactionStore;
 pub use server::ServerStateStore;

@@ -138,19 +138,11 @@ impl<B: Backend> StateStore for ServerStateStore<B> {
 mod tests {
     use super::*;
     use crate::data::User;
-    use http::header::{COOKIE, SET_COOKIE};
+    use http::header::COOKIE;
     use http::{HeaderMap, HeaderValue};
 
     fn config() -> AuthConfig {
-        AuthConfig::builder()
-            .issuer("https://issuer.example/")
-            .client_id("c")
-            .client_secret("s")
-            .secret("0123456789abcdef0123456789abcdef")
-            .base_url("https://app.example")
-            .clock(crate::Clock::from_fn(|| 1_000))
-            .build()
-            .unwrap()
+        crate::config::test_config(std::sync::Arc::new(1_000.into())).build().unwrap()
     }
 
     fn session(sub: &str, sid: &str) -> StateData {
@@ -158,17 +150,7 @@ mod tests {
         StateData::new(User::from_id_token_claims(claims.as_object().unwrap().clone()), "t".into(), 1_000)
     }
 
-    /// The request a browser sends after `ctx`'s response.
-    fn next_request(ctx: StoreContext) -> (Vec<String>, StoreContext) {
-        let mut response = HeaderMap::new();
-        ctx.apply(&mut response);
-        let set: Vec<String> = response.get_all(SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()).collect();
-        let live: Vec<&str> =
-            set.iter().filter(|c| !c.contains("Max-Age=0")).map(|c| c.split(';').next().unwrap()).collect();
-        let mut request = HeaderMap::new();
-        request.insert(COOKIE, HeaderValue::from_str(&live.join("; ")).unwrap());
-        (set, StoreContext::from_headers(&request))
-    }
+    use crate::store::browser_round_trip as next_request;
 
     #[tokio::test]
     async fn cookie_carries_only_the_session_id() {
