@@ -50,9 +50,9 @@ async fn huge_cookie_headers_are_refused_and_the_server_survives() {
     let env = TestEnv::start().await;
     let http = reqwest::Client::new();
     let huge = format!("_a0_session={}", "A".repeat(1_000_000));
-    match http.get(env.url("/auth/profile")).header("cookie", huge).send().await {
-        Ok(response) => assert!(response.status().is_client_error(), "{}", response.status()),
-        Err(_) => {} // the server may close the connection instead of answering
+    // The server may close the connection instead of answering; if it answers, it is a 4xx.
+    if let Ok(response) = http.get(env.url("/auth/profile")).header("cookie", huge).send().await {
+        assert!(response.status().is_client_error(), "{}", response.status());
     }
     let chunked: Vec<String> = (0..20).map(|i| format!("_a0_session.{i}={}", "A".repeat(3000))).collect();
     let response = http.get(env.url("/auth/profile")).header("cookie", chunked.join("; ")).send().await.unwrap();
