@@ -453,6 +453,12 @@ fn refresh_key(
     hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Parses a callback query as [`AuthClient::complete_login`] does (for the fuzz targets).
+#[cfg(fuzzing)]
+pub(crate) fn parse_callback_query(query: &str) -> Result<(), AuthError> {
+    CallbackParams::parse(query).map(|_| ())
+}
+
 /// The callback's query parameters that matter.
 #[derive(Default)]
 struct CallbackParams {

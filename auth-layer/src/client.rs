@@ -293,29 +293,9 @@ impl RelyingParty {
     /// 2.4 to 2.6) but replay, which the caller checks with `jti`.
     pub(crate) async fn verify_logout_token(&self, token: &str) -> Result<LogoutClaims, ProviderError> {
         let bad = |why: &str| ProviderError::InvalidLogoutToken(why.to_owned());
-        if token.len() > MAX_ID_TOKEN_LEN {
-            return Err(bad("too long"));
-        }
-        let mut parts = token.split('.');
-        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(bad("not a signed JWT (three parts)"));
-        };
-        let header: Map<String, Value> = decode_json(header_b64).ok_or_else(|| bad("header is not JSON"))?;
-        let claims: Map<String, Value> = decode_json(payload_b64).ok_or_else(|| bad("payload is not JSON"))?;
-        let signature = URL_SAFE_NO_PAD.decode(signature_b64).map_err(|_| bad("signature is not base64url"))?;
-
-        match header.get("typ").map(|t| t.as_str()) {
-            None | Some(Some("logout+jwt" | "JWT" | "jwt" | "application/logout+jwt")) => {}
-            _ => return Err(bad("typ is not logout+jwt")),
-        }
-        let alg: CoreJwsSigningAlgorithm = header
-            .get("alg")
-            .cloned()
-            .and_then(|a| serde_json::from_value(a).ok())
-            .ok_or_else(|| bad("alg missing or unknown"))?;
-        if matches!(alg, CoreJwsSigningAlgorithm::None) || !self.allowed_algs.contains(&alg) {
+        let (header, claims, signature, signing_input) = parse_jwt(token)?;
+        let alg = check_logout_header(&header)?;
+        if !self.allowed_algs.contains(&alg) {
             return Err(bad("alg is not one the provider announced"));
         }
         let kid = header.get("kid").and_then(Value::as_str);
@@ -324,7 +304,6 @@ impl RelyingParty {
         {
             self.refetch_jwks(kid).await;
         }
-        let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
         let verified = if alg.uses_shared_secret() {
             let key =
                 openidconnect::core::CoreJsonWebKey::new_symmetric(self.client_secret.secret().as_bytes().to_vec());
@@ -340,59 +319,14 @@ impl RelyingParty {
             return Err(bad("signature does not verify with the provider's keys"));
         }
 
-        if claims.get("iss").and_then(Value::as_str) != Some(self.issuer.as_str()) {
-            return Err(bad("iss is not the provider"));
-        }
-        let aud_ok = match claims.get("aud") {
-            Some(Value::String(aud)) => aud == self.client_id.as_str(),
-            Some(Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(self.client_id.as_str())),
-            _ => false,
-        };
-        if !aud_ok {
-            return Err(bad("aud does not contain this client"));
-        }
         let now = self.config.clock.now();
-        let skew = self.config.clock_skew.as_secs();
-        let iat = claims.get("iat").and_then(Value::as_u64).ok_or_else(|| bad("iat missing"))?;
-        if iat > now + skew {
-            return Err(bad("iat is in the future"));
-        }
-        let exp = match claims.get("exp") {
-            Some(exp) => {
-                let exp = exp.as_u64().ok_or_else(|| bad("exp is not a number"))?;
-                if now >= exp + skew {
-                    return Err(bad("expired"));
-                }
-                Some(exp)
-            }
-            None => None,
-        };
-        let jti =
-            claims.get("jti").and_then(Value::as_str).filter(|j| !j.is_empty()).ok_or_else(|| bad("jti missing"))?;
-        let event = claims
-            .get("events")
-            .and_then(Value::as_object)
-            .and_then(|events| events.get("http://schemas.openid.net/event/backchannel-logout"))
-            .ok_or_else(|| bad("events lacks the back-channel logout event"))?;
-        if !event.is_object() {
-            return Err(bad("the back-channel logout event is not a JSON object"));
-        }
-        if claims.contains_key("nonce") {
-            return Err(bad("a logout token must not carry a nonce"));
-        }
-        let string_claim = |name: &str| -> Result<Option<String>, ProviderError> {
-            match claims.get(name) {
-                None => Ok(None),
-                Some(Value::String(v)) if !v.is_empty() => Ok(Some(v.clone())),
-                Some(_) => Err(bad(&format!("{name} is not a string"))),
-            }
-        };
-        let (sub, sid) = (string_claim("sub")?, string_claim("sid")?);
-        if sub.is_none() && sid.is_none() {
-            return Err(bad("neither sid nor sub"));
-        }
-        let replayable_until = exp.unwrap_or(iat + LOGOUT_TOKEN_REPLAY_WINDOW.as_secs()).max(now) + skew;
-        Ok(LogoutClaims { sub, sid, jti: jti.to_owned(), replayable_until })
+        check_logout_claims(
+            &claims,
+            self.issuer.as_str(),
+            self.client_id.as_str(),
+            now,
+            self.config.clock_skew.as_secs(),
+        )
     }
 
     /// Every ID-token check: signature by `kid` (refetching the JWKS once for an unknown one),
@@ -541,6 +475,106 @@ fn has_id_token(body: &[u8]) -> bool {
 fn decode_json(segment: &str) -> Option<Map<String, Value>> {
     let bytes = URL_SAFE_NO_PAD.decode(segment).ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+/// A JWT's parts: header and claims (JSON objects), signature bytes, and the signed input.
+/// Structure only; nothing is verified.
+pub(crate) fn parse_jwt(token: &str) -> Result<(Map<String, Value>, Map<String, Value>, Vec<u8>, &str), ProviderError> {
+    let bad = |why: &str| ProviderError::InvalidLogoutToken(why.to_owned());
+    if token.len() > MAX_ID_TOKEN_LEN {
+        return Err(bad("too long"));
+    }
+    let mut parts = token.split('.');
+    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad("not a signed JWT (three parts)"));
+    };
+    let header = decode_json(header_b64).ok_or_else(|| bad("header is not JSON"))?;
+    let claims = decode_json(payload_b64).ok_or_else(|| bad("payload is not JSON"))?;
+    let signature = URL_SAFE_NO_PAD.decode(signature_b64).map_err(|_| bad("signature is not base64url"))?;
+    let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
+    Ok((header, claims, signature, signing_input))
+}
+
+/// A logout token's header checks: `typ` (when present) and an algorithm that is not `none`.
+pub(crate) fn check_logout_header(header: &Map<String, Value>) -> Result<CoreJwsSigningAlgorithm, ProviderError> {
+    let bad = |why: &str| ProviderError::InvalidLogoutToken(why.to_owned());
+    match header.get("typ").map(|t| t.as_str()) {
+        None | Some(Some("logout+jwt" | "JWT" | "jwt" | "application/logout+jwt")) => {}
+        _ => return Err(bad("typ is not logout+jwt")),
+    }
+    let alg: CoreJwsSigningAlgorithm = header
+        .get("alg")
+        .cloned()
+        .and_then(|a| serde_json::from_value(a).ok())
+        .ok_or_else(|| bad("alg missing or unknown"))?;
+    if matches!(alg, CoreJwsSigningAlgorithm::None) {
+        return Err(bad("alg none"));
+    }
+    Ok(alg)
+}
+
+/// A logout token's claim checks (Back-Channel Logout 1.0, 2.4 and 2.6), replay aside.
+pub(crate) fn check_logout_claims(
+    claims: &Map<String, Value>,
+    issuer: &str,
+    client_id: &str,
+    now: u64,
+    skew: u64,
+) -> Result<LogoutClaims, ProviderError> {
+    let bad = |why: &str| ProviderError::InvalidLogoutToken(why.to_owned());
+    if claims.get("iss").and_then(Value::as_str) != Some(issuer) {
+        return Err(bad("iss is not the provider"));
+    }
+    let aud_ok = match claims.get("aud") {
+        Some(Value::String(aud)) => aud == client_id,
+        Some(Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(client_id)),
+        _ => false,
+    };
+    if !aud_ok {
+        return Err(bad("aud does not contain this client"));
+    }
+    let iat = claims.get("iat").and_then(Value::as_u64).ok_or_else(|| bad("iat missing"))?;
+    if iat > now.saturating_add(skew) {
+        return Err(bad("iat is in the future"));
+    }
+    let exp = match claims.get("exp") {
+        Some(exp) => {
+            let exp = exp.as_u64().ok_or_else(|| bad("exp is not a number"))?;
+            if now >= exp.saturating_add(skew) {
+                return Err(bad("expired"));
+            }
+            Some(exp)
+        }
+        None => None,
+    };
+    let jti = claims.get("jti").and_then(Value::as_str).filter(|j| !j.is_empty()).ok_or_else(|| bad("jti missing"))?;
+    let event = claims
+        .get("events")
+        .and_then(Value::as_object)
+        .and_then(|events| events.get("http://schemas.openid.net/event/backchannel-logout"))
+        .ok_or_else(|| bad("events lacks the back-channel logout event"))?;
+    if !event.is_object() {
+        return Err(bad("the back-channel logout event is not a JSON object"));
+    }
+    if claims.contains_key("nonce") {
+        return Err(bad("a logout token must not carry a nonce"));
+    }
+    let string_claim = |name: &str| -> Result<Option<String>, ProviderError> {
+        match claims.get(name) {
+            None => Ok(None),
+            Some(Value::String(v)) if !v.is_empty() => Ok(Some(v.clone())),
+            Some(_) => Err(bad(&format!("{name} is not a string"))),
+        }
+    };
+    let (sub, sid) = (string_claim("sub")?, string_claim("sid")?);
+    if sub.is_none() && sid.is_none() {
+        return Err(bad("neither sid nor sub"));
+    }
+    let replayable_until =
+        exp.unwrap_or(iat.saturating_add(LOGOUT_TOKEN_REPLAY_WINDOW.as_secs())).max(now).saturating_add(skew);
+    Ok(LogoutClaims { sub, sid, jti: jti.to_owned(), replayable_until })
 }
 
 /// The `kid` of a JWT's header, if it has one.

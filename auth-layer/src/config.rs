@@ -462,8 +462,9 @@ impl AuthConfigBuilder {
             }
         }
         let secure_cookies = self.cookies.secure.unwrap_or(base_url.scheme() == "https");
-        if self.cookies.session_name.starts_with("__Host-") && (!secure_cookies || self.cookies.domain.is_some()) {
-            return Err(invalid("cookie names", "a __Host- cookie needs Secure (https) and no Domain"));
+        let host_only = !secure_cookies || self.cookies.domain.is_some() || self.cookies.path != "/";
+        if self.cookies.session_name.starts_with("__Host-") && host_only {
+            return Err(invalid("cookie names", "a __Host- cookie needs Secure (https), no Domain and Path=/"));
         }
         Ok(AuthConfig {
             issuer,
@@ -593,6 +594,24 @@ mod tests {
         assert_eq!(config.token_endpoint_auth, TokenEndpointAuth::ClientSecretPost);
         let err = AuthConfig::from_lookup(vars(&with(&[("AUTH_TOKEN_ENDPOINT_AUTH", "private_key_jwt")]))).unwrap_err();
         assert!(err.to_string().contains("AUTH_TOKEN_ENDPOINT_AUTH"), "{err}");
+    }
+
+    #[test]
+    fn host_prefixed_cookie_needs_https_and_no_domain() {
+        let host_cookie = CookieOptions { session_name: "__Host-session".into(), ..CookieOptions::default() };
+        let https = AuthConfig::from_lookup(vars(GOOD)).unwrap();
+        let ok = AuthConfig::builder()
+            .issuer(https.issuer.clone())
+            .client_id("c")
+            .client_secret("s")
+            .secret("0123456789abcdef0123456789abcdef")
+            .base_url("https://app.example")
+            .cookies(host_cookie.clone());
+        assert!(ok.clone().build().is_ok());
+        let err = ok.clone().base_url("http://app.example").build().unwrap_err();
+        assert!(err.to_string().contains("__Host-"), "{err}");
+        let with_domain = CookieOptions { domain: Some("example".into()), ..host_cookie };
+        assert!(ok.cookies(with_domain).build().is_err());
     }
 
     #[test]

@@ -66,6 +66,9 @@ mod client;
 mod config;
 mod data;
 mod error;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzz_entry;
 mod layer;
 pub mod record;
 mod return_to;

@@ -146,6 +146,11 @@ async fn token_endpoint_refusing_the_code_is_a_400() {
 }
 
 #[tokio::test]
+async fn token_endpoint_that_hangs_is_a_503_after_the_timeout() {
+    assert_rejected("token-slow", StatusCode::SERVICE_UNAVAILABLE, "provider_unavailable").await;
+}
+
+#[tokio::test]
 async fn token_response_without_an_id_token_is_rejected() {
     assert_rejected("token-no-id-token", StatusCode::BAD_GATEWAY, "bad_token_response").await;
 }

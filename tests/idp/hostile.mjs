@@ -89,6 +89,7 @@ async function token(req, res) {
   codes.delete(form.get('code'));
   if (!entry) return send(res, 400, { error: 'invalid_grant' });
   switch (scenario) {
+    case 'token-slow': return setTimeout(() => send(res, 503, { error: 'too late' }), 15000);
     case 'token-500': return send(res, 500, 'internal error', 'text/plain');
     case 'token-not-json': return send(res, 200, '<html>not a token</html>', 'text/html');
     case 'token-invalid-grant': return send(res, 400, { error: 'invalid_grant', error_description: 'code expired' });
@@ -115,6 +116,7 @@ const server = http.createServer(async (req, res) => {
         token_endpoint: `${issuer}/token`,
         jwks_uri: `${issuer}/jwks`,
         end_session_endpoint: `${issuer}/session/end`,
+        userinfo_endpoint: `${issuer}/userinfo`,
         response_types_supported: ['code'],
         subject_types_supported: ['public'],
         id_token_signing_alg_values_supported: ['RS256'],
@@ -134,6 +136,12 @@ const server = http.createServer(async (req, res) => {
       return res.end();
     }
     if (url.pathname === '/token' && req.method === 'POST') return token(req, res);
+    if (url.pathname === '/userinfo') return send(res, 200, { sub: 'mallory', name: 'Mallory' });
+    if (url.pathname === '/session/end') {
+      const back = url.searchParams.get('post_logout_redirect_uri');
+      res.writeHead(back ? 302 : 200, back ? { location: back } : { 'content-type': 'text/plain' });
+      return res.end(back ? '' : 'logged out');
+    }
     if (url.pathname === '/__scenario' && req.method === 'POST') {
       scenario = JSON.parse(await readBody(req)).name;
       return send(res, 200, { scenario });
