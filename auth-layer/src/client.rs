@@ -478,8 +478,10 @@ fn decode_json(segment: &str) -> Option<Map<String, Value>> {
 }
 
 /// A JWT's parts: header and claims (JSON objects), signature bytes, and the signed input.
-/// Structure only; nothing is verified.
-pub(crate) fn parse_jwt(token: &str) -> Result<(Map<String, Value>, Map<String, Value>, Vec<u8>, &str), ProviderError> {
+pub(crate) type JwtParts<'t> = (Map<String, Value>, Map<String, Value>, Vec<u8>, &'t str);
+
+/// Splits and decodes a JWT. Structure only; nothing is verified.
+pub(crate) fn parse_jwt(token: &str) -> Result<JwtParts<'_>, ProviderError> {
     let bad = |why: &str| ProviderError::InvalidLogoutToken(why.to_owned());
     if token.len() > MAX_ID_TOKEN_LEN {
         return Err(bad("too long"));
