@@ -194,6 +194,13 @@ impl AuthClient {
         &self.inner.config
     }
 
+    /// When `session` ends unless renewed: the earlier of its absolute and inactivity limits
+    /// (seconds since the Unix epoch).
+    pub fn session_expires_at(&self, session: &StateData) -> u64 {
+        let config = &self.inner.config;
+        session.expires_at(config.absolute_duration.as_secs(), config.inactivity_duration.as_secs())
+    }
+
     /// Starts a login: saves a transaction and returns the provider's authorization URL to
     /// redirect the browser to.
     pub async fn start_login(&self, ctx: &mut StoreContext, options: LoginOptions) -> Result<Url, AuthError> {

@@ -1,14 +1,17 @@
 //! The quickstart app: auth-layer on axum, configured by the environment.
 //!
-//! `/` is public and says whether one is logged in; `/private` needs a login; the layer adds
-//! `/auth/login`, `/auth/callback`, `/auth/logout` and `/auth/profile`.
+//! `/` is public: logged out, a login button; logged in, the user's name and claims, when the
+//! session and the access token expire, a button that refreshes the token, and a logout button.
+//! `/private` needs a login. The layer adds `/auth/login`, `/auth/callback`, `/auth/logout`,
+//! `/auth/profile`, `/auth/access-token` and `/auth/backchannel-logout`.
 
 use auth_layer::backend::{PostgresBackend, RedisBackend};
 use auth_layer::store::ServerStateStore;
-use auth_layer::{AuthConfig, AuthError, AuthLayer, User};
+use auth_layer::{AccessTokenOptions, AuthConfig, AuthError, AuthLayer, Session, User};
 use axum::Router;
-use axum::response::Html;
-use axum::routing::get;
+use axum::http::HeaderMap;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
 
 /// Where the quickstart keeps sessions: `SESSION_STORE=cookie` (the default), `memory`,
 /// `redis` (at `REDIS_URL`, default `redis://127.0.0.1:6379`) or `postgres` (at `DATABASE_URL`,
@@ -87,7 +90,11 @@ pub fn init_logging() {
 
 /// The app's routes with `auth` stacked on them.
 pub fn app(auth: AuthLayer) -> Router {
-    Router::new().route("/", get(home)).route("/private", get(private)).layer(auth)
+    Router::new()
+        .route("/", get(home))
+        .route("/private", get(private))
+        .route("/refresh-token", post(refresh_token))
+        .layer(auth)
 }
 
 fn escape(text: &str) -> String {
@@ -100,14 +107,55 @@ fn page(body: &str) -> Html<String> {
     ))
 }
 
-async fn home(user: Option<User>) -> Html<String> {
-    match user {
-        Some(user) => page(&format!(
-            "<p id=\"status\">Logged in as <strong id=\"name\">{}</strong></p>\
-             <p><a href=\"/private\">Private page</a> · <a id=\"logout\" href=\"/auth/logout\">Log out</a></p>",
-            escape(user.name().unwrap_or(user.sub()))
-        )),
-        None => page("<p id=\"status\">Logged out</p><p><a id=\"login\" href=\"/auth/login\">Log in</a></p>"),
+/// "in 3 h 59 min (2026-11-27 18:02:11 UTC)" for a Unix time.
+fn when(at: u64, now: u64) -> String {
+    let left = at.saturating_sub(now);
+    let (days, hours, minutes) = (left / 86_400, left % 86_400 / 3_600, left % 3_600 / 60);
+    let span = if days > 0 { format!("{days} d {hours} h") } else { format!("{hours} h {minutes} min") };
+    format!("in {span} (Unix time {at})")
+}
+
+async fn home(session: Session, headers: HeaderMap) -> Response {
+    let data = match session.data().await {
+        Ok(data) => data,
+        Err(err) => return err.into_response(&headers).map(axum::body::Body::new).into_response(),
+    };
+    let Some(data) = data else {
+        return page(
+            "<h1>auth-layer quickstart</h1><p id=\"status\">Logged out</p>\
+             <p><a id=\"login\" href=\"/auth/login\">Log in</a></p>",
+        )
+        .into_response();
+    };
+    let client = session.client();
+    let now = client.config().clock().now();
+    let token = data
+        .token_sets
+        .first()
+        .map(|t| t.expires_at.map_or_else(|| "no expiry given".to_owned(), |at| when(at, now)))
+        .unwrap_or_else(|| "none".to_owned());
+    let claims = serde_json::to_string_pretty(data.user.claims()).unwrap_or_default();
+    page(&format!(
+        "<h1>auth-layer quickstart</h1>\
+         <p id=\"status\">Logged in as <strong id=\"name\">{name}</strong></p>\
+         <p>Session ends <span id=\"session-expiry\">{session}</span></p>\
+         <p>Access token expires <span id=\"token-expiry\">{token}</span></p>\
+         <form method=\"post\" action=\"/refresh-token\"><button id=\"refresh\" type=\"submit\">Refresh the access token</button></form>\
+         <h2>Claims</h2><pre id=\"claims\">{claims}</pre>\
+         <p><a href=\"/private\">Private page</a> · <a id=\"logout\" href=\"/auth/logout\">Log out</a></p>",
+        name = escape(data.user.name().unwrap_or(data.user.sub())),
+        session = escape(&when(client.session_expires_at(data), now)),
+        token = escape(&token),
+        claims = escape(&claims),
+    ))
+    .into_response()
+}
+
+/// Forces a refresh of the access token, then back home (the new session cookie is set by the layer).
+async fn refresh_token(session: Session, headers: HeaderMap) -> Response {
+    match session.access_token(AccessTokenOptions { force_refresh: true, ..AccessTokenOptions::default() }).await {
+        Ok(_) => Redirect::to("/").into_response(),
+        Err(err) => err.into_response(&headers).map(axum::body::Body::new).into_response(),
     }
 }
 
