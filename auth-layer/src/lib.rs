@@ -37,6 +37,47 @@
 //!
 //! With the `axum` feature, [`User`] and [`Session`] are extractors; see the `axum` module.
 //!
+//! ## Stores
+//!
+//! Sessions live in the encrypted cookie by default ([`store::CookieStateStore`]: no server
+//! state, revocation by logout markers). For server-side sessions, only an id in the cookie:
+//!
+//! ```no_run
+//! # async fn run(config: auth_layer::AuthConfig) -> Result<(), auth_layer::AuthError> {
+//! use auth_layer::AuthLayer;
+//! use auth_layer::store::ServerStateStore;
+//!
+//! let layer = AuthLayer::builder(config.clone())
+//!     .with_state_store(ServerStateStore::in_memory(&config)) // or ServerStateStore::new(backend, &config)
+//!     .with_profile_route(true)
+//!     .build()
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Backends: [`backend::MokaBackend`] (memory), `RedisBackend` (feature `redis`) and
+//! `PostgresBackend` (feature `postgres`), all behind the small [`backend::Backend`] trait.
+//!
+//! ## Typed stores of your own
+//!
+//! `#[derive(Store)]` turns a struct into a record with a key, a time to live, sealing at rest
+//! and indexes; see [`record`] for an example that runs.
+//!
+//! ## Guards and extractors
+//!
+//! [`RequireAuthLayer`] guards any Tower service: browsers without a session are redirected to
+//! login with the current path as `returnTo`, API clients (no `text/html` in `Accept`) get 401
+//! JSON. With the `axum` feature, [`User`], `Option<User>`, [`Session`] and [`AccessToken`] are
+//! extractors with the same behaviour.
+//!
+//! ## Errors
+//!
+//! Every failure is an [`AuthError`] with a stable [`code`](AuthError::code) and an HTTP
+//! [`status`](AuthError::status): 400 for a bad callback or token, 401 for no session or a refused
+//! refresh, 502 for a broken provider answer, 503 when the provider or the store is unreachable.
+//! Responses are HTML for browsers and `{"error", "message"}` JSON for API clients, chosen by
+//! `Accept`, never cached, and each is logged once (no token or secret in the line).
+//!
 //! ## What it checks
 //! PKCE S256, fresh `state` and `nonce` per login, one transaction cookie per login (parallel
 //! tabs work), `iss` on the callback (mix-up defence), the ID token's signature (JWKS refetched

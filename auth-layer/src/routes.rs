@@ -97,6 +97,7 @@ pub(crate) async fn handle(client: AuthClient, route: Route, parts: Parts, body:
     };
     let mut response = result.unwrap_or_else(|err| err.into_response(&parts.headers));
     ctx.apply(response.headers_mut());
+    tracing::info!(status = response.status().as_u16(), "auth route answered");
     response
 }
 
@@ -183,6 +184,7 @@ async fn backchannel_logout(client: &AuthClient, parts: &Parts, body: RouteBody)
         response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
     response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    tracing::info!(status = status.as_u16(), "auth route answered");
     response
 }
 
