@@ -102,6 +102,14 @@ fn unavailable(err: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("PostgreSQL: {err}"))
 }
 
+/// A driver error with the server's code and message (its `Display` says only "db error").
+fn describe(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => err.to_string(),
+    }
+}
+
 impl PostgresBackend {
     /// Connects to `url` (`postgres://user:password@host:port/db`) with default options.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
@@ -148,8 +156,10 @@ impl PostgresBackend {
     /// start at once). Returns how many were applied.
     pub async fn migrate(&self) -> Result<usize, StoreError> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(unavailable)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(unavailable)?;
+        let tx = client.transaction().await.map_err(|e| unavailable(describe(&e)))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(|e| unavailable(describe(&e)))?;
         tx.batch_execute(
             "CREATE TABLE IF NOT EXISTS auth_layer_migrations (
                  version integer PRIMARY KEY,
@@ -157,31 +167,32 @@ impl PostgresBackend {
              )",
         )
         .await
-        .map_err(unavailable)?;
+        .map_err(|e| unavailable(describe(&e)))?;
         let applied: Vec<i32> = tx
             .query("SELECT version FROM auth_layer_migrations", &[])
             .await
-            .map_err(unavailable)?
+            .map_err(|e| unavailable(describe(&e)))?
             .iter()
             .map(|row| row.get(0))
             .collect();
         let mut count = 0;
         for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| !applied.contains(v)) {
-            tx.batch_execute(sql).await.map_err(unavailable)?;
+            tx.batch_execute(sql).await.map_err(|e| unavailable(describe(&e)))?;
             tx.execute("INSERT INTO auth_layer_migrations (version) VALUES ($1)", &[version])
                 .await
-                .map_err(unavailable)?;
+                .map_err(|e| unavailable(describe(&e)))?;
             tracing::info!(version, "applied auth-layer migration");
             count += 1;
         }
-        tx.commit().await.map_err(unavailable)?;
+        tx.commit().await.map_err(|e| unavailable(describe(&e)))?;
         Ok(count)
     }
 
     /// Deletes expired rows now; returns how many.
     pub async fn purge_expired(&self) -> Result<u64, StoreError> {
         let client = self.client().await?;
-        self.timed(client.execute("DELETE FROM auth_layer_records WHERE expires_at <= now()", &[])).await
+        self.timed(|| async { client.execute("DELETE FROM auth_layer_records WHERE expires_at <= now()", &[]).await })
+            .await
     }
 
     /// One attempt at an atomic upsert of a record and its tags.
@@ -222,13 +233,24 @@ impl PostgresBackend {
         self.pool.get().await.map_err(unavailable)
     }
 
-    async fn timed<T>(
-        &self,
-        call: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
-    ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result.map_err(unavailable),
-            Err(_) => Err(unavailable("timed out")),
+    /// Runs `call` within the timeout; a statement that lost a deadlock (Postgres rolled it
+    /// back) is run again, up to four times.
+    async fn timed<T, F, Fut>(&self, mut call: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match tokio::time::timeout(self.timeout, call()).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(err)) if attempt < 4 && is_retryable(&err) => {
+                    tracing::debug!(err = %describe(&err), attempt, "retrying a statement that lost a deadlock");
+                }
+                Ok(Err(err)) => return Err(unavailable(describe(&err))),
+                Err(_) => return Err(unavailable("timed out")),
+            }
         }
     }
 }
@@ -238,10 +260,14 @@ impl Backend for PostgresBackend {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         let client = self.client().await?;
         let row = self
-            .timed(client.query_opt(
-                "SELECT value FROM auth_layer_records WHERE key = $1 AND (expires_at IS NULL OR expires_at > now())",
-                &[&key],
-            ))
+            .timed(|| async {
+                client
+                    .query_opt(
+                        "SELECT value FROM auth_layer_records WHERE key = $1 AND (expires_at IS NULL OR expires_at > now())",
+                        &[&key],
+                    )
+                    .await
+            })
             .await?;
         Ok(row.map(|row| Bytes::from(row.get::<_, Vec<u8>>(0))))
     }
@@ -259,7 +285,7 @@ impl Backend for PostgresBackend {
                 Err(PutError::Db(err)) if attempt < 4 && is_retryable(&err) => {
                     tracing::debug!(%err, attempt, "retrying a write that lost a deadlock");
                 }
-                Err(PutError::Db(err)) => return Err(unavailable(err)),
+                Err(PutError::Db(err)) => return Err(unavailable(describe(&err))),
                 Err(PutError::Timeout) => return Err(unavailable("timed out")),
                 Ok(()) => return Ok(()),
             }
@@ -268,28 +294,36 @@ impl Backend for PostgresBackend {
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let client = self.client().await?;
-        self.timed(client.execute("DELETE FROM auth_layer_records WHERE key = $1", &[&key])).await?;
+        self.timed(|| async { client.execute("DELETE FROM auth_layer_records WHERE key = $1", &[&key]).await }).await?;
         Ok(())
     }
 
     async fn delete_by_tag(&self, tag: &str) -> Result<u64, StoreError> {
         let client = self.client().await?;
-        self.timed(client.execute(
-            "DELETE FROM auth_layer_records WHERE key IN (SELECT key FROM auth_layer_tags WHERE tag = $1)
-             AND (expires_at IS NULL OR expires_at > now())",
-            &[&tag],
-        ))
+        self.timed(|| async {
+            client
+                .execute(
+                    "DELETE FROM auth_layer_records WHERE key IN (SELECT key FROM auth_layer_tags WHERE tag = $1)
+                     AND (expires_at IS NULL OR expires_at > now())",
+                    &[&tag],
+                )
+                .await
+        })
         .await
     }
 
     async fn keys_by_tag(&self, tag: &str) -> Result<Vec<String>, StoreError> {
         let client = self.client().await?;
         let rows = self
-            .timed(client.query(
-                "SELECT t.key FROM auth_layer_tags t JOIN auth_layer_records r ON r.key = t.key
-                 WHERE t.tag = $1 AND (r.expires_at IS NULL OR r.expires_at > now())",
-                &[&tag],
-            ))
+            .timed(|| async {
+                client
+                    .query(
+                        "SELECT t.key FROM auth_layer_tags t JOIN auth_layer_records r ON r.key = t.key
+                         WHERE t.tag = $1 AND (r.expires_at IS NULL OR r.expires_at > now())",
+                        &[&tag],
+                    )
+                    .await
+            })
             .await?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }
