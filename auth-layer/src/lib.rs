@@ -49,9 +49,9 @@
 //!
 //! let layer = AuthLayer::builder(config.clone())
 //!     .with_state_store(ServerStateStore::in_memory(&config)) // or ServerStateStore::new(backend, &config)
-//!     .with_profile_route(true)
 //!     .build()
-//!     .await?;
+//!     .await?
+//!     .with_profile_route(true);
 //! # Ok(()) }
 //! ```
 //!

@@ -80,9 +80,6 @@ pub(crate) async fn handle(client: AuthClient, route: Route, parts: Parts, body:
         tracing::warn!(method = %parts.method, path = parts.uri.path(), "auth route called with a wrong method");
         return response;
     }
-    if route == Route::BackchannelLogout {
-        return backchannel_logout(&client, &parts, body).await;
-    }
     let query = parts.uri.query().unwrap_or("");
     let mut ctx = StoreContext::from_headers(&parts.headers);
     let span = tracing::info_span!("auth_route", route = ?route);
@@ -93,7 +90,8 @@ pub(crate) async fn handle(client: AuthClient, route: Route, parts: Parts, body:
         Route::Logout => logout(&client, &mut ctx, query).await,
         Route::Profile => profile(&client, &mut ctx).await,
         Route::AccessToken => access_token(&client, &mut ctx).await,
-        Route::BackchannelLogout => unreachable!("answered above"),
+        // Answered in the back-channel format, without the session cookies of a browser.
+        Route::BackchannelLogout => return backchannel_logout(&client, &parts, body).await,
     };
     let mut response = result.unwrap_or_else(|err| err.into_response(&parts.headers));
     ctx.apply(response.headers_mut());

@@ -176,8 +176,6 @@ async fn hooks_run_before_save_and_after_the_callback() {
     let seen = logins.clone();
     let env = TestEnv::start_with_layer(move |config| async move {
         AuthLayer::builder(config)
-            .with_profile_route(true)
-            .with_access_token_route(true)
             .before_save(|session| {
                 session.user.claims_mut().remove("email");
                 session.user.claims_mut().insert("plan".into(), "gold".into());
@@ -185,6 +183,7 @@ async fn hooks_run_before_save_and_after_the_callback() {
             .after_callback(move |result| seen.lock().unwrap().push(result.session.user.sub().to_owned()))
             .build()
             .await
+            .map(|layer| layer.with_profile_route(true).with_access_token_route(true))
     })
     .await;
     let browser = Browser::new();

@@ -44,11 +44,11 @@ pub struct AuthLayer {
     routes: OptionalRoutes,
 }
 
-/// Builds an [`AuthLayer`]: stores, routes, then discovery.
+/// Builds an [`AuthLayer`]: stores and hooks, then discovery. The opt-in routes are turned on
+/// on the built layer (`with_profile_route`, ...).
 #[must_use]
 pub struct AuthLayerBuilder {
     client: crate::auth_client::AuthClientBuilder,
-    routes: OptionalRoutes,
 }
 
 impl AuthLayerBuilder {
@@ -61,24 +61,6 @@ impl AuthLayerBuilder {
     /// Keeps logins in flight in `store` instead of per-login cookies.
     pub fn with_transaction_store(mut self, store: impl crate::store::TransactionStore) -> Self {
         self.client = self.client.with_transaction_store(store);
-        self
-    }
-
-    /// Serves `GET {prefix}/profile`; off by default.
-    pub fn with_profile_route(mut self, enabled: bool) -> Self {
-        self.routes.profile = enabled;
-        self
-    }
-
-    /// Serves `GET {prefix}/access-token`; off by default.
-    pub fn with_access_token_route(mut self, enabled: bool) -> Self {
-        self.routes.access_token = enabled;
-        self
-    }
-
-    /// Serves `POST {prefix}/backchannel-logout`; off by default.
-    pub fn with_backchannel_logout(mut self, enabled: bool) -> Self {
-        self.routes.backchannel_logout = enabled;
         self
     }
 
@@ -96,14 +78,14 @@ impl AuthLayerBuilder {
 
     /// Discovers the provider and builds the layer.
     pub async fn build(self) -> Result<AuthLayer, AuthError> {
-        Ok(AuthLayer { client: self.client.build().await?, routes: self.routes })
+        Ok(AuthLayer::new(self.client.build().await?))
     }
 }
 
 impl AuthLayer {
     /// A builder over `config`: the cookie stores unless others are given.
     pub fn builder(config: AuthConfig) -> AuthLayerBuilder {
-        AuthLayerBuilder { client: AuthClient::builder(config), routes: OptionalRoutes::default() }
+        AuthLayerBuilder { client: AuthClient::builder(config) }
     }
 
     /// A layer over an [`AuthClient`] (built with the stores of your choice).

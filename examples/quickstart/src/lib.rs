@@ -46,22 +46,20 @@ impl SessionStore {
 /// The auth layer for `config`, sessions in `store`, with `/auth/profile`,
 /// `/auth/access-token` and `/auth/backchannel-logout` on.
 pub async fn auth_layer(config: AuthConfig, store: SessionStore) -> Result<AuthLayer, AuthError> {
-    let builder = AuthLayer::builder(config.clone())
-        .with_profile_route(true)
-        .with_access_token_route(true)
-        .with_backchannel_logout(true);
-    match store {
-        SessionStore::Cookie => builder.build().await,
-        SessionStore::Memory => builder.with_state_store(ServerStateStore::in_memory(&config)).build().await,
+    let builder = AuthLayer::builder(config.clone());
+    let layer = match store {
+        SessionStore::Cookie => builder.build().await?,
+        SessionStore::Memory => builder.with_state_store(ServerStateStore::in_memory(&config)).build().await?,
         SessionStore::Redis(url) => {
             let backend = RedisBackend::connect(&url).await?;
-            builder.with_state_store(ServerStateStore::new(backend, &config)).build().await
+            builder.with_state_store(ServerStateStore::new(backend, &config)).build().await?
         }
         SessionStore::Postgres(url) => {
             let backend = PostgresBackend::connect(&url).await?;
-            builder.with_state_store(ServerStateStore::new(backend, &config)).build().await
+            builder.with_state_store(ServerStateStore::new(backend, &config)).build().await?
         }
-    }
+    };
+    Ok(layer.with_profile_route(true).with_access_token_route(true).with_backchannel_logout(true))
 }
 
 /// Serves the app on the host and port of `APP_BASE_URL` until Ctrl-C, sessions in `store`.
