@@ -268,7 +268,9 @@ impl AuthClient {
     /// The request's session, if any and not expired. Absolute and inactivity limits are
     /// checked here, for every store (an expired session is deleted), and a session with less
     /// than half its inactivity window left is renewed (rolling expiry; its cookies go in `ctx`).
-    pub async fn get_session(&self, ctx: &mut StoreContext) -> Result<Option<StateData>, AuthError> {
+    ///
+    /// The session is shared with the store, which may hand the same one to later requests.
+    pub async fn get_session(&self, ctx: &mut StoreContext) -> Result<Option<Arc<StateData>>, AuthError> {
         let Some(mut session) = self.inner.state_store.get(ctx).await? else { return Ok(None) };
         if self.is_expired(&session) {
             tracing::info!(sub = session.user.sub(), "session expired");
@@ -276,7 +278,7 @@ impl AuthClient {
             return Ok(None);
         }
         if self.renewal_due(&session) {
-            session.touched_at = self.inner.config.clock.now();
+            Arc::make_mut(&mut session).touched_at = self.inner.config.clock.now();
             self.inner.state_store.set(ctx, &session, false).await?;
         }
         Ok(Some(session))
@@ -284,7 +286,7 @@ impl AuthClient {
 
     /// The logged-in user, if any.
     pub async fn get_user(&self, ctx: &mut StoreContext) -> Result<Option<User>, AuthError> {
-        Ok(self.get_session(ctx).await?.map(|s| s.user))
+        Ok(self.get_session(ctx).await?.map(|s| Arc::unwrap_or_clone(s).user))
     }
 
     /// Ends the session here and returns where to send the browser: the provider's
@@ -341,7 +343,7 @@ impl AuthClient {
         let shared = self
             .inner
             .refreshes
-            .try_get_with(key, self.refresh(session.clone(), refresh_token, audience, options.scope.as_deref()))
+            .try_get_with(key, self.refresh(StateData::clone(&session), refresh_token, audience, options.scope.as_deref()))
             .await;
         let refreshed = match shared {
             Ok(refreshed) => refreshed,

@@ -27,6 +27,7 @@
 //! ```
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -144,17 +145,36 @@ struct EnvelopeIn<T> {
     d: Option<T>,
 }
 
+/// A record this store decoded, with the stored bytes it came from.
+struct Opened<T> {
+    stored: Bytes,
+    record: Arc<T>,
+}
+
+/// Records decoded before, by full key (see [`TypedStore::with_opened_cache`]).
+type OpenedCache<T> = moka::sync::Cache<String, Arc<Opened<T>>>;
+
+/// How long an unread entry of the opened cache is kept.
+const OPENED_IDLE: Duration = Duration::from_secs(600);
+
 /// Records of `T` in backend `B`: in memory ([`MokaBackend`]) unless told otherwise.
 pub struct TypedStore<T, B = MokaBackend> {
     backend: B,
     sealer: Option<Sealer>,
     ttl: Option<Duration>,
+    opened: Option<OpenedCache<T>>,
     _record: PhantomData<fn() -> T>,
 }
 
 impl<T, B: Clone> Clone for TypedStore<T, B> {
     fn clone(&self) -> Self {
-        Self { backend: self.backend.clone(), sealer: self.sealer.clone(), ttl: self.ttl, _record: PhantomData }
+        Self {
+            backend: self.backend.clone(),
+            sealer: self.sealer.clone(),
+            ttl: self.ttl,
+            opened: self.opened.clone(),
+            _record: PhantomData,
+        }
     }
 }
 
@@ -172,7 +192,30 @@ impl<T: Record, B: Backend> TypedStore<T, B> {
     /// When `T` is encrypted and `secrets` is empty.
     pub fn new<S: AsRef<[u8]>>(backend: B, secrets: &[S]) -> Self {
         let sealer = T::ENCRYPT.then(|| Sealer::new(secrets, &format!("auth-layer typed store v1: {}", T::NAME)));
-        Self { backend, sealer, ttl: T::TTL, _record: PhantomData }
+        Self { backend, sealer, ttl: T::TTL, opened: None, _record: PhantomData }
+    }
+
+    /// The same store, keeping up to about `max_bytes` of the records it has decoded, so that
+    /// [`get_shared`](Self::get_shared) of a record whose stored bytes have not changed skips
+    /// opening and decoding them again. The backend is still asked on every read (a deleted or
+    /// replaced record is never served from this cache): only the work after it is saved.
+    /// Entries unread for ten minutes are dropped.
+    /// `0` turns the cache off.
+    pub fn with_opened_cache(mut self, max_bytes: u64) -> Self {
+        if max_bytes == 0 {
+            self.opened = None;
+            return self;
+        }
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(max_bytes)
+            // The stored bytes and, about as large, the decoded record.
+            .weigher(|key: &String, opened: &Arc<Opened<T>>| {
+                u32::try_from(key.len() + 2 * opened.stored.len()).unwrap_or(u32::MAX)
+            })
+            .time_to_idle(OPENED_IDLE)
+            .build();
+        self.opened = Some(cache);
+        self
     }
 
     /// The same store with another time to live (`None`: no expiry) for records set from now on.
@@ -223,13 +266,40 @@ impl<T: Record, B: Backend> TypedStore<T, B> {
         Ok(self.decode(key, &bytes))
     }
 
+    /// The record with these key fields, if present, shared: with
+    /// [`with_opened_cache`](Self::with_opened_cache), the same `Arc` as long as the stored
+    /// bytes are unchanged.
+    pub async fn get_shared(&self, key: T::Key<'_>) -> Result<Option<Arc<T>>, StoreError> {
+        self.get_shared_by_full_key(&T::key_from(key)).await
+    }
+
+    /// [`get_shared`](Self::get_shared) by full key.
+    pub async fn get_shared_by_full_key(&self, key: &str) -> Result<Option<Arc<T>>, StoreError> {
+        let Some(stored) = self.backend.get(key).await? else { return Ok(None) };
+        let Some(cache) = &self.opened else { return Ok(self.decode(key, &stored).map(Arc::new)) };
+        if let Some(hit) = cache.get(key)
+            && same_bytes(&hit.stored, &stored)
+        {
+            return Ok(Some(hit.record.clone()));
+        }
+        let record = self.decode(key, &stored).map(Arc::new);
+        match &record {
+            Some(record) => cache.insert(key.to_owned(), Arc::new(Opened { stored, record: record.clone() })),
+            None => cache.invalidate(key),
+        }
+        Ok(record)
+    }
+
     /// Deletes the record with these key fields.
     pub async fn delete(&self, key: T::Key<'_>) -> Result<(), StoreError> {
-        self.backend.delete(&T::key_from(key)).await
+        self.delete_by_full_key(&T::key_from(key)).await
     }
 
     /// Deletes the record under its full key.
     pub async fn delete_by_full_key(&self, key: &str) -> Result<(), StoreError> {
+        if let Some(cache) = &self.opened {
+            cache.invalidate(key);
+        }
         self.backend.delete(key).await
     }
 
@@ -286,7 +356,74 @@ impl<T: Record, B: Backend> TypedStore<T, B> {
     }
 }
 
+/// Whether two stored values are the same bytes: the same buffer (a backend in memory hands
+/// out clones of what it stores; the cache holds that buffer, so its address cannot be reused)
+/// or equal contents.
+fn same_bytes(a: &Bytes, b: &Bytes) -> bool {
+    (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
+}
+
 /// The backend tag of `field=value` in store `name`.
 fn tag(name: &str, entry: &str) -> String {
     format!("{name}#{entry}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize, crate::Store)]
+    #[store(key = "note:{id}", encrypt)]
+    struct Note {
+        id: String,
+        text: String,
+    }
+
+    /// A backend that, like a networked one, hands out a fresh copy of the bytes on every read.
+    #[derive(Clone, Default)]
+    struct Copying(MokaBackend);
+
+    #[async_trait::async_trait]
+    impl Backend for Copying {
+        async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+            Ok(self.0.get(key).await?.map(|b| Bytes::copy_from_slice(&b)))
+        }
+        async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>, tags: Vec<String>) -> Result<(), StoreError> {
+            self.0.put(key, value, ttl, tags).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), StoreError> {
+            self.0.delete(key).await
+        }
+        async fn delete_by_tag(&self, tag: &str) -> Result<u64, StoreError> {
+            self.0.delete_by_tag(tag).await
+        }
+        async fn keys_by_tag(&self, tag: &str) -> Result<Vec<String>, StoreError> {
+            self.0.keys_by_tag(tag).await
+        }
+    }
+
+    const SECRET: &str = "a-secret-of-at-least-32-characters!";
+
+    #[tokio::test]
+    async fn equal_bytes_from_a_networked_backend_are_decoded_once() {
+        let notes = TypedStore::<Note, _>::new(Copying::default(), &[SECRET]).with_opened_cache(1 << 20);
+        notes.set(&Note { id: "1".into(), text: "a".into() }).await.unwrap();
+        let first = notes.get_shared("1").await.unwrap().unwrap();
+        let second = notes.get_shared("1").await.unwrap().unwrap();
+        assert!(Arc::ptr_eq(&first, &second));
+        notes.set(&Note { id: "1".into(), text: "b".into() }).await.unwrap();
+        assert_eq!(notes.get_shared("1").await.unwrap().unwrap().text, "b", "new bytes are decoded anew");
+        notes.backend().delete("note:1").await.unwrap();
+        assert_eq!(notes.get_shared("1").await.unwrap(), None, "deleted behind the store's back: gone");
+    }
+
+    #[tokio::test]
+    async fn without_the_opened_cache_every_read_decodes() {
+        let notes = TypedStore::<Note, _>::new(MokaBackend::new(), &[SECRET]);
+        notes.set(&Note { id: "1".into(), text: "a".into() }).await.unwrap();
+        let first = notes.get_shared("1").await.unwrap().unwrap();
+        let second = notes.get_shared("1").await.unwrap().unwrap();
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert_eq!(first, second);
+    }
 }

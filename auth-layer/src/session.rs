@@ -32,7 +32,7 @@ pub struct Session {
 struct Inner {
     client: AuthClient,
     cookies: Vec<HeaderValue>,
-    loaded: OnceCell<Option<StateData>>,
+    loaded: OnceCell<Option<Arc<StateData>>>,
     /// Cookies the load wants set on the response (renewal, clearing an expired session).
     response: Mutex<Option<StoreContext>>,
 }
@@ -52,7 +52,7 @@ impl Session {
     /// (see [`AuthClient::get_session`]: expiry checked, rolling renewal).
     pub async fn data(&self) -> Result<Option<&StateData>, AuthError> {
         let loaded = self.inner.loaded.get_or_try_init(|| self.load()).await?;
-        Ok(loaded.as_ref())
+        Ok(loaded.as_deref())
     }
 
     /// The logged-in user, if any.
@@ -80,7 +80,7 @@ impl Session {
         &self.inner.client
     }
 
-    async fn load(&self) -> Result<Option<StateData>, AuthError> {
+    async fn load(&self) -> Result<Option<Arc<StateData>>, AuthError> {
         let mut ctx = StoreContext::from_cookie_headers(&self.inner.cookies);
         let session = self.inner.client.get_session(&mut ctx).await?;
         if ctx.has_response_cookies() {

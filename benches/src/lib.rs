@@ -1,1 +1,42 @@
-//! Benchmarks only: see `benches/`.
+//! Shared by the benchmarks (`benches/`) and the `loadbench` server: the session they all
+//! measure. The library never depends on this crate.
+
+use auth_layer::{StateData, TokenSet, User};
+
+/// `n` characters of base64url-looking filler, for tokens of realistic size.
+fn filler(n: usize, seed: u8) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    (0..n).map(|i| ALPHABET[(i * 7 + usize::from(seed)) % 64] as char).collect()
+}
+
+/// A realistic session of a test user: the usual profile claims, an RS256-sized ID token
+/// (~900 bytes), an access token (~700 bytes) and a refresh token. About 2 KB as JSON.
+pub fn test_session() -> StateData {
+    test_session_of("auth0|bench-user-0001", "bench-sid-0001")
+}
+
+/// [`test_session`] for another user and provider session.
+pub fn test_session_of(sub: &str, sid: &str) -> StateData {
+    let claims = serde_json::json!({
+        "sub": sub,
+        "sid": sid,
+        "name": "Bench User",
+        "nickname": "bench",
+        "email": "bench.user@example.com",
+        "email_verified": true,
+        "picture": "https://example.com/avatars/bench-user.png",
+        "updated_at": "2026-11-01T12:00:00.000Z",
+    });
+    let user = User::from_id_token_claims(claims.as_object().expect("an object").clone());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs();
+    let id_token = format!("{}.{}.{}", filler(100, 1), filler(450, 2), filler(342, 3));
+    let mut session = StateData::new(user, id_token, now);
+    session.refresh_token = Some(filler(43, 4));
+    session.token_sets.push(TokenSet {
+        audience: Some("https://api.example.com".into()),
+        scope: "openid profile email offline_access read:orders".into(),
+        access_token: format!("{}.{}.{}", filler(100, 5), filler(260, 6), filler(342, 7)),
+        expires_at: Some(now + 86_400),
+    });
+    session
+}

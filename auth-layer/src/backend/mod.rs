@@ -45,4 +45,12 @@ pub trait Backend: Send + Sync + 'static {
     async fn delete_by_tag(&self, tag: &str) -> Result<u64, StoreError>;
     /// The keys listed under `tag`.
     async fn keys_by_tag(&self, tag: &str) -> Result<Vec<String>, StoreError>;
+
+    /// A number that changes after every `put`, `delete` and `delete_by_tag`, for a backend
+    /// that sees every write (one in this process's memory); `None` (the default) for a shared
+    /// backend, which other processes write. Expiry is not a write. It lets a caller skip
+    /// re-reading what cannot have changed since it last looked.
+    fn write_count(&self) -> Option<u64> {
+        None
+    }
 }

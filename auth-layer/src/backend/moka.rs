@@ -53,6 +53,8 @@ pub struct MokaBackend {
     cache: Cache<String, Entry>,
     index: Arc<Mutex<TagIndex>>,
     next_id: Arc<AtomicU64>,
+    /// Bumped after every write (see [`Backend::write_count`]).
+    writes: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for MokaBackend {
@@ -91,7 +93,7 @@ impl MokaBackend {
         if let Some(max) = max_entries {
             builder = builder.max_capacity(max);
         }
-        Self { cache: builder.build(), index, next_id: Arc::new(AtomicU64::new(1)) }
+        Self { cache: builder.build(), index, next_id: Arc::new(AtomicU64::new(1)), writes: Arc::default() }
     }
 
     /// Runs moka's pending housekeeping now (expiry, eviction and their index updates), which
@@ -148,11 +150,13 @@ impl Backend for MokaBackend {
                 std::future::ready(Op::Put(entry))
             })
             .await;
+        self.writes.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.cache.invalidate(key).await;
+        self.writes.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
@@ -179,6 +183,7 @@ impl Backend for MokaBackend {
                 deleted += 1;
             }
         }
+        self.writes.fetch_add(1, Ordering::Release);
         Ok(deleted)
     }
 
@@ -189,6 +194,10 @@ impl Backend for MokaBackend {
         };
         // An expired value may still be listed until housekeeping runs; never report it.
         Ok(listed.into_iter().filter(|key| self.cache.contains_key(key)).collect())
+    }
+
+    fn write_count(&self) -> Option<u64> {
+        Some(self.writes.load(Ordering::Acquire))
     }
 }
 
@@ -228,5 +237,28 @@ mod tests {
         let live = (0..200).filter(|i| backend.cache.contains_key(&format!("k{i}"))).count();
         assert!(live <= 10, "{live} entries kept");
         assert_eq!(backend.indexed_count("t"), live, "the index lists exactly the live entries");
+    }
+
+    #[tokio::test]
+    async fn every_write_changes_the_write_count_and_reads_do_not() {
+        let backend = MokaBackend::new();
+        let mut last = backend.write_count().unwrap();
+        let mut changed = |backend: &MokaBackend| {
+            let now = backend.write_count().unwrap();
+            let moved = now != last;
+            last = now;
+            moved
+        };
+        backend.put("k", Bytes::from_static(b"v"), None, tags(&["t"])).await.unwrap();
+        assert!(changed(&backend), "put");
+        backend.get("k").await.unwrap();
+        backend.keys_by_tag("t").await.unwrap();
+        assert!(!changed(&backend), "reads");
+        backend.delete("k").await.unwrap();
+        assert!(changed(&backend), "delete");
+        backend.put("k", Bytes::from_static(b"v"), None, tags(&["t"])).await.unwrap();
+        changed(&backend);
+        assert_eq!(backend.delete_by_tag("t").await.unwrap(), 1);
+        assert!(changed(&backend), "delete_by_tag");
     }
 }

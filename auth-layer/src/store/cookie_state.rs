@@ -1,5 +1,10 @@
 //! The stateless session store: the whole session, sealed, in the browser's cookies.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +20,24 @@ use crate::seal::Sealer;
 const CHUNK_SIZE: usize = 3_800;
 /// The most chunks read: bounds the cookie bytes a request can make us decrypt.
 const MAX_CHUNKS: usize = 8;
+/// How many bytes of opened sessions are kept by default (see [`CookieStateStore`]).
+const DEFAULT_OPENED_CACHE: u64 = 32 << 20;
+/// How long an unread opened session is kept.
+const OPENED_IDLE: Duration = Duration::from_secs(600);
+/// The leading characters of a sealed value that key the opened cache: the format version and
+/// 23 bytes of the value's random nonce, so two values that differ there are never confused.
+const OPENED_KEY_LEN: usize = 32;
+/// `markers_checked` of a session whose logout markers were never checked.
+const NEVER: u64 = u64::MAX;
+
+/// A session cookie this store opened, kept so the same cookie is not opened again.
+struct Opened {
+    /// The whole sealed value (every chunk, in order).
+    sealed: Box<str>,
+    session: Arc<StateData>,
+    /// The marker backend's write count when this session was last found not logged out.
+    markers_checked: AtomicU64,
+}
 
 /// The versioned envelope sealed into the cookie.
 #[derive(Serialize, Deserialize)]
@@ -41,10 +64,31 @@ pub(crate) struct LogoutMarker {
 /// or `sub`, kept as long as a session can live) and checks them whenever a session is read: in
 /// this process's memory by default, in a shared [`Backend`] with
 /// [`with_marker_backend`](Self::with_marker_backend) when the app runs on several machines.
+///
+/// Opening a cookie (base64, XChaCha20-Poly1305, JSON) costs more than the rest of a typical
+/// request, so the store keeps the sessions it has opened (up to 32 MiB, or what
+/// [`with_opened_cache`](Self::with_opened_cache) says) by their sealed value: a request that
+/// brings back a cookie byte for byte equal to one already opened gets that session without
+/// opening it again. Expiry is still checked on every read, and so are the logout markers
+/// (for markers in memory, only when one was written since the last check).
 pub struct CookieStateStore<M = MokaBackend> {
     config: AuthConfig,
     sealer: Sealer,
     markers: TypedStore<LogoutMarker, M>,
+    opened: Option<moka::sync::Cache<[u8; OPENED_KEY_LEN], Arc<Opened>>>,
+}
+
+fn opened_cache(max_bytes: u64) -> Option<moka::sync::Cache<[u8; OPENED_KEY_LEN], Arc<Opened>>> {
+    (max_bytes > 0).then(|| {
+        moka::sync::Cache::builder()
+            .max_capacity(max_bytes)
+            // The sealed value and, a little smaller, the decoded session.
+            .weigher(|_key: &[u8; OPENED_KEY_LEN], opened: &Arc<Opened>| {
+                u32::try_from(2 * opened.sealed.len()).unwrap_or(u32::MAX)
+            })
+            .time_to_idle(OPENED_IDLE)
+            .build()
+    })
 }
 
 impl<M> std::fmt::Debug for CookieStateStore<M> {
@@ -59,6 +103,7 @@ impl CookieStateStore<MokaBackend> {
         Self {
             sealer: Sealer::new(&config.secrets, "auth-layer session cookie v1"),
             markers: TypedStore::new(MokaBackend::new(), &config.secrets),
+            opened: opened_cache(DEFAULT_OPENED_CACHE),
             config: config.clone(),
         }
     }
@@ -70,8 +115,50 @@ impl<M: Backend> CookieStateStore<M> {
         CookieStateStore {
             markers: TypedStore::new(backend, &self.config.secrets),
             sealer: self.sealer,
+            opened: self.opened,
             config: self.config,
         }
+    }
+
+    /// The same store, keeping up to about `max_bytes` of opened sessions (0: none; every read
+    /// opens the cookie).
+    pub fn with_opened_cache(mut self, max_bytes: u64) -> Self {
+        self.opened = opened_cache(max_bytes);
+        self
+    }
+
+    /// The session sealed in `sealed`: from the opened cache when this exact value was opened
+    /// before, else opened, decoded and cached. `None` when it does not open or decode.
+    fn open(&self, sealed: &str) -> Option<Arc<Opened>> {
+        let key: Option<[u8; OPENED_KEY_LEN]> =
+            sealed.as_bytes().get(..OPENED_KEY_LEN).and_then(|prefix| prefix.try_into().ok());
+        if let (Some(cache), Some(key)) = (&self.opened, key)
+            && let Some(hit) = cache.get(&key)
+            && *hit.sealed == *sealed
+        {
+            return Some(hit);
+        }
+        let Some(plain) = self.sealer.open(self.name(), sealed) else {
+            tracing::warn!("session cookie does not open (tampered, truncated or another key); treated as no session");
+            return None;
+        };
+        let session = match serde_json::from_slice::<Envelope<StateData>>(&plain) {
+            Ok(Envelope { v: 1, d }) => d,
+            Ok(Envelope { v, .. }) => {
+                tracing::warn!(version = v, "session cookie has an unknown format version; treated as no session");
+                return None;
+            }
+            Err(err) => {
+                tracing::warn!(%err, "session cookie does not decode; treated as no session");
+                return None;
+            }
+        };
+        let opened =
+            Arc::new(Opened { sealed: sealed.into(), session: Arc::new(session), markers_checked: NEVER.into() });
+        if let (Some(cache), Some(key)) = (&self.opened, key) {
+            cache.insert(key, opened.clone());
+        }
+        Some(opened)
     }
 
     /// Whether a back-channel logout ended `session` (a marker for its `sid` or `sub` at or
@@ -94,9 +181,9 @@ impl<M: Backend> CookieStateStore<M> {
 
     /// The request's sealed value: the single cookie, or the chunks `{name}.0..n` in order.
     /// `None` when absent or when the chunk set is incomplete.
-    fn read_sealed(&self, ctx: &StoreContext) -> Option<String> {
+    fn read_sealed<'c>(&self, ctx: &'c StoreContext) -> Option<Cow<'c, str>> {
         if let Some(single) = ctx.cookie(self.name()) {
-            return Some(single.to_owned());
+            return Some(Cow::Borrowed(single));
         }
         let indexes: Vec<usize> = ctx.request_cookie_names().filter_map(|n| self.chunk_index(n)).collect();
         if indexes.is_empty() {
@@ -116,7 +203,7 @@ impl<M: Backend> CookieStateStore<M> {
                 }
             }
         }
-        Some(sealed)
+        Some(Cow::Owned(sealed))
     }
 
     /// `Some(i)` when `cookie_name` is exactly `{name}.{i}` (not merely a name with our prefix).
@@ -144,30 +231,20 @@ impl<M: Backend> CookieStateStore<M> {
 
 #[async_trait]
 impl<M: Backend> StateStore for CookieStateStore<M> {
-    async fn get(&self, ctx: &mut StoreContext) -> Result<Option<StateData>, StoreError> {
-        let Some(sealed) = self.read_sealed(ctx) else { return Ok(None) };
-        let Some(plain) = self.sealer.open(self.name(), &sealed) else {
-            tracing::warn!("session cookie does not open (tampered, truncated or another key); treated as no session");
-            return Ok(None);
-        };
-        match serde_json::from_slice::<Envelope<StateData>>(&plain) {
-            Ok(Envelope { v: 1, d }) => {
-                if self.logged_out(&d).await? {
-                    tracing::info!(sub = d.sub(), "session ended by back-channel logout");
-                    self.clear_stale(ctx, &[]);
-                    return Ok(None);
-                }
-                Ok(Some(d))
+    async fn get(&self, ctx: &mut StoreContext) -> Result<Option<Arc<StateData>>, StoreError> {
+        let Some(opened) = self.read_sealed(ctx).and_then(|sealed| self.open(&sealed)) else { return Ok(None) };
+        // Read before the markers: a marker written during the check changes it, and the next
+        // read checks again.
+        let writes = self.markers.backend().write_count();
+        if writes.is_none_or(|now| now != opened.markers_checked.load(Ordering::Acquire)) {
+            if self.logged_out(&opened.session).await? {
+                tracing::info!(sub = opened.session.sub(), "session ended by back-channel logout");
+                self.clear_stale(ctx, &[]);
+                return Ok(None);
             }
-            Ok(Envelope { v, .. }) => {
-                tracing::warn!(version = v, "session cookie has an unknown format version; treated as no session");
-                Ok(None)
-            }
-            Err(err) => {
-                tracing::warn!(%err, "session cookie does not decode; treated as no session");
-                Ok(None)
-            }
+            opened.markers_checked.store(writes.unwrap_or(NEVER), Ordering::Release);
         }
+        Ok(Some(opened.session.clone()))
     }
 
     async fn set(&self, ctx: &mut StoreContext, data: &StateData, _new_login: bool) -> Result<(), StoreError> {
@@ -253,7 +330,7 @@ mod tests {
         for attribute in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/"] {
             assert!(set[0].contains(attribute), "{attribute} missing in {}", set[0]);
         }
-        assert_eq!(store.get(&mut next).await.unwrap(), Some(session(10)));
+        assert_eq!(store.get(&mut next).await.unwrap().as_deref(), Some(&session(10)));
     }
 
     #[tokio::test]
@@ -266,7 +343,7 @@ mod tests {
         for value in &set {
             assert!(value.len() < 4_000, "every cookie stays under the browser limit");
         }
-        assert_eq!(store.get(&mut next).await.unwrap(), Some(session(9_000)));
+        assert_eq!(store.get(&mut next).await.unwrap().as_deref(), Some(&session(9_000)));
     }
 
     #[tokio::test]
@@ -352,6 +429,78 @@ mod tests {
         let mut ctx = StoreContext::default();
         store.set(&mut ctx, &new, true).await.unwrap();
         let (_, mut next) = browser_round_trip(ctx);
-        assert_eq!(store.get(&mut next).await.unwrap(), Some(new), "a login after the logout is not affected");
+        assert_eq!(store.get(&mut next).await.unwrap().as_deref(), Some(&new), "a login after the logout is not affected");
+    }
+
+    /// The request a browser sends after receiving `set` (every live cookie of it).
+    fn replay(set: &[String]) -> StoreContext {
+        let pairs: Vec<String> = set
+            .iter()
+            .map(|line| cookie::Cookie::parse(line.clone()).unwrap())
+            .filter(|c| c.max_age() != Some(cookie::time::Duration::ZERO))
+            .map(|c| format!("{}={}", c.name(), c.value()))
+            .collect();
+        let mut request = HeaderMap::new();
+        request.insert(COOKIE, HeaderValue::from_str(&pairs.join("; ")).unwrap());
+        StoreContext::from_headers(&request)
+    }
+
+    async fn sealed(store: &CookieStateStore, data: &StateData) -> Vec<String> {
+        let mut ctx = StoreContext::default();
+        store.set(&mut ctx, data, true).await.unwrap();
+        browser_round_trip(ctx).0
+    }
+
+    #[tokio::test]
+    async fn the_same_cookie_is_opened_once_and_shared() {
+        for size in [10, 9_000] {
+            let store = CookieStateStore::new(&config());
+            let set = sealed(&store, &session(size)).await;
+            let first = store.get(&mut replay(&set)).await.unwrap().unwrap();
+            let second = store.get(&mut replay(&set)).await.unwrap().unwrap();
+            assert!(Arc::ptr_eq(&first, &second), "{size}: the second read is served from the opened cache");
+
+            let uncached = CookieStateStore::new(&config()).with_opened_cache(0);
+            let set = sealed(&uncached, &session(size)).await;
+            let first = uncached.get(&mut replay(&set)).await.unwrap().unwrap();
+            let second = uncached.get(&mut replay(&set)).await.unwrap().unwrap();
+            assert!(!Arc::ptr_eq(&first, &second), "{size}: without the cache, every read opens the cookie");
+            assert_eq!(first, second);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cookie_that_differs_from_an_opened_one_after_its_prefix_is_opened_and_refused() {
+        let store = CookieStateStore::new(&config());
+        let set = sealed(&store, &session(10)).await;
+        assert!(store.get(&mut replay(&set)).await.unwrap().is_some());
+        let value = cookie::Cookie::parse(set[0].clone()).unwrap().value().to_owned();
+        let mut tampered = value.clone().into_bytes();
+        let last = tampered.len() - 1;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        assert_eq!(tampered[..OPENED_KEY_LEN], value[..OPENED_KEY_LEN], "same cache key");
+        let mut request = HeaderMap::new();
+        request.insert(COOKIE, HeaderValue::from_str(&format!("_a0_session={tampered}")).unwrap());
+        assert_eq!(store.get(&mut StoreContext::from_headers(&request)).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_back_channel_logout_ends_a_session_already_opened_and_cached() {
+        let now = Arc::new(AtomicU64::new(1_000));
+        let config = crate::config::test_config(now.clone()).build().unwrap();
+        let store = CookieStateStore::new(&config);
+        let claims = serde_json::json!({"sub": "u1", "sid": "s1"});
+        let data = StateData::new(User::from_id_token_claims(claims.as_object().unwrap().clone()), "t".into(), 1_000);
+        let set = sealed(&store, &data).await;
+        assert!(store.get(&mut replay(&set)).await.unwrap().is_some());
+        assert!(store.get(&mut replay(&set)).await.unwrap().is_some(), "served from the cache, markers unchanged");
+
+        now.store(1_100, Ordering::SeqCst);
+        let target = LogoutTarget { iss: "i".into(), sub: None, sid: Some("s1".into()) };
+        store.delete_by_logout_token(&target).await.unwrap();
+        let mut after = replay(&set);
+        assert_eq!(store.get(&mut after).await.unwrap(), None, "the marker written since is checked");
+        assert!(after.has_response_cookies(), "and the cookie is cleared");
     }
 }

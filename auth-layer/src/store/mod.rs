@@ -17,7 +17,9 @@ pub use context::StoreContext;
 pub(crate) use context::browser_round_trip;
 pub use cookie_state::CookieStateStore;
 pub use cookie_transaction::CookieTransactionStore;
-pub use server::ServerStateStore;
+pub use server::{DEFAULT_OPENED_CACHE, ServerStateStore};
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -49,7 +51,10 @@ pub struct LogoutTarget {
 #[async_trait]
 pub trait StateStore: Send + Sync + 'static {
     /// The session of this request, if any. A value that cannot be read is `Ok(None)`.
-    async fn get(&self, ctx: &mut StoreContext) -> Result<Option<StateData>, StoreError>;
+    ///
+    /// Shared, so that a store may keep sessions it has opened and hand them out again without
+    /// decrypting, decoding or copying them on every request.
+    async fn get(&self, ctx: &mut StoreContext) -> Result<Option<Arc<StateData>>, StoreError>;
     /// Saves the session. `new_login` is true when it replaces whatever session the request had
     /// (a new login): a stateful store issues a new id and deletes the old record.
     async fn set(&self, ctx: &mut StoreContext, data: &StateData, new_login: bool) -> Result<(), StoreError>;
@@ -57,6 +62,24 @@ pub trait StateStore: Send + Sync + 'static {
     async fn delete(&self, ctx: &mut StoreContext) -> Result<(), StoreError>;
     /// Ends every session a back-channel logout token names.
     async fn delete_by_logout_token(&self, target: &LogoutTarget) -> Result<(), StoreError>;
+}
+
+/// A shared store is a store: keep an `Arc` of it to use it beside the layer (e.g. in an admin
+/// task) while the layer holds another.
+#[async_trait]
+impl<S: StateStore + ?Sized> StateStore for Arc<S> {
+    async fn get(&self, ctx: &mut StoreContext) -> Result<Option<Arc<StateData>>, StoreError> {
+        (**self).get(ctx).await
+    }
+    async fn set(&self, ctx: &mut StoreContext, data: &StateData, new_login: bool) -> Result<(), StoreError> {
+        (**self).set(ctx, data, new_login).await
+    }
+    async fn delete(&self, ctx: &mut StoreContext) -> Result<(), StoreError> {
+        (**self).delete(ctx).await
+    }
+    async fn delete_by_logout_token(&self, target: &LogoutTarget) -> Result<(), StoreError> {
+        (**self).delete_by_logout_token(target).await
+    }
 }
 
 /// Keeps logins in flight, keyed by their `state`.

@@ -1,0 +1,226 @@
+//! The per-request path, in-process (no network between client and app):
+//!
+//! - `seal`: sealing and opening a session value of 1 KB, and of 6 KB (chunked over two cookies);
+//! - `session_read`: reading the request's session from each store (cookie, memory, Redis,
+//!   PostgreSQL), as `AuthClient::get_session` does for a handler;
+//! - `service`: one whole `AuthService::call`, against the bare inner service it wraps, for a
+//!   route that never touches the session and for one that reads the user's `sub`.
+//!
+//! `cargo bench -p auth-layer-benches --bench per_request` (the test provider installed by
+//! `npm ci --prefix tests/idp`; Redis and PostgreSQL at `REDIS_URL` and `DATABASE_URL`).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use auth_layer::backend::{PostgresBackend, RedisBackend};
+use auth_layer::seal::Sealer;
+use auth_layer::store::{CookieStateStore, ServerStateStore, StateStore, StoreContext};
+use auth_layer::{AuthConfig, AuthLayer, Session, StateData};
+use auth_layer_benches::test_session;
+use auth_layer_tests::servers::{database_url, redis_url};
+use auth_layer_tests::{CLIENT_SECRET, Provider, ProviderOptions, SECRET};
+use bytes::Bytes;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use http::header::{COOKIE, SET_COOKIE};
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body_util::{BodyExt, Empty, Full};
+use tokio::runtime::Runtime;
+use tower::{Layer, Service, ServiceExt};
+
+fn config(issuer: &str) -> AuthConfig {
+    AuthConfig::builder()
+        .issuer(issuer)
+        .client_id("test-app")
+        .client_secret(CLIENT_SECRET)
+        .secret(SECRET)
+        .base_url("http://127.0.0.1:9")
+        .build()
+        .expect("bench configuration")
+}
+
+/// A session whose JSON is about `bytes` long.
+fn session_of_size(bytes: usize) -> StateData {
+    let mut session = test_session();
+    let json = serde_json::to_vec(&session).unwrap().len();
+    if bytes > json {
+        session.user.claims_mut().insert("bio".into(), "b".repeat(bytes - json - 10).into());
+    }
+    session
+}
+
+/// The request `Cookie` header a browser sends back after `ctx`'s `Set-Cookie`s.
+fn cookie_header(ctx: StoreContext) -> HeaderValue {
+    let mut headers = HeaderMap::new();
+    ctx.apply(&mut headers);
+    let pairs: Vec<&str> =
+        headers.get_all(SET_COOKIE).iter().map(|v| v.to_str().unwrap().split(';').next().unwrap()).collect();
+    HeaderValue::from_str(&pairs.join("; ")).unwrap()
+}
+
+fn seal(c: &mut Criterion) {
+    let sealer = Sealer::new(&[SECRET], "bench");
+    let mut group = c.benchmark_group("seal");
+    for size in [1_024usize, 6_144] {
+        let plain = vec![b'x'; size];
+        let sealed = sealer.seal("_a0_session", &plain);
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::new("seal", size), &plain, |b, plain| {
+            b.iter(|| sealer.seal("_a0_session", plain))
+        });
+        group.bench_with_input(BenchmarkId::new("open", size), &sealed, |b, sealed| {
+            b.iter(|| sealer.open("_a0_session", sealed).unwrap())
+        });
+    }
+    group.finish();
+}
+
+fn cookie_store(c: &mut Criterion, rt: &Runtime, issuer: &str) {
+    let config = config(issuer);
+    let store = CookieStateStore::new(&config);
+    let mut group = c.benchmark_group("cookie_store");
+    for size in [1_024usize, 6_144] {
+        let session = session_of_size(size);
+        group.bench_with_input(BenchmarkId::new("set", size), &session, |b, session| {
+            b.iter(|| {
+                let mut ctx = StoreContext::default();
+                rt.block_on(store.set(&mut ctx, session, true)).unwrap();
+                ctx
+            })
+        });
+        let mut ctx = StoreContext::default();
+        rt.block_on(store.set(&mut ctx, &session, true)).unwrap();
+        let header = cookie_header(ctx);
+        let chunks = header.to_str().unwrap().matches("_a0_session").count();
+        assert_eq!(chunks, if size > 4_000 { 2 } else { 1 }, "{size} bytes: {chunks} cookies");
+        group.bench_with_input(BenchmarkId::new("get", size), &header, |b, header| {
+            b.iter(|| {
+                let mut ctx = StoreContext::from_cookie_headers([header]);
+                rt.block_on(store.get(&mut ctx)).unwrap().unwrap()
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Reading the request's session from `store`, which holds 10,000 other sessions.
+fn bench_read(c: &mut Criterion, rt: &Runtime, name: &str, store: Arc<dyn StateStore>) {
+    let header = rt.block_on(async {
+        for i in 0..10_000 {
+            let other = auth_layer_benches::test_session_of(&format!("user-{i}"), &format!("sid-{i}"));
+            store.set(&mut StoreContext::default(), &other, true).await.unwrap();
+        }
+        let mut ctx = StoreContext::default();
+        store.set(&mut ctx, &test_session(), true).await.unwrap();
+        cookie_header(ctx)
+    });
+    c.bench_function(&format!("session_read/{name}"), |b| {
+        b.to_async(rt).iter(|| async {
+            let mut ctx = StoreContext::from_cookie_headers([&header]);
+            store.get(&mut ctx).await.unwrap().unwrap()
+        })
+    });
+}
+
+fn session_read(c: &mut Criterion, rt: &Runtime, issuer: &str) {
+    let config = config(issuer);
+    bench_read(c, rt, "cookie", Arc::new(CookieStateStore::new(&config)));
+    bench_read(c, rt, "memory", Arc::new(ServerStateStore::in_memory(&config)));
+    let redis = rt.block_on(RedisBackend::connect(&redis_url())).expect("Redis at REDIS_URL");
+    let namespace = format!("bench-read-{}", std::process::id());
+    bench_read(c, rt, "redis", Arc::new(ServerStateStore::new(redis.with_namespace(&namespace), &config)));
+    let postgres = rt.block_on(PostgresBackend::connect(&database_url())).expect("PostgreSQL at DATABASE_URL");
+    bench_read(c, rt, "postgres", Arc::new(ServerStateStore::new(postgres, &config)));
+}
+
+/// The app behind the layer: `/me` reads the session's `sub`, anything else answers at once.
+#[derive(Clone)]
+struct App;
+
+impl Service<Request<Empty<Bytes>>> for App {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Empty<Bytes>>) -> Self::Future {
+        Box::pin(async move {
+            if req.uri().path() != "/me" {
+                return Ok(Response::new(Full::from("public")));
+            }
+            let body = match req.extensions().get::<Session>() {
+                Some(session) => match session.user().await {
+                    Ok(Some(user)) => Bytes::copy_from_slice(user.sub().as_bytes()),
+                    _ => Bytes::from_static(b"none"),
+                },
+                None => Bytes::from_static(b"bench-user"),
+            };
+            Ok(Response::new(Full::new(body)))
+        })
+    }
+}
+
+fn request(path: &str, cookie: &HeaderValue) -> Request<Empty<Bytes>> {
+    Request::get(path).header(COOKIE, cookie.clone()).body(Empty::new()).unwrap()
+}
+
+async fn body(response: Response<impl http_body::Body<Data = Bytes, Error = impl std::fmt::Debug>>) -> Bytes {
+    response.into_body().collect().await.unwrap().to_bytes()
+}
+
+fn service(c: &mut Criterion, rt: &Runtime, issuer: &str) {
+    let config = config(issuer);
+    let mut group = c.benchmark_group("service");
+    let bare_cookie = HeaderValue::from_static("bare=0123456789abcdefghijklmnopqrstuvwxyzABCDEFG");
+    for path in ["/public", "/me"] {
+        group.bench_function(BenchmarkId::new("bare", path), |b| {
+            b.to_async(rt).iter(|| async { body(App.call(request(path, &bare_cookie)).await.unwrap()).await })
+        });
+    }
+    let stores: [(&str, Arc<dyn StateStore>); 2] = [
+        ("cookie", Arc::new(CookieStateStore::new(&config))),
+        ("memory", Arc::new(ServerStateStore::in_memory(&config))),
+    ];
+    for (name, store) in stores {
+        let layer =
+            rt.block_on(AuthLayer::builder(config.clone()).with_state_store(store.clone()).build()).expect("discovery");
+        let cookie = rt.block_on(async {
+            let mut ctx = StoreContext::default();
+            store.set(&mut ctx, &test_session(), true).await.unwrap();
+            cookie_header(ctx)
+        });
+        let mut svc = layer.layer(App);
+        let answer = rt.block_on(async { body(svc.ready().await.unwrap().call(request("/me", &cookie)).await.unwrap()).await });
+        assert_eq!(answer, test_session().sub().as_bytes(), "{name}: the layer reads the minted session");
+        for path in ["/public", "/me"] {
+            group.bench_function(BenchmarkId::new(name, path), |b| {
+                b.to_async(rt).iter(|| {
+                    let mut svc = svc.clone();
+                    let cookie = cookie.clone();
+                    async move { body(svc.ready().await.unwrap().call(request(path, &cookie)).await.unwrap()).await }
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = Runtime::new().unwrap();
+    let provider = rt.block_on(Provider::start("http://127.0.0.1:9", &ProviderOptions::default()));
+    seal(c);
+    cookie_store(c, &rt, &provider.issuer);
+    session_read(c, &rt, &provider.issuer);
+    service(c, &rt, &provider.issuer);
+    drop(provider);
+}
+
+criterion_group! {
+    name = per_request;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = benches
+}
+criterion_main!(per_request);

@@ -1,0 +1,169 @@
+//! `loadbench MODE`: one app, served on `PORT` (default 3100), with the same three routes in every
+//! mode, for `scripts/loadbench` to load with `wrk`:
+//!
+//! - `GET /mint`: a `Set-Cookie` of a fresh session for the test user (a bench-only shortcut:
+//!   the session is written through the store's public API, no login happens);
+//! - `GET /me`: the session's `sub` (`bare`: a constant);
+//! - `GET /public`: a constant; never touches the session.
+//!
+//! Modes: `bare` (axum alone), `cookie`, `memory` and `redis` (auth-layer with its cookie,
+//! in-memory and Redis stores), `tower-sessions` (tower-sessions 0.15 with its `MemoryStore`)
+//! and `tower-sessions-redis` (tower-sessions 0.14 with `tower-sessions-redis-store`, the newest
+//! Redis store it has). Every session holds the same data: auth-layer's [`StateData`] of a test
+//! user with realistic tokens.
+//!
+//! The auth-layer modes start the test provider (`tests/idp`, installed by `npm ci`) for
+//! discovery; no request under load reaches it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use auth_layer::backend::RedisBackend;
+use auth_layer::store::{CookieStateStore, ServerStateStore, StateStore, StoreContext};
+use auth_layer::{AuthConfig, AuthLayer, Session, StateData};
+use auth_layer_benches::test_session;
+use auth_layer_tests::{CLIENT_SECRET, Provider, ProviderOptions, SECRET};
+use axum::Router;
+use axum::http::header::SET_COOKIE;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{MethodRouter, get};
+
+#[tokio::main]
+async fn main() {
+    let mode = std::env::args().nth(1).unwrap_or_default();
+    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3100);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let app_url = format!("http://{addr}");
+    // Kept alive for as long as the app serves.
+    let mut provider = None;
+    let app = match mode.as_str() {
+        "bare" => bare(),
+        "cookie" | "memory" | "redis" => {
+            let started = Provider::start(&app_url, &ProviderOptions::default()).await;
+            let app = auth_layer_app(&mode, config(&started.issuer, &app_url)).await;
+            provider = Some(started);
+            app
+        }
+        "tower-sessions" => peer::memory(),
+        "tower-sessions-redis" => peer::redis().await,
+        other => {
+            eprintln!(
+                "usage: loadbench MODE (bare|cookie|memory|redis|tower-sessions|tower-sessions-redis), not `{other}`"
+            );
+            std::process::exit(2);
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("the port is free");
+    eprintln!("loadbench {mode} on {app_url}");
+    axum::serve(listener, app).await.expect("serve");
+    drop(provider);
+}
+
+fn config(issuer: &str, app_url: &str) -> AuthConfig {
+    AuthConfig::builder()
+        .issuer(issuer)
+        .client_id("test-app")
+        .client_secret(CLIENT_SECRET)
+        .secret(SECRET)
+        .base_url(app_url)
+        .build()
+        .expect("bench configuration")
+}
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// The routes every mode serves; `/me` and `/mint` differ by mode.
+fn routes(me: MethodRouter, mint: MethodRouter) -> Router {
+    Router::new().route("/public", get(|| async { "public" })).route("/me", me).route("/mint", mint)
+}
+
+fn bare() -> Router {
+    async fn me() -> &'static str {
+        "bench-user"
+    }
+    async fn mint() -> impl IntoResponse {
+        // An opaque value the size of a session id, as a stateful store would set.
+        let mut headers = HeaderMap::new();
+        headers.insert(SET_COOKIE, HeaderValue::from_static("bare=0123456789abcdefghijklmnopqrstuvwxyzABCDEFG; Path=/"));
+        headers
+    }
+    routes(get(me), get(mint))
+}
+
+async fn auth_layer_app(mode: &str, config: AuthConfig) -> Router {
+    let store: Arc<dyn StateStore> = match mode {
+        "cookie" => Arc::new(CookieStateStore::new(&config)),
+        "memory" => Arc::new(ServerStateStore::in_memory(&config)),
+        _ => {
+            let backend = RedisBackend::connect(&redis_url()).await.expect("Redis at REDIS_URL");
+            Arc::new(ServerStateStore::new(backend, &config))
+        }
+    };
+    let layer = AuthLayer::builder(config).with_state_store(store.clone()).build().await.expect("discovery");
+    async fn me(session: Session) -> Result<String, StatusCode> {
+        match session.user().await {
+            Ok(Some(user)) => Ok(user.sub().to_owned()),
+            Ok(None) => Err(StatusCode::UNAUTHORIZED),
+            Err(_) => Err(StatusCode::SERVICE_UNAVAILABLE),
+        }
+    }
+    let mint = move || {
+        let store = store.clone();
+        async move {
+            let mut ctx = StoreContext::default();
+            store.set(&mut ctx, &test_session(), true).await.expect("store the bench session");
+            let mut headers = HeaderMap::new();
+            ctx.apply(&mut headers);
+            headers
+        }
+    };
+    routes(get(me), get(mint)).layer(layer)
+}
+
+mod peer {
+    //! The peer: tower-sessions, holding the same session data.
+
+    use super::*;
+
+    const KEY: &str = "session";
+
+    pub fn memory() -> Router {
+        use tower_sessions::{MemoryStore, Session, SessionManagerLayer};
+        async fn me(session: Session) -> Result<String, StatusCode> {
+            match session.get::<StateData>(KEY).await {
+                Ok(Some(data)) => Ok(data.sub().to_owned()),
+                Ok(None) => Err(StatusCode::UNAUTHORIZED),
+                Err(_) => Err(StatusCode::SERVICE_UNAVAILABLE),
+            }
+        }
+        async fn mint(session: Session) -> StatusCode {
+            session.insert(KEY, test_session()).await.expect("store the bench session");
+            StatusCode::OK
+        }
+        routes(get(me), get(mint)).layer(SessionManagerLayer::new(MemoryStore::default()).with_secure(false))
+    }
+
+    pub async fn redis() -> Router {
+        use tower_sessions_014::{Session, SessionManagerLayer};
+        use tower_sessions_redis_store::fred::prelude::*;
+        async fn me(session: Session) -> Result<String, StatusCode> {
+            match session.get::<StateData>(KEY).await {
+                Ok(Some(data)) => Ok(data.sub().to_owned()),
+                Ok(None) => Err(StatusCode::UNAUTHORIZED),
+                Err(_) => Err(StatusCode::SERVICE_UNAVAILABLE),
+            }
+        }
+        async fn mint(session: Session) -> StatusCode {
+            session.insert(KEY, test_session()).await.expect("store the bench session");
+            StatusCode::OK
+        }
+        let config = Config::from_url(&super::redis_url()).expect("REDIS_URL");
+        let pool = Pool::new(config, None, None, None, 1).expect("fred pool");
+        pool.init().await.expect("Redis at REDIS_URL");
+        let store = tower_sessions_redis_store::RedisStore::new(pool);
+        routes(get(me), get(mint)).layer(SessionManagerLayer::new(store).with_secure(false))
+    }
+}
