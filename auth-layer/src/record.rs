@@ -154,8 +154,6 @@ struct Opened<T> {
 /// Records decoded before, by full key (see [`TypedStore::with_opened_cache`]).
 type OpenedCache<T> = moka::sync::Cache<String, Arc<Opened<T>>>;
 
-/// How long an unread entry of the opened cache is kept.
-const OPENED_IDLE: Duration = Duration::from_secs(600);
 
 /// Records of `T` in backend `B`: in memory ([`MokaBackend`]) unless told otherwise.
 pub struct TypedStore<T, B = MokaBackend> {
@@ -199,7 +197,7 @@ impl<T: Record, B: Backend> TypedStore<T, B> {
     /// [`get_shared`](Self::get_shared) of a record whose stored bytes have not changed skips
     /// opening and decoding them again. The backend is still asked on every read (a deleted or
     /// replaced record is never served from this cache): only the work after it is saved.
-    /// Entries unread for ten minutes are dropped.
+    /// The least used entries make room for new ones.
     /// `0` turns the cache off.
     pub fn with_opened_cache(mut self, max_bytes: u64) -> Self {
         if max_bytes == 0 {
@@ -212,7 +210,6 @@ impl<T: Record, B: Backend> TypedStore<T, B> {
             .weigher(|key: &String, opened: &Arc<Opened<T>>| {
                 u32::try_from(key.len() + 2 * opened.stored.len()).unwrap_or(u32::MAX)
             })
-            .time_to_idle(OPENED_IDLE)
             .build();
         self.opened = Some(cache);
         self

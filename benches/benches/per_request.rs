@@ -92,7 +92,7 @@ fn cookie_store(c: &mut Criterion, rt: &Runtime, issuer: &str) {
         rt.block_on(store.set(&mut ctx, &session, true)).unwrap();
         let header = cookie_header(ctx);
         let chunks = header.to_str().unwrap().matches("_a0_session").count();
-        assert_eq!(chunks, if size > 4_000 { 2 } else { 1 }, "{size} bytes: {chunks} cookies");
+        assert!(if size > 4_000 { chunks > 1 } else { chunks == 1 }, "{size} bytes: {chunks} cookies");
         group.bench_with_input(BenchmarkId::new("get", size), &header, |b, header| {
             b.iter(|| {
                 let mut ctx = StoreContext::from_cookie_headers([header]);
@@ -103,10 +103,10 @@ fn cookie_store(c: &mut Criterion, rt: &Runtime, issuer: &str) {
     group.finish();
 }
 
-/// Reading the request's session from `store`, which holds 10,000 other sessions.
+/// Reading the request's session from `store`, which holds 1,000 other sessions.
 fn bench_read(c: &mut Criterion, rt: &Runtime, name: &str, store: Arc<dyn StateStore>) {
     let header = rt.block_on(async {
-        for i in 0..10_000 {
+        for i in 0..1_000 {
             let other = auth_layer_benches::test_session_of(&format!("user-{i}"), &format!("sid-{i}"));
             store.set(&mut StoreContext::default(), &other, true).await.unwrap();
         }

@@ -1,5 +1,7 @@
 //! The per-request store context: cookies in from the request, cookies out to the response.
 
+use std::ops::Range;
+
 use cookie::Cookie;
 use http::header::{CACHE_CONTROL, COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderValue};
@@ -11,10 +13,22 @@ const MAX_REQUEST_COOKIES: usize = 64;
 ///
 /// Build one from the request's headers, pass it to the [`AuthClient`](crate::AuthClient) calls,
 /// then [`apply`](Self::apply) it to the response.
+///
+/// The request's cookies are not copied: the context keeps the `Cookie` header values (which
+/// share the request's bytes) and where each cookie's name and value lie in them.
 #[derive(Debug, Default)]
 pub struct StoreContext {
-    request: Vec<(String, String)>,
+    headers: Vec<HeaderValue>,
+    request: Vec<RequestCookie>,
     response: Vec<Cookie<'static>>,
+}
+
+/// Where one request cookie lies: in `headers[header]`, its name and value byte ranges.
+#[derive(Debug)]
+struct RequestCookie {
+    header: usize,
+    name: Range<usize>,
+    value: Range<usize>,
 }
 
 impl StoreContext {
@@ -23,20 +37,35 @@ impl StoreContext {
         Self::from_cookie_headers(headers.get_all(COOKIE).iter())
     }
 
-    /// Reads cookies from `Cookie` header values.
+    /// Reads cookies from `Cookie` header values: `name=value` pairs split at `;`, with the
+    /// spaces around each name and value dropped (RFC 6265, section 5.4); a pair without `=` or
+    /// with an empty name is skipped. One pass over each header, which for a session cookie
+    /// is most of it.
     pub fn from_cookie_headers<'a>(values: impl IntoIterator<Item = &'a HeaderValue>) -> Self {
-        let mut request = Vec::new();
+        let mut ctx = Self::default();
         for value in values {
-            let Ok(text) = value.to_str() else { continue };
-            for cookie in Cookie::split_parse(text).flatten() {
-                if request.len() == MAX_REQUEST_COOKIES {
-                    tracing::debug!("request has more than {MAX_REQUEST_COOKIES} cookies; the rest are ignored");
-                    break;
+            let bytes = value.as_bytes();
+            let header = ctx.headers.len();
+            let mut start = 0;
+            while start < bytes.len() {
+                let end = memchr::memchr(b';', &bytes[start..]).map_or(bytes.len(), |i| start + i);
+                if let Some(eq) = memchr::memchr(b'=', &bytes[start..end]).map(|i| start + i) {
+                    let name = trim(bytes, start..eq);
+                    if !name.is_empty() {
+                        if ctx.request.len() == MAX_REQUEST_COOKIES {
+                            tracing::debug!("request has more than {MAX_REQUEST_COOKIES} cookies; the rest are ignored");
+                            break;
+                        }
+                        ctx.request.push(RequestCookie { header, name, value: trim(bytes, eq + 1..end) });
+                    }
                 }
-                request.push((cookie.name().to_owned(), cookie.value().to_owned()));
+                start = end + 1;
+            }
+            if ctx.request.last().is_some_and(|c| c.header == header) {
+                ctx.headers.push(value.clone());
             }
         }
-        Self { request, response: Vec::new() }
+        ctx
     }
 
     /// The value of the request's cookie `name`, unless a cookie of that name is being set or
@@ -45,12 +74,22 @@ impl StoreContext {
         if let Some(out) = self.response.iter().rev().find(|c| c.name() == name) {
             return (!is_removal(out)).then(|| out.value());
         }
-        self.request.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        let found = self.request.iter().find(|c| self.bytes(c.header, &c.name) == name.as_bytes())?;
+        self.text(found.header, &found.value)
     }
 
     /// The names of the request's cookies.
     pub fn request_cookie_names(&self) -> impl Iterator<Item = &str> {
-        self.request.iter().map(|(n, _)| n.as_str())
+        self.request.iter().filter_map(|c| self.text(c.header, &c.name))
+    }
+
+    fn bytes(&self, header: usize, range: &Range<usize>) -> &[u8] {
+        self.headers[header].as_bytes().get(range.clone()).unwrap_or_default()
+    }
+
+    /// A name or value as text; `None` when it is not UTF-8.
+    fn text(&self, header: usize, range: &Range<usize>) -> Option<&str> {
+        std::str::from_utf8(self.bytes(header, range)).ok()
     }
 
     /// Sets a cookie on the response (replacing one of the same name set earlier).
@@ -109,6 +148,18 @@ pub(crate) fn browser_round_trip(ctx: StoreContext) -> (Vec<String>, StoreContex
     (set, next)
 }
 
+/// `range` of `bytes` without the spaces and tabs at either end.
+fn trim(bytes: &[u8], mut range: Range<usize>) -> Range<usize> {
+    let blank = |b: u8| b == b' ' || b == b'\t';
+    while range.start < range.end && blank(bytes[range.start]) {
+        range.start += 1;
+    }
+    while range.end > range.start && blank(bytes[range.end - 1]) {
+        range.end -= 1;
+    }
+    range
+}
+
 fn is_removal(cookie: &Cookie<'_>) -> bool {
     cookie.max_age().is_some_and(|age| age.is_zero())
 }
@@ -153,5 +204,16 @@ mod tests {
         headers.insert(COOKIE, HeaderValue::from_str(&many).unwrap());
         let ctx = StoreContext::from_headers(&headers);
         assert_eq!(ctx.request_cookie_names().count(), MAX_REQUEST_COOKIES);
+    }
+
+    #[test]
+    fn cookies_of_every_header_are_read_and_values_that_are_not_utf8_are_absent() {
+        let first = HeaderValue::from_static("a=1;  b = 2 ");
+        let broken = HeaderValue::from_bytes(b"c=\xff\xfe; =x; junk").unwrap();
+        let second = HeaderValue::from_static("d=\"4\"; e=");
+        let ctx = StoreContext::from_cookie_headers([&first, &broken, &second]);
+        assert_eq!(ctx.request_cookie_names().collect::<Vec<_>>(), ["a", "b", "c", "d", "e"]);
+        assert_eq!((ctx.cookie("a"), ctx.cookie("b"), ctx.cookie("c")), (Some("1"), Some("2"), None));
+        assert_eq!((ctx.cookie("d"), ctx.cookie("e")), (Some("\"4\""), Some("")));
     }
 }

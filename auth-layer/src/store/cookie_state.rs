@@ -3,7 +3,6 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -22,8 +21,6 @@ const CHUNK_SIZE: usize = 3_800;
 const MAX_CHUNKS: usize = 8;
 /// How many bytes of opened sessions are kept by default (see [`CookieStateStore`]).
 const DEFAULT_OPENED_CACHE: u64 = 32 << 20;
-/// How long an unread opened session is kept.
-const OPENED_IDLE: Duration = Duration::from_secs(600);
 /// The leading characters of a sealed value that key the opened cache: the format version and
 /// 23 bytes of the value's random nonce, so two values that differ there are never confused.
 const OPENED_KEY_LEN: usize = 32;
@@ -86,7 +83,6 @@ fn opened_cache(max_bytes: u64) -> Option<moka::sync::Cache<[u8; OPENED_KEY_LEN]
             .weigher(|_key: &[u8; OPENED_KEY_LEN], opened: &Arc<Opened>| {
                 u32::try_from(2 * opened.sealed.len()).unwrap_or(u32::MAX)
             })
-            .time_to_idle(OPENED_IDLE)
             .build()
     })
 }

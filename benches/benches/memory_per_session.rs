@@ -1,0 +1,67 @@
+//! The memory store's footprint: RSS growth per session with 1,000,000 sessions stored
+//! (`SESSIONS` to change it), against the size of one session's JSON. Every session is the
+//! bench's realistic test session (profile claims, ID, access and refresh tokens) of its own
+//! user and provider session, stored through `ServerStateStore::set` as a login does, then read
+//! once through `get` as a request does (which fills the opened cache to its bound).
+//!
+//! `cargo bench -p auth-layer-benches --bench memory_per_session`; exits non-zero when a session
+//! costs more than twice its JSON.
+
+use std::sync::Arc;
+
+use auth_layer::AuthConfig;
+use auth_layer::store::{ServerStateStore, StateStore, StoreContext};
+use auth_layer_benches::test_session_of;
+use http::HeaderValue;
+use http::header::SET_COOKIE;
+
+/// Resident set size of this process, in bytes.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let count: usize = std::env::var("SESSIONS").ok().and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
+    let config = AuthConfig::builder()
+        .issuer("https://op.example.com")
+        .client_id("bench")
+        .client_secret("bench-client-secret")
+        .secret("bench-secret-bench-secret-bench-secret-00")
+        .base_url("https://app.example.com")
+        .build()
+        .unwrap();
+    let store = Arc::new(ServerStateStore::in_memory(&config));
+    let json = serde_json::to_vec(&test_session_of("user-0000000", "sid-0000000")).unwrap().len();
+
+    let before = rss();
+    let mut cookies = Vec::with_capacity(count);
+    for i in 0..count {
+        let mut ctx = StoreContext::default();
+        store.set(&mut ctx, &test_session_of(&format!("user-{i:07}"), &format!("sid-{i:07}")), true).await.unwrap();
+        let mut headers = http::HeaderMap::new();
+        ctx.apply(&mut headers);
+        let set = headers[SET_COOKIE].to_str().unwrap();
+        cookies.push(HeaderValue::from_str(set.split(';').next().unwrap()).unwrap());
+    }
+    let cookie_bytes: usize = cookies.iter().map(|c| c.len() + 32).sum();
+    for cookie in &cookies {
+        let session = store.get(&mut StoreContext::from_cookie_headers([cookie])).await.unwrap();
+        assert!(session.is_some(), "every stored session reads back");
+    }
+    store.sessions().backend().run_pending_tasks().await;
+    let grown = rss().saturating_sub(before).saturating_sub(cookie_bytes as u64);
+    let per_session = grown as f64 / count as f64;
+    let ratio = per_session / json as f64;
+    println!(
+        "memory store: {count} sessions, RSS grew {:.1} MiB (the bench's own list of cookies left out): \
+         {per_session:.0} bytes per session; session JSON {json} bytes; ratio {ratio:.2} (target at most 2)",
+        grown as f64 / (1 << 20) as f64
+    );
+    if ratio > 2.0 {
+        eprintln!("over target: {ratio:.2} > 2");
+        std::process::exit(1);
+    }
+}
