@@ -343,7 +343,10 @@ impl AuthClient {
         let shared = self
             .inner
             .refreshes
-            .try_get_with(key, self.refresh(StateData::clone(&session), refresh_token, audience, options.scope.as_deref()))
+            .try_get_with(
+                key,
+                self.refresh(StateData::clone(&session), refresh_token, audience, options.scope.as_deref()),
+            )
             .await;
         let refreshed = match shared {
             Ok(refreshed) => refreshed,

@@ -154,7 +154,6 @@ struct Opened<T> {
 /// Records decoded before, by full key (see [`TypedStore::with_opened_cache`]).
 type OpenedCache<T> = moka::sync::Cache<String, Arc<Opened<T>>>;
 
-
 /// Records of `T` in backend `B`: in memory ([`MokaBackend`]) unless told otherwise.
 pub struct TypedStore<T, B = MokaBackend> {
     backend: B,
@@ -385,7 +384,13 @@ mod tests {
         async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
             Ok(self.0.get(key).await?.map(|b| Bytes::copy_from_slice(&b)))
         }
-        async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>, tags: Vec<String>) -> Result<(), StoreError> {
+        async fn put(
+            &self,
+            key: &str,
+            value: Bytes,
+            ttl: Option<Duration>,
+            tags: Vec<String>,
+        ) -> Result<(), StoreError> {
             self.0.put(key, value, ttl, tags).await
         }
         async fn delete(&self, key: &str) -> Result<(), StoreError> {

@@ -193,7 +193,8 @@ fn service(c: &mut Criterion, rt: &Runtime, issuer: &str) {
             cookie_header(ctx)
         });
         let mut svc = layer.layer(App);
-        let answer = rt.block_on(async { body(svc.ready().await.unwrap().call(request("/me", &cookie)).await.unwrap()).await });
+        let answer =
+            rt.block_on(async { body(svc.ready().await.unwrap().call(request("/me", &cookie)).await.unwrap()).await });
         assert_eq!(answer, test_session().sub().as_bytes(), "{name}: the layer reads the minted session");
         for path in ["/public", "/me"] {
             group.bench_function(BenchmarkId::new(name, path), |b| {

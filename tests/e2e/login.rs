@@ -121,7 +121,7 @@ async fn logout_ends_the_session_and_lands_on_the_providers_end_session_page() {
     browser.login(&env.app_url, "dave").await;
     let id_token = {
         let mut ctx = StoreContext::from_cookie_headers([&session_cookie(&browser, &env).parse().unwrap()]);
-        env.client.get_session(&mut ctx).await.unwrap().unwrap().id_token
+        env.client.get_session(&mut ctx).await.unwrap().unwrap().id_token.clone()
     };
     let before = session_cookie(&browser, &env);
     let logout = browser.get(&env.url("/auth/logout")).await;

@@ -22,7 +22,7 @@ fn rotating(store: SessionStore) -> EnvOptions {
     }
 }
 
-async fn session_of(env: &TestEnv, browser: &Browser) -> auth_layer::StateData {
+async fn session_of(env: &TestEnv, browser: &Browser) -> std::sync::Arc<auth_layer::StateData> {
     let cookie = browser.cookie_header(&env.url("/"));
     let mut ctx = StoreContext::from_cookie_headers([&cookie.parse().unwrap()]);
     env.client.get_session(&mut ctx).await.unwrap().expect("a session")

@@ -53,7 +53,9 @@ impl StoreContext {
                     let name = trim(bytes, start..eq);
                     if !name.is_empty() {
                         if ctx.request.len() == MAX_REQUEST_COOKIES {
-                            tracing::debug!("request has more than {MAX_REQUEST_COOKIES} cookies; the rest are ignored");
+                            tracing::debug!(
+                                "request has more than {MAX_REQUEST_COOKIES} cookies; the rest are ignored"
+                            );
                             break;
                         }
                         ctx.request.push(RequestCookie { header, name, value: trim(bytes, eq + 1..end) });

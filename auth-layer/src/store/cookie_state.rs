@@ -425,7 +425,11 @@ mod tests {
         let mut ctx = StoreContext::default();
         store.set(&mut ctx, &new, true).await.unwrap();
         let (_, mut next) = browser_round_trip(ctx);
-        assert_eq!(store.get(&mut next).await.unwrap().as_deref(), Some(&new), "a login after the logout is not affected");
+        assert_eq!(
+            store.get(&mut next).await.unwrap().as_deref(),
+            Some(&new),
+            "a login after the logout is not affected"
+        );
     }
 
     /// The request a browser sends after receiving `set` (every live cookie of it).

@@ -87,7 +87,8 @@ fn bare() -> Router {
     async fn mint() -> impl IntoResponse {
         // An opaque value the size of a session id, as a stateful store would set.
         let mut headers = HeaderMap::new();
-        headers.insert(SET_COOKIE, HeaderValue::from_static("bare=0123456789abcdefghijklmnopqrstuvwxyzABCDEFG; Path=/"));
+        headers
+            .insert(SET_COOKIE, HeaderValue::from_static("bare=0123456789abcdefghijklmnopqrstuvwxyzABCDEFG; Path=/"));
         headers
     }
     routes(get(me), get(mint))
