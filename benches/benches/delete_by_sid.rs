@@ -1,9 +1,10 @@
-//! Back-channel logout's cost: deleting the one session of a `sid` while 1,000 or 100,000 other
-//! sessions are stored, in moka, Redis and PostgreSQL. The cost must not grow with the number of
-//! sessions stored.
+//! Back-channel logout's cost: deleting the one session of a `sid` while 1,000 or 1,000,000
+//! other sessions are stored, in moka, Redis and PostgreSQL. The cost must not grow with the
+//! number of sessions stored.
 //!
 //! `cargo bench -p auth-layer-benches --bench delete_by_sid` (Redis and PostgreSQL at `REDIS_URL`
-//! and `DATABASE_URL`, the loopback defaults otherwise).
+//! and `DATABASE_URL`, the loopback defaults otherwise). `STORED=1000,100000` changes the crowd
+//! sizes, `BACKENDS=moka,redis` the backends.
 
 use std::time::{Duration, Instant};
 
@@ -47,7 +48,7 @@ async fn fill<B: Backend + Clone>(sessions: &TypedStore<StateData, B>, count: us
 fn bench_backend<B: Backend + Clone>(c: &mut Criterion, rt: &Runtime, name: &str, make: impl Fn() -> B) {
     let mut group = c.benchmark_group(format!("delete_by_sid/{name}"));
     group.sample_size(30).measurement_time(Duration::from_secs(5));
-    for stored in [1_000usize, 100_000] {
+    for stored in crowd_sizes() {
         let sessions = rt.block_on(async {
             let sessions = StateData::store_in(make(), &[SECRET]);
             fill(&sessions, stored).await;
@@ -78,14 +79,29 @@ fn bench_backend<B: Backend + Clone>(c: &mut Criterion, rt: &Runtime, name: &str
     group.finish();
 }
 
+fn crowd_sizes() -> Vec<usize> {
+    let sizes = std::env::var("STORED").unwrap_or_else(|_| "1000,1000000".into());
+    sizes.split(',').map(|n| n.trim().parse().expect("STORED: comma-separated counts")).collect()
+}
+
+fn wanted(backend: &str) -> bool {
+    std::env::var("BACKENDS").ok().is_none_or(|list| list.split(',').any(|b| b.trim() == backend))
+}
+
 fn benches(c: &mut Criterion) {
     let rt = Runtime::new().unwrap();
-    bench_backend(c, &rt, "moka", MokaBackend::new);
-    let redis = rt.block_on(RedisBackend::connect(&redis_url())).expect("Redis at REDIS_URL");
-    let namespace = format!("bench-{}", std::process::id());
-    bench_backend(c, &rt, "redis", || redis.clone().with_namespace(&namespace));
-    let postgres = rt.block_on(PostgresBackend::connect(&database_url())).expect("PostgreSQL at DATABASE_URL");
-    bench_backend(c, &rt, "postgres", || postgres.clone());
+    if wanted("moka") {
+        bench_backend(c, &rt, "moka", MokaBackend::new);
+    }
+    if wanted("redis") {
+        let redis = rt.block_on(RedisBackend::connect(&redis_url())).expect("Redis at REDIS_URL");
+        let namespace = format!("bench-{}", std::process::id());
+        bench_backend(c, &rt, "redis", || redis.clone().with_namespace(&namespace));
+    }
+    if wanted("postgres") {
+        let postgres = rt.block_on(PostgresBackend::connect(&database_url())).expect("PostgreSQL at DATABASE_URL");
+        bench_backend(c, &rt, "postgres", || postgres.clone());
+    }
 }
 
 criterion_group!(delete_by_sid, benches);
