@@ -236,11 +236,34 @@ impl<T: Record, B: Backend> TypedStore<T, B> {
     }
 
     /// Stores `record` under its key for `ttl`.
+    ///
+    /// In memory ([`MokaBackend`]) the record is kept as it is, so that reads neither decode
+    /// nor open it; it is copied here by a serialization round trip (records need not be
+    /// `Clone`), or not at all with [`set_shared`](Self::set_shared).
     pub async fn set_with_ttl(&self, record: &T, ttl: Option<Duration>) -> Result<(), StoreError> {
+        if self.backend.in_memory().is_some() {
+            let json = serde_json::to_vec(record)
+                .map_err(|e| StoreError::Unavailable(format!("{} does not serialize: {e}", T::NAME)))?;
+            let copy: T = serde_json::from_slice(&json)
+                .map_err(|e| StoreError::Unavailable(format!("{} does not read back: {e}", T::NAME)))?;
+            return self.set_shared(Arc::new(copy), ttl).await;
+        }
+        self.put_serialized(record, ttl).await
+    }
+
+    /// Stores a shared `record` under its key for `ttl`: in memory, this very `Arc`, which
+    /// [`get_shared`](Self::get_shared) then hands out; elsewhere, serialized (and sealed).
+    pub async fn set_shared(&self, record: Arc<T>, ttl: Option<Duration>) -> Result<(), StoreError> {
+        let Some(memory) = self.backend.in_memory() else { return self.put_serialized(&record, ttl).await };
         let key = record.key();
-        let mut entries = Vec::new();
-        record.index_entries(&mut entries);
-        let tags = entries.into_iter().map(|entry| tag(T::NAME, &entry)).collect();
+        let tags = tags_of(&*record);
+        memory.put_live(&key, record, ttl, tags).await;
+        Ok(())
+    }
+
+    async fn put_serialized(&self, record: &T, ttl: Option<Duration>) -> Result<(), StoreError> {
+        let key = record.key();
+        let tags = tags_of(record);
         let json = serde_json::to_vec(&EnvelopeOut { v: ENVELOPE_VERSION, d: record })
             .map_err(|e| StoreError::Unavailable(format!("{} does not serialize: {e}", T::NAME)))?;
         let value = match &self.sealer {
@@ -258,6 +281,15 @@ impl<T: Record, B: Backend> TypedStore<T, B> {
 
     /// The record under its full key (as [`Record::key`] gives it), if present.
     pub async fn get_by_full_key(&self, key: &str) -> Result<Option<T>, StoreError> {
+        if self.backend.in_memory().is_some() {
+            // A copy of the live record, by the same round trip as `set`.
+            let Some(shared) = self.get_shared_by_full_key(key).await? else { return Ok(None) };
+            let json = serde_json::to_vec(&*shared)
+                .map_err(|e| StoreError::Unavailable(format!("{} does not serialize: {e}", T::NAME)))?;
+            return serde_json::from_slice(&json)
+                .map(Some)
+                .map_err(|e| StoreError::Unavailable(format!("{} does not read back: {e}", T::NAME)));
+        }
         let Some(bytes) = self.backend.get(key).await? else { return Ok(None) };
         Ok(self.decode(key, &bytes))
     }
@@ -271,6 +303,9 @@ impl<T: Record, B: Backend> TypedStore<T, B> {
 
     /// [`get_shared`](Self::get_shared) by full key.
     pub async fn get_shared_by_full_key(&self, key: &str) -> Result<Option<Arc<T>>, StoreError> {
+        if let Some(memory) = self.backend.in_memory() {
+            return Ok(memory.get_live(key).await.and_then(|live| live.downcast::<T>().ok()));
+        }
         let Some(stored) = self.backend.get(key).await? else { return Ok(None) };
         let Some(cache) = &self.opened else { return Ok(self.decode(key, &stored).map(Arc::new)) };
         if let Some(hit) = cache.get(key)
@@ -359,6 +394,13 @@ fn same_bytes(a: &Bytes, b: &Bytes) -> bool {
     (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
 }
 
+/// The backend tags of `record`'s indexed fields.
+fn tags_of<T: Record>(record: &T) -> Vec<String> {
+    let mut entries = Vec::new();
+    record.index_entries(&mut entries);
+    entries.into_iter().map(|entry| tag(T::NAME, &entry)).collect()
+}
+
 /// The backend tag of `field=value` in store `name`.
 fn tag(name: &str, entry: &str) -> String {
     format!("{name}#{entry}")
@@ -421,11 +463,24 @@ mod tests {
 
     #[tokio::test]
     async fn without_the_opened_cache_every_read_decodes() {
-        let notes = TypedStore::<Note, _>::new(MokaBackend::new(), &[SECRET]);
+        let notes = TypedStore::<Note, _>::new(Copying::default(), &[SECRET]);
         notes.set(&Note { id: "1".into(), text: "a".into() }).await.unwrap();
         let first = notes.get_shared("1").await.unwrap().unwrap();
         let second = notes.get_shared("1").await.unwrap().unwrap();
         assert!(!Arc::ptr_eq(&first, &second));
         assert_eq!(first, second);
+    }
+
+    #[tokio::test]
+    async fn in_memory_records_are_kept_as_they_are_and_never_as_bytes() {
+        let notes = TypedStore::<Note, _>::new(MokaBackend::new(), &[SECRET]);
+        let note = Arc::new(Note { id: "1".into(), text: "a".into() });
+        notes.set_shared(note.clone(), None).await.unwrap();
+        assert!(Arc::ptr_eq(&notes.get_shared("1").await.unwrap().unwrap(), &note), "the very record");
+        assert_eq!(notes.backend().get("note:1").await.unwrap(), None, "nothing serialized to read back");
+        notes.set(&Note { id: "1".into(), text: "b".into() }).await.unwrap();
+        assert_eq!(notes.get("1").await.unwrap().unwrap().text, "b", "set by reference keeps a copy");
+        notes.delete("1").await.unwrap();
+        assert_eq!(notes.get_shared("1").await.unwrap(), None);
     }
 }

@@ -19,6 +19,36 @@ struct Cart {
     items: Vec<String>,
 }
 
+/// Records as a shared backend (Redis, PostgreSQL) keeps them: bytes, serialized and sealed.
+/// (In memory, `MokaBackend` keeps typed records as they are.)
+#[derive(Clone, Default)]
+struct AtRest(MokaBackend);
+
+#[async_trait::async_trait]
+impl Backend for AtRest {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, auth_layer::store::StoreError> {
+        self.0.get(key).await
+    }
+    async fn put(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+        tags: Vec<String>,
+    ) -> Result<(), auth_layer::store::StoreError> {
+        self.0.put(key, value, ttl, tags).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), auth_layer::store::StoreError> {
+        self.0.delete(key).await
+    }
+    async fn delete_by_tag(&self, tag: &str) -> Result<u64, auth_layer::store::StoreError> {
+        self.0.delete_by_tag(tag).await
+    }
+    async fn keys_by_tag(&self, tag: &str) -> Result<Vec<String>, auth_layer::store::StoreError> {
+        self.0.keys_by_tag(tag).await
+    }
+}
+
 fn cart(user: &str, org: &str) -> Cart {
     Cart { user_id: user.into(), org_id: org.into(), items: vec![format!("{user}'s book")] }
 }
@@ -82,7 +112,7 @@ async fn moving_an_index_value_moves_the_record_between_index_entries() {
 
 #[tokio::test]
 async fn encrypted_records_are_sealed_at_rest_and_do_not_open_under_another_key() {
-    let backend = MokaBackend::new();
+    let backend = AtRest::default();
     let carts = Cart::store_in(backend.clone(), &[SECRET]);
     carts.set(&cart("u-1", "acme")).await.unwrap();
     let raw = backend.get("cart:u-1").await.unwrap().unwrap();
@@ -101,7 +131,7 @@ async fn encrypted_records_are_sealed_at_rest_and_do_not_open_under_another_key(
 
 #[tokio::test]
 async fn records_that_do_not_decode_are_absent() {
-    let backend = MokaBackend::new();
+    let backend = AtRest::default();
     let carts = Cart::store_in(backend.clone(), &[SECRET]);
     for garbage in [&b""[..], b"\xff\xfe", b"not sealed", b"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
         backend.put("cart:bad", Bytes::copy_from_slice(garbage), None, vec![]).await.unwrap();
@@ -122,7 +152,7 @@ struct Note {
 
 #[tokio::test]
 async fn plain_records_keep_a_versioned_envelope_and_older_versions_are_absent() {
-    let backend = MokaBackend::new();
+    let backend = AtRest::default();
     let notes = Note::store_in(backend.clone(), &[SECRET]);
     assert_eq!(Note::TTL, None);
     let note = Note { owner: "ann".into(), number: 7, tag: Some("x".into()), text: "hi".into() };

@@ -53,4 +53,12 @@ pub trait Backend: Send + Sync + 'static {
     fn write_count(&self) -> Option<u64> {
         None
     }
+
+    /// This backend, when it is the in-memory [`MokaBackend`]: typed stores then keep their
+    /// records in it as they are, neither serialized nor sealed (sealing protects nothing in
+    /// the memory of the process that holds the key). Other backends keep the default, `None`.
+    #[doc(hidden)]
+    fn in_memory(&self) -> Option<&MokaBackend> {
+        None
+    }
 }

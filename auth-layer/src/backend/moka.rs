@@ -1,6 +1,8 @@
 //! [`MokaBackend`]: an in-memory backend on moka's concurrent cache, with per-entry expiry and
-//! a tag index kept consistent through moka's eviction listener.
+//! a tag index kept consistent through moka's eviction listener. Besides bytes, it keeps typed
+//! stores' records as they are ("live"), so reading one neither opens nor decodes anything.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,10 +22,20 @@ use crate::store::StoreError;
 #[derive(Clone)]
 struct Entry {
     id: u64,
-    value: Bytes,
+    value: Stored,
     ttl: Option<Duration>,
     tags: Arc<[String]>,
 }
+
+/// What an entry holds: bytes (the [`Backend`] API) or a typed store's record as it is.
+#[derive(Clone)]
+enum Stored {
+    Bytes(Bytes),
+    Live(LiveValue),
+}
+
+/// A record kept as it is, for the typed store that put it.
+pub(crate) type LiveValue = Arc<dyn Any + Send + Sync>;
 
 /// tag → (key → id of the value that carries the tag).
 type TagIndex = HashMap<String, HashMap<String, u64>>;
@@ -70,6 +82,41 @@ impl Default for MokaBackend {
 }
 
 impl MokaBackend {
+    /// The live record under `key` (see [`put_live`](Self::put_live)); `None` when absent,
+    /// expired, or stored as bytes.
+    pub(crate) async fn get_live(&self, key: &str) -> Option<LiveValue> {
+        match self.cache.get(key).await?.value {
+            Stored::Live(value) => Some(value),
+            Stored::Bytes(_) => None,
+        }
+    }
+
+    /// Keeps `value` as it is under `key`, with the TTL and tags `put` would give it. `get`
+    /// does not see it: only [`get_live`](Self::get_live) does.
+    pub(crate) async fn put_live(&self, key: &str, value: LiveValue, ttl: Option<Duration>, tags: Vec<String>) {
+        self.put_stored(key, Stored::Live(value), ttl, tags).await;
+    }
+
+    async fn put_stored(&self, key: &str, value: Stored, ttl: Option<Duration>, tags: Vec<String>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let entry = Entry { id, value, ttl, tags: tags.into() };
+        // Listing the key and storing the value happen under moka's per-key lock, so concurrent
+        // writers of one key leave the index listing exactly the value that won.
+        self.cache
+            .entry(key.to_owned())
+            .and_compute_with(|_| {
+                if !entry.tags.is_empty() {
+                    let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+                    for tag in entry.tags.iter() {
+                        index.entry(tag.clone()).or_default().insert(key.to_owned(), id);
+                    }
+                }
+                std::future::ready(Op::Put(entry))
+            })
+            .await;
+        self.writes.fetch_add(1, Ordering::Release);
+    }
+
     /// An unbounded in-memory backend.
     pub fn new() -> Self {
         Self::build(None)
@@ -130,27 +177,14 @@ fn unlist(index: &Mutex<TagIndex>, key: &str, entry: &Entry) {
 #[async_trait]
 impl Backend for MokaBackend {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        Ok(self.cache.get(key).await.map(|entry| entry.value))
+        Ok(self.cache.get(key).await.and_then(|entry| match entry.value {
+            Stored::Bytes(bytes) => Some(bytes),
+            Stored::Live(_) => None,
+        }))
     }
 
     async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>, tags: Vec<String>) -> Result<(), StoreError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let entry = Entry { id, value, ttl, tags: tags.into() };
-        // Listing the key and storing the value happen under moka's per-key lock, so concurrent
-        // writers of one key leave the index listing exactly the value that won.
-        self.cache
-            .entry(key.to_owned())
-            .and_compute_with(|_| {
-                if !entry.tags.is_empty() {
-                    let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-                    for tag in entry.tags.iter() {
-                        index.entry(tag.clone()).or_default().insert(key.to_owned(), id);
-                    }
-                }
-                std::future::ready(Op::Put(entry))
-            })
-            .await;
-        self.writes.fetch_add(1, Ordering::Release);
+        self.put_stored(key, Stored::Bytes(value), ttl, tags).await;
         Ok(())
     }
 
@@ -198,6 +232,10 @@ impl Backend for MokaBackend {
 
     fn write_count(&self) -> Option<u64> {
         Some(self.writes.load(Ordering::Acquire))
+    }
+
+    fn in_memory(&self) -> Option<&MokaBackend> {
+        Some(self)
     }
 }
 

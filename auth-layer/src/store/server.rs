@@ -28,7 +28,8 @@ use crate::record::TypedStore;
 /// # Ok(()) }
 /// ```
 ///
-/// Sessions read are kept decoded (up to [`DEFAULT_OPENED_CACHE`] bytes unless
+/// In memory, sessions are kept as they are. In a shared backend they are sealed, and the
+/// sessions read are kept decoded (up to [`DEFAULT_OPENED_CACHE`] bytes unless
 /// [`with_opened_cache`](Self::with_opened_cache) says otherwise): a request whose session's
 /// stored bytes have not changed gets it without decrypting or decoding it again. The backend
 /// is still asked on every request, so a deleted session ends at once, on every machine.
@@ -58,7 +59,9 @@ impl ServerStateStore<MokaBackend> {
 impl<B: Backend> ServerStateStore<B> {
     /// Sessions in `backend`, sealed with a key derived from `config`'s secrets.
     pub fn new(backend: B, config: &AuthConfig) -> Self {
-        let sessions = TypedStore::new(backend, &config.secrets).with_opened_cache(DEFAULT_OPENED_CACHE);
+        // In memory, sessions are kept as they are: there is nothing to open.
+        let opened = if backend.in_memory().is_some() { 0 } else { DEFAULT_OPENED_CACHE };
+        let sessions = TypedStore::new(backend, &config.secrets).with_opened_cache(opened);
         Self { sessions, config: config.clone() }
     }
 
@@ -123,7 +126,8 @@ impl<B: Backend> StateStore for ServerStateStore<B> {
         let expires =
             data.expires_at(self.config.absolute_duration.as_secs(), self.config.inactivity_duration.as_secs());
         let ttl = expires.saturating_sub(now);
-        self.sessions.set_with_ttl(data, Some(std::time::Duration::from_secs(ttl.max(1)))).await?;
+        let ttl_left = Some(std::time::Duration::from_secs(ttl.max(1)));
+        self.sessions.set_shared(Arc::new(data.clone()), ttl_left).await?;
         let cookie =
             auth_cookie(&self.config, self.name().to_owned(), data.id().to_owned(), &self.config.cookies.path, ttl);
         ctx.set_cookie(cookie);
