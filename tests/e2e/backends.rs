@@ -26,6 +26,15 @@ async fn redis() -> RedisBackend {
         .with_namespace(&prefix())
 }
 
+/// A Redis backend with client-side caching, in a namespace of its own unless `namespace`.
+async fn redis_cached_in(namespace: &str) -> RedisBackend {
+    let url = redis_url();
+    RedisBackend::connect_with_client_cache(&url, std::num::NonZeroUsize::new(1_000).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("Redis is not reachable at {url} with RESP3 (set REDIS_URL): {e}"))
+        .with_namespace(namespace)
+}
+
 async fn postgres() -> PostgresBackend {
     let url = database_url();
     PostgresBackend::connect(&url)
@@ -212,7 +221,36 @@ macro_rules! conformance {
 
 conformance!(moka, MokaBackend::new());
 conformance!(redis_standalone, redis().await);
+conformance!(redis_client_cache, redis_cached_in(&prefix()).await);
 conformance!(postgresql, postgres().await);
+
+/// Two processes' caches of one Redis: what one changes or deletes, the other stops serving
+/// (Redis's invalidation, not the cache's time to live of 30 minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_client_caches_drop_what_another_connection_changes_or_deletes() {
+    let namespace = prefix();
+    let (a, b) = (redis_cached_in(&namespace).await, redis_cached_in(&namespace).await);
+    let within = |backend: RedisBackend, want: Option<&'static [u8]>| async move {
+        for _ in 0..100 {
+            if backend.get("session").await.unwrap().as_deref() == want {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        false
+    };
+    a.put("session", Bytes::from_static(b"one"), None, vec!["sid=s1".into()]).await.unwrap();
+    assert_eq!(b.get("session").await.unwrap().as_deref(), Some(&b"one"[..]), "b reads, and caches");
+    let (hits, _) = b.client_cache_stats().unwrap();
+    for _ in 0..10 {
+        assert_eq!(b.get("session").await.unwrap().as_deref(), Some(&b"one"[..]));
+    }
+    assert_eq!(b.client_cache_stats().unwrap().0, hits + 10, "unchanged, it is served from b's cache");
+    a.put("session", Bytes::from_static(b"two"), None, vec!["sid=s1".into()]).await.unwrap();
+    assert!(within(b.clone(), Some(b"two")).await, "b serves the new value within 200 ms");
+    assert_eq!(a.delete_by_tag("sid=s1").await.unwrap(), 1);
+    assert!(within(b.clone(), None).await, "b stops serving the deleted value within 200 ms");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cluster_passes_the_same_suite() {

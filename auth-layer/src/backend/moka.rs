@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use moka::Expiry;
-use moka::future::Cache;
 use moka::ops::compute::Op;
+use moka::sync::Cache;
 
 use super::Backend;
 use crate::store::StoreError;
@@ -85,7 +85,7 @@ impl MokaBackend {
     /// The live record under `key` (see [`put_live`](Self::put_live)); `None` when absent,
     /// expired, or stored as bytes.
     pub(crate) async fn get_live(&self, key: &str) -> Option<LiveValue> {
-        match self.cache.get(key).await?.value {
+        match self.cache.get(key)?.value {
             Stored::Live(value) => Some(value),
             Stored::Bytes(_) => None,
         }
@@ -102,18 +102,15 @@ impl MokaBackend {
         let entry = Entry { id, value, ttl, tags: tags.into() };
         // Listing the key and storing the value happen under moka's per-key lock, so concurrent
         // writers of one key leave the index listing exactly the value that won.
-        self.cache
-            .entry(key.to_owned())
-            .and_compute_with(|_| {
-                if !entry.tags.is_empty() {
-                    let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-                    for tag in entry.tags.iter() {
-                        index.entry(tag.clone()).or_default().insert(key.to_owned(), id);
-                    }
+        self.cache.entry(key.to_owned()).and_compute_with(|_| {
+            if !entry.tags.is_empty() {
+                let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+                for tag in entry.tags.iter() {
+                    index.entry(tag.clone()).or_default().insert(key.to_owned(), id);
                 }
-                std::future::ready(Op::Put(entry))
-            })
-            .await;
+            }
+            Op::Put(entry)
+        });
         self.writes.fetch_add(1, Ordering::Release);
     }
 
@@ -146,7 +143,7 @@ impl MokaBackend {
     /// Runs moka's pending housekeeping now (expiry, eviction and their index updates), which
     /// otherwise happens as the cache is used.
     pub async fn run_pending_tasks(&self) {
-        self.cache.run_pending_tasks().await;
+        self.cache.run_pending_tasks();
     }
 
     /// How many entries the cache holds (approximate until pending tasks have run).
@@ -177,7 +174,7 @@ fn unlist(index: &Mutex<TagIndex>, key: &str, entry: &Entry) {
 #[async_trait]
 impl Backend for MokaBackend {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        Ok(self.cache.get(key).await.and_then(|entry| match entry.value {
+        Ok(self.cache.get(key).and_then(|entry| match entry.value {
             Stored::Bytes(bytes) => Some(bytes),
             Stored::Live(_) => None,
         }))
@@ -189,7 +186,7 @@ impl Backend for MokaBackend {
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.cache.invalidate(key).await;
+        self.cache.invalidate(key);
         self.writes.fetch_add(1, Ordering::Release);
         Ok(())
     }
@@ -202,17 +199,10 @@ impl Backend for MokaBackend {
         let mut deleted = 0;
         for (key, id) in listed {
             // Remove only the value that carries the tag, not a newer one put since.
-            let result = self
-                .cache
-                .entry(key)
-                .and_compute_with(|current| {
-                    let op = match current {
-                        Some(entry) if entry.value().id == id => Op::Remove,
-                        _ => Op::Nop,
-                    };
-                    std::future::ready(op)
-                })
-                .await;
+            let result = self.cache.entry(key).and_compute_with(|current| match current {
+                Some(entry) if entry.value().id == id => Op::Remove,
+                _ => Op::Nop,
+            });
             if matches!(result, moka::ops::compute::CompResult::Removed(_)) {
                 deleted += 1;
             }

@@ -7,7 +7,7 @@
 //! - `GET /public`: a constant; never touches the session.
 //!
 //! Modes: `bare` (axum alone), `cookie`, `memory` and `redis` (auth-layer with its cookie,
-//! in-memory and Redis stores), `tower-sessions` (tower-sessions 0.15 with its `MemoryStore`)
+//! in-memory and Redis stores), `redis-cached` (the Redis store with client-side caching), `tower-sessions` (tower-sessions 0.15 with its `MemoryStore`)
 //! and `tower-sessions-redis` (tower-sessions 0.14 with `tower-sessions-redis-store`, the newest
 //! Redis store it has). Every session holds the same data: auth-layer's [`StateData`] of a test
 //! user with realistic tokens.
@@ -39,7 +39,7 @@ async fn main() {
     let mut provider = None;
     let app = match mode.as_str() {
         "bare" => bare(),
-        "cookie" | "memory" | "redis" => {
+        "cookie" | "memory" | "redis" | "redis-cached" => {
             let started = Provider::start(&app_url, &ProviderOptions::default()).await;
             let app = auth_layer_app(&mode, config(&started.issuer, &app_url)).await;
             provider = Some(started);
@@ -49,7 +49,8 @@ async fn main() {
         "tower-sessions-redis" => peer::redis().await,
         other => {
             eprintln!(
-                "usage: loadbench MODE (bare|cookie|memory|redis|tower-sessions|tower-sessions-redis), not `{other}`"
+                "usage: loadbench MODE (bare|cookie|memory|redis|redis-cached|tower-sessions|tower-sessions-redis), \
+                 not `{other}`"
             );
             std::process::exit(2);
         }
@@ -98,6 +99,11 @@ async fn auth_layer_app(mode: &str, config: AuthConfig) -> Router {
     let store: Arc<dyn StateStore> = match mode {
         "cookie" => Arc::new(CookieStateStore::new(&config)),
         "memory" => Arc::new(ServerStateStore::in_memory(&config)),
+        "redis-cached" => {
+            let keys = std::num::NonZeroUsize::new(100_000).expect("not zero");
+            let backend = RedisBackend::connect_with_client_cache(&redis_url(), keys).await.expect("Redis (RESP3)");
+            Arc::new(ServerStateStore::new(backend, &config))
+        }
         _ => {
             let backend = RedisBackend::connect(&redis_url()).await.expect("Redis at REDIS_URL");
             Arc::new(ServerStateStore::new(backend, &config))
