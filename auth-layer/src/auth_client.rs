@@ -286,7 +286,7 @@ impl AuthClient {
 
     /// The logged-in user, if any.
     pub async fn get_user(&self, ctx: &mut StoreContext) -> Result<Option<User>, AuthError> {
-        Ok(self.get_session(ctx).await?.map(|s| Arc::unwrap_or_clone(s).user))
+        Ok(self.get_session(ctx).await?.map(|s| s.user.clone()))
     }
 
     /// Ends the session here and returns where to send the browser: the provider's
