@@ -165,12 +165,17 @@ mod suite {
         let store = Secretive::store_in(b.clone(), &[SECRET]);
         let record = Secretive { id: format!("{p}one"), owner: format!("{p}ann") };
         store.set(&record).await.unwrap();
-        let raw = b.get(&record.id).await.unwrap().unwrap();
-        assert!(!String::from_utf8_lossy(&raw).contains("ann"), "sealed at rest");
         assert_eq!(store.get(&record.id).await.unwrap(), Some(record.clone()));
-        let copy = format!("{p}two");
-        b.put(&copy, raw, None, vec![]).await.unwrap();
-        assert_eq!(store.get(&copy).await.unwrap(), None, "a record copied to another key does not open");
+        if b.in_memory().is_some() {
+            // In this process's memory, records are kept as they are: nothing is at rest.
+            assert_eq!(b.get(&record.id).await.unwrap(), None, "no bytes to read back");
+        } else {
+            let raw = b.get(&record.id).await.unwrap().unwrap();
+            assert!(!String::from_utf8_lossy(&raw).contains("ann"), "sealed at rest");
+            let copy = format!("{p}two");
+            b.put(&copy, raw, None, vec![]).await.unwrap();
+            assert_eq!(store.get(&copy).await.unwrap(), None, "a record copied to another key does not open");
+        }
         assert_eq!(store.find_by(Secretive::OWNER, &record.owner).await.unwrap(), vec![record.clone()]);
         assert_eq!(store.delete_by(Secretive::OWNER, &record.owner).await.unwrap(), 1);
     }

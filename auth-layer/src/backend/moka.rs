@@ -24,7 +24,7 @@ struct Entry {
     id: u64,
     value: Stored,
     ttl: Option<Duration>,
-    tags: Arc<[String]>,
+    tags: Arc<[Arc<str>]>,
 }
 
 /// What an entry holds: bytes (the [`Backend`] API) or a typed store's record as it is.
@@ -38,7 +38,56 @@ enum Stored {
 pub(crate) type LiveValue = Arc<dyn Any + Send + Sync>;
 
 /// tag → (key → id of the value that carries the tag).
-type TagIndex = HashMap<String, HashMap<String, u64>>;
+type TagIndex = HashMap<Arc<str>, Listed>;
+
+/// The keys listed under one tag, each with the id of the value that carries it. Most tags
+/// (a session's `sid`, a user's `sub`) list a single key, which then takes no table of its own.
+enum Listed {
+    One(Arc<str>, u64),
+    Many(HashMap<Arc<str>, u64>),
+}
+
+impl Listed {
+    fn insert(&mut self, key: Arc<str>, id: u64) {
+        match self {
+            Self::One(listed, listed_id) if *listed == key => *listed_id = id,
+            Self::One(listed, listed_id) => {
+                let many = HashMap::from([(listed.clone(), *listed_id), (key, id)]);
+                *self = Self::Many(many);
+            }
+            Self::Many(keys) => {
+                keys.insert(key, id);
+            }
+        }
+    }
+
+    /// Unlists `key` if it is listed for the value `id`; returns whether nothing is listed now.
+    fn remove(&mut self, key: &str, id: u64) -> bool {
+        match self {
+            Self::One(listed, listed_id) => **listed == *key && *listed_id == id,
+            Self::Many(keys) => {
+                if keys.get(key) == Some(&id) {
+                    keys.remove(key);
+                }
+                keys.is_empty()
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::One(..) => 1,
+            Self::Many(keys) => keys.len(),
+        }
+    }
+
+    fn entries(&self) -> Vec<(Arc<str>, u64)> {
+        match self {
+            Self::One(key, id) => vec![(key.clone(), *id)],
+            Self::Many(keys) => keys.iter().map(|(k, id)| (k.clone(), *id)).collect(),
+        }
+    }
+}
 
 struct PerEntryTtl;
 
@@ -99,14 +148,21 @@ impl MokaBackend {
 
     async fn put_stored(&self, key: &str, value: Stored, ttl: Option<Duration>, tags: Vec<String>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let entry = Entry { id, value, ttl, tags: tags.into() };
+        let tags: Arc<[Arc<str>]> = tags.into_iter().map(Arc::from).collect();
+        let entry = Entry { id, value, ttl, tags };
         // Listing the key and storing the value happen under moka's per-key lock, so concurrent
         // writers of one key leave the index listing exactly the value that won.
         self.cache.entry(key.to_owned()).and_compute_with(|_| {
             if !entry.tags.is_empty() {
                 let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+                let listed_key: Arc<str> = Arc::from(key);
                 for tag in entry.tags.iter() {
-                    index.entry(tag.clone()).or_default().insert(key.to_owned(), id);
+                    match index.get_mut(tag) {
+                        Some(listed) => listed.insert(listed_key.clone(), id),
+                        None => {
+                            index.insert(tag.clone(), Listed::One(listed_key.clone(), id));
+                        }
+                    }
                 }
             }
             Op::Put(entry)
@@ -153,20 +209,15 @@ impl MokaBackend {
 
     /// How many keys the index lists under `tag` (for tests of index consistency).
     pub fn indexed_count(&self, tag: &str) -> usize {
-        self.index.lock().unwrap_or_else(|e| e.into_inner()).get(tag).map_or(0, HashMap::len)
+        self.index.lock().unwrap_or_else(|e| e.into_inner()).get(tag).map_or(0, Listed::len)
     }
 }
 
 fn unlist(index: &Mutex<TagIndex>, key: &str, entry: &Entry) {
     let mut index = index.lock().unwrap_or_else(|e| e.into_inner());
     for tag in entry.tags.iter() {
-        if let Some(keys) = index.get_mut(tag) {
-            if keys.get(key) == Some(&entry.id) {
-                keys.remove(key);
-            }
-            if keys.is_empty() {
-                index.remove(tag);
-            }
+        if index.get_mut(tag).is_some_and(|listed| listed.remove(key, entry.id)) {
+            index.remove(tag);
         }
     }
 }
@@ -192,14 +243,14 @@ impl Backend for MokaBackend {
     }
 
     async fn delete_by_tag(&self, tag: &str) -> Result<u64, StoreError> {
-        let listed: Vec<(String, u64)> = {
+        let listed = {
             let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-            index.get(tag).map(|keys| keys.iter().map(|(k, id)| (k.clone(), *id)).collect()).unwrap_or_default()
+            index.get(tag).map(Listed::entries).unwrap_or_default()
         };
         let mut deleted = 0;
         for (key, id) in listed {
             // Remove only the value that carries the tag, not a newer one put since.
-            let result = self.cache.entry(key).and_compute_with(|current| match current {
+            let result = self.cache.entry_by_ref(&*key).and_compute_with(|current| match current {
                 Some(entry) if entry.value().id == id => Op::Remove,
                 _ => Op::Nop,
             });
@@ -212,12 +263,16 @@ impl Backend for MokaBackend {
     }
 
     async fn keys_by_tag(&self, tag: &str) -> Result<Vec<String>, StoreError> {
-        let listed: Vec<String> = {
+        let listed = {
             let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-            index.get(tag).map(|keys| keys.keys().cloned().collect()).unwrap_or_default()
+            index.get(tag).map(Listed::entries).unwrap_or_default()
         };
         // An expired value may still be listed until housekeeping runs; never report it.
-        Ok(listed.into_iter().filter(|key| self.cache.contains_key(key)).collect())
+        Ok(listed
+            .into_iter()
+            .filter(|(key, _)| self.cache.contains_key(&**key))
+            .map(|(key, _)| key.to_string())
+            .collect())
     }
 
     fn write_count(&self) -> Option<u64> {
