@@ -91,14 +91,14 @@ impl Listed {
 
 struct PerEntryTtl;
 
-impl Expiry<String, Entry> for PerEntryTtl {
-    fn expire_after_create(&self, _key: &String, entry: &Entry, _now: Instant) -> Option<Duration> {
+impl Expiry<Arc<str>, Entry> for PerEntryTtl {
+    fn expire_after_create(&self, _key: &Arc<str>, entry: &Entry, _now: Instant) -> Option<Duration> {
         entry.ttl
     }
 
     fn expire_after_update(
         &self,
-        _key: &String,
+        _key: &Arc<str>,
         entry: &Entry,
         _now: Instant,
         _left: Option<Duration>,
@@ -111,7 +111,8 @@ impl Expiry<String, Entry> for PerEntryTtl {
 /// gone on restart. Cheap to clone (the clones share the cache).
 #[derive(Clone)]
 pub struct MokaBackend {
-    cache: Cache<String, Entry>,
+    /// Keyed by `Arc<str>`: the index lists the very same key.
+    cache: Cache<Arc<str>, Entry>,
     index: Arc<Mutex<TagIndex>>,
     next_id: Arc<AtomicU64>,
     /// Bumped after every write (see [`Backend::write_count`]).
@@ -152,15 +153,15 @@ impl MokaBackend {
         let entry = Entry { id, value, ttl, tags };
         // Listing the key and storing the value happen under moka's per-key lock, so concurrent
         // writers of one key leave the index listing exactly the value that won.
-        self.cache.entry(key.to_owned()).and_compute_with(|_| {
+        let shared_key: Arc<str> = Arc::from(key);
+        self.cache.entry(shared_key.clone()).and_compute_with(|_| {
             if !entry.tags.is_empty() {
                 let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-                let listed_key: Arc<str> = Arc::from(key);
                 for tag in entry.tags.iter() {
                     match index.get_mut(tag) {
-                        Some(listed) => listed.insert(listed_key.clone(), id),
+                        Some(listed) => listed.insert(shared_key.clone(), id),
                         None => {
-                            index.insert(tag.clone(), Listed::One(listed_key.clone(), id));
+                            index.insert(tag.clone(), Listed::One(shared_key.clone(), id));
                         }
                     }
                 }
@@ -183,8 +184,8 @@ impl MokaBackend {
     fn build(max_entries: Option<u64>) -> Self {
         let index: Arc<Mutex<TagIndex>> = Arc::default();
         let listener_index = index.clone();
-        let mut builder = Cache::builder().expire_after(PerEntryTtl).eviction_listener(
-            move |key: Arc<String>, entry: Entry, _cause| {
+        let mut builder = Cache::<Arc<str>, Entry>::builder().expire_after(PerEntryTtl).eviction_listener(
+            move |key: Arc<Arc<str>>, entry: Entry, _cause| {
                 // Whatever removed it (expiry, eviction, replacement, deletion), the value
                 // `entry.id` no longer lists `key` under its tags.
                 unlist(&listener_index, &key, &entry);
@@ -250,7 +251,7 @@ impl Backend for MokaBackend {
         let mut deleted = 0;
         for (key, id) in listed {
             // Remove only the value that carries the tag, not a newer one put since.
-            let result = self.cache.entry_by_ref(&*key).and_compute_with(|current| match current {
+            let result = self.cache.entry(key).and_compute_with(|current| match current {
                 Some(entry) if entry.value().id == id => Op::Remove,
                 _ => Op::Nop,
             });
@@ -317,7 +318,7 @@ mod tests {
             backend.run_pending_tasks().await;
         }
         backend.run_pending_tasks().await;
-        let live = (0..200).filter(|i| backend.cache.contains_key(&format!("k{i}"))).count();
+        let live = (0..200).filter(|i| backend.cache.contains_key(format!("k{i}").as_str())).count();
         assert!(live <= 10, "{live} entries kept");
         assert_eq!(backend.indexed_count("t"), live, "the index lists exactly the live entries");
     }
