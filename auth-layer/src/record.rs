@@ -1,7 +1,8 @@
 //! Typed stores: the [`Record`] trait that `#[derive(Store)]` implements, and
 //! [`TypedStore<T, B>`](TypedStore), which keeps records of `T` in a [`Backend`] (in memory by
-//! default) under their key, with their time to live, sealed when the record asks for it, and
-//! findable by their indexed fields.
+//! default) under their key, with their time to live, and findable by their indexed fields. In
+//! memory records are kept as they are; in a shared backend they are serialized, and sealed when
+//! the record asks for it.
 //!
 //! ```
 //! use auth_layer::Store;
