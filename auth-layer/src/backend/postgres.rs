@@ -120,6 +120,11 @@ impl PostgresBackend {
     pub async fn connect_with(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
         let mut config = tokio_postgres::Config::from_str(url).map_err(unavailable)?;
         config.connect_timeout(options.timeout);
+        // Every statement here is a point read or write on an index. JIT compilation, which
+        // PostgreSQL starts once a plan's estimated cost passes `jit_above_cost` (as it does
+        // after a bulk load, before statistics catch up), costs more than such a statement.
+        let given = config.get_options().unwrap_or_default().to_owned();
+        config.options(format!("{given} -c jit=off").trim_start());
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(options.max_connections.max(1))
