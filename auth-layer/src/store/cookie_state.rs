@@ -162,7 +162,7 @@ impl<M: Backend> CookieStateStore<M> {
     async fn logged_out(&self, session: &StateData) -> Result<bool, StoreError> {
         let targets = [session.sid().map(|sid| format!("sid:{sid}")), Some(format!("sub:{}", session.sub()))];
         for target in targets.into_iter().flatten() {
-            if let Some(marker) = self.markers.get(&target).await?
+            if let Some(marker) = self.markers.get_shared(&target).await?
                 && marker.at >= session.created_at
             {
                 return Ok(true);
