@@ -79,8 +79,24 @@ impl Steps {
     }
 }
 
-async fn text_of(client: &Client, css: &str) -> String {
-    client.wait().for_element(Locator::Css(css)).await.unwrap().text().await.unwrap()
+/// Waits (up to 15 s) until the element `css` shows a text that `expected` accepts, and gives that
+/// text. A click that navigates returns before the next page replaces the old one, so an element
+/// found in between may belong to the old page and go stale: each poll finds it again, and a stale
+/// or missing element is simply not there yet.
+async fn text_when(client: &Client, css: &str, what: &str, expected: impl Fn(&str) -> bool) -> String {
+    let mut last = None;
+    for _ in 0..150 {
+        if let Ok(element) = client.find(Locator::Css(css)).await {
+            if let Ok(text) = element.text().await {
+                if expected(&text) {
+                    return text;
+                }
+                last = Some(text);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what}: `{css}` never matched within 15 s; last text seen: {last:?}");
 }
 
 #[tokio::test]
@@ -94,7 +110,7 @@ async fn a_person_logs_in_refreshes_the_token_and_logs_out_in_chromium() {
     let mut steps = Steps { dir, count: 0 };
 
     client.goto(&env.url("/")).await.unwrap();
-    assert_eq!(text_of(&client, "#status").await, "Logged out");
+    text_when(&client, "#status", "the app starts logged out", |t| t == "Logged out").await;
     steps.shot(&client, "home-logged-out").await;
 
     client.find(Locator::Css("#login")).await.unwrap().click().await.unwrap();
@@ -109,18 +125,22 @@ async fn a_person_logs_in_refreshes_the_token_and_logs_out_in_chromium() {
     steps.shot(&client, "provider-consent").await;
     client.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
 
-    assert_eq!(text_of(&client, "#name").await, "Alice", "back at the app, logged in");
+    text_when(&client, "#name", "back at the app, logged in", |t| t == "Alice").await;
     assert!(client.current_url().await.unwrap().as_str().starts_with(&env.app_url));
-    let token_before = text_of(&client, "#token-expiry").await;
-    assert!(text_of(&client, "#claims").await.contains("alice@example.test"));
+    let token_before =
+        text_when(&client, "#token-expiry", "the token's expiry shows", |t| t.contains("Unix time")).await;
+    text_when(&client, "#claims", "the claims show the email", |t| t.contains("alice@example.test")).await;
     steps.shot(&client, "home-logged-in").await;
 
     // Let the provider's clock move a second, so the refreshed token's expiry differs.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     client.find(Locator::Css("#refresh")).await.unwrap().click().await.unwrap();
-    assert_eq!(text_of(&client, "#name").await, "Alice");
-    let token_after = text_of(&client, "#token-expiry").await;
-    assert_ne!(token_after, token_before, "the access token was refreshed");
+    // The old page's expiry stays until the new page replaces it: wait for a different one.
+    text_when(&client, "#token-expiry", "the access token was refreshed", |t| {
+        t.contains("Unix time") && t != token_before
+    })
+    .await;
+    text_when(&client, "#name", "still logged in after the refresh", |t| t == "Alice").await;
     assert_eq!(env.provider.refresh_grants().await, 1);
     steps.shot(&client, "token-refreshed").await;
 
@@ -128,7 +148,7 @@ async fn a_person_logs_in_refreshes_the_token_and_logs_out_in_chromium() {
     let confirm = client.wait().for_element(Locator::Css("button[name=logout][value=yes]")).await.unwrap();
     steps.shot(&client, "provider-logout").await;
     confirm.click().await.unwrap();
-    assert_eq!(text_of(&client, "#status").await, "Logged out", "back at the app, logged out");
+    text_when(&client, "#status", "back at the app, logged out", |t| t == "Logged out").await;
     steps.shot(&client, "home-logged-out-again").await;
 
     client.close().await.unwrap();
