@@ -86,13 +86,13 @@ impl Steps {
 async fn text_when(client: &Client, css: &str, what: &str, expected: impl Fn(&str) -> bool) -> String {
     let mut last = None;
     for _ in 0..150 {
-        if let Ok(element) = client.find(Locator::Css(css)).await {
-            if let Ok(text) = element.text().await {
-                if expected(&text) {
-                    return text;
-                }
-                last = Some(text);
+        if let Ok(element) = client.find(Locator::Css(css)).await
+            && let Ok(text) = element.text().await
+        {
+            if expected(&text) {
+                return text;
             }
+            last = Some(text);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
