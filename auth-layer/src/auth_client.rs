@@ -272,13 +272,14 @@ impl AuthClient {
     /// The session is shared with the store, which may hand the same one to later requests.
     pub async fn get_session(&self, ctx: &mut StoreContext) -> Result<Option<Arc<StateData>>, AuthError> {
         let Some(mut session) = self.inner.state_store.get(ctx).await? else { return Ok(None) };
-        if self.is_expired(&session) {
+        let now = self.inner.config.clock.now();
+        if self.is_expired(&session, now) {
             tracing::info!(sub = session.user.sub(), "session expired");
             self.inner.state_store.delete(ctx).await?;
             return Ok(None);
         }
-        if self.renewal_due(&session) {
-            Arc::make_mut(&mut session).touched_at = self.inner.config.clock.now();
+        if renewal_due(&self.inner.config, &session, now) {
+            Arc::make_mut(&mut session).touched_at = now;
             self.inner.state_store.set(ctx, &session, false).await?;
         }
         Ok(Some(session))
@@ -308,10 +309,6 @@ impl AuthClient {
             return Err(AuthError::InvalidRequest(format!("the logout parameter `{name}` is set by auth-layer")));
         }
         Ok(self.inner.rp.end_session_url(id_token, &back, &extra).unwrap_or(back))
-    }
-
-    fn renewal_due(&self, session: &StateData) -> bool {
-        renewal_due(&self.inner.config, session)
     }
 
     /// An access token for the request's session: the stored one while fresh, else a refreshed
@@ -416,18 +413,18 @@ impl AuthClient {
         Ok(())
     }
 
-    fn is_expired(&self, session: &StateData) -> bool {
+    fn is_expired(&self, session: &StateData, now: u64) -> bool {
         let config = &self.inner.config;
         let expires = session.expires_at(config.absolute_duration.as_secs(), config.inactivity_duration.as_secs());
-        config.clock.now() >= expires
+        now >= expires
     }
 }
 
 /// Whether `session` is due for rolling renewal: less of its inactivity window left than the
-/// configured threshold (half the window by default).
-fn renewal_due(config: &AuthConfig, session: &StateData) -> bool {
+/// configured threshold (half the window by default), at `now`.
+fn renewal_due(config: &AuthConfig, session: &StateData, now: u64) -> bool {
     let window_ends = session.touched_at.saturating_add(config.inactivity_duration.as_secs());
-    window_ends.saturating_sub(config.clock.now()) < config.renew_below.as_secs()
+    window_ends.saturating_sub(now) < config.renew_below.as_secs()
 }
 
 /// How long a refresh's result is shared with requests of the same session that carry the
@@ -536,12 +533,12 @@ mod tests {
     fn rolling_renewal_waits_until_less_than_the_threshold_is_left() {
         // Default threshold: half of 1,000 s. Now is 10,000.
         let default = config(None);
-        assert!(!renewal_due(&default, &touched(9_600)), "600 s left of 1,000: no write");
-        assert!(renewal_due(&default, &touched(9_400)), "400 s left: renew");
+        assert!(!renewal_due(&default, &touched(9_600), 10_000), "600 s left of 1,000: no write");
+        assert!(renewal_due(&default, &touched(9_400), 10_000), "400 s left: renew");
         let eager = config(Some(900));
-        assert!(renewal_due(&eager, &touched(9_600)), "600 s left, threshold 900: renew");
+        assert!(renewal_due(&eager, &touched(9_600), 10_000), "600 s left, threshold 900: renew");
         let lazy = config(Some(100));
-        assert!(!renewal_due(&lazy, &touched(9_400)), "400 s left, threshold 100: no write");
+        assert!(!renewal_due(&lazy, &touched(9_400), 10_000), "400 s left, threshold 100: no write");
     }
 
     #[test]

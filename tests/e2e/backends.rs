@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use auth_layer::Store;
-use auth_layer::backend::{Backend, MokaBackend, PostgresBackend, PostgresOptions, RedisBackend};
+use auth_layer::backend::{Backend, ClientCache, MokaBackend, PostgresBackend, PostgresOptions, RedisBackend};
 use auth_layer::store::StoreError;
 use auth_layer_tests::servers::{PgServer, RedisCluster, RedisServer, database_url, redis_url};
 use bytes::Bytes;
@@ -26,10 +26,14 @@ async fn redis() -> RedisBackend {
         .with_namespace(&prefix())
 }
 
-/// A Redis backend with client-side caching, in a namespace of its own unless `namespace`.
+/// A Redis backend with client-side caching (default settings), in `namespace`.
 async fn redis_cached_in(namespace: &str) -> RedisBackend {
+    redis_cached_with(namespace, ClientCache::new(std::num::NonZeroUsize::new(1_000).unwrap())).await
+}
+
+async fn redis_cached_with(namespace: &str, cache: ClientCache) -> RedisBackend {
     let url = redis_url();
-    RedisBackend::connect_with_client_cache(&url, std::num::NonZeroUsize::new(1_000).unwrap())
+    RedisBackend::connect_with_client_cache(&url, cache)
         .await
         .unwrap_or_else(|e| panic!("Redis is not reachable at {url} with RESP3 (set REDIS_URL): {e}"))
         .with_namespace(namespace)
@@ -230,7 +234,7 @@ conformance!(redis_client_cache, redis_cached_in(&prefix()).await);
 conformance!(postgresql, postgres().await);
 
 /// Two processes' caches of one Redis: what one changes or deletes, the other stops serving
-/// (Redis's invalidation, not the cache's time to live of 30 minutes).
+/// (Redis's invalidation, not the copies' maximum age of 10 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_client_caches_drop_what_another_connection_changes_or_deletes() {
     let namespace = prefix();
@@ -255,6 +259,23 @@ async fn redis_client_caches_drop_what_another_connection_changes_or_deletes() {
     assert!(within(b.clone(), Some(b"two")).await, "b serves the new value within 200 ms");
     assert_eq!(a.delete_by_tag("sid=s1").await.unwrap(), 1);
     assert!(within(b.clone(), None).await, "b stops serving the deleted value within 200 ms");
+}
+
+/// Should invalidations stop arriving, a copy is still read from Redis again once older than
+/// the cache's `max_age`: an unchanged value is a hit within it and a miss after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_client_cache_copies_are_read_again_once_older_than_max_age() {
+    let max_age = std::time::Duration::from_millis(400);
+    let cache = ClientCache::new(std::num::NonZeroUsize::new(100).unwrap()).max_age(max_age);
+    let b = redis_cached_with(&prefix(), cache).await;
+    b.put("session", Bytes::from_static(b"one"), None, vec![]).await.unwrap();
+    assert_eq!(b.get("session").await.unwrap().as_deref(), Some(&b"one"[..]));
+    let (hits, misses) = b.client_cache_stats().unwrap();
+    assert_eq!(b.get("session").await.unwrap().as_deref(), Some(&b"one"[..]));
+    assert_eq!(b.client_cache_stats().unwrap(), (hits + 1, misses), "a fresh copy is served from the cache");
+    tokio::time::sleep(max_age + std::time::Duration::from_millis(200)).await;
+    assert_eq!(b.get("session").await.unwrap().as_deref(), Some(&b"one"[..]));
+    assert_eq!(b.client_cache_stats().unwrap(), (hits + 1, misses + 1), "an old copy is read from Redis again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,7 +15,7 @@ pub use self::moka::MokaBackend;
 #[cfg(feature = "postgres")]
 pub use self::postgres::{PostgresBackend, PostgresOptions};
 #[cfg(feature = "redis")]
-pub use self::redis::RedisBackend;
+pub use self::redis::{ClientCache, RedisBackend};
 
 use std::time::Duration;
 

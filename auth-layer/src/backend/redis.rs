@@ -155,6 +155,31 @@ fn unavailable(err: RedisError) -> StoreError {
     StoreError::Unavailable(format!("Redis: {err}"))
 }
 
+/// How much [`RedisBackend::connect_with_client_cache`] keeps in this process, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientCache {
+    max_keys: std::num::NonZeroUsize,
+    max_age: Duration,
+}
+
+impl ClientCache {
+    /// The longest a copy is kept by default: 10 s.
+    pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(10);
+
+    /// Up to `max_keys` values, each kept at most [`DEFAULT_MAX_AGE`](Self::DEFAULT_MAX_AGE).
+    pub fn new(max_keys: std::num::NonZeroUsize) -> Self {
+        Self { max_keys, max_age: Self::DEFAULT_MAX_AGE }
+    }
+
+    /// Keeps each copy at most `max_age` after it was read from Redis, whatever the
+    /// invalidations say: the longest a session deleted elsewhere can still be served here if
+    /// Redis's invalidations stop arriving. Shorter costs a round trip per session that often.
+    pub fn max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = max_age;
+        self
+    }
+}
+
 impl RedisBackend {
     /// Connects to a standalone Redis (`redis://[user:password@]host:port/db`, or `rediss://`
     /// for TLS).
@@ -169,23 +194,37 @@ impl RedisBackend {
         Self::connect_client(redis::Client::build_with_tls(url, certificates).map_err(unavailable)?).await
     }
 
-    /// Connects like [`connect`](Self::connect), and keeps up to `max_keys` values it has read
-    /// in this process too, with Redis's server-assisted client-side caching (RESP3, Redis 6
-    /// or later): Redis tells this connection whenever a value it read changes or goes, and
-    /// the copy here is dropped; after a reconnection every copy is dropped. A session read
-    /// then costs no round trip while it is unchanged.
+    /// Connects like [`connect`](Self::connect), and keeps values it has read in this process
+    /// too, with Redis's server-assisted client-side caching (RESP3, Redis 6 or later): Redis
+    /// tells this connection whenever a value it read changes or goes, and the copy here is
+    /// dropped; after a reconnection every copy is dropped. A session read then costs no round
+    /// trip while it is unchanged.
     ///
     /// The price: a session deleted through another connection (another process's logout or
     /// back-channel logout) is still served here until Redis's invalidation reaches this
     /// process, usually well under a millisecond on a local network, where without the cache
-    /// it ends with the delete's reply. The cache is redis-rs's, which calls it experimental.
-    pub async fn connect_with_client_cache(url: &str, max_keys: std::num::NonZeroUsize) -> Result<Self, StoreError> {
+    /// it ends with the delete's reply. Should invalidations stop arriving without the
+    /// connection being seen to fail (a silent network partition: reads served from the copy
+    /// send nothing that would notice), a copy is still dropped once older than
+    /// [`ClientCache::max_age`]. The cache is redis-rs's, which calls it experimental.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), auth_layer::store::StoreError> {
+    /// use std::num::NonZeroUsize;
+    /// use std::time::Duration;
+    /// use auth_layer::backend::{ClientCache, RedisBackend};
+    ///
+    /// let cache = ClientCache::new(NonZeroUsize::new(100_000).unwrap()).max_age(Duration::from_secs(5));
+    /// let backend = RedisBackend::connect_with_client_cache("redis://127.0.0.1:6379", cache).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_with_client_cache(url: &str, cache: ClientCache) -> Result<Self, StoreError> {
         use redis::IntoConnectionInfo;
         let info = url.into_connection_info().map_err(unavailable)?;
         let settings = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
         let client = redis::Client::open(info.set_redis_settings(settings)).map_err(unavailable)?;
-        let cache = redis::caching::CacheConfig::new().set_size(max_keys);
-        Self::connect_configured(client, Some(cache)).await
+        let config = redis::caching::CacheConfig::new().set_size(cache.max_keys).set_default_client_ttl(cache.max_age);
+        Self::connect_configured(client, Some(config)).await
     }
 
     async fn connect_client(client: redis::Client) -> Result<Self, StoreError> {

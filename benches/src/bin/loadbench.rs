@@ -18,7 +18,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use auth_layer::backend::RedisBackend;
+use auth_layer::backend::{ClientCache, RedisBackend};
 use auth_layer::store::{CookieStateStore, ServerStateStore, StateStore, StoreContext};
 use auth_layer::{AuthConfig, AuthLayer, Session, StateData};
 use auth_layer_benches::test_session;
@@ -100,8 +100,8 @@ async fn auth_layer_app(mode: &str, config: AuthConfig) -> Router {
         "cookie" => Arc::new(CookieStateStore::new(&config)),
         "memory" => Arc::new(ServerStateStore::in_memory(&config)),
         "redis-cached" => {
-            let keys = std::num::NonZeroUsize::new(100_000).expect("not zero");
-            let backend = RedisBackend::connect_with_client_cache(&redis_url(), keys).await.expect("Redis (RESP3)");
+            let cache = ClientCache::new(std::num::NonZeroUsize::new(100_000).expect("not zero"));
+            let backend = RedisBackend::connect_with_client_cache(&redis_url(), cache).await.expect("Redis (RESP3)");
             Arc::new(ServerStateStore::new(backend, &config))
         }
         _ => {
