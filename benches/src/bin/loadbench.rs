@@ -7,10 +7,11 @@
 //! - `GET /public`: a constant; never touches the session.
 //!
 //! Modes: `bare` (axum alone), `cookie`, `memory` and `redis` (auth-layer with its cookie,
-//! in-memory and Redis stores), `redis-cached` (the Redis store with client-side caching), `tower-sessions` (tower-sessions 0.15 with its `MemoryStore`)
-//! and `tower-sessions-redis` (tower-sessions 0.14 with `tower-sessions-redis-store`, the newest
-//! Redis store it has). Every session holds the same data: auth-layer's [`StateData`] of a test
-//! user with realistic tokens.
+//! in-memory and Redis stores), `cookie-small` (the cookie store holding the session without its
+//! access token), `redis-cached` (the Redis store with client-side caching), `tower-sessions`
+//! (tower-sessions 0.15 with its `MemoryStore`) and `tower-sessions-redis` (tower-sessions 0.14
+//! with `tower-sessions-redis-store`, the newest Redis store it has). Every other session holds
+//! the same data: auth-layer's [`StateData`] of a test user with realistic tokens.
 //!
 //! The auth-layer modes start the test provider (`tests/idp`, installed by `npm ci`) for
 //! discovery; no request under load reaches it.
@@ -39,7 +40,7 @@ async fn main() {
     let mut provider = None;
     let app = match mode.as_str() {
         "bare" => bare(),
-        "cookie" | "memory" | "redis" | "redis-cached" => {
+        "cookie" | "cookie-small" | "memory" | "redis" | "redis-cached" => {
             let started = Provider::start(&app_url, &ProviderOptions::default()).await;
             let app = auth_layer_app(&mode, config(&started.issuer, &app_url)).await;
             provider = Some(started);
@@ -49,8 +50,8 @@ async fn main() {
         "tower-sessions-redis" => peer::redis().await,
         other => {
             eprintln!(
-                "usage: loadbench MODE (bare|cookie|memory|redis|redis-cached|tower-sessions|tower-sessions-redis), \
-                 not `{other}`"
+                "usage: loadbench MODE (bare|cookie|cookie-small|memory|redis|redis-cached|tower-sessions|\
+                 tower-sessions-redis), not `{other}`"
             );
             std::process::exit(2);
         }
@@ -97,7 +98,7 @@ fn bare() -> Router {
 
 async fn auth_layer_app(mode: &str, config: AuthConfig) -> Router {
     let store: Arc<dyn StateStore> = match mode {
-        "cookie" => Arc::new(CookieStateStore::new(&config)),
+        "cookie" | "cookie-small" => Arc::new(CookieStateStore::new(&config)),
         "memory" => Arc::new(ServerStateStore::in_memory(&config)),
         "redis-cached" => {
             let cache = ClientCache::new(std::num::NonZeroUsize::new(100_000).expect("not zero"));
@@ -117,11 +118,21 @@ async fn auth_layer_app(mode: &str, config: AuthConfig) -> Router {
             Err(_) => Err(StatusCode::SERVICE_UNAVAILABLE),
         }
     }
+    // `cookie-small`: the same user and ID token, without an access token (an app that only
+    // logs people in), for a cookie about the size of issue 7's reference (1.6-2 KB).
+    let session = if mode == "cookie-small" {
+        let mut session = test_session();
+        session.token_sets.clear();
+        session
+    } else {
+        test_session()
+    };
     let mint = move || {
         let store = store.clone();
+        let session = session.clone();
         async move {
             let mut ctx = StoreContext::default();
-            store.set(&mut ctx, &test_session(), true).await.expect("store the bench session");
+            store.set(&mut ctx, &session, true).await.expect("store the bench session");
             let mut headers = HeaderMap::new();
             ctx.apply(&mut headers);
             headers
