@@ -44,6 +44,9 @@ pub(crate) fn derive(input: &Input<'_>) -> syn::Result<TokenStream> {
             }
         }
     }
+    // Read on every lookup: one allocation, sized for the text and ids of up to 64 bytes (a
+    // session id is 43), where `format!` starts small and grows.
+    let capacity = literal_len(&input.key.parts) + 64 * key_fields.len();
     let lifetime = Lifetime::new("'__key", Span::call_site());
     let key_types: Vec<TokenStream> = key_fields.iter().map(|f| borrowed(&f.ty, &lifetime)).collect();
     let key_type = match key_types.as_slice() {
@@ -94,12 +97,17 @@ pub(crate) fn derive(input: &Input<'_>) -> syn::Result<TokenStream> {
                 const ENCRYPT: bool = #encrypt;
 
                 fn key(&self) -> ::std::string::String {
-                    ::std::format!(#format, #(self.#key_idents,)*)
+                    let mut key = ::std::string::String::with_capacity(#capacity);
+                    // Writing to a String cannot fail.
+                    let _ = ::core::fmt::Write::write_fmt(&mut key, ::core::format_args!(#format, #(self.#key_idents,)*));
+                    key
                 }
 
                 fn key_from(key: Self::Key<'_>) -> ::std::string::String {
                     #destructure
-                    ::std::format!(#format, #(#key_vars,)*)
+                    let mut key = ::std::string::String::with_capacity(#capacity);
+                    let _ = ::core::fmt::Write::write_fmt(&mut key, ::core::format_args!(#format, #(#key_vars,)*));
+                    key
                 }
 
                 fn index_entries(&self, out: &mut ::std::vec::Vec<::std::string::String>) {
@@ -140,4 +148,9 @@ fn borrowed(ty: &Type, lifetime: &Lifetime) -> TokenStream {
         return quote!(&#lifetime str);
     }
     quote!(&#lifetime #ty)
+}
+
+/// The bytes of a key's fixed text.
+fn literal_len(parts: &[KeyPart]) -> usize {
+    parts.iter().map(|part| if let KeyPart::Text(text) = part { text.len() } else { 0 }).sum()
 }
