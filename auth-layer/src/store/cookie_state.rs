@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use super::compact;
 use super::{LogoutTarget, StateStore, StoreContext, StoreError, auth_cookie, removal_cookie};
 use crate::AuthConfig;
 use crate::backend::{Backend, MokaBackend};
@@ -34,13 +35,6 @@ struct Opened {
     session: Arc<StateData>,
     /// The marker backend's write count when this session was last found not logged out.
     markers_checked: AtomicU64,
-}
-
-/// The versioned envelope sealed into the cookie.
-#[derive(Serialize, Deserialize)]
-struct Envelope<T> {
-    v: u8,
-    d: T,
 }
 
 /// A back-channel logout recorded for cookie sessions: sessions of `target` (`sid:...` or
@@ -138,12 +132,8 @@ impl<M: Backend> CookieStateStore<M> {
             tracing::warn!("session cookie does not open (tampered, truncated or another key); treated as no session");
             return None;
         };
-        let session = match serde_json::from_slice::<Envelope<StateData>>(&plain) {
-            Ok(Envelope { v: 1, d }) => d,
-            Ok(Envelope { v, .. }) => {
-                tracing::warn!(version = v, "session cookie has an unknown format version; treated as no session");
-                return None;
-            }
+        let session = match compact::decode(&plain) {
+            Ok(session) => session,
             Err(err) => {
                 tracing::warn!(%err, "session cookie does not decode; treated as no session");
                 return None;
@@ -244,8 +234,7 @@ impl<M: Backend> StateStore for CookieStateStore<M> {
     }
 
     async fn set(&self, ctx: &mut StoreContext, data: &StateData, _new_login: bool) -> Result<(), StoreError> {
-        let plain = serde_json::to_vec(&Envelope { v: 1, d: data })
-            .map_err(|e| StoreError::Unavailable(format!("session does not serialize: {e}")))?;
+        let plain = compact::encode(data).map_err(StoreError::Unavailable)?;
         let sealed = self.sealer.seal(self.name(), &plain);
         let now = self.config.clock.now();
         let expires =

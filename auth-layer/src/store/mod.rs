@@ -7,6 +7,7 @@
 //! [`ServerStateStore`] keeps sessions in any [`Backend`](crate::backend::Backend) with only an
 //! id in the cookie.
 
+pub(crate) mod compact;
 mod context;
 mod cookie_state;
 mod cookie_transaction;

@@ -1,0 +1,3 @@
+#![no_main]
+//! Fuzz target: see `auth_layer::fuzz_entry::session_plaintext`.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| auth_layer::fuzz_entry::session_plaintext(data));
