@@ -147,6 +147,29 @@ async fn logout_ends_the_session_and_lands_on_the_providers_end_session_page() {
 }
 
 #[tokio::test]
+async fn real_sessions_travel_in_a_cookie_smaller_than_their_json() {
+    let env = TestEnv::start().await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "erin").await;
+    let cookie = session_cookie(&browser, &env);
+    let mut ctx = StoreContext::from_cookie_headers([&cookie.parse().unwrap()]);
+    let session = env.client.get_session(&mut ctx).await.unwrap().expect("logged in");
+    assert!(session.refresh_token.is_some() && !session.token_sets.is_empty(), "the session holds every token");
+    // The same session sealed as JSON (the format before): version byte, nonce, tag, base64url.
+    let json = serde_json::to_vec(&serde_json::json!({"v": 1, "d": &*session})).unwrap();
+    let json_cookie = (1 + 24 + 16 + json.len()).div_ceil(3) * 4;
+    let value = cookie.strip_prefix("_a0_session=").expect("one cookie");
+    assert!(
+        value.len() * 100 <= json_cookie * 85,
+        "cookie {} bytes, the same session as JSON would be {json_cookie}",
+        value.len()
+    );
+    // Its tokens are intact: the provider takes the ID token back as `id_token_hint` in
+    // `logout_ends_the_session_and_lands_on_the_providers_end_session_page`, and the refresh token
+    // in `tokens.rs`.
+}
+
+#[tokio::test]
 async fn second_login_gets_a_different_session() {
     let env = TestEnv::start().await;
     let browser = Browser::new();
