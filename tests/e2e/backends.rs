@@ -278,6 +278,20 @@ async fn redis_client_cache_copies_are_read_again_once_older_than_max_age() {
     assert_eq!(b.client_cache_stats().unwrap(), (hits + 1, misses + 1), "an old copy is read from Redis again");
 }
 
+#[tokio::test]
+async fn redis_client_cache_with_max_age_zero_serves_nothing_from_the_cache() {
+    let cache = ClientCache::new(std::num::NonZeroUsize::new(100).unwrap()).max_age(Duration::ZERO);
+    let b = redis_cached_with(&prefix(), cache).await;
+    b.put("session", Bytes::from_static(b"one"), None, vec![]).await.unwrap();
+    let (hits, _) = b.client_cache_stats().unwrap();
+    for _ in 0..5 {
+        assert_eq!(b.get("session").await.unwrap().as_deref(), Some(&b"one"[..]));
+    }
+    let (hits_after, misses_after) = b.client_cache_stats().unwrap();
+    assert_eq!(hits_after, hits, "no read is a cache hit");
+    assert!(misses_after >= 5, "every read went to Redis: {misses_after} misses");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cluster_passes_the_same_suite() {
     let cluster = RedisCluster::start();

@@ -173,7 +173,8 @@ impl ClientCache {
 
     /// Keeps each copy at most `max_age` after it was read from Redis, whatever the
     /// invalidations say: the longest a session deleted elsewhere can still be served here if
-    /// Redis's invalidations stop arriving. Shorter costs a round trip per session that often.
+    /// Redis's invalidations stop arriving. Shorter costs a round trip per session that often;
+    /// `Duration::ZERO` serves nothing from the cache.
     pub fn max_age(mut self, max_age: Duration) -> Self {
         self.max_age = max_age;
         self
