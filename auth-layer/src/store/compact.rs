@@ -32,10 +32,11 @@ impl<'a> Token<'a> {
     fn of(token: &'a str) -> Self {
         let mut segments = Vec::with_capacity(3);
         for segment in token.split('.') {
-            // Kept as bytes only when they give back exactly this text.
+            // The decoder takes only canonical text (no padding, unused bits zero), so the bytes
+            // it gives always encode back to exactly this segment.
             match URL_SAFE_NO_PAD.decode(segment) {
-                Ok(bytes) if URL_SAFE_NO_PAD.encode(&bytes) == segment => segments.push(bytes),
-                _ => return Self::Text(Cow::Borrowed(token)),
+                Ok(bytes) => segments.push(bytes),
+                Err(_) => return Self::Text(Cow::Borrowed(token)),
             }
         }
         Self::Segments(segments)
@@ -91,14 +92,9 @@ struct Envelope {
 }
 
 /// Why a plaintext is not a session.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub(crate) struct DecodeError(String);
-
-impl std::fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// `data` in the compact form.
 pub(crate) fn encode(data: &StateData) -> Result<Vec<u8>, String> {

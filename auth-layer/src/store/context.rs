@@ -80,6 +80,16 @@ impl StoreContext {
         self.text(found.header, &found.value)
     }
 
+    /// [`cookie`](Self::cookie) as bytes, not checked to be text: for a caller that compares
+    /// them with a value it knows before it needs text.
+    pub(crate) fn cookie_bytes(&self, name: &str) -> Option<&[u8]> {
+        if let Some(out) = self.response.iter().rev().find(|c| c.name() == name) {
+            return (!is_removal(out)).then(|| out.value().as_bytes());
+        }
+        let found = self.request.iter().find(|c| self.bytes(c.header, &c.name) == name.as_bytes())?;
+        Some(self.bytes(found.header, &found.value))
+    }
+
     /// The names of the request's cookies.
     pub fn request_cookie_names(&self) -> impl Iterator<Item = &str> {
         self.request.iter().filter_map(|c| self.text(c.header, &c.name))

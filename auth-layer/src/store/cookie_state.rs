@@ -47,7 +47,7 @@ pub(crate) struct LogoutMarker {
 }
 
 /// Keeps the whole session sealed (XChaCha20-Poly1305, the cookie name as associated data) in
-/// the session cookie, split over `{name}.0`, `{name}.1`, ... when it outgrows one cookie.
+/// a compact binary form (about a quarter smaller than JSON) in the session cookie, split over `{name}.0`, `{name}.1`, ... when it outgrows one cookie.
 ///
 /// It needs no server-side storage for the session and survives restarts; its limits are size
 /// (about 30 KB) and revocation: a copied cookie stays valid until it expires, unless the
@@ -56,7 +56,7 @@ pub(crate) struct LogoutMarker {
 /// this process's memory by default, in a shared [`Backend`] with
 /// [`with_marker_backend`](Self::with_marker_backend) when the app runs on several machines.
 ///
-/// Opening a cookie (base64, XChaCha20-Poly1305, JSON) costs more than the rest of a typical
+/// Opening a cookie (base64, XChaCha20-Poly1305, decoding) costs more than the rest of a typical
 /// request, so the store keeps the sessions it has opened (up to 32 MiB, or what
 /// [`with_opened_cache`](Self::with_opened_cache) says) by their sealed value: a request that
 /// brings back a cookie byte for byte equal to one already opened gets that session without
@@ -119,15 +119,19 @@ impl<M: Backend> CookieStateStore<M> {
 
     /// The session sealed in `sealed`: from the opened cache when this exact value was opened
     /// before, else opened, decoded and cached. `None` when it does not open or decode.
-    fn open(&self, sealed: &str) -> Option<Arc<Opened>> {
-        let key: Option<[u8; OPENED_KEY_LEN]> =
-            sealed.as_bytes().get(..OPENED_KEY_LEN).and_then(|prefix| prefix.try_into().ok());
+    fn open(&self, sealed: &[u8]) -> Option<Arc<Opened>> {
+        let key: Option<[u8; OPENED_KEY_LEN]> = sealed.get(..OPENED_KEY_LEN).and_then(|prefix| prefix.try_into().ok());
+        // Bytes equal to a value opened before are that (valid) text: no need to check them.
         if let (Some(cache), Some(key)) = (&self.opened, key)
             && let Some(hit) = cache.get(&key)
-            && *hit.sealed == *sealed
+            && hit.sealed.as_bytes() == sealed
         {
             return Some(hit);
         }
+        let Ok(sealed) = std::str::from_utf8(sealed) else {
+            tracing::warn!("session cookie is not text; treated as no session");
+            return None;
+        };
         let Some(plain) = self.sealer.open(self.name(), sealed) else {
             tracing::warn!("session cookie does not open (tampered, truncated or another key); treated as no session");
             return None;
@@ -167,8 +171,8 @@ impl<M: Backend> CookieStateStore<M> {
 
     /// The request's sealed value: the single cookie, or the chunks `{name}.0..n` in order.
     /// `None` when absent or when the chunk set is incomplete.
-    fn read_sealed<'c>(&self, ctx: &'c StoreContext) -> Option<Cow<'c, str>> {
-        if let Some(single) = ctx.cookie(self.name()) {
+    fn read_sealed<'c>(&self, ctx: &'c StoreContext) -> Option<Cow<'c, [u8]>> {
+        if let Some(single) = ctx.cookie_bytes(self.name()) {
             return Some(Cow::Borrowed(single));
         }
         let indexes: Vec<usize> = ctx.request_cookie_names().filter_map(|n| self.chunk_index(n)).collect();
@@ -179,10 +183,10 @@ impl<M: Backend> CookieStateStore<M> {
             tracing::warn!(chunks = indexes.len(), "session cookie has too many chunks; treated as no session");
             return None;
         }
-        let mut sealed = String::with_capacity(indexes.len() * CHUNK_SIZE);
+        let mut sealed = Vec::with_capacity(indexes.len() * CHUNK_SIZE);
         for i in 0..indexes.len() {
-            match ctx.cookie(&format!("{}.{i}", self.name())) {
-                Some(part) => sealed.push_str(part),
+            match ctx.cookie_bytes(&format!("{}.{i}", self.name())) {
+                Some(part) => sealed.extend_from_slice(part),
                 None => {
                     tracing::warn!("session cookie chunk {i} is missing; treated as no session");
                     return None;
@@ -387,6 +391,24 @@ mod tests {
             let mut request = HeaderMap::new();
             request.insert(COOKIE, HeaderValue::from_str(&format!("_a0_session={garbage}")).unwrap());
             assert_eq!(store.get(&mut StoreContext::from_headers(&request)).await.unwrap(), None, "{garbage}");
+        }
+    }
+
+    #[tokio::test]
+    async fn cookie_bytes_that_are_not_text_mean_no_session_even_after_an_opened_prefix() {
+        let store = CookieStateStore::new(&config());
+        let mut ctx = StoreContext::default();
+        store.set(&mut ctx, &session(10), true).await.unwrap();
+        let (_, mut next) = browser_round_trip(ctx);
+        assert!(store.get(&mut next).await.unwrap().is_some(), "opened, and now in the opened cache");
+        let sealed = next.cookie("_a0_session").unwrap().to_owned();
+        // Header values may carry bytes 0x80-0xFF; here after the cached value's prefix.
+        for tail in [&b"\xff"[..], &b"\xc3\x28"[..], &b"\x80abc"[..]] {
+            let mut value = format!("_a0_session={}", &sealed[..40]).into_bytes();
+            value.extend_from_slice(tail);
+            let header = HeaderValue::from_bytes(&value).unwrap();
+            let mut request = StoreContext::from_cookie_headers([&header]);
+            assert_eq!(store.get(&mut request).await.unwrap(), None, "{tail:?}");
         }
     }
 
