@@ -72,12 +72,9 @@ impl StoreContext {
 
     /// The value of the request's cookie `name`, unless a cookie of that name is being set or
     /// removed in this response, in which case that newer value (or `None`) is returned.
+    /// A value that is not UTF-8 is `None`.
     pub fn cookie(&self, name: &str) -> Option<&str> {
-        if let Some(out) = self.response.iter().rev().find(|c| c.name() == name) {
-            return (!is_removal(out)).then(|| out.value());
-        }
-        let found = self.request.iter().find(|c| self.bytes(c.header, &c.name) == name.as_bytes())?;
-        self.text(found.header, &found.value)
+        self.cookie_bytes(name).and_then(|value| std::str::from_utf8(value).ok())
     }
 
     /// [`cookie`](Self::cookie) as bytes, not checked to be text: for a caller that compares

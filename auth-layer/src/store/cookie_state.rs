@@ -46,8 +46,9 @@ pub(crate) struct LogoutMarker {
     at: u64,
 }
 
-/// Keeps the whole session sealed (XChaCha20-Poly1305, the cookie name as associated data) in
-/// a compact binary form (about a quarter smaller than JSON) in the session cookie, split over `{name}.0`, `{name}.1`, ... when it outgrows one cookie.
+/// Keeps the whole session in the session cookie: written in a compact binary form (about a
+/// quarter smaller than JSON), sealed (XChaCha20-Poly1305, the cookie name as associated data),
+/// and split over `{name}.0`, `{name}.1`, ... when it outgrows one cookie.
 ///
 /// It needs no server-side storage for the session and survives restarts; its limits are size
 /// (about 30 KB) and revocation: a copied cookie stays valid until it expires, unless the
