@@ -27,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::any::{Any, TypeId};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,8 +37,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, MokaBackend};
+use crate::data::StateData;
 use crate::seal::Sealer;
-use crate::store::StoreError;
+use crate::store::{StoreError, compact};
 
 /// The current version of the stored envelope.
 const ENVELOPE_VERSION: u8 = 1;
@@ -265,11 +267,10 @@ impl<T: Record, B: Backend> TypedStore<T, B> {
     async fn put_serialized(&self, record: &T, ttl: Option<Duration>) -> Result<(), StoreError> {
         let key = record.key();
         let tags = tags_of(record);
-        let json = serde_json::to_vec(&EnvelopeOut { v: ENVELOPE_VERSION, d: record })
-            .map_err(|e| StoreError::Unavailable(format!("{} does not serialize: {e}", T::NAME)))?;
+        let plain = encode(record).map_err(StoreError::Unavailable)?;
         let value = match &self.sealer {
-            Some(sealer) => Bytes::from(sealer.seal(&key, &json)),
-            None => Bytes::from(json),
+            Some(sealer) => Bytes::from(sealer.seal_bytes(&key, &plain)),
+            None => Bytes::from(plain),
         };
         self.backend.put(&key, value, ttl, tags).await
     }
@@ -356,9 +357,10 @@ impl<T: Record, B: Backend> TypedStore<T, B> {
 
     fn decode(&self, key: &str, bytes: &[u8]) -> Option<T> {
         let opened;
-        let json: &[u8] = match &self.sealer {
+        let plain: &[u8] = match &self.sealer {
             Some(sealer) => {
-                let Some(plain) = std::str::from_utf8(bytes).ok().and_then(|text| sealer.open(key, text)) else {
+                // Stored as bytes; earlier versions stored base64url text, which still opens.
+                let Some(plain) = sealer.open_stored(key, bytes) else {
                     tracing::warn!(
                         store = T::NAME,
                         "record does not open (corrupt, moved or another secret); treated as absent"
@@ -370,21 +372,38 @@ impl<T: Record, B: Backend> TypedStore<T, B> {
             }
             None => bytes,
         };
-        match serde_json::from_slice::<EnvelopeIn<T>>(json) {
-            Ok(EnvelopeIn { v: ENVELOPE_VERSION, d: Some(record) }) => Some(record),
-            Ok(EnvelopeIn { v, .. }) => {
-                tracing::warn!(
-                    store = T::NAME,
-                    version = v,
-                    "record has an unknown envelope version; treated as absent"
-                );
-                None
-            }
+        match decode(plain) {
+            Ok(record) => Some(record),
             Err(err) => {
                 tracing::warn!(store = T::NAME, %err, "record does not decode; treated as absent");
                 None
             }
         }
+    }
+}
+
+/// `record` as a store writes it (before sealing). Sessions, which a stateful session store
+/// reads on every request, in the cookie store's compact form (about a third smaller than
+/// JSON: see [`compact`]); every other record as the versioned JSON envelope.
+fn encode<T: Record>(record: &T) -> Result<Vec<u8>, String> {
+    if let Some(session) = (record as &dyn Any).downcast_ref::<StateData>() {
+        return compact::encode(session);
+    }
+    serde_json::to_vec(&EnvelopeOut { v: ENVELOPE_VERSION, d: record })
+        .map_err(|e| format!("{} does not serialize: {e}", T::NAME))
+}
+
+/// The record in `plain`, as [`encode`] wrote it. Sessions read both forms: compact, and the
+/// JSON envelope that stores wrote before it.
+fn decode<T: Record>(plain: &[u8]) -> Result<T, String> {
+    if TypeId::of::<T>() == TypeId::of::<StateData>() {
+        let session: Box<dyn Any> = Box::new(compact::decode(plain).map_err(|e| e.to_string())?);
+        return session.downcast::<T>().map(|session| *session).map_err(|_| "not a session".to_owned());
+    }
+    match serde_json::from_slice::<EnvelopeIn<T>>(plain) {
+        Ok(EnvelopeIn { v: ENVELOPE_VERSION, d: Some(record) }) => Ok(record),
+        Ok(EnvelopeIn { v, .. }) => Err(format!("unknown envelope version {v}")),
+        Err(err) => Err(format!("does not decode: {err}")),
     }
 }
 
@@ -460,6 +479,49 @@ mod tests {
         assert_eq!(notes.get_shared("1").await.unwrap().unwrap().text, "b", "new bytes are decoded anew");
         notes.backend().delete("note:1").await.unwrap();
         assert_eq!(notes.get_shared("1").await.unwrap(), None, "deleted behind the store's back: gone");
+    }
+
+    #[tokio::test]
+    async fn sealed_records_are_stored_as_bytes_and_older_text_records_still_open() {
+        let notes = TypedStore::<Note, _>::new(Copying::default(), &[SECRET]);
+        let note = Note { id: "1".into(), text: "some text".into() };
+        notes.set(&note).await.unwrap();
+        let stored = notes.backend().get("note:1").await.unwrap().unwrap();
+        let sealer = Sealer::new(&[SECRET], "auth-layer typed store v1: Note");
+        let plain = sealer.open_bytes("note:1", &stored).expect("the stored value is the sealed bytes");
+        assert!(std::str::from_utf8(&plain).unwrap().contains("some text"));
+
+        // A record written as text, as before, reads back.
+        let older = Note { id: "2".into(), text: "older".into() };
+        let text = sealer.seal("note:2", &serde_json::to_vec(&EnvelopeOut { v: ENVELOPE_VERSION, d: &older }).unwrap());
+        notes.backend().put("note:2", Bytes::from(text), None, vec![]).await.unwrap();
+        assert_eq!(notes.get("2").await.unwrap(), Some(older));
+    }
+
+    #[tokio::test]
+    async fn stored_sessions_take_the_compact_form_and_json_sessions_still_open() {
+        let sessions = TypedStore::<StateData, _>::new(Copying::default(), &[SECRET]);
+        let session = compact::tests::realistic();
+        sessions.set(&session).await.unwrap();
+        let key = session.key();
+        let stored = sessions.backend().get(&key).await.unwrap().unwrap();
+        let sealer = Sealer::new(&[SECRET], "auth-layer typed store v1: session");
+        let plain = sealer.open_bytes(&key, &stored).unwrap();
+        let json = serde_json::to_vec(&EnvelopeOut { v: ENVELOPE_VERSION, d: &session }).unwrap();
+        assert!(
+            plain.len() * 4 < json.len() * 3,
+            "compact {} bytes against {} of JSON: a quarter smaller at least",
+            plain.len(),
+            json.len()
+        );
+        assert_eq!(sessions.get_by_full_key(&key).await.unwrap().as_ref(), Some(&session));
+
+        // A session an earlier version wrote: the JSON envelope, sealed as text.
+        let mut older = session.clone();
+        older.id = "older-session".into();
+        let text = sealer.seal(&older.key(), &serde_json::to_vec(&EnvelopeOut { v: 1, d: &older }).unwrap());
+        sessions.backend().put(&older.key(), Bytes::from(text), None, vec![]).await.unwrap();
+        assert_eq!(sessions.get_by_full_key(&older.key()).await.unwrap(), Some(older));
     }
 
     #[tokio::test]

@@ -52,8 +52,16 @@ impl Sealer {
         Self { keys }
     }
 
-    /// Seals `plaintext` bound to `name`, as unpadded base64url (cookie- and URL-safe).
+    /// Seals `plaintext` bound to `name`, as unpadded base64url (cookie- and URL-safe): the
+    /// text form of [`seal_bytes`](Self::seal_bytes).
     pub fn seal(&self, name: &str, plaintext: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(self.seal_bytes(name, plaintext))
+    }
+
+    /// Seals `plaintext` bound to `name`, as bytes: the format's version byte, the nonce, then
+    /// the ciphertext and its tag. A third smaller than [`seal`](Self::seal)'s text, for
+    /// stores that keep bytes.
+    pub fn seal_bytes(&self, name: &str, plaintext: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).expect("the operating system's random generator failed");
         let ciphertext = self.keys[0]
@@ -63,19 +71,32 @@ impl Sealer {
         raw.push(VERSION);
         raw.extend_from_slice(&nonce);
         raw.extend_from_slice(&ciphertext);
-        URL_SAFE_NO_PAD.encode(raw)
+        raw
     }
 
     /// Opens a value sealed for `name` by any configured secret; `None` when it was tampered
     /// with, truncated, sealed for another name, sealed with an unknown key, or is not ours.
     pub fn open(&self, name: &str, sealed: &str) -> Option<Vec<u8>> {
-        let raw = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+        self.open_bytes(name, &URL_SAFE_NO_PAD.decode(sealed).ok()?)
+    }
+
+    /// [`open`](Self::open) for the bytes of [`seal_bytes`](Self::seal_bytes).
+    pub fn open_bytes(&self, name: &str, raw: &[u8]) -> Option<Vec<u8>> {
         if raw.len() < 1 + NONCE_LEN + TAG_LEN || raw[0] != VERSION {
             return None;
         }
         let nonce = XNonce::try_from(&raw[1..1 + NONCE_LEN]).ok()?;
         let msg = &raw[1 + NONCE_LEN..];
         self.keys.iter().find_map(|key| key.decrypt(&nonce, Payload { msg, aad: name.as_bytes() }).ok())
+    }
+
+    /// Opens a stored value in either form, bytes or text: the bytes start with the version
+    /// byte, which no base64url text does.
+    pub(crate) fn open_stored(&self, name: &str, stored: &[u8]) -> Option<Vec<u8>> {
+        if stored.first() == Some(&VERSION) {
+            return self.open_bytes(name, stored);
+        }
+        self.open(name, std::str::from_utf8(stored).ok()?)
     }
 }
 
@@ -136,6 +157,26 @@ mod tests {
         let from_new = rotated.seal("n", b"after");
         assert_eq!(Sealer::new(&[B], "session").open("n", &from_new).as_deref(), Some(&b"after"[..]));
         assert_eq!(old.open("n", &from_new), None);
+    }
+
+    #[test]
+    fn the_text_form_is_the_bytes_in_base64url_and_both_open_as_stored() {
+        let sealer = Sealer::new(&[A], "store");
+        let bytes = sealer.seal_bytes("k", b"record");
+        assert_eq!(bytes[0], VERSION);
+        let text = URL_SAFE_NO_PAD.encode(&bytes);
+        assert_eq!(sealer.open("k", &text).as_deref(), Some(&b"record"[..]));
+        assert_eq!(sealer.open_bytes("k", &bytes).as_deref(), Some(&b"record"[..]));
+        assert_eq!(sealer.open_stored("k", &bytes).as_deref(), Some(&b"record"[..]), "bytes");
+        assert_eq!(sealer.open_stored("k", text.as_bytes()).as_deref(), Some(&b"record"[..]), "older text");
+        assert!(bytes.len() * 4 <= text.len() * 3 + 3, "bytes {} against text {}", bytes.len(), text.len());
+        assert_eq!(sealer.open_bytes("other", &bytes), None, "bound to its name as the text is");
+        let mut tampered = bytes.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert_eq!(sealer.open_stored("k", &tampered), None);
+        assert_eq!(sealer.open_stored("k", &bytes[..bytes.len() - 1]), None);
+        assert_eq!(sealer.open_stored("k", &[VERSION]), None);
+        assert_eq!(sealer.open_stored("k", &[0xff, 0xfe]), None, "neither form");
     }
 
     #[test]

@@ -338,6 +338,60 @@ async fn outage_fails_fast_then_recovers_with_nothing_lost<B: Backend>(
     assert_eq!(backend.keys_by_tag("t").await.unwrap(), ["committed"]);
 }
 
+/// How many times a private server has run `command`, from its own `INFO commandstats`.
+fn redis_calls(port: u16, command: &str) -> u64 {
+    let output = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "info", "commandstats"])
+        .output()
+        .expect("redis-cli must be installed (apt-get install redis-tools)");
+    let stats = String::from_utf8_lossy(&output.stdout);
+    let prefix = format!("cmdstat_{command}:calls=");
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map_or(0, |rest| rest.split(',').next().and_then(|n| n.parse().ok()).expect("a count of calls"))
+}
+
+#[tokio::test]
+async fn redis_reads_made_at_once_share_one_round_trip() {
+    let server = RedisServer::start();
+    let backend = RedisBackend::connect(&server.url()).await.unwrap();
+    // Every fourth key is absent: an MGET's holes must reach the right readers.
+    for i in (0..40).filter(|i| i % 4 != 0) {
+        backend.put(&format!("k{i}"), Bytes::from(format!("value {i}")), None, vec![]).await.unwrap();
+    }
+    let (mgets, gets) = (redis_calls(server.port, "mget"), redis_calls(server.port, "get"));
+    let reads: Vec<_> = (0..40)
+        .map(|i| {
+            let backend = backend.clone();
+            tokio::spawn(async move { (i, backend.get(&format!("k{i}")).await.unwrap()) })
+        })
+        .collect();
+    for read in reads {
+        let (i, value) = read.await.unwrap();
+        let expected = (i % 4 != 0).then(|| format!("value {i}"));
+        assert_eq!(value.as_deref(), expected.as_deref().map(str::as_bytes), "k{i} got its own value");
+    }
+    assert_eq!(redis_calls(server.port, "get"), gets, "no read went alone");
+    assert_eq!(redis_calls(server.port, "mget") - mgets, 1, "40 reads made at once left in one MGET");
+
+    // A lone read still goes, in an MGET of its own.
+    assert_eq!(backend.get("k1").await.unwrap().as_deref(), Some(&b"value 1"[..]));
+    assert_eq!(redis_calls(server.port, "mget") - mgets, 2);
+}
+
+#[tokio::test]
+async fn a_redis_read_given_up_leaves_the_reads_gathered_with_it_answered() {
+    let backend = redis().await;
+    backend.put("kept", Bytes::from_static(b"v"), None, vec![]).await.unwrap();
+    // The first read queues itself, starts the sending, and is dropped unanswered.
+    let given_up = tokio::time::timeout(Duration::ZERO, backend.get("kept")).await;
+    assert!(given_up.is_err(), "the read was still waiting when it was given up");
+    // A read gathered with it is answered all the same.
+    let next = tokio::time::timeout(Duration::from_secs(5), backend.get("kept")).await;
+    assert_eq!(next.expect("answered, not stuck").unwrap().as_deref(), Some(&b"v"[..]));
+}
+
 #[tokio::test]
 async fn redis_outage_fails_fast_then_recovers_with_nothing_lost() {
     let server = std::cell::RefCell::new(RedisServer::start());

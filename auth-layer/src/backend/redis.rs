@@ -6,7 +6,13 @@
 //! `{ns}:k:{key}` the set of its tags, `{ns}:t:{tag}` a sorted set of the keys carrying the tag,
 //! scored by their expiry in milliseconds, so that expired keys are pruned from an index as it is
 //! read. Deleting by tag touches only that tag's keys, in one round trip.
+//!
+//! Reads asked for at about the same moment (the requests a server is handling at once) go to
+//! Redis together, in one `MGET` (see [`Gathered`]): one write and one reply for all of them
+//! instead of one each. Every key shares the namespace's hash tag, so an `MGET` never spans
+//! cluster slots.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,6 +20,7 @@ use bytes::Bytes;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{RedisError, Script};
+use tokio::sync::oneshot;
 
 use super::Backend;
 use crate::store::StoreError;
@@ -22,6 +29,9 @@ use crate::store::StoreError;
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long connecting may take.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
+/// The most reads one `MGET` carries; more reads waiting at once go in further `MGET`s, sent
+/// side by side.
+const MAX_GATHERED: usize = 128;
 
 /// Stores a value and replaces its tags. KEYS: value, key's tag set, then one index per tag.
 /// ARGV: key, value, ttl in ms (0: none), then the tags.
@@ -127,6 +137,86 @@ impl ConnectionLike for Connection {
     }
 }
 
+/// Where a gathered read's answer goes.
+type Reply = oneshot::Sender<Result<Option<Bytes>, StoreError>>;
+
+/// Reads waiting to go to Redis together.
+///
+/// The first read to arrive while none waits spawns the task that sends them, and that task
+/// first yields to the runtime once: the other tasks that are ready at that moment (under load,
+/// the other requests the server is handling) run and add their reads, and all of them leave in
+/// one `MGET`. A lone read waits one turn of the scheduler. The sending task does not belong to
+/// any caller, so a caller that gives up (a request cancelled) loses only its own answer.
+#[derive(Default)]
+struct Gathered {
+    waiting: Mutex<Vec<(String, Reply)>>,
+}
+
+impl Gathered {
+    /// Queues a read of `value_key`; the answer arrives on the returned receiver.
+    fn read(
+        self: &Arc<Self>,
+        connection: &Connection,
+        value_key: String,
+    ) -> oneshot::Receiver<Result<Option<Bytes>, StoreError>> {
+        let (reply, answer) = oneshot::channel();
+        let first = {
+            let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            waiting.push((value_key, reply));
+            waiting.len() == 1
+        };
+        if first {
+            let (gathered, connection) = (self.clone(), connection.clone());
+            tokio::spawn(async move {
+                tokio::task::yield_now().await;
+                let reads = std::mem::take(&mut *gathered.waiting.lock().unwrap_or_else(|e| e.into_inner()));
+                send_gathered(connection, reads).await;
+            });
+        }
+        answer
+    }
+}
+
+/// Sends `reads` in `MGET`s of at most [`MAX_GATHERED`] keys, side by side.
+async fn send_gathered(connection: Connection, mut reads: Vec<(String, Reply)>) {
+    while reads.len() > MAX_GATHERED {
+        let rest = reads.split_off(MAX_GATHERED);
+        tokio::spawn(mget(connection.clone(), reads));
+        reads = rest;
+    }
+    mget(connection, reads).await;
+}
+
+/// One `MGET` for `reads`, each answer sent to its reader.
+async fn mget(mut connection: Connection, reads: Vec<(String, Reply)>) {
+    let mut command = redis::cmd("MGET");
+    for (key, _) in &reads {
+        command.arg(key);
+    }
+    let values: Result<Vec<Option<Vec<u8>>>, StoreError> =
+        command.query_async(&mut connection).await.map_err(unavailable).and_then(|values: Vec<_>| {
+            if values.len() == reads.len() {
+                Ok(values)
+            } else {
+                tracing::warn!(asked = reads.len(), answered = values.len(), "Redis answered MGET with a wrong count");
+                Err(StoreError::Unavailable("Redis: MGET answered with a wrong count".into()))
+            }
+        });
+    match values {
+        Ok(values) => {
+            for ((_, reply), value) in reads.into_iter().zip(values) {
+                // A reader that gave up no longer listens; the others still get their answers.
+                let _ = reply.send(Ok(value.map(Bytes::from)));
+            }
+        }
+        Err(err) => {
+            for (_, reply) in reads {
+                let _ = reply.send(Err(err.clone()));
+            }
+        }
+    }
+}
+
 /// Keeps records in Redis, shared by every process of the app. Reconnects by itself after a
 /// connection loss; while Redis is unreachable, every call fails fast (2 s at most) with
 /// [`StoreError::Unavailable`], which the layer answers with 503.
@@ -137,6 +227,9 @@ impl ConnectionLike for Connection {
 #[derive(Clone)]
 pub struct RedisBackend {
     connection: Connection,
+    /// Reads waiting to be sent together; `None` with a client-side cache, whose reads are
+    /// mostly answered in this process and go one by one.
+    gathered: Option<Arc<Gathered>>,
     namespace: String,
     put: Script,
     delete: Script,
@@ -240,11 +333,13 @@ impl RedisBackend {
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_connection_timeout(Some(CONNECTION_TIMEOUT))
             .set_number_of_retries(1);
+        let cached = cache.is_some();
         if let Some(cache) = cache {
             config = config.set_cache_config(cache);
         }
         let manager = client.get_connection_manager_with_config(config).await.map_err(unavailable)?;
-        Ok(Self::with_connection(Connection::Single(manager)))
+        let backend = Self::with_connection(Connection::Single(manager));
+        Ok(if cached { Self { gathered: None, ..backend } } else { backend })
     }
 
     /// Connects to a Redis Cluster through any of its nodes.
@@ -263,6 +358,7 @@ impl RedisBackend {
     fn with_connection(connection: Connection) -> Self {
         Self {
             connection,
+            gathered: Some(Arc::default()),
             namespace: "{auth-layer}".into(),
             put: Script::new(PUT),
             delete: Script::new(DELETE),
@@ -289,21 +385,34 @@ impl RedisBackend {
     }
 
     fn value_key(&self, key: &str) -> String {
-        format!("{}:v:{key}", self.namespace)
+        self.namespaced(":v:", key)
     }
 
     fn tags_key(&self, key: &str) -> String {
-        format!("{}:k:{key}", self.namespace)
+        self.namespaced(":k:", key)
     }
 
     fn index_key(&self, tag: &str) -> String {
-        format!("{}:t:{tag}", self.namespace)
+        self.namespaced(":t:", tag)
+    }
+
+    /// `{namespace}{kind}{name}`, in one allocation (`format!` costs more on every read).
+    fn namespaced(&self, kind: &str, name: &str) -> String {
+        let mut key = String::with_capacity(self.namespace.len() + kind.len() + name.len());
+        key.push_str(&self.namespace);
+        key.push_str(kind);
+        key.push_str(name);
+        key
     }
 }
 
 #[async_trait]
 impl Backend for RedisBackend {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        if let Some(gathered) = &self.gathered {
+            let answer = gathered.read(&self.connection, self.value_key(key));
+            return answer.await.unwrap_or_else(|_| Err(StoreError::Unavailable("Redis: the read was dropped".into())));
+        }
         let mut connection = self.connection.clone();
         let value: Option<Vec<u8>> =
             redis::cmd("GET").arg(self.value_key(key)).query_async(&mut connection).await.map_err(unavailable)?;

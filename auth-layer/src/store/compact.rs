@@ -1,13 +1,15 @@
-//! How the cookie store writes a session before sealing it: compact binary (postcard), each
-//! token's base64url segments kept as the bytes they stand for, and `sub` and `sid` not repeated
-//! when the user's claims already hold them.
+//! How a session is written before it is sealed, in a cookie or in a stateful store's backend:
+//! compact binary (postcard), each token's base64url segments kept as the bytes they stand for,
+//! and `sub` and `sid` not repeated when the user's claims already hold them.
 //!
 //! A session is mostly tokens, and tokens are base64url text. Written as JSON and then sealed
 //! into the cookie's own base64url, every token byte went through base64 twice: a third of the
 //! cookie was encoding, and the browser sends the cookie with every request. The compact form
-//! cuts a typical session cookie by about a quarter (see `compact_cookie_is_a_quarter_smaller`).
+//! cuts a typical session cookie by about a quarter (see `compact_cookie_is_a_quarter_smaller`),
+//! and a session in Redis or PostgreSQL, sealed as bytes, from 3.0 KB to 1.7 KB.
 //!
-//! Cookies written before it (JSON, `{"v":1,"d":...}`) still open.
+//! Cookies and stored sessions written before it (JSON, `{"v":1,"d":...}`, the typed stores'
+//! envelope) still open.
 
 use std::borrow::Cow;
 
@@ -165,7 +167,7 @@ pub(crate) fn decode(plain: &[u8]) -> Result<StateData, DecodeError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// About `n` characters of base64url text, as a token's segment has.
@@ -180,7 +182,7 @@ mod tests {
 
     /// A session shaped like a real one: profile claims, an RS256 ID token, an access token for
     /// an API, a refresh token.
-    fn realistic() -> StateData {
+    pub(crate) fn realistic() -> StateData {
         let claims = serde_json::json!({
             "sub": "auth0|user-0001", "sid": "sid-0001", "name": "Ann Example", "email": "ann@example.com",
             "email_verified": true, "picture": "https://example.com/ann.png", "updated_at": "2026-11-01T12:00:00Z",
