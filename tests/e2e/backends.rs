@@ -378,6 +378,20 @@ async fn redis_reads_made_at_once_share_one_round_trip() {
     // A lone read still goes, in an MGET of its own.
     assert_eq!(backend.get("k1").await.unwrap().as_deref(), Some(&b"value 1"[..]));
     assert_eq!(redis_calls(server.port, "mget") - mgets, 2);
+
+    // 300 reads at once: MGETs of at most 128 keys, each reader still getting its own value.
+    let reads: Vec<_> = (0..300)
+        .map(|i| {
+            let backend = backend.clone();
+            tokio::spawn(async move { (i, backend.get(&format!("k{}", i % 40)).await.unwrap()) })
+        })
+        .collect();
+    for read in reads {
+        let (i, value) = read.await.unwrap();
+        let expected = (i % 4 != 0).then(|| format!("value {}", i % 40));
+        assert_eq!(value.as_deref(), expected.as_deref().map(str::as_bytes), "read {i} got its own value");
+    }
+    assert_eq!(redis_calls(server.port, "mget") - mgets, 2 + 3, "300 reads in three MGETs");
 }
 
 #[tokio::test]
