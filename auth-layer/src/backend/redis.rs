@@ -166,14 +166,41 @@ impl Gathered {
             waiting.len() == 1
         };
         if first {
-            let (gathered, connection) = (self.clone(), connection.clone());
-            tokio::spawn(async move {
-                tokio::task::yield_now().await;
-                let reads = std::mem::take(&mut *gathered.waiting.lock().unwrap_or_else(|e| e.into_inner()));
-                send_gathered(connection, reads).await;
-            });
+            let sender = Sender { gathered: self.clone(), taken: false };
+            tokio::spawn(sender.run(connection.clone()));
         }
         answer
+    }
+
+    /// Takes every read waiting.
+    fn take(&self) -> Vec<(String, Reply)> {
+        std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// The task that sends what waits in [`Gathered`], spawned by the first read.
+struct Sender {
+    gathered: Arc<Gathered>,
+    taken: bool,
+}
+
+impl Sender {
+    async fn run(mut self, connection: Connection) {
+        tokio::task::yield_now().await;
+        let reads = self.gathered.take();
+        self.taken = true;
+        send_gathered(connection, reads).await;
+    }
+}
+
+impl Drop for Sender {
+    /// A sender stopped before it took the queue (its runtime shut down) would leave the reads
+    /// waiting with no one to send them, and every later read queued behind them: they are
+    /// answered with an error instead, and the next read starts afresh.
+    fn drop(&mut self) {
+        if !self.taken {
+            drop(self.gathered.take());
+        }
     }
 }
 
