@@ -397,8 +397,12 @@ fn encode<T: Record>(record: &T) -> Result<Vec<u8>, String> {
 /// JSON envelope that stores wrote before it.
 fn decode<T: Record>(plain: &[u8]) -> Result<T, String> {
     if TypeId::of::<T>() == TypeId::of::<StateData>() {
-        let session: Box<dyn Any> = Box::new(compact::decode(plain).map_err(|e| e.to_string())?);
-        return session.downcast::<T>().map(|session| *session).map_err(|_| "not a session".to_owned());
+        // Handed over through an `Option`, so the session is moved, not boxed.
+        let mut session = Some(compact::decode(plain).map_err(|e| e.to_string())?);
+        return (&mut session as &mut dyn Any)
+            .downcast_mut::<Option<T>>()
+            .and_then(Option::take)
+            .ok_or_else(|| "not a session".to_owned());
     }
     match serde_json::from_slice::<EnvelopeIn<T>>(plain) {
         Ok(EnvelopeIn { v: ENVELOPE_VERSION, d: Some(record) }) => Ok(record),
