@@ -2,14 +2,31 @@
 //! login attempt in flight ([`TransactionData`]). Stores persist them; they know nothing of
 //! where they are kept.
 
-use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 /// The signed-in user: the claims of the verified ID token, protocol claims removed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(transparent)]
+///
+/// Cloning a `User` is cheap: clones share the claims (the [`User`](crate::User) extractor
+/// hands every request its own `User` without copying them); [`User::claims_mut`] copies them
+/// first if they are shared.
+#[derive(Debug, Clone, PartialEq)]
 pub struct User {
-    claims: Map<String, Value>,
+    claims: Arc<Map<String, Value>>,
+}
+
+impl Serialize for User {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.claims.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for User {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Map::deserialize(deserializer).map(|claims| Self { claims: Arc::new(claims) })
+    }
 }
 
 /// ID-token claims that describe the token, not the user; they are not kept in the session.
@@ -20,7 +37,7 @@ impl User {
     /// The user from an ID token's verified claims.
     pub fn from_id_token_claims(mut claims: Map<String, Value>) -> Self {
         claims.retain(|name, _| !PROTOCOL_CLAIMS.contains(&name.as_str()));
-        Self { claims }
+        Self { claims: Arc::new(claims) }
     }
 
     /// The subject: the user's id at the provider.
@@ -58,9 +75,10 @@ impl User {
         &self.claims
     }
 
-    /// All claims, to change before the session is saved.
+    /// All claims, to change before the session is saved. Copies them first if another
+    /// clone of this `User` shares them.
     pub fn claims_mut(&mut self) -> &mut Map<String, Value> {
-        &mut self.claims
+        Arc::make_mut(&mut self.claims)
     }
 }
 
@@ -181,6 +199,28 @@ mod tests {
         assert_eq!(user.name(), Some("Ann"));
         assert_eq!(user.sid(), Some("s"));
         assert!(user.claim("nonce").is_none() && user.claim("aud").is_none() && user.claim("exp").is_none());
+    }
+
+    #[test]
+    fn clones_of_a_user_share_its_claims_until_one_is_changed() {
+        let claims = serde_json::json!({"sub": "u1", "name": "Ann", "picture": "https://example.com/a.png"});
+        let user = User::from_id_token_claims(claims.as_object().unwrap().clone());
+        let mut clone = user.clone();
+        assert!(std::ptr::eq(user.claims(), clone.claims()), "a clone copied the claims");
+        clone.claims_mut().insert("plan".into(), "gold".into());
+        assert!(!std::ptr::eq(user.claims(), clone.claims()));
+        assert_eq!(user.claim("plan"), None, "a change to a clone reached the original");
+        assert_eq!(clone.claim_str("plan"), Some("gold"));
+        assert_eq!(clone.name(), Some("Ann"));
+    }
+
+    #[test]
+    fn a_user_serializes_as_its_claims_alone() {
+        let claims = serde_json::json!({"sub": "u1", "name": "Ann"});
+        let user = User::from_id_token_claims(claims.as_object().unwrap().clone());
+        assert_eq!(serde_json::to_value(&user).unwrap(), claims);
+        assert_eq!(serde_json::from_value::<User>(claims).unwrap(), user);
+        assert!(serde_json::from_str::<User>("[1]").is_err(), "claims are an object");
     }
 
     #[test]

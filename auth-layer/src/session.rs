@@ -3,7 +3,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use http::HeaderValue;
+use http::header::COOKIE;
+use http::{HeaderMap, HeaderValue};
 use tokio::sync::OnceCell;
 
 use crate::auth_client::{AccessToken, AccessTokenOptions, AuthClient};
@@ -31,7 +32,7 @@ pub struct Session {
 
 struct Inner {
     client: AuthClient,
-    cookies: Vec<HeaderValue>,
+    cookies: CookieHeaders,
     loaded: OnceCell<Option<Arc<StateData>>>,
     /// Cookies the load wants set on the response (renewal, clearing an expired session).
     response: Mutex<Option<StoreContext>>,
@@ -44,7 +45,7 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    pub(crate) fn new(client: AuthClient, cookies: Vec<HeaderValue>) -> Self {
+    pub(crate) fn new(client: AuthClient, cookies: CookieHeaders) -> Self {
         Self { inner: Arc::new(Inner { client, cookies, loaded: OnceCell::new(), response: Mutex::new(None) }) }
     }
 
@@ -63,7 +64,7 @@ impl Session {
     /// An access token for this session, refreshed when due (see
     /// [`AuthClient::get_access_token`]); the refreshed session's cookies go on the response.
     pub async fn access_token(&self, options: AccessTokenOptions) -> Result<AccessToken, AuthError> {
-        let mut ctx = StoreContext::from_cookie_headers(&self.inner.cookies);
+        let mut ctx = StoreContext::from_cookie_headers(self.inner.cookies.as_slice());
         let result = self.inner.client.get_access_token(&mut ctx, options).await;
         if ctx.has_response_cookies() {
             let mut response = self.inner.response.lock().unwrap_or_else(|e| e.into_inner());
@@ -81,7 +82,7 @@ impl Session {
     }
 
     async fn load(&self) -> Result<Option<Arc<StateData>>, AuthError> {
-        let mut ctx = StoreContext::from_cookie_headers(&self.inner.cookies);
+        let mut ctx = StoreContext::from_cookie_headers(self.inner.cookies.as_slice());
         let session = self.inner.client.get_session(&mut ctx).await?;
         if ctx.has_response_cookies() {
             *self.inner.response.lock().unwrap_or_else(|e| e.into_inner()) = Some(ctx);
@@ -92,5 +93,54 @@ impl Session {
     /// The cookies this request's session wants set on the response, if any.
     pub(crate) fn take_response_cookies(&self) -> Option<StoreContext> {
         self.inner.response.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// A request's `Cookie` headers, kept until the session is read. HTTP/1.1 sends at most one,
+/// which is kept as it is; only HTTP/2's split headers take a `Vec`.
+pub(crate) enum CookieHeaders {
+    One(HeaderValue),
+    Many(Vec<HeaderValue>),
+}
+
+impl CookieHeaders {
+    /// The `Cookie` headers of `headers` (a `HeaderValue` clone shares the bytes hyper read).
+    pub(crate) fn of(headers: &HeaderMap) -> Self {
+        let mut values = headers.get_all(COOKIE).iter();
+        match (values.next(), values.next()) {
+            (Some(one), None) => Self::One(one.clone()),
+            _ => Self::Many(headers.get_all(COOKIE).iter().cloned().collect()),
+        }
+    }
+
+    fn as_slice(&self) -> &[HeaderValue] {
+        match self {
+            Self::One(value) => std::slice::from_ref(value),
+            Self::Many(values) => values,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cookie_names(cookies: &CookieHeaders) -> Vec<Option<String>> {
+        let ctx = StoreContext::from_cookie_headers(cookies.as_slice());
+        ["a", "b", "c"].iter().map(|name| ctx.cookie(name).map(str::to_owned)).collect()
+    }
+
+    #[test]
+    fn cookies_split_over_several_headers_are_all_read() {
+        let mut headers = HeaderMap::new();
+        assert!(CookieHeaders::of(&headers).as_slice().is_empty());
+        headers.append(COOKIE, HeaderValue::from_static("a=1; b=2"));
+        let one = CookieHeaders::of(&headers);
+        assert!(matches!(one, CookieHeaders::One(_)), "one header is kept without a Vec");
+        assert_eq!(cookie_names(&one), [Some("1".into()), Some("2".into()), None]);
+        headers.append(COOKIE, HeaderValue::from_static("c=3"));
+        let split = CookieHeaders::of(&headers);
+        assert_eq!(split.as_slice().len(), 2);
+        assert_eq!(cookie_names(&split), [Some("1".into()), Some("2".into()), Some("3".into())]);
     }
 }

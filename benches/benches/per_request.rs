@@ -4,7 +4,9 @@
 //! - `session_read`: reading the request's session from each store (cookie, memory, Redis,
 //!   PostgreSQL), as `AuthClient::get_session` does for a handler;
 //! - `service`: one whole `AuthService::call`, against the bare inner service it wraps, for a
-//!   route that never touches the session and for one that reads the user's `sub`.
+//!   route that never touches the session and for one that reads the user's `sub`; for the
+//!   memory store also `/me-user`, the same read through axum's `User` extractor (which hands
+//!   the handler its own `User`).
 //!
 //! `cargo bench -p auth-layer-benches --bench per_request` (the test provider installed by
 //! `npm ci --prefix tests/idp`; Redis and PostgreSQL at `REDIS_URL` and `DATABASE_URL`).
@@ -16,10 +18,11 @@ use std::time::Duration;
 use auth_layer::backend::{PostgresBackend, RedisBackend};
 use auth_layer::seal::Sealer;
 use auth_layer::store::{CookieStateStore, ServerStateStore, StateStore, StoreContext};
-use auth_layer::{AuthConfig, AuthLayer, Session, StateData};
+use auth_layer::{AuthConfig, AuthLayer, Session, StateData, User};
 use auth_layer_benches::test_session;
 use auth_layer_tests::servers::{database_url, redis_url};
 use auth_layer_tests::{CLIENT_SECRET, Provider, ProviderOptions, SECRET};
+use axum::extract::FromRequestParts;
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::header::{COOKIE, SET_COOKIE};
@@ -148,6 +151,14 @@ impl Service<Request<Empty<Bytes>>> for App {
 
     fn call(&mut self, req: Request<Empty<Bytes>>) -> Self::Future {
         Box::pin(async move {
+            if req.uri().path() == "/me-user" {
+                let (mut parts, _) = req.into_parts();
+                let body = match <User as FromRequestParts<()>>::from_request_parts(&mut parts, &()).await {
+                    Ok(user) => Bytes::copy_from_slice(user.sub().as_bytes()),
+                    Err(_) => Bytes::from_static(b"none"),
+                };
+                return Ok(Response::new(Full::new(body)));
+            }
             if req.uri().path() != "/me" {
                 return Ok(Response::new(Full::from("public")));
             }
@@ -196,7 +207,14 @@ fn service(c: &mut Criterion, rt: &Runtime, issuer: &str) {
         let answer =
             rt.block_on(async { body(svc.ready().await.unwrap().call(request("/me", &cookie)).await.unwrap()).await });
         assert_eq!(answer, test_session().sub().as_bytes(), "{name}: the layer reads the minted session");
-        for path in ["/public", "/me"] {
+        let paths: &[&str] = if name == "memory" { &["/public", "/me", "/me-user"] } else { &["/public", "/me"] };
+        if paths.contains(&"/me-user") {
+            let answer = rt.block_on(async {
+                body(svc.ready().await.unwrap().call(request("/me-user", &cookie)).await.unwrap()).await
+            });
+            assert_eq!(answer, test_session().sub().as_bytes(), "{name}: the User extractor reads the session");
+        }
+        for &path in paths {
             group.bench_function(BenchmarkId::new(name, path), |b| {
                 b.to_async(rt).iter(|| {
                     let mut svc = svc.clone();

@@ -2,7 +2,6 @@
 
 use std::task::{Context, Poll};
 
-use http::header::COOKIE;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Limited};
 use tower_service::Service;
@@ -10,7 +9,7 @@ use tower_service::Service;
 use super::{AuthBody, ResponseFuture};
 use crate::auth_client::AuthClient;
 use crate::routes::{self, OptionalRoutes, Route, RouteBody};
-use crate::session::Session;
+use crate::session::{CookieHeaders, Session};
 
 /// The service [`AuthLayer`](super::AuthLayer) produces.
 #[derive(Clone, Debug)]
@@ -59,8 +58,7 @@ where
                 routes::handle(client, route, parts, body).await
             }));
         }
-        let cookies = req.headers().get_all(COOKIE).iter().cloned().collect();
-        let session = Session::new(self.client.clone(), cookies);
+        let session = Session::new(self.client.clone(), CookieHeaders::of(req.headers()));
         req.extensions_mut().insert(session.clone());
         ResponseFuture::inner(self.inner.call(req), session)
     }
