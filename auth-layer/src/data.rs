@@ -9,9 +9,9 @@ use serde_json::{Map, Value};
 
 /// The signed-in user: the claims of the verified ID token, protocol claims removed.
 ///
-/// Cloning a `User` is cheap: clones share the claims (the [`User`](crate::User) extractor
-/// hands every request its own `User` without copying them); [`User::claims_mut`] copies them
-/// first if they are shared.
+/// Cloning a `User` is cheap: clones share the claims, so the axum extractor hands every
+/// request its own `User` without copying them; [`User::claims_mut`] copies them first if
+/// they are shared.
 #[derive(Debug, Clone, PartialEq)]
 pub struct User {
     claims: Arc<Map<String, Value>>,

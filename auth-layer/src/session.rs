@@ -125,7 +125,7 @@ impl CookieHeaders {
 mod tests {
     use super::*;
 
-    fn cookie_names(cookies: &CookieHeaders) -> Vec<Option<String>> {
+    fn cookie_values(cookies: &CookieHeaders) -> Vec<Option<String>> {
         let ctx = StoreContext::from_cookie_headers(cookies.as_slice());
         ["a", "b", "c"].iter().map(|name| ctx.cookie(name).map(str::to_owned)).collect()
     }
@@ -137,10 +137,10 @@ mod tests {
         headers.append(COOKIE, HeaderValue::from_static("a=1; b=2"));
         let one = CookieHeaders::of(&headers);
         assert!(matches!(one, CookieHeaders::One(_)), "one header is kept without a Vec");
-        assert_eq!(cookie_names(&one), [Some("1".into()), Some("2".into()), None]);
+        assert_eq!(cookie_values(&one), [Some("1".into()), Some("2".into()), None]);
         headers.append(COOKIE, HeaderValue::from_static("c=3"));
         let split = CookieHeaders::of(&headers);
         assert_eq!(split.as_slice().len(), 2);
-        assert_eq!(cookie_names(&split), [Some("1".into()), Some("2".into()), Some("3".into())]);
+        assert_eq!(cookie_values(&split), [Some("1".into()), Some("2".into()), Some("3".into())]);
     }
 }
