@@ -204,15 +204,12 @@ fn service(c: &mut Criterion, rt: &Runtime, issuer: &str) {
             cookie_header(ctx)
         });
         let mut svc = layer.layer(App);
-        let answer =
-            rt.block_on(async { body(svc.ready().await.unwrap().call(request("/me", &cookie)).await.unwrap()).await });
-        assert_eq!(answer, test_session().sub().as_bytes(), "{name}: the layer reads the minted session");
         let paths: &[&str] = if name == "memory" { &["/public", "/me", "/me-user"] } else { &["/public", "/me"] };
-        if paths.contains(&"/me-user") {
-            let answer = rt.block_on(async {
-                body(svc.ready().await.unwrap().call(request("/me-user", &cookie)).await.unwrap()).await
-            });
-            assert_eq!(answer, test_session().sub().as_bytes(), "{name}: the User extractor reads the session");
+        // Every route that reads the session must answer the minted one before it is timed.
+        for &path in paths.iter().filter(|&&path| path != "/public") {
+            let answer = rt
+                .block_on(async { body(svc.ready().await.unwrap().call(request(path, &cookie)).await.unwrap()).await });
+            assert_eq!(answer, test_session().sub().as_bytes(), "{name} {path}: the layer reads the minted session");
         }
         for &path in paths {
             group.bench_function(BenchmarkId::new(name, path), |b| {
