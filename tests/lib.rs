@@ -4,15 +4,17 @@
 
 pub mod servers;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use auth_layer::{AuthClient, AuthConfig, Clock, TokenEndpointAuth};
 use reqwest::cookie::{CookieStore, Jar};
 use reqwest::{Response, StatusCode};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use url::Url;
 
@@ -21,9 +23,28 @@ pub const SECRET: &str = "test-secret-test-secret-test-secret-0001";
 /// The client secret registered at the test provider.
 pub const CLIENT_SECRET: &str = "client-secret-of-the-test-relying-party";
 
-/// A free TCP port on loopback.
+/// Every port this process has handed out. The system offers a probed port again as soon as the
+/// probe closes, so two tests running at once could be given one port before either binds it;
+/// a port handed out once is never handed out again.
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// Marks `port` handed out; false if it already was.
+fn claim(port: u16) -> bool {
+    HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner).insert(port)
+}
+
+/// A free TCP port on loopback that no other test of this process has been given.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    // Refused probes stay open until one is accepted, so the system cannot offer them again.
+    let mut refused = Vec::new();
+    loop {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = probe.local_addr().unwrap().port();
+        if claim(port) {
+            return port;
+        }
+        refused.push(probe);
+    }
 }
 
 /// The test provider's folder (its program and `node_modules`).
@@ -63,38 +84,31 @@ impl Provider {
             dir.join("node_modules/oidc-provider").exists(),
             "the test provider is not installed: run `npm ci --prefix tests/idp` (the README's test command does)"
         );
-        let port = free_port();
-        let child = spawn(port, app_url, options);
-        let provider = Self { issuer: format!("http://127.0.0.1:{port}"), port, app_url: app_url.to_owned(), child };
-        provider.wait_ready().await;
-        provider
+        let (child, port) = launch(|| provider_command(0, app_url, options)).await;
+        Self { issuer: format!("http://127.0.0.1:{port}"), port, app_url: app_url.to_owned(), child }
     }
 
     /// Stops the provider and starts it again on the same port with `options` (its in-memory
     /// sessions and grants are gone).
     pub async fn restart(&mut self, options: &ProviderOptions) {
         self.child.kill().await.unwrap();
-        self.child = spawn(self.port, &self.app_url, options);
-        self.wait_ready().await;
+        let mut child = provider_command(self.port, &self.app_url, options)
+            .spawn()
+            .expect("node must be installed to run the test provider");
+        let port = announced_port(&mut child).await;
+        assert_eq!(port, self.port, "the restarted provider must listen on its old port");
+        self.child = child;
     }
 
     /// Starts the hostile test provider (`tests/idp/hostile.mjs`): the rejection cases.
     pub async fn start_hostile(app_url: &str) -> Self {
-        let port = free_port();
-        let child = Command::new("node")
-            .arg("hostile.mjs")
-            .current_dir(idp_dir())
-            .env("PORT", port.to_string())
-            .env("CLIENT_ID", "test-app")
-            .env("CLIENT_SECRET", CLIENT_SECRET)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node must be installed to run the test provider");
-        let provider = Self { issuer: format!("http://127.0.0.1:{port}"), port, app_url: app_url.to_owned(), child };
-        provider.wait_ready().await;
-        provider
+        let (child, port) = launch(|| {
+            let mut command = node("hostile.mjs", 0);
+            command.env("CLIENT_ID", "test-app").env("CLIENT_SECRET", CLIENT_SECRET);
+            command
+        })
+        .await;
+        Self { issuer: format!("http://127.0.0.1:{port}"), port, app_url: app_url.to_owned(), child }
     }
 
     /// Tells the hostile provider how to misbehave from now on.
@@ -135,21 +149,58 @@ impl Provider {
             .unwrap();
         answer["jwt"].as_str().unwrap().to_owned()
     }
-
-    async fn wait_ready(&self) {
-        let discovery = format!("{}/.well-known/openid-configuration", self.issuer);
-        for _ in 0..150 {
-            let ready = reqwest::get(&discovery).await.is_ok_and(|r| r.status().is_success());
-            if ready {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the test provider did not start on {}", self.issuer);
-    }
 }
 
-fn spawn(port: u16, app_url: &str, options: &ProviderOptions) -> Child {
+/// Runs `command` (a test provider told to listen on port 0) until the port the system gave it
+/// is one no other test was handed, and returns it with that port.
+async fn launch(command: impl Fn() -> Command) -> (Child, u16) {
+    for _ in 0..10 {
+        let mut child = command().spawn().expect("node must be installed to run the test provider");
+        let port = announced_port(&mut child).await;
+        if claim(port) {
+            return (child, port);
+        }
+        // Handed to another test that has not bound it yet: leave it to that test.
+        child.kill().await.unwrap();
+    }
+    panic!("no port for the test provider that no other test was given");
+}
+
+/// The port a test provider announces on stdout once it listens (the provider serves from then on).
+async fn announced_port(child: &mut Child) -> u16 {
+    let mut lines = BufReader::new(child.stdout.take().expect("the provider's stdout is piped")).lines();
+    let announced = async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some((_, port)) = line.split_once("listening on http://127.0.0.1:") {
+                return port.trim().parse::<u16>().ok();
+            }
+        }
+        None
+    };
+    let port = match tokio::time::timeout(Duration::from_secs(30), announced).await {
+        Ok(Some(port)) => port,
+        Ok(None) => panic!("the test provider exited before listening: {:?}", child.try_wait()),
+        Err(_) => panic!("the test provider did not listen within 30 s"),
+    };
+    // Whatever else it prints is read, so it never writes to a closed pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    port
+}
+
+/// `node <script>` in the provider's folder, listening on `port` (0: any), stdout piped.
+fn node(script: &str, port: u16) -> Command {
+    let mut command = Command::new("node");
+    command
+        .arg(script)
+        .current_dir(idp_dir())
+        .env("PORT", port.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+fn provider_command(port: u16, app_url: &str, options: &ProviderOptions) -> Command {
     let clients = serde_json::json!([{
         "client_id": "test-app",
         "client_secret": CLIENT_SECRET,
@@ -160,15 +211,8 @@ fn spawn(port: u16, app_url: &str, options: &ProviderOptions) -> Child {
         "backchannel_logout_uri": format!("{app_url}/auth/backchannel-logout"),
         "backchannel_logout_session_required": true,
     }]);
-    let mut command = Command::new("node");
-    command
-        .arg("provider.mjs")
-        .current_dir(idp_dir())
-        .env("PORT", port.to_string())
-        .env("CLIENTS", clients.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
+    let mut command = node("provider.mjs", port);
+    command.env("CLIENTS", clients.to_string());
     if let Some(kid) = &options.signing_kid {
         command.env("SIGNING_KID", kid);
     }
@@ -178,7 +222,7 @@ fn spawn(port: u16, app_url: &str, options: &ProviderOptions) -> Child {
     if options.rotate_refresh {
         command.env("ROTATE_REFRESH", "1");
     }
-    command.spawn().expect("node must be installed to run the test provider")
+    command
 }
 
 /// Which app a test runs.
@@ -330,9 +374,17 @@ impl TestEnv {
     }
 }
 
+/// A listener for an app, on a port no other test was handed.
 async fn bind() -> (u16, tokio::net::TcpListener) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    (listener.local_addr().unwrap().port(), listener)
+    let mut refused = Vec::new();
+    loop {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        if claim(port) {
+            return (port, listener);
+        }
+        refused.push(listener);
+    }
 }
 
 fn config(provider: &Provider, app_url: &str, auth: TokenEndpointAuth, offset: Arc<AtomicU64>) -> AuthConfig {
@@ -467,4 +519,40 @@ fn between(text: &str, start: &str, end: &str) -> Option<String> {
     let from = text.find(start)? + start.len();
     let len = text[from..].find(end)?;
     Some(text[from..from + len].to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_never_handed_out_twice() {
+        // The system offers a closed probe's port again soon: 2,000 bare probes repeat ports
+        // by the hundred on Linux, so this fails without the registry.
+        let ports: Vec<u16> = (0..2000).map(|_| free_port()).collect();
+        let distinct: BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "a port was handed out twice");
+    }
+
+    #[tokio::test]
+    async fn providers_started_at_once_each_serve_their_own_issuer_on_their_own_port() {
+        let mut starting = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let app_url = format!("http://127.0.0.1:{}", free_port());
+            starting.spawn(async move { Provider::start(&app_url, &ProviderOptions::default()).await });
+        }
+        let providers = starting.join_all().await;
+        let ports: BTreeSet<u16> = providers.iter().map(|p| p.port).collect();
+        assert_eq!(ports.len(), providers.len(), "two providers share a port");
+        for provider in &providers {
+            let discovery: serde_json::Value =
+                reqwest::get(format!("{}/.well-known/openid-configuration", provider.issuer))
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+            assert_eq!(discovery["issuer"], provider.issuer.as_str(), "the provider on this port is not this one");
+        }
+    }
 }

@@ -34,6 +34,14 @@ fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
     panic!("{what} did not become ready");
 }
 
+/// True while `child` runs; a panic naming `port` once it has exited (a server that could not bind).
+fn running(child: &mut std::process::Child, port: u16) -> bool {
+    match child.try_wait() {
+        Ok(None) => true,
+        status => panic!("redis-server on port {port} exited at start: {status:?}"),
+    }
+}
+
 fn redis_ping(port: u16) -> bool {
     Command::new("redis-cli").args(["-p", &port.to_string(), "ping"]).output().is_ok_and(|o| {
         let answer = String::from_utf8_lossy(&o.stdout);
@@ -93,9 +101,11 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server)");
-        self.child = Some(child);
         let port = self.port;
-        wait_for("redis-server", || redis_ping(port));
+        let mut child = child;
+        // A server that could not bind exits; another one answering on its port is not this one.
+        wait_for("redis-server", || running(&mut child, port) && redis_ping(port));
+        self.child = Some(child);
     }
 }
 
@@ -133,9 +143,9 @@ impl RedisCluster {
                 .expect("redis-server must be installed");
             nodes.push(child);
         }
-        for port in &ports {
+        for (node, port) in nodes.iter_mut().zip(&ports) {
             let port = *port;
-            wait_for("a cluster node", || redis_ping(port));
+            wait_for("a cluster node", || running(node, port) && redis_ping(port));
         }
         let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let created = Command::new("redis-cli")

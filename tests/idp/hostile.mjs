@@ -5,15 +5,17 @@
 //   POST /__scenario {"name": "..."}   the next answers follow that scenario
 //   GET  /__stats                      {"refresh_grants": n}
 //
-//   PORT, CLIENT_ID, CLIENT_SECRET     where it listens and the one client it knows
+//   PORT, CLIENT_ID, CLIENT_SECRET     where it listens (0: a free port the system picks) and
+//                                      the one client it knows; stdout announces the port:
+//                                      `hostile provider listening on http://127.0.0.1:PORT`
 //
 // Never use it for anything but tests: it signs whatever it is told to.
 import http from 'node:http';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { SignJWT, importJWK } from 'jose';
 
-const port = Number(process.env.PORT);
-const issuer = `http://127.0.0.1:${port}`;
+// Known once the socket is bound (PORT may be 0); no request arrives before it is announced.
+let issuer;
 const clientId = process.env.CLIENT_ID || 'test-app';
 const clientSecret = process.env.CLIENT_SECRET || '';
 
@@ -153,5 +155,8 @@ const server = http.createServer(async (req, res) => {
     return send(res, 500, { error: 'server_error' });
   }
 });
-server.listen(port, '127.0.0.1', () => console.log(`hostile provider on ${issuer}`));
+server.listen(Number(process.env.PORT ?? 0), '127.0.0.1', () => {
+  issuer = `http://127.0.0.1:${server.address().port}`;
+  console.log(`hostile provider listening on ${issuer}`);
+});
 process.on('SIGTERM', () => server.close(() => process.exit(0)));

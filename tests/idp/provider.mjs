@@ -1,7 +1,10 @@
 // The OpenID Provider that auth-layer's end-to-end tests and demo run against: panva's
 // oidc-provider (OpenID Certified), configured from the environment and bound to loopback only.
 //
-//   PORT           port to listen on (default 3001); the issuer is http://127.0.0.1:PORT
+//   PORT           port to listen on (default 3001; 0 lets the system pick a free one, which
+//                  is how the tests start it: no two providers can race for one port); the
+//                  issuer is http://127.0.0.1:PORT with the port bound, announced on stdout
+//                  as `oidc-provider listening on http://127.0.0.1:PORT`
 //   CLIENTS        JSON array of client metadata (redirect_uris, post_logout_redirect_uris, ...)
 //   SIGNING_KID    the `kid` of the fresh RSA signing key made at start (default "key-1"; tests of
 //                  key rotation restart the provider with another)
@@ -20,12 +23,11 @@
 // Accounts: any login name is accepted with any password. The account's `name` is the login
 // capitalised, its email is login@example.test; a login starting with "big" carries a 6 KB `bio`
 // claim, so that the relying party's session outgrows one cookie.
+import http from 'node:http';
 import { generateKeyPairSync } from 'node:crypto';
 import { SignJWT, importJWK } from 'jose';
 import Provider from 'oidc-provider';
 
-const port = Number(process.env.PORT || 3001);
-const issuer = `http://127.0.0.1:${port}`;
 const clients = JSON.parse(process.env.CLIENTS || '[]');
 
 function claimsFor(id) {
@@ -98,24 +100,32 @@ const configuration = {
   },
 };
 
-const provider = new Provider(issuer, configuration);
-provider.on('server_error', (ctx, err) => console.error('provider server_error', err));
-provider.on('grant.success', (ctx) => {
-  if (ctx.oidc.params.grant_type === 'refresh_token') refreshGrants += 1;
-});
-provider.on('backchannel.error', (ctx, err, client) => console.error('back-channel logout to', client.clientId, 'failed:', err.message));
-provider.use(async (ctx, next) => {
-  if (ctx.path === '/__test/stats') {
-    ctx.body = { refresh_grants: refreshGrants };
-    return;
-  }
-  if (ctx.path === '/__test/sign' && ctx.method === 'POST') {
-    ctx.body = { jwt: await sign(await readJson(ctx.req)) };
-    return;
-  }
-  await next();
-});
-const server = provider.listen(port, '127.0.0.1', () => {
+// The issuer names the port, so the provider is made once the socket is bound.
+function serve(issuer) {
+  const provider = new Provider(issuer, configuration);
+  provider.on('server_error', (ctx, err) => console.error('provider server_error', err));
+  provider.on('grant.success', (ctx) => {
+    if (ctx.oidc.params.grant_type === 'refresh_token') refreshGrants += 1;
+  });
+  provider.on('backchannel.error', (ctx, err, client) => console.error('back-channel logout to', client.clientId, 'failed:', err.message));
+  provider.use(async (ctx, next) => {
+    if (ctx.path === '/__test/stats') {
+      ctx.body = { refresh_grants: refreshGrants };
+      return;
+    }
+    if (ctx.path === '/__test/sign' && ctx.method === 'POST') {
+      ctx.body = { jwt: await sign(await readJson(ctx.req)) };
+      return;
+    }
+    await next();
+  });
+  return provider.callback();
+}
+
+const server = http.createServer();
+server.listen(Number(process.env.PORT ?? 3001), '127.0.0.1', () => {
+  const issuer = `http://127.0.0.1:${server.address().port}`;
+  server.on('request', serve(issuer));
   console.log(`oidc-provider listening on ${issuer}`);
 });
 const stop = () => server.close(() => process.exit(0));
