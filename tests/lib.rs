@@ -33,18 +33,22 @@ fn claim(port: u16) -> bool {
     HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner).insert(port)
 }
 
-/// A free TCP port on loopback that no other test of this process has been given.
-pub fn free_port() -> u16 {
-    // Refused probes stay open until one is accepted, so the system cannot offer them again.
+/// A listener on a loopback port that no other test of this process has been given.
+fn claimed_listener() -> std::net::TcpListener {
+    // Refused listeners stay open until one is accepted, so the system cannot offer them again.
     let mut refused = Vec::new();
     loop {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = probe.local_addr().unwrap().port();
-        if claim(port) {
-            return port;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        if claim(listener.local_addr().unwrap().port()) {
+            return listener;
         }
-        refused.push(probe);
+        refused.push(listener);
     }
+}
+
+/// A free TCP port on loopback that no other test of this process has been given.
+pub fn free_port() -> u16 {
+    claimed_listener().local_addr().unwrap().port()
 }
 
 /// The test provider's folder (its program and `node_modules`).
@@ -284,7 +288,7 @@ impl TestEnv {
 
     /// An app of `options`.
     pub async fn start_with(options: EnvOptions) -> Self {
-        let (port, listener) = bind().await;
+        let (port, listener) = bind();
         let app_url = format!("http://127.0.0.1:{port}");
         let method = match options.token_auth {
             TokenEndpointAuth::ClientSecretBasic => "client_secret_basic",
@@ -314,7 +318,7 @@ impl TestEnv {
 
     /// The quickstart app (cookie sessions) against the hostile test provider.
     pub async fn start_hostile() -> Self {
-        let (port, listener) = bind().await;
+        let (port, listener) = bind();
         let app_url = format!("http://127.0.0.1:{port}");
         let provider = Provider::start_hostile(&app_url).await;
         let clock_offset = Arc::new(AtomicU64::new(0));
@@ -334,7 +338,7 @@ impl TestEnv {
         F: FnOnce(AuthConfig) -> Fut,
         Fut: std::future::Future<Output = Result<auth_layer::AuthLayer, auth_layer::AuthError>>,
     {
-        let (port, listener) = bind().await;
+        let (port, listener) = bind();
         let app_url = format!("http://127.0.0.1:{port}");
         let provider = Provider::start(&app_url, &ProviderOptions::default()).await;
         let clock_offset = Arc::new(AtomicU64::new(0));
@@ -350,7 +354,7 @@ impl TestEnv {
 
     /// Serves `router` (an axum app the test wrote) instead of an example, with a client of its own.
     pub async fn start_custom(build: impl FnOnce(AuthClient) -> axum::Router) -> Self {
-        let (port, listener) = bind().await;
+        let (port, listener) = bind();
         let app_url = format!("http://127.0.0.1:{port}");
         let provider = Provider::start(&app_url, &ProviderOptions::default()).await;
         let clock_offset = Arc::new(AtomicU64::new(0));
@@ -375,16 +379,10 @@ impl TestEnv {
 }
 
 /// A listener for an app, on a port no other test was handed.
-async fn bind() -> (u16, tokio::net::TcpListener) {
-    let mut refused = Vec::new();
-    loop {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        if claim(port) {
-            return (port, listener);
-        }
-        refused.push(listener);
-    }
+fn bind() -> (u16, tokio::net::TcpListener) {
+    let listener = claimed_listener();
+    listener.set_nonblocking(true).unwrap();
+    (listener.local_addr().unwrap().port(), tokio::net::TcpListener::from_std(listener).unwrap())
 }
 
 fn config(provider: &Provider, app_url: &str, auth: TokenEndpointAuth, offset: Arc<AtomicU64>) -> AuthConfig {

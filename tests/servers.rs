@@ -102,10 +102,10 @@ impl RedisServer {
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server)");
         let port = self.port;
-        let mut child = child;
+        // Kept by `self` at once, so that a panic below still stops it (on drop).
+        let child = self.child.insert(child);
         // A server that could not bind exits; another one answering on its port is not this one.
-        wait_for("redis-server", || running(&mut child, port) && redis_ping(port));
-        self.child = Some(child);
+        wait_for("redis-server", || running(child, port) && redis_ping(port));
     }
 }
 
@@ -143,7 +143,9 @@ impl RedisCluster {
                 .expect("redis-server must be installed");
             nodes.push(child);
         }
-        for (node, port) in nodes.iter_mut().zip(&ports) {
+        // Owned by the cluster at once, so that a panic below still stops the nodes (on drop).
+        let mut cluster = Self { urls: ports.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect(), nodes, dir };
+        for (node, port) in cluster.nodes.iter_mut().zip(&ports) {
             let port = *port;
             wait_for("a cluster node", || running(node, port) && redis_ping(port));
         }
@@ -165,7 +167,7 @@ impl RedisCluster {
                     .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
             });
         }
-        Self { urls: ports.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect(), nodes, dir }
+        cluster
     }
 }
 
