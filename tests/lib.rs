@@ -248,7 +248,7 @@ pub struct EnvOptions {
     /// How the provider starts.
     pub provider: ProviderOptions,
     /// Where sessions are kept.
-    pub store: quickstart::SessionStore,
+    pub store: quickstart::StoreChoice,
 }
 
 impl Default for EnvOptions {
@@ -257,7 +257,7 @@ impl Default for EnvOptions {
             app: AppKind::Quickstart,
             token_auth: TokenEndpointAuth::ClientSecretBasic,
             provider: ProviderOptions::default(),
-            store: quickstart::SessionStore::Cookie,
+            store: quickstart::StoreChoice::Cookie,
         }
     }
 }
@@ -323,7 +323,7 @@ impl TestEnv {
         let provider = Provider::start_hostile(&app_url).await;
         let clock_offset = Arc::new(AtomicU64::new(0));
         let config = config(&provider, &app_url, TokenEndpointAuth::ClientSecretBasic, clock_offset.clone());
-        let auth = quickstart::auth_layer(config, quickstart::SessionStore::Cookie).await.expect("discovery");
+        let auth = quickstart::auth_layer(config, quickstart::StoreChoice::Cookie).await.expect("discovery");
         let client = auth.client().clone();
         let app = quickstart::app(auth);
         let server = tokio::spawn(async move {

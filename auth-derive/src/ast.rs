@@ -14,6 +14,9 @@ pub(crate) struct Input<'a> {
     pub(crate) key: Key,
     pub(crate) ttl: Option<Duration>,
     pub(crate) encrypt: bool,
+    /// A module with `encode` and `decode` functions that write the record in a backend, in
+    /// place of the JSON envelope.
+    pub(crate) codec: Option<syn::Path>,
     /// Indexes into `fields`.
     pub(crate) indexes: Vec<usize>,
 }
@@ -73,6 +76,7 @@ impl<'a> Input<'a> {
         let mut ttl: Option<(LitStr, Duration)> = None;
         let mut encrypt: Option<Ident> = None;
         let mut name: Option<LitStr> = None;
+        let mut codec: Option<syn::Path> = None;
         for attr in input.attrs.iter().filter(|a| a.path().is_ident("store")) {
             let parsed = attr.parse_nested_meta(|meta| {
                 let Some(ident) = meta.path.get_ident().cloned() else {
@@ -114,10 +118,16 @@ impl<'a> Input<'a> {
                             errors.push(syn::Error::new(ident.span(), "`name` is given twice"));
                         }
                     }
+                    "codec" => {
+                        let path: syn::Path = meta.value()?.parse()?;
+                        if codec.replace(path).is_some() {
+                            errors.push(syn::Error::new(ident.span(), "`codec` is given twice"));
+                        }
+                    }
                     _ => {
                         errors.push(syn::Error::new(
                             ident.span(),
-                            format!("unknown store attribute `{ident}`; expected key, ttl, encrypt or name"),
+                            format!("unknown store attribute `{ident}`; expected key, ttl, encrypt, name or codec"),
                         ));
                         // Skip its value, so that the one error is the only one.
                         if meta.input.peek(syn::Token![=]) {
@@ -183,6 +193,7 @@ impl<'a> Input<'a> {
             key,
             ttl: ttl.map(|(_, d)| d),
             encrypt: encrypt.is_some(),
+            codec,
             indexes: index_fields,
         })
     }

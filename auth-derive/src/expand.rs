@@ -1,4 +1,4 @@
-//! Code generation for `#[derive(Store)]`: the `Record` impl, one `Index` constant per indexed
+//! Code generation for `#[derive(Store)]`: the `Store` impl, one `Index` constant per indexed
 //! field, and the `store`/`store_in` constructors. Everything is wrapped in `const _: () = {}`
 //! and names paths absolutely.
 
@@ -85,12 +85,28 @@ pub(crate) fn derive(input: &Input<'_>) -> syn::Result<TokenStream> {
         }
     });
 
+    let codec = input.codec.as_ref().map(|codec| {
+        quote! {
+            fn to_stored(&self) -> ::core::result::Result<::std::vec::Vec<u8>, ::auth_layer::StoreError> {
+                #codec::encode(self)
+            }
+
+            fn from_stored(bytes: &[u8]) -> ::core::result::Result<Self, ::auth_layer::Cause> {
+                #codec::decode(bytes).map_err(|err| {
+                    let err: ::std::boxed::Box<dyn ::std::error::Error + ::core::marker::Send + ::core::marker::Sync> =
+                        ::core::convert::Into::into(err);
+                    ::std::sync::Arc::from(err)
+                })
+            }
+        }
+    });
+
     Ok(quote! {
         #[doc(hidden)]
         #[allow(non_upper_case_globals, clippy::all)]
         const _: () = {
             #[automatically_derived]
-            impl #impl_generics ::auth_layer::record::Record for #ident #ty_generics where #(#predicates,)* {
+            impl #impl_generics ::auth_layer::record::Store for #ident #ty_generics where #(#predicates,)* {
                 type Key<#lifetime> = #key_type where Self: #lifetime;
                 const NAME: &'static str = #name;
                 const TTL: ::core::option::Option<::core::time::Duration> = #ttl;
@@ -113,18 +129,22 @@ pub(crate) fn derive(input: &Input<'_>) -> syn::Result<TokenStream> {
                 fn index_entries(&self, out: &mut ::std::vec::Vec<::std::string::String>) {
                     #(#index_pushes)*
                 }
+
+                #codec
             }
 
             #[automatically_derived]
             impl #impl_generics #ident #ty_generics where #(#predicates,)* {
                 #(#index_consts)*
 
-                /// A typed store of these records in memory (moka). `secrets` seal encrypted
-                /// records: the first seals, all open.
+                /// A typed store of these records in this process's memory (moka), kept as they
+                /// are: nothing is serialized or sealed there, so `secrets` are not used; they
+                /// seal records once the store moves to a shared backend with `store_in`.
                 pub fn store<__S: ::core::convert::AsRef<[u8]>>(
                     secrets: &[__S],
                 ) -> ::auth_layer::record::TypedStore<Self, ::auth_layer::backend::MokaBackend> {
-                    ::auth_layer::record::TypedStore::new(::auth_layer::backend::MokaBackend::new(), secrets)
+                    let _ = secrets;
+                    ::auth_layer::record::TypedStore::in_memory()
                 }
 
                 /// A typed store of these records in `backend`.

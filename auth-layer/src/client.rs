@@ -1,620 +1,570 @@
-//! The OpenID Connect relying party, on `openidconnect`: discovery, a JWKS cache that refetches
-//! (rate-limited) when a token names an unknown key, authorization URLs with PKCE S256, `state`
-//! and `nonce`, the code exchange and every ID-token check, and the end-session URL.
-//!
-//! It knows nothing of HTTP servers or cookies; [`AuthClient`](crate::AuthClient) wires it to
-//! the stores.
+//! [`AuthClient`]: every auth operation as a method taking the request's [`StoreContext`], for
+//! apps that write their own routes (the seed's `start_login`, `complete_login`, `user`,
+//! `session`, `logout`). The layer's routes are thin wrappers over these.
 
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, Utc};
-use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreIdTokenVerifier, CoreJsonWebKeySet, CoreJwsSigningAlgorithm,
-    CoreTokenResponse,
-};
-use openidconnect::{
-    AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet, EndpointSet,
-    IssuerUrl, JsonWebKey, JsonWebKeySetUrl, JwsSigningAlgorithm, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
-    PkceCodeVerifier, ProviderMetadataWithLogout, RedirectUrl, RequestTokenError, Scope, TokenResponse,
-};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use url::Url;
 
-use crate::config::{AuthConfig, TokenEndpointAuth};
+use crate::config::AuthConfig;
+use crate::error::AuthError;
+use crate::error::ProviderError;
+use crate::model::{SessionData, TokenSet, TransactionData, User};
+use crate::oidc::RelyingParty;
+use crate::return_to;
+use crate::store::{
+    CookieSessionStore, CookieTransactionStore, LogoutTarget, SessionStore, StoreContext, TransactionStore,
+};
 
-/// The least time between two JWKS refetches caused by unknown `kid`s.
-const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
-/// The largest ID token accepted, in bytes.
-const MAX_ID_TOKEN_LEN: usize = 64 * 1024;
-
-type Client = CoreClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet, EndpointMaybeSet>;
-
-/// What went wrong talking to the provider or checking what it sent.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ProviderError {
-    /// The provider could not be reached or answered with something unusable at start.
-    #[error("provider discovery failed: {0}")]
-    Discovery(String),
-    /// The provider could not be reached.
-    #[error("the provider is unreachable: {0}")]
-    Unreachable(String),
-    /// The token endpoint refused the request.
-    #[error("the token endpoint refused the request: {0}")]
-    TokenRefused(String),
-    /// The token endpoint answered `invalid_grant`: the refresh token is dead (expired, revoked,
-    /// or already used under rotation).
-    #[error("the provider refused the refresh token: {0}")]
-    InvalidGrant(String),
-    /// A logout token failed a check.
-    #[error("the logout token was rejected: {0}")]
-    InvalidLogoutToken(String),
-    /// The token endpoint answered with something that is not a token response.
-    #[error("the token endpoint's answer is not a valid token response: {0}")]
-    BadTokenResponse(String),
-    /// The ID token failed a check.
-    #[error("the ID token was rejected: {0}")]
-    InvalidIdToken(String),
+/// Options of [`AuthClient::start_login`].
+#[derive(Debug, Clone, Default)]
+pub struct LoginOptions {
+    /// Where to send the browser after login: a same-origin path; `/` when unset.
+    pub return_to: Option<String>,
+    /// Extra authorization parameters for this login only (e.g. `prompt=login`, `screen_hint`).
+    pub authorization_params: Vec<(String, String)>,
+    /// Application state, given back by [`AuthClient::complete_login`].
+    pub app_state: Option<Value>,
 }
 
-/// An authorization request, ready to send the browser to.
-pub(crate) struct AuthorizationRequest {
-    pub(crate) url: Url,
-    pub(crate) state: String,
-    pub(crate) nonce: String,
-    pub(crate) code_verifier: String,
+/// What [`AuthClient::complete_login`] gives.
+#[derive(Debug, Clone)]
+pub struct LoginResult {
+    /// The new session, already saved.
+    pub session: SessionData,
+    /// The same-origin path the login was started for.
+    pub return_to: String,
+    /// The application state passed to [`AuthClient::start_login`].
+    pub app_state: Option<Value>,
 }
 
-/// What a successful refresh gives.
-pub(crate) struct RefreshedTokens {
-    pub(crate) access_token: String,
-    pub(crate) expires_at: Option<u64>,
-    pub(crate) scope: Option<String>,
-    /// A rotated refresh token, when the provider sent one.
-    pub(crate) refresh_token: Option<String>,
-    /// A new ID token and its claims, when the provider sent one.
-    pub(crate) id_token: Option<(String, Map<String, Value>)>,
+/// Options of [`AuthClient::logout`].
+#[derive(Debug, Clone, Default)]
+pub struct LogoutOptions {
+    /// Where the provider should send the browser back: a same-origin path; `/` when unset.
+    pub return_to: Option<String>,
+    /// Extra parameters for the provider's end-session endpoint (e.g. `ui_locales`,
+    /// `logout_hint`, Auth0's `federated`). The ones auth-layer sets itself are refused.
+    pub extra_params: Vec<(String, String)>,
 }
 
-/// What a valid logout token names.
-pub(crate) struct LogoutClaims {
-    pub(crate) sub: Option<String>,
-    pub(crate) sid: Option<String>,
-    pub(crate) jti: String,
-    /// Until when the token could be replayed (its `exp`, or `iat` plus the replay window).
-    pub(crate) replayable_until: u64,
+/// Options of [`AuthClient::access_token`].
+#[derive(Debug, Clone, Default)]
+pub struct AccessTokenOptions {
+    /// The API audience; the configured one when unset.
+    pub audience: Option<String>,
+    /// The scope needed; any token of the audience when unset.
+    pub scope: Option<String>,
+    /// Refresh even when the token is still fresh.
+    pub force_refresh: bool,
 }
 
-/// What a successful code exchange gives.
-pub(crate) struct LoginTokens {
-    pub(crate) id_token: String,
-    pub(crate) claims: Map<String, Value>,
-    pub(crate) access_token: String,
-    pub(crate) refresh_token: Option<String>,
-    pub(crate) expires_at: Option<u64>,
-    pub(crate) scope: Option<String>,
+/// An access token, as [`AuthClient::access_token`] gives it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AccessToken {
+    /// The token.
+    pub access_token: String,
+    /// When it expires (seconds since the Unix epoch), if known.
+    pub expires_at: Option<u64>,
+    /// The scope granted.
+    pub scope: String,
 }
 
-/// The relying party for one provider and one client.
-pub(crate) struct RelyingParty {
-    client: Client,
-    client_id: ClientId,
-    client_secret: ClientSecret,
-    issuer: IssuerUrl,
-    jwks_uri: JsonWebKeySetUrl,
-    jwks: RwLock<Arc<CoreJsonWebKeySet>>,
-    /// When an unknown `kid` last caused a refetch (discovery's own fetch does not count).
-    /// Held during a refetch, so concurrent logins with the new key share one.
-    last_jwks_refetch: tokio::sync::Mutex<Option<Instant>>,
-    allowed_algs: Vec<CoreJwsSigningAlgorithm>,
-    end_session_endpoint: Option<Url>,
-    http: reqwest::Client,
+// A hook run on a session before it is saved at login or after a refresh: filter or add claims.
+type BeforeSaveHook = Arc<dyn Fn(&mut SessionData) + Send + Sync>;
+// A hook run after a login completed, with its result.
+type AfterCallbackHook = Arc<dyn Fn(&LoginResult) + Send + Sync>;
+
+struct Inner {
     config: AuthConfig,
+    rp: RelyingParty,
+    session_store: Arc<dyn SessionStore>,
+    transaction_store: Arc<dyn TransactionStore>,
+    before_save: Option<BeforeSaveHook>,
+    after_callback: Option<AfterCallbackHook>,
+    /// Refreshes under way or just done, by session and token: concurrent requests of one
+    /// session share one call to the token endpoint and its result.
+    refreshes: moka::future::Cache<String, Arc<SessionData>>,
+    /// `jti`s of logout tokens already used, until they expire.
+    seen_logout_tokens: moka::future::Cache<String, Duration>,
 }
 
-impl RelyingParty {
-    /// Discovers the provider and fetches its keys.
-    pub(crate) async fn discover(config: &AuthConfig) -> Result<Self, ProviderError> {
-        let http = reqwest::Client::builder()
-            // Never follow redirects from the provider's endpoints (SSRF, token leakage).
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| ProviderError::Discovery(format!("HTTP client: {e}")))?;
-        let issuer = IssuerUrl::new(config.issuer.clone()).map_err(|e| ProviderError::Discovery(e.to_string()))?;
-        let metadata = ProviderMetadataWithLogout::discover_async(issuer.clone(), &http)
-            .await
-            .map_err(|e| ProviderError::Discovery(error_chain(&e)))?;
-        let token_url = metadata
-            .token_endpoint()
-            .cloned()
-            .ok_or_else(|| ProviderError::Discovery("the provider announces no token_endpoint".into()))?;
-        let allowed_algs: Vec<CoreJwsSigningAlgorithm> = metadata
-            .id_token_signing_alg_values_supported()
-            .iter()
-            .filter(|alg| !matches!(alg, CoreJwsSigningAlgorithm::None))
-            .cloned()
-            .collect();
-        if allowed_algs.is_empty() {
-            return Err(ProviderError::Discovery("the provider announces no usable ID-token signing algorithm".into()));
+struct UntilExpiry;
+
+impl moka::Expiry<String, Duration> for UntilExpiry {
+    fn expire_after_create(&self, _key: &String, ttl: &Duration, _now: std::time::Instant) -> Option<Duration> {
+        Some(*ttl)
+    }
+}
+
+/// The relying party with its stores: start and complete logins, read sessions, log out.
+///
+/// Cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct AuthClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AuthClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthClient").field("issuer", &self.inner.config.issuer).finish_non_exhaustive()
+    }
+}
+
+/// Builds an [`AuthClient`]: the cookie stores unless others are given.
+#[must_use]
+pub struct AuthClientBuilder {
+    config: AuthConfig,
+    session_store: Option<Arc<dyn SessionStore>>,
+    transaction_store: Option<Arc<dyn TransactionStore>>,
+    before_save: Option<BeforeSaveHook>,
+    after_callback: Option<AfterCallbackHook>,
+}
+
+impl AuthClientBuilder {
+    /// Keeps sessions in `store` instead of the encrypted cookie.
+    pub fn with_session_store(mut self, store: impl SessionStore) -> Self {
+        self.session_store = Some(Arc::new(store));
+        self
+    }
+
+    /// Keeps logins in flight in `store` instead of per-login cookies.
+    pub fn with_transaction_store(mut self, store: impl TransactionStore) -> Self {
+        self.transaction_store = Some(Arc::new(store));
+        self
+    }
+
+    /// Runs `hook` on every session before it is saved at login or after a refresh, e.g. to
+    /// drop claims the app does not need or to add its own.
+    pub fn before_save(mut self, hook: impl Fn(&mut SessionData) + Send + Sync + 'static) -> Self {
+        self.before_save = Some(Arc::new(hook));
+        self
+    }
+
+    /// Runs `hook` after every completed login.
+    pub fn after_callback(mut self, hook: impl Fn(&LoginResult) + Send + Sync + 'static) -> Self {
+        self.after_callback = Some(Arc::new(hook));
+        self
+    }
+
+    /// Discovers the provider and builds the client.
+    pub async fn build(self) -> Result<AuthClient, AuthError> {
+        let rp = RelyingParty::discover(&self.config).await?;
+        let session_store = self.session_store.unwrap_or_else(|| Arc::new(CookieSessionStore::new(&self.config)));
+        let transaction_store =
+            self.transaction_store.unwrap_or_else(|| Arc::new(CookieTransactionStore::new(&self.config)));
+        let refreshes = moka::future::Cache::builder().time_to_live(REFRESH_SHARING).max_capacity(100_000).build();
+        let seen_logout_tokens =
+            moka::future::Cache::builder().expire_after(UntilExpiry).max_capacity(1_000_000).build();
+        Ok(AuthClient {
+            inner: Arc::new(Inner {
+                config: self.config,
+                rp,
+                session_store,
+                transaction_store,
+                before_save: self.before_save,
+                after_callback: self.after_callback,
+                refreshes,
+                seen_logout_tokens,
+            }),
+        })
+    }
+}
+
+impl AuthClient {
+    /// A builder over `config`.
+    pub fn builder(config: AuthConfig) -> AuthClientBuilder {
+        AuthClientBuilder {
+            config,
+            session_store: None,
+            transaction_store: None,
+            before_save: None,
+            after_callback: None,
         }
-        let end_session_endpoint =
-            metadata.additional_metadata().end_session_endpoint.as_ref().map(|u| u.url().clone());
-        let jwks_uri = metadata.jwks_uri().clone();
-        let jwks = metadata.jwks().clone();
-        let client_id = ClientId::new(config.client_id.clone());
-        let client_secret = ClientSecret::new(config.client_secret.clone());
-        let redirect = RedirectUrl::from_url(config.callback_url());
-        let client = CoreClient::from_provider_metadata(metadata, client_id.clone(), Some(client_secret.clone()))
-            .set_token_uri(token_url)
-            .set_redirect_uri(redirect)
-            .set_auth_type(match config.token_endpoint_auth {
-                TokenEndpointAuth::ClientSecretBasic => AuthType::BasicAuth,
-                TokenEndpointAuth::ClientSecretPost => AuthType::RequestBody,
+    }
+
+    /// Discovers the provider; sessions in the encrypted cookie.
+    pub async fn new(config: AuthConfig) -> Result<Self, AuthError> {
+        Self::builder(config).build().await
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AuthConfig {
+        &self.inner.config
+    }
+
+    /// When `session` ends unless renewed: the earlier of its absolute and inactivity limits
+    /// (seconds since the Unix epoch).
+    pub fn session_expires_at(&self, session: &SessionData) -> u64 {
+        let config = &self.inner.config;
+        session.expires_at(config.absolute_duration.as_secs(), config.inactivity_duration.as_secs())
+    }
+
+    /// Starts a login: saves a transaction and returns the provider's authorization URL to
+    /// redirect the browser to.
+    pub async fn start_login(&self, ctx: &mut StoreContext, options: LoginOptions) -> Result<Url, AuthError> {
+        let return_to = match options.return_to.as_deref() {
+            Some(target) => return_to::validate(target).map_err(|e| AuthError::InvalidRequest(e.into()))?.to_owned(),
+            None => "/".to_owned(),
+        };
+        let request = self.inner.rp.authorization_request(&options.authorization_params);
+        let transaction = TransactionData {
+            state: request.state,
+            nonce: request.nonce,
+            code_verifier: request.code_verifier,
+            return_to,
+            app_state: options.app_state,
+            created_at: self.inner.config.clock.now(),
+        };
+        self.inner.transaction_store.set(ctx, &transaction).await?;
+        Ok(request.url)
+    }
+
+    /// Completes a login from the callback URL's query: checks `state`, `iss` and any `error`,
+    /// exchanges the code, checks the ID token, and saves a new session (a new id, the old
+    /// session replaced).
+    pub async fn complete_login(&self, ctx: &mut StoreContext, callback_query: &str) -> Result<LoginResult, AuthError> {
+        let params = CallbackParams::parse(callback_query)?;
+        let state = params.state.ok_or_else(|| AuthError::InvalidRequest("the callback has no state".into()))?;
+        if state.len() > 128 || !state.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(AuthError::MissingTransaction);
+        }
+        let store = &self.inner.transaction_store;
+        let transaction = store.get(ctx, &state).await?.ok_or(AuthError::MissingTransaction)?;
+        // Single use: whatever happens next, this transaction is spent.
+        store.delete(ctx, &state).await?;
+        if let Some(error) = params.error {
+            return Err(AuthError::ProviderRefused { error, description: params.error_description });
+        }
+        if let Some(iss) = params.iss
+            && iss != self.inner.rp.issuer()
+        {
+            return Err(AuthError::IssuerMismatch(iss));
+        }
+        let code = params.code.ok_or_else(|| AuthError::InvalidRequest("the callback has no code".into()))?;
+        let tokens = self.inner.rp.exchange_code(&code, &transaction.code_verifier, &transaction.nonce).await?;
+        let now = self.inner.config.clock.now();
+        let mut session = SessionData::new(User::from_id_token_claims(tokens.claims), tokens.id_token, now);
+        session.refresh_token = tokens.refresh_token;
+        session.token_sets.push(TokenSet {
+            audience: self.inner.config.audience.clone(),
+            scope: tokens.scope.unwrap_or_else(|| self.inner.config.scope.clone()),
+            access_token: tokens.access_token,
+            expires_at: tokens.expires_at,
+        });
+        if let Some(hook) = &self.inner.before_save {
+            hook(&mut session);
+        }
+        self.inner.session_store.set(ctx, &session, true).await?;
+        tracing::info!(sub = session.user.sub(), "login completed");
+        let result = LoginResult { session, return_to: transaction.return_to, app_state: transaction.app_state };
+        if let Some(hook) = &self.inner.after_callback {
+            hook(&result);
+        }
+        Ok(result)
+    }
+
+    /// The request's session, if any and not expired. Absolute and inactivity limits are
+    /// checked here, for every store (an expired session is deleted), and a session with less
+    /// than half its inactivity window left is renewed (rolling expiry; its cookies go in `ctx`).
+    ///
+    /// The session is shared with the store, which may hand the same one to later requests.
+    pub async fn session(&self, ctx: &mut StoreContext) -> Result<Option<Arc<SessionData>>, AuthError> {
+        let Some(mut session) = self.inner.session_store.get(ctx).await? else { return Ok(None) };
+        let now = self.inner.config.clock.now();
+        if self.is_expired(&session, now) {
+            tracing::info!(sub = session.user.sub(), "session expired");
+            self.inner.session_store.delete(ctx).await?;
+            return Ok(None);
+        }
+        if renewal_due(&self.inner.config, &session, now) {
+            Arc::make_mut(&mut session).touched_at = now;
+            self.inner.session_store.set(ctx, &session, false).await?;
+        }
+        Ok(Some(session))
+    }
+
+    /// The logged-in user, if any.
+    pub async fn user(&self, ctx: &mut StoreContext) -> Result<Option<User>, AuthError> {
+        Ok(self.session(ctx).await?.map(|s| s.user.clone()))
+    }
+
+    /// Ends the session here and returns where to send the browser: the provider's
+    /// end-session endpoint (with `id_token_hint`, `post_logout_redirect_uri` and `client_id`)
+    /// or, when the provider has none, straight back to `return_to`.
+    pub async fn logout(&self, ctx: &mut StoreContext, options: LogoutOptions) -> Result<Url, AuthError> {
+        let return_to = match options.return_to.as_deref() {
+            Some(target) => return_to::validate(target).map_err(|e| AuthError::InvalidRequest(e.into()))?,
+            None => "/",
+        };
+        let session = self.inner.session_store.get(ctx).await?;
+        self.inner.session_store.delete(ctx).await?;
+        let back = self.inner.config.app_url(return_to);
+        let id_token = session.as_ref().map(|s| s.id_token.as_str());
+        let reserved = ["id_token_hint", "post_logout_redirect_uri", "client_id"];
+        let mut extra = self.inner.config.logout_params.clone();
+        extra.extend(options.extra_params);
+        if let Some((name, _)) = extra.iter().find(|(n, _)| reserved.contains(&n.as_str())) {
+            return Err(AuthError::InvalidRequest(format!("the logout parameter `{name}` is set by auth-layer")));
+        }
+        Ok(self.inner.rp.end_session_url(id_token, &back, &extra).unwrap_or(back))
+    }
+
+    /// An access token for the request's session: the stored one while fresh, else a refreshed
+    /// one. Concurrent calls for one session share a single refresh. A refused refresh token
+    /// (`invalid_grant`) ends the session; an unreachable provider leaves it as it was.
+    pub async fn access_token(
+        &self,
+        ctx: &mut StoreContext,
+        options: AccessTokenOptions,
+    ) -> Result<AccessToken, AuthError> {
+        let session = self.session(ctx).await?.ok_or(AuthError::NotAuthenticated)?;
+        let config = &self.inner.config;
+        let audience = options.audience.as_deref().or(config.audience.as_deref());
+        let current = find_token_set(&session.token_sets, audience, options.scope.as_deref());
+        let now = config.clock.now();
+        let fresh = |set: &TokenSet| set.expires_at.is_none_or(|at| at > now + config.refresh_buffer.as_secs());
+        if let Some(set) = current
+            && !options.force_refresh
+            && fresh(set)
+        {
+            return Ok(AccessToken {
+                access_token: set.access_token.clone(),
+                expires_at: set.expires_at,
+                scope: set.scope.clone(),
             });
-        tracing::info!(issuer = %issuer.as_str(), keys = jwks.keys().len(), "discovered OpenID Provider");
-        Ok(Self {
-            client,
-            client_id,
-            client_secret,
-            issuer,
-            jwks_uri,
-            jwks: RwLock::new(Arc::new(jwks)),
-            last_jwks_refetch: tokio::sync::Mutex::new(None),
-            allowed_algs,
-            end_session_endpoint,
-            http,
-            config: config.clone(),
-        })
-    }
-
-    /// The provider's issuer, as discovered.
-    pub(crate) fn issuer(&self) -> &str {
-        self.issuer.as_str()
-    }
-
-    /// A new authorization request: fresh `state`, `nonce` and PKCE S256 verifier.
-    pub(crate) fn authorization_request(&self, extra: &[(String, String)]) -> AuthorizationRequest {
-        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-        let state = crate::seal::random_token(32);
-        let nonce = crate::seal::random_token(32);
-        let (state_for_url, nonce_for_url) = (state.clone(), nonce.clone());
-        let mut request = self
-            .client
-            .authorize_url(
-                CoreAuthenticationFlow::AuthorizationCode,
-                move || CsrfToken::new(state_for_url),
-                move || Nonce::new(nonce_for_url),
+        }
+        let refresh_token = session.refresh_token.clone().ok_or(AuthError::MissingRefreshToken)?;
+        let key = refresh_key(&session, &refresh_token, current, audience, options.scope.as_deref());
+        let shared = self
+            .inner
+            .refreshes
+            .try_get_with(
+                key,
+                self.refresh(SessionData::clone(&session), refresh_token, audience, options.scope.as_deref()),
             )
-            .set_pkce_challenge(challenge);
-        for scope in self.config.scope.split_whitespace().filter(|s| *s != "openid") {
-            request = request.add_scope(Scope::new(scope.to_owned()));
-        }
-        if let Some(audience) = &self.config.audience {
-            request = request.add_extra_param("audience", audience.clone());
-        }
-        let reserved = [
-            "response_type",
-            "client_id",
-            "redirect_uri",
-            "state",
-            "nonce",
-            "code_challenge",
-            "code_challenge_method",
-            "scope",
-        ];
-        for (name, value) in self.config.authorization_params.iter().chain(extra) {
-            if reserved.contains(&name.as_str()) {
-                tracing::warn!(param = %name, "authorization parameter is set by auth-layer itself; ignored");
-                continue;
+            .await;
+        let refreshed = match shared {
+            Ok(refreshed) => refreshed,
+            Err(err) => {
+                let err = AuthError::clone(&err);
+                if matches!(err, AuthError::Provider(ProviderError::InvalidGrant(_))) {
+                    tracing::warn!(sub = session.sub(), "refresh token refused; the session ends");
+                    self.inner.session_store.delete(ctx).await?;
+                }
+                return Err(err);
             }
-            request = request.add_extra_param(name.clone(), value.clone());
-        }
-        let (url, _, _) = request.url();
-        AuthorizationRequest { url, state, nonce, code_verifier: verifier.secret().clone() }
+        };
+        self.inner.session_store.set(ctx, &refreshed, false).await?;
+        let set = find_token_set(&refreshed.token_sets, audience, options.scope.as_deref()).ok_or_else(|| {
+            AuthError::InvalidRequest("the provider granted no token for this audience and scope".into())
+        })?;
+        Ok(AccessToken { access_token: set.access_token.clone(), expires_at: set.expires_at, scope: set.scope.clone() })
     }
 
-    /// Exchanges an authorization code and checks the ID token against `nonce`.
-    pub(crate) async fn exchange_code(
+    /// One refresh: calls the token endpoint and returns the session updated with its answer.
+    async fn refresh(
         &self,
-        code: &str,
-        code_verifier: &str,
-        nonce: &str,
-    ) -> Result<LoginTokens, ProviderError> {
-        let response: CoreTokenResponse = self
-            .client
-            .exchange_code(AuthorizationCode::new(code.to_owned()))
-            .set_pkce_verifier(PkceCodeVerifier::new(code_verifier.to_owned()))
-            .request_async(&self.http)
-            .await
-            .map_err(|err| match token_error(err) {
-                // At the code exchange, `invalid_grant` means a bad or used code, not a dead session.
-                ProviderError::InvalidGrant(why) => ProviderError::TokenRefused(why),
-                other => other,
-            })?;
-        let id_token = response
-            .id_token()
-            .ok_or_else(|| ProviderError::BadTokenResponse("no id_token in the token response".into()))?;
-        let claims = self.verify_id_token(id_token, Some(nonce)).await?;
-        let now = self.config.clock.now();
-        Ok(LoginTokens {
-            id_token: id_token.to_string(),
-            claims,
-            access_token: response.access_token().secret().clone(),
-            refresh_token: response.refresh_token().map(|t| t.secret().clone()),
-            expires_at: response.expires_in().map(|d| now.saturating_add(d.as_secs())),
-            scope: response.scopes().map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),
-        })
-    }
-
-    /// Exchanges a refresh token; a new ID token in the answer is checked like any other (its
-    /// `nonce` only if present) and must name the same `sub`.
-    pub(crate) async fn refresh(
-        &self,
-        refresh_token: &str,
+        mut session: SessionData,
+        refresh_token: String,
         audience: Option<&str>,
         scope: Option<&str>,
-        sub: &str,
-    ) -> Result<RefreshedTokens, ProviderError> {
-        let token = openidconnect::RefreshToken::new(refresh_token.to_owned());
-        let mut request = self.client.exchange_refresh_token(&token);
-        if let Some(scope) = scope {
-            for s in scope.split_whitespace() {
-                request = request.add_scope(Scope::new(s.to_owned()));
-            }
-        }
-        if let Some(audience) = audience {
-            request = request.add_extra_param("audience", audience.to_owned());
-        }
-        let response: CoreTokenResponse = request.request_async(&self.http).await.map_err(token_error)?;
-        let now = self.config.clock.now();
-        let id_token = match response.id_token() {
-            Some(id_token) => {
-                let claims = self.verify_id_token(id_token, None).await?;
-                if claims.get("sub").and_then(Value::as_str) != Some(sub) {
-                    return Err(ProviderError::InvalidIdToken("a refreshed ID token names another sub".into()));
-                }
-                Some((id_token.to_string(), claims))
-            }
-            None => None,
-        };
-        Ok(RefreshedTokens {
-            access_token: response.access_token().secret().clone(),
-            expires_at: response.expires_in().map(|d| now.saturating_add(d.as_secs())),
-            scope: response.scopes().map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),
-            refresh_token: response.refresh_token().map(|t| t.secret().clone()),
-            id_token,
-        })
-    }
-
-    /// Every check of a back-channel logout token (OpenID Connect Back-Channel Logout 1.0,
-    /// 2.4 to 2.6) but replay, which the caller checks with `jti`.
-    pub(crate) async fn verify_logout_token(&self, token: &str) -> Result<LogoutClaims, ProviderError> {
-        let bad = |why: &str| ProviderError::InvalidLogoutToken(why.to_owned());
-        let (header, claims, signature, signing_input) = parse_jwt(token)?;
-        let alg = check_logout_header(&header)?;
-        if !self.allowed_algs.contains(&alg) {
-            return Err(bad("alg is not one the provider announced"));
-        }
-        let kid = header.get("kid").and_then(Value::as_str);
-        if let Some(kid) = kid
-            && !self.knows_kid(kid)
-        {
-            self.refetch_jwks(kid).await;
-        }
-        let verified = if alg.uses_shared_secret() {
-            let key =
-                openidconnect::core::CoreJsonWebKey::new_symmetric(self.client_secret.secret().as_bytes().to_vec());
-            key.verify_signature(&alg, signing_input.as_bytes(), &signature).is_ok()
-        } else {
-            let keys = self.keys();
-            keys.keys()
-                .iter()
-                .filter(|k| kid.is_none() || k.key_id().is_some_and(|id| Some(id.as_str()) == kid))
-                .any(|k| k.verify_signature(&alg, signing_input.as_bytes(), &signature).is_ok())
-        };
-        if !verified {
-            return Err(bad("signature does not verify with the provider's keys"));
-        }
-
-        let now = self.config.clock.now();
-        check_logout_claims(
-            &claims,
-            self.issuer.as_str(),
-            self.client_id.as_str(),
-            now,
-            self.config.clock_skew.as_secs(),
-        )
-    }
-
-    /// Every ID-token check: signature by `kid` (refetching the JWKS once for an unknown one),
-    /// an announced algorithm (never `none`), `iss`, `aud`, `azp` with several audiences, `exp`
-    /// and `iat` within the clock tolerance, `nonce`, `sub`. Returns all the token's claims.
-    async fn verify_id_token(
-        &self,
-        id_token: &CoreIdToken,
-        nonce: Option<&str>,
-    ) -> Result<Map<String, Value>, ProviderError> {
-        let raw = id_token.to_string();
-        if raw.len() > MAX_ID_TOKEN_LEN {
-            return Err(ProviderError::InvalidIdToken(format!("longer than {MAX_ID_TOKEN_LEN} bytes")));
-        }
-        if let Some(kid) = header_kid(&raw)
-            && !self.knows_kid(&kid)
-        {
-            self.refetch_jwks(&kid).await;
-        }
-        let keys = self.keys();
-        let now = self.config.clock.now() as i64;
-        let skew = self.config.clock_skew.as_secs() as i64;
-        let verifier = CoreIdTokenVerifier::new_confidential_client(
-            self.client_id.clone(),
-            self.client_secret.clone(),
-            self.issuer.clone(),
-            (*keys).clone(),
-        )
-        .set_allowed_algs(self.allowed_algs.clone())
-        // Extra audiences are allowed only with `azp`, checked below.
-        .set_other_audience_verifier_fn(|_| true)
-        // `exp` is compared with this time: the tolerance lets a token expire `skew` late.
-        .set_time_fn(move || timestamp(now - skew))
-        .set_issue_time_verifier_fn(move |iat| {
-            if iat.timestamp() > now + skew {
-                Err(format!("issued in the future ({})", iat.timestamp()))
-            } else {
-                Ok(())
-            }
+    ) -> Result<Arc<SessionData>, AuthError> {
+        tracing::debug!(sub = session.sub(), "refreshing the access token");
+        let tokens = self.inner.rp.refresh(&refresh_token, audience, scope, session.sub()).await?;
+        let granted = tokens.scope.or_else(|| scope.map(str::to_owned)).unwrap_or_else(|| {
+            find_token_set(&session.token_sets, audience, None).map(|s| s.scope.clone()).unwrap_or_default()
         });
-        let verified = match nonce {
-            Some(nonce) => id_token.claims(&verifier, &Nonce::new(nonce.to_owned())),
-            // A refreshed ID token: no nonce was sent, so none is required.
-            None => id_token.claims(&verifier, |_: Option<&Nonce>| Ok(())),
+        let set = TokenSet {
+            audience: audience.map(str::to_owned),
+            scope: granted,
+            access_token: tokens.access_token,
+            expires_at: tokens.expires_at,
+        };
+        // One set per audience and scope: replace, never append a duplicate.
+        session.token_sets.retain(|s| !(s.audience == set.audience && s.scope == set.scope));
+        session.token_sets.push(set);
+        if let Some(rotated) = tokens.refresh_token {
+            session.refresh_token = Some(rotated);
         }
-        .map_err(|e| ProviderError::InvalidIdToken(e.to_string()))?;
-        let audiences = verified.audiences();
-        match verified.authorized_party() {
-            Some(azp) if azp.as_str() != self.client_id.as_str() => {
-                return Err(ProviderError::InvalidIdToken(format!("azp `{}` is not this client", azp.as_str())));
+        if let Some((id_token, claims)) = tokens.id_token {
+            session.id_token = id_token;
+            session.user = User::from_id_token_claims(claims);
+        }
+        if let Some(hook) = &self.inner.before_save {
+            hook(&mut session);
+        }
+        Ok(Arc::new(session))
+    }
+
+    /// Handles a back-channel logout token (the body of the provider's POST): checks it, refuses
+    /// a replayed `jti`, and ends every session it names, whatever the store, before returning.
+    pub async fn handle_backchannel_logout(&self, logout_token: &str) -> Result<(), AuthError> {
+        let claims = self.inner.rp.verify_logout_token(logout_token).await?;
+        let ttl = Duration::from_secs(claims.replayable_until.saturating_sub(self.inner.config.clock.now()).max(1));
+        let first_use = self.inner.seen_logout_tokens.entry(claims.jti.clone()).or_insert(ttl).await.is_fresh();
+        if !first_use {
+            return Err(AuthError::Provider(ProviderError::InvalidLogoutToken("jti already used (replay)".into())));
+        }
+        let target = LogoutTarget { iss: self.inner.rp.issuer().to_owned(), sub: claims.sub, sid: claims.sid };
+        self.inner.session_store.delete_by_logout_token(&target).await?;
+        tracing::info!(sid = target.sid.as_deref(), sub = target.sub.as_deref(), "back-channel logout handled");
+        Ok(())
+    }
+
+    fn is_expired(&self, session: &SessionData, now: u64) -> bool {
+        let config = &self.inner.config;
+        let expires = session.expires_at(config.absolute_duration.as_secs(), config.inactivity_duration.as_secs());
+        now >= expires
+    }
+}
+
+/// Whether `session` is due for rolling renewal: less of its inactivity window left than the
+/// configured threshold (half the window by default), at `now`.
+fn renewal_due(config: &AuthConfig, session: &SessionData, now: u64) -> bool {
+    let window_ends = session.touched_at.saturating_add(config.inactivity_duration.as_secs());
+    window_ends.saturating_sub(now) < config.renew_below.as_secs()
+}
+
+/// How long a refresh's result is shared with requests of the same session that carry the
+/// tokens it replaced (requests already in flight when it happened).
+const REFRESH_SHARING: Duration = Duration::from_secs(30);
+
+/// The token set for `audience` that covers `scope` (any scope when `None`).
+fn find_token_set<'a>(sets: &'a [TokenSet], audience: Option<&str>, scope: Option<&str>) -> Option<&'a TokenSet> {
+    sets.iter().filter(|s| s.audience.as_deref() == audience).find(|s| match scope {
+        None => true,
+        Some(wanted) => wanted.split_whitespace().all(|w| s.scope.split_whitespace().any(|have| have == w)),
+    })
+}
+
+/// The single-flight key of a refresh: the session, the tokens it replaces, what it asks for.
+fn refresh_key(
+    session: &SessionData,
+    refresh_token: &str,
+    current: Option<&TokenSet>,
+    audience: Option<&str>,
+    scope: Option<&str>,
+) -> String {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    for part in [
+        session.id(),
+        refresh_token,
+        current.map_or("", |s| &s.access_token),
+        audience.unwrap_or(""),
+        scope.unwrap_or(""),
+    ] {
+        hash.update(part.len().to_be_bytes());
+        hash.update(part.as_bytes());
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses a callback query as [`AuthClient::complete_login`] does (for the fuzz targets).
+#[cfg(any(fuzzing, test))]
+pub(crate) fn parse_callback_query(query: &str) -> Result<(), AuthError> {
+    CallbackParams::parse(query).map(|_| ())
+}
+
+/// The callback's query parameters that matter.
+#[derive(Default)]
+struct CallbackParams {
+    state: Option<String>,
+    code: Option<String>,
+    iss: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+impl CallbackParams {
+    const MAX_QUERY: usize = 8 * 1024;
+
+    fn parse(query: &str) -> Result<Self, AuthError> {
+        if query.len() > Self::MAX_QUERY {
+            return Err(AuthError::InvalidRequest("the callback's query is too long".into()));
+        }
+        let mut params = Self::default();
+        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            let slot = match name.as_ref() {
+                "state" => &mut params.state,
+                "code" => &mut params.code,
+                "iss" => &mut params.iss,
+                "error" => &mut params.error,
+                "error_description" => &mut params.error_description,
+                _ => continue,
+            };
+            if slot.is_some() {
+                return Err(AuthError::InvalidRequest(format!("the callback repeats `{name}`")));
             }
-            None if audiences.len() > 1 => {
-                return Err(ProviderError::InvalidIdToken("several audiences and no azp".into()));
-            }
-            _ => {}
+            *slot = Some(value.into_owned());
         }
-        if verified.subject().is_empty() {
-            return Err(ProviderError::InvalidIdToken("empty sub".into()));
-        }
-        // The signature is verified: read every claim, including those openidconnect has no type for.
-        let payload = raw.split('.').nth(1).unwrap_or_default();
-        URL_SAFE_NO_PAD
-            .decode(payload)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<Map<String, Value>>(&bytes).ok())
-            .ok_or_else(|| ProviderError::InvalidIdToken("payload is not a JSON object".into()))
+        Ok(params)
     }
-
-    fn keys(&self) -> Arc<CoreJsonWebKeySet> {
-        self.jwks.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn knows_kid(&self, kid: &str) -> bool {
-        self.keys().keys().iter().any(|k| k.key_id().is_some_and(|id| id.as_str() == kid))
-    }
-
-    /// Refetches the JWKS for an unknown `kid`, at most once per [`JWKS_REFETCH_INTERVAL`];
-    /// concurrent callers wait for the refetch under way instead of starting another.
-    async fn refetch_jwks(&self, kid: &str) {
-        let mut last = self.last_jwks_refetch.lock().await;
-        if self.knows_kid(kid) {
-            return;
-        }
-        if last.is_some_and(|at| at.elapsed() < JWKS_REFETCH_INTERVAL) {
-            tracing::warn!(kid, "ID token names an unknown key; JWKS refetched too recently to try again");
-            return;
-        }
-        *last = Some(Instant::now());
-        tracing::info!(kid, "ID token names an unknown key; refetching the provider's JWKS");
-        match CoreJsonWebKeySet::fetch_async(&self.jwks_uri, &self.http).await {
-            Ok(jwks) => *self.jwks.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(jwks),
-            Err(err) => tracing::warn!(error = %error_chain(&err), "JWKS refetch failed"),
-        }
-    }
-
-    /// The provider's end-session URL for this ID token, or `None` when it has none.
-    pub(crate) fn end_session_url(
-        &self,
-        id_token: Option<&str>,
-        post_logout_redirect_uri: &Url,
-        extra: &[(String, String)],
-    ) -> Option<Url> {
-        let mut url = self.end_session_endpoint.clone()?;
-        {
-            let mut query = url.query_pairs_mut();
-            query.extend_pairs(extra);
-            if let Some(hint) = id_token {
-                query.append_pair("id_token_hint", hint);
-            }
-            query.append_pair("post_logout_redirect_uri", post_logout_redirect_uri.as_str());
-            query.append_pair("client_id", self.client_id.as_str());
-        }
-        Some(url)
-    }
-}
-
-/// How long a logout token without `exp` is remembered against replay.
-const LOGOUT_TOKEN_REPLAY_WINDOW: Duration = Duration::from_secs(600);
-
-type TokenError = RequestTokenError<
-    openidconnect::HttpClientError<reqwest::Error>,
-    openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>,
->;
-
-fn token_error(err: TokenError) -> ProviderError {
-    match err {
-        RequestTokenError::ServerResponse(e)
-            if *e.error() == openidconnect::core::CoreErrorResponseType::InvalidGrant =>
-        {
-            ProviderError::InvalidGrant(e.to_string())
-        }
-        RequestTokenError::ServerResponse(e) => ProviderError::TokenRefused(e.to_string()),
-        RequestTokenError::Request(e) => ProviderError::Unreachable(error_chain(&e)),
-        // A JSON answer with an ID token that does not parse: the ID token lacks a required
-        // claim (`iat`, `sub`, ...) or has a malformed one.
-        RequestTokenError::Parse(e, body) if has_id_token(&body) => ProviderError::InvalidIdToken(e.to_string()),
-        RequestTokenError::Parse(e, _) => ProviderError::BadTokenResponse(e.to_string()),
-        RequestTokenError::Other(e) => ProviderError::BadTokenResponse(e),
-    }
-}
-
-fn has_id_token(body: &[u8]) -> bool {
-    serde_json::from_slice::<Map<String, Value>>(body).is_ok_and(|answer| answer.contains_key("id_token"))
-}
-
-fn decode_json(segment: &str) -> Option<Map<String, Value>> {
-    let bytes = URL_SAFE_NO_PAD.decode(segment).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
-/// A JWT's parts: header and claims (JSON objects), signature bytes, and the signed input.
-pub(crate) type JwtParts<'t> = (Map<String, Value>, Map<String, Value>, Vec<u8>, &'t str);
-
-/// Splits and decodes a JWT. Structure only; nothing is verified.
-pub(crate) fn parse_jwt(token: &str) -> Result<JwtParts<'_>, ProviderError> {
-    let bad = |why: &str| ProviderError::InvalidLogoutToken(why.to_owned());
-    if token.len() > MAX_ID_TOKEN_LEN {
-        return Err(bad("too long"));
-    }
-    let mut parts = token.split('.');
-    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(bad("not a signed JWT (three parts)"));
-    };
-    let header = decode_json(header_b64).ok_or_else(|| bad("header is not JSON"))?;
-    let claims = decode_json(payload_b64).ok_or_else(|| bad("payload is not JSON"))?;
-    let signature = URL_SAFE_NO_PAD.decode(signature_b64).map_err(|_| bad("signature is not base64url"))?;
-    let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
-    Ok((header, claims, signature, signing_input))
-}
-
-/// A logout token's header checks: `typ` (when present) and an algorithm that is not `none`.
-pub(crate) fn check_logout_header(header: &Map<String, Value>) -> Result<CoreJwsSigningAlgorithm, ProviderError> {
-    let bad = |why: &str| ProviderError::InvalidLogoutToken(why.to_owned());
-    match header.get("typ").map(|t| t.as_str()) {
-        None | Some(Some("logout+jwt" | "JWT" | "jwt" | "application/logout+jwt")) => {}
-        _ => return Err(bad("typ is not logout+jwt")),
-    }
-    let alg: CoreJwsSigningAlgorithm = header
-        .get("alg")
-        .cloned()
-        .and_then(|a| serde_json::from_value(a).ok())
-        .ok_or_else(|| bad("alg missing or unknown"))?;
-    if matches!(alg, CoreJwsSigningAlgorithm::None) {
-        return Err(bad("alg none"));
-    }
-    Ok(alg)
-}
-
-/// A logout token's claim checks (Back-Channel Logout 1.0, 2.4 and 2.6), replay aside.
-pub(crate) fn check_logout_claims(
-    claims: &Map<String, Value>,
-    issuer: &str,
-    client_id: &str,
-    now: u64,
-    skew: u64,
-) -> Result<LogoutClaims, ProviderError> {
-    let bad = |why: &str| ProviderError::InvalidLogoutToken(why.to_owned());
-    if claims.get("iss").and_then(Value::as_str) != Some(issuer) {
-        return Err(bad("iss is not the provider"));
-    }
-    let aud_ok = match claims.get("aud") {
-        Some(Value::String(aud)) => aud == client_id,
-        Some(Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(client_id)),
-        _ => false,
-    };
-    if !aud_ok {
-        return Err(bad("aud does not contain this client"));
-    }
-    let iat = claims.get("iat").and_then(Value::as_u64).ok_or_else(|| bad("iat missing"))?;
-    if iat > now.saturating_add(skew) {
-        return Err(bad("iat is in the future"));
-    }
-    let exp = match claims.get("exp") {
-        Some(exp) => {
-            let exp = exp.as_u64().ok_or_else(|| bad("exp is not a number"))?;
-            if now >= exp.saturating_add(skew) {
-                return Err(bad("expired"));
-            }
-            Some(exp)
-        }
-        None => None,
-    };
-    let jti = claims.get("jti").and_then(Value::as_str).filter(|j| !j.is_empty()).ok_or_else(|| bad("jti missing"))?;
-    let event = claims
-        .get("events")
-        .and_then(Value::as_object)
-        .and_then(|events| events.get("http://schemas.openid.net/event/backchannel-logout"))
-        .ok_or_else(|| bad("events lacks the back-channel logout event"))?;
-    if !event.is_object() {
-        return Err(bad("the back-channel logout event is not a JSON object"));
-    }
-    if claims.contains_key("nonce") {
-        return Err(bad("a logout token must not carry a nonce"));
-    }
-    let string_claim = |name: &str| -> Result<Option<String>, ProviderError> {
-        match claims.get(name) {
-            None => Ok(None),
-            Some(Value::String(v)) if !v.is_empty() => Ok(Some(v.clone())),
-            Some(_) => Err(bad(&format!("{name} is not a string"))),
-        }
-    };
-    let (sub, sid) = (string_claim("sub")?, string_claim("sid")?);
-    if sub.is_none() && sid.is_none() {
-        return Err(bad("neither sid nor sub"));
-    }
-    let replayable_until =
-        exp.unwrap_or(iat.saturating_add(LOGOUT_TOKEN_REPLAY_WINDOW.as_secs())).max(now).saturating_add(skew);
-    Ok(LogoutClaims { sub, sid, jti: jti.to_owned(), replayable_until })
-}
-
-/// The `kid` of a JWT's header, if it has one.
-fn header_kid(jwt: &str) -> Option<String> {
-    let header = jwt.split('.').next()?;
-    if header.len() > 4096 {
-        return None;
-    }
-    let bytes = URL_SAFE_NO_PAD.decode(header).ok()?;
-    let value: Value = serde_json::from_slice(&bytes).ok()?;
-    value.get("kid")?.as_str().map(str::to_owned)
-}
-
-fn timestamp(secs: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp(secs, 0).unwrap_or_default()
-}
-
-/// An error and its sources, one line.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn config(renew_below: Option<u64>) -> AuthConfig {
+        let mut builder = AuthConfig::builder()
+            .issuer("https://i.example/")
+            .client_id("c")
+            .client_secret("s")
+            .secret("0123456789abcdef0123456789abcdef")
+            .base_url("https://app.example")
+            .inactivity_duration(Duration::from_secs(1_000))
+            .clock(crate::Clock::from_fn(|| 10_000));
+        if let Some(secs) = renew_below {
+            builder = builder.renew_below(Duration::from_secs(secs));
+        }
+        builder.build().unwrap()
+    }
+
+    fn touched(at: u64) -> SessionData {
+        let mut session = SessionData::new(User::from_id_token_claims(serde_json::Map::new()), String::new(), at);
+        session.touched_at = at;
+        session
+    }
+
     #[test]
-    fn kid_is_read_from_the_jwt_header() {
-        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","kid":"key-1"}"#);
-        assert_eq!(header_kid(&format!("{header}.e30.sig")).as_deref(), Some("key-1"));
-        assert_eq!(header_kid("not-a-jwt"), None);
-        assert_eq!(header_kid(""), None);
+    fn rolling_renewal_waits_until_less_than_the_threshold_is_left() {
+        // Default threshold: half of 1,000 s. Now is 10,000.
+        let default = config(None);
+        assert!(!renewal_due(&default, &touched(9_600), 10_000), "600 s left of 1,000: no write");
+        assert!(renewal_due(&default, &touched(9_400), 10_000), "400 s left: renew");
+        let eager = config(Some(900));
+        assert!(renewal_due(&eager, &touched(9_600), 10_000), "600 s left, threshold 900: renew");
+        let lazy = config(Some(100));
+        assert!(!renewal_due(&lazy, &touched(9_400), 10_000), "400 s left, threshold 100: no write");
+    }
+
+    #[test]
+    fn token_sets_are_found_by_audience_and_covering_scope() {
+        let set = |aud: Option<&str>, scope: &str| TokenSet {
+            audience: aud.map(str::to_owned),
+            scope: scope.into(),
+            access_token: format!("{aud:?} {scope}"),
+            expires_at: None,
+        };
+        let sets = [set(None, "openid profile"), set(Some("api"), "read write")];
+        assert_eq!(find_token_set(&sets, None, None).unwrap().scope, "openid profile");
+        assert_eq!(find_token_set(&sets, Some("api"), Some("write")).unwrap().scope, "read write");
+        assert!(find_token_set(&sets, Some("api"), Some("admin")).is_none());
+        assert!(find_token_set(&sets, Some("other"), None).is_none());
+    }
+
+    #[test]
+    fn callback_params_are_read_and_repeats_refused() {
+        let params = CallbackParams::parse("code=c&state=s&iss=https%3A%2F%2Fi&x=1").unwrap();
+        assert_eq!(
+            (params.code.as_deref(), params.state.as_deref(), params.iss.as_deref()),
+            (Some("c"), Some("s"), Some("https://i"))
+        );
+        assert!(CallbackParams::parse("state=a&state=b").is_err());
+        assert!(CallbackParams::parse(&"a".repeat(9000)).is_err());
     }
 }

@@ -1,13 +1,97 @@
-//! Errors on request paths, each with a stable code and an HTTP status, and their rendering:
-//! an HTML page for browsers, JSON `{error, message}` for API clients.
+//! The errors of every layer, at the bottom so that every layer can name them: [`StoreError`]
+//! (backends and stores), [`ProviderError`] (the OpenID Provider and its tokens) and
+//! [`AuthError`], which an operation of the [`AuthClient`](crate::AuthClient) returns, each
+//! with a stable code and an HTTP status. How an error is rendered is the HTTP module's job.
 
-use bytes::Bytes;
-use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
-use http_body_util::Full;
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
 
-use crate::client::ProviderError;
-use crate::store::StoreError;
+use http::StatusCode;
+
+/// The cause of an error, shared so that errors stay `Clone`.
+pub type Cause = Arc<dyn StdError + Send + Sync>;
+
+/// A [`Cause`] from any error or message.
+pub(crate) fn cause(err: impl Into<Box<dyn StdError + Send + Sync>>) -> Cause {
+    Arc::from(err.into())
+}
+
+/// Why a store or a backend could not do what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend could not be reached or failed (the layer answers 503). Retrying later may
+    /// work; nothing that was committed before is lost.
+    #[error("the {backend} store is unavailable")]
+    Unavailable {
+        /// Which backend: "Redis", "PostgreSQL", or the name a custom backend gives.
+        backend: &'static str,
+        /// What failed.
+        #[source]
+        source: Cause,
+    },
+    /// A record could not be written in its stored form (a bug in the record's `Serialize`).
+    #[error("a `{record}` record does not serialize")]
+    Encode {
+        /// The record's store name.
+        record: &'static str,
+        /// What the encoder said.
+        #[source]
+        source: Cause,
+    },
+    /// The session is larger than the store can keep (the cookie store: about 30 KB).
+    #[error("the session is {size} bytes sealed, more than the store can carry ({limit}); use a server-side store")]
+    TooLarge {
+        /// The sealed session's size in bytes.
+        size: usize,
+        /// The most the store keeps.
+        limit: usize,
+    },
+    /// The store cannot do this at all.
+    #[error("the session store does not support {0}")]
+    Unsupported(&'static str),
+}
+
+impl StoreError {
+    /// An [`Unavailable`](Self::Unavailable) error of `backend`, caused by `err`.
+    pub fn unavailable(backend: &'static str, err: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        Self::Unavailable { backend, source: cause(err) }
+    }
+
+    /// An [`Encode`](Self::Encode) error of `record`, caused by `err`.
+    pub fn encode(record: &'static str, err: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        Self::Encode { record, source: cause(err) }
+    }
+}
+
+/// What went wrong talking to the provider or checking what it sent.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProviderError {
+    /// Discovery failed at start: the provider could not be reached or its metadata is unusable.
+    #[error("provider discovery failed")]
+    Discovery(#[source] Cause),
+    /// The provider could not be reached.
+    #[error("the provider is unreachable")]
+    Unreachable(#[source] Cause),
+    /// The token endpoint refused the request.
+    #[error("the token endpoint refused the request: {0}")]
+    TokenRefused(String),
+    /// The token endpoint answered `invalid_grant`: the refresh token is dead (expired, revoked,
+    /// or already used under rotation).
+    #[error("the provider refused the refresh token: {0}")]
+    InvalidGrant(String),
+    /// A logout token failed a check.
+    #[error("the logout token was rejected: {0}")]
+    InvalidLogoutToken(String),
+    /// The token endpoint answered with something that is not a token response.
+    #[error("the token endpoint's answer is not a valid token response: {0}")]
+    BadTokenResponse(String),
+    /// The ID token failed a check.
+    #[error("the ID token was rejected: {0}")]
+    InvalidIdToken(String),
+}
 
 /// Why an auth operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -58,7 +142,9 @@ impl AuthError {
             Self::Provider(ProviderError::InvalidLogoutToken(_)) => "invalid_logout_token",
             Self::Provider(ProviderError::BadTokenResponse(_)) => "bad_token_response",
             Self::Provider(ProviderError::Unreachable(_) | ProviderError::Discovery(_)) => "provider_unavailable",
-            Self::Store(_) => "store_unavailable",
+            Self::Store(StoreError::TooLarge { .. }) => "session_too_large",
+            Self::Store(StoreError::Encode { .. }) => "session_not_encodable",
+            Self::Store(StoreError::Unavailable { .. } | StoreError::Unsupported(_)) => "store_unavailable",
             Self::NotAuthenticated => "not_authenticated",
             Self::MissingRefreshToken => "missing_refresh_token",
         }
@@ -70,109 +156,63 @@ impl AuthError {
             Self::NotAuthenticated | Self::MissingRefreshToken | Self::Provider(ProviderError::InvalidGrant(_)) => {
                 StatusCode::UNAUTHORIZED
             }
-            Self::Provider(ProviderError::Unreachable(_) | ProviderError::Discovery(_)) | Self::Store(_) => {
+            Self::Provider(ProviderError::Unreachable(_) | ProviderError::Discovery(_))
+            | Self::Store(StoreError::Unavailable { .. } | StoreError::Unsupported(_)) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            // The app's configuration, not the store's health nor the request: retrying cannot help.
+            Self::Store(StoreError::TooLarge { .. } | StoreError::Encode { .. }) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Provider(ProviderError::BadTokenResponse(_)) => StatusCode::BAD_GATEWAY,
             _ => StatusCode::BAD_REQUEST,
         }
     }
+}
 
-    /// The error as a response, HTML or JSON as the request's `Accept` prefers, never cached.
-    pub fn into_response(&self, request_headers: &HeaderMap) -> Response<Full<Bytes>> {
-        let status = self.status();
-        if status.is_server_error() {
-            tracing::error!(code = self.code(), error = %self, "auth request failed");
-        } else {
-            tracing::warn!(code = self.code(), error = %self, "auth request refused");
+/// An error and its sources on one line, for logs (never for responses).
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn StdError + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
         }
-        error_response(status, self.code(), &self.to_string(), request_headers)
+        Ok(())
     }
-}
-
-/// Whether the client prefers JSON (an API client) over HTML (a browser).
-pub(crate) fn wants_json(headers: &HeaderMap) -> bool {
-    let accept = headers.get(ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-    !accept.contains("text/html") && (accept.contains("json") || !accept.contains("*/*") || accept.is_empty())
-}
-
-/// A response for `code`/`message` in the format the client prefers.
-pub(crate) fn error_response(
-    status: StatusCode,
-    code: &str,
-    message: &str,
-    headers: &HeaderMap,
-) -> Response<Full<Bytes>> {
-    let (content_type, body) = if wants_json(headers) {
-        let body = serde_json::json!({ "error": code, "message": message }).to_string();
-        ("application/json", body)
-    } else {
-        let reason = status.canonical_reason().unwrap_or("Error");
-        let body = format!(
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{reason}</title></head>\
-             <body><h1>{reason}</h1><p>{}</p><p><code>{code}</code></p><p><a href=\"/\">Home</a></p></body></html>",
-            html_escape(message)
-        );
-        ("text/html; charset=utf-8", body)
-    };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
-/// Escapes text for HTML element content and attribute values.
-pub(crate) fn html_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn accept(value: &'static str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(ACCEPT, HeaderValue::from_static(value));
-        headers
-    }
-
-    #[test]
-    fn browsers_get_html_and_api_clients_get_json() {
-        let browser = AuthError::MissingTransaction.into_response(&accept("text/html,application/xhtml+xml,*/*;q=0.8"));
-        assert_eq!(browser.status(), StatusCode::BAD_REQUEST);
-        assert!(browser.headers()[CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
-        let api = AuthError::MissingTransaction.into_response(&accept("application/json"));
-        assert_eq!(api.headers()[CONTENT_TYPE], "application/json");
-        assert!(wants_json(&HeaderMap::new()));
-    }
-
-    #[test]
-    fn error_pages_escape_what_the_provider_said() {
-        let err = AuthError::ProviderRefused { error: "<script>".into(), description: Some("\"x\"".into()) };
-        let response = err.into_response(&accept("text/html"));
-        let body = format!("{:?}", response.body());
-        assert!(!body.contains("<script>"), "{body}");
-    }
-
     #[test]
     fn store_and_provider_outages_are_503() {
-        assert_eq!(AuthError::Store(StoreError::Unavailable("down".into())).status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
-            AuthError::Provider(ProviderError::Unreachable("x".into())).status(),
+            AuthError::Store(StoreError::unavailable("Redis", "down")).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            AuthError::Provider(ProviderError::Unreachable(cause("x"))).status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
         assert_eq!(AuthError::NotAuthenticated.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    #[test]
+    fn a_session_too_large_is_not_reported_as_a_store_outage() {
+        let err = AuthError::Store(StoreError::TooLarge { size: 40_000, limit: 30_400 });
+        assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(err.code(), "session_too_large");
+    }
+
+    #[test]
+    fn store_errors_keep_their_cause_and_logs_show_it() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let err = AuthError::Store(StoreError::unavailable("Redis", io));
+        // `AuthError::Store` is transparent: its source is the store error's cause.
+        assert_eq!(err.source().expect("the cause").to_string(), "connection refused");
+        assert_eq!(Chain(&err).to_string(), "the Redis store is unavailable: connection refused");
     }
 }

@@ -39,16 +39,16 @@
 //!
 //! ## Stores
 //!
-//! Sessions live in the encrypted cookie by default ([`store::CookieStateStore`]: no server
+//! Sessions live in the encrypted cookie by default ([`store::CookieSessionStore`]: no server
 //! state, revocation by logout markers). For server-side sessions, only an id in the cookie:
 //!
 //! ```no_run
 //! # async fn run(config: auth_layer::AuthConfig) -> Result<(), auth_layer::AuthError> {
 //! use auth_layer::AuthLayer;
-//! use auth_layer::store::ServerStateStore;
+//! use auth_layer::store::ServerSessionStore;
 //!
 //! let layer = AuthLayer::builder(config.clone())
-//!     .with_state_store(ServerStateStore::in_memory(&config)) // or ServerStateStore::new(backend, &config)
+//!     .with_session_store(ServerSessionStore::in_memory(&config)) // or ServerSessionStore::new(backend, &config)
 //!     .build()
 //!     .await?
 //!     .with_profile_route(true);
@@ -95,47 +95,54 @@
 
 #![deny(missing_docs, unreachable_pub, unsafe_code)]
 #![warn(clippy::await_holding_lock)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // The derive names paths as `::auth_layer::...`, which must resolve inside this crate too.
 extern crate self as auth_layer;
 
-mod auth_client;
-#[cfg(feature = "axum")]
-pub mod axum;
+// Listed from the top of the dependency order to the bottom: a module uses only those below it
+// (tests/layout.rs checks it).
 pub mod backend;
 mod client;
 mod config;
-mod data;
 mod error;
-#[cfg(fuzzing)]
+#[cfg(any(fuzzing, test))]
 #[doc(hidden)]
 pub mod fuzz_entry;
-mod layer;
+mod http;
+mod model;
+mod oidc;
 pub mod record;
 mod return_to;
-mod routes;
-pub mod seal;
-mod session;
+mod seal;
 pub mod store;
 
-pub use auth_client::{
+pub use client::{
     AccessToken, AccessTokenOptions, AuthClient, AuthClientBuilder, LoginOptions, LoginResult, LogoutOptions,
 };
-pub use client::ProviderError;
 pub use config::{AuthConfig, AuthConfigBuilder, Clock, ConfigError, CookieOptions, MIN_SECRET_LEN, TokenEndpointAuth};
-pub use data::{StateData, TokenSet, TransactionData, User};
-pub use error::AuthError;
-pub use layer::{AuthBody, AuthLayer, AuthLayerBuilder, AuthService, RequireAuth, RequireAuthLayer, ResponseFuture};
+pub use error::{AuthError, Cause, ProviderError, StoreError};
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub use http::axum;
+pub use http::{
+    AuthBody, AuthLayer, AuthLayerBuilder, AuthService, RequireAuth, RequireAuthLayer, ResponseFuture, Session,
+};
+pub use model::{SessionData, TokenSet, TransactionData, User};
 pub use return_to::validate as validate_return_to;
-pub use session::Session;
 pub use store::StoreContext;
 
-/// Derives a typed store record: see [`record`].
+/// Derives [`record::Store`] for a struct: see [`record`]. The trait and its derive share the
+/// name, as serde's do.
 pub use auth_derive::Store;
+pub use record::Store;
 
 #[doc(hidden)]
 pub mod __private {
+    //! Not API: what the derive's generated code, and the project's own benches and tests, name.
     pub use serde;
+
+    pub use crate::seal::Sealer;
 }
 
 /// The `SameSite` attribute values, re-exported for [`CookieOptions`].

@@ -1,8 +1,12 @@
-//! Typed stores: the [`Record`] trait that `#[derive(Store)]` implements, and
+//! Typed stores: the [`Store`] trait that `#[derive(Store)]` implements, and
 //! [`TypedStore<T, B>`](TypedStore), which keeps records of `T` in a [`Backend`] (in memory by
-//! default) under their key, with their time to live, and findable by their indexed fields. In
-//! memory records are kept as they are; in a shared backend they are serialized, and sealed when
-//! the record asks for it.
+//! default) under their key, with their time to live, and findable by their indexed fields. A
+//! store made with [`TypedStore::in_memory`] (what `T::store` makes) keeps records as they are;
+//! one over any other backend writes them in their stored form ([`Store::to_stored`]), sealed
+//! when the record asks for it.
+//!
+//! This module is generic: it names no session type. A record chooses how it is written by
+//! overriding [`Store::to_stored`] and [`Store::from_stored`] (the derive's `codec` attribute).
 //!
 //! ```
 //! use auth_layer::Store;
@@ -27,7 +31,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::any::{Any, TypeId};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,15 +40,15 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, MokaBackend};
-use crate::data::StateData;
+use crate::error::{Cause, StoreError, cause};
 use crate::seal::Sealer;
-use crate::store::{StoreError, compact};
 
 /// The current version of the stored envelope.
 const ENVELOPE_VERSION: u8 = 1;
 
 /// A record a typed store can keep. Implemented by `#[derive(Store)]`; see the module docs.
-pub trait Record: Serialize + DeserializeOwned + Send + Sync + 'static {
+#[doc(alias = "Record")]
+pub trait Store: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The key's fields, as `get` and `delete` take them: `&str` for a `String` field,
     /// `&T` for others, a tuple for several.
     type Key<'a>
@@ -63,6 +66,22 @@ pub trait Record: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn key_from(key: Self::Key<'_>) -> String;
     /// Adds `field=value` for each indexed field that has a value.
     fn index_entries(&self, out: &mut Vec<String>);
+
+    /// The record as a store writes it in a backend, before sealing: by default the versioned
+    /// JSON envelope `{"v":1,"d":...}`. `#[store(codec = path)]` makes it `path::encode(self)`.
+    fn to_stored(&self) -> Result<Vec<u8>, StoreError> {
+        serde_json::to_vec(&EnvelopeOut { v: ENVELOPE_VERSION, d: self }).map_err(|e| StoreError::encode(Self::NAME, e))
+    }
+
+    /// The record from what [`to_stored`](Self::to_stored) wrote (or an earlier version of
+    /// it). `#[store(codec = path)]` makes it `path::decode(bytes)`.
+    fn from_stored(bytes: &[u8]) -> Result<Self, Cause> {
+        match serde_json::from_slice::<EnvelopeIn<Self>>(bytes) {
+            Ok(EnvelopeIn { v: ENVELOPE_VERSION, d: Some(record) }) => Ok(record),
+            Ok(EnvelopeIn { v, .. }) => Err(cause(format!("unknown envelope version {v}"))),
+            Err(err) => Err(cause(err)),
+        }
+    }
 }
 
 /// An indexed field of `T`, for [`TypedStore::delete_by`] and [`TypedStore::find_by`].
@@ -160,6 +179,9 @@ type OpenedCache<T> = moka::sync::Cache<String, Arc<Opened<T>>>;
 /// Records of `T` in backend `B`: in memory ([`MokaBackend`]) unless told otherwise.
 pub struct TypedStore<T, B = MokaBackend> {
     backend: B,
+    /// Set by [`TypedStore::in_memory`] only: the records are kept as they are in this moka
+    /// cache, neither written in their stored form nor sealed.
+    live: Option<MokaBackend>,
     sealer: Option<Sealer>,
     ttl: Option<Duration>,
     opened: Option<OpenedCache<T>>,
@@ -170,6 +192,7 @@ impl<T, B: Clone> Clone for TypedStore<T, B> {
     fn clone(&self) -> Self {
         Self {
             backend: self.backend.clone(),
+            live: self.live.clone(),
             sealer: self.sealer.clone(),
             ttl: self.ttl,
             opened: self.opened.clone(),
@@ -178,21 +201,37 @@ impl<T, B: Clone> Clone for TypedStore<T, B> {
     }
 }
 
-impl<T: Record, B> std::fmt::Debug for TypedStore<T, B> {
+impl<T: Store, B> std::fmt::Debug for TypedStore<T, B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TypedStore").field("record", &T::NAME).field("ttl", &self.ttl).finish_non_exhaustive()
     }
 }
 
-impl<T: Record, B: Backend> TypedStore<T, B> {
-    /// A store of `T` in `backend`. When `T` is encrypted, its key is derived from the first of
+impl<T: Store> TypedStore<T, MokaBackend> {
+    /// A store of `T` in this process's memory that keeps each record as it is: reads neither
+    /// open nor decode anything, and nothing is sealed (sealing protects nothing in the memory
+    /// of the process that holds the key). What `T::store` makes.
+    pub fn in_memory() -> Self {
+        let backend = MokaBackend::new();
+        Self { live: Some(backend.clone()), backend, sealer: None, ttl: T::TTL, opened: None, _record: PhantomData }
+    }
+}
+
+impl<T: Store, B: Backend> TypedStore<T, B> {
+    /// A store of `T` in `backend`, records written in their stored form
+    /// ([`Store::to_stored`]). When `T` is encrypted, its key is derived from the first of
     /// `secrets` (the others still open records, for rotation).
     ///
     /// # Panics
     /// When `T` is encrypted and `secrets` is empty.
     pub fn new<S: AsRef<[u8]>>(backend: B, secrets: &[S]) -> Self {
         let sealer = T::ENCRYPT.then(|| Sealer::new(secrets, &format!("auth-layer typed store v1: {}", T::NAME)));
-        Self { backend, sealer, ttl: T::TTL, opened: None, _record: PhantomData }
+        Self { backend, live: None, sealer, ttl: T::TTL, opened: None, _record: PhantomData }
+    }
+
+    /// Whether records are kept as they are (see [`in_memory`](TypedStore::in_memory)).
+    pub fn keeps_live_records(&self) -> bool {
+        self.live.is_some()
     }
 
     /// The same store, keeping up to about `max_bytes` of the records it has decoded, so that
@@ -240,16 +279,12 @@ impl<T: Record, B: Backend> TypedStore<T, B> {
 
     /// Stores `record` under its key for `ttl`.
     ///
-    /// In memory ([`MokaBackend`]) the record is kept as it is, so that reads neither decode
-    /// nor open it; it is copied here by a serialization round trip (records need not be
-    /// `Clone`), or not at all with [`set_shared`](Self::set_shared).
+    /// In a store made by [`in_memory`](TypedStore::in_memory) the record is kept as it is,
+    /// so that reads neither decode nor open it; it is copied here by a serialization round
+    /// trip (records need not be `Clone`), or not at all with [`set_shared`](Self::set_shared).
     pub async fn set_with_ttl(&self, record: &T, ttl: Option<Duration>) -> Result<(), StoreError> {
-        if self.backend.in_memory().is_some() {
-            let json = serde_json::to_vec(record)
-                .map_err(|e| StoreError::Unavailable(format!("{} does not serialize: {e}", T::NAME)))?;
-            let copy: T = serde_json::from_slice(&json)
-                .map_err(|e| StoreError::Unavailable(format!("{} does not read back: {e}", T::NAME)))?;
-            return self.set_shared(Arc::new(copy), ttl).await;
+        if self.live.is_some() {
+            return self.set_shared(Arc::new(copy_of(record)?), ttl).await;
         }
         self.put_serialized(record, ttl).await
     }
@@ -257,7 +292,7 @@ impl<T: Record, B: Backend> TypedStore<T, B> {
     /// Stores a shared `record` under its key for `ttl`: in memory, this very `Arc`, which
     /// [`get_shared`](Self::get_shared) then hands out; elsewhere, serialized (and sealed).
     pub async fn set_shared(&self, record: Arc<T>, ttl: Option<Duration>) -> Result<(), StoreError> {
-        let Some(memory) = self.backend.in_memory() else { return self.put_serialized(&record, ttl).await };
+        let Some(memory) = &self.live else { return self.put_serialized(&record, ttl).await };
         let key = record.key();
         let tags = tags_of(&*record);
         memory.put_live(&key, record, ttl, tags).await;
@@ -267,7 +302,7 @@ impl<T: Record, B: Backend> TypedStore<T, B> {
     async fn put_serialized(&self, record: &T, ttl: Option<Duration>) -> Result<(), StoreError> {
         let key = record.key();
         let tags = tags_of(record);
-        let plain = encode(record).map_err(StoreError::Unavailable)?;
+        let plain = record.to_stored()?;
         let value = match &self.sealer {
             Some(sealer) => Bytes::from(sealer.seal_bytes(&key, &plain)),
             None => Bytes::from(plain),
@@ -281,16 +316,12 @@ impl<T: Record, B: Backend> TypedStore<T, B> {
         self.get_by_full_key(&T::key_from(key)).await
     }
 
-    /// The record under its full key (as [`Record::key`] gives it), if present.
+    /// The record under its full key (as [`Store::key`] gives it), if present.
     pub async fn get_by_full_key(&self, key: &str) -> Result<Option<T>, StoreError> {
-        if self.backend.in_memory().is_some() {
+        if self.live.is_some() {
             // A copy of the live record, by the same round trip as `set`.
             let Some(shared) = self.get_shared_by_full_key(key).await? else { return Ok(None) };
-            let json = serde_json::to_vec(&*shared)
-                .map_err(|e| StoreError::Unavailable(format!("{} does not serialize: {e}", T::NAME)))?;
-            return serde_json::from_slice(&json)
-                .map(Some)
-                .map_err(|e| StoreError::Unavailable(format!("{} does not read back: {e}", T::NAME)));
+            return copy_of(&*shared).map(Some);
         }
         let Some(bytes) = self.backend.get(key).await? else { return Ok(None) };
         Ok(self.decode(key, &bytes))
@@ -305,7 +336,7 @@ impl<T: Record, B: Backend> TypedStore<T, B> {
 
     /// [`get_shared`](Self::get_shared) by full key.
     pub async fn get_shared_by_full_key(&self, key: &str) -> Result<Option<Arc<T>>, StoreError> {
-        if let Some(memory) = self.backend.in_memory() {
+        if let Some(memory) = &self.live {
             return Ok(memory.get_live(key).await.and_then(|live| live.downcast::<T>().ok()));
         }
         let Some(stored) = self.backend.get(key).await? else { return Ok(None) };
@@ -372,7 +403,7 @@ impl<T: Record, B: Backend> TypedStore<T, B> {
             }
             None => bytes,
         };
-        match decode(plain) {
+        match T::from_stored(plain) {
             Ok(record) => Some(record),
             Err(err) => {
                 tracing::warn!(store = T::NAME, %err, "record does not decode; treated as absent");
@@ -382,33 +413,10 @@ impl<T: Record, B: Backend> TypedStore<T, B> {
     }
 }
 
-/// `record` as a store writes it (before sealing). Sessions, which a stateful session store
-/// reads on every request, in the cookie store's compact form (about a third smaller than
-/// JSON: see [`compact`]); every other record as the versioned JSON envelope.
-fn encode<T: Record>(record: &T) -> Result<Vec<u8>, String> {
-    if let Some(session) = (record as &dyn Any).downcast_ref::<StateData>() {
-        return compact::encode(session);
-    }
-    serde_json::to_vec(&EnvelopeOut { v: ENVELOPE_VERSION, d: record })
-        .map_err(|e| format!("{} does not serialize: {e}", T::NAME))
-}
-
-/// The record in `plain`, as [`encode`] wrote it. Sessions read both forms: compact, and the
-/// JSON envelope that stores wrote before it.
-fn decode<T: Record>(plain: &[u8]) -> Result<T, String> {
-    if TypeId::of::<T>() == TypeId::of::<StateData>() {
-        // Handed over through an `Option`, so the session is moved, not boxed.
-        let mut session = Some(compact::decode(plain).map_err(|e| e.to_string())?);
-        return (&mut session as &mut dyn Any)
-            .downcast_mut::<Option<T>>()
-            .and_then(Option::take)
-            .ok_or_else(|| "not a session".to_owned());
-    }
-    match serde_json::from_slice::<EnvelopeIn<T>>(plain) {
-        Ok(EnvelopeIn { v: ENVELOPE_VERSION, d: Some(record) }) => Ok(record),
-        Ok(EnvelopeIn { v, .. }) => Err(format!("unknown envelope version {v}")),
-        Err(err) => Err(format!("does not decode: {err}")),
-    }
+/// A copy of `record` by a serialization round trip (records need not be `Clone`).
+fn copy_of<T: Store>(record: &T) -> Result<T, StoreError> {
+    let json = serde_json::to_vec(record).map_err(|e| StoreError::encode(T::NAME, e))?;
+    serde_json::from_slice(&json).map_err(|e| StoreError::encode(T::NAME, e))
 }
 
 /// Whether two stored values are the same bytes: the same buffer (a backend in memory hands
@@ -419,7 +427,7 @@ fn same_bytes(a: &Bytes, b: &Bytes) -> bool {
 }
 
 /// The backend tags of `record`'s indexed fields.
-fn tags_of<T: Record>(record: &T) -> Vec<String> {
+fn tags_of<T: Store>(record: &T) -> Vec<String> {
     let mut entries = Vec::new();
     record.index_entries(&mut entries);
     entries.into_iter().map(|entry| tag(T::NAME, &entry)).collect()
@@ -503,32 +511,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn stored_sessions_take_the_compact_form_and_json_sessions_still_open() {
-        let sessions = TypedStore::<StateData, _>::new(Copying::default(), &[SECRET]);
-        let session = compact::tests::realistic();
-        sessions.set(&session).await.unwrap();
-        let key = session.key();
-        let stored = sessions.backend().get(&key).await.unwrap().unwrap();
-        let sealer = Sealer::new(&[SECRET], "auth-layer typed store v1: session");
-        let plain = sealer.open_bytes(&key, &stored).unwrap();
-        let json = serde_json::to_vec(&EnvelopeOut { v: ENVELOPE_VERSION, d: &session }).unwrap();
-        assert!(
-            plain.len() * 4 < json.len() * 3,
-            "compact {} bytes against {} of JSON: a quarter smaller at least",
-            plain.len(),
-            json.len()
-        );
-        assert_eq!(sessions.get_by_full_key(&key).await.unwrap().as_ref(), Some(&session));
-
-        // A session an earlier version wrote: the JSON envelope, sealed as text.
-        let mut older = session.clone();
-        older.id = "older-session".into();
-        let text = sealer.seal(&older.key(), &serde_json::to_vec(&EnvelopeOut { v: 1, d: &older }).unwrap());
-        sessions.backend().put(&older.key(), Bytes::from(text), None, vec![]).await.unwrap();
-        assert_eq!(sessions.get_by_full_key(&older.key()).await.unwrap(), Some(older));
-    }
-
-    #[tokio::test]
     async fn without_the_opened_cache_every_read_decodes() {
         let notes = TypedStore::<Note, _>::new(Copying::default(), &[SECRET]);
         notes.set(&Note { id: "1".into(), text: "a".into() }).await.unwrap();
@@ -540,7 +522,7 @@ mod tests {
 
     #[tokio::test]
     async fn in_memory_records_are_kept_as_they_are_and_never_as_bytes() {
-        let notes = TypedStore::<Note, _>::new(MokaBackend::new(), &[SECRET]);
+        let notes = TypedStore::<Note, _>::in_memory();
         let note = Arc::new(Note { id: "1".into(), text: "a".into() });
         notes.set_shared(note.clone(), None).await.unwrap();
         assert!(Arc::ptr_eq(&notes.get_shared("1").await.unwrap().unwrap(), &note), "the very record");

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use auth_layer::Store;
 use auth_layer::backend::{Backend, MokaBackend};
-use auth_layer::record::Record;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use auth_layer::StateData;
+use auth_layer::SessionData;
 use auth_layer::User;
 use auth_layer::backend::{Backend, MokaBackend, PostgresBackend, RedisBackend};
 use auth_layer::record::TypedStore;
@@ -18,13 +18,13 @@ use tokio::runtime::Runtime;
 
 const SECRET: &str = "bench-secret-bench-secret-bench-secret-00";
 
-fn session(sub: &str, sid: &str) -> StateData {
+fn session(sub: &str, sid: &str) -> SessionData {
     let claims = serde_json::json!({"sub": sub, "sid": sid});
-    StateData::new(User::from_id_token_claims(claims.as_object().unwrap().clone()), "id.token.here".into(), 1)
+    SessionData::new(User::from_id_token_claims(claims.as_object().unwrap().clone()), "id.token.here".into(), 1)
 }
 
 /// Stores `count` sessions of distinct users (the crowd the deletion must not scan).
-async fn fill<B: Backend + Clone>(sessions: &TypedStore<StateData, B>, count: usize) {
+async fn fill<B: Backend + Clone>(sessions: &TypedStore<SessionData, B>, count: usize) {
     let mut batch = Vec::new();
     for i in 0..count {
         let sessions = sessions.clone();
@@ -46,12 +46,12 @@ async fn fill<B: Backend + Clone>(sessions: &TypedStore<StateData, B>, count: us
 }
 
 /// Deletes the crowd [`fill`] stored, 256 users at a time.
-async fn empty<B: Backend + Clone>(sessions: &TypedStore<StateData, B>, count: usize) {
+async fn empty<B: Backend + Clone>(sessions: &TypedStore<SessionData, B>, count: usize) {
     let mut batch = Vec::new();
     for i in 0..count {
         let sessions = sessions.clone();
         batch.push(tokio::spawn(async move {
-            sessions.delete_by(StateData::SUB, format!("user-{i}").as_str()).await.unwrap();
+            sessions.delete_by(SessionData::SUB, format!("user-{i}").as_str()).await.unwrap();
         }));
         if batch.len() == 256 {
             for task in batch.drain(..) {
@@ -69,7 +69,7 @@ fn bench_backend<B: Backend + Clone>(c: &mut Criterion, rt: &Runtime, name: &str
     group.sample_size(30).measurement_time(Duration::from_secs(5));
     for stored in crowd_sizes() {
         let sessions = rt.block_on(async {
-            let sessions = StateData::store_in(make(), &[SECRET]);
+            let sessions = SessionData::store_in(make(), &[SECRET]);
             fill(&sessions, stored).await;
             sessions
         });
@@ -81,7 +81,7 @@ fn bench_backend<B: Backend + Clone>(c: &mut Criterion, rt: &Runtime, name: &str
                         let sid = format!("target-{i}");
                         sessions.set(&session("target-user", &sid)).await.unwrap();
                         let start = Instant::now();
-                        let deleted = sessions.delete_by(StateData::SID, sid.as_str()).await.unwrap();
+                        let deleted = sessions.delete_by(SessionData::SID, sid.as_str()).await.unwrap();
                         spent += start.elapsed();
                         assert_eq!(deleted, 1);
                     }

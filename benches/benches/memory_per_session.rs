@@ -1,7 +1,7 @@
 //! The memory store's footprint: RSS growth per session with 1,000,000 sessions stored
 //! (`SESSIONS` to change it), against the size of one session's JSON. Every session is the
 //! bench's realistic test session (profile claims, ID, access and refresh tokens) of its own
-//! user and provider session, stored through `ServerStateStore::set` as a login does, then read
+//! user and provider session, stored through `ServerSessionStore::set` as a login does, then read
 //! once through `get` as a request does (which fills the opened cache to its bound).
 //!
 //! `cargo bench -p auth-layer-benches --bench memory_per_session`; exits non-zero when a session
@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use auth_layer::AuthConfig;
-use auth_layer::store::{ServerStateStore, StateStore, StoreContext};
+use auth_layer::store::{ServerSessionStore, SessionStore, StoreContext};
 use auth_layer_benches::test_session_of;
 use http::HeaderValue;
 use http::header::SET_COOKIE;
@@ -36,7 +36,7 @@ async fn main() {
         .base_url("https://app.example.com")
         .build()
         .unwrap();
-    let store = Arc::new(ServerStateStore::in_memory(&config));
+    let store = Arc::new(ServerSessionStore::in_memory(&config));
     let json = serde_json::to_vec(&test_session_of("user-0000000", "sid-0000000")).unwrap().len();
 
     // The bench keeps every session's cookie value to read it back: in one buffer of known

@@ -2,7 +2,7 @@
 //!
 //! - `seal`: sealing and opening a session value of 1 KB, and of 6 KB (chunked over two cookies);
 //! - `session_read`: reading the request's session from each store (cookie, memory, Redis,
-//!   PostgreSQL), as `AuthClient::get_session` does for a handler;
+//!   PostgreSQL), as `AuthClient::session` does for a handler;
 //! - `service`: one whole `AuthService::call`, against the bare inner service it wraps, for a
 //!   route that never touches the session and for one that reads the user's `sub`; for the
 //!   memory store also `/me-user`, the same read through axum's `User` extractor (which hands
@@ -15,10 +15,10 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use auth_layer::__private::Sealer;
 use auth_layer::backend::{PostgresBackend, RedisBackend};
-use auth_layer::seal::Sealer;
-use auth_layer::store::{CookieStateStore, ServerStateStore, StateStore, StoreContext};
-use auth_layer::{AuthConfig, AuthLayer, Session, StateData, User};
+use auth_layer::store::{CookieSessionStore, ServerSessionStore, SessionStore, StoreContext};
+use auth_layer::{AuthConfig, AuthLayer, Session, SessionData, User};
 use auth_layer_benches::test_session;
 use auth_layer_tests::servers::{database_url, redis_url};
 use auth_layer_tests::{CLIENT_SECRET, Provider, ProviderOptions, SECRET};
@@ -43,7 +43,7 @@ fn config(issuer: &str) -> AuthConfig {
 }
 
 /// A session whose JSON is about `bytes` long.
-fn session_of_size(bytes: usize) -> StateData {
+fn session_of_size(bytes: usize) -> SessionData {
     let mut session = test_session();
     let json = serde_json::to_vec(&session).unwrap().len();
     if bytes > json {
@@ -80,7 +80,7 @@ fn seal(c: &mut Criterion) {
 
 fn cookie_store(c: &mut Criterion, rt: &Runtime, issuer: &str) {
     let config = config(issuer);
-    let store = CookieStateStore::new(&config);
+    let store = CookieSessionStore::new(&config);
     let mut group = c.benchmark_group("cookie_store");
     for size in [1_024usize, 6_144] {
         let session = session_of_size(size);
@@ -107,7 +107,7 @@ fn cookie_store(c: &mut Criterion, rt: &Runtime, issuer: &str) {
 }
 
 /// Reading the request's session from `store`, which holds 1,000 other sessions.
-fn bench_read(c: &mut Criterion, rt: &Runtime, name: &str, store: Arc<dyn StateStore>) {
+fn bench_read(c: &mut Criterion, rt: &Runtime, name: &str, store: Arc<dyn SessionStore>) {
     let header = rt.block_on(async {
         for i in 0..1_000 {
             let other = auth_layer_benches::test_session_of(&format!("user-{i}"), &format!("sid-{i}"));
@@ -127,13 +127,13 @@ fn bench_read(c: &mut Criterion, rt: &Runtime, name: &str, store: Arc<dyn StateS
 
 fn session_read(c: &mut Criterion, rt: &Runtime, issuer: &str) {
     let config = config(issuer);
-    bench_read(c, rt, "cookie", Arc::new(CookieStateStore::new(&config)));
-    bench_read(c, rt, "memory", Arc::new(ServerStateStore::in_memory(&config)));
+    bench_read(c, rt, "cookie", Arc::new(CookieSessionStore::new(&config)));
+    bench_read(c, rt, "memory", Arc::new(ServerSessionStore::in_memory(&config)));
     let redis = rt.block_on(RedisBackend::connect(&redis_url())).expect("Redis at REDIS_URL");
     let namespace = format!("bench-read-{}", std::process::id());
-    bench_read(c, rt, "redis", Arc::new(ServerStateStore::new(redis.with_namespace(&namespace), &config)));
+    bench_read(c, rt, "redis", Arc::new(ServerSessionStore::new(redis.with_namespace(&namespace), &config)));
     let postgres = rt.block_on(PostgresBackend::connect(&database_url())).expect("PostgreSQL at DATABASE_URL");
-    bench_read(c, rt, "postgres", Arc::new(ServerStateStore::new(postgres, &config)));
+    bench_read(c, rt, "postgres", Arc::new(ServerSessionStore::new(postgres, &config)));
 }
 
 /// The app behind the layer: `/me` reads the session's `sub`, anything else answers at once.
@@ -191,13 +191,14 @@ fn service(c: &mut Criterion, rt: &Runtime, issuer: &str) {
             b.to_async(rt).iter(|| async { body(App.call(request(path, &bare_cookie)).await.unwrap()).await })
         });
     }
-    let stores: [(&str, Arc<dyn StateStore>); 2] = [
-        ("cookie", Arc::new(CookieStateStore::new(&config))),
-        ("memory", Arc::new(ServerStateStore::in_memory(&config))),
+    let stores: [(&str, Arc<dyn SessionStore>); 2] = [
+        ("cookie", Arc::new(CookieSessionStore::new(&config))),
+        ("memory", Arc::new(ServerSessionStore::in_memory(&config))),
     ];
     for (name, store) in stores {
-        let layer =
-            rt.block_on(AuthLayer::builder(config.clone()).with_state_store(store.clone()).build()).expect("discovery");
+        let layer = rt
+            .block_on(AuthLayer::builder(config.clone()).with_session_store(store.clone()).build())
+            .expect("discovery");
         let cookie = rt.block_on(async {
             let mut ctx = StoreContext::default();
             store.set(&mut ctx, &test_session(), true).await.unwrap();

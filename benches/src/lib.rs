@@ -1,7 +1,7 @@
 //! Shared by the benchmarks (`benches/`) and the `loadbench` server: the session they all
 //! measure. The library never depends on this crate.
 
-use auth_layer::{StateData, TokenSet, User};
+use auth_layer::{SessionData, TokenSet, User};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -14,12 +14,12 @@ fn filler(n: usize, seed: u8) -> String {
 
 /// A realistic session of a test user: the usual profile claims, an RS256-sized ID token
 /// (~900 bytes), an access token (~700 bytes) and a refresh token. About 2 KB as JSON.
-pub fn test_session() -> StateData {
+pub fn test_session() -> SessionData {
     test_session_of("auth0|bench-user-0001", "bench-sid-0001")
 }
 
 /// [`test_session`] for another user and provider session.
-pub fn test_session_of(sub: &str, sid: &str) -> StateData {
+pub fn test_session_of(sub: &str, sid: &str) -> SessionData {
     let claims = serde_json::json!({
         "sub": sub,
         "sid": sid,
@@ -33,7 +33,7 @@ pub fn test_session_of(sub: &str, sid: &str) -> StateData {
     let user = User::from_id_token_claims(claims.as_object().expect("an object").clone());
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs();
     let id_token = format!("{}.{}.{}", filler(100, 1), filler(450, 2), filler(342, 3));
-    let mut session = StateData::new(user, id_token, now);
+    let mut session = SessionData::new(user, id_token, now);
     session.refresh_token = Some(filler(43, 4));
     session.token_sets.push(TokenSet {
         audience: Some("https://api.example.com".into()),

@@ -4,11 +4,11 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use auth_layer_tests::{Browser, EnvOptions, TestEnv};
-use quickstart::SessionStore;
+use quickstart::StoreChoice;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-async fn start(store: SessionStore) -> TestEnv {
+async fn start(store: StoreChoice) -> TestEnv {
     TestEnv::start_with(EnvOptions { store, ..EnvOptions::default() }).await
 }
 
@@ -45,7 +45,7 @@ async fn post_logout_token(env: &TestEnv, token: &str) -> reqwest::Response {
 
 /// Logs in and logs out at the provider's own end-session page (not through the app): the
 /// provider's back-channel POST is the only thing that can end the app's session.
-async fn provider_logout_ends_the_session(store: SessionStore) {
+async fn provider_logout_ends_the_session(store: StoreChoice) {
     let env = start(store.clone()).await;
     let browser = Browser::new();
     browser.login(&env.app_url, "pat").await;
@@ -66,15 +66,15 @@ async fn provider_logout_ends_the_session(store: SessionStore) {
 
 #[tokio::test]
 async fn provider_logout_ends_a_cookie_session() {
-    provider_logout_ends_the_session(SessionStore::Cookie).await;
+    provider_logout_ends_the_session(StoreChoice::Cookie).await;
 }
 
 #[tokio::test]
 async fn provider_logout_ends_a_memory_session() {
-    provider_logout_ends_the_session(SessionStore::Memory).await;
+    provider_logout_ends_the_session(StoreChoice::Memory).await;
 }
 
-async fn defective_tokens_are_refused_and_the_session_survives(store: SessionStore) {
+async fn defective_tokens_are_refused_and_the_session_survives(store: StoreChoice) {
     let env = start(store.clone()).await;
     let browser = Browser::new();
     browser.login(&env.app_url, "quinn").await;
@@ -164,15 +164,15 @@ async fn defective_tokens_are_refused_and_the_session_survives(store: SessionSto
 
 #[tokio::test]
 async fn defective_logout_tokens_are_refused_with_cookie_sessions() {
-    defective_tokens_are_refused_and_the_session_survives(SessionStore::Cookie).await;
+    defective_tokens_are_refused_and_the_session_survives(StoreChoice::Cookie).await;
 }
 
 #[tokio::test]
 async fn defective_logout_tokens_are_refused_with_memory_sessions() {
-    defective_tokens_are_refused_and_the_session_survives(SessionStore::Memory).await;
+    defective_tokens_are_refused_and_the_session_survives(StoreChoice::Memory).await;
 }
 
-async fn logout_token_with_only_sub_ends_every_session_of_the_user(store: SessionStore) {
+async fn logout_token_with_only_sub_ends_every_session_of_the_user(store: StoreChoice) {
     let env = start(store.clone()).await;
     let (laptop, phone, other) = (Browser::new(), Browser::new(), Browser::new());
     laptop.login(&env.app_url, "rita").await;
@@ -189,10 +189,10 @@ async fn logout_token_with_only_sub_ends_every_session_of_the_user(store: Sessio
 
 #[tokio::test]
 async fn sub_only_logout_token_ends_all_cookie_sessions_of_the_user() {
-    logout_token_with_only_sub_ends_every_session_of_the_user(SessionStore::Cookie).await;
+    logout_token_with_only_sub_ends_every_session_of_the_user(StoreChoice::Cookie).await;
 }
 
 #[tokio::test]
 async fn sub_only_logout_token_ends_all_memory_sessions_of_the_user() {
-    logout_token_with_only_sub_ends_every_session_of_the_user(SessionStore::Memory).await;
+    logout_token_with_only_sub_ends_every_session_of_the_user(StoreChoice::Memory).await;
 }

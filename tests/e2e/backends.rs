@@ -170,16 +170,13 @@ mod suite {
         let record = Secretive { id: format!("{p}one"), owner: format!("{p}ann") };
         store.set(&record).await.unwrap();
         assert_eq!(store.get(&record.id).await.unwrap(), Some(record.clone()));
-        if b.in_memory().is_some() {
-            // In this process's memory, records are kept as they are: nothing is at rest.
-            assert_eq!(b.get(&record.id).await.unwrap(), None, "no bytes to read back");
-        } else {
-            let raw = b.get(&record.id).await.unwrap().unwrap();
-            assert!(!String::from_utf8_lossy(&raw).contains("ann"), "sealed at rest");
-            let copy = format!("{p}two");
-            b.put(&copy, raw, None, vec![]).await.unwrap();
-            assert_eq!(store.get(&copy).await.unwrap(), None, "a record copied to another key does not open");
-        }
+        // Over a backend (moka too: only `TypedStore::in_memory` keeps records as they are)
+        // records are sealed at rest.
+        let raw = b.get(&record.id).await.unwrap().unwrap();
+        assert!(!String::from_utf8_lossy(&raw).contains("ann"), "sealed at rest");
+        let copy = format!("{p}two");
+        b.put(&copy, raw, None, vec![]).await.unwrap();
+        assert_eq!(store.get(&copy).await.unwrap(), None, "a record copied to another key does not open");
         assert_eq!(store.find_by(Secretive::OWNER, &record.owner).await.unwrap(), vec![record.clone()]);
         assert_eq!(store.delete_by(Secretive::OWNER, &record.owner).await.unwrap(), 1);
     }
@@ -318,7 +315,10 @@ async fn outage_fails_fast_then_recovers_with_nothing_lost<B: Backend>(
     stop();
     let started = std::time::Instant::now();
     let during = backend.get("committed").await;
-    assert!(matches!(during, Err(StoreError::Unavailable(_))), "a down server is an error, not a panic: {during:?}");
+    assert!(
+        matches!(during, Err(StoreError::Unavailable { .. })),
+        "a down server is an error, not a panic: {during:?}"
+    );
     assert!(started.elapsed() < Duration::from_secs(10), "fails within the timeouts: {:?}", started.elapsed());
     assert!(backend.put("other", Bytes::from_static(b"x"), None, vec![]).await.is_err());
     restart();

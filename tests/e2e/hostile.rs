@@ -163,14 +163,14 @@ async fn refresh_without_a_new_id_token_keeps_the_old_one() {
     assert_eq!(browser.get(&callback).await.status(), StatusCode::FOUND);
     let cookie = browser.cookie_header(&env.url("/"));
     let mut ctx = auth_layer::StoreContext::from_cookie_headers([&cookie.parse().unwrap()]);
-    let before = env.client.get_session(&mut ctx).await.unwrap().unwrap();
+    let before = env.client.session(&mut ctx).await.unwrap().unwrap();
     env.provider.set_scenario("refresh-without-id-token").await;
     env.advance_clock(std::time::Duration::from_secs(3600));
     let token = browser.http.get(env.url("/auth/access-token")).send().await.unwrap();
     assert_eq!(token.status(), StatusCode::OK);
     let cookie = browser.cookie_header(&env.url("/"));
     let mut ctx = auth_layer::StoreContext::from_cookie_headers([&cookie.parse().unwrap()]);
-    let after = env.client.get_session(&mut ctx).await.unwrap().unwrap();
+    let after = env.client.session(&mut ctx).await.unwrap().unwrap();
     assert_ne!(after.token_sets, before.token_sets, "refreshed");
     assert_eq!(after.id_token, before.id_token, "no new ID token: the old one stays");
     assert_eq!(after.user, before.user);

@@ -121,7 +121,7 @@ async fn logout_ends_the_session_and_lands_on_the_providers_end_session_page() {
     browser.login(&env.app_url, "dave").await;
     let id_token = {
         let mut ctx = StoreContext::from_cookie_headers([&session_cookie(&browser, &env).parse().unwrap()]);
-        env.client.get_session(&mut ctx).await.unwrap().unwrap().id_token.clone()
+        env.client.session(&mut ctx).await.unwrap().unwrap().id_token.clone()
     };
     let before = session_cookie(&browser, &env);
     let logout = browser.get(&env.url("/auth/logout")).await;
@@ -153,7 +153,7 @@ async fn real_sessions_travel_in_a_cookie_smaller_than_their_json() {
     browser.login(&env.app_url, "erin").await;
     let cookie = session_cookie(&browser, &env);
     let mut ctx = StoreContext::from_cookie_headers([&cookie.parse().unwrap()]);
-    let session = env.client.get_session(&mut ctx).await.unwrap().expect("logged in");
+    let session = env.client.session(&mut ctx).await.unwrap().expect("logged in");
     assert!(session.refresh_token.is_some() && !session.token_sets.is_empty(), "the session holds every token");
     // The same session sealed as JSON (the format before): version byte, nonce, tag, base64url.
     let json = serde_json::to_vec(&serde_json::json!({"v": 1, "d": &*session})).unwrap();
@@ -177,13 +177,13 @@ async fn second_login_gets_a_different_session() {
     let first = session_cookie(&browser, &env);
     let first_id = {
         let mut ctx = StoreContext::from_cookie_headers([&first.parse().unwrap()]);
-        env.client.get_session(&mut ctx).await.unwrap().unwrap().id().to_owned()
+        env.client.session(&mut ctx).await.unwrap().unwrap().id().to_owned()
     };
     browser.login(&env.app_url, "erin").await;
     let second = session_cookie(&browser, &env);
     assert_ne!(first, second);
     let mut ctx = StoreContext::from_cookie_headers([&second.parse().unwrap()]);
-    assert_ne!(env.client.get_session(&mut ctx).await.unwrap().unwrap().id().to_owned(), first_id);
+    assert_ne!(env.client.session(&mut ctx).await.unwrap().unwrap().id().to_owned(), first_id);
 }
 
 #[tokio::test]
@@ -233,7 +233,7 @@ async fn tampered_truncated_or_foreign_cookies_mean_logged_out() {
     flipped[mid] = if flipped[mid] == b'A' { b'B' } else { b'A' };
     let foreign = {
         // A session sealed by another app's secret.
-        let other = auth_layer::seal::Sealer::new(
+        let other = auth_layer::__private::Sealer::new(
             &["another-app-secret-another-app-secret-00"],
             "auth-layer session cookie v1",
         );
@@ -433,7 +433,7 @@ async fn custom_callback(State(client): State<AuthClient>, headers: HeaderMap, u
 
 async fn custom_me(State(client): State<AuthClient>, headers: HeaderMap) -> AxResponse {
     let mut ctx = StoreContext::from_headers(&headers);
-    match client.get_user(&mut ctx).await {
+    match client.user(&mut ctx).await {
         Ok(Some(user)) => user.sub().to_owned().into_response(),
         _ => AxStatus::UNAUTHORIZED.into_response(),
     }

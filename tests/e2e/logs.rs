@@ -50,13 +50,13 @@ async fn no_token_or_secret_appears_in_the_logs_of_a_whole_session() {
     browser.login(&env.app_url, "liz").await;
     let cookie = browser.cookie_header(&env.url("/"));
     let mut ctx = StoreContext::from_cookie_headers([&cookie.parse().unwrap()]);
-    let session = env.client.get_session(&mut ctx).await.unwrap().unwrap();
+    let session = env.client.session(&mut ctx).await.unwrap().unwrap();
     assert_eq!(browser.get(&env.url("/auth/profile")).await.status(), StatusCode::OK);
     env.advance_clock(Duration::from_secs(3600));
     assert_eq!(browser.get(&env.url("/auth/access-token")).await.status(), StatusCode::OK);
     let cookie_after = browser.cookie_header(&env.url("/"));
     let mut ctx = StoreContext::from_cookie_headers([&cookie_after.parse().unwrap()]);
-    let refreshed = env.client.get_session(&mut ctx).await.unwrap().unwrap();
+    let refreshed = env.client.session(&mut ctx).await.unwrap().unwrap();
     let logout = browser.get(&env.url("/auth/logout")).await;
     let end_session = logout.headers()["location"].to_str().unwrap().to_owned();
     browser.confirm_provider_logout(&end_session).await;

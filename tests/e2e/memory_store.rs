@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use auth_layer_tests::{Browser, EnvOptions, TestEnv};
-use quickstart::SessionStore;
+use quickstart::StoreChoice;
 use reqwest::StatusCode;
 
 async fn start() -> TestEnv {
-    TestEnv::start_with(EnvOptions { store: SessionStore::Memory, ..EnvOptions::default() }).await
+    TestEnv::start_with(EnvOptions { store: StoreChoice::Memory, ..EnvOptions::default() }).await
 }
 
 fn session_id(browser: &Browser, env: &TestEnv) -> String {

@@ -3,16 +3,16 @@
 //! 503 and no panic, and service resuming with the session intact; and logout markers shared by
 //! two cookie-store instances through Redis.
 
-use auth_layer::StateData;
+use auth_layer::SessionData;
 use auth_layer::backend::RedisBackend;
-use auth_layer::store::{CookieStateStore, LogoutTarget, StateStore, StoreContext};
+use auth_layer::store::{CookieSessionStore, LogoutTarget, SessionStore, StoreContext};
 use auth_layer_tests::servers::{PgServer, RedisServer, database_url, redis_url};
 use auth_layer_tests::{Browser, EnvOptions, TestEnv};
-use quickstart::SessionStore;
+use quickstart::StoreChoice;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-async fn start(store: SessionStore) -> TestEnv {
+async fn start(store: StoreChoice) -> TestEnv {
     TestEnv::start_with(EnvOptions { store, ..EnvOptions::default() }).await
 }
 
@@ -29,7 +29,7 @@ fn session_cookie(browser: &Browser, env: &TestEnv) -> String {
         .to_owned()
 }
 
-async fn login_and_logout(store: SessionStore) {
+async fn login_and_logout(store: StoreChoice) {
     let env = start(store.clone()).await;
     let browser = Browser::new();
     browser.login(&env.app_url, "abe").await;
@@ -53,15 +53,15 @@ async fn login_and_logout(store: SessionStore) {
 
 #[tokio::test]
 async fn login_and_logout_with_redis_sessions() {
-    login_and_logout(SessionStore::Redis(redis_url())).await;
+    login_and_logout(StoreChoice::Redis(redis_url())).await;
 }
 
 #[tokio::test]
 async fn login_and_logout_with_postgres_sessions() {
-    login_and_logout(SessionStore::Postgres(database_url())).await;
+    login_and_logout(StoreChoice::Postgres(database_url())).await;
 }
 
-async fn back_channel_deletes_by_sid_and_by_sub(store: SessionStore) {
+async fn back_channel_deletes_by_sid_and_by_sub(store: StoreChoice) {
     let env = start(store.clone()).await;
     let (laptop, phone) = (Browser::new(), Browser::new());
     laptop.login(&env.app_url, "bea").await;
@@ -90,12 +90,12 @@ async fn back_channel_deletes_by_sid_and_by_sub(store: SessionStore) {
 
 #[tokio::test]
 async fn back_channel_logout_with_redis_sessions() {
-    back_channel_deletes_by_sid_and_by_sub(SessionStore::Redis(redis_url())).await;
+    back_channel_deletes_by_sid_and_by_sub(StoreChoice::Redis(redis_url())).await;
 }
 
 #[tokio::test]
 async fn back_channel_logout_with_postgres_sessions() {
-    back_channel_deletes_by_sid_and_by_sub(SessionStore::Postgres(database_url())).await;
+    back_channel_deletes_by_sid_and_by_sub(StoreChoice::Postgres(database_url())).await;
 }
 
 async fn outage_is_503_then_the_session_is_back(env: &TestEnv, stop: impl FnOnce(), restart: impl FnOnce()) {
@@ -127,14 +127,14 @@ async fn outage_is_503_then_the_session_is_back(env: &TestEnv, stop: impl FnOnce
 async fn redis_outage_is_a_503_and_sessions_survive_it() {
     let server = std::cell::RefCell::new(RedisServer::start());
     let url = server.borrow().url();
-    let env = start(SessionStore::Redis(url)).await;
+    let env = start(StoreChoice::Redis(url)).await;
     outage_is_503_then_the_session_is_back(&env, || server.borrow_mut().stop(), || server.borrow_mut().restart()).await;
 }
 
 #[tokio::test]
 async fn postgres_outage_is_a_503_and_sessions_survive_it() {
     let server = PgServer::start();
-    let env = start(SessionStore::Postgres(server.url())).await;
+    let env = start(StoreChoice::Postgres(server.url())).await;
     outage_is_503_then_the_session_is_back(&env, || server.stop(), || server.restart()).await;
 }
 
@@ -151,11 +151,11 @@ async fn cookie_sessions_share_logout_markers_through_redis() {
     let url = redis_url();
     let backend = RedisBackend::connect(&url).await.unwrap_or_else(|e| panic!("Redis is not reachable at {url}: {e}"));
     let namespace = format!("markers-{}", auth_layer_tests::free_port());
-    let machine_a = CookieStateStore::new(&config).with_marker_backend(backend.clone().with_namespace(&namespace));
-    let machine_b = CookieStateStore::new(&config).with_marker_backend(backend.with_namespace(&namespace));
+    let machine_a = CookieSessionStore::new(&config).with_marker_backend(backend.clone().with_namespace(&namespace));
+    let machine_b = CookieSessionStore::new(&config).with_marker_backend(backend.with_namespace(&namespace));
     let claims = serde_json::json!({"sub": "dan", "sid": format!("sid-{namespace}")});
     let user = auth_layer::User::from_id_token_claims(claims.as_object().unwrap().clone());
-    let session = StateData::new(user, "t".into(), config.clock().now() - 10);
+    let session = SessionData::new(user, "t".into(), config.clock().now() - 10);
     let mut ctx = StoreContext::default();
     machine_a.set(&mut ctx, &session, true).await.unwrap();
     let mut headers = http_headers(ctx);
@@ -177,7 +177,7 @@ fn http_headers(ctx: StoreContext) -> StoreContext {
     StoreContext::from_cookie_headers([&header])
 }
 
-async fn limits_end_server_sessions(store: SessionStore) {
+async fn limits_end_server_sessions(store: StoreChoice) {
     let env = start(store.clone()).await;
     let browser = Browser::new();
     browser.login(&env.app_url, "eve").await;
@@ -195,10 +195,10 @@ async fn limits_end_server_sessions(store: SessionStore) {
 
 #[tokio::test]
 async fn inactivity_and_absolute_limits_end_redis_sessions() {
-    limits_end_server_sessions(SessionStore::Redis(redis_url())).await;
+    limits_end_server_sessions(StoreChoice::Redis(redis_url())).await;
 }
 
 #[tokio::test]
 async fn inactivity_and_absolute_limits_end_postgres_sessions() {
-    limits_end_server_sessions(SessionStore::Postgres(database_url())).await;
+    limits_end_server_sessions(StoreChoice::Postgres(database_url())).await;
 }

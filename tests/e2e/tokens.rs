@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use auth_layer::{AccessTokenOptions, AuthLayer, StoreContext};
 use auth_layer_tests::{Browser, EnvOptions, ProviderOptions, TestEnv};
-use quickstart::SessionStore;
+use quickstart::StoreChoice;
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -14,7 +14,7 @@ async fn access_token(browser: &Browser, env: &TestEnv) -> reqwest::Response {
     browser.http.get(env.url("/auth/access-token")).header("accept", "application/json").send().await.unwrap()
 }
 
-fn rotating(store: SessionStore) -> EnvOptions {
+fn rotating(store: StoreChoice) -> EnvOptions {
     EnvOptions {
         store,
         provider: ProviderOptions { rotate_refresh: true, ..ProviderOptions::default() },
@@ -22,10 +22,10 @@ fn rotating(store: SessionStore) -> EnvOptions {
     }
 }
 
-async fn session_of(env: &TestEnv, browser: &Browser) -> std::sync::Arc<auth_layer::StateData> {
+async fn session_of(env: &TestEnv, browser: &Browser) -> std::sync::Arc<auth_layer::SessionData> {
     let cookie = browser.cookie_header(&env.url("/"));
     let mut ctx = StoreContext::from_cookie_headers([&cookie.parse().unwrap()]);
-    env.client.get_session(&mut ctx).await.unwrap().expect("a session")
+    env.client.session(&mut ctx).await.unwrap().expect("a session")
 }
 
 #[tokio::test]
@@ -43,7 +43,7 @@ async fn access_token_route_serves_the_stored_token_while_fresh() {
     assert_eq!(env.provider.refresh_grants().await, 0, "a fresh token needs no refresh");
 }
 
-async fn expired_token_is_refreshed_once_by_fifty_concurrent_requests(store: SessionStore) {
+async fn expired_token_is_refreshed_once_by_fifty_concurrent_requests(store: StoreChoice) {
     let env = TestEnv::start_with(rotating(store.clone())).await;
     let browser = Browser::new();
     browser.login(&env.app_url, "uma").await;
@@ -86,7 +86,7 @@ async fn expired_token_is_refreshed_once_by_fifty_concurrent_requests(store: Ses
     let mut ctx = StoreContext::from_cookie_headers([&browser.cookie_header(&env.url("/")).parse().unwrap()]);
     let forced = env
         .client
-        .get_access_token(&mut ctx, AccessTokenOptions { force_refresh: true, ..AccessTokenOptions::default() })
+        .access_token(&mut ctx, AccessTokenOptions { force_refresh: true, ..AccessTokenOptions::default() })
         .await
         .unwrap();
     assert_ne!(forced.access_token, tokens[0]);
@@ -105,12 +105,12 @@ async fn expired_token_is_refreshed_once_by_fifty_concurrent_requests(store: Ses
 
 #[tokio::test]
 async fn fifty_concurrent_requests_share_one_refresh_with_cookie_sessions() {
-    expired_token_is_refreshed_once_by_fifty_concurrent_requests(SessionStore::Cookie).await;
+    expired_token_is_refreshed_once_by_fifty_concurrent_requests(StoreChoice::Cookie).await;
 }
 
 #[tokio::test]
 async fn fifty_concurrent_requests_share_one_refresh_with_memory_sessions() {
-    expired_token_is_refreshed_once_by_fifty_concurrent_requests(SessionStore::Memory).await;
+    expired_token_is_refreshed_once_by_fifty_concurrent_requests(StoreChoice::Memory).await;
 }
 
 #[tokio::test]

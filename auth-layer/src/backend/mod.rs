@@ -22,7 +22,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::store::StoreError;
+use crate::error::StoreError;
 
 /// Bytes by key, with a time to live and index tags.
 ///
@@ -45,20 +45,4 @@ pub trait Backend: Send + Sync + 'static {
     async fn delete_by_tag(&self, tag: &str) -> Result<u64, StoreError>;
     /// The keys listed under `tag`.
     async fn keys_by_tag(&self, tag: &str) -> Result<Vec<String>, StoreError>;
-
-    /// A number that changes after every `put`, `delete` and `delete_by_tag`, for a backend
-    /// that sees every write (one in this process's memory); `None` (the default) for a shared
-    /// backend, which other processes write. Expiry is not a write. It lets a caller skip
-    /// re-reading what cannot have changed since it last looked.
-    fn write_count(&self) -> Option<u64> {
-        None
-    }
-
-    /// This backend, when it is the in-memory [`MokaBackend`]: typed stores then keep their
-    /// records in it as they are, neither serialized nor sealed (sealing protects nothing in
-    /// the memory of the process that holds the key). Other backends keep the default, `None`.
-    #[doc(hidden)]
-    fn in_memory(&self) -> Option<&MokaBackend> {
-        None
-    }
 }

@@ -15,7 +15,7 @@ use moka::ops::compute::Op;
 use moka::sync::Cache;
 
 use super::Backend;
-use crate::store::StoreError;
+use crate::error::StoreError;
 
 /// A stored value. `id` is unique per `put`, so that the index can tell a key's current value
 /// from one it replaced.
@@ -115,8 +115,6 @@ pub struct MokaBackend {
     cache: Cache<Arc<str>, Entry>,
     index: Arc<Mutex<TagIndex>>,
     next_id: Arc<AtomicU64>,
-    /// Bumped after every write (see [`Backend::write_count`]).
-    writes: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for MokaBackend {
@@ -168,7 +166,6 @@ impl MokaBackend {
             }
             Op::Put(entry)
         });
-        self.writes.fetch_add(1, Ordering::Release);
     }
 
     /// An unbounded in-memory backend.
@@ -194,7 +191,7 @@ impl MokaBackend {
         if let Some(max) = max_entries {
             builder = builder.max_capacity(max);
         }
-        Self { cache: builder.build(), index, next_id: Arc::new(AtomicU64::new(1)), writes: Arc::default() }
+        Self { cache: builder.build(), index, next_id: Arc::new(AtomicU64::new(1)) }
     }
 
     /// Runs moka's pending housekeeping now (expiry, eviction and their index updates), which
@@ -239,7 +236,6 @@ impl Backend for MokaBackend {
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.cache.invalidate(key);
-        self.writes.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
@@ -259,7 +255,6 @@ impl Backend for MokaBackend {
                 deleted += 1;
             }
         }
-        self.writes.fetch_add(1, Ordering::Release);
         Ok(deleted)
     }
 
@@ -274,14 +269,6 @@ impl Backend for MokaBackend {
             .filter(|(key, _)| self.cache.contains_key(&**key))
             .map(|(key, _)| key.to_string())
             .collect())
-    }
-
-    fn write_count(&self) -> Option<u64> {
-        Some(self.writes.load(Ordering::Acquire))
-    }
-
-    fn in_memory(&self) -> Option<&MokaBackend> {
-        Some(self)
     }
 }
 
@@ -321,28 +308,5 @@ mod tests {
         let live = (0..200).filter(|i| backend.cache.contains_key(format!("k{i}").as_str())).count();
         assert!(live <= 10, "{live} entries kept");
         assert_eq!(backend.indexed_count("t"), live, "the index lists exactly the live entries");
-    }
-
-    #[tokio::test]
-    async fn every_write_changes_the_write_count_and_reads_do_not() {
-        let backend = MokaBackend::new();
-        let mut last = backend.write_count().unwrap();
-        let mut changed = |backend: &MokaBackend| {
-            let now = backend.write_count().unwrap();
-            let moved = now != last;
-            last = now;
-            moved
-        };
-        backend.put("k", Bytes::from_static(b"v"), None, tags(&["t"])).await.unwrap();
-        assert!(changed(&backend), "put");
-        backend.get("k").await.unwrap();
-        backend.keys_by_tag("t").await.unwrap();
-        assert!(!changed(&backend), "reads");
-        backend.delete("k").await.unwrap();
-        assert!(changed(&backend), "delete");
-        backend.put("k", Bytes::from_static(b"v"), None, tags(&["t"])).await.unwrap();
-        changed(&backend);
-        assert_eq!(backend.delete_by_tag("t").await.unwrap(), 1);
-        assert!(changed(&backend), "delete_by_tag");
     }
 }

@@ -12,7 +12,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
 use super::Backend;
-use crate::store::StoreError;
+use crate::error::StoreError;
 
 /// The schema, one migration per version, applied in order and recorded in
 /// `auth_layer_migrations`. Never edit one that has shipped: add the next.
@@ -97,9 +97,9 @@ impl std::fmt::Debug for PostgresBackend {
     }
 }
 
-fn unavailable(err: impl std::fmt::Display) -> StoreError {
+fn unavailable(err: impl std::fmt::Display + Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
     tracing::warn!(%err, "PostgreSQL call failed");
-    StoreError::Unavailable(format!("PostgreSQL: {err}"))
+    StoreError::unavailable("PostgreSQL", err)
 }
 
 /// A driver error with the server's code and message (its `Display` says only "db error").

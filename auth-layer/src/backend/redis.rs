@@ -23,7 +23,7 @@ use redis::{RedisError, Script};
 use tokio::sync::oneshot;
 
 use super::Backend;
-use crate::store::StoreError;
+use crate::error::StoreError;
 
 /// How long a command may take before the store counts as unavailable.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -226,7 +226,7 @@ async fn mget(mut connection: Connection, reads: Vec<(String, Reply)>) {
                 Ok(values)
             } else {
                 tracing::warn!(asked = reads.len(), answered = values.len(), "Redis answered MGET with a wrong count");
-                Err(StoreError::Unavailable("Redis: MGET answered with a wrong count".into()))
+                Err(StoreError::unavailable("Redis", "MGET answered with a wrong count"))
             }
         });
     match values {
@@ -272,7 +272,7 @@ impl std::fmt::Debug for RedisBackend {
 
 fn unavailable(err: RedisError) -> StoreError {
     tracing::warn!(%err, "Redis call failed");
-    StoreError::Unavailable(format!("Redis: {err}"))
+    StoreError::unavailable("Redis", err)
 }
 
 /// How much [`RedisBackend::connect_with_client_cache`] keeps in this process, and for how long.
@@ -438,7 +438,7 @@ impl Backend for RedisBackend {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         if let Some(gathered) = &self.gathered {
             let answer = gathered.read(&self.connection, self.value_key(key));
-            return answer.await.unwrap_or_else(|_| Err(StoreError::Unavailable("Redis: the read was dropped".into())));
+            return answer.await.unwrap_or_else(|_| Err(StoreError::unavailable("Redis", "the read was dropped")));
         }
         let mut connection = self.connection.clone();
         let value: Option<Vec<u8>> =

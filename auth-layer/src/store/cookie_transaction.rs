@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 
 use super::{StoreContext, StoreError, TransactionStore, auth_cookie, removal_cookie};
-use crate::AuthConfig;
-use crate::data::TransactionData;
+use crate::config::AuthConfig;
+use crate::model::TransactionData;
 use crate::seal::Sealer;
 
 /// Keeps each login attempt in its own short-lived cookie `{prefix}.{state}`, sealed with the
@@ -53,7 +53,7 @@ impl TransactionStore for CookieTransactionStore {
 
     async fn set(&self, ctx: &mut StoreContext, data: &TransactionData) -> Result<(), StoreError> {
         let name = self.cookie_name(&data.state);
-        let plain = serde_json::to_vec(data).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let plain = serde_json::to_vec(data).map_err(|e| StoreError::encode("transaction", e))?;
         let sealed = self.sealer.seal(&name, &plain);
         let ttl = self.config.transaction_duration.as_secs();
         ctx.set_cookie(auth_cookie(&self.config, name, sealed, &self.config.route_prefix, ttl));

@@ -1,41 +1,33 @@
-//! The store contracts: [`StateStore`] keeps sessions, [`TransactionStore`] keeps logins in
+//! The store contracts: [`SessionStore`] keeps sessions, [`TransactionStore`] keeps logins in
 //! flight. Each call gets the request's [`StoreContext`], which reads the request's cookies and
 //! collects the response's, so a store may live in cookies (stateless) or anywhere else with only
 //! an id in a cookie (stateful).
 //!
-//! The stateless stores are [`CookieStateStore`] and [`CookieTransactionStore`], the defaults;
-//! [`ServerStateStore`] keeps sessions in any [`Backend`](crate::backend::Backend) with only an
+//! The stateless stores are [`CookieSessionStore`] and [`CookieTransactionStore`], the defaults;
+//! [`ServerSessionStore`] keeps sessions in any [`Backend`](crate::backend::Backend) with only an
 //! id in the cookie.
 
-pub(crate) mod compact;
 mod context;
-mod cookie_state;
+mod cookie_session;
 mod cookie_transaction;
 mod server;
 
 pub use context::StoreContext;
 #[cfg(test)]
 pub(crate) use context::browser_round_trip;
-pub use cookie_state::CookieStateStore;
+pub use cookie_session::CookieSessionStore;
 pub use cookie_transaction::CookieTransactionStore;
-pub use server::{DEFAULT_OPENED_CACHE, ServerStateStore};
+pub use server::{DEFAULT_OPENED_CACHE, ServerSessionStore};
+
+/// Store errors live at the bottom of the crate, with the other errors.
+pub use crate::error::StoreError;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::data::{StateData, TransactionData};
-
-/// Why a store could not do what was asked. Routes answer 503 and log it.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    /// The store's backend could not be reached or failed.
-    #[error("the session store is unavailable: {0}")]
-    Unavailable(String),
-    /// The store cannot do this at all (e.g. back-channel logout on a store without markers).
-    #[error("the session store does not support {0}")]
-    Unsupported(&'static str),
-}
+use crate::config::AuthConfig;
+use crate::model::{SessionData, TransactionData};
 
 /// What a logout token names: the sessions to end.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,15 +42,15 @@ pub struct LogoutTarget {
 
 /// Keeps sessions. Expiry is checked by the caller on every read, whatever the store.
 #[async_trait]
-pub trait StateStore: Send + Sync + 'static {
+pub trait SessionStore: Send + Sync + 'static {
     /// The session of this request, if any. A value that cannot be read is `Ok(None)`.
     ///
     /// Shared, so that a store may keep sessions it has opened and hand them out again without
     /// decrypting, decoding or copying them on every request.
-    async fn get(&self, ctx: &mut StoreContext) -> Result<Option<Arc<StateData>>, StoreError>;
+    async fn get(&self, ctx: &mut StoreContext) -> Result<Option<Arc<SessionData>>, StoreError>;
     /// Saves the session. `new_login` is true when it replaces whatever session the request had
     /// (a new login): a stateful store issues a new id and deletes the old record.
-    async fn set(&self, ctx: &mut StoreContext, data: &StateData, new_login: bool) -> Result<(), StoreError>;
+    async fn set(&self, ctx: &mut StoreContext, data: &SessionData, new_login: bool) -> Result<(), StoreError>;
     /// Deletes the request's session and clears its cookies.
     async fn delete(&self, ctx: &mut StoreContext) -> Result<(), StoreError>;
     /// Ends every session a back-channel logout token names.
@@ -68,11 +60,11 @@ pub trait StateStore: Send + Sync + 'static {
 /// A shared store is a store: keep an `Arc` of it to use it beside the layer (e.g. in an admin
 /// task) while the layer holds another.
 #[async_trait]
-impl<S: StateStore + ?Sized> StateStore for Arc<S> {
-    async fn get(&self, ctx: &mut StoreContext) -> Result<Option<Arc<StateData>>, StoreError> {
+impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
+    async fn get(&self, ctx: &mut StoreContext) -> Result<Option<Arc<SessionData>>, StoreError> {
         (**self).get(ctx).await
     }
-    async fn set(&self, ctx: &mut StoreContext, data: &StateData, new_login: bool) -> Result<(), StoreError> {
+    async fn set(&self, ctx: &mut StoreContext, data: &SessionData, new_login: bool) -> Result<(), StoreError> {
         (**self).set(ctx, data, new_login).await
     }
     async fn delete(&self, ctx: &mut StoreContext) -> Result<(), StoreError> {
@@ -97,7 +89,7 @@ pub trait TransactionStore: Send + Sync + 'static {
 /// A cookie with auth-layer's attributes: `HttpOnly`, the configured `SameSite`, `Secure` on
 /// https, the configured `Domain`.
 pub(crate) fn auth_cookie(
-    config: &crate::AuthConfig,
+    config: &AuthConfig,
     name: String,
     value: String,
     path: &str,
@@ -116,6 +108,6 @@ pub(crate) fn auth_cookie(
 }
 
 /// A `Max-Age=0` cookie that makes the browser drop `name`.
-pub(crate) fn removal_cookie(config: &crate::AuthConfig, name: String, path: &str) -> cookie::Cookie<'static> {
+pub(crate) fn removal_cookie(config: &AuthConfig, name: String, path: &str) -> cookie::Cookie<'static> {
     auth_cookie(config, name, String::new(), path, 0)
 }

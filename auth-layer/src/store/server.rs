@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{LogoutTarget, StateStore, StoreContext, StoreError, auth_cookie, removal_cookie};
-use crate::AuthConfig;
+use super::{LogoutTarget, SessionStore, StoreContext, StoreError, auth_cookie, removal_cookie};
 use crate::backend::{Backend, MokaBackend};
-use crate::data::StateData;
+use crate::config::AuthConfig;
+use crate::model::SessionData;
 use crate::record::TypedStore;
 
 /// Keeps sessions on the server: the cookie carries only the session's random id (256 bits from
@@ -19,10 +19,10 @@ use crate::record::TypedStore;
 /// ```no_run
 /// # async fn run(config: auth_layer::AuthConfig) -> Result<(), auth_layer::AuthError> {
 /// use auth_layer::AuthLayer;
-/// use auth_layer::store::ServerStateStore;
+/// use auth_layer::store::ServerSessionStore;
 ///
 /// let layer = AuthLayer::builder(config.clone())
-///     .with_state_store(ServerStateStore::in_memory(&config))
+///     .with_session_store(ServerSessionStore::in_memory(&config))
 ///     .build()
 ///     .await?;
 /// # Ok(()) }
@@ -33,35 +33,34 @@ use crate::record::TypedStore;
 /// [`with_opened_cache`](Self::with_opened_cache) says otherwise): a request whose session's
 /// stored bytes have not changed gets it without decrypting or decoding it again. The backend
 /// is still asked on every request, so a deleted session ends at once, on every machine.
-pub struct ServerStateStore<B = MokaBackend> {
-    sessions: TypedStore<StateData, B>,
+pub struct ServerSessionStore<B = MokaBackend> {
+    sessions: TypedStore<SessionData, B>,
     config: AuthConfig,
 }
 
-impl<B> std::fmt::Debug for ServerStateStore<B> {
+impl<B> std::fmt::Debug for ServerSessionStore<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerStateStore").finish_non_exhaustive()
+        f.debug_struct("ServerSessionStore").finish_non_exhaustive()
     }
 }
 
-/// How many bytes of decoded sessions a [`ServerStateStore`] keeps by default: 32 MiB, some
+/// How many bytes of decoded sessions a [`ServerSessionStore`] keeps by default: 32 MiB, some
 /// 5,000 sessions of 3 KB.
 pub const DEFAULT_OPENED_CACHE: u64 = 32 << 20;
 
-impl ServerStateStore<MokaBackend> {
+impl ServerSessionStore<MokaBackend> {
     /// Sessions in this process's memory (moka): simple and fast, lost on restart, not shared
     /// between processes.
     pub fn in_memory(config: &AuthConfig) -> Self {
-        Self::new(MokaBackend::new(), config)
+        // Kept as they are: nothing to seal or open, so no cache of opened sessions either.
+        Self { sessions: TypedStore::in_memory(), config: config.clone() }
     }
 }
 
-impl<B: Backend> ServerStateStore<B> {
+impl<B: Backend> ServerSessionStore<B> {
     /// Sessions in `backend`, sealed with a key derived from `config`'s secrets.
     pub fn new(backend: B, config: &AuthConfig) -> Self {
-        // In memory, sessions are kept as they are: there is nothing to open.
-        let opened = if backend.in_memory().is_some() { 0 } else { DEFAULT_OPENED_CACHE };
-        let sessions = TypedStore::new(backend, &config.secrets).with_opened_cache(opened);
+        let sessions = TypedStore::new(backend, &config.secrets).with_opened_cache(DEFAULT_OPENED_CACHE);
         Self { sessions, config: config.clone() }
     }
 
@@ -73,7 +72,7 @@ impl<B: Backend> ServerStateStore<B> {
     }
 
     /// The typed store of sessions behind this store.
-    pub fn sessions(&self) -> &TypedStore<StateData, B> {
+    pub fn sessions(&self) -> &TypedStore<SessionData, B> {
         &self.sessions
     }
 
@@ -108,8 +107,8 @@ impl<B: Backend> ServerStateStore<B> {
 }
 
 #[async_trait]
-impl<B: Backend> StateStore for ServerStateStore<B> {
-    async fn get(&self, ctx: &mut StoreContext) -> Result<Option<Arc<StateData>>, StoreError> {
+impl<B: Backend> SessionStore for ServerSessionStore<B> {
+    async fn get(&self, ctx: &mut StoreContext) -> Result<Option<Arc<SessionData>>, StoreError> {
         let Some(id) = self.request_id(ctx) else { return Ok(None) };
         let session = self.sessions.get_shared(id).await?;
         if session.is_none() {
@@ -118,7 +117,7 @@ impl<B: Backend> StateStore for ServerStateStore<B> {
         Ok(session)
     }
 
-    async fn set(&self, ctx: &mut StoreContext, data: &StateData, new_login: bool) -> Result<(), StoreError> {
+    async fn set(&self, ctx: &mut StoreContext, data: &SessionData, new_login: bool) -> Result<(), StoreError> {
         if new_login && let Some(old) = self.request_id(ctx).filter(|old| *old != data.id()).map(str::to_owned) {
             self.sessions.delete(&old).await?;
         }
@@ -148,8 +147,8 @@ impl<B: Backend> StateStore for ServerStateStore<B> {
 
     async fn delete_by_logout_token(&self, target: &LogoutTarget) -> Result<(), StoreError> {
         let deleted = match (&target.sid, &target.sub) {
-            (Some(sid), _) => self.sessions.delete_by(StateData::SID, sid.as_str()).await?,
-            (None, Some(sub)) => self.sessions.delete_by(StateData::SUB, sub.as_str()).await?,
+            (Some(sid), _) => self.sessions.delete_by(SessionData::SID, sid.as_str()).await?,
+            (None, Some(sub)) => self.sessions.delete_by(SessionData::SUB, sub.as_str()).await?,
             (None, None) => 0,
         };
         tracing::info!(deleted, "back-channel logout ended sessions");
@@ -160,7 +159,7 @@ impl<B: Backend> StateStore for ServerStateStore<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::User;
+    use crate::model::User;
     use http::header::COOKIE;
     use http::{HeaderMap, HeaderValue};
 
@@ -168,16 +167,16 @@ mod tests {
         crate::config::test_config(std::sync::Arc::new(1_000.into())).build().unwrap()
     }
 
-    fn session(sub: &str, sid: &str) -> StateData {
+    fn session(sub: &str, sid: &str) -> SessionData {
         let claims = serde_json::json!({"sub": sub, "sid": sid});
-        StateData::new(User::from_id_token_claims(claims.as_object().unwrap().clone()), "t".into(), 1_000)
+        SessionData::new(User::from_id_token_claims(claims.as_object().unwrap().clone()), "t".into(), 1_000)
     }
 
     use crate::store::browser_round_trip as next_request;
 
     #[tokio::test]
     async fn cookie_carries_only_the_session_id() {
-        let store = ServerStateStore::in_memory(&config());
+        let store = ServerSessionStore::in_memory(&config());
         let data = session("u1", "s1");
         let mut ctx = StoreContext::default();
         store.set(&mut ctx, &data, true).await.unwrap();
@@ -189,7 +188,7 @@ mod tests {
 
     #[tokio::test]
     async fn new_login_deletes_the_old_record() {
-        let store = ServerStateStore::in_memory(&config());
+        let store = ServerSessionStore::in_memory(&config());
         let first = session("u1", "s1");
         let mut ctx = StoreContext::default();
         store.set(&mut ctx, &first, true).await.unwrap();
@@ -203,7 +202,7 @@ mod tests {
 
     #[tokio::test]
     async fn logout_token_deletes_by_sid_or_by_sub() {
-        let store = ServerStateStore::in_memory(&config());
+        let store = ServerSessionStore::in_memory(&config());
         let (a, b, c) = (session("u1", "s1"), session("u1", "s2"), session("u2", "s3"));
         for data in [&a, &b, &c] {
             store.set(&mut StoreContext::default(), data, true).await.unwrap();
@@ -220,7 +219,7 @@ mod tests {
 
     #[tokio::test]
     async fn malformed_or_unknown_ids_are_no_session() {
-        let store = ServerStateStore::in_memory(&config());
+        let store = ServerSessionStore::in_memory(&config());
         for cookie in ["_a0_session=short", "_a0_session=../../etc", &format!("_a0_session={}", "A".repeat(43))] {
             let mut request = HeaderMap::new();
             request.insert(COOKIE, HeaderValue::from_str(cookie).unwrap());
@@ -230,7 +229,7 @@ mod tests {
 
     #[tokio::test]
     async fn delete_removes_the_record_and_the_cookie() {
-        let store = ServerStateStore::in_memory(&config());
+        let store = ServerSessionStore::in_memory(&config());
         let data = session("u1", "s1");
         let mut ctx = StoreContext::default();
         store.set(&mut ctx, &data, true).await.unwrap();
@@ -244,7 +243,7 @@ mod tests {
     #[tokio::test]
     async fn an_unchanged_session_is_decoded_once_and_a_replaced_or_deleted_one_is_not_served_stale() {
         let config = config();
-        let store = ServerStateStore::in_memory(&config);
+        let store = ServerSessionStore::in_memory(&config);
         let mut ctx = StoreContext::default();
         let data = session("u1", "s1");
         store.set(&mut ctx, &data, true).await.unwrap();
@@ -265,7 +264,7 @@ mod tests {
         let third = store.get(&mut request()).await.unwrap().unwrap();
         assert_eq!(third.touched_at, 2_000, "a replaced record is read anew");
 
-        store.sessions().delete_by(StateData::SID, "s1").await.unwrap();
+        store.sessions().delete_by(SessionData::SID, "s1").await.unwrap();
         assert_eq!(store.get(&mut request()).await.unwrap(), None, "a deleted record is gone at once");
     }
 }

@@ -11,7 +11,7 @@
 //! access token), `redis-cached` (the Redis store with client-side caching), `tower-sessions`
 //! (tower-sessions 0.15 with its `MemoryStore`) and `tower-sessions-redis` (tower-sessions 0.14
 //! with `tower-sessions-redis-store`, the newest Redis store it has). Every other session holds
-//! the same data: auth-layer's [`StateData`] of a test user with realistic tokens.
+//! the same data: auth-layer's [`SessionData`] of a test user with realistic tokens.
 //!
 //! The auth-layer modes start the test provider (`tests/idp`, installed by `npm ci`) for
 //! discovery; no request under load reaches it.
@@ -20,8 +20,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use auth_layer::backend::{ClientCache, RedisBackend};
-use auth_layer::store::{CookieStateStore, ServerStateStore, StateStore, StoreContext};
-use auth_layer::{AuthConfig, AuthLayer, Session, StateData};
+use auth_layer::store::{CookieSessionStore, ServerSessionStore, SessionStore, StoreContext};
+use auth_layer::{AuthConfig, AuthLayer, Session, SessionData};
 use auth_layer_benches::test_session;
 use auth_layer_tests::{CLIENT_SECRET, Provider, ProviderOptions, SECRET};
 use axum::Router;
@@ -97,20 +97,20 @@ fn bare() -> Router {
 }
 
 async fn auth_layer_app(mode: &str, config: AuthConfig) -> Router {
-    let store: Arc<dyn StateStore> = match mode {
-        "cookie" | "cookie-small" => Arc::new(CookieStateStore::new(&config)),
-        "memory" => Arc::new(ServerStateStore::in_memory(&config)),
+    let store: Arc<dyn SessionStore> = match mode {
+        "cookie" | "cookie-small" => Arc::new(CookieSessionStore::new(&config)),
+        "memory" => Arc::new(ServerSessionStore::in_memory(&config)),
         "redis-cached" => {
             let cache = ClientCache::new(std::num::NonZeroUsize::new(100_000).expect("not zero"));
             let backend = RedisBackend::connect_with_client_cache(&redis_url(), cache).await.expect("Redis (RESP3)");
-            Arc::new(ServerStateStore::new(backend, &config))
+            Arc::new(ServerSessionStore::new(backend, &config))
         }
         _ => {
             let backend = RedisBackend::connect(&redis_url()).await.expect("Redis at REDIS_URL");
-            Arc::new(ServerStateStore::new(backend, &config))
+            Arc::new(ServerSessionStore::new(backend, &config))
         }
     };
-    let layer = AuthLayer::builder(config).with_state_store(store.clone()).build().await.expect("discovery");
+    let layer = AuthLayer::builder(config).with_session_store(store.clone()).build().await.expect("discovery");
     async fn me(session: Session) -> Result<String, StatusCode> {
         match session.user().await {
             Ok(Some(user)) => Ok(user.sub().to_owned()),
@@ -151,7 +151,7 @@ mod peer {
     pub fn memory() -> Router {
         use tower_sessions::{MemoryStore, Session, SessionManagerLayer};
         async fn me(session: Session) -> Result<String, StatusCode> {
-            match session.get::<StateData>(KEY).await {
+            match session.get::<SessionData>(KEY).await {
                 Ok(Some(data)) => Ok(data.sub().to_owned()),
                 Ok(None) => Err(StatusCode::UNAUTHORIZED),
                 Err(_) => Err(StatusCode::SERVICE_UNAVAILABLE),
@@ -168,7 +168,7 @@ mod peer {
         use tower_sessions_014::{Session, SessionManagerLayer};
         use tower_sessions_redis_store::fred::prelude::*;
         async fn me(session: Session) -> Result<String, StatusCode> {
-            match session.get::<StateData>(KEY).await {
+            match session.get::<SessionData>(KEY).await {
                 Ok(Some(data)) => Ok(data.sub().to_owned()),
                 Ok(None) => Err(StatusCode::UNAUTHORIZED),
                 Err(_) => Err(StatusCode::SERVICE_UNAVAILABLE),

@@ -6,7 +6,7 @@
 //! `/auth/profile`, `/auth/access-token` and `/auth/backchannel-logout`.
 
 use auth_layer::backend::{PostgresBackend, RedisBackend};
-use auth_layer::store::ServerStateStore;
+use auth_layer::store::ServerSessionStore;
 use auth_layer::{AccessTokenOptions, AuthConfig, AuthError, AuthLayer, Session, User};
 use axum::Router;
 use axum::http::HeaderMap;
@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 /// `redis` (at `REDIS_URL`, default `redis://127.0.0.1:6379`) or `postgres` (at `DATABASE_URL`,
 /// default `postgres://postgres@127.0.0.1:5432/postgres`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum SessionStore {
+pub enum StoreChoice {
     /// The whole session sealed in the cookie.
     #[default]
     Cookie,
@@ -29,7 +29,7 @@ pub enum SessionStore {
     Postgres(String),
 }
 
-impl SessionStore {
+impl StoreChoice {
     /// Reads `SESSION_STORE` (and `REDIS_URL` or `DATABASE_URL`); unset means `cookie`.
     pub fn from_env() -> Result<Self, String> {
         let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
@@ -45,25 +45,25 @@ impl SessionStore {
 
 /// The auth layer for `config`, sessions in `store`, with `/auth/profile`,
 /// `/auth/access-token` and `/auth/backchannel-logout` on.
-pub async fn auth_layer(config: AuthConfig, store: SessionStore) -> Result<AuthLayer, AuthError> {
+pub async fn auth_layer(config: AuthConfig, store: StoreChoice) -> Result<AuthLayer, AuthError> {
     let builder = AuthLayer::builder(config.clone());
     let layer = match store {
-        SessionStore::Cookie => builder.build().await?,
-        SessionStore::Memory => builder.with_state_store(ServerStateStore::in_memory(&config)).build().await?,
-        SessionStore::Redis(url) => {
+        StoreChoice::Cookie => builder.build().await?,
+        StoreChoice::Memory => builder.with_session_store(ServerSessionStore::in_memory(&config)).build().await?,
+        StoreChoice::Redis(url) => {
             let backend = RedisBackend::connect(&url).await?;
-            builder.with_state_store(ServerStateStore::new(backend, &config)).build().await?
+            builder.with_session_store(ServerSessionStore::new(backend, &config)).build().await?
         }
-        SessionStore::Postgres(url) => {
+        StoreChoice::Postgres(url) => {
             let backend = PostgresBackend::connect(&url).await?;
-            builder.with_state_store(ServerStateStore::new(backend, &config)).build().await?
+            builder.with_session_store(ServerSessionStore::new(backend, &config)).build().await?
         }
     };
     Ok(layer.with_profile_route(true).with_access_token_route(true).with_backchannel_logout(true))
 }
 
 /// Serves the app on the host and port of `APP_BASE_URL` until Ctrl-C, sessions in `store`.
-pub async fn serve(config: AuthConfig, store: SessionStore) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+pub async fn serve(config: AuthConfig, store: StoreChoice) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let base = config.base_url().clone();
     let host = base.host_str().unwrap_or("127.0.0.1").trim_matches(['[', ']']).to_owned();
     let port = base.port_or_known_default().unwrap_or(3000);
@@ -116,7 +116,7 @@ fn when(at: u64, now: u64) -> String {
 async fn home(session: Session, headers: HeaderMap) -> Response {
     let data = match session.data().await {
         Ok(data) => data,
-        Err(err) => return err.into_response(&headers).map(axum::body::Body::new).into_response(),
+        Err(err) => return err.to_response(&headers).map(axum::body::Body::new).into_response(),
     };
     let Some(data) = data else {
         return page(
@@ -153,7 +153,7 @@ async fn home(session: Session, headers: HeaderMap) -> Response {
 async fn refresh_token(session: Session, headers: HeaderMap) -> Response {
     match session.access_token(AccessTokenOptions { force_refresh: true, ..AccessTokenOptions::default() }).await {
         Ok(_) => Redirect::to("/").into_response(),
-        Err(err) => err.into_response(&headers).map(axum::body::Body::new).into_response(),
+        Err(err) => err.to_response(&headers).map(axum::body::Body::new).into_response(),
     }
 }
 

@@ -5,5 +5,5 @@
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     quickstart::init_logging();
     let config = auth_layer::AuthConfig::from_env()?;
-    quickstart::serve(config, quickstart::SessionStore::from_env()?).await
+    quickstart::serve(config, quickstart::StoreChoice::from_env()?).await
 }

@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::compact;
-use super::{LogoutTarget, StateStore, StoreContext, StoreError, auth_cookie, removal_cookie};
-use crate::AuthConfig;
+use super::{LogoutTarget, SessionStore, StoreContext, StoreError, auth_cookie, removal_cookie};
 use crate::backend::{Backend, MokaBackend};
-use crate::data::StateData;
+use crate::config::AuthConfig;
+use crate::model::SessionData;
+use crate::model::compact;
 use crate::record::TypedStore;
 use crate::seal::Sealer;
 
@@ -20,7 +20,7 @@ use crate::seal::Sealer;
 const CHUNK_SIZE: usize = 3_800;
 /// The most chunks read: bounds the cookie bytes a request can make us decrypt.
 const MAX_CHUNKS: usize = 8;
-/// How many bytes of opened sessions are kept by default (see [`CookieStateStore`]).
+/// How many bytes of opened sessions are kept by default (see [`CookieSessionStore`]).
 const DEFAULT_OPENED_CACHE: u64 = 32 << 20;
 /// The leading characters of a sealed value that key the opened cache: the format version and
 /// 23 bytes of the value's random nonce, so two values that differ there are never confused.
@@ -32,14 +32,14 @@ const NEVER: u64 = u64::MAX;
 struct Opened {
     /// The whole sealed value (every chunk, in order).
     sealed: Box<str>,
-    session: Arc<StateData>,
+    session: Arc<SessionData>,
     /// The marker backend's write count when this session was last found not logged out.
     markers_checked: AtomicU64,
 }
 
 /// A back-channel logout recorded for cookie sessions: sessions of `target` (`sid:...` or
 /// `sub:...`) created at or before `at` are over.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, crate::Store)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, auth_derive::Store)]
 #[store(key = "logout:{target}", name = "logout_marker")]
 pub(crate) struct LogoutMarker {
     target: String,
@@ -63,10 +63,14 @@ pub(crate) struct LogoutMarker {
 /// brings back a cookie byte for byte equal to one already opened gets that session without
 /// opening it again. Expiry is still checked on every read, and so are the logout markers
 /// (for markers in memory, only when one was written since the last check).
-pub struct CookieStateStore<M = MokaBackend> {
+pub struct CookieSessionStore<M = MokaBackend> {
     config: AuthConfig,
     sealer: Sealer,
     markers: TypedStore<LogoutMarker, M>,
+    /// Counts the markers this store wrote, when they live in its own memory (no one else
+    /// writes them there): a session checked since the last one needs no new check. `None`
+    /// for markers in a shared backend, which other processes write.
+    local_marker_writes: Option<Arc<AtomicU64>>,
     opened: Option<moka::sync::Cache<[u8; OPENED_KEY_LEN], Arc<Opened>>>,
 }
 
@@ -82,29 +86,31 @@ fn opened_cache(max_bytes: u64) -> Option<moka::sync::Cache<[u8; OPENED_KEY_LEN]
     })
 }
 
-impl<M> std::fmt::Debug for CookieStateStore<M> {
+impl<M> std::fmt::Debug for CookieSessionStore<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CookieStateStore").field("cookie", &self.config.cookies.session_name).finish_non_exhaustive()
+        f.debug_struct("CookieSessionStore").field("cookie", &self.config.cookies.session_name).finish_non_exhaustive()
     }
 }
 
-impl CookieStateStore<MokaBackend> {
+impl CookieSessionStore<MokaBackend> {
     /// A store sealing with a key derived from `config`'s secrets; logout markers in memory.
     pub fn new(config: &AuthConfig) -> Self {
         Self {
             sealer: Sealer::new(&config.secrets, "auth-layer session cookie v1"),
-            markers: TypedStore::new(MokaBackend::new(), &config.secrets),
+            markers: TypedStore::in_memory(),
+            local_marker_writes: Some(Arc::default()),
             opened: opened_cache(DEFAULT_OPENED_CACHE),
             config: config.clone(),
         }
     }
 }
 
-impl<M: Backend> CookieStateStore<M> {
+impl<M: Backend> CookieSessionStore<M> {
     /// The same store with its logout markers kept in `backend`.
-    pub fn with_marker_backend<B: Backend>(self, backend: B) -> CookieStateStore<B> {
-        CookieStateStore {
+    pub fn with_marker_backend<B: Backend>(self, backend: B) -> CookieSessionStore<B> {
+        CookieSessionStore {
             markers: TypedStore::new(backend, &self.config.secrets),
+            local_marker_writes: None,
             sealer: self.sealer,
             opened: self.opened,
             config: self.config,
@@ -154,7 +160,7 @@ impl<M: Backend> CookieStateStore<M> {
 
     /// Whether a back-channel logout ended `session` (a marker for its `sid` or `sub` at or
     /// after its creation).
-    async fn logged_out(&self, session: &StateData) -> Result<bool, StoreError> {
+    async fn logged_out(&self, session: &SessionData) -> Result<bool, StoreError> {
         let targets = [session.sid().map(|sid| format!("sid:{sid}")), Some(format!("sub:{}", session.sub()))];
         for target in targets.into_iter().flatten() {
             if let Some(marker) = self.markers.get_shared(&target).await?
@@ -221,12 +227,12 @@ impl<M: Backend> CookieStateStore<M> {
 }
 
 #[async_trait]
-impl<M: Backend> StateStore for CookieStateStore<M> {
-    async fn get(&self, ctx: &mut StoreContext) -> Result<Option<Arc<StateData>>, StoreError> {
+impl<M: Backend> SessionStore for CookieSessionStore<M> {
+    async fn get(&self, ctx: &mut StoreContext) -> Result<Option<Arc<SessionData>>, StoreError> {
         let Some(opened) = self.read_sealed(ctx).and_then(|sealed| self.open(&sealed)) else { return Ok(None) };
         // Read before the markers: a marker written during the check changes it, and the next
         // read checks again.
-        let writes = self.markers.backend().write_count();
+        let writes = self.local_marker_writes.as_ref().map(|count| count.load(Ordering::Acquire));
         if writes.is_none_or(|now| now != opened.markers_checked.load(Ordering::Acquire)) {
             if self.logged_out(&opened.session).await? {
                 tracing::info!(sub = opened.session.sub(), "session ended by back-channel logout");
@@ -238,8 +244,8 @@ impl<M: Backend> StateStore for CookieStateStore<M> {
         Ok(Some(opened.session.clone()))
     }
 
-    async fn set(&self, ctx: &mut StoreContext, data: &StateData, _new_login: bool) -> Result<(), StoreError> {
-        let plain = compact::encode(data).map_err(StoreError::Unavailable)?;
+    async fn set(&self, ctx: &mut StoreContext, data: &SessionData, _new_login: bool) -> Result<(), StoreError> {
+        let plain = compact::encode(data)?;
         let sealed = self.sealer.seal(self.name(), &plain);
         let now = self.config.clock.now();
         let expires =
@@ -253,10 +259,7 @@ impl<M: Backend> StateStore for CookieStateStore<M> {
         } else {
             let parts = sealed.as_bytes().chunks(CHUNK_SIZE);
             if parts.len() > MAX_CHUNKS {
-                return Err(StoreError::Unavailable(format!(
-                    "session is {} bytes sealed, more than cookies can carry; use a server-side store",
-                    sealed.len()
-                )));
+                return Err(StoreError::TooLarge { size: sealed.len(), limit: CHUNK_SIZE * MAX_CHUNKS });
             }
             for (i, part) in parts.enumerate() {
                 let name = format!("{}.{i}", self.name());
@@ -283,14 +286,18 @@ impl<M: Backend> StateStore for CookieStateStore<M> {
             (None, None) => return Ok(()),
         };
         let marker = LogoutMarker { target, at: self.config.clock.now() };
-        self.markers.set_with_ttl(&marker, Some(self.config.absolute_duration)).await
+        self.markers.set_with_ttl(&marker, Some(self.config.absolute_duration)).await?;
+        if let Some(count) = &self.local_marker_writes {
+            count.fetch_add(1, Ordering::Release);
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::User;
+    use crate::model::User;
     use crate::store::browser_round_trip;
     use http::header::COOKIE;
     use http::{HeaderMap, HeaderValue};
@@ -299,9 +306,9 @@ mod tests {
         crate::config::test_config(std::sync::Arc::new(1_000.into())).build().unwrap()
     }
 
-    fn session(claim_bytes: usize) -> StateData {
+    fn session(claim_bytes: usize) -> SessionData {
         let claims = serde_json::json!({"sub": "u1", "bio": "b".repeat(claim_bytes)});
-        let mut data = StateData::new(
+        let mut data = SessionData::new(
             User::from_id_token_claims(claims.as_object().unwrap().clone()),
             "header.payload.signature".into(),
             1_000,
@@ -312,7 +319,7 @@ mod tests {
 
     #[tokio::test]
     async fn small_session_round_trips_in_one_cookie() {
-        let store = CookieStateStore::new(&config());
+        let store = CookieSessionStore::new(&config());
         let mut ctx = StoreContext::default();
         store.set(&mut ctx, &session(10), true).await.unwrap();
         let (set, mut next) = browser_round_trip(ctx);
@@ -325,7 +332,7 @@ mod tests {
 
     #[tokio::test]
     async fn large_session_round_trips_in_chunks() {
-        let store = CookieStateStore::new(&config());
+        let store = CookieSessionStore::new(&config());
         let mut ctx = StoreContext::default();
         store.set(&mut ctx, &session(9_000), true).await.unwrap();
         let (set, mut next) = browser_round_trip(ctx);
@@ -338,7 +345,7 @@ mod tests {
 
     #[tokio::test]
     async fn missing_chunk_means_no_session() {
-        let store = CookieStateStore::new(&config());
+        let store = CookieSessionStore::new(&config());
         let mut ctx = StoreContext::default();
         store.set(&mut ctx, &session(9_000), true).await.unwrap();
         let (set, _) = browser_round_trip(ctx);
@@ -355,7 +362,7 @@ mod tests {
 
     #[tokio::test]
     async fn shrinking_session_clears_stale_chunks() {
-        let store = CookieStateStore::new(&config());
+        let store = CookieSessionStore::new(&config());
         let mut ctx = StoreContext::default();
         store.set(&mut ctx, &session(9_000), true).await.unwrap();
         let (_, mut next) = browser_round_trip(ctx);
@@ -376,7 +383,7 @@ mod tests {
 
     #[tokio::test]
     async fn unrelated_cookies_with_our_prefix_are_not_chunks() {
-        let store = CookieStateStore::new(&config());
+        let store = CookieSessionStore::new(&config());
         let mut request = HeaderMap::new();
         request.insert(COOKIE, HeaderValue::from_static("_a0_session_theme=dark; _a0_session.x=1"));
         let mut ctx = StoreContext::from_headers(&request);
@@ -387,7 +394,7 @@ mod tests {
 
     #[tokio::test]
     async fn garbage_cookie_means_no_session() {
-        let store = CookieStateStore::new(&config());
+        let store = CookieSessionStore::new(&config());
         for garbage in ["", "x", "AAAA", "!!!", &"A".repeat(5000)] {
             let mut request = HeaderMap::new();
             request.insert(COOKIE, HeaderValue::from_str(&format!("_a0_session={garbage}")).unwrap());
@@ -397,7 +404,7 @@ mod tests {
 
     #[tokio::test]
     async fn cookie_bytes_that_are_not_text_mean_no_session_even_after_an_opened_prefix() {
-        let store = CookieStateStore::new(&config());
+        let store = CookieSessionStore::new(&config());
         let mut ctx = StoreContext::default();
         store.set(&mut ctx, &session(10), true).await.unwrap();
         let (_, mut next) = browser_round_trip(ctx);
@@ -419,10 +426,10 @@ mod tests {
         use std::sync::atomic::{AtomicU64, Ordering};
         let now = Arc::new(AtomicU64::new(1_000));
         let config = crate::config::test_config(now.clone()).build().unwrap();
-        let store = CookieStateStore::new(&config);
+        let store = CookieSessionStore::new(&config);
         let claims = serde_json::json!({"sub": "u1", "sid": "s1"});
         let user = User::from_id_token_claims(claims.as_object().unwrap().clone());
-        let old = StateData::new(user.clone(), "t".into(), 1_000);
+        let old = SessionData::new(user.clone(), "t".into(), 1_000);
         let mut ctx = StoreContext::default();
         store.set(&mut ctx, &old, true).await.unwrap();
         let (_, mut copied) = browser_round_trip(ctx);
@@ -433,7 +440,7 @@ mod tests {
         assert_eq!(store.get(&mut copied).await.unwrap(), None, "the marked session is over, copies included");
 
         now.store(1_101, Ordering::SeqCst);
-        let new = StateData::new(user, "t".into(), 1_101);
+        let new = SessionData::new(user, "t".into(), 1_101);
         let mut ctx = StoreContext::default();
         store.set(&mut ctx, &new, true).await.unwrap();
         let (_, mut next) = browser_round_trip(ctx);
@@ -457,7 +464,7 @@ mod tests {
         StoreContext::from_headers(&request)
     }
 
-    async fn sealed(store: &CookieStateStore, data: &StateData) -> Vec<String> {
+    async fn sealed(store: &CookieSessionStore, data: &SessionData) -> Vec<String> {
         let mut ctx = StoreContext::default();
         store.set(&mut ctx, data, true).await.unwrap();
         browser_round_trip(ctx).0
@@ -466,13 +473,13 @@ mod tests {
     #[tokio::test]
     async fn the_same_cookie_is_opened_once_and_shared() {
         for size in [10, 9_000] {
-            let store = CookieStateStore::new(&config());
+            let store = CookieSessionStore::new(&config());
             let set = sealed(&store, &session(size)).await;
             let first = store.get(&mut replay(&set)).await.unwrap().unwrap();
             let second = store.get(&mut replay(&set)).await.unwrap().unwrap();
             assert!(Arc::ptr_eq(&first, &second), "{size}: the second read is served from the opened cache");
 
-            let uncached = CookieStateStore::new(&config()).with_opened_cache(0);
+            let uncached = CookieSessionStore::new(&config()).with_opened_cache(0);
             let set = sealed(&uncached, &session(size)).await;
             let first = uncached.get(&mut replay(&set)).await.unwrap().unwrap();
             let second = uncached.get(&mut replay(&set)).await.unwrap().unwrap();
@@ -483,7 +490,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cookie_that_differs_from_an_opened_one_after_its_prefix_is_opened_and_refused() {
-        let store = CookieStateStore::new(&config());
+        let store = CookieSessionStore::new(&config());
         let set = sealed(&store, &session(10)).await;
         assert!(store.get(&mut replay(&set)).await.unwrap().is_some());
         let value = cookie::Cookie::parse(set[0].clone()).unwrap().value().to_owned();
@@ -501,9 +508,9 @@ mod tests {
     async fn a_back_channel_logout_ends_a_session_already_opened_and_cached() {
         let now = Arc::new(AtomicU64::new(1_000));
         let config = crate::config::test_config(now.clone()).build().unwrap();
-        let store = CookieStateStore::new(&config);
+        let store = CookieSessionStore::new(&config);
         let claims = serde_json::json!({"sub": "u1", "sid": "s1"});
-        let data = StateData::new(User::from_id_token_claims(claims.as_object().unwrap().clone()), "t".into(), 1_000);
+        let data = SessionData::new(User::from_id_token_claims(claims.as_object().unwrap().clone()), "t".into(), 1_000);
         let set = sealed(&store, &data).await;
         assert!(store.get(&mut replay(&set)).await.unwrap().is_some());
         assert!(store.get(&mut replay(&set)).await.unwrap().is_some(), "served from the cache, markers unchanged");

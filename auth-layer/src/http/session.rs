@@ -7,9 +7,9 @@ use http::header::COOKIE;
 use http::{HeaderMap, HeaderValue};
 use tokio::sync::OnceCell;
 
-use crate::auth_client::{AccessToken, AccessTokenOptions, AuthClient};
-use crate::data::{StateData, User};
+use crate::client::{AccessToken, AccessTokenOptions, AuthClient};
 use crate::error::AuthError;
+use crate::model::{SessionData, User};
 use crate::store::StoreContext;
 
 /// The session of the current request.
@@ -33,7 +33,7 @@ pub struct Session {
 struct Inner {
     client: AuthClient,
     cookies: CookieHeaders,
-    loaded: OnceCell<Option<Arc<StateData>>>,
+    loaded: OnceCell<Option<Arc<SessionData>>>,
     /// Cookies the load wants set on the response (renewal, clearing an expired session).
     response: Mutex<Option<StoreContext>>,
 }
@@ -50,8 +50,8 @@ impl Session {
     }
 
     /// The session's data, if the request has a valid, unexpired session. Loaded on first use
-    /// (see [`AuthClient::get_session`]: expiry checked, rolling renewal).
-    pub async fn data(&self) -> Result<Option<&StateData>, AuthError> {
+    /// (see [`AuthClient::session`]: expiry checked, rolling renewal).
+    pub async fn data(&self) -> Result<Option<&SessionData>, AuthError> {
         let loaded = self.inner.loaded.get_or_try_init(|| self.load()).await?;
         Ok(loaded.as_deref())
     }
@@ -62,10 +62,10 @@ impl Session {
     }
 
     /// An access token for this session, refreshed when due (see
-    /// [`AuthClient::get_access_token`]); the refreshed session's cookies go on the response.
+    /// [`AuthClient::access_token`]); the refreshed session's cookies go on the response.
     pub async fn access_token(&self, options: AccessTokenOptions) -> Result<AccessToken, AuthError> {
         let mut ctx = StoreContext::from_cookie_headers(self.inner.cookies.as_slice());
-        let result = self.inner.client.get_access_token(&mut ctx, options).await;
+        let result = self.inner.client.access_token(&mut ctx, options).await;
         if ctx.has_response_cookies() {
             let mut response = self.inner.response.lock().unwrap_or_else(|e| e.into_inner());
             match response.as_mut() {
@@ -81,9 +81,9 @@ impl Session {
         &self.inner.client
     }
 
-    async fn load(&self) -> Result<Option<Arc<StateData>>, AuthError> {
+    async fn load(&self) -> Result<Option<Arc<SessionData>>, AuthError> {
         let mut ctx = StoreContext::from_cookie_headers(self.inner.cookies.as_slice());
-        let session = self.inner.client.get_session(&mut ctx).await?;
+        let session = self.inner.client.session(&mut ctx).await?;
         if ctx.has_response_cookies() {
             *self.inner.response.lock().unwrap_or_else(|e| e.into_inner()) = Some(ctx);
         }

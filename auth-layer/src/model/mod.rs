@@ -1,6 +1,8 @@
-//! The records auth-layer keeps: the session ([`StateData`], with the [`User`]'s claims) and the
+//! The records auth-layer keeps: the session ([`SessionData`], with the [`User`]'s claims) and the
 //! login attempt in flight ([`TransactionData`]). Stores persist them; they know nothing of
 //! where they are kept.
+
+pub(crate) mod compact;
 
 use std::sync::Arc;
 
@@ -102,9 +104,9 @@ pub struct TokenSet {
 ///
 /// Kept whole in the session cookie by the cookie store, or under `session:{id}` (sealed, and
 /// indexed by `sub` and `sid` for back-channel logout) by a server-side store.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, crate::Store)]
-#[store(key = "session:{id}", name = "session", encrypt)]
-pub struct StateData {
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, auth_derive::Store)]
+#[store(key = "session:{id}", name = "session", encrypt, codec = crate::model::compact)]
+pub struct SessionData {
     /// A random id of this session (256 bits), new at every login.
     pub(crate) id: String,
     /// The user's subject, indexed for back-channel logout.
@@ -130,7 +132,7 @@ pub struct StateData {
     pub touched_at: u64,
 }
 
-impl StateData {
+impl SessionData {
     /// A new session for `user`, with a fresh random id, created `now`.
     pub fn new(user: User, id_token: String, now: u64) -> Self {
         Self {
@@ -168,7 +170,7 @@ impl StateData {
 }
 
 /// A login in flight, between the redirect to the provider and the callback.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, crate::Store)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, auth_derive::Store)]
 #[store(key = "transaction:{state}", name = "transaction", ttl = "10m", encrypt)]
 pub struct TransactionData {
     /// The `state` sent to the provider; the transaction's key.
@@ -225,7 +227,7 @@ mod tests {
 
     #[test]
     fn session_ends_at_the_earlier_of_its_two_limits() {
-        let mut data = StateData::new(User::from_id_token_claims(Map::new()), String::new(), 1_000);
+        let mut data = SessionData::new(User::from_id_token_claims(Map::new()), String::new(), 1_000);
         data.touched_at = 5_000;
         assert_eq!(data.expires_at(10_000, 100), 5_100);
         assert_eq!(data.expires_at(4_050, 100), 5_050);
@@ -234,8 +236,8 @@ mod tests {
     #[test]
     fn new_sessions_take_sub_and_sid_from_the_user_and_a_fresh_id() {
         let claims = serde_json::json!({"sub": "u1", "sid": "s1"});
-        let a = StateData::new(User::from_id_token_claims(claims.as_object().unwrap().clone()), String::new(), 1);
-        let b = StateData::new(a.user.clone(), String::new(), 1);
+        let a = SessionData::new(User::from_id_token_claims(claims.as_object().unwrap().clone()), String::new(), 1);
+        let b = SessionData::new(a.user.clone(), String::new(), 1);
         assert_eq!((a.sub(), a.sid()), ("u1", Some("s1")));
         assert_ne!(a.id(), b.id());
         assert!(a.id().len() >= 43, "at least 256 bits, base64url");
@@ -243,7 +245,7 @@ mod tests {
 
     #[tokio::test]
     async fn transactions_are_a_typed_store_record_too() {
-        use crate::record::Record;
+        use crate::record::Store as _;
         let store = TransactionData::store(&["0123456789abcdef0123456789abcdef"]);
         let tx = TransactionData {
             state: "st".into(),
@@ -261,11 +263,11 @@ mod tests {
 
     #[tokio::test]
     async fn sessions_are_indexed_by_sub_and_sid() {
-        let store = StateData::store(&["0123456789abcdef0123456789abcdef"]);
+        let store = SessionData::store(&["0123456789abcdef0123456789abcdef"]);
         let claims = serde_json::json!({"sub": "u1", "sid": "s1"});
-        let session = StateData::new(User::from_id_token_claims(claims.as_object().unwrap().clone()), "t".into(), 1);
+        let session = SessionData::new(User::from_id_token_claims(claims.as_object().unwrap().clone()), "t".into(), 1);
         store.set(&session).await.unwrap();
-        assert_eq!(store.find_by(StateData::SID, "s1").await.unwrap(), vec![session.clone()]);
-        assert_eq!(store.find_by(StateData::SUB, "u1").await.unwrap(), vec![session]);
+        assert_eq!(store.find_by(SessionData::SID, "s1").await.unwrap(), vec![session.clone()]);
+        assert_eq!(store.find_by(SessionData::SUB, "u1").await.unwrap(), vec![session]);
     }
 }

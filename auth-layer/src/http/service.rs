@@ -6,10 +6,10 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Limited};
 use tower_service::Service;
 
+use super::routes::{self, OptionalRoutes, Route, RouteBody};
+use super::session::{CookieHeaders, Session};
 use super::{AuthBody, ResponseFuture};
-use crate::auth_client::AuthClient;
-use crate::routes::{self, OptionalRoutes, Route, RouteBody};
-use crate::session::{CookieHeaders, Session};
+use crate::client::AuthClient;
 
 /// The service [`AuthLayer`](super::AuthLayer) produces.
 #[derive(Clone, Debug)]

@@ -2,13 +2,15 @@
 //! request's parts to a response, over [`AuthClient`].
 
 use bytes::Bytes;
-use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use http::request::Parts;
 use http::{HeaderValue, Method, Response, StatusCode};
 use http_body_util::Full;
+use tracing::Instrument;
 
-use crate::auth_client::{AccessTokenOptions, AuthClient, LoginOptions, LogoutOptions};
-use crate::error::{AuthError, error_response};
+use super::response::{error_response, redirect};
+use crate::client::{AccessTokenOptions, AuthClient, LoginOptions, LogoutOptions};
+use crate::error::{AuthError, Chain};
 use crate::store::StoreContext;
 
 /// The longest query string the login and logout routes read.
@@ -66,8 +68,14 @@ pub(crate) enum RouteBody {
     Failed,
 }
 
-/// Answers one auth route.
+/// Answers one auth route, inside a span of its own: `.instrument` (not a span guard held over
+/// `.await`) so that on a multi-threaded runtime no other request's events land in it.
 pub(crate) async fn handle(client: AuthClient, route: Route, parts: Parts, body: RouteBody) -> Response<Full<Bytes>> {
+    let span = tracing::info_span!("auth_route", route = ?route);
+    answer(client, route, parts, body).instrument(span).await
+}
+
+async fn answer(client: AuthClient, route: Route, parts: Parts, body: RouteBody) -> Response<Full<Bytes>> {
     if !route.allows(&parts.method) {
         let allow = if route == Route::BackchannelLogout { "POST" } else { "GET, HEAD" };
         let mut response = error_response(
@@ -82,8 +90,6 @@ pub(crate) async fn handle(client: AuthClient, route: Route, parts: Parts, body:
     }
     let query = parts.uri.query().unwrap_or("");
     let mut ctx = StoreContext::from_headers(&parts.headers);
-    let span = tracing::info_span!("auth_route", route = ?route);
-    let _enter = span.enter();
     let result = match route {
         Route::Login => login(&client, &mut ctx, query).await,
         Route::Callback => callback(&client, &mut ctx, query).await,
@@ -93,7 +99,7 @@ pub(crate) async fn handle(client: AuthClient, route: Route, parts: Parts, body:
         // Answered in the back-channel format, without the session cookies of a browser.
         Route::BackchannelLogout => return backchannel_logout(&client, &parts, body).await,
     };
-    let mut response = result.unwrap_or_else(|err| err.into_response(&parts.headers));
+    let mut response = result.unwrap_or_else(|err| err.to_response(&parts.headers));
     ctx.apply(response.headers_mut());
     tracing::info!(status = response.status().as_u16(), "auth route answered");
     response
@@ -121,7 +127,7 @@ async fn logout(client: &AuthClient, ctx: &mut StoreContext, query: &str) -> Res
 }
 
 async fn profile(client: &AuthClient, ctx: &mut StoreContext) -> Result<Response<Full<Bytes>>, AuthError> {
-    let user = client.get_user(ctx).await?.ok_or(AuthError::NotAuthenticated)?;
+    let user = client.user(ctx).await?.ok_or(AuthError::NotAuthenticated)?;
     let body = serde_json::to_vec(&user).map_err(|e| AuthError::InvalidRequest(e.to_string()))?;
     let mut response = Response::new(Full::new(Bytes::from(body)));
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -130,7 +136,7 @@ async fn profile(client: &AuthClient, ctx: &mut StoreContext) -> Result<Response
 }
 
 async fn access_token(client: &AuthClient, ctx: &mut StoreContext) -> Result<Response<Full<Bytes>>, AuthError> {
-    let token = client.get_access_token(ctx, AccessTokenOptions::default()).await?;
+    let token = client.access_token(ctx, AccessTokenOptions::default()).await?;
     let body = serde_json::to_vec(&token).map_err(|e| AuthError::InvalidRequest(e.to_string()))?;
     let mut response = Response::new(Full::new(Bytes::from(body)));
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -141,8 +147,6 @@ async fn access_token(client: &AuthClient, ctx: &mut StoreContext) -> Result<Res
 /// `POST {prefix}/backchannel-logout`: `200` with `Cache-Control: no-store` once every session
 /// the token names is gone, `400 {"error":"invalid_request",...}` for a bad request or token.
 async fn backchannel_logout(client: &AuthClient, parts: &Parts, body: RouteBody) -> Response<Full<Bytes>> {
-    let span = tracing::info_span!("auth_route", route = "backchannel_logout");
-    let _enter = span.enter();
     let form = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
         v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
     });
@@ -170,7 +174,7 @@ async fn backchannel_logout(client: &AuthClient, parts: &Parts, body: RouteBody)
         Ok(()) => (StatusCode::OK, Bytes::new()),
         Err(err) => {
             let status = if err.status().is_server_error() { err.status() } else { StatusCode::BAD_REQUEST };
-            tracing::warn!(code = err.code(), error = %err, "back-channel logout refused");
+            tracing::warn!(code = err.code(), error = %Chain(&err), "back-channel logout refused");
             let error = if status == StatusCode::BAD_REQUEST { "invalid_request" } else { "temporarily_unavailable" };
             let json = serde_json::json!({ "error": error, "error_description": err.to_string() });
             (status, Bytes::from(json.to_string()))
@@ -201,23 +205,6 @@ fn query_param(query: &str, name: &str) -> Result<Option<String>, AuthError> {
         }
     }
     Ok(found)
-}
-
-/// A `302 Found` to `location`, never cached.
-pub(crate) fn redirect(location: &str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::new()));
-    *response.status_mut() = StatusCode::FOUND;
-    match HeaderValue::try_from(location) {
-        Ok(value) => {
-            response.headers_mut().insert(LOCATION, value);
-        }
-        Err(_) => {
-            tracing::error!("redirect target is not a valid header value");
-            *response.status_mut() = StatusCode::BAD_REQUEST;
-        }
-    }
-    response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
 }
 
 #[cfg(test)]

@@ -5,15 +5,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode, Uri};
-use http_body_util::Full;
+use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::AuthBody;
-use crate::error::{AuthError, error_response, wants_json};
-use crate::session::Session;
+use super::response::{misconfigured, refusal};
+use super::session::Session;
+use crate::error::AuthError;
 
 /// Guards the services it wraps: only requests with a session reach them. Put it inside an
 /// [`AuthLayer`](super::AuthLayer).
@@ -62,33 +61,15 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
             let Some(session) = req.extensions().get::<Session>().cloned() else {
-                tracing::error!("RequireAuthLayer is not inside an AuthLayer: no session to check");
-                let response = error_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "misconfigured",
-                    "authentication is not set up",
-                    req.headers(),
-                );
-                return Ok(response.map(AuthBody::own));
+                return Ok(misconfigured(req.headers()).map(AuthBody::own));
             };
-            match session.user().await {
-                Ok(Some(_)) => Ok(inner.call(req).await?.map(AuthBody::inner)),
-                Ok(None) => {
-                    Ok(guard_deny(session.client().config().route_prefix(), req.uri(), req.headers())
-                        .map(AuthBody::own))
-                }
-                Err(err) => Ok(err.into_response(req.headers()).map(AuthBody::own)),
-            }
+            let err = match session.user().await {
+                Ok(Some(_)) => return Ok(inner.call(req).await?.map(AuthBody::inner)),
+                Ok(None) => AuthError::NotAuthenticated,
+                Err(err) => err,
+            };
+            let prefix = session.client().config().route_prefix();
+            Ok(refusal(&err, prefix, req.uri(), req.headers()).map(AuthBody::own))
         })
     }
-}
-
-/// The answer to a request without a session: a redirect to login for browsers, 401 otherwise.
-pub(crate) fn guard_deny(prefix: &str, uri: &Uri, headers: &HeaderMap) -> Response<Full<Bytes>> {
-    if wants_json(headers) {
-        return AuthError::NotAuthenticated.into_response(headers);
-    }
-    let here = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
-    let return_to: String = url::form_urlencoded::byte_serialize(here.as_bytes()).collect();
-    crate::routes::redirect(&format!("{prefix}/login?returnTo={return_to}"))
 }

@@ -17,7 +17,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{StateData, TokenSet, User};
+use crate::error::StoreError;
+use crate::model::{SessionData, TokenSet, User};
 
 /// The first byte of a compact plaintext. JSON, the format before it, starts with `{`.
 const COMPACT: u8 = 2;
@@ -90,7 +91,7 @@ struct Compact<'a> {
 #[derive(Deserialize)]
 struct Envelope {
     v: u8,
-    d: StateData,
+    d: SessionData,
 }
 
 /// Why a plaintext is not a session.
@@ -99,8 +100,8 @@ struct Envelope {
 pub(crate) struct DecodeError(String);
 
 /// `data` in the compact form.
-pub(crate) fn encode(data: &StateData) -> Result<Vec<u8>, String> {
-    let user = serde_json::to_string(&data.user).map_err(|e| format!("claims do not serialize: {e}"))?;
+pub(crate) fn encode(data: &SessionData) -> Result<Vec<u8>, StoreError> {
+    let user = serde_json::to_string(&data.user).map_err(|e| StoreError::encode("session", e))?;
     let compact = Compact {
         id: Token::of(&data.id),
         user: Cow::Owned(user),
@@ -121,11 +122,11 @@ pub(crate) fn encode(data: &StateData) -> Result<Vec<u8>, String> {
         created_at: data.created_at,
         touched_at: data.touched_at,
     };
-    postcard::to_extend(&compact, vec![COMPACT]).map_err(|e| format!("session does not serialize: {e}"))
+    postcard::to_extend(&compact, vec![COMPACT]).map_err(|e| StoreError::encode("session", e))
 }
 
 /// The session in `plain`: the compact form, or the JSON of earlier cookies.
-pub(crate) fn decode(plain: &[u8]) -> Result<StateData, DecodeError> {
+pub(crate) fn decode(plain: &[u8]) -> Result<SessionData, DecodeError> {
     match plain.first() {
         Some(&COMPACT) => {
             let (compact, rest) = postcard::take_from_bytes::<Compact<'_>>(&plain[1..])
@@ -135,7 +136,7 @@ pub(crate) fn decode(plain: &[u8]) -> Result<StateData, DecodeError> {
             }
             let user: User =
                 serde_json::from_str(&compact.user).map_err(|e| DecodeError(format!("claims do not decode: {e}")))?;
-            Ok(StateData {
+            Ok(SessionData {
                 id: compact.id.into_string(),
                 sub: compact.sub.map_or_else(|| user.sub().to_owned(), Cow::into_owned),
                 sid: compact.sid.map_or_else(|| user.sid().map(str::to_owned), |sid| sid.map(Cow::into_owned)),
@@ -182,13 +183,16 @@ pub(crate) mod tests {
 
     /// A session shaped like a real one: profile claims, an RS256 ID token, an access token for
     /// an API, a refresh token.
-    pub(crate) fn realistic() -> StateData {
+    pub(crate) fn realistic() -> SessionData {
         let claims = serde_json::json!({
             "sub": "auth0|user-0001", "sid": "sid-0001", "name": "Ann Example", "email": "ann@example.com",
             "email_verified": true, "picture": "https://example.com/ann.png", "updated_at": "2026-11-01T12:00:00Z",
         });
-        let mut data =
-            StateData::new(User::from_id_token_claims(claims.as_object().unwrap().clone()), jwt(100, 450, 342), 1_000);
+        let mut data = SessionData::new(
+            User::from_id_token_claims(claims.as_object().unwrap().clone()),
+            jwt(100, 450, 342),
+            1_000,
+        );
         data.refresh_token = Some(b64(43, 4));
         data.token_sets.push(TokenSet {
             audience: Some("https://api.example.com".into()),
@@ -270,5 +274,39 @@ pub(crate) mod tests {
         assert!(decode(&longer).unwrap_err().to_string().contains("after the compact session"));
         assert!(decode(&[7, 1, 2]).unwrap_err().to_string().contains("format byte 7"));
         assert!(decode(&[]).is_err());
+    }
+
+    #[tokio::test]
+    async fn stored_sessions_take_the_compact_form_through_the_record_codec_and_json_sessions_still_open() {
+        use crate::backend::{Backend, MokaBackend};
+        use crate::record::{Store as _, TypedStore};
+        use crate::seal::Sealer;
+
+        const SECRET: &str = "a-secret-of-at-least-32-characters!";
+        let backend = MokaBackend::new();
+        let sessions = TypedStore::<SessionData, _>::new(backend.clone(), &[SECRET]);
+        let session = realistic();
+        sessions.set(&session).await.unwrap();
+        let key = session.key();
+        let stored = backend.get(&key).await.unwrap().expect("written as bytes");
+        let sealer = Sealer::new(&[SECRET], "auth-layer typed store v1: session");
+        let plain = sealer.open_bytes(&key, &stored).unwrap();
+        assert_eq!(plain.first(), Some(&COMPACT), "the session's codec, not the JSON envelope");
+        let json = serde_json::to_vec(&serde_json::json!({ "v": 1, "d": &session })).unwrap();
+        assert!(
+            plain.len() * 4 < json.len() * 3,
+            "compact {} bytes against {} of JSON: a quarter smaller at least",
+            plain.len(),
+            json.len()
+        );
+        assert_eq!(sessions.get_by_full_key(&key).await.unwrap().as_ref(), Some(&session));
+
+        // A session an earlier version wrote: the JSON envelope, sealed as text.
+        let mut older = session.clone();
+        older.id = "older-session".into();
+        let envelope = serde_json::to_vec(&serde_json::json!({ "v": 1, "d": &older })).unwrap();
+        let text = sealer.seal(&older.key(), &envelope);
+        backend.put(&older.key(), bytes::Bytes::from(text), None, vec![]).await.unwrap();
+        assert_eq!(sessions.get_by_full_key(&older.key()).await.unwrap(), Some(older));
     }
 }

@@ -24,13 +24,14 @@
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::StatusCode;
 use http::request::Parts;
 use http_body_util::Full;
 
-use crate::error::error_response;
-use crate::layer::guard_deny;
-use crate::{AccessToken, AccessTokenOptions, Session, User};
+use super::response::{misconfigured, refusal};
+use super::session::Session;
+use crate::client::{AccessToken, AccessTokenOptions};
+use crate::error::AuthError;
+use crate::model::User;
 
 /// Why an extractor refused: a redirect to login, a 401, or the error that prevented reading
 /// the session (a 503 when the store is down).
@@ -44,15 +45,11 @@ impl IntoResponse for AuthRejection {
 }
 
 fn session_of(parts: &Parts) -> Result<Session, AuthRejection> {
-    parts.extensions.get::<Session>().cloned().ok_or_else(|| {
-        tracing::error!("auth extractor used on a route outside the AuthLayer");
-        AuthRejection(Box::new(error_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "misconfigured",
-            "authentication is not set up",
-            &parts.headers,
-        )))
-    })
+    parts.extensions.get::<Session>().cloned().ok_or_else(|| AuthRejection(Box::new(misconfigured(&parts.headers))))
+}
+
+fn refused(session: &Session, parts: &Parts, err: &AuthError) -> AuthRejection {
+    AuthRejection(Box::new(refusal(err, session.client().config().route_prefix(), &parts.uri, &parts.headers)))
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Session {
@@ -68,27 +65,19 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for User {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Option<Self>, Self::Rejection> {
         let session = session_of(parts)?;
-        match session.user().await {
-            Ok(user) => Ok(user.cloned()),
-            Err(err) => Err(AuthRejection(Box::new(err.into_response(&parts.headers)))),
-        }
+        session.user().await.map(Option::<&User>::cloned).map_err(|err| refused(&session, parts, &err))
     }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for User {
     type Rejection = AuthRejection;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        match <User as OptionalFromRequestParts<S>>::from_request_parts(parts, state).await? {
-            Some(user) => Ok(user),
-            None => {
-                let session = session_of(parts)?;
-                Err(AuthRejection(Box::new(guard_deny(
-                    session.client().config().route_prefix(),
-                    &parts.uri,
-                    &parts.headers,
-                ))))
-            }
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let session = session_of(parts)?;
+        match session.user().await {
+            Ok(Some(user)) => Ok(user.clone()),
+            Ok(None) => Err(refused(&session, parts, &AuthError::NotAuthenticated)),
+            Err(err) => Err(refused(&session, parts, &err)),
         }
     }
 }
@@ -101,14 +90,6 @@ impl<S: Send + Sync> FromRequestParts<S> for AccessToken {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let session = session_of(parts)?;
-        match session.access_token(AccessTokenOptions::default()).await {
-            Ok(token) => Ok(token),
-            Err(crate::AuthError::NotAuthenticated) => Err(AuthRejection(Box::new(guard_deny(
-                session.client().config().route_prefix(),
-                &parts.uri,
-                &parts.headers,
-            )))),
-            Err(err) => Err(AuthRejection(Box::new(err.into_response(&parts.headers)))),
-        }
+        session.access_token(AccessTokenOptions::default()).await.map_err(|err| refused(&session, parts, &err))
     }
 }

@@ -10,7 +10,7 @@ use http_body_util::Full;
 use pin_project_lite::pin_project;
 
 use super::AuthBody;
-use crate::session::Session;
+use super::session::Session;
 
 pub(crate) type RouteFuture = Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>;
 

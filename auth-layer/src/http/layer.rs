@@ -14,24 +14,13 @@
 //! # Ok(()) }
 //! ```
 
-mod body;
-mod future;
-mod guard;
-mod service;
-
-pub use body::AuthBody;
-pub use future::ResponseFuture;
-#[cfg(feature = "axum")]
-pub(crate) use guard::guard_deny;
-pub use guard::{RequireAuth, RequireAuthLayer};
-pub use service::AuthService;
-
 use tower_layer::Layer;
 
-use crate::auth_client::AuthClient;
+use super::routes::OptionalRoutes;
+use super::service::AuthService;
+use crate::client::AuthClient;
 use crate::config::AuthConfig;
 use crate::error::AuthError;
-use crate::routes::OptionalRoutes;
 
 /// Mounts the auth routes and the per-request session on a service.
 ///
@@ -48,13 +37,13 @@ pub struct AuthLayer {
 /// on the built layer (`with_profile_route`, ...).
 #[must_use]
 pub struct AuthLayerBuilder {
-    client: crate::auth_client::AuthClientBuilder,
+    client: crate::client::AuthClientBuilder,
 }
 
 impl AuthLayerBuilder {
     /// Keeps sessions in `store` instead of the encrypted cookie.
-    pub fn with_state_store(mut self, store: impl crate::store::StateStore) -> Self {
-        self.client = self.client.with_state_store(store);
+    pub fn with_session_store(mut self, store: impl crate::store::SessionStore) -> Self {
+        self.client = self.client.with_session_store(store);
         self
     }
 
@@ -65,13 +54,13 @@ impl AuthLayerBuilder {
     }
 
     /// Runs `hook` on every session before it is saved at login or after a refresh.
-    pub fn before_save(mut self, hook: impl Fn(&mut crate::StateData) + Send + Sync + 'static) -> Self {
+    pub fn before_save(mut self, hook: impl Fn(&mut crate::model::SessionData) + Send + Sync + 'static) -> Self {
         self.client = self.client.before_save(hook);
         self
     }
 
     /// Runs `hook` after every completed login.
-    pub fn after_callback(mut self, hook: impl Fn(&crate::LoginResult) + Send + Sync + 'static) -> Self {
+    pub fn after_callback(mut self, hook: impl Fn(&crate::client::LoginResult) + Send + Sync + 'static) -> Self {
         self.client = self.client.after_callback(hook);
         self
     }

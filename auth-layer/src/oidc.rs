@@ -1,0 +1,582 @@
+//! The OpenID Connect relying party, on `openidconnect`: discovery, a JWKS cache that refetches
+//! (rate-limited) when a token names an unknown key, authorization URLs with PKCE S256, `state`
+//! and `nonce`, the code exchange and every ID-token check, and the end-session URL.
+//!
+//! It knows nothing of HTTP servers or cookies; [`AuthClient`](crate::AuthClient) wires it to
+//! the stores.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreIdTokenVerifier, CoreJsonWebKeySet, CoreJwsSigningAlgorithm,
+    CoreTokenResponse,
+};
+use openidconnect::{
+    AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet, EndpointSet,
+    IssuerUrl, JsonWebKey, JsonWebKeySetUrl, JwsSigningAlgorithm, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
+    PkceCodeVerifier, ProviderMetadataWithLogout, RedirectUrl, RequestTokenError, Scope, TokenResponse,
+};
+use serde_json::{Map, Value};
+use url::Url;
+
+use crate::config::{AuthConfig, TokenEndpointAuth};
+use crate::error::{Chain, ProviderError, cause};
+
+/// The least time between two JWKS refetches caused by unknown `kid`s.
+const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+/// The largest ID token accepted, in bytes.
+const MAX_ID_TOKEN_LEN: usize = 64 * 1024;
+
+type Client = CoreClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet, EndpointMaybeSet>;
+
+/// An authorization request, ready to send the browser to.
+pub(crate) struct AuthorizationRequest {
+    pub(crate) url: Url,
+    pub(crate) state: String,
+    pub(crate) nonce: String,
+    pub(crate) code_verifier: String,
+}
+
+/// What a successful refresh gives.
+pub(crate) struct RefreshedTokens {
+    pub(crate) access_token: String,
+    pub(crate) expires_at: Option<u64>,
+    pub(crate) scope: Option<String>,
+    /// A rotated refresh token, when the provider sent one.
+    pub(crate) refresh_token: Option<String>,
+    /// A new ID token and its claims, when the provider sent one.
+    pub(crate) id_token: Option<(String, Map<String, Value>)>,
+}
+
+/// What a valid logout token names.
+pub(crate) struct LogoutClaims {
+    pub(crate) sub: Option<String>,
+    pub(crate) sid: Option<String>,
+    pub(crate) jti: String,
+    /// Until when the token could be replayed (its `exp`, or `iat` plus the replay window).
+    pub(crate) replayable_until: u64,
+}
+
+/// What a successful code exchange gives.
+pub(crate) struct LoginTokens {
+    pub(crate) id_token: String,
+    pub(crate) claims: Map<String, Value>,
+    pub(crate) access_token: String,
+    pub(crate) refresh_token: Option<String>,
+    pub(crate) expires_at: Option<u64>,
+    pub(crate) scope: Option<String>,
+}
+
+/// The relying party for one provider and one client.
+pub(crate) struct RelyingParty {
+    client: Client,
+    client_id: ClientId,
+    client_secret: ClientSecret,
+    issuer: IssuerUrl,
+    jwks_uri: JsonWebKeySetUrl,
+    jwks: RwLock<Arc<CoreJsonWebKeySet>>,
+    /// When an unknown `kid` last caused a refetch (discovery's own fetch does not count).
+    /// Held during a refetch, so concurrent logins with the new key share one.
+    last_jwks_refetch: tokio::sync::Mutex<Option<Instant>>,
+    allowed_algs: Vec<CoreJwsSigningAlgorithm>,
+    end_session_endpoint: Option<Url>,
+    http: reqwest::Client,
+    config: AuthConfig,
+}
+
+impl RelyingParty {
+    /// Discovers the provider and fetches its keys.
+    pub(crate) async fn discover(config: &AuthConfig) -> Result<Self, ProviderError> {
+        let http = reqwest::Client::builder()
+            // Never follow redirects from the provider's endpoints (SSRF, token leakage).
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| ProviderError::Discovery(cause(e)))?;
+        let issuer = IssuerUrl::new(config.issuer.clone()).map_err(|e| ProviderError::Discovery(cause(e)))?;
+        let metadata = ProviderMetadataWithLogout::discover_async(issuer.clone(), &http)
+            .await
+            .map_err(|e| ProviderError::Discovery(cause(e)))?;
+        let token_url = metadata
+            .token_endpoint()
+            .cloned()
+            .ok_or_else(|| ProviderError::Discovery(cause("the provider announces no token_endpoint")))?;
+        let allowed_algs: Vec<CoreJwsSigningAlgorithm> = metadata
+            .id_token_signing_alg_values_supported()
+            .iter()
+            .filter(|alg| !matches!(alg, CoreJwsSigningAlgorithm::None))
+            .cloned()
+            .collect();
+        if allowed_algs.is_empty() {
+            return Err(ProviderError::Discovery(cause("the provider announces no usable ID-token signing algorithm")));
+        }
+        let end_session_endpoint =
+            metadata.additional_metadata().end_session_endpoint.as_ref().map(|u| u.url().clone());
+        let jwks_uri = metadata.jwks_uri().clone();
+        let jwks = metadata.jwks().clone();
+        let client_id = ClientId::new(config.client_id.clone());
+        let client_secret = ClientSecret::new(config.client_secret.clone());
+        let redirect = RedirectUrl::from_url(config.callback_url());
+        let client = CoreClient::from_provider_metadata(metadata, client_id.clone(), Some(client_secret.clone()))
+            .set_token_uri(token_url)
+            .set_redirect_uri(redirect)
+            .set_auth_type(match config.token_endpoint_auth {
+                TokenEndpointAuth::ClientSecretBasic => AuthType::BasicAuth,
+                TokenEndpointAuth::ClientSecretPost => AuthType::RequestBody,
+            });
+        tracing::info!(issuer = %issuer.as_str(), keys = jwks.keys().len(), "discovered OpenID Provider");
+        Ok(Self {
+            client,
+            client_id,
+            client_secret,
+            issuer,
+            jwks_uri,
+            jwks: RwLock::new(Arc::new(jwks)),
+            last_jwks_refetch: tokio::sync::Mutex::new(None),
+            allowed_algs,
+            end_session_endpoint,
+            http,
+            config: config.clone(),
+        })
+    }
+
+    /// The provider's issuer, as discovered.
+    pub(crate) fn issuer(&self) -> &str {
+        self.issuer.as_str()
+    }
+
+    /// A new authorization request: fresh `state`, `nonce` and PKCE S256 verifier.
+    pub(crate) fn authorization_request(&self, extra: &[(String, String)]) -> AuthorizationRequest {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let state = crate::seal::random_token(32);
+        let nonce = crate::seal::random_token(32);
+        let (state_for_url, nonce_for_url) = (state.clone(), nonce.clone());
+        let mut request = self
+            .client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                move || CsrfToken::new(state_for_url),
+                move || Nonce::new(nonce_for_url),
+            )
+            .set_pkce_challenge(challenge);
+        for scope in self.config.scope.split_whitespace().filter(|s| *s != "openid") {
+            request = request.add_scope(Scope::new(scope.to_owned()));
+        }
+        if let Some(audience) = &self.config.audience {
+            request = request.add_extra_param("audience", audience.clone());
+        }
+        let reserved = [
+            "response_type",
+            "client_id",
+            "redirect_uri",
+            "state",
+            "nonce",
+            "code_challenge",
+            "code_challenge_method",
+            "scope",
+        ];
+        for (name, value) in self.config.authorization_params.iter().chain(extra) {
+            if reserved.contains(&name.as_str()) {
+                tracing::warn!(param = %name, "authorization parameter is set by auth-layer itself; ignored");
+                continue;
+            }
+            request = request.add_extra_param(name.clone(), value.clone());
+        }
+        let (url, _, _) = request.url();
+        AuthorizationRequest { url, state, nonce, code_verifier: verifier.secret().clone() }
+    }
+
+    /// Exchanges an authorization code and checks the ID token against `nonce`.
+    pub(crate) async fn exchange_code(
+        &self,
+        code: &str,
+        code_verifier: &str,
+        nonce: &str,
+    ) -> Result<LoginTokens, ProviderError> {
+        let response: CoreTokenResponse = self
+            .client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .set_pkce_verifier(PkceCodeVerifier::new(code_verifier.to_owned()))
+            .request_async(&self.http)
+            .await
+            .map_err(|err| match token_error(err) {
+                // At the code exchange, `invalid_grant` means a bad or used code, not a dead session.
+                ProviderError::InvalidGrant(why) => ProviderError::TokenRefused(why),
+                other => other,
+            })?;
+        let id_token = response
+            .id_token()
+            .ok_or_else(|| ProviderError::BadTokenResponse("no id_token in the token response".into()))?;
+        let claims = self.verify_id_token(id_token, Some(nonce)).await?;
+        let now = self.config.clock.now();
+        Ok(LoginTokens {
+            id_token: id_token.to_string(),
+            claims,
+            access_token: response.access_token().secret().clone(),
+            refresh_token: response.refresh_token().map(|t| t.secret().clone()),
+            expires_at: response.expires_in().map(|d| now.saturating_add(d.as_secs())),
+            scope: response.scopes().map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),
+        })
+    }
+
+    /// Exchanges a refresh token; a new ID token in the answer is checked like any other (its
+    /// `nonce` only if present) and must name the same `sub`.
+    pub(crate) async fn refresh(
+        &self,
+        refresh_token: &str,
+        audience: Option<&str>,
+        scope: Option<&str>,
+        sub: &str,
+    ) -> Result<RefreshedTokens, ProviderError> {
+        let token = openidconnect::RefreshToken::new(refresh_token.to_owned());
+        let mut request = self.client.exchange_refresh_token(&token);
+        if let Some(scope) = scope {
+            for s in scope.split_whitespace() {
+                request = request.add_scope(Scope::new(s.to_owned()));
+            }
+        }
+        if let Some(audience) = audience {
+            request = request.add_extra_param("audience", audience.to_owned());
+        }
+        let response: CoreTokenResponse = request.request_async(&self.http).await.map_err(token_error)?;
+        let now = self.config.clock.now();
+        let id_token = match response.id_token() {
+            Some(id_token) => {
+                let claims = self.verify_id_token(id_token, None).await?;
+                if claims.get("sub").and_then(Value::as_str) != Some(sub) {
+                    return Err(ProviderError::InvalidIdToken("a refreshed ID token names another sub".into()));
+                }
+                Some((id_token.to_string(), claims))
+            }
+            None => None,
+        };
+        Ok(RefreshedTokens {
+            access_token: response.access_token().secret().clone(),
+            expires_at: response.expires_in().map(|d| now.saturating_add(d.as_secs())),
+            scope: response.scopes().map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),
+            refresh_token: response.refresh_token().map(|t| t.secret().clone()),
+            id_token,
+        })
+    }
+
+    /// Every check of a back-channel logout token (OpenID Connect Back-Channel Logout 1.0,
+    /// 2.4 to 2.6) but replay, which the caller checks with `jti`.
+    pub(crate) async fn verify_logout_token(&self, token: &str) -> Result<LogoutClaims, ProviderError> {
+        let bad = |why: &str| ProviderError::InvalidLogoutToken(why.to_owned());
+        let (header, claims, signature, signing_input) = parse_jwt(token)?;
+        let alg = check_logout_header(&header)?;
+        if !self.allowed_algs.contains(&alg) {
+            return Err(bad("alg is not one the provider announced"));
+        }
+        let kid = header.get("kid").and_then(Value::as_str);
+        if let Some(kid) = kid
+            && !self.knows_kid(kid)
+        {
+            self.refetch_jwks(kid).await;
+        }
+        let verified = if alg.uses_shared_secret() {
+            let key =
+                openidconnect::core::CoreJsonWebKey::new_symmetric(self.client_secret.secret().as_bytes().to_vec());
+            key.verify_signature(&alg, signing_input.as_bytes(), &signature).is_ok()
+        } else {
+            let keys = self.keys();
+            keys.keys()
+                .iter()
+                .filter(|k| kid.is_none() || k.key_id().is_some_and(|id| Some(id.as_str()) == kid))
+                .any(|k| k.verify_signature(&alg, signing_input.as_bytes(), &signature).is_ok())
+        };
+        if !verified {
+            return Err(bad("signature does not verify with the provider's keys"));
+        }
+
+        let now = self.config.clock.now();
+        check_logout_claims(
+            &claims,
+            self.issuer.as_str(),
+            self.client_id.as_str(),
+            now,
+            self.config.clock_skew.as_secs(),
+        )
+    }
+
+    /// Every ID-token check: signature by `kid` (refetching the JWKS once for an unknown one),
+    /// an announced algorithm (never `none`), `iss`, `aud`, `azp` with several audiences, `exp`
+    /// and `iat` within the clock tolerance, `nonce`, `sub`. Returns all the token's claims.
+    async fn verify_id_token(
+        &self,
+        id_token: &CoreIdToken,
+        nonce: Option<&str>,
+    ) -> Result<Map<String, Value>, ProviderError> {
+        let raw = id_token.to_string();
+        if raw.len() > MAX_ID_TOKEN_LEN {
+            return Err(ProviderError::InvalidIdToken(format!("longer than {MAX_ID_TOKEN_LEN} bytes")));
+        }
+        if let Some(kid) = header_kid(&raw)
+            && !self.knows_kid(&kid)
+        {
+            self.refetch_jwks(&kid).await;
+        }
+        let keys = self.keys();
+        let now = self.config.clock.now() as i64;
+        let skew = self.config.clock_skew.as_secs() as i64;
+        let verifier = CoreIdTokenVerifier::new_confidential_client(
+            self.client_id.clone(),
+            self.client_secret.clone(),
+            self.issuer.clone(),
+            (*keys).clone(),
+        )
+        .set_allowed_algs(self.allowed_algs.clone())
+        // Extra audiences are allowed only with `azp`, checked below.
+        .set_other_audience_verifier_fn(|_| true)
+        // `exp` is compared with this time: the tolerance lets a token expire `skew` late.
+        .set_time_fn(move || timestamp(now - skew))
+        .set_issue_time_verifier_fn(move |iat| {
+            if iat.timestamp() > now + skew {
+                Err(format!("issued in the future ({})", iat.timestamp()))
+            } else {
+                Ok(())
+            }
+        });
+        let verified = match nonce {
+            Some(nonce) => id_token.claims(&verifier, &Nonce::new(nonce.to_owned())),
+            // A refreshed ID token: no nonce was sent, so none is required.
+            None => id_token.claims(&verifier, |_: Option<&Nonce>| Ok(())),
+        }
+        .map_err(|e| ProviderError::InvalidIdToken(e.to_string()))?;
+        let audiences = verified.audiences();
+        match verified.authorized_party() {
+            Some(azp) if azp.as_str() != self.client_id.as_str() => {
+                return Err(ProviderError::InvalidIdToken(format!("azp `{}` is not this client", azp.as_str())));
+            }
+            None if audiences.len() > 1 => {
+                return Err(ProviderError::InvalidIdToken("several audiences and no azp".into()));
+            }
+            _ => {}
+        }
+        if verified.subject().is_empty() {
+            return Err(ProviderError::InvalidIdToken("empty sub".into()));
+        }
+        // The signature is verified: read every claim, including those openidconnect has no type for.
+        let payload = raw.split('.').nth(1).unwrap_or_default();
+        URL_SAFE_NO_PAD
+            .decode(payload)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Map<String, Value>>(&bytes).ok())
+            .ok_or_else(|| ProviderError::InvalidIdToken("payload is not a JSON object".into()))
+    }
+
+    fn keys(&self) -> Arc<CoreJsonWebKeySet> {
+        self.jwks.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn knows_kid(&self, kid: &str) -> bool {
+        self.keys().keys().iter().any(|k| k.key_id().is_some_and(|id| id.as_str() == kid))
+    }
+
+    /// Refetches the JWKS for an unknown `kid`, at most once per [`JWKS_REFETCH_INTERVAL`];
+    /// concurrent callers wait for the refetch under way instead of starting another.
+    async fn refetch_jwks(&self, kid: &str) {
+        let mut last = self.last_jwks_refetch.lock().await;
+        if self.knows_kid(kid) {
+            return;
+        }
+        if last.is_some_and(|at| at.elapsed() < JWKS_REFETCH_INTERVAL) {
+            tracing::warn!(kid, "ID token names an unknown key; JWKS refetched too recently to try again");
+            return;
+        }
+        *last = Some(Instant::now());
+        tracing::info!(kid, "ID token names an unknown key; refetching the provider's JWKS");
+        match CoreJsonWebKeySet::fetch_async(&self.jwks_uri, &self.http).await {
+            Ok(jwks) => *self.jwks.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(jwks),
+            Err(err) => tracing::warn!(error = %Chain(&err), "JWKS refetch failed"),
+        }
+    }
+
+    /// The provider's end-session URL for this ID token, or `None` when it has none.
+    pub(crate) fn end_session_url(
+        &self,
+        id_token: Option<&str>,
+        post_logout_redirect_uri: &Url,
+        extra: &[(String, String)],
+    ) -> Option<Url> {
+        let mut url = self.end_session_endpoint.clone()?;
+        {
+            let mut query = url.query_pairs_mut();
+            query.extend_pairs(extra);
+            if let Some(hint) = id_token {
+                query.append_pair("id_token_hint", hint);
+            }
+            query.append_pair("post_logout_redirect_uri", post_logout_redirect_uri.as_str());
+            query.append_pair("client_id", self.client_id.as_str());
+        }
+        Some(url)
+    }
+}
+
+/// How long a logout token without `exp` is remembered against replay.
+const LOGOUT_TOKEN_REPLAY_WINDOW: Duration = Duration::from_secs(600);
+
+type TokenError = RequestTokenError<
+    openidconnect::HttpClientError<reqwest::Error>,
+    openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>,
+>;
+
+fn token_error(err: TokenError) -> ProviderError {
+    match err {
+        RequestTokenError::ServerResponse(e)
+            if *e.error() == openidconnect::core::CoreErrorResponseType::InvalidGrant =>
+        {
+            ProviderError::InvalidGrant(e.to_string())
+        }
+        RequestTokenError::ServerResponse(e) => ProviderError::TokenRefused(e.to_string()),
+        RequestTokenError::Request(e) => ProviderError::Unreachable(cause(e)),
+        // A JSON answer with an ID token that does not parse: the ID token lacks a required
+        // claim (`iat`, `sub`, ...) or has a malformed one.
+        RequestTokenError::Parse(e, body) if has_id_token(&body) => ProviderError::InvalidIdToken(e.to_string()),
+        RequestTokenError::Parse(e, _) => ProviderError::BadTokenResponse(e.to_string()),
+        RequestTokenError::Other(e) => ProviderError::BadTokenResponse(e),
+    }
+}
+
+fn has_id_token(body: &[u8]) -> bool {
+    serde_json::from_slice::<Map<String, Value>>(body).is_ok_and(|answer| answer.contains_key("id_token"))
+}
+
+fn decode_json(segment: &str) -> Option<Map<String, Value>> {
+    let bytes = URL_SAFE_NO_PAD.decode(segment).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// A JWT's parts: header and claims (JSON objects), signature bytes, and the signed input.
+pub(crate) type JwtParts<'t> = (Map<String, Value>, Map<String, Value>, Vec<u8>, &'t str);
+
+/// Splits and decodes a JWT. Structure only; nothing is verified.
+pub(crate) fn parse_jwt(token: &str) -> Result<JwtParts<'_>, ProviderError> {
+    let bad = |why: &str| ProviderError::InvalidLogoutToken(why.to_owned());
+    if token.len() > MAX_ID_TOKEN_LEN {
+        return Err(bad("too long"));
+    }
+    let mut parts = token.split('.');
+    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad("not a signed JWT (three parts)"));
+    };
+    let header = decode_json(header_b64).ok_or_else(|| bad("header is not JSON"))?;
+    let claims = decode_json(payload_b64).ok_or_else(|| bad("payload is not JSON"))?;
+    let signature = URL_SAFE_NO_PAD.decode(signature_b64).map_err(|_| bad("signature is not base64url"))?;
+    let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
+    Ok((header, claims, signature, signing_input))
+}
+
+/// A logout token's header checks: `typ` (when present) and an algorithm that is not `none`.
+pub(crate) fn check_logout_header(header: &Map<String, Value>) -> Result<CoreJwsSigningAlgorithm, ProviderError> {
+    let bad = |why: &str| ProviderError::InvalidLogoutToken(why.to_owned());
+    match header.get("typ").map(|t| t.as_str()) {
+        None | Some(Some("logout+jwt" | "JWT" | "jwt" | "application/logout+jwt")) => {}
+        _ => return Err(bad("typ is not logout+jwt")),
+    }
+    let alg: CoreJwsSigningAlgorithm = header
+        .get("alg")
+        .cloned()
+        .and_then(|a| serde_json::from_value(a).ok())
+        .ok_or_else(|| bad("alg missing or unknown"))?;
+    if matches!(alg, CoreJwsSigningAlgorithm::None) {
+        return Err(bad("alg none"));
+    }
+    Ok(alg)
+}
+
+/// A logout token's claim checks (Back-Channel Logout 1.0, 2.4 and 2.6), replay aside.
+pub(crate) fn check_logout_claims(
+    claims: &Map<String, Value>,
+    issuer: &str,
+    client_id: &str,
+    now: u64,
+    skew: u64,
+) -> Result<LogoutClaims, ProviderError> {
+    let bad = |why: &str| ProviderError::InvalidLogoutToken(why.to_owned());
+    if claims.get("iss").and_then(Value::as_str) != Some(issuer) {
+        return Err(bad("iss is not the provider"));
+    }
+    let aud_ok = match claims.get("aud") {
+        Some(Value::String(aud)) => aud == client_id,
+        Some(Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(client_id)),
+        _ => false,
+    };
+    if !aud_ok {
+        return Err(bad("aud does not contain this client"));
+    }
+    let iat = claims.get("iat").and_then(Value::as_u64).ok_or_else(|| bad("iat missing"))?;
+    if iat > now.saturating_add(skew) {
+        return Err(bad("iat is in the future"));
+    }
+    let exp = match claims.get("exp") {
+        Some(exp) => {
+            let exp = exp.as_u64().ok_or_else(|| bad("exp is not a number"))?;
+            if now >= exp.saturating_add(skew) {
+                return Err(bad("expired"));
+            }
+            Some(exp)
+        }
+        None => None,
+    };
+    let jti = claims.get("jti").and_then(Value::as_str).filter(|j| !j.is_empty()).ok_or_else(|| bad("jti missing"))?;
+    let event = claims
+        .get("events")
+        .and_then(Value::as_object)
+        .and_then(|events| events.get("http://schemas.openid.net/event/backchannel-logout"))
+        .ok_or_else(|| bad("events lacks the back-channel logout event"))?;
+    if !event.is_object() {
+        return Err(bad("the back-channel logout event is not a JSON object"));
+    }
+    if claims.contains_key("nonce") {
+        return Err(bad("a logout token must not carry a nonce"));
+    }
+    let string_claim = |name: &str| -> Result<Option<String>, ProviderError> {
+        match claims.get(name) {
+            None => Ok(None),
+            Some(Value::String(v)) if !v.is_empty() => Ok(Some(v.clone())),
+            Some(_) => Err(bad(&format!("{name} is not a string"))),
+        }
+    };
+    let (sub, sid) = (string_claim("sub")?, string_claim("sid")?);
+    if sub.is_none() && sid.is_none() {
+        return Err(bad("neither sid nor sub"));
+    }
+    let replayable_until =
+        exp.unwrap_or(iat.saturating_add(LOGOUT_TOKEN_REPLAY_WINDOW.as_secs())).max(now).saturating_add(skew);
+    Ok(LogoutClaims { sub, sid, jti: jti.to_owned(), replayable_until })
+}
+
+/// The `kid` of a JWT's header, if it has one.
+fn header_kid(jwt: &str) -> Option<String> {
+    let header = jwt.split('.').next()?;
+    if header.len() > 4096 {
+        return None;
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(header).ok()?;
+    let value: Value = serde_json::from_slice(&bytes).ok()?;
+    value.get("kid")?.as_str().map(str::to_owned)
+}
+
+fn timestamp(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(secs, 0).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kid_is_read_from_the_jwt_header() {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","kid":"key-1"}"#);
+        assert_eq!(header_kid(&format!("{header}.e30.sig")).as_deref(), Some("key-1"));
+        assert_eq!(header_kid("not-a-jwt"), None);
+        assert_eq!(header_kid(""), None);
+    }
+}
