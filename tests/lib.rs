@@ -191,13 +191,17 @@ async fn announced_port(child: &mut Child) -> u16 {
     port
 }
 
-/// `node <script>` in the provider's folder, listening on `port` (0: any), stdout piped.
+/// `node <script>` in the provider's folder, listening on `port` (0: any), stdout piped. Its
+/// stdin is a pipe this process holds: the provider exits when it closes, which happens however
+/// this process ends (a benchmark killed by a signal leaves no provider behind).
 fn node(script: &str, port: u16) -> Command {
     let mut command = Command::new("node");
     command
         .arg(script)
         .current_dir(idp_dir())
         .env("PORT", port.to_string())
+        .env("EXIT_WITH_STDIN", "1")
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true);
@@ -530,6 +534,19 @@ mod tests {
         let ports: Vec<u16> = (0..2000).map(|_| free_port()).collect();
         let distinct: BTreeSet<u16> = ports.iter().copied().collect();
         assert_eq!(distinct.len(), ports.len(), "a port was handed out twice");
+    }
+
+    #[tokio::test]
+    async fn a_provider_exits_once_the_process_that_started_it_is_gone() {
+        let app_url = format!("http://127.0.0.1:{}", free_port());
+        let mut provider = Provider::start(&app_url, &ProviderOptions::default()).await;
+        // What the system does to the pipe when this process dies, by any signal.
+        drop(provider.child.stdin.take().expect("the provider's stdin is a pipe we hold"));
+        let status = tokio::time::timeout(Duration::from_secs(10), provider.child.wait())
+            .await
+            .expect("the provider outlived the process that started it")
+            .unwrap();
+        assert!(status.success(), "{status}");
     }
 
     #[tokio::test]

@@ -160,3 +160,9 @@ server.listen(Number(process.env.PORT ?? 0), '127.0.0.1', () => {
   console.log(`hostile provider listening on ${issuer}`);
 });
 process.on('SIGTERM', () => server.close(() => process.exit(0)));
+// As provider.mjs: exit when the process that started it is gone (its pipe closes).
+if (process.env.EXIT_WITH_STDIN === '1') {
+  process.stdin.on('end', () => process.exit(0));
+  process.stdin.on('error', () => process.exit(0));
+  process.stdin.resume();
+}

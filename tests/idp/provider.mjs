@@ -10,6 +10,9 @@
 //                  key rotation restart the provider with another)
 //   NO_END_SESSION when 1, announce no end_session_endpoint (tests of local-only logout)
 //   ROTATE_REFRESH when 1, every refresh returns a new refresh token and the old one is dead
+//   EXIT_WITH_STDIN when 1, exit as soon as standard input closes: the harness keeps a pipe to
+//                  it open, and the pipe closes however the process that started it ends
+//                  (SIGKILL included), so no provider outlives a test run or a benchmark
 //
 // Test-only routes (loopback only, never in a real provider):
 //   GET  /__test/stats  {"refresh_grants": n}: refresh-token grants served so far
@@ -131,3 +134,8 @@ server.listen(Number(process.env.PORT ?? 3001), '127.0.0.1', () => {
 const stop = () => server.close(() => process.exit(0));
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);
+if (process.env.EXIT_WITH_STDIN === '1') {
+  process.stdin.on('end', () => process.exit(0));
+  process.stdin.on('error', () => process.exit(0));
+  process.stdin.resume();
+}
