@@ -383,6 +383,16 @@ impl TestEnv {
 }
 
 /// A listener for an app, on a port no other test was handed.
+/// For a test that builds its own layer and app: a provider that knows an app at a loopback URL,
+/// the app's configuration, its URL, and the listener to serve it on.
+pub async fn provider_for_own_app() -> (Provider, AuthConfig, String, tokio::net::TcpListener) {
+    let (port, listener) = bind();
+    let app_url = format!("http://127.0.0.1:{port}");
+    let provider = Provider::start(&app_url, &ProviderOptions::default()).await;
+    let config = config(&provider, &app_url, TokenEndpointAuth::ClientSecretBasic, Arc::new(AtomicU64::new(0)));
+    (provider, config, app_url, listener)
+}
+
 fn bind() -> (u16, tokio::net::TcpListener) {
     let listener = claimed_listener();
     listener.set_nonblocking(true).unwrap();
