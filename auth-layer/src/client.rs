@@ -271,6 +271,7 @@ impl AuthClient {
     /// than half its inactivity window left is renewed (rolling expiry; its cookies go in `ctx`).
     ///
     /// The session is shared with the store, which may hand the same one to later requests.
+    #[doc(alias = "get_session")]
     pub async fn session(&self, ctx: &mut StoreContext) -> Result<Option<Arc<SessionData>>, AuthError> {
         let Some(mut session) = self.inner.session_store.get(ctx).await? else { return Ok(None) };
         let now = self.inner.config.clock.now();
@@ -287,6 +288,7 @@ impl AuthClient {
     }
 
     /// The logged-in user, if any.
+    #[doc(alias = "get_user")]
     pub async fn user(&self, ctx: &mut StoreContext) -> Result<Option<User>, AuthError> {
         Ok(self.session(ctx).await?.map(|s| s.user.clone()))
     }
@@ -315,6 +317,7 @@ impl AuthClient {
     /// An access token for the request's session: the stored one while fresh, else a refreshed
     /// one. Concurrent calls for one session share a single refresh. A refused refresh token
     /// (`invalid_grant`) ends the session; an unreachable provider leaves it as it was.
+    #[doc(alias = "get_access_token")]
     pub async fn access_token(
         &self,
         ctx: &mut StoreContext,

@@ -1,5 +1,28 @@
 //! # auth-layer
 //!
+//! ## How it is built (read this first)
+//!
+//! The crate is a stack. Each layer uses only the layers below it, never one above or beside
+//! it (`tests/layout.rs` fails the build's tests otherwise), so any file can be read knowing
+//! only what is under it:
+//!
+//! | layer | module | owns |
+//! | --- | --- | --- |
+//! | HTTP | `http` (private; its items are at the root) | [`AuthLayer`], [`AuthService`], [`ResponseFuture`], [`AuthBody`]; the auth routes; the lazy per-request [`Session`]; [`RequireAuthLayer`]; error pages and the one "redirect to login or 401" decision; `axum` extractors |
+//! | client | `client` | [`AuthClient`]: login, callback, session reads with expiry and rolling renewal, access tokens and refresh, logout, back-channel logout |
+//! | relying party, stores | `oidc`, [`store`] | discovery, keys and every token check; the [`store::SessionStore`] and [`store::TransactionStore`] contracts and the cookie and server-side stores |
+//! | session model | `model` | [`SessionData`], [`TransactionData`], [`User`], [`TokenSet`], the compact session codec |
+//! | typed records | [`record`] | the [`record::Store`] trait (derived) and [`record::TypedStore`]: generic, it names no auth type |
+//! | backends | [`backend`] | [`backend::Backend`]: bytes by key with a TTL and index tags; moka, Redis, PostgreSQL |
+//! | foundations | `config`, `seal`, `return_to`, `error` | [`AuthConfig`], sealing (XChaCha20-Poly1305, HKDF sub-keys), `returnTo` checks, every error type |
+//!
+//! One request: [`AuthService`] answers `/auth/*` itself through [`AuthClient`]; any other
+//! request gets a [`Session`] handle in its extensions and goes on to the app. The handle reads
+//! nothing until a handler asks, then reads once through the session store (a cookie opened,
+//! or a backend read); on the way out, cookies the read or a refresh wants set are appended.
+//!
+//! ## Use
+//!
 //! Server-side OpenID Connect login for any Tower service (axum, hyper, anything built on
 //! `tower::Service<http::Request<_>>`), with sessions in an encrypted cookie or a store of your
 //! choice.
@@ -91,7 +114,10 @@
 //! [`AuthClient::start_login`] and [`AuthClient::complete_login`].
 //!
 //! ## Features
-//! - `axum`: the extractors [`User`] and [`Session`] (see the `axum` module).
+//! - `axum`: the extractors [`User`], `Option<User>`, [`Session`] and [`AccessToken`] (see the
+//!   `axum` module).
+//! - `redis`: `backend::RedisBackend` (standalone or cluster, TLS from the URL).
+//! - `postgres`: `backend::PostgresBackend`.
 
 #![deny(missing_docs, unreachable_pub, unsafe_code)]
 #![warn(clippy::await_holding_lock)]

@@ -13,8 +13,10 @@ mod redis;
 
 pub use self::moka::MokaBackend;
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use self::postgres::{PostgresBackend, PostgresOptions};
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::{ClientCache, RedisBackend};
 
 use std::time::Duration;

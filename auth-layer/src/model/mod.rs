@@ -106,6 +106,7 @@ pub struct TokenSet {
 /// indexed by `sub` and `sid` for back-channel logout) by a server-side store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, auth_derive::Store)]
 #[store(key = "session:{id}", name = "session", encrypt, codec = crate::model::compact)]
+#[doc(alias = "StateData")]
 pub struct SessionData {
     /// A random id of this session (256 bits), new at every login.
     pub(crate) id: String,

@@ -63,6 +63,7 @@ pub(crate) struct LogoutMarker {
 /// brings back a cookie byte for byte equal to one already opened gets that session without
 /// opening it again. Expiry is still checked on every read, and so are the logout markers
 /// (for markers in memory, only when one was written since the last check).
+#[doc(alias = "StatelessStateStore", alias = "CookieStateStore")]
 pub struct CookieSessionStore<M = MokaBackend> {
     config: AuthConfig,
     sealer: Sealer,

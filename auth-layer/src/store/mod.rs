@@ -42,6 +42,7 @@ pub struct LogoutTarget {
 
 /// Keeps sessions. Expiry is checked by the caller on every read, whatever the store.
 #[async_trait]
+#[doc(alias = "StateStore")]
 pub trait SessionStore: Send + Sync + 'static {
     /// The session of this request, if any. A value that cannot be read is `Ok(None)`.
     ///

@@ -33,6 +33,7 @@ use crate::record::TypedStore;
 /// [`with_opened_cache`](Self::with_opened_cache) says otherwise): a request whose session's
 /// stored bytes have not changed gets it without decrypting or decoding it again. The backend
 /// is still asked on every request, so a deleted session ends at once, on every machine.
+#[doc(alias = "ServerStateStore")]
 pub struct ServerSessionStore<B = MokaBackend> {
     sessions: TypedStore<SessionData, B>,
     config: AuthConfig,
