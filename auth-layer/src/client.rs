@@ -324,6 +324,17 @@ impl AuthClient {
         options: AccessTokenOptions,
     ) -> Result<AccessToken, AuthError> {
         let session = self.session(ctx).await?.ok_or(AuthError::NotAuthenticated)?;
+        self.access_token_of(ctx, session, options).await
+    }
+
+    /// [`access_token`](Self::access_token) for a session the caller has read already
+    /// (through [`session`](Self::session), with this request's `ctx`).
+    pub(crate) async fn access_token_of(
+        &self,
+        ctx: &mut StoreContext,
+        session: Arc<SessionData>,
+        options: AccessTokenOptions,
+    ) -> Result<AccessToken, AuthError> {
         let config = &self.inner.config;
         let audience = options.audience.as_deref().or(config.audience.as_deref());
         let current = find_token_set(&session.token_sets, audience, options.scope.as_deref());

@@ -124,6 +124,14 @@ impl App {
             )
             .route("/token", get(|token: AccessToken| async move { token.access_token }))
             .route(
+                "/token-then-user",
+                get(|session: Session| async move {
+                    let token = session.access_token(AccessTokenOptions::default()).await.unwrap();
+                    let user = session.user().await.unwrap().unwrap();
+                    format!("{} {}", token.access_token, user.sub())
+                }),
+            )
+            .route(
                 "/orders-token",
                 get(|session: Session| async move {
                     let options =
@@ -165,6 +173,10 @@ async fn a_route_that_never_reads_the_session_makes_no_store_call_and_one_that_r
     let (status, body) = app.get("/me-twice", Some(&app.cookie), "text/html").await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, r#"Some("claire") Some("claire")"#));
     assert_eq!(app.reads(), before + 1, "asked twice, read once");
+
+    let (status, body) = app.get("/token-then-user", Some(&app.cookie), "text/html").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "token-default claire"));
+    assert_eq!(app.reads(), before + 2, "an access token and the user: one read");
 }
 
 #[tokio::test]

@@ -52,8 +52,12 @@ impl Session {
     /// The session's data, if the request has a valid, unexpired session. Loaded on first use
     /// (see [`AuthClient::session`]: expiry checked, rolling renewal).
     pub async fn data(&self) -> Result<Option<&SessionData>, AuthError> {
-        let loaded = self.inner.loaded.get_or_try_init(|| self.load()).await?;
-        Ok(loaded.as_deref())
+        Ok(self.loaded().await?.as_deref())
+    }
+
+    /// The session as the store shares it, read once per request.
+    async fn loaded(&self) -> Result<&Option<Arc<SessionData>>, AuthError> {
+        self.inner.loaded.get_or_try_init(|| self.load()).await
     }
 
     /// The logged-in user, if any.
@@ -62,17 +66,13 @@ impl Session {
     }
 
     /// An access token for this session, refreshed when due (see
-    /// [`AuthClient::access_token`]); the refreshed session's cookies go on the response.
+    /// [`AuthClient::access_token`]); the refreshed session's cookies go on the response. The
+    /// session is the one this request has read (once), not read again.
     pub async fn access_token(&self, options: AccessTokenOptions) -> Result<AccessToken, AuthError> {
+        let session = self.loaded().await?.clone().ok_or(AuthError::NotAuthenticated)?;
         let mut ctx = StoreContext::from_cookie_headers(self.inner.cookies.as_slice());
-        let result = self.inner.client.access_token(&mut ctx, options).await;
-        if ctx.has_response_cookies() {
-            let mut response = self.inner.response.lock().unwrap_or_else(|e| e.into_inner());
-            match response.as_mut() {
-                Some(pending) => pending.absorb(ctx),
-                None => *response = Some(ctx),
-            }
-        }
+        let result = self.inner.client.access_token_of(&mut ctx, session, options).await;
+        self.keep_response_cookies(ctx);
         result
     }
 
@@ -84,10 +84,21 @@ impl Session {
     async fn load(&self) -> Result<Option<Arc<SessionData>>, AuthError> {
         let mut ctx = StoreContext::from_cookie_headers(self.inner.cookies.as_slice());
         let session = self.inner.client.session(&mut ctx).await?;
-        if ctx.has_response_cookies() {
-            *self.inner.response.lock().unwrap_or_else(|e| e.into_inner()) = Some(ctx);
-        }
+        self.keep_response_cookies(ctx);
         Ok(session)
+    }
+
+    /// Adds the cookies `ctx` wants set to the response's, later ones replacing earlier ones of
+    /// the same name (a refresh's session cookie wins over the renewal before it).
+    fn keep_response_cookies(&self, ctx: StoreContext) {
+        if !ctx.has_response_cookies() {
+            return;
+        }
+        let mut response = self.inner.response.lock().unwrap_or_else(|e| e.into_inner());
+        match response.as_mut() {
+            Some(pending) => pending.absorb(ctx),
+            None => *response = Some(ctx),
+        }
     }
 
     /// The cookies this request's session wants set on the response, if any.
