@@ -198,8 +198,7 @@ impl AuthClient {
     /// When `session` ends unless renewed: the earlier of its absolute and inactivity limits
     /// (seconds since the Unix epoch).
     pub fn session_expires_at(&self, session: &SessionData) -> u64 {
-        let config = &self.inner.config;
-        session.expires_at(config.absolute_duration.as_secs(), config.inactivity_duration.as_secs())
+        session.expires_at(&self.inner.config)
     }
 
     /// Starts a login: saves a transaction and returns the provider's authorization URL to
@@ -275,12 +274,12 @@ impl AuthClient {
     pub async fn session(&self, ctx: &mut StoreContext) -> Result<Option<Arc<SessionData>>, AuthError> {
         let Some(mut session) = self.inner.session_store.get(ctx).await? else { return Ok(None) };
         let now = self.inner.config.clock.now();
-        if self.is_expired(&session, now) {
+        if session.is_expired(&self.inner.config, now) {
             tracing::info!(sub = session.user.sub(), "session expired");
             self.inner.session_store.delete(ctx).await?;
             return Ok(None);
         }
-        if renewal_due(&self.inner.config, &session, now) {
+        if session.renewal_due(&self.inner.config, now) {
             Arc::make_mut(&mut session).touched_at = now;
             self.inner.session_store.set(ctx, &session, false).await?;
         }
@@ -427,19 +426,6 @@ impl AuthClient {
         tracing::info!(sid = target.sid.as_deref(), sub = target.sub.as_deref(), "back-channel logout handled");
         Ok(())
     }
-
-    fn is_expired(&self, session: &SessionData, now: u64) -> bool {
-        let config = &self.inner.config;
-        let expires = session.expires_at(config.absolute_duration.as_secs(), config.inactivity_duration.as_secs());
-        now >= expires
-    }
-}
-
-/// Whether `session` is due for rolling renewal: less of its inactivity window left than the
-/// configured threshold (half the window by default), at `now`.
-fn renewal_due(config: &AuthConfig, session: &SessionData, now: u64) -> bool {
-    let window_ends = session.touched_at.saturating_add(config.inactivity_duration.as_secs());
-    window_ends.saturating_sub(now) < config.renew_below.as_secs()
 }
 
 /// How long a refresh's result is shared with requests of the same session that carry the
@@ -548,12 +534,12 @@ mod tests {
     fn rolling_renewal_waits_until_less_than_the_threshold_is_left() {
         // Default threshold: half of 1,000 s. Now is 10,000.
         let default = config(None);
-        assert!(!renewal_due(&default, &touched(9_600), 10_000), "600 s left of 1,000: no write");
-        assert!(renewal_due(&default, &touched(9_400), 10_000), "400 s left: renew");
+        assert!(!touched(9_600).renewal_due(&default, 10_000), "600 s left of 1,000: no write");
+        assert!(touched(9_400).renewal_due(&default, 10_000), "400 s left: renew");
         let eager = config(Some(900));
-        assert!(renewal_due(&eager, &touched(9_600), 10_000), "600 s left, threshold 900: renew");
+        assert!(touched(9_600).renewal_due(&eager, 10_000), "600 s left, threshold 900: renew");
         let lazy = config(Some(100));
-        assert!(!renewal_due(&lazy, &touched(9_400), 10_000), "400 s left, threshold 100: no write");
+        assert!(!touched(9_400).renewal_due(&lazy, 10_000), "400 s left, threshold 100: no write");
     }
 
     #[test]

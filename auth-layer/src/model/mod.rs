@@ -4,6 +4,8 @@
 
 pub(crate) mod compact;
 
+use crate::config::AuthConfig;
+
 use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -164,8 +166,34 @@ impl SessionData {
         self.sid.as_deref()
     }
 
-    /// When the session ends, given the absolute and inactivity limits (seconds since the epoch).
-    pub fn expires_at(&self, absolute: u64, inactivity: u64) -> u64 {
+    // The one expiry rule, used by the client (expiry, renewal) and by every store (cookie
+    // `Max-Age`, a record's TTL).
+
+    /// When the session ends unless renewed, under `config`'s limits: the earlier of its
+    /// absolute limit (from login) and its inactivity limit (from the last renewal), in seconds
+    /// since the Unix epoch.
+    pub fn expires_at(&self, config: &AuthConfig) -> u64 {
+        self.ends_at(config.absolute_duration.as_secs(), config.inactivity_duration.as_secs())
+    }
+
+    /// Whether the session has ended at `now`.
+    pub fn is_expired(&self, config: &AuthConfig, now: u64) -> bool {
+        now >= self.expires_at(config)
+    }
+
+    /// Seconds the session has left at `now` (0 once ended).
+    pub fn seconds_left(&self, config: &AuthConfig, now: u64) -> u64 {
+        self.expires_at(config).saturating_sub(now)
+    }
+
+    /// Whether the session is due for rolling renewal at `now`: less of its inactivity window
+    /// left than `config`'s threshold (half the window by default).
+    pub fn renewal_due(&self, config: &AuthConfig, now: u64) -> bool {
+        let window_ends = self.touched_at.saturating_add(config.inactivity_duration.as_secs());
+        window_ends.saturating_sub(now) < config.renew_below.as_secs()
+    }
+
+    fn ends_at(&self, absolute: u64, inactivity: u64) -> u64 {
         self.created_at.saturating_add(absolute).min(self.touched_at.saturating_add(inactivity))
     }
 }
@@ -230,8 +258,8 @@ mod tests {
     fn session_ends_at_the_earlier_of_its_two_limits() {
         let mut data = SessionData::new(User::from_id_token_claims(Map::new()), String::new(), 1_000);
         data.touched_at = 5_000;
-        assert_eq!(data.expires_at(10_000, 100), 5_100);
-        assert_eq!(data.expires_at(4_050, 100), 5_050);
+        assert_eq!(data.ends_at(10_000, 100), 5_100);
+        assert_eq!(data.ends_at(4_050, 100), 5_050);
     }
 
     #[test]

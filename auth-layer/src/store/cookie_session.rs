@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{LogoutTarget, SessionStore, StoreContext, StoreError, auth_cookie, removal_cookie};
+use super::{DEFAULT_OPENED_CACHE, LogoutTarget, SessionStore, StoreContext, StoreError, auth_cookie, removal_cookie};
 use crate::backend::{Backend, MokaBackend};
 use crate::config::AuthConfig;
 use crate::model::SessionData;
@@ -20,8 +20,6 @@ use crate::seal::Sealer;
 const CHUNK_SIZE: usize = 3_800;
 /// The most chunks read: bounds the cookie bytes a request can make us decrypt.
 const MAX_CHUNKS: usize = 8;
-/// How many bytes of opened sessions are kept by default (see [`CookieSessionStore`]).
-const DEFAULT_OPENED_CACHE: u64 = 32 << 20;
 /// The leading characters of a sealed value that key the opened cache: the format version and
 /// 23 bytes of the value's random nonce, so two values that differ there are never confused.
 const OPENED_KEY_LEN: usize = 32;
@@ -249,9 +247,7 @@ impl<M: Backend> SessionStore for CookieSessionStore<M> {
         let plain = compact::encode(data)?;
         let sealed = self.sealer.seal(self.name(), &plain);
         let now = self.config.clock.now();
-        let expires =
-            data.expires_at(self.config.absolute_duration.as_secs(), self.config.inactivity_duration.as_secs());
-        let max_age = expires.saturating_sub(now);
+        let max_age = data.seconds_left(&self.config, now);
         let path = self.config.cookies.path.clone();
         let mut names = Vec::new();
         if sealed.len() <= CHUNK_SIZE {

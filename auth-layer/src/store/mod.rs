@@ -17,7 +17,7 @@ pub use context::StoreContext;
 pub(crate) use context::browser_round_trip;
 pub use cookie_session::CookieSessionStore;
 pub use cookie_transaction::CookieTransactionStore;
-pub use server::{DEFAULT_OPENED_CACHE, ServerSessionStore};
+pub use server::ServerSessionStore;
 
 /// Store errors live at the bottom of the crate, with the other errors.
 pub use crate::error::StoreError;
@@ -28,6 +28,11 @@ use async_trait::async_trait;
 
 use crate::config::AuthConfig;
 use crate::model::{SessionData, TransactionData};
+
+/// How many bytes of opened sessions a [`CookieSessionStore`] or a [`ServerSessionStore`] over
+/// a backend keeps by default: 32 MiB, some 5,000 sessions of 3 KB. Each store's
+/// `with_opened_cache` changes it.
+pub const DEFAULT_OPENED_CACHE: u64 = 32 << 20;
 
 /// What a logout token names: the sessions to end.
 #[derive(Debug, Clone, PartialEq, Eq)]

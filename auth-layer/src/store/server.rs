@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{LogoutTarget, SessionStore, StoreContext, StoreError, auth_cookie, removal_cookie};
+use super::{DEFAULT_OPENED_CACHE, LogoutTarget, SessionStore, StoreContext, StoreError, auth_cookie, removal_cookie};
 use crate::backend::{Backend, MokaBackend};
 use crate::config::AuthConfig;
 use crate::model::SessionData;
@@ -44,10 +44,6 @@ impl<B> std::fmt::Debug for ServerSessionStore<B> {
         f.debug_struct("ServerSessionStore").finish_non_exhaustive()
     }
 }
-
-/// How many bytes of decoded sessions a [`ServerSessionStore`] keeps by default: 32 MiB, some
-/// 5,000 sessions of 3 KB.
-pub const DEFAULT_OPENED_CACHE: u64 = 32 << 20;
 
 impl ServerSessionStore<MokaBackend> {
     /// Sessions in this process's memory (moka): simple and fast, lost on restart, not shared
@@ -123,9 +119,7 @@ impl<B: Backend> SessionStore for ServerSessionStore<B> {
             self.sessions.delete(&old).await?;
         }
         let now = self.config.clock.now();
-        let expires =
-            data.expires_at(self.config.absolute_duration.as_secs(), self.config.inactivity_duration.as_secs());
-        let ttl = expires.saturating_sub(now);
+        let ttl = data.seconds_left(&self.config, now);
         let ttl_left = Some(std::time::Duration::from_secs(ttl.max(1)));
         self.sessions.set_shared(Arc::new(data.clone()), ttl_left).await?;
         let cookie =
