@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{DEFAULT_OPENED_CACHE, LogoutTarget, SessionStore, StoreContext, StoreError, auth_cookie, removal_cookie};
+use super::{
+    DEFAULT_OPENED_CACHE, LogoutTarget, SessionStore, StoreContext, StoreError, auth_cookie, chunk_index,
+    removal_cookie,
+};
 use crate::backend::{Backend, MokaBackend};
 use crate::config::AuthConfig;
 use crate::model::SessionData;
@@ -202,13 +205,8 @@ impl<M: Backend> CookieSessionStore<M> {
         Some(Cow::Owned(sealed))
     }
 
-    /// `Some(i)` when `cookie_name` is exactly `{name}.{i}` (not merely a name with our prefix).
     fn chunk_index(&self, cookie_name: &str) -> Option<usize> {
-        let rest = cookie_name.strip_prefix(self.name())?.strip_prefix('.')?;
-        if rest.is_empty() || rest.len() > 2 || !rest.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        rest.parse().ok()
+        chunk_index(self.name(), cookie_name)
     }
 
     /// Removes every session cookie of the request not in `keep`.

@@ -92,6 +92,17 @@ pub trait TransactionStore: Send + Sync + 'static {
     async fn delete(&self, ctx: &mut StoreContext, state: &str) -> Result<(), StoreError>;
 }
 
+/// `Some(i)` when `cookie_name` is exactly `{session_name}.{i}`, `i` of one or two digits: a
+/// chunk of the cookie store's session (not merely a name with its prefix). The one rule for
+/// finding chunks, to read them and to clear them.
+pub(crate) fn chunk_index(session_name: &str, cookie_name: &str) -> Option<usize> {
+    let rest = cookie_name.strip_prefix(session_name)?.strip_prefix('.')?;
+    if rest.is_empty() || rest.len() > 2 || !rest.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    rest.parse().ok()
+}
+
 /// A cookie with auth-layer's attributes: `HttpOnly`, the configured `SameSite`, `Secure` on
 /// https, the configured `Domain`.
 pub(crate) fn auth_cookie(
@@ -116,4 +127,18 @@ pub(crate) fn auth_cookie(
 /// A `Max-Age=0` cookie that makes the browser drop `name`.
 pub(crate) fn removal_cookie(config: &AuthConfig, name: String, path: &str) -> cookie::Cookie<'static> {
     auth_cookie(config, name, String::new(), path, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunk_index;
+
+    #[test]
+    fn chunks_are_the_session_name_a_dot_and_one_or_two_digits() {
+        assert_eq!(chunk_index("_a0_session", "_a0_session.0"), Some(0));
+        assert_eq!(chunk_index("_a0_session", "_a0_session.12"), Some(12));
+        for other in ["_a0_session", "_a0_session.", "_a0_session.123", "_a0_session.x", "_a0_sessionx.1", "a.1"] {
+            assert_eq!(chunk_index("_a0_session", other), None, "{other}");
+        }
+    }
 }

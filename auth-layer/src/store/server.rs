@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{DEFAULT_OPENED_CACHE, LogoutTarget, SessionStore, StoreContext, StoreError, auth_cookie, removal_cookie};
+use super::{
+    DEFAULT_OPENED_CACHE, LogoutTarget, SessionStore, StoreContext, StoreError, auth_cookie, chunk_index,
+    removal_cookie,
+};
 use crate::backend::{Backend, MokaBackend};
 use crate::config::AuthConfig;
 use crate::model::SessionData;
@@ -91,12 +94,8 @@ impl<B: Backend> ServerSessionStore<B> {
 
     /// Removes cookies a cookie-store session left (`{name}.0`, ...), e.g. after switching stores.
     fn clear_chunks(&self, ctx: &mut StoreContext) {
-        let prefix = format!("{}.", self.name());
-        let chunks: Vec<String> = ctx
-            .request_cookie_names()
-            .filter(|n| n.strip_prefix(&prefix).is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit())))
-            .map(str::to_owned)
-            .collect();
+        let chunks: Vec<String> =
+            ctx.request_cookie_names().filter(|n| chunk_index(self.name(), n).is_some()).map(str::to_owned).collect();
         for name in chunks {
             ctx.set_cookie(removal_cookie(&self.config, name, &self.config.cookies.path));
         }
