@@ -297,6 +297,7 @@ impl TestEnv {
         let method = match options.token_auth {
             TokenEndpointAuth::ClientSecretBasic => "client_secret_basic",
             TokenEndpointAuth::ClientSecretPost => "client_secret_post",
+            other => panic!("the test provider has no client registered for {other:?}"),
         };
         let provider_options = ProviderOptions { auth_method: Some(method), ..options.provider.clone() };
         let provider = Provider::start(&app_url, &provider_options).await;

@@ -27,6 +27,7 @@ pub const MIN_SECRET_LEN: usize = 32;
 
 /// Why a configuration was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// A required setting is absent.
     #[error("{0} is required")]
@@ -47,6 +48,7 @@ fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
 
 /// How the client authenticates at the provider's token endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum TokenEndpointAuth {
     /// `client_secret_basic`: the client id and secret in an `Authorization: Basic` header.
     #[default]
