@@ -408,6 +408,9 @@ fn config(provider: &Provider, app_url: &str, auth: TokenEndpointAuth, offset: A
         .secret(SECRET)
         .base_url(app_url)
         .token_endpoint_auth(auth)
+        .profile_route(true)
+        .access_token_route(true)
+        .backchannel_logout_route(true)
         .clock(Clock::from_fn(move || {
             SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + offset.load(Ordering::SeqCst)
         }))

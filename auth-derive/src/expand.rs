@@ -138,16 +138,15 @@ pub(crate) fn derive(input: &Input<'_>) -> syn::Result<TokenStream> {
                 #(#index_consts)*
 
                 /// A typed store of these records in this process's memory (moka), kept as they
-                /// are: nothing is serialized or sealed there, so `secrets` are not used; they
-                /// seal records once the store moves to a shared backend with `store_in`.
-                pub fn store<__S: ::core::convert::AsRef<[u8]>>(
-                    secrets: &[__S],
-                ) -> ::auth_layer::record::TypedStore<Self, ::auth_layer::backend::MokaBackend> {
-                    let _ = secrets;
+                /// are: nothing is serialized or sealed there (sealing protects nothing in the
+                /// memory of the process that holds the key). `store_in` takes the secrets that
+                /// seal records in a shared backend.
+                pub fn store() -> ::auth_layer::record::TypedStore<Self, ::auth_layer::backend::MokaBackend> {
                     ::auth_layer::record::TypedStore::in_memory()
                 }
 
-                /// A typed store of these records in `backend`.
+                /// A typed store of these records in `backend`, sealed with a key derived from
+                /// the first of `secrets` when the record is `encrypt`ed.
                 pub fn store_in<__B: ::auth_layer::backend::Backend, __S: ::core::convert::AsRef<[u8]>>(
                     backend: __B,
                     secrets: &[__S],

@@ -18,8 +18,9 @@ use crate::store::{
     CookieSessionStore, CookieTransactionStore, LogoutTarget, SessionStore, StoreContext, TransactionStore,
 };
 
-/// Options of [`AuthClient::start_login`].
+/// Options of [`AuthClient::start_login`]: `LoginOptions::default().return_to("/orders")`.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct LoginOptions {
     /// Where to send the browser after login: a same-origin path; `/` when unset.
     pub return_to: Option<String>,
@@ -31,6 +32,7 @@ pub struct LoginOptions {
 
 /// What [`AuthClient::complete_login`] gives.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct LoginResult {
     /// The new session, already saved.
     pub session: SessionData,
@@ -40,8 +42,9 @@ pub struct LoginResult {
     pub app_state: Option<Value>,
 }
 
-/// Options of [`AuthClient::logout`].
+/// Options of [`AuthClient::logout`]: `LogoutOptions::default().return_to("/bye")`.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct LogoutOptions {
     /// Where the provider should send the browser back: a same-origin path; `/` when unset.
     pub return_to: Option<String>,
@@ -50,8 +53,9 @@ pub struct LogoutOptions {
     pub extra_params: Vec<(String, String)>,
 }
 
-/// Options of [`AuthClient::access_token`].
+/// Options of [`AuthClient::access_token`]: `AccessTokenOptions::default().audience("https://api")`.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct AccessTokenOptions {
     /// The API audience; the configured one when unset.
     pub audience: Option<String>,
@@ -59,6 +63,68 @@ pub struct AccessTokenOptions {
     pub scope: Option<String>,
     /// Refresh even when the token is still fresh.
     pub force_refresh: bool,
+}
+
+impl LoginOptions {
+    /// Sends the browser to `path` (same-origin) after login.
+    #[must_use]
+    pub fn return_to(mut self, path: impl Into<String>) -> Self {
+        self.return_to = Some(path.into());
+        self
+    }
+
+    /// Adds an authorization parameter for this login only.
+    #[must_use]
+    pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.authorization_params.push((name.into(), value.into()));
+        self
+    }
+
+    /// Application state that [`AuthClient::complete_login`] gives back.
+    #[must_use]
+    pub fn app_state(mut self, state: Value) -> Self {
+        self.app_state = Some(state);
+        self
+    }
+}
+
+impl LogoutOptions {
+    /// Asks the provider to send the browser back to `path` (same-origin).
+    #[must_use]
+    pub fn return_to(mut self, path: impl Into<String>) -> Self {
+        self.return_to = Some(path.into());
+        self
+    }
+
+    /// Adds a parameter for the provider's end-session endpoint.
+    #[must_use]
+    pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.extra_params.push((name.into(), value.into()));
+        self
+    }
+}
+
+impl AccessTokenOptions {
+    /// A token for this API audience.
+    #[must_use]
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+
+    /// A token with this scope.
+    #[must_use]
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+
+    /// Refreshes even when the token is still fresh.
+    #[must_use]
+    pub fn force_refresh(mut self) -> Self {
+        self.force_refresh = true;
+        self
+    }
 }
 
 /// An access token, as [`AuthClient::access_token`] gives it.

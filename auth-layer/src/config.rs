@@ -19,7 +19,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cookie::SameSite;
 use url::Url;
 
 /// The shortest secret accepted, in characters.
@@ -92,8 +91,24 @@ impl std::fmt::Debug for Clock {
     }
 }
 
-/// Names and attributes of the cookies auth-layer sets.
+/// The `SameSite` attribute of auth-layer's cookies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SameSite {
+    /// Sent only on requests from this site: the return from the provider arrives without the
+    /// login's cookie, so logins fail unless the provider is on the same site.
+    Strict,
+    /// Sent on top-level navigations from other sites too (the return from the provider).
+    #[default]
+    Lax,
+    /// Sent on every request, cross-site ones included; needs `Secure` (https).
+    None,
+}
+
+/// Names and attributes of the cookies auth-layer sets. Start from the defaults and change the
+/// fields you need: `let mut cookies = CookieOptions::default(); cookies.domain = Some(..);`.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct CookieOptions {
     /// The session cookie's name (chunks are named `{name}.0`, `{name}.1`, ...). Default `_a0_session`.
     pub session_name: String,
@@ -122,6 +137,14 @@ impl Default for CookieOptions {
     }
 }
 
+/// Which of the opt-in routes the layer answers; all off by default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct OptionalRoutes {
+    pub(crate) profile: bool,
+    pub(crate) access_token: bool,
+    pub(crate) backchannel_logout: bool,
+}
+
 /// The validated configuration of an [`AuthClient`](crate::AuthClient) and its layer.
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
@@ -135,6 +158,7 @@ pub struct AuthConfig {
     pub(crate) authorization_params: Vec<(String, String)>,
     pub(crate) logout_params: Vec<(String, String)>,
     pub(crate) route_prefix: String,
+    pub(crate) routes: OptionalRoutes,
     pub(crate) cookies: CookieOptions,
     pub(crate) secure_cookies: bool,
     pub(crate) absolute_duration: Duration,
@@ -163,6 +187,7 @@ impl AuthConfig {
     /// | `APP_BASE_URL` | where the app is served, e.g. `https://app.example.com` |
     /// | `AUTH_SCOPE`, `AUTH_AUDIENCE` | optional; scope defaults to `openid profile email offline_access` |
     /// | `AUTH_TOKEN_ENDPOINT_AUTH` | optional: `client_secret_basic` (default) or `client_secret_post` |
+    /// | `AUTH_ROUTES` | optional opt-in routes, comma-separated: `profile`, `access-token`, `backchannel-logout` |
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -170,41 +195,7 @@ impl AuthConfig {
     /// [`from_env`](Self::from_env) over any source of variables (for tests and for apps that
     /// keep their settings elsewhere).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-        let mut builder = Self::builder();
-        match (get("AUTH_ISSUER"), get("AUTH0_DOMAIN")) {
-            (Some(issuer), _) => builder = builder.issuer(issuer),
-            (None, Some(domain)) => {
-                let domain = domain.trim_start_matches("https://").trim_end_matches('/');
-                builder = builder.issuer(format!("https://{domain}/"));
-            }
-            (None, None) => return Err(ConfigError::Missing("AUTH_ISSUER (or AUTH0_DOMAIN)")),
-        }
-        builder.client_id = get("AUTH_CLIENT_ID");
-        builder.client_secret = get("AUTH_CLIENT_SECRET");
-        builder.secrets = get("AUTH_SECRET")
-            .map(|s| s.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect())
-            .unwrap_or_default();
-        builder.base_url = get("APP_BASE_URL");
-        if let Some(scope) = get("AUTH_SCOPE") {
-            builder = builder.scope(scope);
-        }
-        if let Some(audience) = get("AUTH_AUDIENCE") {
-            builder = builder.audience(audience);
-        }
-        if let Some(method) = get("AUTH_TOKEN_ENDPOINT_AUTH") {
-            builder = builder.token_endpoint_auth(match method.as_str() {
-                "client_secret_basic" => TokenEndpointAuth::ClientSecretBasic,
-                "client_secret_post" => TokenEndpointAuth::ClientSecretPost,
-                other => {
-                    return Err(invalid(
-                        "AUTH_TOKEN_ENDPOINT_AUTH",
-                        format!("`{other}`: expected client_secret_basic or client_secret_post"),
-                    ));
-                }
-            });
-        }
-        builder.build()
+        AuthConfigBuilder::from_lookup(lookup)?.build()
     }
 
     /// The provider's issuer URL, exactly as configured.
@@ -225,6 +216,21 @@ impl AuthConfig {
     /// The route prefix, `/auth` by default.
     pub fn route_prefix(&self) -> &str {
         &self.route_prefix
+    }
+
+    /// Whether `GET {prefix}/profile` is served.
+    pub fn serves_profile(&self) -> bool {
+        self.routes.profile
+    }
+
+    /// Whether `GET {prefix}/access-token` is served.
+    pub fn serves_access_token(&self) -> bool {
+        self.routes.access_token
+    }
+
+    /// Whether `POST {prefix}/backchannel-logout` is served.
+    pub fn serves_backchannel_logout(&self) -> bool {
+        self.routes.backchannel_logout
     }
 
     /// The registered callback: `{base_url}{prefix}/callback`.
@@ -276,6 +282,7 @@ pub struct AuthConfigBuilder {
     authorization_params: Vec<(String, String)>,
     logout_params: Vec<(String, String)>,
     route_prefix: Option<String>,
+    routes: OptionalRoutes,
     cookies: CookieOptions,
     absolute_duration: Option<Duration>,
     inactivity_duration: Option<Duration>,
@@ -288,6 +295,66 @@ pub struct AuthConfigBuilder {
 }
 
 impl AuthConfigBuilder {
+    /// A builder holding what the environment sets (the variables of [`AuthConfig::from_env`]),
+    /// for settings to add or change in code before [`build`](Self::build):
+    /// `AuthConfigBuilder::from_env()?.profile_route(true).build()?`. A variable with a value
+    /// that cannot be read is an error here; one that is missing, at `build`.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// [`from_env`](Self::from_env) over any source of variables.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let mut builder = Self::default();
+        match (get("AUTH_ISSUER"), get("AUTH0_DOMAIN")) {
+            (Some(issuer), _) => builder = builder.issuer(issuer),
+            (None, Some(domain)) => {
+                let domain = domain.trim_start_matches("https://").trim_end_matches('/');
+                builder = builder.issuer(format!("https://{domain}/"));
+            }
+            (None, None) => {}
+        }
+        builder.client_id = get("AUTH_CLIENT_ID");
+        builder.client_secret = get("AUTH_CLIENT_SECRET");
+        builder.secrets = get("AUTH_SECRET")
+            .map(|s| s.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect())
+            .unwrap_or_default();
+        builder.base_url = get("APP_BASE_URL");
+        if let Some(scope) = get("AUTH_SCOPE") {
+            builder = builder.scope(scope);
+        }
+        if let Some(audience) = get("AUTH_AUDIENCE") {
+            builder = builder.audience(audience);
+        }
+        if let Some(method) = get("AUTH_TOKEN_ENDPOINT_AUTH") {
+            builder = builder.token_endpoint_auth(match method.as_str() {
+                "client_secret_basic" => TokenEndpointAuth::ClientSecretBasic,
+                "client_secret_post" => TokenEndpointAuth::ClientSecretPost,
+                other => {
+                    return Err(invalid(
+                        "AUTH_TOKEN_ENDPOINT_AUTH",
+                        format!("`{other}`: expected client_secret_basic or client_secret_post"),
+                    ));
+                }
+            });
+        }
+        for route in get("AUTH_ROUTES").iter().flat_map(|r| r.split(',')).map(str::trim).filter(|r| !r.is_empty()) {
+            match route {
+                "profile" => builder.routes.profile = true,
+                "access-token" => builder.routes.access_token = true,
+                "backchannel-logout" => builder.routes.backchannel_logout = true,
+                other => {
+                    return Err(invalid(
+                        "AUTH_ROUTES",
+                        format!("`{other}`: expected profile, access-token or backchannel-logout"),
+                    ));
+                }
+            }
+        }
+        Ok(builder)
+    }
+
     /// The provider's issuer URL, e.g. `https://example.eu.auth0.com/`.
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
         self.issuer = Some(issuer.into());
@@ -351,6 +418,26 @@ impl AuthConfigBuilder {
         self
     }
 
+    /// Serves `GET {prefix}/profile`: the user's claims as JSON, or 401. Off by default.
+    pub fn profile_route(mut self, enabled: bool) -> Self {
+        self.routes.profile = enabled;
+        self
+    }
+
+    /// Serves `GET {prefix}/access-token`: `{access_token, expires_at, scope}` (refreshed when
+    /// due), or 401. Off by default.
+    pub fn access_token_route(mut self, enabled: bool) -> Self {
+        self.routes.access_token = enabled;
+        self
+    }
+
+    /// Serves `POST {prefix}/backchannel-logout`, where the provider ends sessions. Off by
+    /// default.
+    pub fn backchannel_logout_route(mut self, enabled: bool) -> Self {
+        self.routes.backchannel_logout = enabled;
+        self
+    }
+
     /// Cookie names and attributes.
     pub fn cookies(mut self, cookies: CookieOptions) -> Self {
         self.cookies = cookies;
@@ -409,7 +496,7 @@ impl AuthConfigBuilder {
 
     /// Validates and builds the configuration.
     pub fn build(self) -> Result<AuthConfig, ConfigError> {
-        let issuer = self.issuer.ok_or(ConfigError::Missing("AUTH_ISSUER (issuer)"))?;
+        let issuer = self.issuer.ok_or(ConfigError::Missing("AUTH_ISSUER or AUTH0_DOMAIN (issuer)"))?;
         let issuer_url = Url::parse(&issuer).map_err(|e| invalid("AUTH_ISSUER", e.to_string()))?;
         if !matches!(issuer_url.scheme(), "https" | "http") || issuer_url.query().is_some() {
             return Err(invalid("AUTH_ISSUER", "must be an http(s) URL without a query"));
@@ -464,6 +551,9 @@ impl AuthConfigBuilder {
             }
         }
         let secure_cookies = self.cookies.secure.unwrap_or(base_url.scheme() == "https");
+        if self.cookies.same_site == SameSite::None && !secure_cookies {
+            return Err(invalid("cookies.same_site", "SameSite=None needs Secure cookies (an https base URL)"));
+        }
         let host_only = !secure_cookies || self.cookies.domain.is_some() || self.cookies.path != "/";
         if self.cookies.session_name.starts_with("__Host-") && host_only {
             return Err(invalid("cookie names", "a __Host- cookie needs Secure (https), no Domain and Path=/"));
@@ -479,6 +569,7 @@ impl AuthConfigBuilder {
             authorization_params: self.authorization_params,
             logout_params: self.logout_params,
             route_prefix,
+            routes: self.routes,
             cookies: self.cookies,
             secure_cookies,
             absolute_duration,
@@ -638,5 +729,28 @@ mod tests {
                 .unwrap_err();
             assert!(err.to_string().contains("route_prefix"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn opt_in_routes_are_off_by_default_and_read_from_auth_routes() {
+        let none = AuthConfig::from_lookup(vars(GOOD)).unwrap();
+        assert_eq!(none.routes, OptionalRoutes::default());
+        let all = AuthConfig::from_lookup(vars(&with(&[("AUTH_ROUTES", "profile, access-token,backchannel-logout")])))
+            .unwrap();
+        assert!(all.serves_profile() && all.serves_access_token() && all.serves_backchannel_logout());
+        let err = AuthConfig::from_lookup(vars(&with(&[("AUTH_ROUTES", "profile,admin")]))).unwrap_err();
+        assert!(err.to_string().contains("`admin`"), "{err}");
+        // The environment, then code: one builder for both.
+        let built = AuthConfigBuilder::from_lookup(vars(GOOD)).unwrap().access_token_route(true).build().unwrap();
+        assert!(built.serves_access_token() && !built.serves_profile());
+    }
+
+    #[test]
+    fn same_site_none_needs_secure_cookies() {
+        let cookies = CookieOptions { same_site: SameSite::None, ..CookieOptions::default() };
+        let builder = AuthConfigBuilder::from_lookup(vars(GOOD)).unwrap().cookies(cookies);
+        assert!(builder.clone().build().is_ok(), "https: Secure, so SameSite=None is allowed");
+        let err = builder.base_url("http://app.example").build().unwrap_err();
+        assert!(err.to_string().contains("SameSite=None"), "{err}");
     }
 }

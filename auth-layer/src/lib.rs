@@ -50,9 +50,9 @@
 //! }
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-//! // AUTH_ISSUER, AUTH_CLIENT_ID, AUTH_CLIENT_SECRET, AUTH_SECRET, APP_BASE_URL
+//! // AUTH_ISSUER, AUTH_CLIENT_ID, AUTH_CLIENT_SECRET, AUTH_SECRET, APP_BASE_URL (and AUTH_ROUTES)
 //! let config = AuthConfig::from_env()?;
-//! let auth = AuthLayer::from_config(config).await?.with_profile_route(true);
+//! let auth = AuthLayer::from_config(config).await?;
 //! let service = ServiceBuilder::new().layer(auth).service_fn(hello);
 //! // serve `service` with hyper (see examples/hyper-server), or use axum (feature `axum`)
 //! # let _ = service; Ok(()) }
@@ -67,14 +67,11 @@
 //!
 //! ```no_run
 //! # async fn run(config: auth_layer::AuthConfig) -> Result<(), auth_layer::AuthError> {
-//! use auth_layer::AuthLayer;
+//! use auth_layer::{AuthClient, AuthLayer};
 //! use auth_layer::store::ServerSessionStore;
 //!
-//! let layer = AuthLayer::builder(config.clone())
-//!     .with_session_store(ServerSessionStore::in_memory(&config)) // or ServerSessionStore::new(backend, &config)
-//!     .build()
-//!     .await?
-//!     .with_profile_route(true);
+//! let store = ServerSessionStore::in_memory(&config); // or ServerSessionStore::new(backend, &config)
+//! let layer = AuthLayer::new(AuthClient::builder(config).with_session_store(store).build().await?);
 //! # Ok(()) }
 //! ```
 //!
@@ -146,14 +143,14 @@ pub mod store;
 pub use client::{
     AccessToken, AccessTokenOptions, AuthClient, AuthClientBuilder, LoginOptions, LoginResult, LogoutOptions,
 };
-pub use config::{AuthConfig, AuthConfigBuilder, Clock, ConfigError, CookieOptions, MIN_SECRET_LEN, TokenEndpointAuth};
+pub use config::{
+    AuthConfig, AuthConfigBuilder, Clock, ConfigError, CookieOptions, MIN_SECRET_LEN, SameSite, TokenEndpointAuth,
+};
 pub use error::{AuthError, Cause, ProviderError, StoreError};
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use http::axum;
-pub use http::{
-    AuthBody, AuthLayer, AuthLayerBuilder, AuthService, RequireAuth, RequireAuthLayer, ResponseFuture, Session,
-};
+pub use http::{AuthBody, AuthLayer, AuthService, RequireAuth, RequireAuthLayer, ResponseFuture, Session};
 pub use model::{SessionData, TokenSet, TransactionData, User};
 pub use return_to::validate as validate_return_to;
 pub use store::StoreContext;
@@ -170,6 +167,3 @@ pub mod __private {
 
     pub use crate::seal::Sealer;
 }
-
-/// The `SameSite` attribute values, re-exported for [`CookieOptions`].
-pub use cookie::SameSite;

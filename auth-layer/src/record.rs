@@ -22,7 +22,7 @@
 //! }
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), auth_layer::store::StoreError> {
-//! let carts = Cart::store(&["a-secret-of-at-least-32-characters!"]);
+//! let carts = Cart::store();
 //! carts.set(&Cart { user_id: "u-1".into(), org_id: "acme".into(), items: vec!["book".into()] }).await?;
 //! let cart = carts.get("u-1").await?.expect("stored");
 //! assert_eq!(cart.items, ["book"]);
@@ -167,14 +167,66 @@ struct EnvelopeIn<T> {
     d: Option<T>,
 }
 
-/// A record this store decoded, with the stored bytes it came from.
-struct Opened<T> {
-    stored: Bytes,
-    record: Arc<T>,
+/// Values decoded from stored bytes, kept by key with the bytes they came from, so that a read
+/// finding the same bytes again gets the value without opening or decoding them: the one
+/// decoded-value cache of the crate (typed stores by full key, the cookie store by sealed value).
+/// Bytes that differ from the kept ones are a miss, never an old value. Bounded by weight (the
+/// bytes and, about as large, the value), the least used entries making room.
+pub(crate) struct DecodedCache<K, V> {
+    entries: moka::sync::Cache<K, Arc<Decoded<V>>>,
 }
 
-/// Records decoded before, by full key (see [`TypedStore::with_opened_cache`]).
-type OpenedCache<T> = moka::sync::Cache<String, Arc<Opened<T>>>;
+struct Decoded<V> {
+    stored: Bytes,
+    value: Arc<V>,
+}
+
+impl<K, V> Clone for DecodedCache<K, V> {
+    fn clone(&self) -> Self {
+        Self { entries: self.entries.clone() }
+    }
+}
+
+impl<K, V> DecodedCache<K, V>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    /// A cache of about `max_bytes`; `None` for 0 (no cache).
+    pub(crate) fn new(max_bytes: u64) -> Option<Self> {
+        (max_bytes > 0).then(|| Self {
+            entries: moka::sync::Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(|_key: &K, entry: &Arc<Decoded<V>>| {
+                    u32::try_from(64 + 2 * entry.stored.len()).unwrap_or(u32::MAX)
+                })
+                .build(),
+        })
+    }
+
+    /// The value decoded from `stored` under `key`, if these very bytes were decoded before.
+    pub(crate) fn get<Q>(&self, key: &Q, stored: &[u8]) -> Option<Arc<V>>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        self.entries.get(key).filter(|hit| same_bytes(&hit.stored, stored)).map(|hit| hit.value.clone())
+    }
+
+    /// Keeps `value`, decoded from `stored`, under `key`.
+    pub(crate) fn insert(&self, key: K, stored: Bytes, value: Arc<V>) {
+        self.entries.insert(key, Arc::new(Decoded { stored, value }));
+    }
+
+    /// Forgets `key`.
+    pub(crate) fn invalidate<Q>(&self, key: &Q)
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        self.entries.invalidate(key);
+    }
+}
 
 /// Records of `T` in backend `B`: in memory ([`MokaBackend`]) unless told otherwise.
 pub struct TypedStore<T, B = MokaBackend> {
@@ -184,7 +236,7 @@ pub struct TypedStore<T, B = MokaBackend> {
     live: Option<MokaBackend>,
     sealer: Option<Sealer>,
     ttl: Option<Duration>,
-    opened: Option<OpenedCache<T>>,
+    opened: Option<DecodedCache<String, T>>,
     _record: PhantomData<fn() -> T>,
 }
 
@@ -229,11 +281,6 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
         Self { backend, live: None, sealer, ttl: T::TTL, opened: None, _record: PhantomData }
     }
 
-    /// Whether records are kept as they are (see [`in_memory`](TypedStore::in_memory)).
-    pub fn keeps_live_records(&self) -> bool {
-        self.live.is_some()
-    }
-
     /// The same store, keeping up to about `max_bytes` of the records it has decoded, so that
     /// [`get_shared`](Self::get_shared) of a record whose stored bytes have not changed skips
     /// opening and decoding them again. The backend is still asked on every read (a deleted or
@@ -241,18 +288,7 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
     /// The least used entries make room for new ones.
     /// `0` turns the cache off.
     pub fn with_opened_cache(mut self, max_bytes: u64) -> Self {
-        if max_bytes == 0 {
-            self.opened = None;
-            return self;
-        }
-        let cache = moka::sync::Cache::builder()
-            .max_capacity(max_bytes)
-            // The stored bytes and, about as large, the decoded record.
-            .weigher(|key: &String, opened: &Arc<Opened<T>>| {
-                u32::try_from(key.len() + 2 * opened.stored.len()).unwrap_or(u32::MAX)
-            })
-            .build();
-        self.opened = Some(cache);
+        self.opened = DecodedCache::new(max_bytes);
         self
     }
 
@@ -317,7 +353,7 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
     }
 
     /// The record under its full key (as [`Store::key`] gives it), if present.
-    pub async fn get_by_full_key(&self, key: &str) -> Result<Option<T>, StoreError> {
+    pub(crate) async fn get_by_full_key(&self, key: &str) -> Result<Option<T>, StoreError> {
         if self.live.is_some() {
             // A copy of the live record, by the same round trip as `set`.
             let Some(shared) = self.get_shared_by_full_key(key).await? else { return Ok(None) };
@@ -335,20 +371,18 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
     }
 
     /// [`get_shared`](Self::get_shared) by full key.
-    pub async fn get_shared_by_full_key(&self, key: &str) -> Result<Option<Arc<T>>, StoreError> {
+    async fn get_shared_by_full_key(&self, key: &str) -> Result<Option<Arc<T>>, StoreError> {
         if let Some(memory) = &self.live {
             return Ok(memory.get_live(key).await.and_then(|live| live.downcast::<T>().ok()));
         }
         let Some(stored) = self.backend.get(key).await? else { return Ok(None) };
         let Some(cache) = &self.opened else { return Ok(self.decode(key, &stored).map(Arc::new)) };
-        if let Some(hit) = cache.get(key)
-            && same_bytes(&hit.stored, &stored)
-        {
-            return Ok(Some(hit.record.clone()));
+        if let Some(hit) = cache.get(key, &stored) {
+            return Ok(Some(hit));
         }
         let record = self.decode(key, &stored).map(Arc::new);
         match &record {
-            Some(record) => cache.insert(key.to_owned(), Arc::new(Opened { stored, record: record.clone() })),
+            Some(record) => cache.insert(key.to_owned(), stored, record.clone()),
             None => cache.invalidate(key),
         }
         Ok(record)
@@ -360,7 +394,7 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
     }
 
     /// Deletes the record under its full key.
-    pub async fn delete_by_full_key(&self, key: &str) -> Result<(), StoreError> {
+    async fn delete_by_full_key(&self, key: &str) -> Result<(), StoreError> {
         if let Some(cache) = &self.opened {
             cache.invalidate(key);
         }
@@ -422,7 +456,7 @@ fn copy_of<T: Store>(record: &T) -> Result<T, StoreError> {
 /// Whether two stored values are the same bytes: the same buffer (a backend in memory hands
 /// out clones of what it stores; the cache holds that buffer, so its address cannot be reused)
 /// or equal contents.
-fn same_bytes(a: &Bytes, b: &Bytes) -> bool {
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
 }
 

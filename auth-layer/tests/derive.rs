@@ -54,7 +54,7 @@ fn cart(user: &str, org: &str) -> Cart {
 
 #[tokio::test]
 async fn set_get_delete_by_key() {
-    let carts = Cart::store(&[SECRET]);
+    let carts = Cart::store();
     carts.set(&cart("u-1", "acme")).await.unwrap();
     assert_eq!(carts.get("u-1").await.unwrap(), Some(cart("u-1", "acme")));
     assert_eq!(carts.get("u-2").await.unwrap(), None);
@@ -74,19 +74,19 @@ async fn key_template_and_ttl_come_from_the_attributes() {
 
 #[tokio::test]
 async fn ttl_can_be_overridden_at_run_time() {
-    let carts = Cart::store(&[SECRET]).with_ttl(Some(Duration::from_millis(50)));
+    let carts = Cart::store().with_ttl(Some(Duration::from_millis(50)));
     assert_eq!(carts.ttl(), Some(Duration::from_millis(50)));
     carts.set(&cart("u-1", "acme")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(120)).await;
     assert_eq!(carts.get("u-1").await.unwrap(), None);
-    let forever = Cart::store(&[SECRET]).with_ttl(None);
+    let forever = Cart::store().with_ttl(None);
     forever.set(&cart("u-2", "acme")).await.unwrap();
     assert!(forever.get("u-2").await.unwrap().is_some());
 }
 
 #[tokio::test]
 async fn index_finds_and_deletes_exactly_the_matching_records() {
-    let carts = Cart::store(&[SECRET]);
+    let carts = Cart::store();
     for (user, org) in [("u-1", "acme"), ("u-2", "acme"), ("u-3", "globex")] {
         carts.set(&cart(user, org)).await.unwrap();
     }
@@ -102,7 +102,7 @@ async fn index_finds_and_deletes_exactly_the_matching_records() {
 
 #[tokio::test]
 async fn moving_an_index_value_moves_the_record_between_index_entries() {
-    let carts = Cart::store(&[SECRET]);
+    let carts = Cart::store();
     carts.set(&cart("u-1", "acme")).await.unwrap();
     carts.set(&cart("u-1", "globex")).await.unwrap();
     assert_eq!(carts.delete_by(Cart::ORG_ID, "acme").await.unwrap(), 0);
@@ -168,7 +168,7 @@ async fn plain_records_keep_a_versioned_envelope_and_older_versions_are_absent()
 
 #[tokio::test]
 async fn several_key_fields_and_optional_indexes() {
-    let notes = Note::store(&[SECRET]);
+    let notes = Note::store();
     let tagged = Note { owner: "ann".into(), number: 1, tag: Some("x".into()), text: "a".into() };
     let untagged = Note { owner: "ann".into(), number: 2, tag: None, text: "b".into() };
     notes.set(&tagged).await.unwrap();
@@ -204,7 +204,7 @@ mod private {
 #[tokio::test]
 async fn generic_structs_with_private_fields_and_a_key_field() {
     use private::Labelled;
-    let store = Labelled::<Vec<u8>>::store(&[SECRET]);
+    let store = Labelled::<Vec<u8>>::store();
     assert_eq!(Labelled::<Vec<u8>>::TTL, Some(Duration::from_secs(7 * 86_400)));
     let record = Labelled::new(42, "ann", vec![1u8, 2, 3]);
     assert_eq!(record.key(), "Labelled:42");

@@ -18,7 +18,7 @@ use std::time::Duration;
 use auth_layer::__private::Sealer;
 use auth_layer::backend::{PostgresBackend, RedisBackend};
 use auth_layer::store::{CookieSessionStore, ServerSessionStore, SessionStore, StoreContext};
-use auth_layer::{AuthConfig, AuthLayer, Session, SessionData, User};
+use auth_layer::{AuthClient, AuthConfig, AuthLayer, Session, SessionData, User};
 use auth_layer_benches::test_session;
 use auth_layer_tests::servers::{database_url, redis_url};
 use auth_layer_tests::{CLIENT_SECRET, Provider, ProviderOptions, SECRET};
@@ -197,7 +197,8 @@ fn service(c: &mut Criterion, rt: &Runtime, issuer: &str) {
     ];
     for (name, store) in stores {
         let layer = rt
-            .block_on(AuthLayer::builder(config.clone()).with_session_store(store.clone()).build())
+            .block_on(AuthClient::builder(config.clone()).with_session_store(store.clone()).build())
+            .map(AuthLayer::new)
             .expect("discovery");
         let cookie = rt.block_on(async {
             let mut ctx = StoreContext::default();

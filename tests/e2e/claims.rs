@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use auth_layer::backend::{Backend, MokaBackend, RedisBackend};
-use auth_layer::record::Store as _;
 use auth_layer::store::{LogoutTarget, ServerSessionStore, SessionStore, StoreContext, StoreError};
 use auth_layer::{AccessToken, AccessTokenOptions, AuthClient, AuthLayer, Session, SessionData, TokenSet, User};
 use auth_layer_tests::provider_for_own_app;
@@ -134,8 +133,7 @@ impl App {
             .route(
                 "/orders-token",
                 get(|session: Session| async move {
-                    let options =
-                        AccessTokenOptions { audience: Some("https://orders.example".into()), ..Default::default() };
+                    let options = AccessTokenOptions::default().audience("https://orders.example");
                     session.access_token(options).await.map(|t| t.access_token).unwrap_or_else(|e| e.code().into())
                 }),
             )
@@ -260,7 +258,7 @@ async fn commands_to_end_one_session_among(others: usize) -> (u64, Vec<String>) 
     let logout = LogoutTarget { iss: "issuer".into(), sub: None, sid: Some("sid-leaver".into()) };
     store.delete_by_logout_token(&logout).await.unwrap();
     let stats = redis_command_stats(&server.url());
-    assert_eq!(sessions.get_by_full_key(&target.key()).await.unwrap(), None, "ended");
+    assert_eq!(sessions.get(target.id()).await.unwrap(), None, "ended");
     stats
 }
 

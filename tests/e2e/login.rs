@@ -408,11 +408,7 @@ async fn login_works_on_the_plain_hyper_example() {
 
 async fn custom_login(State(client): State<AuthClient>, headers: HeaderMap) -> AxResponse {
     let mut ctx = StoreContext::from_headers(&headers);
-    let options = LoginOptions {
-        return_to: Some("/custom/me".into()),
-        app_state: Some(serde_json::json!({"from": "custom"})),
-        ..Default::default()
-    };
+    let options = LoginOptions::default().return_to("/custom/me").app_state(serde_json::json!({"from": "custom"}));
     match client.start_login(&mut ctx, options).await {
         Ok(url) => with_cookies(ctx, Redirect::to(url.as_str()).into_response()),
         Err(err) => (AxStatus::BAD_REQUEST, err.to_string()).into_response(),
@@ -445,10 +441,8 @@ async fn custom_logout(
     Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> AxResponse {
     let mut ctx = StoreContext::from_headers(&headers);
-    let options = LogoutOptions {
-        return_to: q.get("returnTo").cloned(),
-        extra_params: vec![("ui_locales".into(), "fr-CA".into()), ("state".into(), "after-logout".into())],
-    };
+    let mut options = LogoutOptions::default().param("ui_locales", "fr-CA").param("state", "after-logout");
+    options.return_to = q.get("returnTo").cloned();
     let url = client.logout(&mut ctx, options).await.unwrap();
     with_cookies(ctx, Redirect::to(url.as_str()).into_response())
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use auth_layer::{AccessTokenOptions, AuthLayer, StoreContext};
+use auth_layer::{AccessTokenOptions, AuthClient, AuthLayer, StoreContext};
 use auth_layer_tests::{Browser, EnvOptions, ProviderOptions, TestEnv};
 use quickstart::StoreChoice;
 use reqwest::StatusCode;
@@ -84,11 +84,7 @@ async fn expired_token_is_refreshed_once_by_fifty_concurrent_requests(store: Sto
     let after = session_of(&env, &browser).await;
     assert_ne!(after.refresh_token, before.refresh_token, "the rotated refresh token is stored");
     let mut ctx = StoreContext::from_cookie_headers([&browser.cookie_header(&env.url("/")).parse().unwrap()]);
-    let forced = env
-        .client
-        .access_token(&mut ctx, AccessTokenOptions { force_refresh: true, ..AccessTokenOptions::default() })
-        .await
-        .unwrap();
+    let forced = env.client.access_token(&mut ctx, AccessTokenOptions::default().force_refresh()).await.unwrap();
     assert_ne!(forced.access_token, tokens[0]);
     assert_eq!(env.provider.refresh_grants().await, 2);
     // ... and the old one is dead at the provider: used twice, it is refused.
@@ -175,7 +171,7 @@ async fn hooks_run_before_save_and_after_the_callback() {
     let logins: Arc<Mutex<Vec<String>>> = Arc::default();
     let seen = logins.clone();
     let env = TestEnv::start_with_layer(move |config| async move {
-        AuthLayer::builder(config)
+        AuthClient::builder(config)
             .before_save(|session| {
                 session.user.claims_mut().remove("email");
                 session.user.claims_mut().insert("plan".into(), "gold".into());
@@ -183,7 +179,7 @@ async fn hooks_run_before_save_and_after_the_callback() {
             .after_callback(move |result| seen.lock().unwrap().push(result.session.user.sub().to_owned()))
             .build()
             .await
-            .map(|layer| layer.with_profile_route(true).with_access_token_route(true))
+            .map(AuthLayer::new)
     })
     .await;
     let browser = Browser::new();

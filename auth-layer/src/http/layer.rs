@@ -2,21 +2,39 @@
 //! [`AuthService`] that answers the auth routes itself and gives every other request a lazy
 //! [`Session`](crate::Session) in its extensions.
 //!
+//! A layer is configured in two places, each for its own kind of setting: what can be written
+//! down ([`AuthConfig`]: provider, secrets, routes, cookies, durations; from the environment or
+//! a builder) and what is code ([`AuthClient::builder`]: stores and hooks). The layer itself
+//! has nothing more to set.
+//!
 //! ```no_run
-//! use auth_layer::AuthLayer;
+//! use auth_layer::store::ServerSessionStore;
+//! use auth_layer::{AuthClient, AuthConfig, AuthLayer};
 //! use tower::ServiceBuilder;
 //! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! # let app = tower::service_fn(|_req: http::Request<http_body_util::Empty<bytes::Bytes>>| async {
 //! #     Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
 //! # });
-//! let auth = AuthLayer::from_env().await?.with_profile_route(true);
+//! // Everything from the environment (AUTH_ROUTES=profile turns on /auth/profile):
+//! let auth = AuthLayer::from_env().await?;
+//! # let _ = auth;
+//! // Or settings in code, and a store of your choice:
+//! let config = AuthConfig::builder()
+//!     .issuer("https://example.eu.auth0.com/")
+//!     .client_id("client")
+//!     .client_secret("secret")
+//!     .secret("at-least-32-characters-of-secret!")
+//!     .base_url("https://app.example.com")
+//!     .profile_route(true)
+//!     .build()?;
+//! let store = ServerSessionStore::in_memory(&config);
+//! let auth = AuthLayer::new(AuthClient::builder(config).with_session_store(store).build().await?);
 //! let service = ServiceBuilder::new().layer(auth).service(app);
 //! # Ok(()) }
 //! ```
 
 use tower_layer::Layer;
 
-use super::routes::OptionalRoutes;
 use super::service::AuthService;
 use crate::client::AuthClient;
 use crate::config::AuthConfig;
@@ -25,61 +43,18 @@ use crate::error::AuthError;
 /// Mounts the auth routes and the per-request session on a service.
 ///
 /// Routes, under the configured prefix (`/auth` by default): `GET login?returnTo=`,
-/// `GET callback`, `GET logout?returnTo=`, and, when enabled, `GET profile`,
-/// `GET access-token` and `POST backchannel-logout`.
+/// `GET callback`, `GET logout?returnTo=`, and, when the configuration turns them on,
+/// `GET profile`, `GET access-token` and `POST backchannel-logout`.
 #[derive(Clone, Debug)]
 pub struct AuthLayer {
     client: AuthClient,
-    routes: OptionalRoutes,
-}
-
-/// Builds an [`AuthLayer`]: stores and hooks, then discovery. The opt-in routes are turned on
-/// on the built layer (`with_profile_route`, ...).
-#[must_use]
-pub struct AuthLayerBuilder {
-    client: crate::client::AuthClientBuilder,
-}
-
-impl AuthLayerBuilder {
-    /// Keeps sessions in `store` instead of the encrypted cookie.
-    pub fn with_session_store(mut self, store: impl crate::store::SessionStore) -> Self {
-        self.client = self.client.with_session_store(store);
-        self
-    }
-
-    /// Keeps logins in flight in `store` instead of per-login cookies.
-    pub fn with_transaction_store(mut self, store: impl crate::store::TransactionStore) -> Self {
-        self.client = self.client.with_transaction_store(store);
-        self
-    }
-
-    /// Runs `hook` on every session before it is saved at login or after a refresh.
-    pub fn before_save(mut self, hook: impl Fn(&mut crate::model::SessionData) + Send + Sync + 'static) -> Self {
-        self.client = self.client.before_save(hook);
-        self
-    }
-
-    /// Runs `hook` after every completed login.
-    pub fn after_callback(mut self, hook: impl Fn(&crate::client::LoginResult) + Send + Sync + 'static) -> Self {
-        self.client = self.client.after_callback(hook);
-        self
-    }
-
-    /// Discovers the provider and builds the layer.
-    pub async fn build(self) -> Result<AuthLayer, AuthError> {
-        Ok(AuthLayer::new(self.client.build().await?))
-    }
 }
 
 impl AuthLayer {
-    /// A builder over `config`: the cookie stores unless others are given.
-    pub fn builder(config: AuthConfig) -> AuthLayerBuilder {
-        AuthLayerBuilder { client: AuthClient::builder(config) }
-    }
-
-    /// A layer over an [`AuthClient`] (built with the stores of your choice).
+    /// A layer over an [`AuthClient`] (built with the stores and hooks of your choice by
+    /// [`AuthClient::builder`]). Its routes are those its configuration turns on.
     pub fn new(client: AuthClient) -> Self {
-        Self { client, routes: OptionalRoutes::default() }
+        Self { client }
     }
 
     /// Reads [`AuthConfig::from_env`], discovers the provider, and keeps sessions in the
@@ -94,28 +69,15 @@ impl AuthLayer {
         Ok(Self::new(AuthClient::new(config).await?))
     }
 
-    /// Serves `GET {prefix}/profile`: the user's claims as JSON, or 401. Off by default.
-    pub fn with_profile_route(mut self, enabled: bool) -> Self {
-        self.routes.profile = enabled;
-        self
-    }
-
-    /// Serves `GET {prefix}/access-token`: `{access_token, expires_at, scope}` (refreshed when
-    /// due), or 401. Off by default.
-    pub fn with_access_token_route(mut self, enabled: bool) -> Self {
-        self.routes.access_token = enabled;
-        self
-    }
-
-    /// Serves `POST {prefix}/backchannel-logout`, where the provider ends sessions. Off by default.
-    pub fn with_backchannel_logout(mut self, enabled: bool) -> Self {
-        self.routes.backchannel_logout = enabled;
-        self
-    }
-
     /// The client behind the layer.
     pub fn client(&self) -> &AuthClient {
         &self.client
+    }
+}
+
+impl From<AuthClient> for AuthLayer {
+    fn from(client: AuthClient) -> Self {
+        Self::new(client)
     }
 }
 
@@ -123,6 +85,6 @@ impl<S> Layer<S> for AuthLayer {
     type Service = AuthService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService::new(inner, self.client.clone(), self.routes)
+        AuthService::new(inner, self.client.clone())
     }
 }

@@ -19,6 +19,6 @@ mod session;
 pub use body::AuthBody;
 pub use future::ResponseFuture;
 pub use guard::{RequireAuth, RequireAuthLayer};
-pub use layer::{AuthLayer, AuthLayerBuilder};
+pub use layer::AuthLayer;
 pub use service::AuthService;
 pub use session::Session;

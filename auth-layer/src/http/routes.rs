@@ -10,6 +10,7 @@ use tracing::Instrument;
 
 use super::response::{error_response, redirect};
 use crate::client::{AccessTokenOptions, AuthClient, LoginOptions, LogoutOptions};
+use crate::config::OptionalRoutes;
 use crate::error::{AuthError, Chain};
 use crate::store::StoreContext;
 
@@ -28,14 +29,6 @@ pub(crate) enum Route {
     Profile,
     AccessToken,
     BackchannelLogout,
-}
-
-/// Which opt-in routes are mounted.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct OptionalRoutes {
-    pub(crate) profile: bool,
-    pub(crate) access_token: bool,
-    pub(crate) backchannel_logout: bool,
 }
 
 impl Route {

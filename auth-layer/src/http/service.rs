@@ -6,7 +6,7 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Limited};
 use tower_service::Service;
 
-use super::routes::{self, OptionalRoutes, Route, RouteBody};
+use super::routes::{self, Route, RouteBody};
 use super::session::{CookieHeaders, Session};
 use super::{AuthBody, ResponseFuture};
 use crate::client::AuthClient;
@@ -16,12 +16,11 @@ use crate::client::AuthClient;
 pub struct AuthService<S> {
     inner: S,
     client: AuthClient,
-    routes: OptionalRoutes,
 }
 
 impl<S> AuthService<S> {
-    pub(crate) fn new(inner: S, client: AuthClient, routes: OptionalRoutes) -> Self {
-        Self { inner, client, routes }
+    pub(crate) fn new(inner: S, client: AuthClient) -> Self {
+        Self { inner, client }
     }
 }
 
@@ -41,8 +40,8 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let prefix = self.client.config().route_prefix();
-        if let Some(route) = Route::matching(req.uri().path(), prefix, self.routes) {
+        let config = self.client.config();
+        if let Some(route) = Route::matching(req.uri().path(), config.route_prefix(), config.routes) {
             let (parts, body) = req.into_parts();
             let client = self.client.clone();
             if route != Route::BackchannelLogout {

@@ -275,7 +275,7 @@ mod tests {
     #[tokio::test]
     async fn transactions_are_a_typed_store_record_too() {
         use crate::record::Store as _;
-        let store = TransactionData::store(&["0123456789abcdef0123456789abcdef"]);
+        let store = TransactionData::store();
         let tx = TransactionData {
             state: "st".into(),
             nonce: "n".into(),
@@ -292,7 +292,7 @@ mod tests {
 
     #[tokio::test]
     async fn sessions_are_indexed_by_sub_and_sid() {
-        let store = SessionData::store(&["0123456789abcdef0123456789abcdef"]);
+        let store = SessionData::store();
         let claims = serde_json::json!({"sub": "u1", "sid": "s1"});
         let session = SessionData::new(User::from_id_token_claims(claims.as_object().unwrap().clone()), "t".into(), 1);
         store.set(&session).await.unwrap();

@@ -1,10 +1,14 @@
 //! The per-request store context: cookies in from the request, cookies out to the response.
 
 use std::ops::Range;
+use std::time::Duration;
 
 use cookie::Cookie;
 use http::header::{CACHE_CONTROL, COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderValue};
+
+use super::{auth_cookie, removal_cookie};
+use crate::config::AuthConfig;
 
 /// The most cookies read from one request; the rest are ignored (bounds the work per request).
 const MAX_REQUEST_COOKIES: usize = 64;
@@ -101,8 +105,23 @@ impl StoreContext {
         std::str::from_utf8(self.bytes(header, range)).ok()
     }
 
-    /// Sets a cookie on the response (replacing one of the same name set earlier).
-    pub fn set_cookie(&mut self, cookie: Cookie<'static>) {
+    /// Sets cookie `name` to `value` on the response for `max_age`, with the attributes
+    /// `config` gives auth-layer's session cookie: `HttpOnly`, its `SameSite`, `Secure` on
+    /// https, its `Domain` and `Path`. Replaces a cookie of the same name set earlier in this
+    /// response. For a [`SessionStore`](crate::store::SessionStore) of your own that keeps an
+    /// id in a cookie.
+    pub fn set_cookie(&mut self, config: &AuthConfig, name: &str, value: &str, max_age: Duration) {
+        let path = &config.cookies.path;
+        self.push_cookie(auth_cookie(config, name.to_owned(), value.to_owned(), path, max_age.as_secs()));
+    }
+
+    /// Makes the browser drop cookie `name` (one set by [`set_cookie`](Self::set_cookie)).
+    pub fn remove_cookie(&mut self, config: &AuthConfig, name: &str) {
+        self.push_cookie(removal_cookie(config, name.to_owned(), &config.cookies.path));
+    }
+
+    /// Sets `cookie` on the response, replacing one of the same name set earlier.
+    pub(crate) fn push_cookie(&mut self, cookie: Cookie<'static>) {
         self.response.retain(|c| c.name() != cookie.name());
         self.response.push(cookie);
     }
@@ -110,7 +129,7 @@ impl StoreContext {
     /// Takes the response cookies of `other`, which override this context's of the same name.
     pub(crate) fn absorb(&mut self, other: StoreContext) {
         for cookie in other.response {
-            self.set_cookie(cookie);
+            self.push_cookie(cookie);
         }
     }
 
@@ -183,16 +202,16 @@ mod tests {
         headers.insert(COOKIE, HeaderValue::from_static("a=1; b=2"));
         let mut ctx = StoreContext::from_headers(&headers);
         assert_eq!(ctx.cookie("a"), Some("1"));
-        ctx.set_cookie(Cookie::build(("a", "3")).build());
+        ctx.push_cookie(Cookie::build(("a", "3")).build());
         assert_eq!(ctx.cookie("a"), Some("3"));
-        ctx.set_cookie(Cookie::build(("b", "")).max_age(cookie::time::Duration::ZERO).build());
+        ctx.push_cookie(Cookie::build(("b", "")).max_age(cookie::time::Duration::ZERO).build());
         assert_eq!(ctx.cookie("b"), None);
     }
 
     #[test]
     fn applying_cookies_forbids_caching() {
         let mut ctx = StoreContext::default();
-        ctx.set_cookie(Cookie::build(("a", "1")).build());
+        ctx.push_cookie(Cookie::build(("a", "1")).build());
         let mut headers = HeaderMap::new();
         ctx.apply(&mut headers);
         assert_eq!(headers[SET_COOKIE], "a=1");

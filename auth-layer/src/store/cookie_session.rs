@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -15,7 +16,7 @@ use crate::backend::{Backend, MokaBackend};
 use crate::config::AuthConfig;
 use crate::model::SessionData;
 use crate::model::compact;
-use crate::record::TypedStore;
+use crate::record::{DecodedCache, TypedStore};
 use crate::seal::Sealer;
 
 /// Bytes of sealed value per cookie: name, value and attributes must stay under the ~4096 bytes
@@ -29,10 +30,9 @@ const OPENED_KEY_LEN: usize = 32;
 /// `markers_checked` of a session whose logout markers were never checked.
 const NEVER: u64 = u64::MAX;
 
-/// A session cookie this store opened, kept so the same cookie is not opened again.
+/// A session cookie this store opened, kept (by its sealed value, in a [`DecodedCache`]) so the
+/// same cookie is not opened again.
 struct Opened {
-    /// The whole sealed value (every chunk, in order).
-    sealed: Box<str>,
     session: Arc<SessionData>,
     /// The marker backend's write count when this session was last found not logged out.
     markers_checked: AtomicU64,
@@ -73,19 +73,8 @@ pub struct CookieSessionStore<M = MokaBackend> {
     /// writes them there): a session checked since the last one needs no new check. `None`
     /// for markers in a shared backend, which other processes write.
     local_marker_writes: Option<Arc<AtomicU64>>,
-    opened: Option<moka::sync::Cache<[u8; OPENED_KEY_LEN], Arc<Opened>>>,
-}
-
-fn opened_cache(max_bytes: u64) -> Option<moka::sync::Cache<[u8; OPENED_KEY_LEN], Arc<Opened>>> {
-    (max_bytes > 0).then(|| {
-        moka::sync::Cache::builder()
-            .max_capacity(max_bytes)
-            // The sealed value and, a little smaller, the decoded session.
-            .weigher(|_key: &[u8; OPENED_KEY_LEN], opened: &Arc<Opened>| {
-                u32::try_from(2 * opened.sealed.len()).unwrap_or(u32::MAX)
-            })
-            .build()
-    })
+    /// Opened sessions by the leading bytes of their sealed value (whole values compared).
+    opened: Option<DecodedCache<[u8; OPENED_KEY_LEN], Opened>>,
 }
 
 impl<M> std::fmt::Debug for CookieSessionStore<M> {
@@ -101,7 +90,7 @@ impl CookieSessionStore<MokaBackend> {
             sealer: Sealer::new(&config.secrets, "auth-layer session cookie v1"),
             markers: TypedStore::in_memory(),
             local_marker_writes: Some(Arc::default()),
-            opened: opened_cache(DEFAULT_OPENED_CACHE),
+            opened: DecodedCache::new(DEFAULT_OPENED_CACHE),
             config: config.clone(),
         }
     }
@@ -122,7 +111,7 @@ impl<M: Backend> CookieSessionStore<M> {
     /// The same store, keeping up to about `max_bytes` of opened sessions (0: none; every read
     /// opens the cookie).
     pub fn with_opened_cache(mut self, max_bytes: u64) -> Self {
-        self.opened = opened_cache(max_bytes);
+        self.opened = DecodedCache::new(max_bytes);
         self
     }
 
@@ -131,9 +120,8 @@ impl<M: Backend> CookieSessionStore<M> {
     fn open(&self, sealed: &[u8]) -> Option<Arc<Opened>> {
         let key: Option<[u8; OPENED_KEY_LEN]> = sealed.get(..OPENED_KEY_LEN).and_then(|prefix| prefix.try_into().ok());
         // Bytes equal to a value opened before are that (valid) text: no need to check them.
-        if let (Some(cache), Some(key)) = (&self.opened, key)
-            && let Some(hit) = cache.get(&key)
-            && hit.sealed.as_bytes() == sealed
+        if let (Some(cache), Some(key)) = (&self.opened, &key)
+            && let Some(hit) = cache.get(key, sealed)
         {
             return Some(hit);
         }
@@ -152,10 +140,9 @@ impl<M: Backend> CookieSessionStore<M> {
                 return None;
             }
         };
-        let opened =
-            Arc::new(Opened { sealed: sealed.into(), session: Arc::new(session), markers_checked: NEVER.into() });
+        let opened = Arc::new(Opened { session: Arc::new(session), markers_checked: NEVER.into() });
         if let (Some(cache), Some(key)) = (&self.opened, key) {
-            cache.insert(key, opened.clone());
+            cache.insert(key, Bytes::copy_from_slice(sealed.as_bytes()), opened.clone());
         }
         Some(opened)
     }
@@ -218,7 +205,7 @@ impl<M: Backend> CookieSessionStore<M> {
             .map(str::to_owned)
             .collect();
         for name in stale {
-            ctx.set_cookie(removal_cookie(&self.config, name, &self.config.cookies.path));
+            ctx.push_cookie(removal_cookie(&self.config, name, &self.config.cookies.path));
         }
     }
 }
@@ -250,7 +237,7 @@ impl<M: Backend> SessionStore for CookieSessionStore<M> {
         let mut names = Vec::new();
         if sealed.len() <= CHUNK_SIZE {
             names.push(self.name().to_owned());
-            ctx.set_cookie(auth_cookie(&self.config, self.name().to_owned(), sealed, &path, max_age));
+            ctx.push_cookie(auth_cookie(&self.config, self.name().to_owned(), sealed, &path, max_age));
         } else {
             let parts = sealed.as_bytes().chunks(CHUNK_SIZE);
             if parts.len() > MAX_CHUNKS {
@@ -260,7 +247,7 @@ impl<M: Backend> SessionStore for CookieSessionStore<M> {
                 let name = format!("{}.{i}", self.name());
                 // base64url is ASCII, so every chunk boundary is a char boundary.
                 let value = String::from_utf8_lossy(part).into_owned();
-                ctx.set_cookie(auth_cookie(&self.config, name.clone(), value, &path, max_age));
+                ctx.push_cookie(auth_cookie(&self.config, name.clone(), value, &path, max_age));
                 names.push(name);
             }
         }

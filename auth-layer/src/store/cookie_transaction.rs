@@ -56,12 +56,12 @@ impl TransactionStore for CookieTransactionStore {
         let plain = serde_json::to_vec(data).map_err(|e| StoreError::encode("transaction", e))?;
         let sealed = self.sealer.seal(&name, &plain);
         let ttl = self.config.transaction_duration.as_secs();
-        ctx.set_cookie(auth_cookie(&self.config, name, sealed, &self.config.route_prefix, ttl));
+        ctx.push_cookie(auth_cookie(&self.config, name, sealed, &self.config.route_prefix, ttl));
         Ok(())
     }
 
     async fn delete(&self, ctx: &mut StoreContext, state: &str) -> Result<(), StoreError> {
-        ctx.set_cookie(removal_cookie(&self.config, self.cookie_name(state), &self.config.route_prefix));
+        ctx.push_cookie(removal_cookie(&self.config, self.cookie_name(state), &self.config.route_prefix));
         Ok(())
     }
 }

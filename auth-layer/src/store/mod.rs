@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::config::AuthConfig;
+use crate::config::{AuthConfig, SameSite};
 use crate::model::{SessionData, TransactionData};
 
 /// How many bytes of opened sessions a [`CookieSessionStore`] or a [`ServerSessionStore`] over
@@ -115,7 +115,11 @@ pub(crate) fn auth_cookie(
     let mut builder = cookie::Cookie::build((name, value))
         .path(path.to_owned())
         .http_only(true)
-        .same_site(config.cookies.same_site)
+        .same_site(match config.cookies.same_site {
+            SameSite::Strict => cookie::SameSite::Strict,
+            SameSite::None => cookie::SameSite::None,
+            _ => cookie::SameSite::Lax,
+        })
         .secure(config.secure_cookies)
         .max_age(cookie::time::Duration::seconds(i64::try_from(max_age_secs).unwrap_or(i64::MAX)));
     if let Some(domain) = &config.cookies.domain {

@@ -5,10 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{
-    DEFAULT_OPENED_CACHE, LogoutTarget, SessionStore, StoreContext, StoreError, auth_cookie, chunk_index,
-    removal_cookie,
-};
+use super::{DEFAULT_OPENED_CACHE, LogoutTarget, SessionStore, StoreContext, StoreError, chunk_index};
 use crate::backend::{Backend, MokaBackend};
 use crate::config::AuthConfig;
 use crate::model::SessionData;
@@ -21,13 +18,11 @@ use crate::record::TypedStore;
 ///
 /// ```no_run
 /// # async fn run(config: auth_layer::AuthConfig) -> Result<(), auth_layer::AuthError> {
-/// use auth_layer::AuthLayer;
+/// use auth_layer::{AuthClient, AuthLayer};
 /// use auth_layer::store::ServerSessionStore;
 ///
-/// let layer = AuthLayer::builder(config.clone())
-///     .with_session_store(ServerSessionStore::in_memory(&config))
-///     .build()
-///     .await?;
+/// let store = ServerSessionStore::in_memory(&config);
+/// let layer = AuthLayer::new(AuthClient::builder(config).with_session_store(store).build().await?);
 /// # Ok(()) }
 /// ```
 ///
@@ -97,7 +92,7 @@ impl<B: Backend> ServerSessionStore<B> {
         let chunks: Vec<String> =
             ctx.request_cookie_names().filter(|n| chunk_index(self.name(), n).is_some()).map(str::to_owned).collect();
         for name in chunks {
-            ctx.set_cookie(removal_cookie(&self.config, name, &self.config.cookies.path));
+            ctx.remove_cookie(&self.config, &name);
         }
     }
 }
@@ -121,9 +116,7 @@ impl<B: Backend> SessionStore for ServerSessionStore<B> {
         let ttl = data.seconds_left(&self.config, now);
         let ttl_left = Some(std::time::Duration::from_secs(ttl.max(1)));
         self.sessions.set_shared(Arc::new(data.clone()), ttl_left).await?;
-        let cookie =
-            auth_cookie(&self.config, self.name().to_owned(), data.id().to_owned(), &self.config.cookies.path, ttl);
-        ctx.set_cookie(cookie);
+        ctx.set_cookie(&self.config, self.name(), data.id(), std::time::Duration::from_secs(ttl));
         self.clear_chunks(ctx);
         Ok(())
     }
@@ -133,7 +126,7 @@ impl<B: Backend> SessionStore for ServerSessionStore<B> {
             self.sessions.delete(&id).await?;
         }
         if ctx.cookie(self.name()).is_some() {
-            ctx.set_cookie(removal_cookie(&self.config, self.name().to_owned(), &self.config.cookies.path));
+            ctx.remove_cookie(&self.config, self.name());
         }
         self.clear_chunks(ctx);
         Ok(())

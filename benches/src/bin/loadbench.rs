@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use auth_layer::backend::{ClientCache, RedisBackend};
 use auth_layer::store::{CookieSessionStore, ServerSessionStore, SessionStore, StoreContext};
-use auth_layer::{AuthConfig, AuthLayer, Session, SessionData};
+use auth_layer::{AuthClient, AuthConfig, AuthLayer, Session, SessionData};
 use auth_layer_benches::test_session;
 use auth_layer_tests::{CLIENT_SECRET, Provider, ProviderOptions, SECRET};
 use axum::Router;
@@ -110,7 +110,8 @@ async fn auth_layer_app(mode: &str, config: AuthConfig) -> Router {
             Arc::new(ServerSessionStore::new(backend, &config))
         }
     };
-    let layer = AuthLayer::builder(config).with_session_store(store.clone()).build().await.expect("discovery");
+    let layer =
+        AuthLayer::new(AuthClient::builder(config).with_session_store(store.clone()).build().await.expect("discovery"));
     async fn me(session: Session) -> Result<String, StatusCode> {
         match session.user().await {
             Ok(Some(user)) => Ok(user.sub().to_owned()),

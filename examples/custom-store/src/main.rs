@@ -27,10 +27,10 @@ struct Cart {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // The app's AUTH_SECRET: the same secret seals sessions and the app's own records (each
-    // store with a key of its own, derived by HKDF).
-    let secret = std::env::var("AUTH_SECRET").unwrap_or_else(|_| "custom-store-example-secret-0123456789".into());
-    let carts = Cart::store(&[secret]);
+    // In this process's memory, records kept as they are. In a shared backend
+    // (`Cart::store_in(backend, &[auth_secret])`) they are sealed with a key of this store's own,
+    // derived from the app's AUTH_SECRET by HKDF.
+    let carts = Cart::store();
 
     let mut ann = Cart { user_id: "ann".into(), org_id: "acme".into(), items: vec![] };
     ann.items.push(Item { sku: "book-42".into(), quantity: 1 });
@@ -51,7 +51,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert!(carts.get("cyd").await?.is_some(), "globex's cart stays");
 
     // A cart for a quick checkout lives 1 second instead of 30 minutes.
-    let quick = Cart::store(&["custom-store-example-secret-0123456789"]).with_ttl(Some(Duration::from_secs(1)));
+    let quick = Cart::store().with_ttl(Some(Duration::from_secs(1)));
     quick.set(&Cart { user_id: "dee".into(), org_id: "acme".into(), items: vec![] }).await?;
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     assert!(quick.get("dee").await?.is_none(), "expired");

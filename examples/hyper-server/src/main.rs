@@ -1,6 +1,6 @@
 //! Serves [`hyper_server::service`] with hyper on the host and port of `APP_BASE_URL`.
 
-use auth_layer::{AuthConfig, AuthLayer};
+use auth_layer::{AuthConfigBuilder, AuthLayer};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
@@ -11,11 +11,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
-    let config = AuthConfig::from_env()?;
+    let config = AuthConfigBuilder::from_env()?.profile_route(true).build()?;
     let base = config.base_url().clone();
     let host = base.host_str().unwrap_or("127.0.0.1").trim_matches(['[', ']']).to_owned();
     let port = base.port_or_known_default().unwrap_or(3000);
-    let service = hyper_server::service(AuthLayer::from_config(config).await?.with_profile_route(true));
+    let service = hyper_server::service(AuthLayer::from_config(config).await?);
     let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await?;
     tracing::info!("hyper example listening; open {base}");
     loop {

@@ -7,7 +7,9 @@
 
 use auth_layer::backend::{PostgresBackend, RedisBackend};
 use auth_layer::store::ServerSessionStore;
-use auth_layer::{AccessTokenOptions, AuthConfig, AuthError, AuthLayer, Session, User};
+use auth_layer::{
+    AccessTokenOptions, AuthClient, AuthConfig, AuthConfigBuilder, AuthError, AuthLayer, ConfigError, Session, User,
+};
 use axum::Router;
 use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -43,11 +45,16 @@ impl StoreChoice {
     }
 }
 
-/// The auth layer for `config`, sessions in `store`, with `/auth/profile`,
+/// The quickstart's configuration: [`AuthConfig::from_env`], with `/auth/profile`,
 /// `/auth/access-token` and `/auth/backchannel-logout` on.
+pub fn config_from_env() -> Result<AuthConfig, ConfigError> {
+    AuthConfigBuilder::from_env()?.profile_route(true).access_token_route(true).backchannel_logout_route(true).build()
+}
+
+/// The auth layer for `config`, sessions in `store`.
 pub async fn auth_layer(config: AuthConfig, store: StoreChoice) -> Result<AuthLayer, AuthError> {
-    let builder = AuthLayer::builder(config.clone());
-    let layer = match store {
+    let builder = AuthClient::builder(config.clone());
+    let client = match store {
         StoreChoice::Cookie => builder.build().await?,
         StoreChoice::Memory => builder.with_session_store(ServerSessionStore::in_memory(&config)).build().await?,
         StoreChoice::Redis(url) => {
@@ -59,7 +66,7 @@ pub async fn auth_layer(config: AuthConfig, store: StoreChoice) -> Result<AuthLa
             builder.with_session_store(ServerSessionStore::new(backend, &config)).build().await?
         }
     };
-    Ok(layer.with_profile_route(true).with_access_token_route(true).with_backchannel_logout(true))
+    Ok(AuthLayer::new(client))
 }
 
 /// Serves the app on the host and port of `APP_BASE_URL` until Ctrl-C, sessions in `store`.
@@ -151,7 +158,7 @@ async fn home(session: Session, headers: HeaderMap) -> Response {
 
 /// Forces a refresh of the access token, then back home (the new session cookie is set by the layer).
 async fn refresh_token(session: Session, headers: HeaderMap) -> Response {
-    match session.access_token(AccessTokenOptions { force_refresh: true, ..AccessTokenOptions::default() }).await {
+    match session.access_token(AccessTokenOptions::default().force_refresh()).await {
         Ok(_) => Redirect::to("/").into_response(),
         Err(err) => err.to_response(&headers).map(axum::body::Body::new).into_response(),
     }

@@ -4,6 +4,6 @@
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     quickstart::init_logging();
-    let config = auth_layer::AuthConfig::from_env()?;
+    let config = quickstart::config_from_env()?;
     quickstart::serve(config, quickstart::StoreChoice::from_env()?).await
 }

@@ -18,6 +18,6 @@ struct A {
 }
 
 fn main() {
-    let _store = A::store(&["a-secret-of-at-least-32-characters!!"]);
+    let _store = A::store();
     let _index = A::GROUP;
 }

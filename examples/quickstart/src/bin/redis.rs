@@ -4,7 +4,7 @@
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     quickstart::init_logging();
-    let config = auth_layer::AuthConfig::from_env()?;
+    let config = quickstart::config_from_env()?;
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     quickstart::serve(config, quickstart::StoreChoice::Redis(url)).await
 }
