@@ -322,7 +322,7 @@ impl AuthClient {
         if let Some(hook) = &self.inner.before_save {
             hook(&mut session);
         }
-        self.inner.session_store.set(ctx, &session, true).await?;
+        self.inner.session_store.set(ctx, &session).await?;
         tracing::info!(sub = session.user.sub(), "login completed");
         let result = LoginResult { session, return_to: transaction.return_to, app_state: transaction.app_state };
         if let Some(hook) = &self.inner.after_callback {
@@ -347,7 +347,10 @@ impl AuthClient {
         }
         if session.renewal_due(&self.inner.config, now) {
             Arc::make_mut(&mut session).touched_at = now;
-            self.inner.session_store.set(ctx, &session, false).await?;
+            if !self.inner.session_store.update(ctx, &session).await? {
+                // Ended (logged out) since this request read it: never brought back.
+                return Ok(None);
+            }
         }
         Ok(Some(session))
     }
@@ -436,7 +439,10 @@ impl AuthClient {
                 return Err(err);
             }
         };
-        self.inner.session_store.set(ctx, &refreshed, false).await?;
+        if !self.inner.session_store.update(ctx, &refreshed).await? {
+            // Logged out while the provider answered: the new tokens are not saved nor used.
+            return Err(AuthError::NotAuthenticated);
+        }
         let set = find_token_set(&refreshed.token_sets, audience, options.scope.as_deref()).ok_or_else(|| {
             AuthError::InvalidRequest("the provider granted no token for this audience and scope".into())
         })?;

@@ -102,7 +102,7 @@ mod tests {
     #[test]
     fn cookie_header_reaches_the_cookie_opener() {
         let mut ctx = StoreContext::default();
-        runtime().block_on(CookieSessionStore::new(config()).set(&mut ctx, &session(), true)).unwrap();
+        runtime().block_on(CookieSessionStore::new(config()).set(&mut ctx, &session())).unwrap();
         let mut response = http::HeaderMap::new();
         ctx.apply(&mut response);
         let cookies: Vec<String> = response

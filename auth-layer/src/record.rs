@@ -335,7 +335,35 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
         Ok(())
     }
 
+    /// Replaces the stored record with `record`, for `ttl`, only if its key holds a record
+    /// now ([`Backend::update`]); returns whether it did. A record deleted since it was read
+    /// is not brought back: what a save of a record read earlier should use.
+    pub async fn update(&self, record: &T, ttl: Option<Duration>) -> Result<bool, StoreError> {
+        if self.live.is_some() {
+            return self.update_shared(Arc::new(copy_of(record)?), ttl).await;
+        }
+        let (key, value, tags) = self.serialized(record)?;
+        self.backend.update(&key, value, ttl, tags).await
+    }
+
+    /// [`update`](Self::update) of a shared record (kept as this very `Arc` in memory).
+    pub async fn update_shared(&self, record: Arc<T>, ttl: Option<Duration>) -> Result<bool, StoreError> {
+        let Some(memory) = &self.live else {
+            let (key, value, tags) = self.serialized(&record)?;
+            return self.backend.update(&key, value, ttl, tags).await;
+        };
+        let key = record.key();
+        let tags = tags_of(&*record);
+        Ok(memory.update_live(&key, record, ttl, tags).await)
+    }
+
     async fn put_serialized(&self, record: &T, ttl: Option<Duration>) -> Result<(), StoreError> {
+        let (key, value, tags) = self.serialized(record)?;
+        self.backend.put(&key, value, ttl, tags).await
+    }
+
+    /// The record's key, stored (and sealed) bytes and tags.
+    fn serialized(&self, record: &T) -> Result<(String, Bytes, Vec<String>), StoreError> {
         let key = record.key();
         let tags = tags_of(record);
         let plain = record.to_stored()?;
@@ -343,7 +371,7 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
             Some(sealer) => Bytes::from(sealer.seal_bytes(&key, &plain)),
             None => Bytes::from(plain),
         };
-        self.backend.put(&key, value, ttl, tags).await
+        Ok((key, value, tags))
     }
 
     /// The record with these key fields, if present. A record that does not decode (corrupt,
@@ -500,6 +528,15 @@ mod tests {
             tags: Vec<String>,
         ) -> Result<(), StoreError> {
             self.0.put(key, value, ttl, tags).await
+        }
+        async fn update(
+            &self,
+            key: &str,
+            value: Bytes,
+            ttl: Option<Duration>,
+            tags: Vec<String>,
+        ) -> Result<bool, StoreError> {
+            self.0.update(key, value, ttl, tags).await
         }
         async fn delete(&self, key: &str) -> Result<(), StoreError> {
             self.0.delete(key).await

@@ -37,6 +37,15 @@ impl Backend for AtRest {
     ) -> Result<(), auth_layer::store::StoreError> {
         self.0.put(key, value, ttl, tags).await
     }
+    async fn update(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+        tags: Vec<String>,
+    ) -> Result<bool, auth_layer::store::StoreError> {
+        self.0.update(key, value, ttl, tags).await
+    }
     async fn delete(&self, key: &str) -> Result<(), auth_layer::store::StoreError> {
         self.0.delete(key).await
     }

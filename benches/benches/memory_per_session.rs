@@ -45,7 +45,7 @@ async fn main() {
     let before = rss();
     for i in 0..count {
         let mut ctx = StoreContext::default();
-        store.set(&mut ctx, &test_session_of(&format!("user-{i:07}"), &format!("sid-{i:07}")), true).await.unwrap();
+        store.set(&mut ctx, &test_session_of(&format!("user-{i:07}"), &format!("sid-{i:07}"))).await.unwrap();
         let mut headers = http::HeaderMap::new();
         ctx.apply(&mut headers);
         let set = headers[SET_COOKIE].to_str().unwrap();

@@ -87,12 +87,12 @@ fn cookie_store(c: &mut Criterion, rt: &Runtime, issuer: &str) {
         group.bench_with_input(BenchmarkId::new("set", size), &session, |b, session| {
             b.iter(|| {
                 let mut ctx = StoreContext::default();
-                rt.block_on(store.set(&mut ctx, session, true)).unwrap();
+                rt.block_on(store.set(&mut ctx, session)).unwrap();
                 ctx
             })
         });
         let mut ctx = StoreContext::default();
-        rt.block_on(store.set(&mut ctx, &session, true)).unwrap();
+        rt.block_on(store.set(&mut ctx, &session)).unwrap();
         let header = cookie_header(ctx);
         let chunks = header.to_str().unwrap().matches("_a0_session").count();
         assert!(if size > 4_000 { chunks > 1 } else { chunks == 1 }, "{size} bytes: {chunks} cookies");
@@ -111,10 +111,10 @@ fn bench_read(c: &mut Criterion, rt: &Runtime, name: &str, store: Arc<dyn Sessio
     let header = rt.block_on(async {
         for i in 0..1_000 {
             let other = auth_layer_benches::test_session_of(&format!("user-{i}"), &format!("sid-{i}"));
-            store.set(&mut StoreContext::default(), &other, true).await.unwrap();
+            store.set(&mut StoreContext::default(), &other).await.unwrap();
         }
         let mut ctx = StoreContext::default();
-        store.set(&mut ctx, &test_session(), true).await.unwrap();
+        store.set(&mut ctx, &test_session()).await.unwrap();
         cookie_header(ctx)
     });
     c.bench_function(&format!("session_read/{name}"), |b| {
@@ -202,7 +202,7 @@ fn service(c: &mut Criterion, rt: &Runtime, issuer: &str) {
             .expect("discovery");
         let cookie = rt.block_on(async {
             let mut ctx = StoreContext::default();
-            store.set(&mut ctx, &test_session(), true).await.unwrap();
+            store.set(&mut ctx, &test_session()).await.unwrap();
             cookie_header(ctx)
         });
         let mut svc = layer.layer(App);

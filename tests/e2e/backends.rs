@@ -154,6 +154,62 @@ mod suite {
         assert_eq!(per_tag, live, "every live key is listed under exactly one of t0..t2");
     }
 
+    pub(super) async fn update_replaces_a_present_value_and_never_creates_one<B: Backend>(b: &B, p: &str) {
+        let (k, gone, short) = (format!("{p}k"), format!("{p}gone"), format!("{p}short"));
+        assert!(!b.update(&gone, Bytes::from_static(b"v"), None, tags(p, &["u"])).await.unwrap(), "absent");
+        assert_eq!(b.get(&gone).await.unwrap(), None, "update created nothing");
+        assert!(b.keys_by_tag(&format!("{p}u")).await.unwrap().is_empty(), "nor listed anything");
+
+        b.put(&k, Bytes::from_static(b"1"), None, tags(p, &["a"])).await.unwrap();
+        assert!(b.update(&k, Bytes::from_static(b"2"), None, tags(p, &["u"])).await.unwrap());
+        assert_eq!(b.get(&k).await.unwrap().as_deref(), Some(&b"2"[..]));
+        assert!(b.keys_by_tag(&format!("{p}a")).await.unwrap().is_empty(), "tags replaced as put does");
+        assert_eq!(b.keys_by_tag(&format!("{p}u")).await.unwrap(), std::slice::from_ref(&k));
+
+        b.delete(&k).await.unwrap();
+        assert!(!b.update(&k, Bytes::from_static(b"3"), None, tags(p, &["u"])).await.unwrap(), "deleted");
+        assert_eq!(b.get(&k).await.unwrap(), None, "a deletion is final");
+
+        b.put(&short, Bytes::from_static(b"1"), Some(Duration::from_millis(300)), vec![]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+        assert!(!b.update(&short, Bytes::from_static(b"2"), None, vec![]).await.unwrap(), "expired");
+        assert_eq!(b.get(&short).await.unwrap(), None);
+    }
+
+    /// Updates (renewals) racing deletions by key and by tag (logouts), from many tasks: once
+    /// a key is deleted no update brings it back, and no tag lists a deleted key.
+    pub(super) async fn updates_racing_deletions_never_bring_a_key_back<B: Backend + Clone>(b: &B, p: &str) {
+        for round in 0..40u32 {
+            let key = format!("{p}s{round}");
+            let tag = format!("{p}sid{round}");
+            b.put(&key, Bytes::from_static(b"0"), Some(Duration::from_secs(60)), vec![tag.clone()]).await.unwrap();
+            let mut tasks = Vec::new();
+            for writer in 0..6u8 {
+                let (b, key, tag) = (b.clone(), key.clone(), tag.clone());
+                tasks.push(tokio::spawn(async move {
+                    for _ in 0..4 {
+                        b.update(&key, Bytes::from(vec![writer]), Some(Duration::from_secs(60)), vec![tag.clone()])
+                            .await
+                            .unwrap();
+                        tokio::task::yield_now().await;
+                    }
+                }));
+            }
+            let (deleter, key2, tag2) = (b.clone(), key.clone(), tag.clone());
+            let by_tag = round % 2 == 0;
+            let deletion = tokio::spawn(async move {
+                tokio::task::yield_now().await;
+                if by_tag { deleter.delete_by_tag(&tag2).await.map(|_| ()) } else { deleter.delete(&key2).await }
+            });
+            deletion.await.unwrap().unwrap();
+            for task in tasks {
+                task.await.unwrap();
+            }
+            assert_eq!(b.get(&key).await.unwrap(), None, "round {round}: deleted, then brought back");
+            assert!(b.keys_by_tag(&tag).await.unwrap().is_empty(), "round {round}: a deleted key is listed");
+        }
+    }
+
     pub(super) async fn records_that_do_not_decode_are_absent<B: Backend + Clone>(b: &B, p: &str) {
         let store = Secretive::store_in(b.clone(), &[SECRET]);
         let key = format!("{p}bad");
@@ -210,6 +266,16 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn concurrent_writers_leave_a_consistent_index() {
                 suite::concurrent_writers_leave_a_consistent_index(&$make, &prefix()).await;
+            }
+
+            #[tokio::test]
+            async fn update_replaces_a_present_value_and_never_creates_one() {
+                suite::update_replaces_a_present_value_and_never_creates_one(&$make, &prefix()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn updates_racing_deletions_never_bring_a_key_back() {
+                suite::updates_racing_deletions_never_bring_a_key_back(&$make, &prefix()).await;
             }
 
             #[tokio::test]
@@ -299,6 +365,8 @@ async fn redis_cluster_passes_the_same_suite() {
     suite::replacing_a_value_replaces_its_tags(&b, &format!("{p}r")).await;
     suite::delete_by_tag_removes_exactly_the_tagged_keys(&b, &format!("{p}d")).await;
     suite::concurrent_writers_leave_a_consistent_index(&b, &format!("{p}c")).await;
+    suite::update_replaces_a_present_value_and_never_creates_one(&b, &format!("{p}u")).await;
+    suite::updates_racing_deletions_never_bring_a_key_back(&b, &format!("{p}w")).await;
     suite::records_that_do_not_decode_are_absent(&b, &format!("{p}x")).await;
     suite::encrypted_records_do_not_open_under_another_key(&b, &format!("{p}s")).await;
     // Two namespaces land on different nodes, and both work.

@@ -36,6 +36,15 @@ impl Backend for Counting {
     async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>, tags: Vec<String>) -> Result<(), StoreError> {
         self.inner.put(key, value, ttl, tags).await
     }
+    async fn update(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+        tags: Vec<String>,
+    ) -> Result<bool, StoreError> {
+        self.inner.update(key, value, ttl, tags).await
+    }
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.inner.delete(key).await
     }
@@ -104,7 +113,7 @@ impl App {
         let store = Arc::new(ServerSessionStore::new(backend, &config).with_opened_cache(0));
         let client = AuthClient::builder(config).with_session_store(store.clone()).build().await.unwrap();
         let mut ctx = StoreContext::default();
-        store.set(&mut ctx, &session_of("claire", "sid-claire"), true).await.unwrap();
+        store.set(&mut ctx, &session_of("claire", "sid-claire")).await.unwrap();
         let cookie = cookie_header(ctx);
 
         let app = Router::new()

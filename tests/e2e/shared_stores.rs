@@ -157,7 +157,7 @@ async fn cookie_sessions_share_logout_markers_through_redis() {
     let user = auth_layer::User::from_id_token_claims(claims.as_object().unwrap().clone());
     let session = SessionData::new(user, "t".into(), config.clock().now() - 10);
     let mut ctx = StoreContext::default();
-    machine_a.set(&mut ctx, &session, true).await.unwrap();
+    machine_a.set(&mut ctx, &session).await.unwrap();
     let mut headers = http_headers(ctx);
     assert!(machine_b.get(&mut headers).await.unwrap().is_some());
     let target = LogoutTarget { iss: "i".into(), sub: None, sid: session.sid().map(str::to_owned) };

@@ -28,19 +28,35 @@ use crate::error::StoreError;
 
 /// Bytes by key, with a time to live and index tags.
 ///
-/// Contract, which every backend's tests check:
+/// Contract, which every backend's tests check (`tests/e2e/backends.rs` runs the same suite on
+/// moka, Redis and PostgreSQL):
 /// - `put` replaces the key's value, its TTL and its tags at once; an expired value is never
 ///   returned by `get`.
+/// - `update` does what `put` does, but only over a value the key holds at that moment (not
+///   expired, not deleted), atomically with that check; otherwise it writes nothing and returns
+///   `false`. Why: a session is read, then saved again later (a renewal, a refresh that waited
+///   seconds for the provider); a logout in between deletes it, and a save that recreated it
+///   would undo the logout. Saves of existing records use `update`, so a deletion is final.
 /// - A key is listed under a tag exactly while its current value carries that tag and has not
 ///   expired or been deleted.
-/// - `delete_by_tag` removes every key listed under the tag and returns how many; its cost does
-///   not grow with the number of keys that do not carry the tag.
+/// - `delete_by_tag` removes every key whose current value carries the tag, values updated
+///   while it runs included, and returns how many; its cost does not grow with the number of
+///   keys that do not carry the tag.
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// The value under `key`, if present and not expired.
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError>;
     /// Stores `value` under `key` for `ttl` (none: no expiry), listed under `tags`.
     async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>, tags: Vec<String>) -> Result<(), StoreError>;
+    /// Replaces the value under `key` as `put` does, only if the key holds a value now;
+    /// returns whether it did. Never creates a key.
+    async fn update(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+        tags: Vec<String>,
+    ) -> Result<bool, StoreError>;
     /// Deletes `key`.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
     /// Deletes every key listed under `tag`; returns how many were deleted.

@@ -142,17 +142,41 @@ impl MokaBackend {
     /// Keeps `value` as it is under `key`, with the TTL and tags `put` would give it. `get`
     /// does not see it: only [`get_live`](Self::get_live) does.
     pub(crate) async fn put_live(&self, key: &str, value: LiveValue, ttl: Option<Duration>, tags: Vec<String>) {
-        self.put_stored(key, Stored::Live(value), ttl, tags).await;
+        self.put_stored(key, Stored::Live(value), ttl, tags, false).await;
     }
 
-    async fn put_stored(&self, key: &str, value: Stored, ttl: Option<Duration>, tags: Vec<String>) {
+    /// [`put_live`](Self::put_live) only if `key` holds a value now, as [`Backend::update`];
+    /// returns whether it did.
+    pub(crate) async fn update_live(
+        &self,
+        key: &str,
+        value: LiveValue,
+        ttl: Option<Duration>,
+        tags: Vec<String>,
+    ) -> bool {
+        self.put_stored(key, Stored::Live(value), ttl, tags, true).await
+    }
+
+    /// Stores `value` (only over a present value when `update_only`); returns whether it did.
+    async fn put_stored(
+        &self,
+        key: &str,
+        value: Stored,
+        ttl: Option<Duration>,
+        tags: Vec<String>,
+        update_only: bool,
+    ) -> bool {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let tags: Arc<[Arc<str>]> = tags.into_iter().map(Arc::from).collect();
         let entry = Entry { id, value, ttl, tags };
-        // Listing the key and storing the value happen under moka's per-key lock, so concurrent
-        // writers of one key leave the index listing exactly the value that won.
+        // Checking the current value, listing the key and storing the value happen under moka's
+        // per-key lock, so concurrent writers and deleters of one key leave the index listing
+        // exactly the value that won, and an update never lands after a deletion.
         let shared_key: Arc<str> = Arc::from(key);
-        self.cache.entry(shared_key.clone()).and_compute_with(|_| {
+        let result = self.cache.entry(shared_key.clone()).and_compute_with(|current| {
+            if update_only && current.is_none() {
+                return Op::Nop;
+            }
             if !entry.tags.is_empty() {
                 let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
                 for tag in entry.tags.iter() {
@@ -166,6 +190,7 @@ impl MokaBackend {
             }
             Op::Put(entry)
         });
+        !matches!(result, moka::ops::compute::CompResult::StillNone(_))
     }
 
     /// An unbounded in-memory backend.
@@ -230,12 +255,28 @@ impl Backend for MokaBackend {
     }
 
     async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>, tags: Vec<String>) -> Result<(), StoreError> {
-        self.put_stored(key, Stored::Bytes(value), ttl, tags).await;
+        self.put_stored(key, Stored::Bytes(value), ttl, tags, false).await;
         Ok(())
     }
 
+    async fn update(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+        tags: Vec<String>,
+    ) -> Result<bool, StoreError> {
+        Ok(self.put_stored(key, Stored::Bytes(value), ttl, tags, true).await)
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.cache.invalidate(key);
+        // Through the compute path, as writes and updates go: moka orders compute operations on
+        // one key, not a plain `invalidate` with them, and an update must never land after a
+        // deletion it raced.
+        self.cache.entry(Arc::from(key)).and_compute_with(|current| match current {
+            Some(_) => Op::Remove,
+            None => Op::Nop,
+        });
         Ok(())
     }
 
@@ -245,10 +286,12 @@ impl Backend for MokaBackend {
             index.get(tag).map(Listed::entries).unwrap_or_default()
         };
         let mut deleted = 0;
-        for (key, id) in listed {
-            // Remove only the value that carries the tag, not a newer one put since.
+        for (key, _) in listed {
+            // Remove the key's current value if it carries the tag: the listed one, or one an
+            // update put since with the same tag (a renewed session is still that session). A
+            // value put since without the tag stays.
             let result = self.cache.entry(key).and_compute_with(|current| match current {
-                Some(entry) if entry.value().id == id => Op::Remove,
+                Some(entry) if entry.value().tags.iter().any(|t| &**t == tag) => Op::Remove,
                 _ => Op::Nop,
             });
             if matches!(result, moka::ops::compute::CompResult::Removed(_)) {

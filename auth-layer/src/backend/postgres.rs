@@ -200,7 +200,9 @@ impl PostgresBackend {
             .await
     }
 
-    /// One attempt at an atomic upsert of a record and its tags.
+    /// One attempt at an atomic write of a record and its tags: an upsert, or with
+    /// `update_only` an update of a live record (the row lock it takes orders it with a
+    /// concurrent deletion: whichever commits first, the record ends deleted). Whether it wrote.
     async fn put_once(
         &self,
         client: &mut deadpool_postgres::Object,
@@ -208,16 +210,31 @@ impl PostgresBackend {
         value: &[u8],
         ttl_ms: Option<i64>,
         tags: &[String],
-    ) -> Result<(), PutError> {
+        update_only: bool,
+    ) -> Result<bool, PutError> {
         let attempt = async {
             let tx = client.transaction().await?;
-            tx.execute(
-                "INSERT INTO auth_layer_records (key, value, expires_at)
-                 VALUES ($1, $2, now() + $3::bigint * interval '1 millisecond')
-                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at",
-                &[&key, &value, &ttl_ms],
-            )
-            .await?;
+            let written = if update_only {
+                tx.execute(
+                    "UPDATE auth_layer_records
+                     SET value = $2, expires_at = now() + $3::bigint * interval '1 millisecond'
+                     WHERE key = $1 AND (expires_at IS NULL OR expires_at > now())",
+                    &[&key, &value, &ttl_ms],
+                )
+                .await?
+            } else {
+                tx.execute(
+                    "INSERT INTO auth_layer_records (key, value, expires_at)
+                     VALUES ($1, $2, now() + $3::bigint * interval '1 millisecond')
+                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at",
+                    &[&key, &value, &ttl_ms],
+                )
+                .await?
+            };
+            if written == 0 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
             tx.execute("DELETE FROM auth_layer_tags WHERE key = $1", &[&key]).await?;
             if !tags.is_empty() {
                 tx.execute(
@@ -226,11 +243,38 @@ impl PostgresBackend {
                 )
                 .await?;
             }
-            tx.commit().await
+            tx.commit().await.map(|()| true)
         };
         match tokio::time::timeout(self.timeout, attempt).await {
             Ok(result) => result.map_err(PutError::Db),
             Err(_) => Err(PutError::Timeout),
+        }
+    }
+
+    /// A [`put_once`](Self::put_once), again after a lost deadlock (up to four attempts).
+    async fn write(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+        tags: &[String],
+        update_only: bool,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let ttl_ms: Option<i64> = ttl.map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX));
+        // Concurrent writers of one key's tags can deadlock; Postgres aborts one, which retries.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self.put_once(&mut client, key, value, ttl_ms, tags, update_only).await;
+            match result {
+                Err(PutError::Db(err)) if attempt < 4 && is_retryable(&err) => {
+                    tracing::debug!(%err, attempt, "retrying a write that lost a deadlock");
+                }
+                Err(PutError::Db(err)) => return Err(unavailable(describe(&err))),
+                Err(PutError::Timeout) => return Err(unavailable("timed out")),
+                Ok(written) => return Ok(written),
+            }
         }
     }
 
@@ -278,23 +322,17 @@ impl Backend for PostgresBackend {
     }
 
     async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>, tags: Vec<String>) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        let ttl_ms: Option<i64> = ttl.map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX));
-        let value = value.as_ref();
-        // Concurrent writers of one key's tags can deadlock; Postgres aborts one, which retries.
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let result = self.put_once(&mut client, key, value, ttl_ms, &tags).await;
-            match result {
-                Err(PutError::Db(err)) if attempt < 4 && is_retryable(&err) => {
-                    tracing::debug!(%err, attempt, "retrying a write that lost a deadlock");
-                }
-                Err(PutError::Db(err)) => return Err(unavailable(describe(&err))),
-                Err(PutError::Timeout) => return Err(unavailable("timed out")),
-                Ok(()) => return Ok(()),
-            }
-        }
+        self.write(key, &value, ttl, &tags, false).await.map(|_| ())
+    }
+
+    async fn update(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+        tags: Vec<String>,
+    ) -> Result<bool, StoreError> {
+        self.write(key, &value, ttl, &tags, true).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {

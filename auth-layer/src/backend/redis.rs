@@ -33,9 +33,10 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
 /// side by side.
 const MAX_GATHERED: usize = 128;
 
-/// Stores a value and replaces its tags. KEYS: value, key's tag set, then one index per tag.
-/// ARGV: key, value, ttl in ms (0: none), then the tags.
-const PUT: &str = r#"
+/// The body of [`PUT`] and [`UPDATE`].
+macro_rules! put_script {
+    () => {
+        r#"
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local ns = string.sub(KEYS[1], 1, string.len(KEYS[1]) - string.len(ARGV[1]) - 3)
@@ -63,8 +64,17 @@ for i = 4, #ARGV do
   end
 end
 if ttl > 0 and #ARGV >= 4 then redis.call('PEXPIRE', KEYS[2], ttl) end
-return 1
-"#;
+"#
+    };
+}
+
+/// Stores a value and replaces its tags. KEYS: value, key's tag set, then one index per tag.
+/// ARGV: key, value, ttl in ms (0: none), then the tags. Returns 1.
+const PUT: &str = concat!(put_script!(), "return 1\n");
+
+/// [`PUT`] only over a value the key holds now (`Backend::update`): in one script, so no
+/// deletion can come between the check and the write. Returns 1 when written, 0 when absent.
+const UPDATE: &str = concat!("if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n", put_script!(), "return 1\n");
 
 /// Deletes one key with its index entries. KEYS: value, key's tag set. ARGV: key.
 const DELETE: &str = r#"
@@ -259,6 +269,7 @@ pub struct RedisBackend {
     gathered: Option<Arc<Gathered>>,
     namespace: String,
     put: Script,
+    update: Script,
     delete: Script,
     delete_by_tag: Script,
     keys_by_tag: Script,
@@ -302,6 +313,30 @@ impl ClientCache {
 }
 
 impl RedisBackend {
+    /// Runs [`PUT`] or [`UPDATE`]; whether the value was written.
+    async fn write(
+        &self,
+        script: &Script,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+        tags: &[String],
+    ) -> Result<bool, StoreError> {
+        let mut connection = self.connection.clone();
+        let ttl_ms = ttl.map_or(0, |t| t.as_millis().clamp(1, u128::from(u64::MAX)) as u64);
+        let mut invocation = script.key(self.value_key(key));
+        invocation.key(self.tags_key(key));
+        for tag in tags {
+            invocation.key(self.index_key(tag));
+        }
+        invocation.arg(key).arg(value).arg(ttl_ms);
+        for tag in tags {
+            invocation.arg(tag);
+        }
+        let written: i64 = invocation.invoke_async(&mut connection).await.map_err(unavailable)?;
+        Ok(written == 1)
+    }
+
     /// Connects to a standalone Redis (`redis://[user:password@]host:port/db`, or `rediss://`
     /// for TLS).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
@@ -388,6 +423,7 @@ impl RedisBackend {
             gathered: Some(Arc::default()),
             namespace: "{auth-layer}".into(),
             put: Script::new(PUT),
+            update: Script::new(UPDATE),
             delete: Script::new(DELETE),
             delete_by_tag: Script::new(DELETE_BY_TAG),
             keys_by_tag: Script::new(KEYS_BY_TAG),
@@ -447,19 +483,17 @@ impl Backend for RedisBackend {
     }
 
     async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>, tags: Vec<String>) -> Result<(), StoreError> {
-        let mut connection = self.connection.clone();
-        let ttl_ms = ttl.map_or(0, |t| t.as_millis().clamp(1, u128::from(u64::MAX)) as u64);
-        let mut invocation = self.put.key(self.value_key(key));
-        invocation.key(self.tags_key(key));
-        for tag in &tags {
-            invocation.key(self.index_key(tag));
-        }
-        invocation.arg(key).arg(value.as_ref()).arg(ttl_ms);
-        for tag in &tags {
-            invocation.arg(tag);
-        }
-        let _: i64 = invocation.invoke_async(&mut connection).await.map_err(unavailable)?;
-        Ok(())
+        self.write(&self.put, key, &value, ttl, &tags).await.map(|_| ())
+    }
+
+    async fn update(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+        tags: Vec<String>,
+    ) -> Result<bool, StoreError> {
+        self.write(&self.update, key, &value, ttl, &tags).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {

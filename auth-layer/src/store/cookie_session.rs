@@ -161,6 +161,34 @@ impl<M: Backend> CookieSessionStore<M> {
         Ok(false)
     }
 
+    /// Seals `data` into the session cookie (chunked when large) and clears stale chunks.
+    fn write(&self, ctx: &mut StoreContext, data: &SessionData) -> Result<(), StoreError> {
+        let plain = compact::encode(data)?;
+        let sealed = self.sealer.seal(self.name(), &plain);
+        let now = self.config.clock.now();
+        let max_age = data.seconds_left(&self.config, now);
+        let path = self.config.cookies.path.clone();
+        let mut names = Vec::new();
+        if sealed.len() <= CHUNK_SIZE {
+            names.push(self.name().to_owned());
+            ctx.push_cookie(auth_cookie(&self.config, self.name().to_owned(), sealed, &path, max_age));
+        } else {
+            let parts = sealed.as_bytes().chunks(CHUNK_SIZE);
+            if parts.len() > MAX_CHUNKS {
+                return Err(StoreError::TooLarge { size: sealed.len(), limit: CHUNK_SIZE * MAX_CHUNKS });
+            }
+            for (i, part) in parts.enumerate() {
+                let name = format!("{}.{i}", self.name());
+                // base64url is ASCII, so every chunk boundary is a char boundary.
+                let value = String::from_utf8_lossy(part).into_owned();
+                ctx.push_cookie(auth_cookie(&self.config, name.clone(), value, &path, max_age));
+                names.push(name);
+            }
+        }
+        self.clear_stale(ctx, &names);
+        Ok(())
+    }
+
     fn name(&self) -> &str {
         &self.config.cookies.session_name
     }
@@ -228,31 +256,20 @@ impl<M: Backend> SessionStore for CookieSessionStore<M> {
         Ok(Some(opened.session.clone()))
     }
 
-    async fn set(&self, ctx: &mut StoreContext, data: &SessionData, _new_login: bool) -> Result<(), StoreError> {
-        let plain = compact::encode(data)?;
-        let sealed = self.sealer.seal(self.name(), &plain);
-        let now = self.config.clock.now();
-        let max_age = data.seconds_left(&self.config, now);
-        let path = self.config.cookies.path.clone();
-        let mut names = Vec::new();
-        if sealed.len() <= CHUNK_SIZE {
-            names.push(self.name().to_owned());
-            ctx.push_cookie(auth_cookie(&self.config, self.name().to_owned(), sealed, &path, max_age));
-        } else {
-            let parts = sealed.as_bytes().chunks(CHUNK_SIZE);
-            if parts.len() > MAX_CHUNKS {
-                return Err(StoreError::TooLarge { size: sealed.len(), limit: CHUNK_SIZE * MAX_CHUNKS });
-            }
-            for (i, part) in parts.enumerate() {
-                let name = format!("{}.{i}", self.name());
-                // base64url is ASCII, so every chunk boundary is a char boundary.
-                let value = String::from_utf8_lossy(part).into_owned();
-                ctx.push_cookie(auth_cookie(&self.config, name.clone(), value, &path, max_age));
-                names.push(name);
-            }
+    async fn set(&self, ctx: &mut StoreContext, data: &SessionData) -> Result<(), StoreError> {
+        self.write(ctx, data)
+    }
+
+    /// A session ended by a back-channel logout since it was read is not written again (its
+    /// cookies are cleared): checked against the markers, one read where they are shared.
+    async fn update(&self, ctx: &mut StoreContext, data: &SessionData) -> Result<bool, StoreError> {
+        if self.logged_out(data).await? {
+            tracing::info!(sub = data.sub(), "session ended by back-channel logout while in use; not saved");
+            self.clear_stale(ctx, &[]);
+            return Ok(false);
         }
-        self.clear_stale(ctx, &names);
-        Ok(())
+        self.write(ctx, data)?;
+        Ok(true)
     }
 
     async fn delete(&self, ctx: &mut StoreContext) -> Result<(), StoreError> {
@@ -303,7 +320,7 @@ mod tests {
     async fn small_session_round_trips_in_one_cookie() {
         let store = CookieSessionStore::new(&config());
         let mut ctx = StoreContext::default();
-        store.set(&mut ctx, &session(10), true).await.unwrap();
+        store.set(&mut ctx, &session(10)).await.unwrap();
         let (set, mut next) = browser_round_trip(ctx);
         assert_eq!(set.len(), 1);
         for attribute in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/"] {
@@ -316,7 +333,7 @@ mod tests {
     async fn large_session_round_trips_in_chunks() {
         let store = CookieSessionStore::new(&config());
         let mut ctx = StoreContext::default();
-        store.set(&mut ctx, &session(9_000), true).await.unwrap();
+        store.set(&mut ctx, &session(9_000)).await.unwrap();
         let (set, mut next) = browser_round_trip(ctx);
         assert!(set.len() >= 3, "9 KB of claims needs at least 3 cookies, got {}", set.len());
         for value in &set {
@@ -329,7 +346,7 @@ mod tests {
     async fn missing_chunk_means_no_session() {
         let store = CookieSessionStore::new(&config());
         let mut ctx = StoreContext::default();
-        store.set(&mut ctx, &session(9_000), true).await.unwrap();
+        store.set(&mut ctx, &session(9_000)).await.unwrap();
         let (set, _) = browser_round_trip(ctx);
         let without_middle: Vec<String> = set
             .iter()
@@ -346,9 +363,9 @@ mod tests {
     async fn shrinking_session_clears_stale_chunks() {
         let store = CookieSessionStore::new(&config());
         let mut ctx = StoreContext::default();
-        store.set(&mut ctx, &session(9_000), true).await.unwrap();
+        store.set(&mut ctx, &session(9_000)).await.unwrap();
         let (_, mut next) = browser_round_trip(ctx);
-        store.set(&mut next, &session(10), false).await.unwrap();
+        assert!(store.update(&mut next, &session(10)).await.unwrap());
         let (set, _) = browser_round_trip(next);
         let removed: Vec<String> = set
             .iter()
@@ -388,7 +405,7 @@ mod tests {
     async fn cookie_bytes_that_are_not_text_mean_no_session_even_after_an_opened_prefix() {
         let store = CookieSessionStore::new(&config());
         let mut ctx = StoreContext::default();
-        store.set(&mut ctx, &session(10), true).await.unwrap();
+        store.set(&mut ctx, &session(10)).await.unwrap();
         let (_, mut next) = browser_round_trip(ctx);
         assert!(store.get(&mut next).await.unwrap().is_some(), "opened, and now in the opened cache");
         let sealed = next.cookie("_a0_session").unwrap().to_owned();
@@ -413,7 +430,7 @@ mod tests {
         let user = User::from_id_token_claims(claims.as_object().unwrap().clone());
         let old = SessionData::new(user.clone(), "t".into(), 1_000);
         let mut ctx = StoreContext::default();
-        store.set(&mut ctx, &old, true).await.unwrap();
+        store.set(&mut ctx, &old).await.unwrap();
         let (_, mut copied) = browser_round_trip(ctx);
 
         now.store(1_100, Ordering::SeqCst);
@@ -424,7 +441,7 @@ mod tests {
         now.store(1_101, Ordering::SeqCst);
         let new = SessionData::new(user, "t".into(), 1_101);
         let mut ctx = StoreContext::default();
-        store.set(&mut ctx, &new, true).await.unwrap();
+        store.set(&mut ctx, &new).await.unwrap();
         let (_, mut next) = browser_round_trip(ctx);
         assert_eq!(
             store.get(&mut next).await.unwrap().as_deref(),
@@ -448,7 +465,7 @@ mod tests {
 
     async fn sealed(store: &CookieSessionStore, data: &SessionData) -> Vec<String> {
         let mut ctx = StoreContext::default();
-        store.set(&mut ctx, data, true).await.unwrap();
+        store.set(&mut ctx, data).await.unwrap();
         browser_round_trip(ctx).0
     }
 

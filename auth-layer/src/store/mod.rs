@@ -54,9 +54,15 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Shared, so that a store may keep sessions it has opened and hand them out again without
     /// decrypting, decoding or copying them on every request.
     async fn get(&self, ctx: &mut StoreContext) -> Result<Option<Arc<SessionData>>, StoreError>;
-    /// Saves the session. `new_login` is true when it replaces whatever session the request had
-    /// (a new login): a stateful store issues a new id and deletes the old record.
-    async fn set(&self, ctx: &mut StoreContext, data: &SessionData, new_login: bool) -> Result<(), StoreError>;
+    /// Saves the session of a new login, which replaces whatever session the request had: a
+    /// stateful store issues a new id and deletes the old record.
+    async fn set(&self, ctx: &mut StoreContext, data: &SessionData) -> Result<(), StoreError>;
+    /// Saves again a session this request read (a renewal, a refresh), only if it has not been
+    /// ended since: returns `false`, writes nothing and clears the session's cookies when a
+    /// logout, a back-channel logout or its expiry ended it after it was read. The check and the
+    /// write are one atomic step ([`Backend::update`](crate::backend::Backend::update)), so a
+    /// save never brings back a deleted session, whichever process made each call.
+    async fn update(&self, ctx: &mut StoreContext, data: &SessionData) -> Result<bool, StoreError>;
     /// Deletes the request's session and clears its cookies.
     async fn delete(&self, ctx: &mut StoreContext) -> Result<(), StoreError>;
     /// Ends every session a back-channel logout token names.
@@ -70,8 +76,11 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
     async fn get(&self, ctx: &mut StoreContext) -> Result<Option<Arc<SessionData>>, StoreError> {
         (**self).get(ctx).await
     }
-    async fn set(&self, ctx: &mut StoreContext, data: &SessionData, new_login: bool) -> Result<(), StoreError> {
-        (**self).set(ctx, data, new_login).await
+    async fn set(&self, ctx: &mut StoreContext, data: &SessionData) -> Result<(), StoreError> {
+        (**self).set(ctx, data).await
+    }
+    async fn update(&self, ctx: &mut StoreContext, data: &SessionData) -> Result<bool, StoreError> {
+        (**self).update(ctx, data).await
     }
     async fn delete(&self, ctx: &mut StoreContext) -> Result<(), StoreError> {
         (**self).delete(ctx).await

@@ -2,6 +2,7 @@
 //! [`Backend`] (sealed, indexed by `sub` and `sid`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -108,17 +109,28 @@ impl<B: Backend> SessionStore for ServerSessionStore<B> {
         Ok(session)
     }
 
-    async fn set(&self, ctx: &mut StoreContext, data: &SessionData, new_login: bool) -> Result<(), StoreError> {
-        if new_login && let Some(old) = self.request_id(ctx).filter(|old| *old != data.id()).map(str::to_owned) {
+    async fn set(&self, ctx: &mut StoreContext, data: &SessionData) -> Result<(), StoreError> {
+        if let Some(old) = self.request_id(ctx).filter(|old| *old != data.id()).map(str::to_owned) {
             self.sessions.delete(&old).await?;
         }
-        let now = self.config.clock.now();
-        let ttl = data.seconds_left(&self.config, now);
-        let ttl_left = Some(std::time::Duration::from_secs(ttl.max(1)));
-        self.sessions.set_shared(Arc::new(data.clone()), ttl_left).await?;
-        ctx.set_cookie(&self.config, self.name(), data.id(), std::time::Duration::from_secs(ttl));
+        let ttl = data.seconds_left(&self.config, self.config.clock.now());
+        self.sessions.set_shared(Arc::new(data.clone()), Some(Duration::from_secs(ttl.max(1)))).await?;
+        ctx.set_cookie(&self.config, self.name(), data.id(), Duration::from_secs(ttl));
         self.clear_chunks(ctx);
         Ok(())
+    }
+
+    async fn update(&self, ctx: &mut StoreContext, data: &SessionData) -> Result<bool, StoreError> {
+        let ttl = data.seconds_left(&self.config, self.config.clock.now());
+        if !self.sessions.update_shared(Arc::new(data.clone()), Some(Duration::from_secs(ttl.max(1)))).await? {
+            tracing::info!(sub = data.sub(), "session ended while in use (logout or expiry); not saved");
+            ctx.remove_cookie(&self.config, self.name());
+            self.clear_chunks(ctx);
+            return Ok(false);
+        }
+        ctx.set_cookie(&self.config, self.name(), data.id(), Duration::from_secs(ttl));
+        self.clear_chunks(ctx);
+        Ok(true)
     }
 
     async fn delete(&self, ctx: &mut StoreContext) -> Result<(), StoreError> {
@@ -166,7 +178,7 @@ mod tests {
         let store = ServerSessionStore::in_memory(&config());
         let data = session("u1", "s1");
         let mut ctx = StoreContext::default();
-        store.set(&mut ctx, &data, true).await.unwrap();
+        store.set(&mut ctx, &data).await.unwrap();
         let (set, mut next) = next_request(ctx);
         assert_eq!(set.len(), 1);
         assert!(set[0].starts_with(&format!("_a0_session={};", data.id())), "{}", set[0]);
@@ -178,10 +190,10 @@ mod tests {
         let store = ServerSessionStore::in_memory(&config());
         let first = session("u1", "s1");
         let mut ctx = StoreContext::default();
-        store.set(&mut ctx, &first, true).await.unwrap();
+        store.set(&mut ctx, &first).await.unwrap();
         let (_, mut next) = next_request(ctx);
         let second = session("u1", "s2");
-        store.set(&mut next, &second, true).await.unwrap();
+        store.set(&mut next, &second).await.unwrap();
         assert_eq!(store.sessions().get(first.id()).await.unwrap(), None, "the old session is gone");
         let (_, mut after) = next_request(next);
         assert_eq!(store.get(&mut after).await.unwrap().as_deref(), Some(&second));
@@ -192,7 +204,7 @@ mod tests {
         let store = ServerSessionStore::in_memory(&config());
         let (a, b, c) = (session("u1", "s1"), session("u1", "s2"), session("u2", "s3"));
         for data in [&a, &b, &c] {
-            store.set(&mut StoreContext::default(), data, true).await.unwrap();
+            store.set(&mut StoreContext::default(), data).await.unwrap();
         }
         let by_sid = LogoutTarget { iss: "i".into(), sub: Some("u1".into()), sid: Some("s1".into()) };
         store.delete_by_logout_token(&by_sid).await.unwrap();
@@ -219,7 +231,7 @@ mod tests {
         let store = ServerSessionStore::in_memory(&config());
         let data = session("u1", "s1");
         let mut ctx = StoreContext::default();
-        store.set(&mut ctx, &data, true).await.unwrap();
+        store.set(&mut ctx, &data).await.unwrap();
         let (_, mut next) = next_request(ctx);
         store.delete(&mut next).await.unwrap();
         assert_eq!(store.sessions().get(data.id()).await.unwrap(), None);
@@ -233,7 +245,7 @@ mod tests {
         let store = ServerSessionStore::in_memory(&config);
         let mut ctx = StoreContext::default();
         let data = session("u1", "s1");
-        store.set(&mut ctx, &data, true).await.unwrap();
+        store.set(&mut ctx, &data).await.unwrap();
         let (set, _) = next_request(ctx);
         let cookie = set[0].split(';').next().unwrap().to_owned();
         let request = || {

@@ -133,7 +133,7 @@ async fn auth_layer_app(mode: &str, config: AuthConfig) -> Router {
         let session = session.clone();
         async move {
             let mut ctx = StoreContext::default();
-            store.set(&mut ctx, &session, true).await.expect("store the bench session");
+            store.set(&mut ctx, &session).await.expect("store the bench session");
             let mut headers = HeaderMap::new();
             ctx.apply(&mut headers);
             headers
