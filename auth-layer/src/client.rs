@@ -486,15 +486,19 @@ impl AuthClient {
 
     /// Handles a back-channel logout token (the body of the provider's POST): checks it, refuses
     /// a replayed `jti`, and ends every session it names, whatever the store, before returning.
+    ///
+    /// The `jti` is recorded only once the sessions are ended: when the store fails (503), the
+    /// provider's retry of the same token is not mistaken for a replay, and ends them. Ending
+    /// sessions twice (two copies of one token at once) does no harm.
     pub async fn handle_backchannel_logout(&self, logout_token: &str) -> Result<(), AuthError> {
         let claims = self.inner.rp.verify_logout_token(logout_token).await?;
-        let ttl = Duration::from_secs(claims.replayable_until.saturating_sub(self.inner.config.clock.now()).max(1));
-        let first_use = self.inner.seen_logout_tokens.entry(claims.jti.clone()).or_insert(ttl).await.is_fresh();
-        if !first_use {
+        if self.inner.seen_logout_tokens.contains_key(&claims.jti) {
             return Err(AuthError::Provider(ProviderError::InvalidLogoutToken("jti already used (replay)".into())));
         }
         let target = LogoutTarget { iss: self.inner.rp.issuer().to_owned(), sub: claims.sub, sid: claims.sid };
         self.inner.session_store.delete_by_logout_token(&target).await?;
+        let ttl = Duration::from_secs(claims.replayable_until.saturating_sub(self.inner.config.clock.now()).max(1));
+        self.inner.seen_logout_tokens.insert(claims.jti, ttl).await;
         tracing::info!(sid = target.sid.as_deref(), sub = target.sub.as_deref(), "back-channel logout handled");
         Ok(())
     }

@@ -165,6 +165,7 @@ pub struct AuthConfig {
     pub(crate) inactivity_duration: Duration,
     pub(crate) transaction_duration: Duration,
     pub(crate) clock_skew: Duration,
+    pub(crate) logout_token_max_age: Duration,
     pub(crate) refresh_buffer: Duration,
     pub(crate) renew_below: Duration,
     pub(crate) token_endpoint_auth: TokenEndpointAuth,
@@ -288,6 +289,7 @@ pub struct AuthConfigBuilder {
     inactivity_duration: Option<Duration>,
     transaction_duration: Option<Duration>,
     clock_skew: Option<Duration>,
+    logout_token_max_age: Option<Duration>,
     refresh_buffer: Option<Duration>,
     renew_below: Option<Duration>,
     token_endpoint_auth: TokenEndpointAuth,
@@ -468,6 +470,14 @@ impl AuthConfigBuilder {
         self
     }
 
+    /// How old (by its `iat`, beyond the clock tolerance) a back-channel logout token may be;
+    /// default 2 minutes, as Auth0's own verifier allows. A provider posts its logout tokens at
+    /// once; an older one is refused, which bounds how long its `jti` must be remembered.
+    pub fn logout_token_max_age(mut self, max_age: Duration) -> Self {
+        self.logout_token_max_age = Some(max_age);
+        self
+    }
+
     /// How long before its expiry an access token is refreshed; default 60 seconds.
     pub fn refresh_buffer(mut self, buffer: Duration) -> Self {
         self.refresh_buffer = Some(buffer);
@@ -576,6 +586,7 @@ impl AuthConfigBuilder {
             inactivity_duration,
             transaction_duration,
             clock_skew: self.clock_skew.unwrap_or(Duration::from_secs(60)),
+            logout_token_max_age: self.logout_token_max_age.unwrap_or(Duration::from_secs(120)),
             refresh_buffer: self.refresh_buffer.unwrap_or(Duration::from_secs(60)),
             renew_below: self.renew_below.unwrap_or(inactivity_duration / 2).min(inactivity_duration),
             token_endpoint_auth: self.token_endpoint_auth,

@@ -46,7 +46,14 @@ pub fn logout_token(data: &[u8]) -> bool {
     let Ok(token) = std::str::from_utf8(data) else { return false };
     let Ok((header, claims, _, _)) = crate::oidc::parse_jwt(token) else { return false };
     let header_ok = crate::oidc::check_logout_header(&header).is_ok();
-    let claims_ok = crate::oidc::check_logout_claims(&claims, "https://issuer.example/", "fuzz", 1_000_000, 60).is_ok();
+    let claims_ok = crate::oidc::check_logout_claims(
+        &claims,
+        "https://issuer.example/",
+        "fuzz",
+        1_000_000,
+        crate::oidc::LogoutTokenLimits { skew: 60, max_age: 120 },
+    )
+    .is_ok();
     header_ok && claims_ok
 }
 

@@ -53,11 +53,13 @@ pub(crate) struct RefreshedTokens {
 }
 
 /// What a valid logout token names.
+#[derive(Debug)]
 pub(crate) struct LogoutClaims {
     pub(crate) sub: Option<String>,
     pub(crate) sid: Option<String>,
     pub(crate) jti: String,
-    /// Until when the token could be replayed (its `exp`, or `iat` plus the replay window).
+    /// Until when the token could be replayed: the later of its `exp` and its age limit, plus
+    /// the clock tolerance.
     pub(crate) replayable_until: u64,
 }
 
@@ -294,13 +296,11 @@ impl RelyingParty {
         }
 
         let now = self.config.clock.now();
-        check_logout_claims(
-            &claims,
-            self.issuer.as_str(),
-            self.client_id.as_str(),
-            now,
-            self.config.clock_skew.as_secs(),
-        )
+        let limits = LogoutTokenLimits {
+            skew: self.config.clock_skew.as_secs(),
+            max_age: self.config.logout_token_max_age.as_secs(),
+        };
+        check_logout_claims(&claims, self.issuer.as_str(), self.client_id.as_str(), now, limits)
     }
 
     /// Every ID-token check: signature by `kid` (refetching the JWKS once for an unknown one),
@@ -417,9 +417,6 @@ impl RelyingParty {
     }
 }
 
-/// How long a logout token without `exp` is remembered against replay.
-const LOGOUT_TOKEN_REPLAY_WINDOW: Duration = Duration::from_secs(600);
-
 type TokenError = RequestTokenError<
     openidconnect::HttpClientError<reqwest::Error>,
     openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>,
@@ -491,14 +488,27 @@ pub(crate) fn check_logout_header(header: &Map<String, Value>) -> Result<CoreJws
     Ok(alg)
 }
 
-/// A logout token's claim checks (Back-Channel Logout 1.0, 2.4 and 2.6), replay aside.
+/// The time limits of a logout token, in seconds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LogoutTokenLimits {
+    /// The clock tolerance.
+    pub(crate) skew: u64,
+    /// The oldest `iat` accepted, before the tolerance.
+    pub(crate) max_age: u64,
+}
+
+/// A logout token's claim checks (Back-Channel Logout 1.0, 2.4 and 2.6), replay aside:
+/// `exp` is required (as the final specification says, and as Auth0 and oidc-provider send
+/// it), and `iat` must be at most `limits.max_age` old, so that a `jti` need only be remembered
+/// until both have passed ([`LogoutClaims::replayable_until`]).
 pub(crate) fn check_logout_claims(
     claims: &Map<String, Value>,
     issuer: &str,
     client_id: &str,
     now: u64,
-    skew: u64,
+    limits: LogoutTokenLimits,
 ) -> Result<LogoutClaims, ProviderError> {
+    let skew = limits.skew;
     let bad = |why: &str| ProviderError::InvalidLogoutToken(why.to_owned());
     if claims.get("iss").and_then(Value::as_str) != Some(issuer) {
         return Err(bad("iss is not the provider"));
@@ -515,16 +525,14 @@ pub(crate) fn check_logout_claims(
     if iat > now.saturating_add(skew) {
         return Err(bad("iat is in the future"));
     }
-    let exp = match claims.get("exp") {
-        Some(exp) => {
-            let exp = exp.as_u64().ok_or_else(|| bad("exp is not a number"))?;
-            if now >= exp.saturating_add(skew) {
-                return Err(bad("expired"));
-            }
-            Some(exp)
-        }
-        None => None,
-    };
+    if now > iat.saturating_add(limits.max_age).saturating_add(skew) {
+        return Err(bad("issued too long ago (iat)"));
+    }
+    let exp = claims.get("exp").ok_or_else(|| bad("exp missing"))?;
+    let exp = exp.as_u64().ok_or_else(|| bad("exp is not a number"))?;
+    if now >= exp.saturating_add(skew) {
+        return Err(bad("expired"));
+    }
     let jti = claims.get("jti").and_then(Value::as_str).filter(|j| !j.is_empty()).ok_or_else(|| bad("jti missing"))?;
     let event = claims
         .get("events")
@@ -548,8 +556,9 @@ pub(crate) fn check_logout_claims(
     if sub.is_none() && sid.is_none() {
         return Err(bad("neither sid nor sub"));
     }
-    let replayable_until =
-        exp.unwrap_or(iat.saturating_add(LOGOUT_TOKEN_REPLAY_WINDOW.as_secs())).max(now).saturating_add(skew);
+    // Accepted until the later of its expiry and its age limit (plus the tolerance): its jti
+    // is kept that long, and not a second longer is needed.
+    let replayable_until = exp.max(iat.saturating_add(limits.max_age)).max(now).saturating_add(skew);
     Ok(LogoutClaims { sub, sid, jti: jti.to_owned(), replayable_until })
 }
 
@@ -578,5 +587,32 @@ mod tests {
         assert_eq!(header_kid(&format!("{header}.e30.sig")).as_deref(), Some("key-1"));
         assert_eq!(header_kid("not-a-jwt"), None);
         assert_eq!(header_kid(""), None);
+    }
+
+    fn logout_claims(iat: u64, exp: Option<u64>) -> Map<String, Value> {
+        let mut claims = serde_json::json!({
+            "iss": "https://issuer.example/", "aud": "c", "iat": iat, "jti": "j", "sid": "s",
+            "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
+        });
+        if let Some(exp) = exp {
+            claims["exp"] = exp.into();
+        }
+        claims.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn logout_tokens_need_exp_and_a_recent_iat_and_their_jti_is_kept_until_both_pass() {
+        let limits = LogoutTokenLimits { skew: 60, max_age: 120 };
+        let check =
+            |claims: &Map<String, Value>, now| check_logout_claims(claims, "https://issuer.example/", "c", now, limits);
+        let now = 10_000;
+        let err = check(&logout_claims(now, None), now).unwrap_err();
+        assert!(err.to_string().contains("exp missing"), "{err}");
+        let err = check(&logout_claims(now - 181, Some(now + 600)), now).unwrap_err();
+        assert!(err.to_string().contains("too long ago"), "{err}");
+        assert!(check(&logout_claims(now - 180, Some(now + 600)), now).is_ok(), "within the age limit and tolerance");
+        // Kept until the later of exp and iat + max_age, plus the tolerance.
+        assert_eq!(check(&logout_claims(now, Some(now + 600)), now).unwrap().replayable_until, now + 600 + 60);
+        assert_eq!(check(&logout_claims(now, Some(now + 30)), now).unwrap().replayable_until, now + 120 + 60);
     }
 }

@@ -99,6 +99,8 @@ async fn defective_tokens_are_refused_and_the_session_survives(store: StoreChoic
         ("expired", json!({}), with("exp", json!(now() - 3600)), "provider"),
         ("issued in the future", json!({}), with("iat", json!(now() + 3600)), "provider"),
         ("no iat", json!({}), without("iat"), "provider"),
+        ("no exp", json!({}), without("exp"), "provider"),
+        ("an iat older than the limit (2 minutes)", json!({}), with("iat", json!(now() - 200)), "provider"),
         ("no jti", json!({}), without("jti"), "provider"),
         ("no events", json!({}), without("events"), "provider"),
         (
@@ -195,4 +197,75 @@ async fn sub_only_logout_token_ends_all_cookie_sessions_of_the_user() {
 #[tokio::test]
 async fn sub_only_logout_token_ends_all_memory_sessions_of_the_user() {
     logout_token_with_only_sub_ends_every_session_of_the_user(StoreChoice::Memory).await;
+}
+
+/// A session store whose back-channel deletions fail while `down` is set (a store outage).
+struct Flaky {
+    inner: auth_layer::store::ServerSessionStore,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl auth_layer::store::SessionStore for Flaky {
+    async fn get(
+        &self,
+        ctx: &mut auth_layer::StoreContext,
+    ) -> Result<Option<std::sync::Arc<auth_layer::SessionData>>, auth_layer::StoreError> {
+        self.inner.get(ctx).await
+    }
+    async fn set(
+        &self,
+        ctx: &mut auth_layer::StoreContext,
+        data: &auth_layer::SessionData,
+    ) -> Result<(), auth_layer::StoreError> {
+        self.inner.set(ctx, data).await
+    }
+    async fn update(
+        &self,
+        ctx: &mut auth_layer::StoreContext,
+        data: &auth_layer::SessionData,
+    ) -> Result<bool, auth_layer::StoreError> {
+        self.inner.update(ctx, data).await
+    }
+    async fn delete(&self, ctx: &mut auth_layer::StoreContext) -> Result<(), auth_layer::StoreError> {
+        self.inner.delete(ctx).await
+    }
+    async fn delete_by_logout_token(
+        &self,
+        target: &auth_layer::store::LogoutTarget,
+    ) -> Result<(), auth_layer::StoreError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(auth_layer::StoreError::unavailable("flaky", "down for the test"));
+        }
+        self.inner.delete_by_logout_token(target).await
+    }
+}
+
+/// The store is down when the provider posts the logout: 503, the session still there. The
+/// provider retries the same token once the store is back: the logout happens (the `jti` was
+/// not spent by the failed attempt). A third copy is a replay.
+#[tokio::test]
+async fn a_logout_token_retried_after_a_store_outage_ends_the_session() {
+    let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = down.clone();
+    let env = TestEnv::start_with_layer(move |config| async move {
+        let store = Flaky { inner: auth_layer::store::ServerSessionStore::in_memory(&config), down: flag };
+        auth_layer::AuthClient::builder(config).with_session_store(store).build().await.map(auth_layer::AuthLayer::new)
+    })
+    .await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "rita").await;
+    let me: Value = profile(&browser, &env).await.json().await.unwrap();
+    let sid = me["sid"].as_str().unwrap().to_owned();
+    let token =
+        env.provider.sign(json!({"typ": "logout+jwt"}), claims(&env, &sid, "rita", "jti-retried"), "provider").await;
+
+    down.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(post_logout_token(&env, &token).await.status(), StatusCode::SERVICE_UNAVAILABLE);
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(profile(&browser, &env).await.status(), StatusCode::OK, "nothing was ended by the failed attempt");
+
+    assert_eq!(post_logout_token(&env, &token).await.status(), StatusCode::OK, "the provider's retry is accepted");
+    assert_eq!(profile(&browser, &env).await.status(), StatusCode::UNAUTHORIZED, "and ends the session");
+    assert_eq!(post_logout_token(&env, &token).await.status(), StatusCode::BAD_REQUEST, "a third copy is a replay");
 }
