@@ -303,10 +303,10 @@ impl AuthClient {
         if let Some(error) = params.error {
             return Err(AuthError::ProviderRefused { error, description: params.error_description });
         }
-        if let Some(iss) = params.iss
-            && iss != self.inner.rp.issuer()
-        {
-            return Err(AuthError::IssuerMismatch(iss));
+        match params.iss {
+            Some(iss) if iss != self.inner.rp.issuer() => return Err(AuthError::IssuerMismatch(iss)),
+            None if self.inner.rp.requires_iss() => return Err(AuthError::MissingIssuer),
+            _ => {}
         }
         let code = params.code.ok_or_else(|| AuthError::InvalidRequest("the callback has no code".into()))?;
         let tokens = self.inner.rp.exchange_code(&code, &transaction.code_verifier, &transaction.nonce).await?;

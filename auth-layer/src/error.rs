@@ -114,6 +114,10 @@ pub enum AuthError {
     /// The callback's `iss` is not this provider (mix-up attack).
     #[error("the callback's issuer `{0}` is not the configured provider")]
     IssuerMismatch(String),
+    /// The callback has no `iss` though the provider announced that it always sends one
+    /// (RFC 9207, 2.4: a response without it may come from another provider).
+    #[error("the callback has no iss, which the provider announced it always sends")]
+    MissingIssuer,
     /// The provider or its tokens failed (unreachable, refused, or a token that fails a check).
     #[error(transparent)]
     Provider(#[from] ProviderError),
@@ -135,7 +139,7 @@ impl AuthError {
             Self::InvalidRequest(_) => "invalid_request",
             Self::MissingTransaction => "missing_transaction",
             Self::ProviderRefused { .. } => "provider_refused",
-            Self::IssuerMismatch(_) => "issuer_mismatch",
+            Self::IssuerMismatch(_) | Self::MissingIssuer => "issuer_mismatch",
             Self::Provider(ProviderError::InvalidIdToken(_)) => "invalid_id_token",
             Self::Provider(ProviderError::TokenRefused(_)) => "token_refused",
             Self::Provider(ProviderError::InvalidGrant(_)) => "refresh_refused",
@@ -148,6 +152,51 @@ impl AuthError {
             Self::NotAuthenticated => "not_authenticated",
             Self::MissingRefreshToken => "missing_refresh_token",
         }
+    }
+
+    /// What a response body says of this error: a fixed text per [`code`](Self::code), never
+    /// the error's details (a database's error, a provider's description, a parameter's value),
+    /// which go to the logs. Text a request can choose (an `error_description` in a crafted
+    /// callback URL) never reaches a page. For a provider's refusal, the OAuth error code is
+    /// named when it is a plain code (`access_denied`, `login_required`, ...).
+    pub fn public_message(&self) -> std::borrow::Cow<'static, str> {
+        let fixed = match self {
+            Self::InvalidRequest(_) => "The request is missing a parameter or has one that is not acceptable.",
+            Self::MissingTransaction => "No login in progress matches this response; please log in again.",
+            Self::ProviderRefused { error, .. } => {
+                let plain = !error.is_empty()
+                    && error.len() <= 64
+                    && error.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+                return if plain {
+                    format!("The identity provider did not complete the login ({error}).").into()
+                } else {
+                    "The identity provider did not complete the login.".into()
+                };
+            }
+            Self::IssuerMismatch(_) | Self::MissingIssuer => {
+                "The login response may come from another identity provider."
+            }
+            Self::Provider(ProviderError::InvalidIdToken(_)) => "The identity provider's ID token failed a check.",
+            Self::Provider(ProviderError::TokenRefused(_)) => "The identity provider refused to issue tokens.",
+            Self::Provider(ProviderError::InvalidGrant(_)) => {
+                "The session can no longer be refreshed; please log in again."
+            }
+            Self::Provider(ProviderError::InvalidLogoutToken(_)) => "The logout token failed a check.",
+            Self::Provider(ProviderError::BadTokenResponse(_)) => {
+                "The identity provider's answer is not a valid token response."
+            }
+            Self::Provider(ProviderError::Unreachable(_) | ProviderError::Discovery(_)) => {
+                "The identity provider cannot be reached; please try again later."
+            }
+            Self::Store(StoreError::TooLarge { .. }) => "The session is too large to be stored.",
+            Self::Store(StoreError::Encode { .. }) => "The session could not be stored.",
+            Self::Store(StoreError::Unavailable { .. } | StoreError::Unsupported(_)) => {
+                "Sessions are unavailable; please try again later."
+            }
+            Self::NotAuthenticated => "Please log in.",
+            Self::MissingRefreshToken => "The access token has expired and cannot be refreshed; please log in again.",
+        };
+        fixed.into()
     }
 
     /// The HTTP status this error answers with.

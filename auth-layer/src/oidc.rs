@@ -18,7 +18,7 @@ use openidconnect::core::{
 use openidconnect::{
     AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet, EndpointSet,
     IssuerUrl, JsonWebKey, JsonWebKeySetUrl, JwsSigningAlgorithm, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
-    PkceCodeVerifier, ProviderMetadataWithLogout, RedirectUrl, RequestTokenError, Scope, TokenResponse,
+    PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope, TokenResponse,
 };
 use serde_json::{Map, Value};
 use url::Url;
@@ -73,6 +73,36 @@ pub(crate) struct LoginTokens {
     pub(crate) scope: Option<String>,
 }
 
+/// The discovery document's members beyond openidconnect's core set that the relying party
+/// reads.
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
+struct ProviderExtras {
+    /// RP-Initiated Logout 1.0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    end_session_endpoint: Option<openidconnect::EndSessionUrl>,
+    /// RFC 9207: the provider puts `iss` in every authorization response.
+    #[serde(default)]
+    authorization_response_iss_parameter_supported: bool,
+}
+
+impl openidconnect::AdditionalProviderMetadata for ProviderExtras {}
+
+/// The provider's metadata, with [`ProviderExtras`].
+type ProviderMetadata = openidconnect::ProviderMetadata<
+    ProviderExtras,
+    openidconnect::core::CoreAuthDisplay,
+    openidconnect::core::CoreClientAuthMethod,
+    openidconnect::core::CoreClaimName,
+    openidconnect::core::CoreClaimType,
+    openidconnect::core::CoreGrantType,
+    openidconnect::core::CoreJweContentEncryptionAlgorithm,
+    openidconnect::core::CoreJweKeyManagementAlgorithm,
+    openidconnect::core::CoreJsonWebKey,
+    openidconnect::core::CoreResponseMode,
+    openidconnect::core::CoreResponseType,
+    openidconnect::core::CoreSubjectIdentifierType,
+>;
+
 /// The relying party for one provider and one client.
 pub(crate) struct RelyingParty {
     client: Client,
@@ -86,6 +116,8 @@ pub(crate) struct RelyingParty {
     last_jwks_refetch: tokio::sync::Mutex<Option<Instant>>,
     allowed_algs: Vec<CoreJwsSigningAlgorithm>,
     end_session_endpoint: Option<Url>,
+    /// Whether every authorization response must carry `iss` (RFC 9207, 2.4).
+    requires_iss: bool,
     http: reqwest::Client,
     config: AuthConfig,
 }
@@ -100,7 +132,7 @@ impl RelyingParty {
             .build()
             .map_err(|e| ProviderError::Discovery(cause(e)))?;
         let issuer = IssuerUrl::new(config.issuer.clone()).map_err(|e| ProviderError::Discovery(cause(e)))?;
-        let metadata = ProviderMetadataWithLogout::discover_async(issuer.clone(), &http)
+        let metadata = ProviderMetadata::discover_async(issuer.clone(), &http)
             .await
             .map_err(|e| ProviderError::Discovery(cause(e)))?;
         let token_url = metadata
@@ -118,6 +150,7 @@ impl RelyingParty {
         }
         let end_session_endpoint =
             metadata.additional_metadata().end_session_endpoint.as_ref().map(|u| u.url().clone());
+        let requires_iss = metadata.additional_metadata().authorization_response_iss_parameter_supported;
         let jwks_uri = metadata.jwks_uri().clone();
         let jwks = metadata.jwks().clone();
         let client_id = ClientId::new(config.client_id.clone());
@@ -141,9 +174,16 @@ impl RelyingParty {
             last_jwks_refetch: tokio::sync::Mutex::new(None),
             allowed_algs,
             end_session_endpoint,
+            requires_iss,
             http,
             config: config.clone(),
         })
+    }
+
+    /// Whether the provider announced `authorization_response_iss_parameter_supported`: then an
+    /// authorization response without `iss` is refused (RFC 9207, 2.4).
+    pub(crate) fn requires_iss(&self) -> bool {
+        self.requires_iss
     }
 
     /// The provider's issuer, as discovered.

@@ -341,7 +341,8 @@ async fn provider_error_at_the_callback_is_a_400_page_and_no_session() {
             .await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let page = response.text().await.unwrap();
-    assert!(page.contains("access_denied") && page.contains("&lt;no&gt;"), "{page}");
+    assert!(page.contains("access_denied"), "the OAuth error code is named: {page}");
+    assert!(!page.contains("User said"), "the provider's description (text a crafted URL chooses) is not: {page}");
     assert_logged_out(&browser, &env).await;
 }
 
@@ -359,6 +360,24 @@ async fn callback_with_another_issuer_is_rejected_as_a_mix_up() {
         })
         .collect();
     assert!(pairs.iter().any(|(k, _)| k == "iss"), "the provider sends iss (RFC 9207)");
+    url.query_pairs_mut().clear().extend_pairs(pairs);
+    let response = browser.http.get(url).header("accept", "application/json").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "issuer_mismatch");
+    assert_logged_out(&browser, &env).await;
+}
+
+/// The real provider announces `authorization_response_iss_parameter_supported`: a response
+/// without `iss` is refused (RFC 9207, 2.4), whatever else it carries.
+#[tokio::test]
+async fn callback_without_iss_is_refused_when_the_provider_announces_it() {
+    let env = TestEnv::start().await;
+    let browser = Browser::new();
+    let callback = browser.start_and_authorize(&env.app_url, "lee", "/auth/login").await;
+    let mut url = Url::parse(&callback).unwrap();
+    let pairs: Vec<(String, String)> =
+        url.query_pairs().filter(|(k, _)| k != "iss").map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
     url.query_pairs_mut().clear().extend_pairs(pairs);
     let response = browser.http.get(url).header("accept", "application/json").send().await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);

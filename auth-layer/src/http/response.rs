@@ -11,8 +11,9 @@ use http_body_util::Full;
 use crate::error::{AuthError, Chain};
 
 impl AuthError {
-    /// The error as a response, HTML or JSON as the request's `Accept` prefers, never cached,
-    /// and logged once with its causes (the body carries only the error's own message).
+    /// The error as a response, an HTML page for a browser's navigation and JSON otherwise,
+    /// never cached, and logged once with its details and causes; the body carries only the
+    /// code and its fixed [`public_message`](AuthError::public_message).
     pub fn to_response(&self, request_headers: &HeaderMap) -> Response<Full<Bytes>> {
         let status = self.status();
         if status.is_server_error() {
@@ -20,7 +21,7 @@ impl AuthError {
         } else {
             tracing::warn!(code = self.code(), error = %Chain(self), "auth request refused");
         }
-        error_response(status, self.code(), &self.to_string(), request_headers)
+        error_response(status, self.code(), &self.public_message(), request_headers)
     }
 }
 
@@ -59,10 +60,16 @@ pub(crate) fn redirect(location: &str) -> Response<Full<Bytes>> {
     response
 }
 
-/// Whether the client prefers JSON (an API client) over HTML (a browser).
+/// Whether the request is not a browser's navigation, and gets JSON and a 401 rather than a
+/// page or a redirect. A navigation asks for `text/html` or says `Sec-Fetch-Mode: navigate`;
+/// `Accept: */*` alone (what `fetch()` and most HTTP clients send) is not one.
 pub(crate) fn wants_json(headers: &HeaderMap) -> bool {
-    let accept = headers.get(ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-    !accept.contains("text/html") && (accept.contains("json") || !accept.contains("*/*") || accept.is_empty())
+    let navigates = headers.get("sec-fetch-mode").is_some_and(|mode| mode.as_bytes().eq_ignore_ascii_case(b"navigate"));
+    let accepts_html = headers
+        .get_all(ACCEPT)
+        .iter()
+        .any(|v| v.as_bytes().windows(b"text/html".len()).any(|w| w.eq_ignore_ascii_case(b"text/html")));
+    !(navigates || accepts_html)
 }
 
 /// A response for `code`/`message` in the format the client prefers.
@@ -145,5 +152,46 @@ mod tests {
         assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
         let other = refusal(&AuthError::MissingRefreshToken, "/auth", &uri, &accept("text/html"));
         assert_eq!(other.status(), StatusCode::UNAUTHORIZED, "only a missing session redirects");
+    }
+
+    #[test]
+    fn only_navigations_are_redirected_and_fetch_with_any_accept_gets_401() {
+        let uri: Uri = "/private".parse().unwrap();
+        let fetch = refusal(&AuthError::NotAuthenticated, "/auth", &uri, &accept("*/*"));
+        assert_eq!(fetch.status(), StatusCode::UNAUTHORIZED, "fetch()'s default Accept");
+        assert_eq!(fetch.headers()[CONTENT_TYPE], "application/json");
+        let none = refusal(&AuthError::NotAuthenticated, "/auth", &uri, &HeaderMap::new());
+        assert_eq!(none.status(), StatusCode::UNAUTHORIZED, "no Accept at all");
+        let mut navigate = accept("*/*");
+        navigate.insert("sec-fetch-mode", HeaderValue::from_static("navigate"));
+        assert_eq!(refusal(&AuthError::NotAuthenticated, "/auth", &uri, &navigate).status(), StatusCode::FOUND);
+        let chrome = accept("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8");
+        assert_eq!(refusal(&AuthError::NotAuthenticated, "/auth", &uri, &chrome).status(), StatusCode::FOUND);
+    }
+
+    #[test]
+    fn bodies_carry_a_fixed_message_per_code_never_the_details() {
+        let details = [
+            AuthError::Store(crate::StoreError::unavailable(
+                "PostgreSQL",
+                "password authentication failed for user app",
+            )),
+            AuthError::ProviderRefused { error: "access_denied".into(), description: Some("Call +1 555 0100".into()) },
+            AuthError::InvalidRequest("the logout parameter `client_id` is set by auth-layer".into()),
+            AuthError::Provider(crate::ProviderError::TokenRefused("invalid_client: secret abc".into())),
+        ];
+        for err in details {
+            for headers in [accept("application/json"), accept("text/html")] {
+                let body = format!("{:?}", err.to_response(&headers).into_body());
+                for secret in ["password authentication", "555 0100", "client_id", "secret abc"] {
+                    assert!(!body.contains(secret), "{secret} reached the body: {body}");
+                }
+                assert!(body.contains(err.code()), "{body}");
+            }
+        }
+        let refused = AuthError::ProviderRefused { error: "access_denied".into(), description: None };
+        assert!(refused.public_message().contains("access_denied"), "a plain OAuth code is named");
+        let odd = AuthError::ProviderRefused { error: "<b>call us</b>".into(), description: None };
+        assert!(!odd.public_message().contains("call us"), "anything else is not");
     }
 }

@@ -1,4 +1,5 @@
-//! Serves [`hyper_server::service`] with hyper on the host and port of `APP_BASE_URL`.
+//! Serves [`hyper_server::service`] with hyper on `LISTEN_ADDR` (`host:port`), or on the host
+//! and port of `APP_BASE_URL` when it is unset.
 
 use auth_layer::{AuthConfigBuilder, AuthLayer};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -13,11 +14,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .init();
     let config = AuthConfigBuilder::from_env()?.profile_route(true).build()?;
     let base = config.base_url().clone();
-    let host = base.host_str().unwrap_or("127.0.0.1").trim_matches(['[', ']']).to_owned();
-    let port = base.port_or_known_default().unwrap_or(3000);
+    let addr = std::env::var("LISTEN_ADDR").unwrap_or_else(|_| {
+        format!("{}:{}", base.host_str().unwrap_or("127.0.0.1"), base.port_or_known_default().unwrap_or(3000))
+    });
     let service = hyper_server::service(AuthLayer::from_config(config).await?);
-    let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await?;
-    tracing::info!("hyper example listening; open {base}");
+    let listener = tokio::net::TcpListener::bind(addr.as_str()).await?;
+    tracing::info!(%addr, "hyper example listening; open {base}");
     loop {
         let (stream, _) = listener.accept().await?;
         let service = TowerToHyperService::new(service.clone());

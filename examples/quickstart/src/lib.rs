@@ -69,14 +69,33 @@ pub async fn auth_layer(config: AuthConfig, store: StoreChoice) -> Result<AuthLa
     Ok(AuthLayer::new(client))
 }
 
-/// Serves the app on the host and port of `APP_BASE_URL` until Ctrl-C, sessions in `store`.
+/// Where to listen: `LISTEN_ADDR` (`host:port`, e.g. `0.0.0.0:8080`), else `PORT` on all
+/// interfaces, else the host and port of the public `base` URL (a local run). Behind a load
+/// balancer or in a container the public URL is not an address of this machine: set one of the
+/// first two.
+pub fn listen_addr(base: &url::Url, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    if let Some(addr) = get("LISTEN_ADDR") {
+        return addr
+            .parse::<std::net::SocketAddr>()
+            .map(|a| a.to_string())
+            .map_err(|_| format!("LISTEN_ADDR=`{addr}`: expected host:port, e.g. 0.0.0.0:8080"));
+    }
+    if let Some(port) = get("PORT") {
+        let port: u16 = port.parse().map_err(|_| format!("PORT=`{port}`: expected a port number"))?;
+        return Ok(format!("0.0.0.0:{port}"));
+    }
+    let host = base.host_str().unwrap_or("127.0.0.1");
+    Ok(format!("{host}:{}", base.port_or_known_default().unwrap_or(3000)))
+}
+
+/// Serves the app until Ctrl-C, sessions in `store`, on [`listen_addr`] from the environment.
 pub async fn serve(config: AuthConfig, store: StoreChoice) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let base = config.base_url().clone();
-    let host = base.host_str().unwrap_or("127.0.0.1").trim_matches(['[', ']']).to_owned();
-    let port = base.port_or_known_default().unwrap_or(3000);
+    let addr = listen_addr(&base, |name| std::env::var(name).ok())?;
     let auth = auth_layer(config, store.clone()).await?;
-    let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await?;
-    tracing::info!(?store, "listening; open {base}");
+    let listener = tokio::net::TcpListener::bind(addr.as_str()).await?;
+    tracing::info!(?store, %addr, "listening; open {base}");
     axum::serve(listener, app(auth))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
@@ -171,4 +190,25 @@ async fn private(user: User) -> Html<String> {
         escape(user.sub()),
         escape(&claims)
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listen_addr;
+
+    #[test]
+    fn the_listen_address_is_apart_from_the_public_url() {
+        let public: url::Url = "https://app.example.com".parse().unwrap();
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+        };
+        assert_eq!(listen_addr(&public, env(&[("LISTEN_ADDR", "0.0.0.0:8080")])).unwrap(), "0.0.0.0:8080");
+        assert_eq!(listen_addr(&public, env(&[("LISTEN_ADDR", "[::1]:9000"), ("PORT", "1")])).unwrap(), "[::1]:9000");
+        assert_eq!(listen_addr(&public, env(&[("PORT", "8081")])).unwrap(), "0.0.0.0:8081");
+        assert_eq!(listen_addr(&public, env(&[])).unwrap(), "app.example.com:443", "a local run: the URL's own");
+        let local: url::Url = "http://127.0.0.1:3000".parse().unwrap();
+        assert_eq!(listen_addr(&local, env(&[])).unwrap(), "127.0.0.1:3000");
+        assert!(listen_addr(&public, env(&[("LISTEN_ADDR", "app.example.com")])).unwrap_err().contains("LISTEN_ADDR"));
+        assert!(listen_addr(&public, env(&[("PORT", "http")])).unwrap_err().contains("PORT"));
+    }
 }
