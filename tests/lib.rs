@@ -133,9 +133,18 @@ impl Provider {
 
     /// How many refresh-token grants the provider has served.
     pub async fn refresh_grants(&self) -> u64 {
+        self.stat("refresh_grants").await
+    }
+
+    /// How many times the provider's JWKS was fetched (since it was last started).
+    pub async fn jwks_fetches(&self) -> u64 {
+        self.stat("jwks_fetches").await
+    }
+
+    async fn stat(&self, name: &str) -> u64 {
         let stats: serde_json::Value =
             reqwest::get(format!("{}/__test/stats", self.issuer)).await.unwrap().json().await.unwrap();
-        stats["refresh_grants"].as_u64().unwrap()
+        stats[name].as_u64().unwrap()
     }
 
     /// A JWT with `claims` and extra `header` fields, signed with the provider's own key

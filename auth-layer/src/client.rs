@@ -298,7 +298,8 @@ impl AuthClient {
         }
         let store = &self.inner.transaction_store;
         let transaction = store.get(ctx, &state).await?.ok_or(AuthError::MissingTransaction)?;
-        // Single use: whatever happens next, this transaction is spent.
+        // Single use: whatever happens next, this transaction is spent. The browser's other
+        // attempts stay (a login in another tab completes too); the store bounds how many.
         store.delete(ctx, &state).await?;
         if let Some(error) = params.error {
             return Err(AuthError::ProviderRefused { error, description: params.error_description });
@@ -371,6 +372,7 @@ impl AuthClient {
         };
         let session = self.inner.session_store.get(ctx).await?;
         self.inner.session_store.delete(ctx).await?;
+        self.inner.transaction_store.delete_all(ctx).await?;
         let back = self.inner.config.app_url(return_to);
         let id_token = session.as_ref().map(|s| s.id_token.as_str());
         let reserved = ["id_token_hint", "post_logout_redirect_uri", "client_id"];

@@ -26,8 +26,22 @@ use url::Url;
 use crate::config::{AuthConfig, TokenEndpointAuth};
 use crate::error::{Chain, ProviderError, cause};
 
-/// The least time between two JWKS refetches caused by unknown `kid`s.
-const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+/// Who asks for a JWKS refetch, for an unknown `kid`. Each has a budget of its own, so that
+/// input anyone can send (a forged logout token naming made-up keys) cannot spend the one
+/// logins need right after the provider rotates its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyNeed {
+    /// An ID token that came straight from the token endpoint, over TLS: trusted to name a
+    /// real key. A refetch at most every [`ID_TOKEN_REFETCH_SPACING`].
+    IdToken,
+    /// A logout token, posted by anyone: at most every [`LOGOUT_TOKEN_REFETCH_SPACING`].
+    LogoutToken,
+}
+
+/// The least time between two JWKS refetches for ID tokens.
+const ID_TOKEN_REFETCH_SPACING: Duration = Duration::from_secs(2);
+/// The least time between two JWKS refetches for logout tokens.
+const LOGOUT_TOKEN_REFETCH_SPACING: Duration = Duration::from_secs(30);
 /// The largest ID token accepted, in bytes.
 const MAX_ID_TOKEN_LEN: usize = 64 * 1024;
 
@@ -114,6 +128,8 @@ pub(crate) struct RelyingParty {
     /// When an unknown `kid` last caused a refetch (discovery's own fetch does not count).
     /// Held during a refetch, so concurrent logins with the new key share one.
     last_jwks_refetch: tokio::sync::Mutex<Option<Instant>>,
+    /// The same, for refetches asked for by logout tokens (a budget of their own).
+    last_logout_jwks_refetch: tokio::sync::Mutex<Option<Instant>>,
     allowed_algs: Vec<CoreJwsSigningAlgorithm>,
     end_session_endpoint: Option<Url>,
     /// Whether every authorization response must carry `iss` (RFC 9207, 2.4).
@@ -172,6 +188,7 @@ impl RelyingParty {
             jwks_uri,
             jwks: RwLock::new(Arc::new(jwks)),
             last_jwks_refetch: tokio::sync::Mutex::new(None),
+            last_logout_jwks_refetch: tokio::sync::Mutex::new(None),
             allowed_algs,
             end_session_endpoint,
             requires_iss,
@@ -318,7 +335,7 @@ impl RelyingParty {
         if let Some(kid) = kid
             && !self.knows_kid(kid)
         {
-            self.refetch_jwks(kid).await;
+            self.refetch_jwks(kid, KeyNeed::LogoutToken).await;
         }
         let verified = if alg.uses_shared_secret() {
             let key =
@@ -358,7 +375,7 @@ impl RelyingParty {
         if let Some(kid) = header_kid(&raw)
             && !self.knows_kid(&kid)
         {
-            self.refetch_jwks(&kid).await;
+            self.refetch_jwks(&kid, KeyNeed::IdToken).await;
         }
         let keys = self.keys();
         let now = self.config.clock.now() as i64;
@@ -417,19 +434,24 @@ impl RelyingParty {
         self.keys().keys().iter().any(|k| k.key_id().is_some_and(|id| id.as_str() == kid))
     }
 
-    /// Refetches the JWKS for an unknown `kid`, at most once per [`JWKS_REFETCH_INTERVAL`];
-    /// concurrent callers wait for the refetch under way instead of starting another.
-    async fn refetch_jwks(&self, kid: &str) {
-        let mut last = self.last_jwks_refetch.lock().await;
+    /// Refetches the JWKS for an unknown `kid`, within `need`'s budget (see [`KeyNeed`]);
+    /// concurrent callers of one budget wait for the refetch under way instead of starting
+    /// another, and find the key it brought.
+    async fn refetch_jwks(&self, kid: &str, need: KeyNeed) {
+        let (budget, spacing) = match need {
+            KeyNeed::IdToken => (&self.last_jwks_refetch, ID_TOKEN_REFETCH_SPACING),
+            KeyNeed::LogoutToken => (&self.last_logout_jwks_refetch, LOGOUT_TOKEN_REFETCH_SPACING),
+        };
+        let mut last = budget.lock().await;
         if self.knows_kid(kid) {
             return;
         }
-        if last.is_some_and(|at| at.elapsed() < JWKS_REFETCH_INTERVAL) {
-            tracing::warn!(kid, "ID token names an unknown key; JWKS refetched too recently to try again");
+        if last.is_some_and(|at| at.elapsed() < spacing) {
+            tracing::warn!(kid, ?need, "token names an unknown key; JWKS refetched too recently to try again");
             return;
         }
         *last = Some(Instant::now());
-        tracing::info!(kid, "ID token names an unknown key; refetching the provider's JWKS");
+        tracing::info!(kid, ?need, "token names an unknown key; refetching the provider's JWKS");
         match CoreJsonWebKeySet::fetch_async(&self.jwks_uri, &self.http).await {
             Ok(jwks) => *self.jwks.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(jwks),
             Err(err) => tracing::warn!(error = %Chain(&err), "JWKS refetch failed"),

@@ -264,7 +264,16 @@ impl<T: Store> TypedStore<T, MokaBackend> {
     /// open nor decode anything, and nothing is sealed (sealing protects nothing in the memory
     /// of the process that holds the key). What `T::store` makes.
     pub fn in_memory() -> Self {
-        let backend = MokaBackend::new();
+        Self::in_memory_in(MokaBackend::new())
+    }
+
+    /// [`in_memory`](Self::in_memory), holding at most `max_entries` records: past it, the
+    /// least recently used make room (moka's TinyLFU policy).
+    pub fn in_memory_bounded(max_entries: u64) -> Self {
+        Self::in_memory_in(MokaBackend::with_max_entries(max_entries))
+    }
+
+    fn in_memory_in(backend: MokaBackend) -> Self {
         Self { live: Some(backend.clone()), backend, sealer: None, ttl: T::TTL, opened: None, _record: PhantomData }
     }
 }

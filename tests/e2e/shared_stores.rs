@@ -74,7 +74,7 @@ async fn back_channel_deletes_by_sid_and_by_sub(store: StoreChoice) {
     // A token with only sub ends the user's remaining sessions.
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let claims = serde_json::json!({
-        "iss": env.provider.issuer, "aud": "test-app", "iat": now, "jti": format!("jti-{now}-{}", env.app_url),
+        "iss": env.provider.issuer, "aud": "test-app", "iat": now, "exp": now + 120, "jti": format!("jti-{now}-{}", env.app_url),
         "events": { "http://schemas.openid.net/event/backchannel-logout": {} }, "sub": "bea",
     });
     let token = env.provider.sign(serde_json::json!({"typ": "logout+jwt"}), claims, "provider").await;

@@ -15,7 +15,8 @@
 //                  (SIGKILL included), so no provider outlives a test run or a benchmark
 //
 // Test-only routes (loopback only, never in a real provider):
-//   GET  /__test/stats  {"refresh_grants": n}: refresh-token grants served so far
+//   GET  /__test/stats  {"refresh_grants": n, "jwks_fetches": n}: refresh-token grants and JWKS
+//                       fetches served so far
 //   POST /__test/sign   {"header": {...}, "claims": {...}, "key": "provider"|"other"|"none"}: a JWT
 //                       signed with the provider's own key (or another key, or unsigned), so tests
 //                       can send logout tokens with one defect each
@@ -56,6 +57,7 @@ const kid = process.env.SIGNING_KID || 'key-1';
 const providerKey = signingKey(kid);
 const otherKey = signingKey(kid);
 let refreshGrants = 0;
+let jwksFetches = 0;
 
 const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
 
@@ -113,9 +115,10 @@ function serve(issuer) {
   provider.on('backchannel.error', (ctx, err, client) => console.error('back-channel logout to', client.clientId, 'failed:', err.message));
   provider.use(async (ctx, next) => {
     if (ctx.path === '/__test/stats') {
-      ctx.body = { refresh_grants: refreshGrants };
+      ctx.body = { refresh_grants: refreshGrants, jwks_fetches: jwksFetches };
       return;
     }
+    if (ctx.path === '/jwks') jwksFetches += 1;
     if (ctx.path === '/__test/sign' && ctx.method === 'POST') {
       ctx.body = { jwt: await sign(await readJson(ctx.req)) };
       return;

@@ -10,8 +10,11 @@ use http::{HeaderMap, HeaderValue};
 use super::{auth_cookie, removal_cookie};
 use crate::config::AuthConfig;
 
-/// The most cookies read from one request; the rest are ignored (bounds the work per request).
-const MAX_REQUEST_COOKIES: usize = 64;
+/// The most `Cookie` header bytes read from one request; cookies past it are ignored (bounds
+/// the work per request). A bound on bytes, not on a count: the auth cookies are found by name
+/// however many others come first (a browser sends `Path=/auth` cookies before `Path=/` ones).
+/// Room for the largest cookie session (8 chunks of 3,800 bytes) and as much again.
+pub const MAX_COOKIE_BYTES: usize = 64 * 1024;
 
 /// What a store sees of one request and may add to its response: the seed's `store_options`.
 ///
@@ -47,21 +50,30 @@ impl StoreContext {
     /// is most of it.
     pub fn from_cookie_headers<'a>(values: impl IntoIterator<Item = &'a HeaderValue>) -> Self {
         let mut ctx = Self::default();
+        let mut budget = MAX_COOKIE_BYTES;
         for value in values {
-            let bytes = value.as_bytes();
+            if budget == 0 {
+                break;
+            }
+            // Within the budget only; a pair the budget cuts is not read.
+            let whole = value.as_bytes();
+            let bytes = &whole[..whole.len().min(budget)];
+            let cut = bytes.len() < whole.len();
+            if cut {
+                tracing::debug!("request cookies exceed {MAX_COOKIE_BYTES} bytes; the rest are ignored");
+            }
+            budget -= bytes.len();
             let header = ctx.headers.len();
             let mut start = 0;
             while start < bytes.len() {
-                let end = memchr::memchr(b';', &bytes[start..]).map_or(bytes.len(), |i| start + i);
+                let Some(end) =
+                    memchr::memchr(b';', &bytes[start..]).map(|i| start + i).or((!cut).then_some(bytes.len()))
+                else {
+                    break;
+                };
                 if let Some(eq) = memchr::memchr(b'=', &bytes[start..end]).map(|i| start + i) {
                     let name = trim(bytes, start..eq);
                     if !name.is_empty() {
-                        if ctx.request.len() == MAX_REQUEST_COOKIES {
-                            tracing::debug!(
-                                "request has more than {MAX_REQUEST_COOKIES} cookies; the rest are ignored"
-                            );
-                            break;
-                        }
                         ctx.request.push(RequestCookie { header, name, value: trim(bytes, eq + 1..end) });
                     }
                 }
@@ -226,12 +238,25 @@ mod tests {
     }
 
     #[test]
-    fn cookie_count_is_bounded() {
-        let many = (0..500).map(|i| format!("c{i}=v")).collect::<Vec<_>>().join("; ");
+    fn the_session_cookie_is_found_behind_hundreds_of_others_and_the_bytes_read_are_bounded() {
+        // What a browser sends when a page planted many `Path=/auth` cookies: theirs first.
+        let mut many = (0..500).map(|i| format!("_a0_tx.state{i}=v")).collect::<Vec<_>>();
+        many.push("_a0_session=the-session".into());
         let mut headers = HeaderMap::new();
-        headers.insert(COOKIE, HeaderValue::from_str(&many).unwrap());
+        headers.insert(COOKIE, HeaderValue::from_str(&many.join("; ")).unwrap());
         let ctx = StoreContext::from_headers(&headers);
-        assert_eq!(ctx.request_cookie_names().count(), MAX_REQUEST_COOKIES);
+        assert_eq!(ctx.cookie("_a0_session"), Some("the-session"), "found by name, not cut off by a count");
+
+        let filler = "x".repeat(1_000);
+        let mut huge = (0..80).map(|i| format!("f{i}={filler}")).collect::<Vec<_>>();
+        huge.push("late=1".into());
+        headers.insert(COOKIE, HeaderValue::from_str(&huge.join("; ")).unwrap());
+        let ctx = StoreContext::from_headers(&headers);
+        assert_eq!(ctx.cookie("late"), None, "past {MAX_COOKIE_BYTES} bytes nothing is read");
+        let read = ctx.request_cookie_names().count();
+        assert!(read < 66 && read > 60, "{read} cookies of 1 KB read");
+        let last = ctx.request_cookie_names().last().unwrap().to_owned();
+        assert_eq!(ctx.cookie(&last).map(str::len), Some(1_000), "a pair the bound cuts is not read in part");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -27,6 +28,10 @@ const MAX_CHUNKS: usize = 8;
 /// The leading characters of a sealed value that key the opened cache: the format version and
 /// 23 bytes of the value's random nonce, so two values that differ there are never confused.
 const OPENED_KEY_LEN: usize = 32;
+/// How many logout markers a cookie store keeps in memory: past it the least recently used go,
+/// and a copied cookie of a session they ended would open again. Some 100 MB; a deployment
+/// that sees more logouts per session lifetime shares markers in a backend instead.
+pub const DEFAULT_MAX_MARKERS: u64 = 1_000_000;
 /// `markers_checked` of a session whose logout markers were never checked.
 const NEVER: u64 = u64::MAX;
 
@@ -88,11 +93,26 @@ impl CookieSessionStore<MokaBackend> {
     pub fn new(config: &AuthConfig) -> Self {
         Self {
             sealer: Sealer::new(&config.secrets, "auth-layer session cookie v1"),
-            markers: TypedStore::in_memory(),
+            markers: TypedStore::in_memory_bounded(DEFAULT_MAX_MARKERS),
             local_marker_writes: Some(Arc::default()),
             opened: DecodedCache::new(DEFAULT_OPENED_CACHE),
             config: config.clone(),
         }
+    }
+}
+
+impl CookieSessionStore<MokaBackend> {
+    /// The same store, keeping at most `max_markers` logout markers in memory (default
+    /// [`DEFAULT_MAX_MARKERS`]).
+    pub fn with_max_markers(mut self, max_markers: u64) -> Self {
+        self.markers = TypedStore::in_memory_bounded(max_markers);
+        self
+    }
+
+    /// How many logout markers are held in memory (after moka's pending housekeeping).
+    pub async fn marker_count(&self) -> u64 {
+        self.markers.backend().run_pending_tasks().await;
+        self.markers.backend().entry_count()
     }
 }
 
@@ -147,10 +167,14 @@ impl<M: Backend> CookieSessionStore<M> {
         Some(opened)
     }
 
-    /// Whether a back-channel logout ended `session` (a marker for its `sid` or `sub` at or
-    /// after its creation).
+    /// Whether a logout ended `session`: a marker for its own id (a logout through the app),
+    /// its `sid` or its `sub` (a back-channel logout) at or after its creation.
     async fn logged_out(&self, session: &SessionData) -> Result<bool, StoreError> {
-        let targets = [session.sid().map(|sid| format!("sid:{sid}")), Some(format!("sub:{}", session.sub()))];
+        let targets = [
+            Some(format!("id:{}", session.id())),
+            session.sid().map(|sid| format!("sid:{sid}")),
+            Some(format!("sub:{}", session.sub())),
+        ];
         for target in targets.into_iter().flatten() {
             if let Some(marker) = self.markers.get_shared(&target).await?
                 && marker.at >= session.created_at
@@ -191,6 +215,16 @@ impl<M: Backend> CookieSessionStore<M> {
 
     fn name(&self) -> &str {
         &self.config.cookies.session_name
+    }
+
+    /// Records that sessions of `target` created until now are over, for `ttl`.
+    async fn write_marker(&self, target: String, ttl: Duration) -> Result<(), StoreError> {
+        let marker = LogoutMarker { target, at: self.config.clock.now() };
+        self.markers.set_with_ttl(&marker, Some(ttl)).await?;
+        if let Some(count) = &self.local_marker_writes {
+            count.fetch_add(1, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// The request's sealed value: the single cookie, or the chunks `{name}.0..n` in order.
@@ -272,7 +306,15 @@ impl<M: Backend> SessionStore for CookieSessionStore<M> {
         Ok(true)
     }
 
+    /// Clears the cookies and, for a session still live, records a marker for its id (for the
+    /// rest of its life): a copy of the cookie taken before the logout no longer opens a session.
     async fn delete(&self, ctx: &mut StoreContext) -> Result<(), StoreError> {
+        if let Some(opened) = self.read_sealed(ctx).and_then(|sealed| self.open(&sealed)) {
+            let left = opened.session.seconds_left(&self.config, self.config.clock.now());
+            if left > 0 {
+                self.write_marker(format!("id:{}", opened.session.id()), Duration::from_secs(left)).await?;
+            }
+        }
         self.clear_stale(ctx, &[]);
         Ok(())
     }
@@ -284,12 +326,7 @@ impl<M: Backend> SessionStore for CookieSessionStore<M> {
             (None, Some(sub)) => format!("sub:{sub}"),
             (None, None) => return Ok(()),
         };
-        let marker = LogoutMarker { target, at: self.config.clock.now() };
-        self.markers.set_with_ttl(&marker, Some(self.config.absolute_duration)).await?;
-        if let Some(count) = &self.local_marker_writes {
-            count.fetch_add(1, Ordering::Release);
-        }
-        Ok(())
+        self.write_marker(target, self.config.absolute_duration).await
     }
 }
 
@@ -520,5 +557,36 @@ mod tests {
         let mut after = replay(&set);
         assert_eq!(store.get(&mut after).await.unwrap(), None, "the marker written since is checked");
         assert!(after.has_response_cookies(), "and the cookie is cleared");
+    }
+
+    #[tokio::test]
+    async fn logout_markers_in_memory_are_bounded() {
+        let store = CookieSessionStore::new(&config()).with_max_markers(100);
+        for i in 0..1_000 {
+            let target = LogoutTarget { iss: "i".into(), sub: None, sid: Some(format!("sid-{i}")) };
+            store.delete_by_logout_token(&target).await.unwrap();
+        }
+        let held = store.marker_count().await;
+        assert!(held <= 100 && held > 0, "{held} markers held past the bound of 100");
+    }
+
+    #[tokio::test]
+    async fn a_logout_ends_copies_of_the_cookie_and_not_a_later_login() {
+        let store = CookieSessionStore::new(&config());
+        let mut ctx = StoreContext::default();
+        store.set(&mut ctx, &session(10)).await.unwrap();
+        let (set, mut copy) = browser_round_trip(ctx);
+        let pairs: Vec<&str> = set.iter().map(|line| line.split(';').next().unwrap()).collect();
+        let mut request = HeaderMap::new();
+        request.insert(COOKIE, HeaderValue::from_str(&pairs.join("; ")).unwrap());
+        let mut browser = StoreContext::from_headers(&request);
+        store.delete(&mut browser).await.unwrap();
+        assert_eq!(store.get(&mut copy).await.unwrap(), None, "a copy taken before the logout");
+        let mut later = session(10);
+        later.id = "another-login".into();
+        let mut ctx = StoreContext::default();
+        store.set(&mut ctx, &later).await.unwrap();
+        let (_, mut next) = browser_round_trip(ctx);
+        assert!(store.get(&mut next).await.unwrap().is_some(), "a new login is not affected");
     }
 }

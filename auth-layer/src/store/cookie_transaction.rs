@@ -25,7 +25,24 @@ impl CookieTransactionStore {
     fn cookie_name(&self, state: &str) -> String {
         format!("{}.{state}", self.config.cookies.transaction_name)
     }
+
+    /// The request's transaction cookies, oldest first (browsers send cookies of one path in
+    /// the order they were set).
+    fn request_transactions(&self, ctx: &StoreContext) -> Vec<String> {
+        let prefix = format!("{}.", self.config.cookies.transaction_name);
+        ctx.request_cookie_names().filter(|n| n.starts_with(&prefix)).map(str::to_owned).collect()
+    }
 }
+
+/// The most logins in flight one browser keeps: a new one past this drops the oldest. Each is a
+/// cookie of up to ~1 KB sent with every request under the route prefix; without a bound, a page
+/// could make a browser collect them (by navigations to `/auth/login`) until its requests are
+/// refused as too large.
+pub const MAX_TRANSACTIONS: usize = 4;
+
+/// The most transaction cookies one response removes: a browser made to carry hundreds (by a
+/// page that planted them) is cleaned over several responses, each of a bounded size.
+const MAX_REMOVALS: usize = 16;
 
 #[async_trait]
 impl TransactionStore for CookieTransactionStore {
@@ -52,6 +69,11 @@ impl TransactionStore for CookieTransactionStore {
     }
 
     async fn set(&self, ctx: &mut StoreContext, data: &TransactionData) -> Result<(), StoreError> {
+        let live = self.request_transactions(ctx);
+        let excess = (live.len() + 1).saturating_sub(MAX_TRANSACTIONS);
+        for oldest in live.iter().take(excess.min(MAX_REMOVALS)) {
+            ctx.push_cookie(removal_cookie(&self.config, oldest.clone(), &self.config.route_prefix));
+        }
         let name = self.cookie_name(&data.state);
         let plain = serde_json::to_vec(data).map_err(|e| StoreError::encode("transaction", e))?;
         let sealed = self.sealer.seal(&name, &plain);
@@ -62,6 +84,13 @@ impl TransactionStore for CookieTransactionStore {
 
     async fn delete(&self, ctx: &mut StoreContext, state: &str) -> Result<(), StoreError> {
         ctx.push_cookie(removal_cookie(&self.config, self.cookie_name(state), &self.config.route_prefix));
+        Ok(())
+    }
+
+    async fn delete_all(&self, ctx: &mut StoreContext) -> Result<(), StoreError> {
+        for name in self.request_transactions(ctx).into_iter().take(MAX_REMOVALS) {
+            ctx.push_cookie(removal_cookie(&self.config, name, &self.config.route_prefix));
+        }
         Ok(())
     }
 }
@@ -138,5 +167,73 @@ mod tests {
         let (_, mut next) = returned(ctx);
         store.delete(&mut next, "s").await.unwrap();
         assert_eq!(store.get(&mut next, "s").await.unwrap(), None);
+    }
+
+    /// What a browser holding `states` (oldest first) and `_a0_session` sends to `/auth/...`.
+    fn browser_with(store: &CookieTransactionStore, states: &[String]) -> StoreContext {
+        let mut pairs = Vec::new();
+        for state in states {
+            let mut one = StoreContext::default();
+            block_on(store.set(&mut one, &tx(state))).unwrap();
+            let (set, _) = returned(one);
+            pairs.push(set.last().unwrap().split(';').next().unwrap().to_owned());
+        }
+        pairs.push("_a0_session=s".into());
+        let mut request = HeaderMap::new();
+        request.insert(COOKIE, HeaderValue::from_str(&pairs.join("; ")).unwrap());
+        StoreContext::from_headers(&request)
+    }
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(future)
+    }
+
+    fn removed(set: &[String]) -> Vec<String> {
+        set.iter()
+            .filter(|line| line.contains("Max-Age=0"))
+            .map(|line| line.split('=').next().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_new_login_drops_the_oldest_attempts_past_the_bound() {
+        let store = store(Arc::new(AtomicU64::new(1_000)));
+        let states: Vec<String> = (0..20).map(|i| format!("planted{i:02}")).collect();
+        let mut ctx = browser_with(&store, &states);
+        block_on(store.set(&mut ctx, &tx("newest"))).unwrap();
+        let (set, _) = returned(ctx);
+        let dropped = removed(&set);
+        let excess = 20 - (MAX_TRANSACTIONS - 1);
+        assert!(excess > MAX_REMOVALS, "the bound on removals per response is exercised");
+        let expected: Vec<String> = states[..excess.min(MAX_REMOVALS)].iter().map(|s| format!("_a0_tx.{s}")).collect();
+        assert_eq!(dropped, expected, "the oldest go, {MAX_REMOVALS} at most per response");
+
+        let states: Vec<String> = (0..10).map(|i| format!("tab{i:02}")).collect();
+        let mut ctx = browser_with(&store, &states);
+        block_on(store.set(&mut ctx, &tx("newest"))).unwrap();
+        let expected: Vec<String> =
+            states[..10 - (MAX_TRANSACTIONS - 1)].iter().map(|s| format!("_a0_tx.{s}")).collect();
+        assert_eq!(
+            removed(&returned(ctx).0),
+            expected,
+            "below that bound, exactly the newest {} stay",
+            MAX_TRANSACTIONS - 1
+        );
+        assert!(set.iter().any(|line| line.starts_with("_a0_tx.newest=") && !line.contains("Max-Age=0")));
+
+        let few: Vec<String> = (0..MAX_TRANSACTIONS - 1).map(|i| format!("tab{i}")).collect();
+        let mut ctx = browser_with(&store, &few);
+        block_on(store.set(&mut ctx, &tx("another-tab"))).unwrap();
+        assert!(removed(&returned(ctx).0).is_empty(), "parallel logins within the bound are kept");
+    }
+
+    #[test]
+    fn every_attempt_is_cleared_and_the_session_cookie_left_alone() {
+        let store = store(Arc::new(AtomicU64::new(1_000)));
+        let states: Vec<String> = (0..3).map(|i| format!("s{i}")).collect();
+        let mut ctx = browser_with(&store, &states);
+        block_on(store.delete_all(&mut ctx)).unwrap();
+        let (set, _) = returned(ctx);
+        assert_eq!(removed(&set), ["_a0_tx.s0", "_a0_tx.s1", "_a0_tx.s2"]);
     }
 }

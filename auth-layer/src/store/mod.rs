@@ -12,12 +12,12 @@ mod cookie_session;
 mod cookie_transaction;
 mod server;
 
-pub use context::StoreContext;
 #[cfg(test)]
 pub(crate) use context::browser_round_trip;
-pub use cookie_session::CookieSessionStore;
-pub use cookie_transaction::CookieTransactionStore;
-pub use server::ServerSessionStore;
+pub use context::{MAX_COOKIE_BYTES, StoreContext};
+pub use cookie_session::{CookieSessionStore, DEFAULT_MAX_MARKERS};
+pub use cookie_transaction::{CookieTransactionStore, MAX_TRANSACTIONS};
+pub use server::{DEFAULT_MAX_SESSIONS, ServerSessionStore};
 
 /// Store errors live at the bottom of the crate, with the other errors.
 pub use crate::error::StoreError;
@@ -99,6 +99,13 @@ pub trait TransactionStore: Send + Sync + 'static {
     async fn set(&self, ctx: &mut StoreContext, data: &TransactionData) -> Result<(), StoreError>;
     /// Deletes the transaction for `state`.
     async fn delete(&self, ctx: &mut StoreContext, state: &str) -> Result<(), StoreError>;
+    /// Deletes every transaction of this browser: called at logout, so that abandoned attempts
+    /// do not outlive the session. A store whose transactions expire on their own
+    /// and cost the browser nothing may keep the default, which does nothing.
+    async fn delete_all(&self, ctx: &mut StoreContext) -> Result<(), StoreError> {
+        let _ = ctx;
+        Ok(())
+    }
 }
 
 /// `Some(i)` when `cookie_name` is exactly `{session_name}.{i}`, `i` of one or two digits: a

@@ -44,12 +44,22 @@ impl<B> std::fmt::Debug for ServerSessionStore<B> {
     }
 }
 
+/// How many sessions [`ServerSessionStore::in_memory`] holds: past it, the least recently used
+/// are dropped (those users log in again). About 300 MB of sessions of 3 KB; a flood of logins
+/// cannot grow the process past it.
+pub const DEFAULT_MAX_SESSIONS: u64 = 100_000;
+
 impl ServerSessionStore<MokaBackend> {
     /// Sessions in this process's memory (moka): simple and fast, lost on restart, not shared
-    /// between processes.
+    /// between processes; at most [`DEFAULT_MAX_SESSIONS`].
     pub fn in_memory(config: &AuthConfig) -> Self {
+        Self::in_memory_bounded(config, DEFAULT_MAX_SESSIONS)
+    }
+
+    /// [`in_memory`](Self::in_memory), holding at most `max_sessions`.
+    pub fn in_memory_bounded(config: &AuthConfig, max_sessions: u64) -> Self {
         // Kept as they are: nothing to seal or open, so no cache of opened sessions either.
-        Self { sessions: TypedStore::in_memory(), config: config.clone() }
+        Self { sessions: TypedStore::in_memory_bounded(max_sessions), config: config.clone() }
     }
 }
 
@@ -183,6 +193,23 @@ mod tests {
         assert_eq!(set.len(), 1);
         assert!(set[0].starts_with(&format!("_a0_session={};", data.id())), "{}", set[0]);
         assert_eq!(store.get(&mut next).await.unwrap().as_deref(), Some(&data));
+    }
+
+    #[tokio::test]
+    async fn the_in_memory_store_is_bounded_and_keeps_the_sessions_in_use() {
+        let store = ServerSessionStore::in_memory_bounded(&config(), 200);
+        let mut kept = StoreContext::default();
+        store.set(&mut kept, &session("busy", "busy")).await.unwrap();
+        let (_, mut busy) = next_request(kept);
+        for i in 0..2_000 {
+            store.set(&mut StoreContext::default(), &session(&format!("u{i}"), &format!("s{i}"))).await.unwrap();
+            if i % 10 == 0 {
+                assert!(store.get(&mut busy).await.unwrap().is_some(), "a session in use survives the flood ({i})");
+            }
+        }
+        store.sessions().backend().run_pending_tasks().await;
+        let held = store.sessions().backend().entry_count();
+        assert!(held <= 200, "{held} sessions held past the bound of 200");
     }
 
     #[tokio::test]
