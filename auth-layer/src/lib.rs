@@ -141,7 +141,8 @@ mod seal;
 pub mod store;
 
 pub use client::{
-    AccessToken, AccessTokenOptions, AuthClient, AuthClientBuilder, LoginOptions, LoginResult, LogoutOptions,
+    AccessToken, AccessTokenOptions, AuthClient, AuthClientBuilder, DEFAULT_MAX_SHARED_ENTRIES, LoginOptions,
+    LoginResult, LogoutOptions, SharedState,
 };
 pub use config::{
     AuthConfig, AuthConfigBuilder, Clock, ConfigError, CookieOptions, MIN_SECRET_LEN, SameSite, TokenEndpointAuth,

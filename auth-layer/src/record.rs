@@ -230,7 +230,8 @@ where
 
 /// Records of `T` in backend `B`: in memory ([`MokaBackend`]) unless told otherwise.
 pub struct TypedStore<T, B = MokaBackend> {
-    backend: B,
+    /// Shared, so that the app's other state can live in the same backend (one connection).
+    backend: Arc<B>,
     /// Set by [`TypedStore::in_memory`] only: the records are kept as they are in this moka
     /// cache, neither written in their stored form nor sealed.
     live: Option<MokaBackend>,
@@ -240,7 +241,7 @@ pub struct TypedStore<T, B = MokaBackend> {
     _record: PhantomData<fn() -> T>,
 }
 
-impl<T, B: Clone> Clone for TypedStore<T, B> {
+impl<T, B> Clone for TypedStore<T, B> {
     fn clone(&self) -> Self {
         Self {
             backend: self.backend.clone(),
@@ -274,7 +275,14 @@ impl<T: Store> TypedStore<T, MokaBackend> {
     }
 
     fn in_memory_in(backend: MokaBackend) -> Self {
-        Self { live: Some(backend.clone()), backend, sealer: None, ttl: T::TTL, opened: None, _record: PhantomData }
+        Self {
+            live: Some(backend.clone()),
+            backend: Arc::new(backend),
+            sealer: None,
+            ttl: T::TTL,
+            opened: None,
+            _record: PhantomData,
+        }
     }
 }
 
@@ -287,7 +295,7 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
     /// When `T` is encrypted and `secrets` is empty.
     pub fn new<S: AsRef<[u8]>>(backend: B, secrets: &[S]) -> Self {
         let sealer = T::ENCRYPT.then(|| Sealer::new(secrets, &format!("auth-layer typed store v1: {}", T::NAME)));
-        Self { backend, live: None, sealer, ttl: T::TTL, opened: None, _record: PhantomData }
+        Self { backend: Arc::new(backend), live: None, sealer, ttl: T::TTL, opened: None, _record: PhantomData }
     }
 
     /// The same store, keeping up to about `max_bytes` of the records it has decoded, so that
@@ -315,6 +323,17 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
     /// The backend.
     pub fn backend(&self) -> &B {
         &self.backend
+    }
+
+    /// The backend, shared: to keep other state in it (what a session store offers as the
+    /// home of the fleet's shared state).
+    pub fn shared_backend(&self) -> Arc<B> {
+        self.backend.clone()
+    }
+
+    /// Whether records live in this process's memory only ([`TypedStore::in_memory`]).
+    pub fn is_in_memory(&self) -> bool {
+        self.live.is_some()
     }
 
     /// Stores `record` under its key, with the store's time to live.
@@ -546,6 +565,15 @@ mod tests {
             tags: Vec<String>,
         ) -> Result<bool, StoreError> {
             self.0.update(key, value, ttl, tags).await
+        }
+        async fn insert(
+            &self,
+            key: &str,
+            value: Bytes,
+            ttl: Option<Duration>,
+            tags: Vec<String>,
+        ) -> Result<bool, StoreError> {
+            self.0.insert(key, value, ttl, tags).await
         }
         async fn delete(&self, key: &str) -> Result<(), StoreError> {
             self.0.delete(key).await

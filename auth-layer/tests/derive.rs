@@ -46,6 +46,15 @@ impl Backend for AtRest {
     ) -> Result<bool, auth_layer::store::StoreError> {
         self.0.update(key, value, ttl, tags).await
     }
+    async fn insert(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+        tags: Vec<String>,
+    ) -> Result<bool, auth_layer::store::StoreError> {
+        self.0.insert(key, value, ttl, tags).await
+    }
     async fn delete(&self, key: &str) -> Result<(), auth_layer::store::StoreError> {
         self.0.delete(key).await
     }

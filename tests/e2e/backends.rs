@@ -176,6 +176,44 @@ mod suite {
         assert_eq!(b.get(&short).await.unwrap(), None);
     }
 
+    /// `insert` writes only where the key holds nothing (never written, deleted, expired), and
+    /// of many racing inserts of one key exactly one wins: a lease has one holder.
+    pub(super) async fn insert_writes_only_where_nothing_is_and_one_racer_wins<B: Backend + Clone>(b: &B, p: &str) {
+        let (k, short) = (format!("{p}lease"), format!("{p}short-lease"));
+        assert!(b.insert(&k, Bytes::from_static(b"1"), None, tags(p, &["l"])).await.unwrap(), "absent: written");
+        assert!(!b.insert(&k, Bytes::from_static(b"2"), None, tags(p, &["m"])).await.unwrap(), "present: refused");
+        assert_eq!(b.get(&k).await.unwrap().as_deref(), Some(&b"1"[..]), "the first value stays");
+        assert!(b.keys_by_tag(&format!("{p}m")).await.unwrap().is_empty(), "a refused insert lists nothing");
+        assert_eq!(b.keys_by_tag(&format!("{p}l")).await.unwrap(), std::slice::from_ref(&k));
+        b.delete(&k).await.unwrap();
+        assert!(b.insert(&k, Bytes::from_static(b"3"), None, vec![]).await.unwrap(), "deleted: written again");
+
+        b.insert(&short, Bytes::from_static(b"1"), Some(Duration::from_millis(300)), vec![]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+        assert!(b.insert(&short, Bytes::from_static(b"2"), None, vec![]).await.unwrap(), "expired: written");
+        assert_eq!(b.get(&short).await.unwrap().as_deref(), Some(&b"2"[..]));
+
+        for round in 0..20u32 {
+            let key = format!("{p}race{round}");
+            let racers: Vec<_> = (0..8u8)
+                .map(|racer| {
+                    let (b, key) = (b.clone(), key.clone());
+                    tokio::spawn(async move {
+                        b.insert(&key, Bytes::from(vec![racer]), Some(Duration::from_secs(30)), vec![]).await.unwrap()
+                    })
+                })
+                .collect();
+            let mut winners = Vec::new();
+            for (racer, task) in racers.into_iter().enumerate() {
+                if task.await.unwrap() {
+                    winners.push(racer as u8);
+                }
+            }
+            assert_eq!(winners.len(), 1, "round {round}: exactly one insert wins, got {winners:?}");
+            assert_eq!(b.get(&key).await.unwrap().as_deref(), Some(&winners[..]), "the winner's value is kept");
+        }
+    }
+
     /// Updates (renewals) racing deletions by key and by tag (logouts), from many tasks: once
     /// a key is deleted no update brings it back, and no tag lists a deleted key.
     pub(super) async fn updates_racing_deletions_never_bring_a_key_back<B: Backend + Clone>(b: &B, p: &str) {
@@ -274,6 +312,11 @@ macro_rules! conformance {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn insert_writes_only_where_nothing_is_and_one_racer_wins() {
+                suite::insert_writes_only_where_nothing_is_and_one_racer_wins(&$make, &prefix()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn updates_racing_deletions_never_bring_a_key_back() {
                 suite::updates_racing_deletions_never_bring_a_key_back(&$make, &prefix()).await;
             }
@@ -367,6 +410,7 @@ async fn redis_cluster_passes_the_same_suite() {
     suite::concurrent_writers_leave_a_consistent_index(&b, &format!("{p}c")).await;
     suite::update_replaces_a_present_value_and_never_creates_one(&b, &format!("{p}u")).await;
     suite::updates_racing_deletions_never_bring_a_key_back(&b, &format!("{p}w")).await;
+    suite::insert_writes_only_where_nothing_is_and_one_racer_wins(&b, &format!("{p}i")).await;
     suite::records_that_do_not_decode_are_absent(&b, &format!("{p}x")).await;
     suite::encrypted_records_do_not_open_under_another_key(&b, &format!("{p}s")).await;
     // Two namespaces land on different nodes, and both work.

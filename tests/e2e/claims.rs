@@ -45,6 +45,15 @@ impl Backend for Counting {
     ) -> Result<bool, StoreError> {
         self.inner.update(key, value, ttl, tags).await
     }
+    async fn insert(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+        tags: Vec<String>,
+    ) -> Result<bool, StoreError> {
+        self.inner.insert(key, value, ttl, tags).await
+    }
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.inner.delete(key).await
     }

@@ -37,6 +37,10 @@ use crate::error::StoreError;
 ///   `false`. Why: a session is read, then saved again later (a renewal, a refresh that waited
 ///   seconds for the provider); a logout in between deletes it, and a save that recreated it
 ///   would undo the logout. Saves of existing records use `update`, so a deletion is final.
+/// - `insert` does what `put` does, but only when the key holds no value at that moment
+///   (never written, deleted or expired), atomically with that check; otherwise it writes
+///   nothing and returns `false`. Why: state shared by a fleet needs one winner, such as the
+///   process that may send a refresh token (a lease that expires on its own if its holder dies).
 /// - A key is listed under a tag exactly while its current value carries that tag and has not
 ///   expired or been deleted.
 /// - `delete_by_tag` removes every key whose current value carries the tag, values updated
@@ -57,10 +61,81 @@ pub trait Backend: Send + Sync + 'static {
         ttl: Option<Duration>,
         tags: Vec<String>,
     ) -> Result<bool, StoreError>;
+    /// Stores `value` under `key` as `put` does, only if the key holds no value now; returns
+    /// whether it did. Never replaces a value.
+    async fn insert(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+        tags: Vec<String>,
+    ) -> Result<bool, StoreError>;
     /// Deletes `key`.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
     /// Deletes every key listed under `tag`; returns how many were deleted.
     async fn delete_by_tag(&self, tag: &str) -> Result<u64, StoreError>;
     /// The keys listed under `tag`.
     async fn keys_by_tag(&self, tag: &str) -> Result<Vec<String>, StoreError>;
+}
+
+/// When a backend's write goes ahead, by what the key holds at that moment: `put`, `update` and
+/// `insert` are one write under three conditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum When {
+    /// Whatever the key holds.
+    Always,
+    /// Only over a live value (`update`).
+    Present,
+    /// Only when there is none (`insert`).
+    Absent,
+}
+
+impl When {
+    /// Whether a write goes ahead when the key holds a live value (`present`) or not.
+    pub(crate) fn allows(self, present: bool) -> bool {
+        match self {
+            Self::Always => true,
+            Self::Present => present,
+            Self::Absent => !present,
+        }
+    }
+}
+
+/// A shared backend is a backend: one connection serves the session store and the fleet's
+/// shared state (`Arc<dyn Backend>`), or a clone of an `Arc` is kept beside the store.
+#[async_trait]
+impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        (**self).get(key).await
+    }
+    async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>, tags: Vec<String>) -> Result<(), StoreError> {
+        (**self).put(key, value, ttl, tags).await
+    }
+    async fn update(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+        tags: Vec<String>,
+    ) -> Result<bool, StoreError> {
+        (**self).update(key, value, ttl, tags).await
+    }
+    async fn insert(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+        tags: Vec<String>,
+    ) -> Result<bool, StoreError> {
+        (**self).insert(key, value, ttl, tags).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        (**self).delete(key).await
+    }
+    async fn delete_by_tag(&self, tag: &str) -> Result<u64, StoreError> {
+        (**self).delete_by_tag(tag).await
+    }
+    async fn keys_by_tag(&self, tag: &str) -> Result<Vec<String>, StoreError> {
+        (**self).keys_by_tag(tag).await
+    }
 }

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use moka::Expiry;
-use moka::ops::compute::Op;
+use moka::ops::compute::{CompResult, Op};
 use moka::sync::Cache;
 
-use super::Backend;
+use super::{Backend, When};
 use crate::error::StoreError;
 
 /// A stored value. `id` is unique per `put`, so that the index can tell a key's current value
@@ -142,7 +142,7 @@ impl MokaBackend {
     /// Keeps `value` as it is under `key`, with the TTL and tags `put` would give it. `get`
     /// does not see it: only [`get_live`](Self::get_live) does.
     pub(crate) async fn put_live(&self, key: &str, value: LiveValue, ttl: Option<Duration>, tags: Vec<String>) {
-        self.put_stored(key, Stored::Live(value), ttl, tags, false).await;
+        self.put_stored(key, Stored::Live(value), ttl, tags, When::Always).await;
     }
 
     /// [`put_live`](Self::put_live) only if `key` holds a value now, as [`Backend::update`];
@@ -154,18 +154,11 @@ impl MokaBackend {
         ttl: Option<Duration>,
         tags: Vec<String>,
     ) -> bool {
-        self.put_stored(key, Stored::Live(value), ttl, tags, true).await
+        self.put_stored(key, Stored::Live(value), ttl, tags, When::Present).await
     }
 
-    /// Stores `value` (only over a present value when `update_only`); returns whether it did.
-    async fn put_stored(
-        &self,
-        key: &str,
-        value: Stored,
-        ttl: Option<Duration>,
-        tags: Vec<String>,
-        update_only: bool,
-    ) -> bool {
+    /// Stores `value` when the key's state allows it (`when`); returns whether it did.
+    async fn put_stored(&self, key: &str, value: Stored, ttl: Option<Duration>, tags: Vec<String>, when: When) -> bool {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let tags: Arc<[Arc<str>]> = tags.into_iter().map(Arc::from).collect();
         let entry = Entry { id, value, ttl, tags };
@@ -174,7 +167,7 @@ impl MokaBackend {
         // exactly the value that won, and an update never lands after a deletion.
         let shared_key: Arc<str> = Arc::from(key);
         let result = self.cache.entry(shared_key.clone()).and_compute_with(|current| {
-            if update_only && current.is_none() {
+            if !when.allows(current.is_some()) {
                 return Op::Nop;
             }
             if !entry.tags.is_empty() {
@@ -190,7 +183,7 @@ impl MokaBackend {
             }
             Op::Put(entry)
         });
-        !matches!(result, moka::ops::compute::CompResult::StillNone(_))
+        matches!(result, CompResult::Inserted(_) | CompResult::ReplacedWith(_))
     }
 
     /// An unbounded in-memory backend.
@@ -255,7 +248,7 @@ impl Backend for MokaBackend {
     }
 
     async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>, tags: Vec<String>) -> Result<(), StoreError> {
-        self.put_stored(key, Stored::Bytes(value), ttl, tags, false).await;
+        self.put_stored(key, Stored::Bytes(value), ttl, tags, When::Always).await;
         Ok(())
     }
 
@@ -266,7 +259,17 @@ impl Backend for MokaBackend {
         ttl: Option<Duration>,
         tags: Vec<String>,
     ) -> Result<bool, StoreError> {
-        Ok(self.put_stored(key, Stored::Bytes(value), ttl, tags, true).await)
+        Ok(self.put_stored(key, Stored::Bytes(value), ttl, tags, When::Present).await)
+    }
+
+    async fn insert(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+        tags: Vec<String>,
+    ) -> Result<bool, StoreError> {
+        Ok(self.put_stored(key, Stored::Bytes(value), ttl, tags, When::Absent).await)
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
@@ -294,7 +297,7 @@ impl Backend for MokaBackend {
                 Some(entry) if entry.value().tags.iter().any(|t| &**t == tag) => Op::Remove,
                 _ => Op::Nop,
             });
-            if matches!(result, moka::ops::compute::CompResult::Removed(_)) {
+            if matches!(result, CompResult::Removed(_)) {
                 deleted += 1;
             }
         }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
-use super::Backend;
+use super::{Backend, When};
 use crate::error::StoreError;
 
 /// The schema, one migration per version, applied in order and recorded in
@@ -200,9 +200,11 @@ impl PostgresBackend {
             .await
     }
 
-    /// One attempt at an atomic write of a record and its tags: an upsert, or with
-    /// `update_only` an update of a live record (the row lock it takes orders it with a
-    /// concurrent deletion: whichever commits first, the record ends deleted). Whether it wrote.
+    /// One attempt at an atomic write of a record and its tags: an upsert; with
+    /// [`When::Present`] an update of a live record (the row lock it takes orders it with a
+    /// concurrent deletion: whichever commits first, the record ends deleted); with
+    /// [`When::Absent`] an insert that replaces only an expired row (the primary key orders
+    /// concurrent inserts: one wins). Whether it wrote.
     async fn put_once(
         &self,
         client: &mut deadpool_postgres::Object,
@@ -210,27 +212,29 @@ impl PostgresBackend {
         value: &[u8],
         ttl_ms: Option<i64>,
         tags: &[String],
-        update_only: bool,
+        when: When,
     ) -> Result<bool, PutError> {
         let attempt = async {
             let tx = client.transaction().await?;
-            let written = if update_only {
-                tx.execute(
+            let sql = match when {
+                When::Present => {
                     "UPDATE auth_layer_records
                      SET value = $2, expires_at = now() + $3::bigint * interval '1 millisecond'
-                     WHERE key = $1 AND (expires_at IS NULL OR expires_at > now())",
-                    &[&key, &value, &ttl_ms],
-                )
-                .await?
-            } else {
-                tx.execute(
+                     WHERE key = $1 AND (expires_at IS NULL OR expires_at > now())"
+                }
+                When::Absent => {
                     "INSERT INTO auth_layer_records (key, value, expires_at)
                      VALUES ($1, $2, now() + $3::bigint * interval '1 millisecond')
-                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at",
-                    &[&key, &value, &ttl_ms],
-                )
-                .await?
+                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at
+                     WHERE auth_layer_records.expires_at IS NOT NULL AND auth_layer_records.expires_at <= now()"
+                }
+                When::Always => {
+                    "INSERT INTO auth_layer_records (key, value, expires_at)
+                     VALUES ($1, $2, now() + $3::bigint * interval '1 millisecond')
+                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at"
+                }
             };
+            let written = tx.execute(sql, &[&key, &value, &ttl_ms]).await?;
             if written == 0 {
                 tx.rollback().await?;
                 return Ok(false);
@@ -258,7 +262,7 @@ impl PostgresBackend {
         value: &[u8],
         ttl: Option<Duration>,
         tags: &[String],
-        update_only: bool,
+        when: When,
     ) -> Result<bool, StoreError> {
         let mut client = self.client().await?;
         let ttl_ms: Option<i64> = ttl.map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX));
@@ -266,7 +270,7 @@ impl PostgresBackend {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = self.put_once(&mut client, key, value, ttl_ms, tags, update_only).await;
+            let result = self.put_once(&mut client, key, value, ttl_ms, tags, when).await;
             match result {
                 Err(PutError::Db(err)) if attempt < 4 && is_retryable(&err) => {
                     tracing::debug!(%err, attempt, "retrying a write that lost a deadlock");
@@ -322,7 +326,7 @@ impl Backend for PostgresBackend {
     }
 
     async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>, tags: Vec<String>) -> Result<(), StoreError> {
-        self.write(key, &value, ttl, &tags, false).await.map(|_| ())
+        self.write(key, &value, ttl, &tags, When::Always).await.map(|_| ())
     }
 
     async fn update(
@@ -332,7 +336,17 @@ impl Backend for PostgresBackend {
         ttl: Option<Duration>,
         tags: Vec<String>,
     ) -> Result<bool, StoreError> {
-        self.write(key, &value, ttl, &tags, true).await
+        self.write(key, &value, ttl, &tags, When::Present).await
+    }
+
+    async fn insert(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+        tags: Vec<String>,
+    ) -> Result<bool, StoreError> {
+        self.write(key, &value, ttl, &tags, When::Absent).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {

@@ -33,7 +33,7 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
 /// side by side.
 const MAX_GATHERED: usize = 128;
 
-/// The body of [`PUT`] and [`UPDATE`].
+/// The body of [`PUT`], [`UPDATE`] and [`INSERT`].
 macro_rules! put_script {
     () => {
         r#"
@@ -75,6 +75,10 @@ const PUT: &str = concat!(put_script!(), "return 1\n");
 /// [`PUT`] only over a value the key holds now (`Backend::update`): in one script, so no
 /// deletion can come between the check and the write. Returns 1 when written, 0 when absent.
 const UPDATE: &str = concat!("if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n", put_script!(), "return 1\n");
+
+/// [`PUT`] only when the key holds no value (`Backend::insert`), in one script. Returns 1 when
+/// written, 0 when a value was there.
+const INSERT: &str = concat!("if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n", put_script!(), "return 1\n");
 
 /// Deletes one key with its index entries. KEYS: value, key's tag set. ARGV: key.
 const DELETE: &str = r#"
@@ -270,6 +274,7 @@ pub struct RedisBackend {
     namespace: String,
     put: Script,
     update: Script,
+    insert: Script,
     delete: Script,
     delete_by_tag: Script,
     keys_by_tag: Script,
@@ -313,7 +318,7 @@ impl ClientCache {
 }
 
 impl RedisBackend {
-    /// Runs [`PUT`] or [`UPDATE`]; whether the value was written.
+    /// Runs [`PUT`], [`UPDATE`] or [`INSERT`]; whether the value was written.
     async fn write(
         &self,
         script: &Script,
@@ -424,6 +429,7 @@ impl RedisBackend {
             namespace: "{auth-layer}".into(),
             put: Script::new(PUT),
             update: Script::new(UPDATE),
+            insert: Script::new(INSERT),
             delete: Script::new(DELETE),
             delete_by_tag: Script::new(DELETE_BY_TAG),
             keys_by_tag: Script::new(KEYS_BY_TAG),
@@ -494,6 +500,16 @@ impl Backend for RedisBackend {
         tags: Vec<String>,
     ) -> Result<bool, StoreError> {
         self.write(&self.update, key, &value, ttl, &tags).await
+    }
+
+    async fn insert(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+        tags: Vec<String>,
+    ) -> Result<bool, StoreError> {
+        self.write(&self.insert, key, &value, ttl, &tags).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {

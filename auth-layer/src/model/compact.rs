@@ -122,7 +122,13 @@ pub(crate) fn encode(data: &SessionData) -> Result<Vec<u8>, StoreError> {
         created_at: data.created_at,
         touched_at: data.touched_at,
     };
-    postcard::to_extend(&compact, vec![COMPACT]).map_err(|e| StoreError::encode("session", e))
+    let mut out = postcard::to_extend(&compact, vec![COMPACT]).map_err(|e| StoreError::encode("session", e))?;
+    // Added after the first compact form, as a trailing part written only when present: a
+    // session without it is byte for byte what earlier versions wrote, and theirs still decode.
+    if !data.markers_seen.is_empty() {
+        out = postcard::to_extend(&data.markers_seen, out).map_err(|e| StoreError::encode("session", e))?;
+    }
+    Ok(out)
 }
 
 /// The session in `plain`: the compact form, or the JSON of earlier cookies.
@@ -131,9 +137,15 @@ pub(crate) fn decode(plain: &[u8]) -> Result<SessionData, DecodeError> {
         Some(&COMPACT) => {
             let (compact, rest) = postcard::take_from_bytes::<Compact<'_>>(&plain[1..])
                 .map_err(|e| DecodeError(format!("compact session does not decode: {e}")))?;
-            if !rest.is_empty() {
-                return Err(DecodeError(format!("{} bytes after the compact session", rest.len())));
-            }
+            let markers_seen = if rest.is_empty() {
+                Vec::new()
+            } else {
+                // Written only when not empty: anything else after the session is not ours.
+                match postcard::take_from_bytes::<Vec<u64>>(rest) {
+                    Ok((seen, [])) if !seen.is_empty() => seen,
+                    _ => return Err(DecodeError(format!("{} bytes after the compact session", rest.len()))),
+                }
+            };
             let user: User =
                 serde_json::from_str(&compact.user).map_err(|e| DecodeError(format!("claims do not decode: {e}")))?;
             Ok(SessionData {
@@ -155,6 +167,7 @@ pub(crate) fn decode(plain: &[u8]) -> Result<SessionData, DecodeError> {
                     .collect(),
                 created_at: compact.created_at,
                 touched_at: compact.touched_at,
+                markers_seen,
             })
         }
         Some(b'{') => match serde_json::from_slice::<Envelope>(plain) {
@@ -208,6 +221,18 @@ pub(crate) mod tests {
     fn session_survives_the_compact_form() {
         let data = realistic();
         assert_eq!(decode(&encode(&data).unwrap()).unwrap(), data);
+    }
+
+    #[test]
+    fn markers_seen_survive_and_a_session_without_them_is_written_as_before() {
+        let mut data = realistic();
+        let before = encode(&data).unwrap();
+        data.markers_seen = vec![7, u64::MAX];
+        let with = encode(&data).unwrap();
+        assert_eq!(decode(&with).unwrap(), data);
+        assert_eq!(&with[..before.len()], &before[..], "a trailing part: earlier bytes unchanged");
+        data.markers_seen.clear();
+        assert_eq!(encode(&data).unwrap(), before, "none: the earlier form, byte for byte");
     }
 
     #[test]

@@ -133,6 +133,11 @@ pub struct SessionData {
     pub created_at: u64,
     /// When the session was last renewed: the inactivity limit counts from here.
     pub touched_at: u64,
+    /// The logout markers of its user and provider session that already existed when it was
+    /// created (their generations), written by the cookie store: a marker it has seen is older
+    /// than the session and does not end it, whatever the clocks say.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) markers_seen: Vec<u64>,
 }
 
 impl SessionData {
@@ -148,6 +153,7 @@ impl SessionData {
             token_sets: Vec::new(),
             created_at: now,
             touched_at: now,
+            markers_seen: Vec::new(),
         }
     }
 

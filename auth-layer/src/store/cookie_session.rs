@@ -43,13 +43,33 @@ struct Opened {
     markers_checked: AtomicU64,
 }
 
-/// A back-channel logout recorded for cookie sessions: sessions of `target` (`sid:...` or
-/// `sub:...`) created at or before `at` are over.
+/// A logout recorded for cookie sessions: sessions of `target` (`id:...`, `sid:...` or
+/// `sub:...`) that existed when it was written are over.
+///
+/// Which sessions existed is decided by `generation`, not by clocks: a session created after
+/// the marker read it at login and carries its generation in `markers_seen`; any other session
+/// of the target is older than the marker. So a login in the same second as a logout (or on an
+/// instance whose clock is behind) survives it, and a session made just before it does not.
+/// Markers written before generations existed (generation 0) compare `at` with the session's
+/// creation, as they did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, auth_derive::Store)]
 #[store(key = "logout:{target}", name = "logout_marker")]
 pub(crate) struct LogoutMarker {
     target: String,
     at: u64,
+    #[serde(default)]
+    generation: u64,
+}
+
+impl LogoutMarker {
+    /// Whether this marker ends `session`, one of its target's.
+    fn ends(&self, session: &SessionData) -> bool {
+        if self.generation == 0 {
+            self.at >= session.created_at
+        } else {
+            !session.markers_seen.contains(&self.generation)
+        }
+    }
 }
 
 /// Keeps the whole session in the session cookie: written in a compact binary form (about a
@@ -167,22 +187,43 @@ impl<M: Backend> CookieSessionStore<M> {
         Some(opened)
     }
 
-    /// Whether a logout ended `session`: a marker for its own id (a logout through the app),
-    /// its `sid` or its `sub` (a back-channel logout) at or after its creation.
-    async fn logged_out(&self, session: &SessionData) -> Result<bool, StoreError> {
-        let targets = [
+    /// The marker targets of `session`: its own id (a logout through the app), its `sid` and
+    /// its `sub` (a back-channel logout).
+    fn targets(session: &SessionData) -> impl Iterator<Item = String> {
+        [
             Some(format!("id:{}", session.id())),
             session.sid().map(|sid| format!("sid:{sid}")),
             Some(format!("sub:{}", session.sub())),
-        ];
-        for target in targets.into_iter().flatten() {
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// Whether a logout ended `session`: a marker of one of its targets that it had not seen
+    /// when it was created.
+    async fn logged_out(&self, session: &SessionData) -> Result<bool, StoreError> {
+        for target in Self::targets(session) {
             if let Some(marker) = self.markers.get_shared(&target).await?
-                && marker.at >= session.created_at
+                && marker.ends(session)
             {
                 return Ok(true);
             }
         }
         Ok(false)
+    }
+
+    /// The generations of the markers that exist now for a new session's targets: older than
+    /// the session, so they do not end it.
+    async fn markers_now(&self, session: &SessionData) -> Result<Vec<u64>, StoreError> {
+        let mut seen = Vec::new();
+        for target in Self::targets(session) {
+            if let Some(marker) = self.markers.get_shared(&target).await?
+                && marker.generation != 0
+            {
+                seen.push(marker.generation);
+            }
+        }
+        Ok(seen)
     }
 
     /// Seals `data` into the session cookie (chunked when large) and clears stale chunks.
@@ -217,9 +258,13 @@ impl<M: Backend> CookieSessionStore<M> {
         &self.config.cookies.session_name
     }
 
-    /// Records that sessions of `target` created until now are over, for `ttl`.
+    /// Records that sessions of `target` that exist now are over, for `ttl`.
     async fn write_marker(&self, target: String, ttl: Duration) -> Result<(), StoreError> {
-        let marker = LogoutMarker { target, at: self.config.clock.now() };
+        let mut generation = [0u8; 8];
+        getrandom::fill(&mut generation).map_err(|e| StoreError::unavailable("the random generator", e.to_string()))?;
+        // 0 means "no generation" (a marker of an earlier version).
+        let generation = u64::from_le_bytes(generation).max(1);
+        let marker = LogoutMarker { target, at: self.config.clock.now(), generation };
         self.markers.set_with_ttl(&marker, Some(ttl)).await?;
         if let Some(count) = &self.local_marker_writes {
             count.fetch_add(1, Ordering::Release);
@@ -290,8 +335,17 @@ impl<M: Backend> SessionStore for CookieSessionStore<M> {
         Ok(Some(opened.session.clone()))
     }
 
+    /// Writes the new session with the generations of the logout markers that exist for it
+    /// now (see [`LogoutMarker`]): a logout written before this login does not end it, one
+    /// written after does, even within the same second.
     async fn set(&self, ctx: &mut StoreContext, data: &SessionData) -> Result<(), StoreError> {
-        self.write(ctx, data)
+        let seen = self.markers_now(data).await?;
+        if seen.is_empty() && data.markers_seen.is_empty() {
+            return self.write(ctx, data);
+        }
+        let mut data = data.clone();
+        data.markers_seen = seen;
+        self.write(ctx, &data)
     }
 
     /// A session ended by a back-channel logout since it was read is not written again (its
@@ -327,6 +381,11 @@ impl<M: Backend> SessionStore for CookieSessionStore<M> {
             (None, None) => return Ok(()),
         };
         self.write_marker(target, self.config.absolute_duration).await
+    }
+
+    /// The markers' backend, when they are shared ([`with_marker_backend`](Self::with_marker_backend)).
+    fn shared_backend(&self) -> Option<Arc<dyn Backend>> {
+        self.local_marker_writes.is_none().then(|| self.markers.shared_backend() as Arc<dyn Backend>)
     }
 }
 
@@ -481,10 +540,68 @@ mod tests {
         store.set(&mut ctx, &new).await.unwrap();
         let (_, mut next) = browser_round_trip(ctx);
         assert_eq!(
-            store.get(&mut next).await.unwrap().as_deref(),
-            Some(&new),
+            store.get(&mut next).await.unwrap().map(|s| s.id().to_owned()),
+            Some(new.id().to_owned()),
             "a login after the logout is not affected"
         );
+    }
+
+    /// A session of `sub` u1 (no `sid`: a `sub`-only logout must decide) saved by `store`; the
+    /// cookies it set.
+    async fn login(store: &CookieSessionStore<impl Backend>, now: u64) -> Vec<String> {
+        let claims = serde_json::json!({"sub": "u1"});
+        let user = User::from_id_token_claims(claims.as_object().unwrap().clone());
+        let mut ctx = StoreContext::default();
+        store.set(&mut ctx, &SessionData::new(user, "t".into(), now)).await.unwrap();
+        browser_round_trip(ctx).0
+    }
+
+    #[tokio::test]
+    async fn a_login_in_the_same_second_as_a_sub_logout_survives_it_and_one_before_does_not() {
+        // The clock stands still: every step below happens within one second.
+        let config = crate::config::test_config(Arc::new(1_000.into())).build().unwrap();
+        let logout = LogoutTarget { iss: "i".into(), sub: Some("u1".into()), sid: None };
+
+        // One process, markers in its memory.
+        let store = CookieSessionStore::new(&config);
+        let before = login(&store, 1_000).await;
+        store.delete_by_logout_token(&logout).await.unwrap();
+        let after = login(&store, 1_000).await;
+        assert_eq!(store.get(&mut replay(&before)).await.unwrap(), None, "created before the logout: ended");
+        assert!(store.get(&mut replay(&after)).await.unwrap().is_some(), "created after it, same second: alive");
+        store.delete_by_logout_token(&logout).await.unwrap();
+        assert_eq!(store.get(&mut replay(&after)).await.unwrap(), None, "a later logout of the user ends it too");
+
+        // Two instances sharing their markers: logged in on A, logged out through B, read on both.
+        let shared = MokaBackend::new();
+        let a = CookieSessionStore::new(&config).with_marker_backend(shared.clone());
+        let b = CookieSessionStore::new(&config).with_marker_backend(shared);
+        let before = login(&a, 1_000).await;
+        b.delete_by_logout_token(&logout).await.unwrap();
+        // B's clock is a second behind A's: the login still counts as after the logout.
+        let after = login(&a, 999).await;
+        for (name, store) in [("A", &a), ("B", &b)] {
+            assert_eq!(store.get(&mut replay(&before)).await.unwrap(), None, "{name}: the earlier session ended");
+            assert!(store.get(&mut replay(&after)).await.unwrap().is_some(), "{name}: the later session lives");
+        }
+    }
+
+    #[tokio::test]
+    async fn markers_of_earlier_versions_still_end_sessions_by_time() {
+        let config = crate::config::test_config(Arc::new(1_000.into())).build().unwrap();
+        let store = CookieSessionStore::new(&config);
+        let before = login(&store, 1_000).await;
+        let later = login(&store, 1_001).await;
+        // As an earlier version wrote it: no generation.
+        let marker = LogoutMarker { target: "sub:u1".into(), at: 1_000, generation: 0 };
+        store.markers.set_with_ttl(&marker, None).await.unwrap();
+        store.local_marker_writes.as_ref().unwrap().fetch_add(1, Ordering::Release);
+        assert_eq!(
+            store.get(&mut replay(&before)).await.unwrap(),
+            None,
+            "created at or before the marker's time: ended"
+        );
+        assert!(store.get(&mut replay(&later)).await.unwrap().is_some(), "created after it: alive");
     }
 
     /// The request a browser sends after receiving `set` (every live cookie of it).

@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::backend::Backend;
 use crate::config::{AuthConfig, SameSite};
 use crate::model::{SessionData, TransactionData};
 
@@ -67,6 +68,12 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn delete(&self, ctx: &mut StoreContext) -> Result<(), StoreError>;
     /// Ends every session a back-channel logout token names.
     async fn delete_by_logout_token(&self, target: &LogoutTarget) -> Result<(), StoreError>;
+    /// The backend this store shares with the app's other processes, if any: where the client
+    /// keeps the state every process must see alike (used logout tokens, refresh leases) unless
+    /// the app chose another place. The default, `None`, keeps that state in memory.
+    fn shared_backend(&self) -> Option<Arc<dyn Backend>> {
+        None
+    }
 }
 
 /// A shared store is a store: keep an `Arc` of it to use it beside the layer (e.g. in an admin
@@ -87,6 +94,9 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
     }
     async fn delete_by_logout_token(&self, target: &LogoutTarget) -> Result<(), StoreError> {
         (**self).delete_by_logout_token(target).await
+    }
+    fn shared_backend(&self) -> Option<Arc<dyn Backend>> {
+        (**self).shared_backend()
     }
 }
 

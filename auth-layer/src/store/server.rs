@@ -163,6 +163,11 @@ impl<B: Backend> SessionStore for ServerSessionStore<B> {
         tracing::info!(deleted, "back-channel logout ended sessions");
         Ok(())
     }
+
+    /// The store's backend, unless it is this process's memory.
+    fn shared_backend(&self) -> Option<Arc<dyn Backend>> {
+        (!self.sessions.is_in_memory()).then(|| self.sessions.shared_backend() as Arc<dyn Backend>)
+    }
 }
 
 #[cfg(test)]

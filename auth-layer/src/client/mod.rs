@@ -2,12 +2,17 @@
 //! apps that write their own routes (the seed's `start_login`, `complete_login`, `user`,
 //! `session`, `logout`). The layer's routes are thin wrappers over these.
 
+mod fleet;
+
+pub use fleet::{DEFAULT_MAX_SHARED_ENTRIES, SharedState};
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 use url::Url;
 
+use self::fleet::{Fleet, Lease};
 use crate::config::AuthConfig;
 use crate::error::AuthError;
 use crate::error::ProviderError;
@@ -150,19 +155,11 @@ struct Inner {
     transaction_store: Arc<dyn TransactionStore>,
     before_save: Option<BeforeSaveHook>,
     after_callback: Option<AfterCallbackHook>,
-    /// Refreshes under way or just done, by session and token: concurrent requests of one
-    /// session share one call to the token endpoint and its result.
+    /// Refreshes under way or just done in this process, by session and token: concurrent
+    /// requests of one session here share one wait for the fleet's lease and its result.
     refreshes: moka::future::Cache<String, Arc<SessionData>>,
-    /// `jti`s of logout tokens already used, until they expire.
-    seen_logout_tokens: moka::future::Cache<String, Duration>,
-}
-
-struct UntilExpiry;
-
-impl moka::Expiry<String, Duration> for UntilExpiry {
-    fn expire_after_create(&self, _key: &String, ttl: &Duration, _now: std::time::Instant) -> Option<Duration> {
-        Some(*ttl)
-    }
+    /// The state every process sees: used logout tokens, refresh leases and results.
+    fleet: Fleet,
 }
 
 /// The relying party with its stores: start and complete logins, read sessions, log out.
@@ -187,9 +184,32 @@ pub struct AuthClientBuilder {
     transaction_store: Option<Arc<dyn TransactionStore>>,
     before_save: Option<BeforeSaveHook>,
     after_callback: Option<AfterCallbackHook>,
+    shared_state: Option<SharedState>,
 }
 
 impl AuthClientBuilder {
+    /// Keeps the state every process of the app must see alike (used logout tokens, refresh
+    /// leases; with the default cookie store, its logout markers too) in `state`. By default:
+    /// the session store's backend when it is shared, else this process's memory (see
+    /// [`SharedState`]).
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "redis")]
+    /// # async fn run(config: auth_layer::AuthConfig) -> Result<(), Box<dyn std::error::Error>> {
+    /// use auth_layer::{AuthClient, SharedState};
+    /// use auth_layer::backend::RedisBackend;
+    ///
+    /// // Cookie sessions on three instances: logout markers, used logout tokens and refresh
+    /// // leases in Redis, so that each instance answers alike.
+    /// let redis = RedisBackend::connect("redis://127.0.0.1:6379").await?;
+    /// let client = AuthClient::builder(config).with_shared_state(SharedState::in_backend(redis)).build().await?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn with_shared_state(mut self, state: SharedState) -> Self {
+        self.shared_state = Some(state);
+        self
+    }
+
     /// Keeps sessions in `store` instead of the encrypted cookie.
     pub fn with_session_store(mut self, store: impl SessionStore) -> Self {
         self.session_store = Some(Arc::new(store));
@@ -218,12 +238,22 @@ impl AuthClientBuilder {
     /// Discovers the provider and builds the client.
     pub async fn build(self) -> Result<AuthClient, AuthError> {
         let rp = RelyingParty::discover(&self.config).await?;
-        let session_store = self.session_store.unwrap_or_else(|| Arc::new(CookieSessionStore::new(&self.config)));
+        let session_store: Arc<dyn SessionStore> = match (self.session_store, &self.shared_state) {
+            (Some(store), _) => store,
+            // The default cookie store keeps its logout markers with the rest of the shared state.
+            (None, Some(state)) if state.is_shared() => {
+                Arc::new(CookieSessionStore::new(&self.config).with_marker_backend(state.backend().clone()))
+            }
+            (None, _) => Arc::new(CookieSessionStore::new(&self.config)),
+        };
+        let shared_state = self.shared_state.unwrap_or_else(|| {
+            session_store.shared_backend().map_or_else(SharedState::in_memory, SharedState::in_shared_backend)
+        });
         let transaction_store =
             self.transaction_store.unwrap_or_else(|| Arc::new(CookieTransactionStore::new(&self.config)));
         let refreshes = moka::future::Cache::builder().time_to_live(REFRESH_SHARING).max_capacity(100_000).build();
-        let seen_logout_tokens =
-            moka::future::Cache::builder().expire_after(UntilExpiry).max_capacity(1_000_000).build();
+        let fleet = Fleet::new(&shared_state, &self.config.secrets);
+        tracing::debug!(shared = shared_state.is_shared(), "auth client built");
         Ok(AuthClient {
             inner: Arc::new(Inner {
                 config: self.config,
@@ -233,7 +263,7 @@ impl AuthClientBuilder {
                 before_save: self.before_save,
                 after_callback: self.after_callback,
                 refreshes,
-                seen_logout_tokens,
+                fleet,
             }),
         })
     }
@@ -248,6 +278,7 @@ impl AuthClient {
             transaction_store: None,
             before_save: None,
             after_callback: None,
+            shared_state: None,
         }
     }
 
@@ -385,8 +416,12 @@ impl AuthClient {
     }
 
     /// An access token for the request's session: the stored one while fresh, else a refreshed
-    /// one. Concurrent calls for one session share a single refresh. A refused refresh token
-    /// (`invalid_grant`) ends the session; an unreachable provider leaves it as it was.
+    /// one. One refresh grant per session at a time, across every process sharing
+    /// [`SharedState`]: concurrent calls wait for it and use its result, and a refresh for
+    /// another audience starts from the refresh token it left. A refused refresh token
+    /// (`invalid_grant`) ends the session, unless the stored session already holds a newer one
+    /// (a refresh elsewhere won the race), which is then used; an unreachable provider leaves
+    /// the session as it was.
     #[doc(alias = "get_access_token")]
     pub async fn access_token(
         &self,
@@ -402,53 +437,120 @@ impl AuthClient {
     pub(crate) async fn access_token_of(
         &self,
         ctx: &mut StoreContext,
-        session: Arc<SessionData>,
+        mut session: Arc<SessionData>,
         options: AccessTokenOptions,
     ) -> Result<AccessToken, AuthError> {
         let config = &self.inner.config;
         let audience = options.audience.as_deref().or(config.audience.as_deref());
-        let current = find_token_set(&session.token_sets, audience, options.scope.as_deref());
-        let now = config.clock.now();
-        let fresh = |set: &TokenSet| set.expires_at.is_none_or(|at| at > now + config.refresh_buffer.as_secs());
-        if let Some(set) = current
-            && !options.force_refresh
-            && fresh(set)
-        {
-            return Ok(AccessToken {
-                access_token: set.access_token.clone(),
-                expires_at: set.expires_at,
-                scope: set.scope.clone(),
-            });
-        }
-        let refresh_token = session.refresh_token.clone().ok_or(AuthError::MissingRefreshToken)?;
-        let key = refresh_key(&session, &refresh_token, current, audience, options.scope.as_deref());
-        let shared = self
-            .inner
-            .refreshes
-            .try_get_with(
-                key,
-                self.refresh(SessionData::clone(&session), refresh_token, audience, options.scope.as_deref()),
-            )
-            .await;
-        let refreshed = match shared {
-            Ok(refreshed) => refreshed,
-            Err(err) => {
-                let err = AuthError::clone(&err);
-                if matches!(err, AuthError::Provider(ProviderError::InvalidGrant(_))) {
+        let scope = options.scope.as_deref();
+        let mut retried = false;
+        let refreshed = loop {
+            let current = find_token_set(&session.token_sets, audience, scope);
+            if let Some(set) = current
+                && !options.force_refresh
+                && self.is_fresh(set)
+            {
+                return Ok(AccessToken {
+                    access_token: set.access_token.clone(),
+                    expires_at: set.expires_at,
+                    scope: set.scope.clone(),
+                });
+            }
+            let refresh_token = session.refresh_token.as_deref().ok_or(AuthError::MissingRefreshToken)?;
+            let key = refresh_key(&session, refresh_token, current, audience, scope);
+            let need = RefreshNeed { audience, scope, force: options.force_refresh };
+            let outcome = self.inner.refreshes.try_get_with(key.clone(), self.refresh_once(&session, &key, need)).await;
+            match outcome {
+                Ok(refreshed) => break refreshed,
+                Err(err) => {
+                    let err = AuthError::clone(&err);
+                    if !matches!(err, AuthError::Provider(ProviderError::InvalidGrant(_))) {
+                        return Err(err);
+                    }
+                    // Lost a race to a refresh this process did not see (no shared state, or
+                    // its result expired): the stored session may hold the newer token.
+                    if !retried
+                        && let Some(stored) = self.inner.session_store.get(ctx).await?
+                        && stored.id() == session.id()
+                        && stored.refresh_token != session.refresh_token
+                    {
+                        tracing::info!(
+                            sub = session.sub(),
+                            "refresh token refused; the stored session has a newer one"
+                        );
+                        retried = true;
+                        session = stored;
+                        continue;
+                    }
                     tracing::warn!(sub = session.sub(), "refresh token refused; the session ends");
                     self.inner.session_store.delete(ctx).await?;
+                    return Err(err);
                 }
-                return Err(err);
             }
         };
         if !self.inner.session_store.update(ctx, &refreshed).await? {
             // Logged out while the provider answered: the new tokens are not saved nor used.
             return Err(AuthError::NotAuthenticated);
         }
-        let set = find_token_set(&refreshed.token_sets, audience, options.scope.as_deref()).ok_or_else(|| {
+        let set = find_token_set(&refreshed.token_sets, audience, scope).ok_or_else(|| {
             AuthError::InvalidRequest("the provider granted no token for this audience and scope".into())
         })?;
         Ok(AccessToken { access_token: set.access_token.clone(), expires_at: set.expires_at, scope: set.scope.clone() })
+    }
+
+    /// Whether `set` is good for longer than the refresh buffer.
+    fn is_fresh(&self, set: &TokenSet) -> bool {
+        let config = &self.inner.config;
+        set.expires_at.is_none_or(|at| at > config.clock.now() + config.refresh_buffer.as_secs())
+    }
+
+    /// The refresh `key` of `session`, once for the fleet: under the session's lease (or with
+    /// the result of whoever held it meanwhile).
+    async fn refresh_once(
+        &self,
+        session: &SessionData,
+        key: &str,
+        need: RefreshNeed<'_>,
+    ) -> Result<Arc<SessionData>, AuthError> {
+        let lease = match self.inner.fleet.lease(session.id(), key).await? {
+            Lease::Done(done) => return Ok(done),
+            Lease::Held(lease) => lease,
+        };
+        let result = self.refresh_holding_lease(session, key, need).await;
+        self.inner.fleet.release(&lease).await;
+        result
+    }
+
+    /// A refresh by the lease's holder: from the session's newest refresh token (a refresh for
+    /// another audience or scope, here or elsewhere, may have rotated it since this request
+    /// read the session), its result kept for the others.
+    async fn refresh_holding_lease(
+        &self,
+        session: &SessionData,
+        key: &str,
+        need: RefreshNeed<'_>,
+    ) -> Result<Arc<SessionData>, AuthError> {
+        let newest = self.inner.fleet.newest(session.id()).await?.filter(|n| n.refresh_token != session.refresh_token);
+        let refreshed = match newest {
+            // That refresh may have brought what this one needs.
+            Some(newest)
+                if !need.force
+                    && find_token_set(&newest.token_sets, need.audience, need.scope)
+                        .is_some_and(|s| self.is_fresh(s)) =>
+            {
+                Arc::new(newest)
+            }
+            newest => {
+                let base = newest.unwrap_or_else(|| session.clone());
+                let refresh_token = base.refresh_token.clone().ok_or(AuthError::MissingRefreshToken)?;
+                self.refresh(base, refresh_token, need.audience, need.scope).await?
+            }
+        };
+        if let Err(err) = self.inner.fleet.keep(key, &refreshed, REFRESH_SHARING).await {
+            // This request still saves and uses it; others of the session may refresh again.
+            tracing::warn!(%err, "could not share a refresh's result");
+        }
+        Ok(refreshed)
     }
 
     /// One refresh: calls the token endpoint and returns the session updated with its answer.
@@ -487,20 +589,22 @@ impl AuthClient {
     }
 
     /// Handles a back-channel logout token (the body of the provider's POST): checks it, refuses
-    /// a replayed `jti`, and ends every session it names, whatever the store, before returning.
+    /// a replayed `jti` (one used on any process that shares [`SharedState`]), and ends every
+    /// session it names, whatever the store, before returning.
     ///
     /// The `jti` is recorded only once the sessions are ended: when the store fails (503), the
     /// provider's retry of the same token is not mistaken for a replay, and ends them. Ending
     /// sessions twice (two copies of one token at once) does no harm.
     pub async fn handle_backchannel_logout(&self, logout_token: &str) -> Result<(), AuthError> {
         let claims = self.inner.rp.verify_logout_token(logout_token).await?;
-        if self.inner.seen_logout_tokens.contains_key(&claims.jti) {
+        let issuer = self.inner.rp.issuer();
+        if self.inner.fleet.logout_token_seen(issuer, &claims.jti).await? {
             return Err(AuthError::Provider(ProviderError::InvalidLogoutToken("jti already used (replay)".into())));
         }
-        let target = LogoutTarget { iss: self.inner.rp.issuer().to_owned(), sub: claims.sub, sid: claims.sid };
+        let target = LogoutTarget { iss: issuer.to_owned(), sub: claims.sub, sid: claims.sid };
         self.inner.session_store.delete_by_logout_token(&target).await?;
         let ttl = Duration::from_secs(claims.replayable_until.saturating_sub(self.inner.config.clock.now()).max(1));
-        self.inner.seen_logout_tokens.insert(claims.jti, ttl).await;
+        self.inner.fleet.record_logout_token(issuer, &claims.jti, ttl).await?;
         tracing::info!(sid = target.sid.as_deref(), sub = target.sub.as_deref(), "back-channel logout handled");
         Ok(())
     }
@@ -509,6 +613,14 @@ impl AuthClient {
 /// How long a refresh's result is shared with requests of the same session that carry the
 /// tokens it replaced (requests already in flight when it happened).
 const REFRESH_SHARING: Duration = Duration::from_secs(30);
+
+/// What a refresh is for: the audience and scope wanted, and whether it was forced.
+#[derive(Clone, Copy)]
+struct RefreshNeed<'a> {
+    audience: Option<&'a str>,
+    scope: Option<&'a str>,
+    force: bool,
+}
 
 /// The token set for `audience` that covers `scope` (any scope when `None`).
 fn find_token_set<'a>(sets: &'a [TokenSet], audience: Option<&str>, scope: Option<&str>) -> Option<&'a TokenSet> {
@@ -526,19 +638,13 @@ fn refresh_key(
     audience: Option<&str>,
     scope: Option<&str>,
 ) -> String {
-    use sha2::Digest;
-    let mut hash = sha2::Sha256::new();
-    for part in [
+    fleet::hashed(&[
         session.id(),
         refresh_token,
         current.map_or("", |s| &s.access_token),
         audience.unwrap_or(""),
         scope.unwrap_or(""),
-    ] {
-        hash.update(part.len().to_be_bytes());
-        hash.update(part.as_bytes());
-    }
-    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    ])
 }
 
 /// Parses a callback query as [`AuthClient::complete_login`] does (for the fuzz targets).
