@@ -392,6 +392,68 @@ impl TestEnv {
     }
 }
 
+/// Several instances of the quickstart app, each its own `AuthLayer` with its own caches on its
+/// own port, behind one public URL (instance 0's: the provider's redirects and back-channel
+/// logouts reach it only), sharing the stores and shared state they are given. Cookies are per
+/// host, not per port, so one [`Browser`] is one user whose requests the test spreads over them.
+pub struct Fleet {
+    /// The provider.
+    pub provider: Provider,
+    /// The public URL (instance 0).
+    pub app_url: String,
+    /// Each instance's URL.
+    pub instances: Vec<String>,
+    clock_offset: Arc<AtomicU64>,
+    servers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for server in &self.servers {
+            server.abort();
+        }
+    }
+}
+
+impl Fleet {
+    /// `count` instances keeping sessions in `store` and shared state in `shared`.
+    pub async fn start(
+        count: usize,
+        store: quickstart::StoreChoice,
+        shared: quickstart::SharedChoice,
+        provider: ProviderOptions,
+    ) -> Self {
+        let listeners: Vec<_> = (0..count).map(|_| bind()).collect();
+        let app_url = format!("http://127.0.0.1:{}", listeners[0].0);
+        let provider = Provider::start(&app_url, &provider).await;
+        let clock_offset = Arc::new(AtomicU64::new(0));
+        let mut instances = Vec::new();
+        let mut servers = Vec::new();
+        for (port, listener) in listeners {
+            let config = config(&provider, &app_url, TokenEndpointAuth::ClientSecretBasic, clock_offset.clone());
+            let auth = quickstart::auth_layer_with(config, store.clone(), shared.clone())
+                .await
+                .expect("discovery and the stores");
+            let app = quickstart::app(auth);
+            servers.push(tokio::spawn(async move {
+                axum::serve(listener, app).await.unwrap();
+            }));
+            instances.push(format!("http://127.0.0.1:{port}"));
+        }
+        Self { provider, app_url, instances, clock_offset, servers }
+    }
+
+    /// Moves every instance's clock forward.
+    pub fn advance_clock(&self, by: Duration) {
+        self.clock_offset.fetch_add(by.as_secs(), Ordering::SeqCst);
+    }
+
+    /// `path` on instance `i`.
+    pub fn url(&self, i: usize, path: &str) -> String {
+        format!("{}{path}", self.instances[i % self.instances.len()])
+    }
+}
+
 /// A listener for an app, on a port no other test was handed.
 /// For a test that builds its own layer and app: a provider that knows an app at a loopback URL,
 /// the app's configuration, its URL, and the listener to serve it on.

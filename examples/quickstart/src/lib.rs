@@ -8,7 +8,8 @@
 use auth_layer::backend::{PostgresBackend, RedisBackend};
 use auth_layer::store::ServerSessionStore;
 use auth_layer::{
-    AccessTokenOptions, AuthClient, AuthConfig, AuthConfigBuilder, AuthError, AuthLayer, ConfigError, Session, User,
+    AccessTokenOptions, AuthClient, AuthConfig, AuthConfigBuilder, AuthError, AuthLayer, ConfigError, Session,
+    SharedState, User,
 };
 use axum::Router;
 use axum::http::HeaderMap;
@@ -45,15 +46,68 @@ impl StoreChoice {
     }
 }
 
+/// Where the quickstart keeps the state its instances share (logout markers of cookie sessions,
+/// used logout tokens, refresh leases): `SHARED_STATE=memory`, `redis` (at `REDIS_URL`) or
+/// `postgres` (at `DATABASE_URL`). Unset: the session store's own backend (Redis or
+/// PostgreSQL), or this process's memory for the cookie and memory stores: right for one
+/// instance; run several behind a load balancer with `redis` or `postgres`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SharedChoice {
+    /// As the session store says.
+    #[default]
+    Default,
+    /// This process's memory: one instance only.
+    Memory,
+    /// Redis at this URL.
+    Redis(String),
+    /// PostgreSQL at this URL.
+    Postgres(String),
+}
+
+impl SharedChoice {
+    /// Reads `SHARED_STATE` (and `REDIS_URL` or `DATABASE_URL`); unset means the default.
+    pub fn from_env() -> Result<Self, String> {
+        let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+        match std::env::var("SHARED_STATE").ok().as_deref().map(str::trim) {
+            None | Some("") => Ok(Self::Default),
+            Some("memory") => Ok(Self::Memory),
+            Some("redis") => Ok(Self::Redis(var("REDIS_URL", "redis://127.0.0.1:6379"))),
+            Some("postgres") => Ok(Self::Postgres(var("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"))),
+            Some(other) => Err(format!("SHARED_STATE=`{other}`: expected memory, redis or postgres")),
+        }
+    }
+
+    async fn state(&self) -> Result<Option<SharedState>, AuthError> {
+        Ok(match self {
+            Self::Default => None,
+            Self::Memory => Some(SharedState::in_memory()),
+            Self::Redis(url) => Some(SharedState::in_backend(RedisBackend::connect(url).await?)),
+            Self::Postgres(url) => Some(SharedState::in_backend(PostgresBackend::connect(url).await?)),
+        })
+    }
+}
+
 /// The quickstart's configuration: [`AuthConfig::from_env`], with `/auth/profile`,
 /// `/auth/access-token` and `/auth/backchannel-logout` on.
 pub fn config_from_env() -> Result<AuthConfig, ConfigError> {
     AuthConfigBuilder::from_env()?.profile_route(true).access_token_route(true).backchannel_logout_route(true).build()
 }
 
-/// The auth layer for `config`, sessions in `store`.
+/// The auth layer for `config`, sessions in `store`, shared state where the store says.
 pub async fn auth_layer(config: AuthConfig, store: StoreChoice) -> Result<AuthLayer, AuthError> {
-    let builder = AuthClient::builder(config.clone());
+    auth_layer_with(config, store, SharedChoice::Default).await
+}
+
+/// The auth layer for `config`, sessions in `store`, shared state in `shared`.
+pub async fn auth_layer_with(
+    config: AuthConfig,
+    store: StoreChoice,
+    shared: SharedChoice,
+) -> Result<AuthLayer, AuthError> {
+    let mut builder = AuthClient::builder(config.clone());
+    if let Some(state) = shared.state().await? {
+        builder = builder.with_shared_state(state);
+    }
     let client = match store {
         StoreChoice::Cookie => builder.build().await?,
         StoreChoice::Memory => builder.with_session_store(ServerSessionStore::in_memory(&config)).build().await?,
@@ -89,11 +143,16 @@ pub fn listen_addr(base: &url::Url, lookup: impl Fn(&str) -> Option<String>) -> 
     Ok(format!("{host}:{}", base.port_or_known_default().unwrap_or(3000)))
 }
 
-/// Serves the app until Ctrl-C, sessions in `store`, on [`listen_addr`] from the environment.
-pub async fn serve(config: AuthConfig, store: StoreChoice) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// Serves the app until Ctrl-C, sessions in `store`, shared state in `shared`, on
+/// [`listen_addr`] from the environment.
+pub async fn serve(
+    config: AuthConfig,
+    store: StoreChoice,
+    shared: SharedChoice,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let base = config.base_url().clone();
     let addr = listen_addr(&base, |name| std::env::var(name).ok())?;
-    let auth = auth_layer(config, store.clone()).await?;
+    let auth = auth_layer_with(config, store.clone(), shared).await?;
     let listener = tokio::net::TcpListener::bind(addr.as_str()).await?;
     tracing::info!(?store, %addr, "listening; open {base}");
     axum::serve(listener, app(auth))

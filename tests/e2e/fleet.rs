@@ -1,0 +1,251 @@
+//! Three instances of the app behind one public URL, each with its own layer and caches,
+//! sharing Redis or PostgreSQL, for the cookie store (logout markers and shared state in the
+//! backend) and the server-side stores; one user's requests spread over all three, and the real
+//! provider (rotating refresh tokens, retrying back-channel logouts) behind them.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use auth_layer_tests::servers::{RedisServer, database_url, redis_url};
+use auth_layer_tests::{Browser, Fleet, ProviderOptions};
+use quickstart::{SharedChoice, StoreChoice};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// A user name no other test uses: markers and indexes of a shared backend are by user.
+fn unique_user(name: &str) -> String {
+    format!("{name}-{}-{}", std::process::id(), auth_layer_tests::free_port())
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// The four ways to run a fleet: cookie sessions with shared state in Redis or PostgreSQL,
+/// server-side sessions in Redis or PostgreSQL (shared state in the same backend by default).
+fn setups() -> [(StoreChoice, SharedChoice); 4] {
+    [
+        (StoreChoice::Cookie, SharedChoice::Redis(redis_url())),
+        (StoreChoice::Cookie, SharedChoice::Postgres(database_url())),
+        (StoreChoice::Redis(redis_url()), SharedChoice::Default),
+        (StoreChoice::Postgres(database_url()), SharedChoice::Default),
+    ]
+}
+
+/// `/auth/profile` on instance `i` with `cookie`: 200 with a session, 401 without.
+async fn profile_status(fleet: &Fleet, i: usize, cookie: &str) -> StatusCode {
+    reqwest::Client::new()
+        .get(fleet.url(i, "/auth/profile"))
+        .header("accept", "application/json")
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+async fn a_provider_logout_reaching_one_instance_ends_the_session_on_all(store: StoreChoice, shared: SharedChoice) {
+    let fleet = Fleet::start(3, store.clone(), shared.clone(), ProviderOptions::default()).await;
+    let browser = Browser::new();
+    browser.login(&fleet.app_url, &unique_user("ann")).await;
+    let cookie = browser.cookie_header(&fleet.url(0, "/"));
+    for i in 0..3 {
+        // Each instance reads the session once, and keeps it opened in its caches.
+        assert_eq!(profile_status(&fleet, i, &cookie).await, StatusCode::OK, "{store:?}/{shared:?}: instance {i}");
+    }
+    // The provider's own logout page: its back-channel POST reaches instance 0 only.
+    browser.confirm_provider_logout(&format!("{}/session/end", fleet.provider.issuer)).await;
+    for i in 0..3 {
+        assert_eq!(
+            profile_status(&fleet, i, &cookie).await,
+            StatusCode::UNAUTHORIZED,
+            "{store:?}/{shared:?}: instance {i} still serves the session"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_logout_reaching_one_instance_ends_the_session_on_all_three() {
+    for (store, shared) in setups() {
+        a_provider_logout_reaching_one_instance_ends_the_session_on_all(store, shared).await;
+    }
+}
+
+async fn fifty_requests_over_three_instances_share_one_refresh(store: StoreChoice, shared: SharedChoice) {
+    let provider = ProviderOptions { rotate_refresh: true, ..ProviderOptions::default() };
+    let fleet = Fleet::start(3, store.clone(), shared.clone(), provider).await;
+    let browser = Browser::new();
+    browser.login(&fleet.app_url, &unique_user("bob")).await;
+    let cookie = browser.cookie_header(&fleet.url(0, "/"));
+    let token = |response: reqwest::Response| async move {
+        assert_eq!(response.status(), StatusCode::OK, "{:?}", response.text().await);
+        let body: Value = response.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    };
+    let access_token = |i: usize, cookie: String| {
+        let url = fleet.url(i, "/auth/access-token");
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .header("accept", "application/json")
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let first = token(access_token(0, cookie.clone()).await).await;
+
+    // Past the provider's hour, less than the refresh buffer: every request needs a refresh.
+    fleet.advance_clock(Duration::from_secs(3600 - 30));
+    let requests: Vec<_> = (0..50).map(|i| tokio::spawn(access_token(i % 3, cookie.clone()))).collect();
+    let mut tokens = Vec::new();
+    let mut renewed_cookies = Vec::new();
+    for request in requests {
+        let response = request.await.unwrap();
+        let set: Vec<String> = response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+            .collect();
+        renewed_cookies.push(set.join("; "));
+        tokens.push(token(response).await);
+    }
+    assert_eq!(fleet.provider.refresh_grants().await, 1, "{store:?}/{shared:?}: one grant for the fleet");
+    assert!(tokens.iter().all(|t| *t == tokens[0]), "{store:?}/{shared:?}: one refreshed token for all");
+    assert_ne!(tokens[0], first, "the token was refreshed");
+    // The session survives on every instance, with the refreshed token and no further grant.
+    for (i, renewed) in renewed_cookies.iter().take(3).enumerate() {
+        let cookie = if renewed.is_empty() { cookie.clone() } else { renewed.clone() };
+        assert_eq!(token(access_token(i, cookie).await).await, tokens[0], "{store:?}/{shared:?}: instance {i}");
+    }
+    assert_eq!(fleet.provider.refresh_grants().await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_requests_over_three_instances_make_one_refresh_grant() {
+    for (store, shared) in setups() {
+        fifty_requests_over_three_instances_share_one_refresh(store, shared).await;
+    }
+}
+
+async fn a_logout_on_one_instance_stays_final_while_others_renew(store: StoreChoice, shared: SharedChoice) {
+    let fleet = Fleet::start(3, store.clone(), shared.clone(), ProviderOptions::default()).await;
+    let browser = Browser::new();
+    browser.login(&fleet.app_url, &unique_user("cy")).await;
+    let cookie = browser.cookie_header(&fleet.url(0, "/"));
+    // Past half the inactivity window: every read renews (saves) the session.
+    fleet.advance_clock(Duration::from_secs(24 * 3600 * 3 / 5));
+    let mut reads = Vec::new();
+    for n in 0..30 {
+        let (url, cookie) = (fleet.url(1 + n % 2, "/auth/profile"), cookie.clone());
+        reads.push(tokio::spawn(async move {
+            let response = reqwest::Client::new()
+                .get(url)
+                .header("accept", "application/json")
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap();
+            let set: Vec<String> = response
+                .headers()
+                .get_all("set-cookie")
+                .iter()
+                .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+                .filter(|pair| !pair.ends_with('='))
+                .collect();
+            set.join("; ")
+        }));
+    }
+    let logout = browser.http.get(fleet.url(0, "/auth/logout")).header("accept", "text/html").send().await.unwrap();
+    assert!(logout.status().is_redirection(), "logout redirects: {}", logout.status());
+    let mut renewed = Vec::new();
+    for read in reads {
+        let cookie = read.await.unwrap();
+        if !cookie.is_empty() {
+            renewed.push(cookie);
+        }
+    }
+    for i in 0..3 {
+        assert_eq!(profile_status(&fleet, i, &cookie).await, StatusCode::UNAUTHORIZED, "{store:?}/{shared:?}: {i}");
+        for copy in &renewed {
+            assert_eq!(
+                profile_status(&fleet, i, copy).await,
+                StatusCode::UNAUTHORIZED,
+                "{store:?}/{shared:?}: a cookie renewed around the logout opens a session on instance {i}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_on_one_instance_stays_final_while_the_others_renew() {
+    for (store, shared) in setups() {
+        a_logout_on_one_instance_stays_final_while_others_renew(store, shared).await;
+    }
+}
+
+async fn post_logout_token(fleet: &Fleet, i: usize, token: &str) -> StatusCode {
+    reqwest::Client::new()
+        .post(fleet.url(i, "/auth/backchannel-logout"))
+        .form(&[("logout_token", token)])
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// `call`'s status once the instance's Redis connection is back: an instance that has not used
+/// it since Redis restarted finds it broken (503, at once) and reconnects.
+async fn once_reconnected<F: std::future::Future<Output = StatusCode>>(call: impl Fn() -> F) -> StatusCode {
+    for _ in 0..20 {
+        let status = call().await;
+        if status != StatusCode::SERVICE_UNAVAILABLE {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    StatusCode::SERVICE_UNAVAILABLE
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_back_channel_logout_during_a_redis_outage_is_retried_and_ends_the_session() {
+    let mut redis = RedisServer::start();
+    for store in [StoreChoice::Cookie, StoreChoice::Redis(redis.url())] {
+        let fleet = Fleet::start(3, store.clone(), SharedChoice::Redis(redis.url()), ProviderOptions::default()).await;
+        let browser = Browser::new();
+        let user = unique_user("dee");
+        browser.login(&fleet.app_url, &user).await;
+        let cookie = browser.cookie_header(&fleet.url(0, "/"));
+        let me: Value = reqwest::Client::new()
+            .get(fleet.url(0, "/auth/profile"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let sid = me["sid"].as_str().expect("the provider sends sid").to_owned();
+        let claims = json!({
+            "iss": fleet.provider.issuer, "aud": "test-app", "iat": now(), "exp": now() + 120,
+            "jti": format!("jti-{user}"), "sid": sid, "sub": user,
+            "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
+        });
+        let token = fleet.provider.sign(json!({ "typ": "logout+jwt" }), claims, "provider").await;
+
+        redis.stop();
+        assert_eq!(post_logout_token(&fleet, 1, &token).await, StatusCode::SERVICE_UNAVAILABLE, "{store:?}");
+        redis.restart();
+        // The provider retries the same token, on another instance: not a replay, and it ends it.
+        let retried = once_reconnected(|| post_logout_token(&fleet, 2, &token)).await;
+        assert_eq!(retried, StatusCode::OK, "{store:?}: the retried logout token is accepted");
+        for i in 0..3 {
+            let status = once_reconnected(|| profile_status(&fleet, i, &cookie)).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{store:?}: instance {i}");
+        }
+        // Now it has been used: a replay, on any instance, is refused.
+        let replay = once_reconnected(|| post_logout_token(&fleet, 0, &token)).await;
+        assert_eq!(replay, StatusCode::BAD_REQUEST, "{store:?}: replay");
+    }
+}
