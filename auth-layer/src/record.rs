@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, MokaBackend};
 use crate::error::{Cause, StoreError, cause};
-use crate::seal::Sealer;
+use crate::seal::{KeyHasher, Sealer};
 
 /// The current version of the stored envelope.
 const ENVELOPE_VERSION: u8 = 1;
@@ -236,6 +236,9 @@ pub struct TypedStore<T, B = MokaBackend> {
     /// cache, neither written in their stored form nor sealed.
     live: Option<MokaBackend>,
     sealer: Option<Sealer>,
+    /// Set by [`TypedStore::with_hashed_keys`]: records are stored under a keyed hash of
+    /// their key, not the key itself.
+    hashed_keys: Option<KeyHasher>,
     ttl: Option<Duration>,
     opened: Option<DecodedCache<String, T>>,
     _record: PhantomData<fn() -> T>,
@@ -247,6 +250,7 @@ impl<T, B> Clone for TypedStore<T, B> {
             backend: self.backend.clone(),
             live: self.live.clone(),
             sealer: self.sealer.clone(),
+            hashed_keys: self.hashed_keys.clone(),
             ttl: self.ttl,
             opened: self.opened.clone(),
             _record: PhantomData,
@@ -279,6 +283,7 @@ impl<T: Store> TypedStore<T, MokaBackend> {
             live: Some(backend.clone()),
             backend: Arc::new(backend),
             sealer: None,
+            hashed_keys: None,
             ttl: T::TTL,
             opened: None,
             _record: PhantomData,
@@ -295,7 +300,15 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
     /// When `T` is encrypted and `secrets` is empty.
     pub fn new<S: AsRef<[u8]>>(backend: B, secrets: &[S]) -> Self {
         let sealer = T::ENCRYPT.then(|| Sealer::new(secrets, &format!("auth-layer typed store v1: {}", T::NAME)));
-        Self { backend: Arc::new(backend), live: None, sealer, ttl: T::TTL, opened: None, _record: PhantomData }
+        Self {
+            backend: Arc::new(backend),
+            live: None,
+            sealer,
+            hashed_keys: None,
+            ttl: T::TTL,
+            opened: None,
+            _record: PhantomData,
+        }
     }
 
     /// The same store, keeping up to about `max_bytes` of the records it has decoded, so that
@@ -307,6 +320,29 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
     pub fn with_opened_cache(mut self, max_bytes: u64) -> Self {
         self.opened = DecodedCache::new(max_bytes);
         self
+    }
+
+    /// The same store, keeping records under a keyed hash of their key (HMAC-SHA256 under a
+    /// key derived from the first of `secrets`), `{name}:h:{hash}`, instead of the key itself:
+    /// whoever reads the backend's keyspace (a replica, a backup, `MONITOR`) does not learn the
+    /// keys, which matters when a key is a secret (a bearer session id). Records written before,
+    /// under their plain key or a hash under an earlier secret, are still found, read, updated
+    /// and deleted where they are (a read that finds none costs one lookup per place, as a
+    /// session that is gone does), and expire there; new records go under the current hash.
+    /// In memory ([`TypedStore::in_memory`]) there is no keyspace to hide: nothing changes.
+    pub fn with_hashed_keys<S: AsRef<[u8]>>(mut self, secrets: &[S]) -> Self {
+        if self.live.is_none() {
+            self.hashed_keys = Some(KeyHasher::new(secrets, &format!("auth-layer typed store keys v1: {}", T::NAME)));
+        }
+        self
+    }
+
+    /// Where the record with full key `key` may be stored, where new writes go first.
+    fn stored_keys<'k>(&self, key: &'k str) -> Vec<std::borrow::Cow<'k, str>> {
+        let Some(hasher) = &self.hashed_keys else { return vec![std::borrow::Cow::Borrowed(key)] };
+        let mut keys: Vec<_> = hasher.hashes(key).map(|hash| format!("{}:h:{hash}", T::NAME).into()).collect();
+        keys.push(std::borrow::Cow::Borrowed(key));
+        keys
     }
 
     /// The same store with another time to live (`None`: no expiry) for records set from now on.
@@ -370,36 +406,46 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
         if self.live.is_some() {
             return self.update_shared(Arc::new(copy_of(record)?), ttl).await;
         }
-        let (key, value, tags) = self.serialized(record)?;
-        self.backend.update(&key, value, ttl, tags).await
+        self.update_stored(record, ttl).await
+    }
+
+    /// [`Backend::update`] of `record` where it is stored (see
+    /// [`with_hashed_keys`](Self::with_hashed_keys)).
+    async fn update_stored(&self, record: &T, ttl: Option<Duration>) -> Result<bool, StoreError> {
+        let key = record.key();
+        for stored in self.stored_keys(&key) {
+            let (value, tags) = self.serialized_under(&stored, record)?;
+            if self.backend.update(&stored, value, ttl, tags).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// [`update`](Self::update) of a shared record (kept as this very `Arc` in memory).
     pub async fn update_shared(&self, record: Arc<T>, ttl: Option<Duration>) -> Result<bool, StoreError> {
-        let Some(memory) = &self.live else {
-            let (key, value, tags) = self.serialized(&record)?;
-            return self.backend.update(&key, value, ttl, tags).await;
-        };
+        let Some(memory) = &self.live else { return self.update_stored(&record, ttl).await };
         let key = record.key();
         let tags = tags_of(&*record);
         Ok(memory.update_live(&key, record, ttl, tags).await)
     }
 
     async fn put_serialized(&self, record: &T, ttl: Option<Duration>) -> Result<(), StoreError> {
-        let (key, value, tags) = self.serialized(record)?;
-        self.backend.put(&key, value, ttl, tags).await
+        let key = record.key();
+        let stored = self.stored_keys(&key).swap_remove(0);
+        let (value, tags) = self.serialized_under(&stored, record)?;
+        self.backend.put(&stored, value, ttl, tags).await
     }
 
-    /// The record's key, stored (and sealed) bytes and tags.
-    fn serialized(&self, record: &T) -> Result<(String, Bytes, Vec<String>), StoreError> {
-        let key = record.key();
+    /// The record's stored (and sealed, bound to the key it is stored under) bytes and tags.
+    fn serialized_under(&self, stored_key: &str, record: &T) -> Result<(Bytes, Vec<String>), StoreError> {
         let tags = tags_of(record);
         let plain = record.to_stored()?;
         let value = match &self.sealer {
-            Some(sealer) => Bytes::from(sealer.seal_bytes(&key, &plain)),
+            Some(sealer) => Bytes::from(sealer.seal_bytes(stored_key, &plain)),
             None => Bytes::from(plain),
         };
-        Ok((key, value, tags))
+        Ok((value, tags))
     }
 
     /// The record with these key fields, if present. A record that does not decode (corrupt,
@@ -415,8 +461,12 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
             let Some(shared) = self.get_shared_by_full_key(key).await? else { return Ok(None) };
             return copy_of(&*shared).map(Some);
         }
-        let Some(bytes) = self.backend.get(key).await? else { return Ok(None) };
-        Ok(self.decode(key, &bytes))
+        for stored in self.stored_keys(key) {
+            if let Some(bytes) = self.backend.get(&stored).await? {
+                return Ok(self.decode(&stored, &bytes));
+            }
+        }
+        Ok(None)
     }
 
     /// The record with these key fields, if present, shared: with
@@ -431,17 +481,27 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
         if let Some(memory) = &self.live {
             return Ok(memory.get_live(key).await.and_then(|live| live.downcast::<T>().ok()));
         }
-        let Some(stored) = self.backend.get(key).await? else { return Ok(None) };
-        let Some(cache) = &self.opened else { return Ok(self.decode(key, &stored).map(Arc::new)) };
+        for stored_key in self.stored_keys(key) {
+            if let Some(stored) = self.backend.get(&stored_key).await? {
+                return Ok(self.open_shared(&stored_key, stored));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The record in `stored`, found under `key`: from the opened cache when these are the
+    /// bytes it was decoded from.
+    fn open_shared(&self, key: &str, stored: Bytes) -> Option<Arc<T>> {
+        let Some(cache) = &self.opened else { return self.decode(key, &stored).map(Arc::new) };
         if let Some(hit) = cache.get(key, &stored) {
-            return Ok(Some(hit));
+            return Some(hit);
         }
         let record = self.decode(key, &stored).map(Arc::new);
         match &record {
             Some(record) => cache.insert(key.to_owned(), stored, record.clone()),
             None => cache.invalidate(key),
         }
-        Ok(record)
+        record
     }
 
     /// Deletes the record with these key fields.
@@ -451,10 +511,13 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
 
     /// Deletes the record under its full key.
     async fn delete_by_full_key(&self, key: &str) -> Result<(), StoreError> {
-        if let Some(cache) = &self.opened {
-            cache.invalidate(key);
+        for stored in self.stored_keys(key) {
+            if let Some(cache) = &self.opened {
+                cache.invalidate(&*stored);
+            }
+            self.backend.delete(&stored).await?;
         }
-        self.backend.delete(key).await
+        Ok(())
     }
 
     /// Deletes every record whose `index` field equals `value`; returns how many.
@@ -468,8 +531,13 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
         let Some(value) = value.index_value() else { return Ok(vec![]) };
         let keys = self.backend.keys_by_tag(&tag(T::NAME, &format!("{}={value}", index.field))).await?;
         let mut records = Vec::with_capacity(keys.len());
+        // The keys listed are where the records are stored (hashed or not).
         for key in keys {
-            if let Some(record) = self.get_by_full_key(&key).await? {
+            if self.live.is_some() {
+                records.extend(self.get_by_full_key(&key).await?);
+            } else if let Some(bytes) = self.backend.get(&key).await?
+                && let Some(record) = self.decode(&key, &bytes)
+            {
                 records.push(record);
             }
         }

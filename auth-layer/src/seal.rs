@@ -11,6 +11,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{Key, KeyInit, XChaCha20Poly1305, XNonce};
+use std::sync::Arc;
+
 use hkdf::Hkdf;
 use sha2::Sha256;
 
@@ -101,6 +103,41 @@ impl Sealer {
 }
 
 /// A fresh random token of `bytes` bytes from the operating system's generator, as base64url.
+/// Keyed hashes (HMAC-SHA256) of names, under one key per secret derived like a [`Sealer`]'s:
+/// a name that must not appear in the clear (a bearer session id used as a record's key) is
+/// stored under its hash, which only the app can compute.
+#[derive(Clone)]
+pub(crate) struct KeyHasher {
+    keys: Arc<[[u8; 32]]>,
+}
+
+impl KeyHasher {
+    /// One key per secret for `purpose` (HKDF-SHA256, the purpose as `info`).
+    pub(crate) fn new<S: AsRef<[u8]>>(secrets: &[S], purpose: &str) -> Self {
+        let keys = secrets
+            .iter()
+            .map(|secret| {
+                let mut okm = [0u8; 32];
+                Hkdf::<Sha256>::new(Some(b"auth-layer"), secret.as_ref())
+                    .expand(purpose.as_bytes(), &mut okm)
+                    .expect("32 bytes is a valid HKDF-SHA256 output length");
+                okm
+            })
+            .collect();
+        Self { keys }
+    }
+
+    /// `name` hashed under each secret's key, the current secret's first (base64url).
+    pub(crate) fn hashes<'a>(&'a self, name: &'a str) -> impl Iterator<Item = String> + 'a {
+        use hkdf::hmac::{Hmac, Mac};
+        self.keys.iter().map(move |key| {
+            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes a key of any length");
+            mac.update(name.as_bytes());
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        })
+    }
+}
+
 pub(crate) fn random_token(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).expect("the operating system's random generator failed");

@@ -175,3 +175,63 @@ async fn refresh_without_a_new_id_token_keeps_the_old_one() {
     assert_eq!(after.id_token, before.id_token, "no new ID token: the old one stays");
     assert_eq!(after.user, before.user);
 }
+
+/// The `Cookie` header a browser sends after `ctx`'s response.
+fn cookies_after(ctx: auth_layer::StoreContext) -> String {
+    let mut response = http::HeaderMap::new();
+    ctx.apply(&mut response);
+    let pairs: Vec<&str> = response
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap())
+        .collect();
+    pairs.join("; ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_refused_because_another_process_rotated_first_uses_the_newer_token() {
+    use auth_layer::store::{ServerSessionStore, SessionStore};
+    use auth_layer::{AuthClient, SessionData, SharedState, StoreContext, TokenSet, User};
+    use std::sync::Arc;
+
+    let env = TestEnv::start_hostile().await;
+    env.provider.set_scenario("strict-rotation").await;
+    let config = env.client.config().clone();
+    let store = Arc::new(ServerSessionStore::in_memory(&config));
+    // Two processes sharing the session store but not their state: nothing stops both from
+    // sending the same refresh token at once.
+    let instance = || {
+        AuthClient::builder(config.clone())
+            .with_session_store(store.clone())
+            .with_shared_state(SharedState::in_memory())
+            .build()
+    };
+    let (a, b) = (instance().await.unwrap(), instance().await.unwrap());
+    let now = config.clock().now();
+    let claims = serde_json::json!({ "sub": "mallory" });
+    let mut session =
+        SessionData::new(User::from_id_token_claims(claims.as_object().unwrap().clone()), "id".into(), now);
+    session.refresh_token = Some("rt-hostile".into());
+    session.token_sets.push(TokenSet {
+        audience: None,
+        scope: "openid".into(),
+        access_token: "expired".into(),
+        expires_at: Some(now - 10),
+    });
+    let mut login = StoreContext::default();
+    store.set(&mut login, &session).await.unwrap();
+    let cookie = cookies_after(login);
+    let request = || StoreContext::from_cookie_headers([&cookie.parse().unwrap()]);
+
+    let (mut on_a, mut on_b) = (request(), request());
+    let (from_a, from_b) =
+        tokio::join!(a.access_token(&mut on_a, Default::default()), b.access_token(&mut on_b, Default::default()));
+    let from_a = from_a.expect("the winner's refresh");
+    let from_b = from_b.expect("the loser's refusal does not end the session");
+    // The loser found the winner's session stored, its access token fresh: no third grant.
+    assert_eq!(from_b.access_token, from_a.access_token, "the loser uses what the winner stored");
+    assert_eq!(env.provider.refresh_grants().await, 2, "the winner's and the loser's refused one");
+    let stored = store.get(&mut request()).await.unwrap().expect("the session survives the lost race");
+    assert_ne!(stored.refresh_token.as_deref(), Some("rt-hostile"), "the rotated refresh token is kept");
+    assert!(stored.token_sets.iter().any(|s| s.access_token == from_a.access_token));
+}

@@ -1,9 +1,10 @@
 // A test OpenID Provider of auth-layer's own that misbehaves on purpose: the rejection cases of
 // conformance.md. It serves discovery, a JWKS, an authorization endpoint that answers at once
-// (no login page) and a token endpoint whose answer a test spoils by naming a scenario:
+// (no login page) and a token endpoint whose answer a test spoils by naming a scenario
+// ('strict-rotation': only the newest refresh token works, a used one is refused, slowly):
 //
 //   POST /__scenario {"name": "..."}   the next answers follow that scenario
-//   GET  /__stats                      {"refresh_grants": n}
+//   GET  /__stats (or /__test/stats)   {"refresh_grants": n}
 //
 //   PORT, CLIENT_ID, CLIENT_SECRET     where it listens (0: a free port the system picks) and
 //                                      the one client it knows; stdout announces the port:
@@ -30,6 +31,8 @@ const publicJwk = ({ kty, n, e, kid, use, alg }) => ({ kty, n, e, kid, use, alg 
 
 let scenario = 'ok';
 let refreshGrants = 0;
+// The one refresh token that works in the 'strict-rotation' scenario.
+let latestRefresh = 'rt-hostile';
 const codes = new Map();
 const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
 const now = () => Math.floor(Date.now() / 1000);
@@ -83,6 +86,18 @@ async function token(req, res) {
   const grant = form.get('grant_type');
   if (grant === 'refresh_token') {
     refreshGrants += 1;
+    if (scenario === 'strict-rotation') {
+      // Rotation where only the newest refresh token works and a used one is refused (without
+      // revoking the newest), the refusal coming after the winner's answer.
+      if (form.get('refresh_token') !== latestRefresh) {
+        return setTimeout(() => send(res, 400, { error: 'invalid_grant', error_description: 'used' }), 600);
+      }
+      latestRefresh = `rt-${randomBytes(8).toString('hex')}`;
+      const answer = { access_token: `at-${randomBytes(8).toString('hex')}`, token_type: 'Bearer', expires_in: 3600 };
+      answer.refresh_token = latestRefresh;
+      answer.id_token = await idToken(undefined);
+      return setTimeout(() => send(res, 200, answer), 100);
+    }
     const answer = { access_token: `at-${randomBytes(8).toString('hex')}`, token_type: 'Bearer', expires_in: 3600 };
     if (scenario !== 'refresh-without-id-token') answer.id_token = await idToken(undefined);
     return send(res, 200, answer);
@@ -148,7 +163,9 @@ const server = http.createServer(async (req, res) => {
       scenario = JSON.parse(await readBody(req)).name;
       return send(res, 200, { scenario });
     }
-    if (url.pathname === '/__stats') return send(res, 200, { refresh_grants: refreshGrants });
+    if (url.pathname === '/__stats' || url.pathname === '/__test/stats') {
+      return send(res, 200, { refresh_grants: refreshGrants });
+    }
     return send(res, 404, { error: 'not_found' });
   } catch (err) {
     console.error(err);

@@ -336,7 +336,7 @@ impl<M: Backend> SessionStore for CookieSessionStore<M> {
     }
 
     /// Writes the new session with the generations of the logout markers that exist for it
-    /// now (see [`LogoutMarker`]): a logout written before this login does not end it, one
+    /// now (each marker carries a random generation; the session keeps those it saw): a logout written before this login does not end it, one
     /// written after does, even within the same second.
     async fn set(&self, ctx: &mut StoreContext, data: &SessionData) -> Result<(), StoreError> {
         let seen = self.markers_now(data).await?;

@@ -70,6 +70,17 @@ impl<B: Backend> ServerSessionStore<B> {
         Self { sessions, config: config.clone() }
     }
 
+    /// The same store, keeping each session under a keyed hash of its id
+    /// (`session:h:{HMAC-SHA256}`, see [`TypedStore::with_hashed_keys`]) instead of
+    /// `session:{id}`: whoever reads the backend's keyspace, a replica, a backup or `MONITOR`
+    /// sees no session id it could present as a cookie. Sessions stored before, under their
+    /// plain id, are still read, renewed and deleted where they are until they expire. Costs an
+    /// HMAC per read, and a second lookup for an id that is not found.
+    pub fn with_hashed_keys(mut self) -> Self {
+        self.sessions = self.sessions.with_hashed_keys(&self.config.secrets);
+        self
+    }
+
     /// The same store, keeping up to about `max_bytes` of decoded sessions (0: none; every
     /// read decrypts and decodes).
     pub fn with_opened_cache(mut self, max_bytes: u64) -> Self {
@@ -198,6 +209,51 @@ mod tests {
         assert_eq!(set.len(), 1);
         assert!(set[0].starts_with(&format!("_a0_session={};", data.id())), "{}", set[0]);
         assert_eq!(store.get(&mut next).await.unwrap().as_deref(), Some(&data));
+    }
+
+    /// A request carrying the session cookie of `id`.
+    fn request_of(id: &str) -> StoreContext {
+        let mut headers = HeaderMap::new();
+        headers.insert(COOKIE, HeaderValue::from_str(&format!("_a0_session={id}")).unwrap());
+        StoreContext::from_headers(&headers)
+    }
+
+    #[tokio::test]
+    async fn records_are_stored_under_a_keyed_hash_of_the_session_id_and_earlier_plain_keys_still_work() {
+        let backend = MokaBackend::new();
+        let config = config();
+        let store = ServerSessionStore::new(backend.clone(), &config).with_hashed_keys();
+        let data = session("u1", "s1");
+        store.set(&mut StoreContext::default(), &data).await.unwrap();
+        let listed = backend.keys_by_tag("session#sid=s1").await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(listed[0].starts_with("session:h:") && !listed[0].contains(data.id()), "{listed:?}");
+        assert_eq!(backend.get(&format!("session:{}", data.id())).await.unwrap(), None, "never in the clear");
+        assert_eq!(store.get(&mut request_of(data.id())).await.unwrap().as_deref(), Some(&data));
+        // Another secret hashes to other keys: the hash is keyed, not guessable from the id.
+        let other = AuthConfig::builder()
+            .issuer("https://issuer.example/")
+            .client_id("c")
+            .client_secret("s")
+            .secret("another-secret-of-at-least-32-characters")
+            .base_url("https://app.example")
+            .build()
+            .unwrap();
+        let elsewhere = ServerSessionStore::new(backend.clone(), &other).with_hashed_keys();
+        assert_eq!(elsewhere.get(&mut request_of(data.id())).await.unwrap(), None);
+
+        // A session as the previous version stored it: under `session:{id}`.
+        let old = session("u2", "s2");
+        TypedStore::<SessionData, _>::new(backend.clone(), &config.secrets).set(&old).await.unwrap();
+        assert!(backend.get(&format!("session:{}", old.id())).await.unwrap().is_some());
+        assert_eq!(store.get(&mut request_of(old.id())).await.unwrap().as_deref(), Some(&old), "still opens");
+        let mut renewed = old.clone();
+        renewed.touched_at += 10;
+        assert!(store.update(&mut request_of(old.id()), &renewed).await.unwrap(), "renewed where it is");
+        assert_eq!(store.get(&mut request_of(old.id())).await.unwrap().as_deref(), Some(&renewed));
+        store.delete(&mut request_of(old.id())).await.unwrap();
+        assert_eq!(store.get(&mut request_of(old.id())).await.unwrap(), None, "and deleted where it is");
+        assert_eq!(backend.get(&format!("session:{}", old.id())).await.unwrap(), None);
     }
 
     #[tokio::test]
