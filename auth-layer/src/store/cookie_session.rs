@@ -336,8 +336,9 @@ impl<M: Backend> SessionStore for CookieSessionStore<M> {
     }
 
     /// Writes the new session with the generations of the logout markers that exist for it
-    /// now (each marker carries a random generation; the session keeps those it saw): a logout written before this login does not end it, one
-    /// written after does, even within the same second.
+    /// now (each marker carries a random generation; the session keeps those it saw): a logout
+    /// written before this login does not end it, one written after does, even within the
+    /// same second.
     async fn set(&self, ctx: &mut StoreContext, data: &SessionData) -> Result<(), StoreError> {
         let seen = self.markers_now(data).await?;
         if seen.is_empty() && data.markers_seen.is_empty() {

@@ -4,7 +4,7 @@
 //! an id in a cookie (stateful).
 //!
 //! The stateless stores are [`CookieSessionStore`] and [`CookieTransactionStore`], the defaults;
-//! [`ServerSessionStore`] keeps sessions in any [`Backend`](crate::backend::Backend) with only an
+//! [`ServerSessionStore`] keeps sessions in any [`Backend`] with only an
 //! id in the cookie.
 
 mod context;
