@@ -61,7 +61,7 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Saves again a session this request read (a renewal, a refresh), only if it has not been
     /// ended since: returns `false`, writes nothing and clears the session's cookies when a
     /// logout, a back-channel logout or its expiry ended it after it was read. The check and the
-    /// write are one atomic step ([`Backend::update`](crate::backend::Backend::update)), so a
+    /// write are one atomic step ([`Backend::update`]), so a
     /// save never brings back a deleted session, whichever process made each call.
     async fn update(&self, ctx: &mut StoreContext, data: &SessionData) -> Result<bool, StoreError>;
     /// Deletes the request's session and clears its cookies.
