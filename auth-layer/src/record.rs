@@ -31,6 +31,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
@@ -337,12 +338,12 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
         self
     }
 
-    /// Where the record with full key `key` may be stored, where new writes go first.
-    fn stored_keys<'k>(&self, key: &'k str) -> Vec<std::borrow::Cow<'k, str>> {
-        let Some(hasher) = &self.hashed_keys else { return vec![std::borrow::Cow::Borrowed(key)] };
-        let mut keys: Vec<_> = hasher.hashes(key).map(|hash| format!("{}:h:{hash}", T::NAME).into()).collect();
-        keys.push(std::borrow::Cow::Borrowed(key));
-        keys
+    /// Where the record with full key `key` may be stored, where new writes go first: the key
+    /// itself, or with hashed keys its hash under each secret and then the key (records of
+    /// earlier versions). No allocation without hashed keys: this is every read's path.
+    fn stored_keys<'k>(&'k self, key: &'k str) -> impl Iterator<Item = Cow<'k, str>> + 'k {
+        let hashes = self.hashed_keys.iter().flat_map(move |hasher| hasher.hashes(key));
+        hashes.map(|hash| Cow::Owned(format!("{}:h:{hash}", T::NAME))).chain(std::iter::once(Cow::Borrowed(key)))
     }
 
     /// The same store with another time to live (`None`: no expiry) for records set from now on.
@@ -432,7 +433,7 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
 
     async fn put_serialized(&self, record: &T, ttl: Option<Duration>) -> Result<(), StoreError> {
         let key = record.key();
-        let stored = self.stored_keys(&key).swap_remove(0);
+        let stored = self.stored_keys(&key).next().unwrap_or(Cow::Borrowed(&key));
         let (value, tags) = self.serialized_under(&stored, record)?;
         self.backend.put(&stored, value, ttl, tags).await
     }

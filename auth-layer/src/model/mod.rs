@@ -104,8 +104,8 @@ pub struct TokenSet {
 
 /// A session: who is logged in and the tokens the provider gave.
 ///
-/// Kept whole in the session cookie by the cookie store, or under `session:{id}` (sealed, and
-/// indexed by `sub` and `sid` for back-channel logout) by a server-side store.
+/// Kept whole in the session cookie by the cookie store, or by a server-side store under a
+/// keyed hash of `session:{id}` (sealed, and indexed by `sub` and `sid` for back-channel logout).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, auth_derive::Store)]
 #[store(key = "session:{id}", name = "session", encrypt, codec = crate::model::compact)]
 #[doc(alias = "StateData")]

@@ -14,7 +14,11 @@ use crate::record::TypedStore;
 
 /// Keeps sessions on the server: the cookie carries only the session's random id (256 bits from
 /// the operating system's generator, new at every login, the old record deleted), and the data
-/// lives in a [`Backend`], sealed under the session's key. Logging out deletes the record, so a
+/// lives in a [`Backend`], sealed, under a keyed hash of the id (`session:h:{HMAC-SHA256}`, see
+/// [`TypedStore::with_hashed_keys`]): whoever reads the backend's keyspace, a replica, a backup
+/// or `MONITOR` sees no session id it could present as a cookie. Sessions stored by earlier
+/// versions under `session:{id}` are still read, renewed and deleted where they are until they
+/// expire (a lookup there costs a second round trip only for an id not found under its hash). Logging out deletes the record, so a
 /// copied cookie stops working; back-channel logout deletes by the `sid` or `sub` index.
 ///
 /// ```no_run
@@ -66,19 +70,10 @@ impl ServerSessionStore<MokaBackend> {
 impl<B: Backend> ServerSessionStore<B> {
     /// Sessions in `backend`, sealed with a key derived from `config`'s secrets.
     pub fn new(backend: B, config: &AuthConfig) -> Self {
-        let sessions = TypedStore::new(backend, &config.secrets).with_opened_cache(DEFAULT_OPENED_CACHE);
+        let sessions = TypedStore::new(backend, &config.secrets)
+            .with_hashed_keys(&config.secrets)
+            .with_opened_cache(DEFAULT_OPENED_CACHE);
         Self { sessions, config: config.clone() }
-    }
-
-    /// The same store, keeping each session under a keyed hash of its id
-    /// (`session:h:{HMAC-SHA256}`, see [`TypedStore::with_hashed_keys`]) instead of
-    /// `session:{id}`: whoever reads the backend's keyspace, a replica, a backup or `MONITOR`
-    /// sees no session id it could present as a cookie. Sessions stored before, under their
-    /// plain id, are still read, renewed and deleted where they are until they expire. Costs an
-    /// HMAC per read, and a second lookup for an id that is not found.
-    pub fn with_hashed_keys(mut self) -> Self {
-        self.sessions = self.sessions.with_hashed_keys(&self.config.secrets);
-        self
     }
 
     /// The same store, keeping up to about `max_bytes` of decoded sessions (0: none; every
@@ -222,7 +217,7 @@ mod tests {
     async fn records_are_stored_under_a_keyed_hash_of_the_session_id_and_earlier_plain_keys_still_work() {
         let backend = MokaBackend::new();
         let config = config();
-        let store = ServerSessionStore::new(backend.clone(), &config).with_hashed_keys();
+        let store = ServerSessionStore::new(backend.clone(), &config);
         let data = session("u1", "s1");
         store.set(&mut StoreContext::default(), &data).await.unwrap();
         let listed = backend.keys_by_tag("session#sid=s1").await.unwrap();
@@ -239,7 +234,7 @@ mod tests {
             .base_url("https://app.example")
             .build()
             .unwrap();
-        let elsewhere = ServerSessionStore::new(backend.clone(), &other).with_hashed_keys();
+        let elsewhere = ServerSessionStore::new(backend.clone(), &other);
         assert_eq!(elsewhere.get(&mut request_of(data.id())).await.unwrap(), None);
 
         // A session as the previous version stored it: under `session:{id}`.
