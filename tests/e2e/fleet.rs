@@ -5,6 +5,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use auth_layer::backend::{Backend, Notices, PostgresBackend, RedisBackend};
+use auth_layer::store::{CookieSessionStore, LogoutTarget, SessionStore, StoreContext, StoreError};
+use auth_layer::{SessionData, User};
 use auth_layer_tests::servers::{RedisServer, database_url, redis_url};
 use auth_layer_tests::{Browser, Fleet, ProviderOptions};
 use quickstart::{SharedChoice, StoreChoice};
@@ -54,12 +57,14 @@ async fn a_provider_logout_reaching_one_instance_ends_the_session_on_all(store: 
     }
     // The provider's own logout page: its back-channel POST reaches instance 0 only.
     browser.confirm_provider_logout(&format!("{}/session/end", fleet.provider.issuer)).await;
+    // At once on instance 0; on the others as soon as the backend's notice arrives (cookie
+    // sessions; under a millisecond here) or at once (server-side sessions): within 1 s.
+    let since = std::time::Instant::now();
     for i in 0..3 {
-        assert_eq!(
-            profile_status(&fleet, i, &cookie).await,
-            StatusCode::UNAUTHORIZED,
-            "{store:?}/{shared:?}: instance {i} still serves the session"
-        );
+        while profile_status(&fleet, i, &cookie).await != StatusCode::UNAUTHORIZED {
+            assert!(since.elapsed() < Duration::from_secs(1), "{store:?}/{shared:?}: instance {i} still serves it");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }
 
@@ -248,4 +253,138 @@ async fn a_back_channel_logout_during_a_redis_outage_is_retried_and_ends_the_ses
         let replay = once_reconnected(|| post_logout_token(&fleet, 0, &token)).await;
         assert_eq!(replay, StatusCode::BAD_REQUEST, "{store:?}: replay");
     }
+}
+
+/// A backend that counts its reads, as a process's own connection to the shared backend.
+#[derive(Clone)]
+struct CountingReads<B> {
+    inner: B,
+    reads: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<B> CountingReads<B> {
+    fn reads(&self) -> u64 {
+        self.reads.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl<B: Backend> Backend for CountingReads<B> {
+    async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, StoreError> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.get(key).await
+    }
+    async fn put(
+        &self,
+        key: &str,
+        value: bytes::Bytes,
+        ttl: Option<Duration>,
+        tags: Vec<String>,
+    ) -> Result<(), StoreError> {
+        self.inner.put(key, value, ttl, tags).await
+    }
+    async fn update(
+        &self,
+        key: &str,
+        value: bytes::Bytes,
+        ttl: Option<Duration>,
+        tags: Vec<String>,
+    ) -> Result<bool, StoreError> {
+        self.inner.update(key, value, ttl, tags).await
+    }
+    async fn insert(
+        &self,
+        key: &str,
+        value: bytes::Bytes,
+        ttl: Option<Duration>,
+        tags: Vec<String>,
+    ) -> Result<bool, StoreError> {
+        self.inner.insert(key, value, ttl, tags).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.delete(key).await
+    }
+    async fn delete_by_tag(&self, tag: &str) -> Result<u64, StoreError> {
+        self.inner.delete_by_tag(tag).await
+    }
+    async fn keys_by_tag(&self, tag: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.keys_by_tag(tag).await
+    }
+    fn watch(&self, channel: &str) -> Option<Notices> {
+        self.inner.watch(channel)
+    }
+    async fn notify(&self, channel: &str) -> Result<(), StoreError> {
+        self.inner.notify(channel).await
+    }
+}
+
+/// Two processes' cookie stores with their markers in one shared backend, each over its own
+/// connection (`connect`): once a session has been checked, reading it again costs no round
+/// trip; a marker one process writes reaches the other by the backend's notice, at once.
+async fn shared_markers_cost_no_read_per_request_and_reach_every_process<B, F>(connect: impl Fn() -> F, name: &str)
+where
+    B: Backend + Clone,
+    F: std::future::Future<Output = B>,
+{
+    let config = auth_layer::AuthConfig::builder()
+        .issuer("https://issuer.example/")
+        .client_id("c")
+        .client_secret("s")
+        .secret("fleet-markers-secret-fleet-markers-secret")
+        .base_url("https://app.example")
+        .build()
+        .unwrap();
+    let counting = |inner| CountingReads { inner, reads: Default::default() };
+    let (a_backend, b_backend) = (counting(connect().await), counting(connect().await));
+    let a = CookieSessionStore::new(&config).with_marker_backend(a_backend.clone());
+    let b = CookieSessionStore::new(&config).with_marker_backend(b_backend.clone());
+    // Both listening (the first notice, "connected", moves nothing a test can see): wait a
+    // moment for the subscriptions.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let user = unique_user("eve");
+    let claims = json!({ "sub": user });
+    let session = SessionData::new(User::from_id_token_claims(claims.as_object().unwrap().clone()), "t".into(), now());
+    let mut login = StoreContext::default();
+    a.set(&mut login, &session).await.unwrap();
+    let mut response = http::HeaderMap::new();
+    login.apply(&mut response);
+    let cookie: Vec<&str> =
+        response.get_all("set-cookie").iter().map(|v| v.to_str().unwrap().split(';').next().unwrap()).collect();
+    let cookie = cookie.join("; ");
+    let request = || StoreContext::from_cookie_headers([&cookie.parse().unwrap()]);
+
+    assert!(a.get(&mut request()).await.unwrap().is_some(), "{name}: logged in");
+    let after_first = a_backend.reads();
+    for _ in 0..100 {
+        assert!(a.get(&mut request()).await.unwrap().is_some());
+    }
+    assert_eq!(a_backend.reads(), after_first, "{name}: 100 reads of a checked session, no round trip");
+
+    let logout = LogoutTarget { iss: "https://issuer.example/".into(), sub: Some(user), sid: None };
+    b.delete_by_logout_token(&logout).await.unwrap();
+    let since = std::time::Instant::now();
+    while a.get(&mut request()).await.unwrap().is_some() {
+        assert!(since.elapsed() < Duration::from_secs(1), "{name}: the other process's logout never arrived");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(b.get(&mut request()).await.unwrap(), None, "{name}: and the writer refuses it at once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_markers_shared_through_redis_cost_no_read_per_request_and_reach_every_process() {
+    shared_markers_cost_no_read_per_request_and_reach_every_process(
+        || async { RedisBackend::connect(&redis_url()).await.unwrap() },
+        "Redis",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_markers_shared_through_postgres_cost_no_read_per_request_and_reach_every_process() {
+    shared_markers_cost_no_read_per_request_and_reach_every_process(
+        || async { PostgresBackend::connect(&database_url()).await.unwrap() },
+        "PostgreSQL",
+    )
+    .await;
 }

@@ -19,7 +19,9 @@ pub use self::postgres::{PostgresBackend, PostgresOptions};
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::{ClientCache, RedisBackend};
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -76,6 +78,111 @@ pub trait Backend: Send + Sync + 'static {
     async fn delete_by_tag(&self, tag: &str) -> Result<u64, StoreError>;
     /// The keys listed under `tag`.
     async fn keys_by_tag(&self, tag: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Starts listening, in this process, to the notices every process sends on `channel`
+    /// with [`notify`](Self::notify); `None` when the backend cannot push notices (the
+    /// default), and callers then ask the backend every time. Called within a Tokio runtime.
+    fn watch(&self, channel: &str) -> Option<Notices> {
+        let _ = channel;
+        None
+    }
+
+    /// Tells every process watching `channel` that something changed. The default does
+    /// nothing (a backend that cannot [`watch`](Self::watch)).
+    async fn notify(&self, channel: &str) -> Result<(), StoreError> {
+        let _ = channel;
+        Ok(())
+    }
+}
+
+/// What a backend's [`watch`](Backend::watch) gives: a version that moves whenever a notice
+/// arrives, for a caller to keep an answer (a session checked against the logout markers)
+/// until it moves. While the listener is not known to be connected, there is no version, and
+/// the caller asks the backend every time.
+///
+/// A backend implementing `watch` calls [`connected`](Self::connected) once listening (also
+/// after a reconnection: notices sent while it was away are lost, so everything is stale),
+/// [`changed`](Self::changed) for each notice, [`heard`](Self::heard) for a sign of life
+/// (its own periodic heartbeat), and [`disconnected`](Self::disconnected) when it loses the
+/// connection. Without a sign of life for [`Notices::SILENCE_LIMIT`], the version is withheld:
+/// a connection that died without a word cannot hide notices for longer than that.
+#[derive(Clone, Debug)]
+pub struct Notices {
+    state: Arc<NoticeState>,
+}
+
+#[derive(Debug)]
+struct NoticeState {
+    since: Instant,
+    version: AtomicU64,
+    /// Milliseconds from `since` to the last sign of life.
+    heard_ms: AtomicU64,
+    live: AtomicBool,
+}
+
+impl Default for Notices {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Notices {
+    /// How long without a sign of life before [`version`](Self::version) is withheld: 5 s.
+    /// A backend sends itself a heartbeat well within it.
+    pub const SILENCE_LIMIT: Duration = Duration::from_secs(5);
+    /// How often a backend's listener sends itself a heartbeat: 1 s.
+    pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+    /// Notices not yet connected.
+    pub fn new() -> Self {
+        Self {
+            state: Arc::new(NoticeState {
+                since: Instant::now(),
+                version: AtomicU64::new(0),
+                heard_ms: AtomicU64::new(0),
+                live: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The current version while the listener is connected and was heard from lately; `None`
+    /// otherwise.
+    pub fn version(&self) -> Option<u64> {
+        let state = &self.state;
+        // Read first: a notice arriving after this read moves it, and the next caller sees it.
+        let version = state.version.load(Ordering::Acquire);
+        let silent_ms =
+            (state.since.elapsed().as_millis() as u64).saturating_sub(state.heard_ms.load(Ordering::Acquire));
+        (state.live.load(Ordering::Acquire) && silent_ms < Self::SILENCE_LIMIT.as_millis() as u64).then_some(version)
+    }
+
+    /// Listening (again): everything kept so far is stale.
+    pub fn connected(&self) {
+        self.changed();
+        self.state.live.store(true, Ordering::Release);
+    }
+
+    /// A notice arrived (or this process changed something itself).
+    pub fn changed(&self) {
+        self.state.version.fetch_add(1, Ordering::AcqRel);
+        self.heard();
+    }
+
+    /// A sign of life from the listener's connection.
+    pub fn heard(&self) {
+        self.state.heard_ms.store(self.state.since.elapsed().as_millis() as u64, Ordering::Release);
+    }
+
+    /// The listener lost its connection: no version until it is back.
+    pub fn disconnected(&self) {
+        self.state.live.store(false, Ordering::Release);
+        self.state.version.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether anyone but the listener still holds these notices (it stops when no one does).
+    pub fn is_watched(&self) -> bool {
+        Arc::strong_count(&self.state) > 1
+    }
 }
 
 /// When a backend's write goes ahead, by what the key holds at that moment: `put`, `update` and
@@ -137,5 +244,35 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     }
     async fn keys_by_tag(&self, tag: &str) -> Result<Vec<String>, StoreError> {
         (**self).keys_by_tag(tag).await
+    }
+    fn watch(&self, channel: &str) -> Option<Notices> {
+        (**self).watch(channel)
+    }
+    async fn notify(&self, channel: &str) -> Result<(), StoreError> {
+        (**self).notify(channel).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_give_a_version_only_while_connected_and_heard_from() {
+        let notices = Notices::new();
+        assert_eq!(notices.version(), None, "not connected yet");
+        notices.connected();
+        let first = notices.version().expect("connected");
+        notices.changed();
+        assert_ne!(notices.version(), Some(first), "a notice moves the version");
+        notices.disconnected();
+        assert_eq!(notices.version(), None, "lost: callers ask the backend every time");
+        notices.connected();
+        let again = notices.version().expect("back");
+        assert_ne!(again, first, "what was kept before the loss is stale");
+        std::thread::sleep(Notices::SILENCE_LIMIT + Duration::from_millis(100));
+        assert_eq!(notices.version(), None, "silent too long: a dead connection cannot hide notices");
+        notices.heard();
+        assert_eq!(notices.version(), Some(again), "a heartbeat: the version stands");
     }
 }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
-use super::{Backend, When};
+use super::{Backend, Notices, When};
 use crate::error::StoreError;
 
 /// The schema, one migration per version, applied in order and recorded in
@@ -81,12 +81,88 @@ impl Drop for PurgeTask {
     }
 }
 
+/// The payload of a change notice; anything else on a channel is a heartbeat.
+const CHANGED: &str = "changed";
+
+/// The `NOTIFY` channel for a watched channel: PostgreSQL folds unquoted identifiers to lower
+/// case and allows 63 bytes, so the name is kept to lower-case letters, digits and `_`.
+fn channel_name(channel: &str) -> String {
+    let name: String = channel
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .take(50)
+        .collect();
+    format!("auth_layer_{name}")
+}
+
+/// The listener behind [`PostgresBackend::watch`]: `LISTEN`s on a connection of its own,
+/// reports notices and heartbeats to `notices`, reconnects after a loss, and stops once no one
+/// holds `notices` any more.
+async fn listen(config: tokio_postgres::Config, notifier: PostgresBackend, channel: String, notices: Notices) {
+    use tokio_postgres::AsyncMessage;
+    while notices.is_watched() {
+        let connected = tokio::time::timeout(notifier.timeout, config.connect(NoTls)).await;
+        let (client, mut connection) = match connected {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(err)) => {
+                tracing::warn!(err = %describe(&err), "PostgreSQL notices: cannot connect; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!("PostgreSQL notices: connecting timed out; retrying");
+                continue;
+            }
+        };
+        // The connection delivers notifications as it is polled: a task polls it and passes
+        // them on; it ends with the connection.
+        let (sender, mut received) = tokio::sync::mpsc::unbounded_channel();
+        let driver = tokio::spawn(async move {
+            while let Some(Ok(message)) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                if let AsyncMessage::Notification(notification) = message
+                    && sender.send(notification.payload() == CHANGED).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let listening =
+            tokio::time::timeout(notifier.timeout, client.batch_execute(&format!("LISTEN {channel}"))).await;
+        if !matches!(listening, Ok(Ok(()))) {
+            tracing::warn!("PostgreSQL notices: LISTEN failed; retrying");
+            driver.abort();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
+        notices.connected();
+        while notices.is_watched() {
+            match tokio::time::timeout(Notices::HEARTBEAT, received.recv()).await {
+                Ok(Some(true)) => notices.changed(),
+                Ok(Some(false)) => notices.heard(),
+                Ok(None) => break,
+                Err(_) => {
+                    // Quiet for a while: a heartbeat through the pool proves this connection
+                    // still hears (its arrival is the sign of life).
+                    if let Err(err) = notifier.send_notice(&channel, "heartbeat").await {
+                        tracing::debug!(%err, "PostgreSQL notices: heartbeat not sent");
+                    }
+                }
+            }
+        }
+        notices.disconnected();
+        driver.abort();
+        tracing::debug!("PostgreSQL notices: listening ended");
+    }
+}
+
 /// Keeps records in PostgreSQL, shared by every process of the app. While the server is
 /// unreachable every call fails within the configured timeout with
 /// [`StoreError::Unavailable`] (the layer answers 503); the pool reconnects by itself.
 #[derive(Clone)]
 pub struct PostgresBackend {
     pool: Pool,
+    /// How to open the listening connection of [`Backend::watch`] (the pool's own settings).
+    config: tokio_postgres::Config,
     timeout: Duration,
     _purge: Option<Arc<PurgeTask>>,
 }
@@ -125,7 +201,8 @@ impl PostgresBackend {
         // after a bulk load, before statistics catch up), costs more than such a statement.
         let given = config.get_options().unwrap_or_default().to_owned();
         config.options(format!("{given} -c jit=off").trim_start());
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager =
+            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(options.max_connections.max(1))
             .wait_timeout(Some(options.timeout))
@@ -134,7 +211,7 @@ impl PostgresBackend {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(unavailable)?;
-        let mut backend = Self { pool, timeout: options.timeout, _purge: None };
+        let mut backend = Self { pool, config, timeout: options.timeout, _purge: None };
         if options.migrate_on_connect {
             backend.migrate().await?;
         }
@@ -282,6 +359,12 @@ impl PostgresBackend {
         }
     }
 
+    /// `NOTIFY`s `payload` on `channel`.
+    async fn send_notice(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        self.timed(|| async { client.execute("SELECT pg_notify($1, $2)", &[&channel, &payload]).await }).await.map(drop)
+    }
+
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(unavailable)
     }
@@ -383,5 +466,18 @@ impl Backend for PostgresBackend {
             })
             .await?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    /// A connection of its own that `LISTEN`s (PostgreSQL's `NOTIFY`), reconnecting by itself,
+    /// and notifies itself a heartbeat every [`Notices::HEARTBEAT`].
+    fn watch(&self, channel: &str) -> Option<Notices> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let notices = Notices::new();
+        runtime.spawn(listen(self.config.clone(), self.clone(), channel_name(channel), notices.clone()));
+        Some(notices)
+    }
+
+    async fn notify(&self, channel: &str) -> Result<(), StoreError> {
+        self.send_notice(&channel_name(channel), CHANGED).await
     }
 }

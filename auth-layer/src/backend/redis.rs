@@ -22,7 +22,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{RedisError, Script};
 use tokio::sync::oneshot;
 
-use super::Backend;
+use super::{Backend, Notices};
 use crate::error::StoreError;
 
 /// How long a command may take before the store counts as unavailable.
@@ -258,6 +258,53 @@ async fn mget(mut connection: Connection, reads: Vec<(String, Reply)>) {
     }
 }
 
+/// The message of a change notice; anything else on a channel is a heartbeat.
+const CHANGED: &str = "changed";
+
+/// The subscriber behind [`RedisBackend::watch`]: subscribes, reports notices and heartbeats
+/// to `notices`, reconnects after a loss, and stops once no one holds `notices` any more.
+async fn listen(client: redis::Client, publisher: RedisBackend, channel: String, notices: Notices) {
+    use futures_util::StreamExt;
+    while notices.is_watched() {
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, RedisError>(pubsub.into_on_message())
+        };
+        let mut messages = match tokio::time::timeout(CONNECTION_TIMEOUT, subscribed).await {
+            Ok(Ok(messages)) => messages,
+            Ok(Err(err)) => {
+                tracing::warn!(%err, "Redis notices: cannot subscribe; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!("Redis notices: subscribing timed out; retrying");
+                continue;
+            }
+        };
+        notices.connected();
+        while notices.is_watched() {
+            match tokio::time::timeout(Notices::HEARTBEAT, messages.next()).await {
+                Ok(Some(message)) => match message.get_payload::<String>() {
+                    Ok(payload) if payload == CHANGED => notices.changed(),
+                    _ => notices.heard(),
+                },
+                Ok(None) => break,
+                Err(_) => {
+                    // Quiet for a while: a heartbeat through the other connection proves this
+                    // one still hears (its arrival is the sign of life).
+                    if let Err(err) = publisher.publish(&channel, "heartbeat").await {
+                        tracing::debug!(%err, "Redis notices: heartbeat not sent");
+                    }
+                }
+            }
+        }
+        notices.disconnected();
+        tracing::debug!("Redis notices: subscription ended");
+    }
+}
+
 /// Keeps records in Redis, shared by every process of the app. Reconnects by itself after a
 /// connection loss; while Redis is unreachable, every call fails fast (2 s at most) with
 /// [`StoreError::Unavailable`], which the layer answers with 503.
@@ -268,6 +315,9 @@ async fn mget(mut connection: Connection, reads: Vec<(String, Reply)>) {
 #[derive(Clone)]
 pub struct RedisBackend {
     connection: Connection,
+    /// The standalone server's client, for the subscriber connection of [`Backend::watch`];
+    /// `None` on a cluster (no notices: callers ask every time).
+    client: Option<redis::Client>,
     /// Reads waiting to be sent together; `None` with a client-side cache, whose reads are
     /// mostly answered in this process and go one by one.
     gathered: Option<Arc<Gathered>>,
@@ -405,7 +455,7 @@ impl RedisBackend {
             config = config.set_cache_config(cache);
         }
         let manager = client.get_connection_manager_with_config(config).await.map_err(unavailable)?;
-        let backend = Self::with_connection(Connection::Single(manager));
+        let backend = Self { client: Some(client), ..Self::with_connection(Connection::Single(manager)) };
         Ok(if cached { Self { gathered: None, ..backend } } else { backend })
     }
 
@@ -425,6 +475,7 @@ impl RedisBackend {
     fn with_connection(connection: Connection) -> Self {
         Self {
             connection,
+            client: None,
             gathered: Some(Arc::default()),
             namespace: "{auth-layer}".into(),
             put: Script::new(PUT),
@@ -463,6 +514,22 @@ impl RedisBackend {
 
     fn index_key(&self, tag: &str) -> String {
         self.namespaced(":t:", tag)
+    }
+
+    fn channel_key(&self, channel: &str) -> String {
+        self.namespaced(":n:", channel)
+    }
+
+    /// `PUBLISH`es `message` on the namespaced `channel`.
+    async fn publish(&self, channel: &str, message: &str) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(message)
+            .query_async::<i64>(&mut connection)
+            .await
+            .map(drop)
+            .map_err(unavailable)
     }
 
     /// `{namespace}{kind}{name}`, in one allocation (`format!` costs more on every read).
@@ -539,5 +606,19 @@ impl Backend for RedisBackend {
     async fn keys_by_tag(&self, tag: &str) -> Result<Vec<String>, StoreError> {
         let mut connection = self.connection.clone();
         self.keys_by_tag.key(self.index_key(tag)).invoke_async(&mut connection).await.map_err(unavailable)
+    }
+
+    /// A subscriber connection of its own (Redis pub/sub), reconnecting by itself, which also
+    /// publishes itself a heartbeat every [`Notices::HEARTBEAT`]; on a cluster, `None`.
+    fn watch(&self, channel: &str) -> Option<Notices> {
+        let client = self.client.clone()?;
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let notices = Notices::new();
+        runtime.spawn(listen(client, self.clone(), self.channel_key(channel), notices.clone()));
+        Some(notices)
+    }
+
+    async fn notify(&self, channel: &str) -> Result<(), StoreError> {
+        self.publish(&self.channel_key(channel), CHANGED).await
     }
 }

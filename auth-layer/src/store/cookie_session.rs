@@ -13,7 +13,7 @@ use super::{
     DEFAULT_OPENED_CACHE, LogoutTarget, SessionStore, StoreContext, StoreError, auth_cookie, chunk_index,
     removal_cookie,
 };
-use crate::backend::{Backend, MokaBackend};
+use crate::backend::{Backend, MokaBackend, Notices};
 use crate::config::AuthConfig;
 use crate::model::SessionData;
 use crate::model::compact;
@@ -34,6 +34,8 @@ const OPENED_KEY_LEN: usize = 32;
 pub const DEFAULT_MAX_MARKERS: u64 = 1_000_000;
 /// `markers_checked` of a session whose logout markers were never checked.
 const NEVER: u64 = u64::MAX;
+/// The channel on which writes of logout markers are announced to every process.
+const MARKER_CHANNEL: &str = "logout-markers";
 
 /// A session cookie this store opened, kept (by its sealed value, in a [`DecodedCache`]) so the
 /// same cookie is not opened again.
@@ -98,6 +100,11 @@ pub struct CookieSessionStore<M = MokaBackend> {
     /// writes them there): a session checked since the last one needs no new check. `None`
     /// for markers in a shared backend, which other processes write.
     local_marker_writes: Option<Arc<AtomicU64>>,
+    /// For markers in a shared backend that pushes notices ([`Backend::watch`]): a version
+    /// that moves whenever any process writes a marker. A session checked at the current
+    /// version needs no new check; without a version (not connected, or silent too long),
+    /// every read checks.
+    marker_notices: Option<Notices>,
     /// Opened sessions by the leading bytes of their sealed value (whole values compared).
     opened: Option<DecodedCache<[u8; OPENED_KEY_LEN], Opened>>,
 }
@@ -115,6 +122,7 @@ impl CookieSessionStore<MokaBackend> {
             sealer: Sealer::new(&config.secrets, "auth-layer session cookie v1"),
             markers: TypedStore::in_memory_bounded(DEFAULT_MAX_MARKERS),
             local_marker_writes: Some(Arc::default()),
+            marker_notices: None,
             opened: DecodedCache::new(DEFAULT_OPENED_CACHE),
             config: config.clone(),
         }
@@ -137,11 +145,17 @@ impl CookieSessionStore<MokaBackend> {
 }
 
 impl<M: Backend> CookieSessionStore<M> {
-    /// The same store with its logout markers kept in `backend`.
+    /// The same store with its logout markers kept in `backend`, shared by every process that
+    /// uses it. When the backend pushes notices ([`Backend::watch`]: Redis, PostgreSQL), a
+    /// session is checked against the markers once and again only after a marker is written
+    /// anywhere (or while the notices are not known to arrive); otherwise on every read. Call
+    /// it within a Tokio runtime for the notices to start.
     pub fn with_marker_backend<B: Backend>(self, backend: B) -> CookieSessionStore<B> {
+        let marker_notices = backend.watch(MARKER_CHANNEL);
         CookieSessionStore {
             markers: TypedStore::new(backend, &self.config.secrets),
             local_marker_writes: None,
+            marker_notices,
             sealer: self.sealer,
             opened: self.opened,
             config: self.config,
@@ -269,6 +283,13 @@ impl<M: Backend> CookieSessionStore<M> {
         if let Some(count) = &self.local_marker_writes {
             count.fetch_add(1, Ordering::Release);
         }
+        if let Some(notices) = &self.marker_notices {
+            // This process sees its own marker at once; the others when the notice arrives.
+            notices.changed();
+            // Without the notice, other processes would keep serving the session: a failure
+            // is the caller's (a back-channel logout answers 503, and the provider retries).
+            self.markers.backend().notify(MARKER_CHANNEL).await?;
+        }
         Ok(())
     }
 
@@ -323,7 +344,11 @@ impl<M: Backend> SessionStore for CookieSessionStore<M> {
         let Some(opened) = self.read_sealed(ctx).and_then(|sealed| self.open(&sealed)) else { return Ok(None) };
         // Read before the markers: a marker written during the check changes it, and the next
         // read checks again.
-        let writes = self.local_marker_writes.as_ref().map(|count| count.load(Ordering::Acquire));
+        let writes = match (&self.local_marker_writes, &self.marker_notices) {
+            (Some(count), _) => Some(count.load(Ordering::Acquire)),
+            (None, Some(notices)) => notices.version(),
+            (None, None) => None,
+        };
         if writes.is_none_or(|now| now != opened.markers_checked.load(Ordering::Acquire)) {
             if self.logged_out(&opened.session).await? {
                 tracing::info!(sub = opened.session.sub(), "session ended by back-channel logout");

@@ -8,7 +8,8 @@
 //!
 //! Modes: `bare` (axum alone), `cookie`, `memory` and `redis` (auth-layer with its cookie,
 //! in-memory and Redis stores), `cookie-small` (the cookie store holding the session without its
-//! access token), `redis-cached` (the Redis store with client-side caching), `tower-sessions`
+//! access token), `cookie-shared` (the cookie store with its logout markers in Redis, as a fleet
+//! runs it), `redis-cached` (the Redis store with client-side caching), `tower-sessions`
 //! (tower-sessions 0.15 with its `MemoryStore`) and `tower-sessions-redis` (tower-sessions 0.14
 //! with `tower-sessions-redis-store`, the newest Redis store it has). Every other session holds
 //! the same data: auth-layer's [`SessionData`] of a test user with realistic tokens.
@@ -40,7 +41,7 @@ async fn main() {
     let mut provider = None;
     let app = match mode.as_str() {
         "bare" => bare(),
-        "cookie" | "cookie-small" | "memory" | "redis" | "redis-cached" => {
+        "cookie" | "cookie-small" | "cookie-shared" | "memory" | "redis" | "redis-cached" => {
             let started = Provider::start(&app_url, &ProviderOptions::default()).await;
             let app = auth_layer_app(&mode, config(&started.issuer, &app_url)).await;
             provider = Some(started);
@@ -50,8 +51,8 @@ async fn main() {
         "tower-sessions-redis" => peer::redis().await,
         other => {
             eprintln!(
-                "usage: loadbench MODE (bare|cookie|cookie-small|memory|redis|redis-cached|tower-sessions|\
-                 tower-sessions-redis), not `{other}`"
+                "usage: loadbench MODE (bare|cookie|cookie-small|cookie-shared|memory|redis|redis-cached|\
+                 tower-sessions|tower-sessions-redis), not `{other}`"
             );
             std::process::exit(2);
         }
@@ -99,6 +100,11 @@ fn bare() -> Router {
 async fn auth_layer_app(mode: &str, config: AuthConfig) -> Router {
     let store: Arc<dyn SessionStore> = match mode {
         "cookie" | "cookie-small" => Arc::new(CookieSessionStore::new(&config)),
+        // The cookie store of a fleet: logout markers in Redis, which pushes notices of new ones.
+        "cookie-shared" => {
+            let backend = RedisBackend::connect(&redis_url()).await.expect("Redis at REDIS_URL");
+            Arc::new(CookieSessionStore::new(&config).with_marker_backend(backend))
+        }
         "memory" => Arc::new(ServerSessionStore::in_memory(&config)),
         "redis-cached" => {
             let cache = ClientCache::new(std::num::NonZeroUsize::new(100_000).expect("not zero"));
