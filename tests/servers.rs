@@ -187,6 +187,8 @@ pub struct PgServer {
     pub port: u16,
     dir: PathBuf,
     bin: PathBuf,
+    /// Extra server settings (`-c name=value ...`).
+    settings: String,
 }
 
 fn as_postgres(program: &std::path::Path) -> Command {
@@ -198,6 +200,11 @@ fn as_postgres(program: &std::path::Path) -> Command {
 impl PgServer {
     /// Initialises and starts one on a free port.
     pub fn start() -> Self {
+        Self::start_with_settings("")
+    }
+
+    /// [`start`](Self::start) with extra server settings, e.g. `-c ssl=on -c ssl_cert_file=...`.
+    pub fn start_with_settings(settings: &str) -> Self {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .expect("PostgreSQL server binaries must be installed (/usr/lib/postgresql/*/bin)")
             .filter_map(Result::ok)
@@ -215,7 +222,7 @@ impl PgServer {
             .status()
             .unwrap();
         assert!(init.success(), "initdb failed");
-        let server = Self { port: free_port(), dir, bin };
+        let server = Self { port: free_port(), dir, bin, settings: settings.to_owned() };
         server.restart();
         server
     }
@@ -236,7 +243,8 @@ impl PgServer {
 
     /// Starts it (again) on the same port and data.
     pub fn restart(&self) {
-        let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.dir.display());
+        let options =
+            format!("-p {} -k {} -c listen_addresses=127.0.0.1 {}", self.port, self.dir.display(), self.settings);
         let started = as_postgres(&self.bin.join("pg_ctl"))
             .args(["-D", self.dir.join("data").to_str().unwrap(), "-o", &options, "-l"])
             .arg(self.dir.join("log"))
@@ -254,4 +262,22 @@ impl Drop for PgServer {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A private certificate authority and a server certificate for 127.0.0.1 signed by it, made
+/// with `openssl` in `dir`: `(ca.pem, cert.pem, key.pem)`.
+pub fn private_ca(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    let script = "set -e
+        openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=auth-layer-test-ca -keyout ca.key -out ca.pem
+        openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout key.pem -out server.csr
+        printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile server.ext -out cert.pem";
+    let made = Command::new("sh").args(["-c", script]).current_dir(dir).output().expect("openssl must be installed");
+    assert!(made.status.success(), "openssl: {}", String::from_utf8_lossy(&made.stderr));
+    (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"))
+}
+
+/// A fresh temporary directory named after `name`.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    temp_dir(name)
 }

@@ -240,6 +240,8 @@ pub struct TypedStore<T, B = MokaBackend> {
     /// Set by [`TypedStore::with_hashed_keys`]: records are stored under a keyed hash of
     /// their key, not the key itself.
     hashed_keys: Option<KeyHasher>,
+    /// `{name}:h:`, what a hashed key starts with.
+    hashed_prefix: String,
     ttl: Option<Duration>,
     opened: Option<DecodedCache<String, T>>,
     _record: PhantomData<fn() -> T>,
@@ -252,6 +254,7 @@ impl<T, B> Clone for TypedStore<T, B> {
             live: self.live.clone(),
             sealer: self.sealer.clone(),
             hashed_keys: self.hashed_keys.clone(),
+            hashed_prefix: self.hashed_prefix.clone(),
             ttl: self.ttl,
             opened: self.opened.clone(),
             _record: PhantomData,
@@ -285,6 +288,7 @@ impl<T: Store> TypedStore<T, MokaBackend> {
             backend: Arc::new(backend),
             sealer: None,
             hashed_keys: None,
+            hashed_prefix: String::new(),
             ttl: T::TTL,
             opened: None,
             _record: PhantomData,
@@ -306,6 +310,7 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
             live: None,
             sealer,
             hashed_keys: None,
+            hashed_prefix: String::new(),
             ttl: T::TTL,
             opened: None,
             _record: PhantomData,
@@ -334,6 +339,7 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
     pub fn with_hashed_keys<S: AsRef<[u8]>>(mut self, secrets: &[S]) -> Self {
         if self.live.is_none() {
             self.hashed_keys = Some(KeyHasher::new(secrets, &format!("auth-layer typed store keys v1: {}", T::NAME)));
+            self.hashed_prefix = format!("{}:h:", T::NAME);
         }
         self
     }
@@ -342,8 +348,8 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
     /// itself, or with hashed keys its hash under each secret and then the key (records of
     /// earlier versions). No allocation without hashed keys: this is every read's path.
     fn stored_keys<'k>(&'k self, key: &'k str) -> impl Iterator<Item = Cow<'k, str>> + 'k {
-        let hashes = self.hashed_keys.iter().flat_map(move |hasher| hasher.hashes(key));
-        hashes.map(|hash| Cow::Owned(format!("{}:h:{hash}", T::NAME))).chain(std::iter::once(Cow::Borrowed(key)))
+        let hashes = self.hashed_keys.iter().flat_map(move |hasher| hasher.hashes(&self.hashed_prefix, key));
+        hashes.map(Cow::Owned).chain(std::iter::once(Cow::Borrowed(key)))
     }
 
     /// The same store with another time to live (`None`: no expiry) for records set from now on.

@@ -108,32 +108,39 @@ impl Sealer {
 /// stored under its hash, which only the app can compute.
 #[derive(Clone)]
 pub(crate) struct KeyHasher {
-    keys: Arc<[[u8; 32]]>,
+    /// One HMAC per secret, already keyed: a hash clones one (the key's two blocks are not
+    /// hashed again on every read).
+    keyed: Arc<[hkdf::hmac::Hmac<Sha256>]>,
 }
 
 impl KeyHasher {
     /// One key per secret for `purpose` (HKDF-SHA256, the purpose as `info`).
     pub(crate) fn new<S: AsRef<[u8]>>(secrets: &[S], purpose: &str) -> Self {
-        let keys = secrets
+        use hkdf::hmac::Mac;
+        let keyed = secrets
             .iter()
             .map(|secret| {
                 let mut okm = [0u8; 32];
                 Hkdf::<Sha256>::new(Some(b"auth-layer"), secret.as_ref())
                     .expand(purpose.as_bytes(), &mut okm)
                     .expect("32 bytes is a valid HKDF-SHA256 output length");
-                okm
+                <hkdf::hmac::Hmac<Sha256> as Mac>::new_from_slice(&okm).expect("HMAC takes a key of any length")
             })
             .collect();
-        Self { keys }
+        Self { keyed }
     }
 
-    /// `name` hashed under each secret's key, the current secret's first (base64url).
-    pub(crate) fn hashes<'a>(&'a self, name: &'a str) -> impl Iterator<Item = String> + 'a {
-        use hkdf::hmac::{Hmac, Mac};
-        self.keys.iter().map(move |key| {
-            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes a key of any length");
+    /// `prefix` followed by `name` hashed (base64url) under each secret's key, the current
+    /// secret's first; one allocation each.
+    pub(crate) fn hashes<'a>(&'a self, prefix: &'a str, name: &'a str) -> impl Iterator<Item = String> + 'a {
+        use hkdf::hmac::Mac;
+        self.keyed.iter().map(move |keyed| {
+            let mut mac = keyed.clone();
             mac.update(name.as_bytes());
-            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+            let mut hashed = String::with_capacity(prefix.len() + 43);
+            hashed.push_str(prefix);
+            URL_SAFE_NO_PAD.encode_string(mac.finalize().into_bytes(), &mut hashed);
+            hashed
         })
     }
 }

@@ -596,21 +596,8 @@ async fn redis_password_comes_from_the_url() {
 
 #[tokio::test]
 async fn redis_over_tls_from_a_rediss_url() {
-    let dir = std::env::temp_dir().join(format!("auth-layer-redis-tls-{}", auth_layer_tests::free_port()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (ca_cert, cert, key) = (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"));
-    // A private CA and a server certificate for 127.0.0.1 signed by it.
-    let script = "set -e
-        openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=auth-layer-test-ca -keyout ca.key -out ca.pem
-        openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout key.pem -out server.csr
-        printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > server.ext
-        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile server.ext -out cert.pem";
-    let made = std::process::Command::new("sh")
-        .args(["-c", script])
-        .current_dir(&dir)
-        .output()
-        .expect("openssl must be installed");
-    assert!(made.status.success());
+    let dir = auth_layer_tests::servers::scratch_dir("redis-tls");
+    let (ca_cert, cert, key) = auth_layer_tests::servers::private_ca(&dir);
     let port = auth_layer_tests::free_port();
     let mut server = std::process::Command::new("redis-server")
         .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
@@ -651,5 +638,43 @@ async fn redis_over_tls_from_a_rediss_url() {
     assert!(refused, "plain TCP to the TLS port fails");
     let _ = server.kill();
     let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn postgres_over_tls_from_the_urls_sslmode_with_a_private_ca() {
+    let dir = auth_layer_tests::servers::scratch_dir("pg-tls");
+    let (ca, cert, key) = auth_layer_tests::servers::private_ca(&dir);
+    // The server reads its key as the postgres user, and only from a private file.
+    let owned = std::process::Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status().unwrap();
+    assert!(owned.success());
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let settings = format!("-c ssl=on -c ssl_cert_file={} -c ssl_key_file={}", cert.display(), key.display());
+    let server = PgServer::start_with_settings(&settings);
+    let ca = std::fs::read(&ca).unwrap();
+
+    // libpq's strictest mode, with the app's private CA: TLS, the certificate checked.
+    let url = format!("{}?sslmode=verify-full&application_name=auth-layer-tls", server.url());
+    let backend = PostgresBackend::connect_with_root_ca(&url, &ca).await.expect("TLS to the private-CA server");
+    suite::get_put_delete(&backend, &prefix()).await;
+    let psql = std::process::Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &server.port.to_string(), "-U", "postgres", "-d", "postgres", "-Atc"])
+        .arg(
+            "SELECT count(*) FILTER (WHERE ssl), count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+              WHERE application_name = 'auth-layer-tls'",
+        )
+        .output()
+        .expect("psql must be installed");
+    let counts = String::from_utf8_lossy(&psql.stdout).trim().to_owned();
+    let (tls, all) = counts.split_once('|').unwrap_or_else(|| panic!("psql said {counts:?}"));
+    assert!(all != "0" && tls == all, "every connection of the backend is TLS: {tls} of {all}");
+
+    // `require` without the private CA: the public roots do not know it, so it is refused.
+    let untrusted = PostgresBackend::connect(&format!("{}?sslmode=require", server.url())).await;
+    assert!(untrusted.is_err(), "a certificate no trusted CA signed is refused");
+    // `disable`: the clear, as asked.
+    let plain = PostgresBackend::connect(&format!("{}?sslmode=disable", server.url())).await.expect("plain");
+    suite::get_put_delete(&plain, &format!("{}plain", prefix())).await;
+    drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -212,3 +212,60 @@ async fn expired_token_without_a_refresh_token_is_a_401_with_its_code() {
     assert_eq!(body["error"], "missing_refresh_token");
     assert_eq!(browser.get(&env.url("/private")).await.status(), StatusCode::OK, "the session itself stays");
 }
+
+/// The `Cookie` header a browser sends after `ctx`'s response (`None`: nothing was set).
+fn cookies_after(ctx: StoreContext) -> Option<String> {
+    let mut response = http::HeaderMap::new();
+    ctx.apply(&mut response);
+    let pairs: Vec<&str> = response
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap())
+        .filter(|pair| !pair.ends_with('='))
+        .collect();
+    (!pairs.is_empty()).then(|| pairs.join("; "))
+}
+
+async fn two_audiences_at_once_chain_their_refresh_tokens(store: StoreChoice) {
+    let env = TestEnv::start_with(rotating(store.clone())).await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "zoe").await;
+    let cookie = browser.cookie_header(&env.url("/"));
+    let request = |cookie: &str| StoreContext::from_cookie_headers([&cookie.parse().unwrap()]);
+    let (mut orders, mut billing) = (request(&cookie), request(&cookie));
+    // Two requests of one session, each wanting a token for an API it has none for: two
+    // refreshes, which must not both send the one refresh token (with rotation the provider
+    // would see it reused and revoke the grant).
+    let (for_orders, for_billing) = tokio::join!(
+        env.client.access_token(&mut orders, AccessTokenOptions::default().audience("https://orders.example")),
+        env.client.access_token(&mut billing, AccessTokenOptions::default().audience("https://billing.example")),
+    );
+    let for_orders = for_orders.unwrap_or_else(|e| panic!("{store:?}: the first refresh: {e}"));
+    let for_billing = for_billing.unwrap_or_else(|e| panic!("{store:?}: the second refresh, chained: {e}"));
+    assert_ne!(for_orders.access_token, for_billing.access_token);
+    assert_eq!(env.provider.refresh_grants().await, 2, "{store:?}: one grant each, one at a time");
+    // The later of the two saves holds both tokens and the newest refresh token, which works.
+    let audiences = |session: &auth_layer::SessionData| {
+        let has = |aud: &str| session.token_sets.iter().any(|s| s.audience.as_deref() == Some(aud));
+        has("https://orders.example") && has("https://billing.example")
+    };
+    let mut latest = None;
+    for cookie in [cookies_after(orders), cookies_after(billing)].into_iter().flatten() {
+        let session = env.client.session(&mut request(&cookie)).await.unwrap().expect("the session survives");
+        if audiences(&session) {
+            latest = Some(cookie);
+        }
+    }
+    let latest = latest.unwrap_or(cookie);
+    let session = env.client.session(&mut request(&latest)).await.unwrap().expect("the session survives");
+    assert!(audiences(&session), "{store:?}: the chained refresh kept the first one's token");
+    let forced = env.client.access_token(&mut request(&latest), AccessTokenOptions::default().force_refresh()).await;
+    assert!(forced.is_ok(), "{store:?}: the session's refresh token is the newest one: {forced:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshes_for_two_audiences_at_once_chain_their_refresh_tokens() {
+    for store in [StoreChoice::Cookie, StoreChoice::Memory] {
+        two_audiences_at_once_chain_their_refresh_tokens(store).await;
+    }
+}

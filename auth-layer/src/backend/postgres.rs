@@ -9,7 +9,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::{NoTls, Socket};
 
 use super::{Backend, Notices, When};
 use crate::error::StoreError;
@@ -48,6 +50,10 @@ pub struct PostgresOptions {
     pub purge_interval: Option<Duration>,
     /// Whether [`PostgresBackend::connect`] applies pending migrations. Default true.
     pub migrate_on_connect: bool,
+    /// The certificate authority (PEM) that TLS connections trust instead of the usual public
+    /// ones (webpki's roots): a private CA, as managed databases often use. Setting it makes
+    /// TLS required, whatever the URL's `sslmode`. Default none.
+    pub root_ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for PostgresOptions {
@@ -57,8 +63,53 @@ impl Default for PostgresOptions {
             timeout: Duration::from_secs(2),
             purge_interval: Some(Duration::from_secs(60)),
             migrate_on_connect: true,
+            root_ca_pem: None,
         }
     }
+}
+
+/// How the pool's and the listener's connections are made.
+#[derive(Clone)]
+enum Tls {
+    /// Plain TCP (`sslmode=disable` or `prefer`).
+    Off,
+    /// TLS with the server's certificate checked (`sslmode=require`, `verify-ca`, `verify-full`).
+    On(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+/// `url` with libpq's `sslmode=verify-full` and `verify-ca`, which the driver's parser does not
+/// know, as `require`: auth-layer checks the certificate and the host name whenever TLS is on.
+fn normalized_sslmode(url: &str) -> String {
+    url.replace("sslmode=verify-full", "sslmode=require").replace("sslmode=verify-ca", "sslmode=require")
+}
+
+/// The TLS that `config`'s `sslmode` (or a given CA) asks for.
+fn tls_for(config: &tokio_postgres::Config, root_ca_pem: Option<&[u8]>) -> Result<Tls, StoreError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    if root_ca_pem.is_none() && !matches!(config.get_ssl_mode(), SslMode::Require) {
+        return Ok(Tls::Off);
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    match root_ca_pem {
+        Some(pem) => {
+            for certificate in CertificateDer::pem_slice_iter(pem) {
+                let certificate = certificate.map_err(|e| unavailable(format!("the root CA does not parse: {e}")))?;
+                roots.add(certificate).map_err(|e| unavailable(format!("the root CA is refused: {e}")))?;
+            }
+            if roots.is_empty() {
+                return Err(unavailable("the root CA PEM holds no certificate"));
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| unavailable(format!("TLS configuration: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Tls::On(tokio_postgres_rustls::MakeRustlsConnect::new(tls)))
 }
 
 enum PutError {
@@ -95,37 +146,55 @@ fn channel_name(channel: &str) -> String {
     format!("auth_layer_{name}")
 }
 
+/// What a listening connection gives: its client, the task that polls the connection, and the
+/// notifications it passes on (`true` for a change notice, `false` for anything else).
+type Listener = (tokio_postgres::Client, tokio::task::JoinHandle<()>, tokio::sync::mpsc::UnboundedReceiver<bool>);
+
+/// Opens the listening connection with `tls`: the connection delivers notifications as it is
+/// polled, so a task polls it and passes them on; the task ends with the connection.
+async fn open_listener<T>(config: &tokio_postgres::Config, tls: T, timeout: Duration) -> Result<Listener, String>
+where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: Send + 'static,
+    T::TlsConnect: Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    use tokio_postgres::AsyncMessage;
+    let (client, mut connection) = match tokio::time::timeout(timeout, config.connect(tls)).await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(err)) => return Err(describe(&err)),
+        Err(_) => return Err("timed out".into()),
+    };
+    let (sender, received) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        while let Some(Ok(message)) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            if let AsyncMessage::Notification(notification) = message
+                && sender.send(notification.payload() == CHANGED).is_err()
+            {
+                break;
+            }
+        }
+    });
+    Ok((client, driver, received))
+}
+
 /// The listener behind [`PostgresBackend::watch`]: `LISTEN`s on a connection of its own,
 /// reports notices and heartbeats to `notices`, reconnects after a loss, and stops once no one
 /// holds `notices` any more.
 async fn listen(config: tokio_postgres::Config, notifier: PostgresBackend, channel: String, notices: Notices) {
-    use tokio_postgres::AsyncMessage;
     while notices.is_watched() {
-        let connected = tokio::time::timeout(notifier.timeout, config.connect(NoTls)).await;
-        let (client, mut connection) = match connected {
-            Ok(Ok(pair)) => pair,
-            Ok(Err(err)) => {
-                tracing::warn!(err = %describe(&err), "PostgreSQL notices: cannot connect; retrying");
+        let connected = match &notifier.tls {
+            Tls::Off => open_listener(&config, NoTls, notifier.timeout).await,
+            Tls::On(make) => open_listener(&config, make.clone(), notifier.timeout).await,
+        };
+        let (client, driver, mut received) = match connected {
+            Ok(opened) => opened,
+            Err(err) => {
+                tracing::warn!(%err, "PostgreSQL notices: cannot connect; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
-            Err(_) => {
-                tracing::warn!("PostgreSQL notices: connecting timed out; retrying");
-                continue;
-            }
         };
-        // The connection delivers notifications as it is polled: a task polls it and passes
-        // them on; it ends with the connection.
-        let (sender, mut received) = tokio::sync::mpsc::unbounded_channel();
-        let driver = tokio::spawn(async move {
-            while let Some(Ok(message)) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                if let AsyncMessage::Notification(notification) = message
-                    && sender.send(notification.payload() == CHANGED).is_err()
-                {
-                    break;
-                }
-            }
-        });
         let listening =
             tokio::time::timeout(notifier.timeout, client.batch_execute(&format!("LISTEN {channel}"))).await;
         if !matches!(listening, Ok(Ok(()))) {
@@ -163,6 +232,7 @@ pub struct PostgresBackend {
     pool: Pool,
     /// How to open the listening connection of [`Backend::watch`] (the pool's own settings).
     config: tokio_postgres::Config,
+    tls: Tls,
     timeout: Duration,
     _purge: Option<Arc<PurgeTask>>,
 }
@@ -192,17 +262,41 @@ impl PostgresBackend {
         Self::connect_with(url, PostgresOptions::default()).await
     }
 
+    /// Connects over TLS trusting only the certificate authority in `root_ca_pem` (a private
+    /// CA) instead of the usual public ones.
+    pub async fn connect_with_root_ca(url: &str, root_ca_pem: &[u8]) -> Result<Self, StoreError> {
+        Self::connect_with(
+            url,
+            PostgresOptions { root_ca_pem: Some(root_ca_pem.to_vec()), ..PostgresOptions::default() },
+        )
+        .await
+    }
+
     /// Connects to `url` with `options`.
+    ///
+    /// TLS follows the URL's `sslmode`: `require`, `verify-ca` and `verify-full` connect over
+    /// TLS (rustls), checking the server's certificate against webpki's roots (or
+    /// [`PostgresOptions::root_ca_pem`]) and its host name, and refuse a server without TLS;
+    /// `disable` and `prefer` (the default) connect in the clear. (libpq's `prefer` and
+    /// `require` would use TLS without checking the certificate, which an attacker in the
+    /// middle defeats; ask for `require` to have it checked.)
     pub async fn connect_with(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
-        let mut config = tokio_postgres::Config::from_str(url).map_err(unavailable)?;
+        let mut config = tokio_postgres::Config::from_str(&normalized_sslmode(url)).map_err(unavailable)?;
+        if options.root_ca_pem.is_some() {
+            config.ssl_mode(SslMode::Require);
+        }
+        let tls = tls_for(&config, options.root_ca_pem.as_deref())?;
         config.connect_timeout(options.timeout);
         // Every statement here is a point read or write on an index. JIT compilation, which
         // PostgreSQL starts once a plan's estimated cost passes `jit_above_cost` (as it does
         // after a bulk load, before statistics catch up), costs more than such a statement.
         let given = config.get_options().unwrap_or_default().to_owned();
         config.options(format!("{given} -c jit=off").trim_start());
-        let manager =
-            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let manager = match &tls {
+            Tls::Off => Manager::from_config(config.clone(), NoTls, manager_config),
+            Tls::On(make) => Manager::from_config(config.clone(), make.clone(), manager_config),
+        };
         let pool = Pool::builder(manager)
             .max_size(options.max_connections.max(1))
             .wait_timeout(Some(options.timeout))
@@ -211,7 +305,7 @@ impl PostgresBackend {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(unavailable)?;
-        let mut backend = Self { pool, config, timeout: options.timeout, _purge: None };
+        let mut backend = Self { pool, config, tls, timeout: options.timeout, _purge: None };
         if options.migrate_on_connect {
             backend.migrate().await?;
         }
