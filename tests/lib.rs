@@ -368,11 +368,22 @@ impl TestEnv {
 
     /// Serves `router` (an axum app the test wrote) instead of an example, with a client of its own.
     pub async fn start_custom(build: impl FnOnce(AuthClient) -> axum::Router) -> Self {
+        Self::start_custom_configured(|config| config, build).await
+    }
+
+    /// [`start_custom`](Self::start_custom), the test's configuration changed by `configure`.
+    pub async fn start_custom_configured(
+        configure: impl FnOnce(auth_layer::AuthConfigBuilder) -> auth_layer::AuthConfigBuilder,
+        build: impl FnOnce(AuthClient) -> axum::Router,
+    ) -> Self {
         let (port, listener) = bind();
         let app_url = format!("http://127.0.0.1:{port}");
         let provider = Provider::start(&app_url, &ProviderOptions::default()).await;
         let clock_offset = Arc::new(AtomicU64::new(0));
-        let config = config(&provider, &app_url, TokenEndpointAuth::ClientSecretBasic, clock_offset.clone());
+        let config =
+            configure(config_builder(&provider, &app_url, TokenEndpointAuth::ClientSecretBasic, clock_offset.clone()))
+                .build()
+                .expect("test configuration");
         let client = AuthClient::new(config).await.expect("discovery against the test provider");
         let app = build(client.clone());
         let server = tokio::spawn(async move {
@@ -472,6 +483,15 @@ fn bind() -> (u16, tokio::net::TcpListener) {
 }
 
 fn config(provider: &Provider, app_url: &str, auth: TokenEndpointAuth, offset: Arc<AtomicU64>) -> AuthConfig {
+    config_builder(provider, app_url, auth, offset).build().expect("test configuration")
+}
+
+fn config_builder(
+    provider: &Provider,
+    app_url: &str,
+    auth: TokenEndpointAuth,
+    offset: Arc<AtomicU64>,
+) -> auth_layer::AuthConfigBuilder {
     AuthConfig::builder()
         .issuer(provider.issuer.clone())
         .client_id("test-app")
@@ -485,8 +505,6 @@ fn config(provider: &Provider, app_url: &str, auth: TokenEndpointAuth, offset: A
         .clock(Clock::from_fn(move || {
             SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + offset.load(Ordering::SeqCst)
         }))
-        .build()
-        .expect("test configuration")
 }
 
 async fn serve_hyper(listener: tokio::net::TcpListener, service: auth_layer::AuthService<hyper_server::Router>) {

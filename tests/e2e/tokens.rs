@@ -269,3 +269,37 @@ async fn refreshes_for_two_audiences_at_once_chain_their_refresh_tokens() {
         two_audiences_at_once_chain_their_refresh_tokens(store).await;
     }
 }
+
+#[tokio::test]
+async fn a_handler_that_reads_the_session_after_a_refresh_keeps_the_refreshed_cookie() {
+    async fn refresh_then_read(session: auth_layer::Session) -> String {
+        let token = session.access_token(AccessTokenOptions::default().force_refresh()).await.expect("refreshed");
+        // Reading the session afterwards must not put back the cookies of the read before.
+        assert!(session.user().await.expect("readable").is_some());
+        token.access_token
+    }
+    // Renewal whenever less than a whole day of the day's inactivity window is left: a read a
+    // minute after login renews the session (a cookie of its own, holding the old token).
+    let env = TestEnv::start_custom_configured(
+        |config| config.renew_below(Duration::from_secs(86_400)),
+        |client| {
+            axum::Router::new()
+                .route("/refresh-then-read", axum::routing::get(refresh_then_read))
+                .layer(AuthLayer::new(client))
+        },
+    )
+    .await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "uma").await;
+    let before = session_of(&env, &browser).await;
+    env.advance_clock(Duration::from_secs(60));
+    let response = browser.http.get(env.url("/refresh-then-read")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let refreshed = response.text().await.unwrap();
+    let after = session_of(&env, &browser).await;
+    assert_ne!(before.token_sets[0].access_token, refreshed, "refreshed");
+    assert!(
+        after.token_sets.iter().any(|s| s.access_token == refreshed),
+        "the browser's cookie holds the refreshed token, not the renewal's copy of the old one"
+    );
+}

@@ -67,8 +67,13 @@ pub enum SharedChoice {
 impl SharedChoice {
     /// Reads `SHARED_STATE` (and `REDIS_URL` or `DATABASE_URL`); unset means the default.
     pub fn from_env() -> Result<Self, String> {
-        let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
-        match std::env::var("SHARED_STATE").ok().as_deref().map(str::trim) {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// [`from_env`](Self::from_env) with the variables from `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let var = |name: &str, default: &str| lookup(name).unwrap_or_else(|| default.to_owned());
+        match lookup("SHARED_STATE").as_deref().map(str::trim) {
             None | Some("") => Ok(Self::Default),
             Some("memory") => Ok(Self::Memory),
             Some("redis") => Ok(Self::Redis(var("REDIS_URL", "redis://127.0.0.1:6379"))),
@@ -253,7 +258,25 @@ async fn private(user: User) -> Html<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::listen_addr;
+    use super::{SharedChoice, listen_addr};
+
+    #[test]
+    fn shared_state_is_read_from_shared_state_with_the_backends_urls() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+        };
+        assert_eq!(SharedChoice::from_lookup(env(&[])).unwrap(), SharedChoice::Default);
+        assert_eq!(SharedChoice::from_lookup(env(&[("SHARED_STATE", "memory")])).unwrap(), SharedChoice::Memory);
+        assert_eq!(
+            SharedChoice::from_lookup(env(&[("SHARED_STATE", "redis"), ("REDIS_URL", "redis://r:1")])).unwrap(),
+            SharedChoice::Redis("redis://r:1".into())
+        );
+        assert_eq!(
+            SharedChoice::from_lookup(env(&[("SHARED_STATE", "postgres")])).unwrap(),
+            SharedChoice::Postgres("postgres://postgres@127.0.0.1:5432/postgres".into())
+        );
+        assert!(SharedChoice::from_lookup(env(&[("SHARED_STATE", "etcd")])).unwrap_err().contains("SHARED_STATE"));
+    }
 
     #[test]
     fn the_listen_address_is_apart_from_the_public_url() {
