@@ -465,6 +465,81 @@ impl Fleet {
     }
 }
 
+/// A backend that counts the reads it serves and passes everything to `inner`: how a test sees
+/// the round trips a request costs.
+#[derive(Clone, Default)]
+pub struct CountingReads<B> {
+    inner: B,
+    reads: Arc<AtomicU64>,
+}
+
+impl<B> CountingReads<B> {
+    /// Counts the reads of `inner`.
+    pub fn new(inner: B) -> Self {
+        Self { inner, reads: Arc::default() }
+    }
+
+    /// How many reads so far.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::SeqCst)
+    }
+
+    /// The counter, to read after the backend has moved into a store.
+    pub fn counter(&self) -> Arc<AtomicU64> {
+        self.reads.clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl<B: auth_layer::backend::Backend> auth_layer::backend::Backend for CountingReads<B> {
+    async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, auth_layer::store::StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.get(key).await
+    }
+    async fn put(
+        &self,
+        key: &str,
+        value: bytes::Bytes,
+        ttl: Option<Duration>,
+        tags: Vec<String>,
+    ) -> Result<(), auth_layer::store::StoreError> {
+        self.inner.put(key, value, ttl, tags).await
+    }
+    async fn update(
+        &self,
+        key: &str,
+        value: bytes::Bytes,
+        ttl: Option<Duration>,
+        tags: Vec<String>,
+    ) -> Result<bool, auth_layer::store::StoreError> {
+        self.inner.update(key, value, ttl, tags).await
+    }
+    async fn insert(
+        &self,
+        key: &str,
+        value: bytes::Bytes,
+        ttl: Option<Duration>,
+        tags: Vec<String>,
+    ) -> Result<bool, auth_layer::store::StoreError> {
+        self.inner.insert(key, value, ttl, tags).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), auth_layer::store::StoreError> {
+        self.inner.delete(key).await
+    }
+    async fn delete_by_tag(&self, tag: &str) -> Result<u64, auth_layer::store::StoreError> {
+        self.inner.delete_by_tag(tag).await
+    }
+    async fn keys_by_tag(&self, tag: &str) -> Result<Vec<String>, auth_layer::store::StoreError> {
+        self.inner.keys_by_tag(tag).await
+    }
+    fn watch(&self, channel: &str) -> Option<auth_layer::backend::Notices> {
+        self.inner.watch(channel)
+    }
+    async fn notify(&self, channel: &str) -> Result<(), auth_layer::store::StoreError> {
+        self.inner.notify(channel).await
+    }
+}
+
 /// A listener for an app, on a port no other test was handed.
 /// For a test that builds its own layer and app: a provider that knows an app at a loopback URL,
 /// the app's configuration, its URL, and the listener to serve it on.

@@ -41,16 +41,7 @@ impl Sealer {
     /// When `secrets` is empty. [`AuthConfig`](crate::AuthConfig) never builds without a secret.
     pub fn new<S: AsRef<[u8]>>(secrets: &[S], purpose: &str) -> Self {
         assert!(!secrets.is_empty(), "a Sealer needs at least one secret");
-        let keys = secrets
-            .iter()
-            .map(|secret| {
-                let mut okm = [0u8; 32];
-                Hkdf::<Sha256>::new(Some(b"auth-layer"), secret.as_ref())
-                    .expand(purpose.as_bytes(), &mut okm)
-                    .expect("32 bytes is a valid HKDF-SHA256 output length");
-                XChaCha20Poly1305::new(&Key::from(okm))
-            })
-            .collect();
+        let keys = secrets.iter().map(|secret| XChaCha20Poly1305::new(&Key::from(sub_key(secret, purpose)))).collect();
         Self { keys }
     }
 
@@ -120,11 +111,8 @@ impl KeyHasher {
         let keyed = secrets
             .iter()
             .map(|secret| {
-                let mut okm = [0u8; 32];
-                Hkdf::<Sha256>::new(Some(b"auth-layer"), secret.as_ref())
-                    .expand(purpose.as_bytes(), &mut okm)
-                    .expect("32 bytes is a valid HKDF-SHA256 output length");
-                <hkdf::hmac::Hmac<Sha256> as Mac>::new_from_slice(&okm).expect("HMAC takes a key of any length")
+                <hkdf::hmac::Hmac<Sha256> as Mac>::new_from_slice(&sub_key(secret, purpose))
+                    .expect("HMAC takes a key of any length")
             })
             .collect();
         Self { keyed }
@@ -143,6 +131,16 @@ impl KeyHasher {
             hashed
         })
     }
+}
+
+/// The 256-bit key for `purpose` derived from `secret`: HKDF-SHA256, salt `auth-layer`, the
+/// purpose as `info`. Every key of the crate comes from here, one per purpose.
+fn sub_key(secret: impl AsRef<[u8]>, purpose: &str) -> [u8; 32] {
+    let mut okm = [0u8; 32];
+    Hkdf::<Sha256>::new(Some(b"auth-layer"), secret.as_ref())
+        .expand(purpose.as_bytes(), &mut okm)
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    okm
 }
 
 pub(crate) fn random_token(bytes: usize) -> String {

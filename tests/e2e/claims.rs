@@ -7,63 +7,17 @@
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use auth_layer::backend::{Backend, MokaBackend, RedisBackend};
-use auth_layer::store::{LogoutTarget, ServerSessionStore, SessionStore, StoreContext, StoreError};
+use auth_layer::backend::{MokaBackend, RedisBackend};
+use auth_layer::store::{LogoutTarget, ServerSessionStore, SessionStore, StoreContext};
 use auth_layer::{AccessToken, AccessTokenOptions, AuthClient, AuthLayer, Session, SessionData, TokenSet, User};
-use auth_layer_tests::provider_for_own_app;
 use auth_layer_tests::servers::RedisServer;
+use auth_layer_tests::{CountingReads, provider_for_own_app};
 use axum::Router;
 use axum::routing::get;
-use bytes::Bytes;
 use http::header::SET_COOKIE;
 use reqwest::StatusCode;
-
-/// A backend that counts the reads it serves.
-#[derive(Clone, Default)]
-struct Counting {
-    inner: MokaBackend,
-    reads: Arc<AtomicU64>,
-}
-
-#[async_trait::async_trait]
-impl Backend for Counting {
-    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        self.reads.fetch_add(1, Ordering::SeqCst);
-        self.inner.get(key).await
-    }
-    async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>, tags: Vec<String>) -> Result<(), StoreError> {
-        self.inner.put(key, value, ttl, tags).await
-    }
-    async fn update(
-        &self,
-        key: &str,
-        value: Bytes,
-        ttl: Option<Duration>,
-        tags: Vec<String>,
-    ) -> Result<bool, StoreError> {
-        self.inner.update(key, value, ttl, tags).await
-    }
-    async fn insert(
-        &self,
-        key: &str,
-        value: Bytes,
-        ttl: Option<Duration>,
-        tags: Vec<String>,
-    ) -> Result<bool, StoreError> {
-        self.inner.insert(key, value, ttl, tags).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.inner.delete(key).await
-    }
-    async fn delete_by_tag(&self, tag: &str) -> Result<u64, StoreError> {
-        self.inner.delete_by_tag(tag).await
-    }
-    async fn keys_by_tag(&self, tag: &str) -> Result<Vec<String>, StoreError> {
-        self.inner.keys_by_tag(tag).await
-    }
-}
 
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
@@ -116,8 +70,8 @@ impl Drop for App {
 impl App {
     async fn start() -> Self {
         let (provider, config, url, listener) = provider_for_own_app().await;
-        let backend = Counting::default();
-        let reads = backend.reads.clone();
+        let backend = CountingReads::new(MokaBackend::new());
+        let reads = backend.counter();
         // Sealed bytes in a backend, no cache of opened sessions: every store read decrypts.
         let store = Arc::new(ServerSessionStore::new(backend, &config).with_opened_cache(0));
         let client = AuthClient::builder(config).with_session_store(store.clone()).build().await.unwrap();

@@ -5,11 +5,11 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use auth_layer::backend::{Backend, Notices, PostgresBackend, RedisBackend};
-use auth_layer::store::{CookieSessionStore, LogoutTarget, SessionStore, StoreContext, StoreError};
+use auth_layer::backend::{Backend, PostgresBackend, RedisBackend};
+use auth_layer::store::{CookieSessionStore, LogoutTarget, SessionStore, StoreContext};
 use auth_layer::{SessionData, User};
 use auth_layer_tests::servers::{RedisServer, database_url, redis_url};
-use auth_layer_tests::{Browser, Fleet, ProviderOptions};
+use auth_layer_tests::{Browser, CountingReads, Fleet, ProviderOptions};
 use quickstart::{SharedChoice, StoreChoice};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -255,69 +255,6 @@ async fn a_back_channel_logout_during_a_redis_outage_is_retried_and_ends_the_ses
     }
 }
 
-/// A backend that counts its reads, as a process's own connection to the shared backend.
-#[derive(Clone)]
-struct CountingReads<B> {
-    inner: B,
-    reads: std::sync::Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl<B> CountingReads<B> {
-    fn reads(&self) -> u64 {
-        self.reads.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
-#[async_trait::async_trait]
-impl<B: Backend> Backend for CountingReads<B> {
-    async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, StoreError> {
-        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.inner.get(key).await
-    }
-    async fn put(
-        &self,
-        key: &str,
-        value: bytes::Bytes,
-        ttl: Option<Duration>,
-        tags: Vec<String>,
-    ) -> Result<(), StoreError> {
-        self.inner.put(key, value, ttl, tags).await
-    }
-    async fn update(
-        &self,
-        key: &str,
-        value: bytes::Bytes,
-        ttl: Option<Duration>,
-        tags: Vec<String>,
-    ) -> Result<bool, StoreError> {
-        self.inner.update(key, value, ttl, tags).await
-    }
-    async fn insert(
-        &self,
-        key: &str,
-        value: bytes::Bytes,
-        ttl: Option<Duration>,
-        tags: Vec<String>,
-    ) -> Result<bool, StoreError> {
-        self.inner.insert(key, value, ttl, tags).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.inner.delete(key).await
-    }
-    async fn delete_by_tag(&self, tag: &str) -> Result<u64, StoreError> {
-        self.inner.delete_by_tag(tag).await
-    }
-    async fn keys_by_tag(&self, tag: &str) -> Result<Vec<String>, StoreError> {
-        self.inner.keys_by_tag(tag).await
-    }
-    fn watch(&self, channel: &str) -> Option<Notices> {
-        self.inner.watch(channel)
-    }
-    async fn notify(&self, channel: &str) -> Result<(), StoreError> {
-        self.inner.notify(channel).await
-    }
-}
-
 /// Two processes' cookie stores with their markers in one shared backend, each over its own
 /// connection (`connect`): once a session has been checked, reading it again costs no round
 /// trip; a marker one process writes reaches the other by the backend's notice, at once.
@@ -334,8 +271,7 @@ where
         .base_url("https://app.example")
         .build()
         .unwrap();
-    let counting = |inner| CountingReads { inner, reads: Default::default() };
-    let (a_backend, b_backend) = (counting(connect().await), counting(connect().await));
+    let (a_backend, b_backend) = (CountingReads::new(connect().await), CountingReads::new(connect().await));
     let a = CookieSessionStore::new(&config).with_marker_backend(a_backend.clone());
     let b = CookieSessionStore::new(&config).with_marker_backend(b_backend.clone());
     // Both listening (the first notice, "connected", moves nothing a test can see): wait a
