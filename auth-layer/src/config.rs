@@ -156,6 +156,7 @@ pub struct AuthConfig {
     pub(crate) scope: String,
     pub(crate) audience: Option<String>,
     pub(crate) authorization_params: Vec<(String, String)>,
+    pub(crate) login_query_params: Vec<String>,
     pub(crate) logout_params: Vec<(String, String)>,
     pub(crate) route_prefix: String,
     pub(crate) routes: OptionalRoutes,
@@ -189,6 +190,7 @@ impl AuthConfig {
     /// | `AUTH_SCOPE`, `AUTH_AUDIENCE` | optional; scope defaults to `openid profile email offline_access` |
     /// | `AUTH_TOKEN_ENDPOINT_AUTH` | optional: `client_secret_basic` (default) or `client_secret_post` |
     /// | `AUTH_ROUTES` | optional opt-in routes, comma-separated: `profile`, `access-token`, `backchannel-logout` |
+    /// | `AUTH_LOGIN_PARAMS` | optional: the query parameters `/auth/login` passes on, comma-separated (default [`DEFAULT_LOGIN_QUERY_PARAMS`]) |
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -281,6 +283,7 @@ pub struct AuthConfigBuilder {
     scope: Option<String>,
     audience: Option<String>,
     authorization_params: Vec<(String, String)>,
+    login_query_params: Option<Vec<String>>,
     logout_params: Vec<(String, String)>,
     route_prefix: Option<String>,
     routes: OptionalRoutes,
@@ -340,6 +343,9 @@ impl AuthConfigBuilder {
                     ));
                 }
             });
+        }
+        if let Some(list) = get("AUTH_LOGIN_PARAMS") {
+            builder = builder.login_query_params(list.split(',').map(str::trim).filter(|p| !p.is_empty()));
         }
         for route in get("AUTH_ROUTES").iter().flat_map(|r| r.split(',')).map(str::trim).filter(|r| !r.is_empty()) {
             match route {
@@ -404,6 +410,20 @@ impl AuthConfigBuilder {
     /// An extra parameter for every authorization request (e.g. `organization`, `ui_locales`).
     pub fn authorization_param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.authorization_params.push((name.into(), value.into()));
+        self
+    }
+
+    /// The query parameters `/auth/login` passes on to the authorization request (default
+    /// [`DEFAULT_LOGIN_QUERY_PARAMS`]: `/auth/login?screen_hint=signup` works without a route of
+    /// the app's own). Others in the query are ignored; the parameters auth-layer sets itself
+    /// (`client_id`, `redirect_uri`, `state`, ...) are refused, here at build and in a query
+    /// with 400. An empty list passes none on.
+    pub fn login_query_params<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.login_query_params = Some(names.into_iter().map(Into::into).collect());
         self
     }
 
@@ -568,6 +588,18 @@ impl AuthConfigBuilder {
         if self.cookies.session_name.starts_with("__Host-") && host_only {
             return Err(invalid("cookie names", "a __Host- cookie needs Secure (https), no Domain and Path=/"));
         }
+        let login_query_params = self
+            .login_query_params
+            .unwrap_or_else(|| DEFAULT_LOGIN_QUERY_PARAMS.iter().map(|p| (*p).to_owned()).collect());
+        if let Some(reserved) = login_query_params.iter().find(|p| RESERVED_AUTHORIZATION_PARAMS.contains(&p.as_str()))
+        {
+            return Err(invalid("login_query_params", format!("`{reserved}` is set by auth-layer itself")));
+        }
+        if let Some((reserved, _)) =
+            self.authorization_params.iter().find(|(p, _)| RESERVED_AUTHORIZATION_PARAMS.contains(&p.as_str()))
+        {
+            return Err(invalid("authorization_param", format!("`{reserved}` is set by auth-layer itself")));
+        }
         Ok(AuthConfig {
             issuer,
             client_id,
@@ -577,6 +609,7 @@ impl AuthConfigBuilder {
             scope,
             audience: self.audience,
             authorization_params: self.authorization_params,
+            login_query_params,
             logout_params: self.logout_params,
             route_prefix,
             routes: self.routes,
@@ -594,6 +627,36 @@ impl AuthConfigBuilder {
         })
     }
 }
+
+/// The query parameters `/auth/login` passes on by default: Auth0's and OpenID Connect's
+/// per-login choices (sign-up screen, the account to prefill, the connection, organization and
+/// invitation, languages, prompt, maximum authentication age, requested ACR values).
+pub const DEFAULT_LOGIN_QUERY_PARAMS: &[&str] = &[
+    "screen_hint",
+    "login_hint",
+    "connection",
+    "organization",
+    "invitation",
+    "ui_locales",
+    "prompt",
+    "max_age",
+    "acr_values",
+];
+
+/// The authorization parameters auth-layer sets itself: never taken from a query, an option or
+/// the configuration.
+pub(crate) const RESERVED_AUTHORIZATION_PARAMS: &[&str] = &[
+    "response_type",
+    "response_mode",
+    "client_id",
+    "redirect_uri",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+    "request",
+    "request_uri",
+];
 
 /// A valid configuration for unit tests, its clock read from `now`.
 #[cfg(test)]
@@ -740,6 +803,22 @@ mod tests {
                 .unwrap_err();
             assert!(err.to_string().contains("route_prefix"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn login_query_params_default_to_the_per_login_choices_and_never_take_reserved_ones() {
+        let now = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let config = test_config(now.clone()).build().unwrap();
+        assert_eq!(config.login_query_params, DEFAULT_LOGIN_QUERY_PARAMS);
+        let own = test_config(now.clone()).login_query_params(["login_hint", "organization"]).build().unwrap();
+        assert_eq!(own.login_query_params, ["login_hint", "organization"]);
+        let err = test_config(now.clone()).login_query_params(["prompt", "redirect_uri"]).build().unwrap_err();
+        assert!(err.to_string().contains("redirect_uri"), "{err}");
+        let err = test_config(now).authorization_param("client_id", "other").build().unwrap_err();
+        assert!(err.to_string().contains("client_id"), "{err}");
+        let from_env =
+            AuthConfig::from_lookup(vars(&with(&[("AUTH_LOGIN_PARAMS", "login_hint, ui_locales")]))).unwrap();
+        assert_eq!(from_env.login_query_params, ["login_hint", "ui_locales"]);
     }
 
     #[test]

@@ -145,7 +145,8 @@ pub use client::{
     LoginResult, LogoutOptions, SharedState,
 };
 pub use config::{
-    AuthConfig, AuthConfigBuilder, Clock, ConfigError, CookieOptions, MIN_SECRET_LEN, SameSite, TokenEndpointAuth,
+    AuthConfig, AuthConfigBuilder, Clock, ConfigError, CookieOptions, DEFAULT_LOGIN_QUERY_PARAMS, MIN_SECRET_LEN,
+    SameSite, TokenEndpointAuth,
 };
 pub use error::{AuthError, Cause, ProviderError, StoreError};
 #[cfg(feature = "axum")]

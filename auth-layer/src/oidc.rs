@@ -209,7 +209,12 @@ impl RelyingParty {
     }
 
     /// A new authorization request: fresh `state`, `nonce` and PKCE S256 verifier.
-    pub(crate) fn authorization_request(&self, extra: &[(String, String)]) -> AuthorizationRequest {
+    pub(crate) fn authorization_request(
+        &self,
+        scope: &str,
+        audience: Option<&str>,
+        extra: &[(String, String)],
+    ) -> AuthorizationRequest {
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let state = crate::seal::random_token(32);
         let nonce = crate::seal::random_token(32);
@@ -222,27 +227,14 @@ impl RelyingParty {
                 move || Nonce::new(nonce_for_url),
             )
             .set_pkce_challenge(challenge);
-        for scope in self.config.scope.split_whitespace().filter(|s| *s != "openid") {
+        for scope in scope.split_whitespace().filter(|s| *s != "openid") {
             request = request.add_scope(Scope::new(scope.to_owned()));
         }
-        if let Some(audience) = &self.config.audience {
-            request = request.add_extra_param("audience", audience.clone());
+        if let Some(audience) = audience {
+            request = request.add_extra_param("audience", audience.to_owned());
         }
-        let reserved = [
-            "response_type",
-            "client_id",
-            "redirect_uri",
-            "state",
-            "nonce",
-            "code_challenge",
-            "code_challenge_method",
-            "scope",
-        ];
-        for (name, value) in self.config.authorization_params.iter().chain(extra) {
-            if reserved.contains(&name.as_str()) {
-                tracing::warn!(param = %name, "authorization parameter is set by auth-layer itself; ignored");
-                continue;
-            }
+        // The caller has taken `scope` and `audience` out and refused the reserved ones.
+        for (name, value) in extra {
             request = request.add_extra_param(name.clone(), value.clone());
         }
         let (url, _, _) = request.url();

@@ -583,3 +583,104 @@ async fn logout_is_local_when_the_provider_has_no_end_session_endpoint() {
     assert_eq!(logout.headers()["location"], env.url("/bye"));
     assert_logged_out(&browser, &env).await;
 }
+
+/// The authorization request `/auth/login?{query}` redirects to: its status and parameters.
+async fn login_redirect(env: &TestEnv, query: &str) -> (StatusCode, Vec<(String, String)>) {
+    let response = Browser::new().get(&env.url(&format!("/auth/login?{query}"))).await;
+    let status = response.status();
+    let params = response
+        .headers()
+        .get("location")
+        .map(|l| Url::parse(l.to_str().unwrap()).unwrap().query_pairs().into_owned().collect())
+        .unwrap_or_default();
+    (status, params)
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    params.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
+}
+
+#[tokio::test]
+async fn login_query_parameters_on_the_allowlist_reach_the_provider_and_others_do_not() {
+    let env = TestEnv::start().await;
+    let (status, params) =
+        login_redirect(&env, "screen_hint=signup&login_hint=ann%40example.com&ui_locales=fr&utm_source=mail").await;
+    assert_eq!(status, StatusCode::FOUND);
+    assert_eq!(param(&params, "screen_hint"), ["signup"]);
+    assert_eq!(param(&params, "login_hint"), ["ann@example.com"]);
+    assert_eq!(param(&params, "ui_locales"), ["fr"]);
+    assert!(param(&params, "utm_source").is_empty(), "not on the list: not passed on");
+    // The real provider takes them: a login with them completes.
+    let browser = Browser::new();
+    let start = browser.get(&env.url("/auth/login?login_hint=pat&prompt=login&max_age=0")).await;
+    let callback = browser.through_provider(start, "pat", &format!("{}/", env.app_url)).await;
+    assert_eq!(browser.get(&callback).await.status(), StatusCode::FOUND);
+    assert_eq!(profile(&browser, &env).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn reserved_repeated_or_bad_login_parameters_get_400_and_no_transaction() {
+    let env = TestEnv::start().await;
+    for query in [
+        "client_id=evil",
+        "redirect_uri=https%3A%2F%2Fevil.example%2Fcallback",
+        "state=chosen",
+        "code_challenge=chosen",
+        "response_type=token",
+        "max_age=soon",
+        "prompt=never",
+        "prompt=login&prompt=none",
+    ] {
+        let response = Browser::new().get(&env.url(&format!("/auth/login?{query}"))).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query}");
+        assert!(response.headers().get("set-cookie").is_none(), "{query}: no transaction cookie");
+    }
+}
+
+#[tokio::test]
+async fn the_app_chooses_which_login_parameters_pass() {
+    let env = TestEnv::start_custom_configured(
+        |config| config.login_query_params(["login_hint"]),
+        |client| axum::Router::new().layer(auth_layer::AuthLayer::new(client)),
+    )
+    .await;
+    let (status, params) = login_redirect(&env, "login_hint=pat&screen_hint=signup").await;
+    assert_eq!(status, StatusCode::FOUND);
+    assert_eq!(param(&params, "login_hint"), ["pat"]);
+    assert!(param(&params, "screen_hint").is_empty(), "off the app's list");
+}
+
+#[tokio::test]
+async fn a_login_with_its_own_scope_and_audience_asks_for_them_and_files_the_token_under_that_audience() {
+    async fn login_for_orders(State(client): State<AuthClient>) -> AxResponse {
+        let mut ctx = StoreContext::default();
+        let options = LoginOptions::default().scope("openid profile offline_access").audience("https://orders.example");
+        let url = client.start_login(&mut ctx, options).await.unwrap();
+        let mut response = Redirect::to(url.as_str()).into_response();
+        ctx.apply(response.headers_mut());
+        response
+    }
+    let env = TestEnv::start_custom_configured(
+        |config| config.audience("https://api.example"),
+        |client| {
+            axum::Router::new()
+                .route("/login-for-orders", axum::routing::get(login_for_orders))
+                .with_state(client.clone())
+                .layer(auth_layer::AuthLayer::new(client))
+        },
+    )
+    .await;
+    let browser = Browser::new();
+    let start = browser.get(&env.url("/login-for-orders")).await;
+    let authorize = Url::parse(start.headers()["location"].to_str().unwrap()).unwrap();
+    let params: Vec<(String, String)> = authorize.query_pairs().into_owned().collect();
+    assert_eq!(param(&params, "audience"), ["https://orders.example"], "this login's audience, once");
+    assert_eq!(param(&params, "scope"), ["openid profile offline_access"], "this login's scope");
+    let callback = browser.through_provider(start, "val", &format!("{}/", env.app_url)).await;
+    assert_eq!(browser.get(&callback).await.status(), StatusCode::FOUND);
+    let cookie = browser.cookie_header(&env.url("/"));
+    let session = env.client.session(&mut StoreContext::from_cookie_headers([&cookie.parse().unwrap()])).await;
+    let session = session.unwrap().expect("logged in");
+    let audiences: Vec<Option<&str>> = session.token_sets.iter().map(|s| s.audience.as_deref()).collect();
+    assert_eq!(audiences, [Some("https://orders.example")], "filed under the audience this login asked for");
+}

@@ -13,7 +13,7 @@ use serde_json::Value;
 use url::Url;
 
 use self::fleet::{Fleet, Lease};
-use crate::config::AuthConfig;
+use crate::config::{AuthConfig, RESERVED_AUTHORIZATION_PARAMS};
 use crate::error::AuthError;
 use crate::error::ProviderError;
 use crate::model::{SessionData, TokenSet, TransactionData, User};
@@ -29,10 +29,17 @@ use crate::store::{
 pub struct LoginOptions {
     /// Where to send the browser after login: a same-origin path; `/` when unset.
     pub return_to: Option<String>,
-    /// Extra authorization parameters for this login only (e.g. `prompt=login`, `screen_hint`).
+    /// Extra authorization parameters for this login only (e.g. `prompt=login`, `screen_hint`);
+    /// they replace configured ones of the same name. `scope` and `audience` here are this
+    /// login's scope and audience; the parameters auth-layer sets itself are refused.
     pub authorization_params: Vec<(String, String)>,
     /// Application state, given back by [`AuthClient::complete_login`].
     pub app_state: Option<Value>,
+    /// This login's scope, instead of the configured one (`openid` is always asked for).
+    pub scope: Option<String>,
+    /// This login's API audience, instead of the configured one: the access token is filed
+    /// under it.
+    pub audience: Option<String>,
 }
 
 /// What [`AuthClient::complete_login`] gives.
@@ -89,6 +96,20 @@ impl LoginOptions {
     #[must_use]
     pub fn app_state(mut self, state: Value) -> Self {
         self.app_state = Some(state);
+        self
+    }
+
+    /// Asks for `scope` in this login instead of the configured scope.
+    #[must_use]
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+
+    /// Asks for an access token for `audience` in this login instead of the configured one.
+    #[must_use]
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
         self
     }
 }
@@ -305,7 +326,36 @@ impl AuthClient {
             Some(target) => return_to::validate(target).map_err(|e| AuthError::InvalidRequest(e.into()))?.to_owned(),
             None => "/".to_owned(),
         };
-        let request = self.inner.rp.authorization_request(&options.authorization_params);
+        let config = &self.inner.config;
+        let mut scope = config.scope.clone();
+        let mut audience = config.audience.clone();
+        let mut params: Vec<(String, String)> = Vec::new();
+        // Configured parameters first; this login's replace those of the same name.
+        for (name, value) in config.authorization_params.iter().chain(&options.authorization_params) {
+            match name.as_str() {
+                reserved if RESERVED_AUTHORIZATION_PARAMS.contains(&reserved) => {
+                    return Err(AuthError::InvalidRequest(format!(
+                        "the authorization parameter `{reserved}` is set by auth-layer"
+                    )));
+                }
+                "scope" => scope.clone_from(value),
+                "audience" => audience = Some(value.clone()),
+                _ => {
+                    params.retain(|(n, _)| n != name);
+                    params.push((name.clone(), value.clone()));
+                }
+            }
+        }
+        if let Some(own) = options.scope {
+            scope = own;
+        }
+        if let Some(own) = options.audience {
+            audience = Some(own);
+        }
+        if !scope.split_whitespace().any(|s| s == "openid") {
+            scope = format!("openid {scope}").trim_end().to_owned();
+        }
+        let request = self.inner.rp.authorization_request(&scope, audience.as_deref(), &params);
         let transaction = TransactionData {
             state: request.state,
             nonce: request.nonce,
@@ -313,6 +363,8 @@ impl AuthClient {
             return_to,
             app_state: options.app_state,
             created_at: self.inner.config.clock.now(),
+            audience,
+            scope,
         };
         self.inner.transaction_store.set(ctx, &transaction).await?;
         Ok(request.url)
@@ -345,9 +397,16 @@ impl AuthClient {
         let now = self.inner.config.clock.now();
         let mut session = SessionData::new(User::from_id_token_claims(tokens.claims), tokens.id_token, now);
         session.refresh_token = tokens.refresh_token;
+        // Filed under what this login asked for (a transaction of an earlier version has no
+        // scope recorded: the configuration's then).
+        let (audience, asked) = if transaction.scope.is_empty() {
+            (self.inner.config.audience.clone(), self.inner.config.scope.clone())
+        } else {
+            (transaction.audience, transaction.scope)
+        };
         session.token_sets.push(TokenSet {
-            audience: self.inner.config.audience.clone(),
-            scope: tokens.scope.unwrap_or_else(|| self.inner.config.scope.clone()),
+            audience,
+            scope: tokens.scope.unwrap_or(asked),
             access_token: tokens.access_token,
             expires_at: tokens.expires_at,
         });

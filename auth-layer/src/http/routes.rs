@@ -10,7 +10,7 @@ use tracing::Instrument;
 
 use super::response::{error_response, redirect};
 use crate::client::{AccessTokenOptions, AuthClient, LoginOptions, LogoutOptions};
-use crate::config::OptionalRoutes;
+use crate::config::{OptionalRoutes, RESERVED_AUTHORIZATION_PARAMS};
 use crate::error::{AuthError, Chain};
 use crate::store::StoreContext;
 
@@ -100,8 +100,49 @@ async fn answer(client: AuthClient, route: Route, parts: Parts, body: RouteBody)
 
 async fn login(client: &AuthClient, ctx: &mut StoreContext, query: &str) -> Result<Response<Full<Bytes>>, AuthError> {
     let return_to = query_param(query, "returnTo")?;
-    let url = client.start_login(ctx, LoginOptions { return_to, ..LoginOptions::default() }).await?;
+    let mut options = LoginOptions { return_to, ..LoginOptions::default() };
+    options.authorization_params = login_params(query, &client.config().login_query_params)?;
+    let url = client.start_login(ctx, options).await?;
     Ok(redirect(url.as_str()))
+}
+
+/// The longest value of a login parameter passed on.
+const MAX_LOGIN_PARAM: usize = 512;
+
+/// The parameters of `/auth/login`'s query that go on to the authorization request: those in
+/// `allowed`, each checked. A parameter auth-layer sets itself, a repeated one or a bad value
+/// is refused (400); any other is ignored (tracking parameters, say).
+pub(crate) fn login_params(query: &str, allowed: &[String]) -> Result<Vec<(String, String)>, AuthError> {
+    if query.len() > MAX_QUERY {
+        return Err(AuthError::InvalidRequest("the query is too long".into()));
+    }
+    let mut params: Vec<(String, String)> = Vec::new();
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        if RESERVED_AUTHORIZATION_PARAMS.contains(&name.as_ref()) {
+            return Err(AuthError::InvalidRequest(format!("`{name}` is set by auth-layer, not by the query")));
+        }
+        if !allowed.iter().any(|a| *a == name) {
+            continue;
+        }
+        if params.iter().any(|(n, _)| *n == name) {
+            return Err(AuthError::InvalidRequest(format!("the query repeats `{name}`")));
+        }
+        let bad = |why: &str| AuthError::InvalidRequest(format!("`{name}`: {why}"));
+        if value.is_empty() || value.len() > MAX_LOGIN_PARAM || value.chars().any(char::is_control) {
+            return Err(bad("empty, too long, or with control characters"));
+        }
+        match name.as_ref() {
+            "max_age" if value.parse::<u32>().is_err() => return Err(bad("expected a number of seconds")),
+            "prompt"
+                if !value.split(' ').all(|p| ["none", "login", "consent", "select_account", "create"].contains(&p)) =>
+            {
+                return Err(bad("expected none, login, consent, select_account or create"));
+            }
+            _ => {}
+        }
+        params.push((name.into_owned(), value.into_owned()));
+    }
+    Ok(params)
 }
 
 async fn callback(
@@ -203,6 +244,38 @@ fn query_param(query: &str, name: &str) -> Result<Option<String>, AuthError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn login_parameters_pass_only_from_the_allowlist_and_reserved_or_bad_ones_are_refused() {
+        let allowed: Vec<String> = crate::config::DEFAULT_LOGIN_QUERY_PARAMS.iter().map(|p| (*p).to_owned()).collect();
+        let passed = login_params("screen_hint=signup&login_hint=a%40b.c&utm_source=mail&returnTo=%2Fx", &allowed);
+        assert_eq!(
+            passed.unwrap(),
+            [("screen_hint".to_owned(), "signup".to_owned()), ("login_hint".to_owned(), "a@b.c".to_owned())],
+            "tracking parameters and returnTo are not passed on"
+        );
+        assert_eq!(login_params("prompt=login%20consent&max_age=0", &allowed).unwrap().len(), 2);
+        for refused in [
+            "client_id=evil",
+            "redirect_uri=https%3A%2F%2Fevil.example%2Fcb",
+            "state=x",
+            "nonce=x",
+            "code_challenge=x",
+            "response_type=token",
+            "request_uri=urn%3Ax",
+            "max_age=soon",
+            "max_age=-1",
+            "prompt=never",
+            "prompt=login&prompt=none",
+            "screen_hint=",
+            "ui_locales=fr%0Aen",
+        ] {
+            assert!(login_params(refused, &allowed).is_err(), "{refused} must be refused");
+        }
+        assert!(login_params(&format!("login_hint={}", "a".repeat(600)), &allowed).is_err(), "too long");
+        let only_hint = ["login_hint".to_owned()];
+        assert_eq!(login_params("screen_hint=signup&login_hint=x", &only_hint).unwrap().len(), 1, "the app's list");
+    }
 
     #[test]
     fn only_exact_paths_under_the_prefix_are_routes() {

@@ -221,6 +221,14 @@ pub struct TransactionData {
     pub app_state: Option<Value>,
     /// When the login started (seconds since the Unix epoch).
     pub created_at: u64,
+    /// The API audience this login asked an access token for (the configured one, or this
+    /// login's own): the token is filed under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// The scope this login asked for: what the token is filed under when the provider does not
+    /// say what it granted.
+    #[serde(default)]
+    pub scope: String,
 }
 
 #[cfg(test)]
@@ -288,6 +296,8 @@ mod tests {
             code_verifier: "v".into(),
             return_to: "/".into(),
             app_state: None,
+            audience: None,
+            scope: "openid".into(),
             created_at: 1,
         };
         assert_eq!(tx.key(), "transaction:st");

@@ -114,6 +114,8 @@ mod tests {
             code_verifier: "v".into(),
             return_to: "/".into(),
             app_state: None,
+            audience: None,
+            scope: "openid".into(),
             created_at: 1_000,
         }
     }

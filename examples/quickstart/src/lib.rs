@@ -211,7 +211,8 @@ async fn home(session: Session, headers: HeaderMap) -> Response {
     let Some(data) = data else {
         return page(
             "<h1>auth-layer quickstart</h1><p id=\"status\">Logged out</p>\
-             <p><a id=\"login\" href=\"/auth/login\">Log in</a></p>",
+             <p><a id=\"login\" href=\"/auth/login\">Log in</a> \
+             <a id=\"signup\" href=\"/auth/login?screen_hint=signup\">Sign up</a></p>",
         )
         .into_response();
     };
