@@ -160,6 +160,7 @@ pub struct AuthConfig {
     pub(crate) logout_params: Vec<(String, String)>,
     pub(crate) route_prefix: String,
     pub(crate) routes: OptionalRoutes,
+    pub(crate) logout_by_get: bool,
     pub(crate) cookies: CookieOptions,
     pub(crate) secure_cookies: bool,
     pub(crate) absolute_duration: Duration,
@@ -287,6 +288,7 @@ pub struct AuthConfigBuilder {
     logout_params: Vec<(String, String)>,
     route_prefix: Option<String>,
     routes: OptionalRoutes,
+    logout_by_get: Option<bool>,
     cookies: CookieOptions,
     absolute_duration: Option<Duration>,
     inactivity_duration: Option<Duration>,
@@ -437,6 +439,15 @@ impl AuthConfigBuilder {
     /// Where the auth routes live; default `/auth`.
     pub fn route_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.route_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Whether `GET {prefix}/logout` logs out (default true), besides `POST`, which always
+    /// does (same-origin only). A `GET` logout can be set off by any page linking to it (a
+    /// nuisance, not a takeover: it only ends the session); turning it off leaves `POST`, which
+    /// a cross-site page cannot send (403).
+    pub fn logout_by_get(mut self, enabled: bool) -> Self {
+        self.logout_by_get = Some(enabled);
         self
     }
 
@@ -613,6 +624,7 @@ impl AuthConfigBuilder {
             logout_params: self.logout_params,
             route_prefix,
             routes: self.routes,
+            logout_by_get: self.logout_by_get.unwrap_or(true),
             cookies: self.cookies,
             secure_cookies,
             absolute_duration,

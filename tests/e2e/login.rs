@@ -684,3 +684,78 @@ async fn a_login_with_its_own_scope_and_audience_asks_for_them_and_files_the_tok
     let audiences: Vec<Option<&str>> = session.token_sets.iter().map(|s| s.audience.as_deref()).collect();
     assert_eq!(audiences, [Some("https://orders.example")], "filed under the audience this login asked for");
 }
+
+/// `POST /auth/logout` with `headers` from a logged-in browser: the status, and whether the
+/// session still answers afterwards.
+async fn post_logout(env: &TestEnv, browser: &Browser, headers: &[(&str, &str)]) -> (StatusCode, StatusCode) {
+    let mut request = browser.http.post(env.url("/auth/logout")).header("accept", "text/html");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let status = request.send().await.unwrap().status();
+    (status, profile(browser, env).await.status())
+}
+
+#[tokio::test]
+async fn post_logout_from_the_apps_own_pages_ends_the_session() {
+    let env = TestEnv::start().await;
+    for headers in [
+        vec![("sec-fetch-site", "same-origin")],
+        vec![("origin", env.app_url.as_str())],
+        // Neither: not a browser's cross-site form (browsers send one with every POST).
+        vec![],
+    ] {
+        let browser = Browser::new();
+        browser.login(&env.app_url, "pat").await;
+        let (status, after) = post_logout(&env, &browser, &headers).await;
+        assert_eq!(status, StatusCode::FOUND, "{headers:?}: redirected to the provider's logout");
+        assert_eq!(after, StatusCode::UNAUTHORIZED, "{headers:?}: the session is over");
+    }
+}
+
+#[tokio::test]
+async fn cross_site_post_logout_is_refused_and_the_session_stays() {
+    let env = TestEnv::start().await;
+    for headers in [
+        vec![("sec-fetch-site", "cross-site")],
+        vec![("sec-fetch-site", "same-site")],
+        vec![("origin", "https://evil.example")],
+        vec![("sec-fetch-site", "cross-site"), ("origin", env.app_url.as_str())],
+    ] {
+        let browser = Browser::new();
+        browser.login(&env.app_url, "pat").await;
+        let (status, after) = post_logout(&env, &browser, &headers).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{headers:?}");
+        assert_eq!(after, StatusCode::OK, "{headers:?}: the session stays");
+    }
+}
+
+#[tokio::test]
+async fn get_logout_can_be_turned_off_leaving_post() {
+    let env = TestEnv::start_custom_configured(
+        |config| config.logout_by_get(false),
+        |client| axum::Router::new().layer(auth_layer::AuthLayer::new(client)),
+    )
+    .await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "pat").await;
+    let get = browser.get(&env.url("/auth/logout")).await;
+    assert_eq!(get.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(get.headers()["allow"], "POST");
+    assert_eq!(profile(&browser, &env).await.status(), StatusCode::OK, "a GET no longer logs out");
+    let (status, after) = post_logout(&env, &browser, &[("sec-fetch-site", "same-origin")]).await;
+    assert_eq!((status, after), (StatusCode::FOUND, StatusCode::UNAUTHORIZED));
+}
+
+#[tokio::test]
+async fn logout_return_to_other_origins_is_refused() {
+    let env = TestEnv::start().await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "pat").await;
+    for target in ["https%3A%2F%2Fevil.example%2F", "%2F%2Fevil.example", "%2F%5Cevil.example", "javascript%3Aalert(1)"]
+    {
+        let response = browser.get(&env.url(&format!("/auth/logout?returnTo={target}"))).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{target}");
+        assert!(response.headers().get("location").is_none(), "{target}: no redirect anywhere");
+    }
+}

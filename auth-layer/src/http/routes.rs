@@ -45,10 +45,13 @@ impl Route {
         }
     }
 
-    fn allows(self, method: &Method) -> bool {
+    /// The methods the route answers (`logout_by_get`: whether `GET` logs out).
+    fn methods(self, logout_by_get: bool) -> &'static [Method] {
         match self {
-            Self::BackchannelLogout => method == Method::POST,
-            _ => method == Method::GET || method == Method::HEAD,
+            Self::BackchannelLogout => &[Method::POST],
+            Self::Logout if logout_by_get => &[Method::GET, Method::HEAD, Method::POST],
+            Self::Logout => &[Method::POST],
+            _ => &[Method::GET, Method::HEAD],
         }
     }
 }
@@ -69,17 +72,24 @@ pub(crate) async fn handle(client: AuthClient, route: Route, parts: Parts, body:
 }
 
 async fn answer(client: AuthClient, route: Route, parts: Parts, body: RouteBody) -> Response<Full<Bytes>> {
-    if !route.allows(&parts.method) {
-        let allow = if route == Route::BackchannelLogout { "POST" } else { "GET, HEAD" };
+    let methods = route.methods(client.config().logout_by_get);
+    if !methods.contains(&parts.method) {
+        let allow = methods.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
         let mut response = error_response(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             &format!("this route answers {allow} only"),
             &parts.headers,
         );
-        response.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+        if let Ok(allow) = HeaderValue::from_str(&allow) {
+            response.headers_mut().insert(ALLOW, allow);
+        }
         tracing::warn!(method = %parts.method, path = parts.uri.path(), "auth route called with a wrong method");
         return response;
+    }
+    if route == Route::Logout && parts.method == Method::POST && !same_origin(&parts.headers, client.config()) {
+        tracing::warn!("cross-site POST to the logout route refused");
+        return error_response(StatusCode::FORBIDDEN, "cross_site", "cross-site request refused", &parts.headers);
     }
     let query = parts.uri.query().unwrap_or("");
     let mut ctx = StoreContext::from_headers(&parts.headers);
@@ -104,6 +114,20 @@ async fn login(client: &AuthClient, ctx: &mut StoreContext, query: &str) -> Resu
     options.authorization_params = login_params(query, &client.config().login_query_params)?;
     let url = client.start_login(ctx, options).await?;
     Ok(redirect(url.as_str()))
+}
+
+/// Whether a state-changing request comes from the app's own pages: `Sec-Fetch-Site` (sent by
+/// every current browser) is `same-origin` or `none` (typed by the user), or, without it, the
+/// `Origin` is the app's. A request with neither is no browser's cross-site form (browsers
+/// send one of them with every POST) and passes.
+pub(crate) fn same_origin(headers: &http::HeaderMap, config: &crate::config::AuthConfig) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return matches!(site.as_bytes(), b"same-origin" | b"none");
+    }
+    match headers.get(http::header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        Some(origin) => origin == config.base_url().origin().ascii_serialization(),
+        None => true,
+    }
 }
 
 /// The longest value of a login parameter passed on.

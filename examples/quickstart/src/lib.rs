@@ -231,7 +231,8 @@ async fn home(session: Session, headers: HeaderMap) -> Response {
          <p>Access token expires <span id=\"token-expiry\">{token}</span></p>\
          <form method=\"post\" action=\"/refresh-token\"><button id=\"refresh\" type=\"submit\">Refresh the access token</button></form>\
          <h2>Claims</h2><pre id=\"claims\">{claims}</pre>\
-         <p><a href=\"/private\">Private page</a> · <a id=\"logout\" href=\"/auth/logout\">Log out</a></p>",
+         <p><a href=\"/private\">Private page</a></p>\
+         <form method=\"post\" action=\"/auth/logout\"><button id=\"logout\" type=\"submit\">Log out</button></form>",
         name = escape(data.user.name().unwrap_or(data.user.sub())),
         session = escape(&when(client.session_expires_at(data), now)),
         token = escape(&token),
