@@ -376,9 +376,19 @@ impl TestEnv {
         configure: impl FnOnce(auth_layer::AuthConfigBuilder) -> auth_layer::AuthConfigBuilder,
         build: impl FnOnce(AuthClient) -> axum::Router,
     ) -> Self {
+        Self::start_custom_with(ProviderOptions::default(), configure, build).await
+    }
+
+    /// [`start_custom_configured`](Self::start_custom_configured) against a provider started
+    /// with `provider`.
+    pub async fn start_custom_with(
+        provider: ProviderOptions,
+        configure: impl FnOnce(auth_layer::AuthConfigBuilder) -> auth_layer::AuthConfigBuilder,
+        build: impl FnOnce(AuthClient) -> axum::Router,
+    ) -> Self {
         let (port, listener) = bind();
         let app_url = format!("http://127.0.0.1:{port}");
-        let provider = Provider::start(&app_url, &ProviderOptions::default()).await;
+        let provider = Provider::start(&app_url, &provider).await;
         let clock_offset = Arc::new(AtomicU64::new(0));
         let config =
             configure(config_builder(&provider, &app_url, TokenEndpointAuth::ClientSecretBasic, clock_offset.clone()))
@@ -544,10 +554,21 @@ impl<B: auth_layer::backend::Backend> auth_layer::backend::Backend for CountingR
 /// For a test that builds its own layer and app: a provider that knows an app at a loopback URL,
 /// the app's configuration, its URL, and the listener to serve it on.
 pub async fn provider_for_own_app() -> (Provider, AuthConfig, String, tokio::net::TcpListener) {
+    provider_for_own_app_with(ProviderOptions::default(), |config| config).await
+}
+
+/// [`provider_for_own_app`] with a provider started with `options` and the configuration
+/// changed by `configure` (which may make it invalid for discovery: that is for the test).
+pub async fn provider_for_own_app_with(
+    options: ProviderOptions,
+    configure: impl FnOnce(auth_layer::AuthConfigBuilder) -> auth_layer::AuthConfigBuilder,
+) -> (Provider, AuthConfig, String, tokio::net::TcpListener) {
     let (port, listener) = bind();
     let app_url = format!("http://127.0.0.1:{port}");
-    let provider = Provider::start(&app_url, &ProviderOptions::default()).await;
-    let config = config(&provider, &app_url, TokenEndpointAuth::ClientSecretBasic, Arc::new(AtomicU64::new(0)));
+    let provider = Provider::start(&app_url, &options).await;
+    let builder =
+        config_builder(&provider, &app_url, TokenEndpointAuth::ClientSecretBasic, Arc::new(AtomicU64::new(0)));
+    let config = configure(builder).build().expect("test configuration");
     (provider, config, app_url, listener)
 }
 

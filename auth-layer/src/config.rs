@@ -56,6 +56,24 @@ pub enum TokenEndpointAuth {
     ClientSecretPost,
 }
 
+/// Where `/auth/logout` sends the browser after ending the session here (nextjs-auth0's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LogoutStrategy {
+    /// The provider's `end_session_endpoint` when it announces one; else, for an Auth0 domain
+    /// (`*.auth0.com`), Auth0's `/v2/logout`; else back to the app only (the user stays logged
+    /// in at the provider: the next login may be silent).
+    #[default]
+    Auto,
+    /// Always the provider's `end_session_endpoint`: discovery fails without one.
+    Oidc,
+    /// Always Auth0's `/v2/logout?client_id=...&returnTo=...` on the issuer's host (Auth0
+    /// tenants without OIDC logout, custom domains included).
+    V2,
+    /// Only here: straight back to the app, the provider's session left as it is.
+    Local,
+}
+
 /// The source of the current time, in seconds since the Unix epoch.
 ///
 /// The system clock by default; tests move time forward with [`Clock::from_fn`].
@@ -161,6 +179,7 @@ pub struct AuthConfig {
     pub(crate) route_prefix: String,
     pub(crate) routes: OptionalRoutes,
     pub(crate) logout_by_get: bool,
+    pub(crate) logout_strategy: LogoutStrategy,
     pub(crate) cookies: CookieOptions,
     pub(crate) secure_cookies: bool,
     pub(crate) absolute_duration: Duration,
@@ -191,6 +210,7 @@ impl AuthConfig {
     /// | `AUTH_SCOPE`, `AUTH_AUDIENCE` | optional; scope defaults to `openid profile email offline_access` |
     /// | `AUTH_TOKEN_ENDPOINT_AUTH` | optional: `client_secret_basic` (default) or `client_secret_post` |
     /// | `AUTH_ROUTES` | optional opt-in routes, comma-separated: `profile`, `access-token`, `backchannel-logout` |
+    /// | `AUTH_LOGOUT_STRATEGY` | optional: `auto` (default), `oidc`, `v2` or `local` ([`LogoutStrategy`]) |
     /// | `AUTH_LOGIN_PARAMS` | optional: the query parameters `/auth/login` passes on, comma-separated (default [`DEFAULT_LOGIN_QUERY_PARAMS`]) |
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
@@ -289,6 +309,7 @@ pub struct AuthConfigBuilder {
     route_prefix: Option<String>,
     routes: OptionalRoutes,
     logout_by_get: Option<bool>,
+    logout_strategy: LogoutStrategy,
     cookies: CookieOptions,
     absolute_duration: Option<Duration>,
     inactivity_duration: Option<Duration>,
@@ -342,6 +363,20 @@ impl AuthConfigBuilder {
                     return Err(invalid(
                         "AUTH_TOKEN_ENDPOINT_AUTH",
                         format!("`{other}`: expected client_secret_basic or client_secret_post"),
+                    ));
+                }
+            });
+        }
+        if let Some(strategy) = get("AUTH_LOGOUT_STRATEGY") {
+            builder = builder.logout_strategy(match strategy.as_str() {
+                "auto" => LogoutStrategy::Auto,
+                "oidc" => LogoutStrategy::Oidc,
+                "v2" => LogoutStrategy::V2,
+                "local" => LogoutStrategy::Local,
+                other => {
+                    return Err(invalid(
+                        "AUTH_LOGOUT_STRATEGY",
+                        format!("`{other}`: expected auto, oidc, v2 or local"),
                     ));
                 }
             });
@@ -448,6 +483,12 @@ impl AuthConfigBuilder {
     /// a cross-site page cannot send (403).
     pub fn logout_by_get(mut self, enabled: bool) -> Self {
         self.logout_by_get = Some(enabled);
+        self
+    }
+
+    /// Where logging out sends the browser: [`LogoutStrategy::Auto`] by default.
+    pub fn logout_strategy(mut self, strategy: LogoutStrategy) -> Self {
+        self.logout_strategy = strategy;
         self
     }
 
@@ -625,6 +666,7 @@ impl AuthConfigBuilder {
             route_prefix,
             routes: self.routes,
             logout_by_get: self.logout_by_get.unwrap_or(true),
+            logout_strategy: self.logout_strategy,
             cookies: self.cookies,
             secure_cookies,
             absolute_duration,

@@ -23,7 +23,7 @@ use openidconnect::{
 use serde_json::{Map, Value};
 use url::Url;
 
-use crate::config::{AuthConfig, TokenEndpointAuth};
+use crate::config::{AuthConfig, LogoutStrategy, TokenEndpointAuth};
 use crate::error::{Chain, ProviderError, cause};
 
 /// Who asks for a JWKS refetch, for an unknown `kid`. Each has a budget of its own, so that
@@ -131,7 +131,8 @@ pub(crate) struct RelyingParty {
     /// The same, for refetches asked for by logout tokens (a budget of their own).
     last_logout_jwks_refetch: tokio::sync::Mutex<Option<Instant>>,
     allowed_algs: Vec<CoreJwsSigningAlgorithm>,
-    end_session_endpoint: Option<Url>,
+    /// Where a logout sends the browser, by the configured strategy.
+    logout: LogoutTarget,
     /// Whether every authorization response must carry `iss` (RFC 9207, 2.4).
     requires_iss: bool,
     http: reqwest::Client,
@@ -164,8 +165,8 @@ impl RelyingParty {
         if allowed_algs.is_empty() {
             return Err(ProviderError::Discovery(cause("the provider announces no usable ID-token signing algorithm")));
         }
-        let end_session_endpoint =
-            metadata.additional_metadata().end_session_endpoint.as_ref().map(|u| u.url().clone());
+        let announced = metadata.additional_metadata().end_session_endpoint.as_ref().map(|u| u.url().clone());
+        let logout = logout_target(config.logout_strategy, announced, issuer.url())?;
         let requires_iss = metadata.additional_metadata().authorization_response_iss_parameter_supported;
         let jwks_uri = metadata.jwks_uri().clone();
         let jwks = metadata.jwks().clone();
@@ -190,7 +191,7 @@ impl RelyingParty {
             last_jwks_refetch: tokio::sync::Mutex::new(None),
             last_logout_jwks_refetch: tokio::sync::Mutex::new(None),
             allowed_algs,
-            end_session_endpoint,
+            logout,
             requires_iss,
             http,
             config: config.clone(),
@@ -450,24 +451,76 @@ impl RelyingParty {
         }
     }
 
-    /// The provider's end-session URL for this ID token, or `None` when it has none.
+    /// The provider's logout URL for this ID token, or `None` when the strategy logs out here
+    /// only.
     pub(crate) fn end_session_url(
         &self,
         id_token: Option<&str>,
         post_logout_redirect_uri: &Url,
         extra: &[(String, String)],
     ) -> Option<Url> {
-        let mut url = self.end_session_endpoint.clone()?;
+        let (mut url, oidc) = match &self.logout {
+            LogoutTarget::Oidc(url) => (url.clone(), true),
+            LogoutTarget::Auth0V2(url) => (url.clone(), false),
+            LogoutTarget::Local => return None,
+        };
         {
             let mut query = url.query_pairs_mut();
             query.extend_pairs(extra);
-            if let Some(hint) = id_token {
-                query.append_pair("id_token_hint", hint);
+            if oidc {
+                if let Some(hint) = id_token {
+                    query.append_pair("id_token_hint", hint);
+                }
+                query.append_pair("post_logout_redirect_uri", post_logout_redirect_uri.as_str());
+            } else {
+                query.append_pair("returnTo", post_logout_redirect_uri.as_str());
             }
-            query.append_pair("post_logout_redirect_uri", post_logout_redirect_uri.as_str());
             query.append_pair("client_id", self.client_id.as_str());
         }
         Some(url)
+    }
+}
+
+/// Where a logout sends the browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum LogoutTarget {
+    /// The provider's `end_session_endpoint` (RP-Initiated Logout).
+    Oidc(Url),
+    /// Auth0's `/v2/logout`.
+    Auth0V2(Url),
+    /// Nowhere: the session ends here only.
+    Local,
+}
+
+/// The logout target `strategy` gives, with the `end_session_endpoint` the provider
+/// `announced` (if any) and its `issuer`.
+fn logout_target(
+    strategy: LogoutStrategy,
+    announced: Option<Url>,
+    issuer: &Url,
+) -> Result<LogoutTarget, ProviderError> {
+    let auth0_v2 = || {
+        issuer
+            .join("/v2/logout")
+            .map(LogoutTarget::Auth0V2)
+            .map_err(|e| ProviderError::Discovery(cause(format!("no /v2/logout URL for the issuer: {e}"))))
+    };
+    let auth0_domain = issuer.host_str().is_some_and(|h| h.ends_with(".auth0.com"));
+    match (strategy, announced) {
+        (LogoutStrategy::Local, _) => Ok(LogoutTarget::Local),
+        (LogoutStrategy::V2, _) => auth0_v2(),
+        (LogoutStrategy::Oidc | LogoutStrategy::Auto, Some(url)) => Ok(LogoutTarget::Oidc(url)),
+        (LogoutStrategy::Oidc, None) => Err(ProviderError::Discovery(cause(
+            "the logout strategy is oidc but the provider announces no end_session_endpoint",
+        ))),
+        (_, None) if auth0_domain => auth0_v2(),
+        (_, None) => {
+            tracing::warn!(
+                "the provider announces no end_session_endpoint: logging out ends the session here only, \
+                 and the next login may be silent"
+            );
+            Ok(LogoutTarget::Local)
+        }
     }
 }
 
@@ -634,6 +687,32 @@ fn timestamp(secs: i64) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logout_strategies_choose_the_end_session_endpoint_auth0_v2_or_none() {
+        let url = |u: &str| Url::parse(u).unwrap();
+        let (tenant, other) = (url("https://tenant.eu.auth0.com/"), url("https://login.example.com/"));
+        let announced = Some(url("https://login.example.com/oidc/logout"));
+        let target =
+            |strategy, announced: &Option<Url>, issuer: &Url| logout_target(strategy, announced.clone(), issuer);
+        assert_eq!(
+            target(LogoutStrategy::Auto, &announced, &other).unwrap(),
+            LogoutTarget::Oidc(url("https://login.example.com/oidc/logout"))
+        );
+        assert_eq!(
+            target(LogoutStrategy::Auto, &None, &tenant).unwrap(),
+            LogoutTarget::Auth0V2(url("https://tenant.eu.auth0.com/v2/logout")),
+            "an Auth0 domain without OIDC logout: /v2/logout"
+        );
+        assert_eq!(target(LogoutStrategy::Auto, &None, &other).unwrap(), LogoutTarget::Local);
+        assert!(target(LogoutStrategy::Oidc, &None, &other).is_err(), "oidc needs an end_session_endpoint");
+        assert_eq!(
+            target(LogoutStrategy::V2, &announced, &other).unwrap(),
+            LogoutTarget::Auth0V2(url("https://login.example.com/v2/logout")),
+            "v2 on a custom domain"
+        );
+        assert_eq!(target(LogoutStrategy::Local, &announced, &tenant).unwrap(), LogoutTarget::Local);
+    }
 
     #[test]
     fn kid_is_read_from_the_jwt_header() {

@@ -759,3 +759,54 @@ async fn logout_return_to_other_origins_is_refused() {
         assert!(response.headers().get("location").is_none(), "{target}: no redirect anywhere");
     }
 }
+
+#[tokio::test]
+async fn logout_strategies_send_the_browser_where_they_say() {
+    use auth_layer::LogoutStrategy;
+    let app_only = |client| axum::Router::new().layer(auth_layer::AuthLayer::new(client));
+    // `local`: back to the app at once, though the provider has an end-session endpoint.
+    let env = TestEnv::start_custom_configured(|c| c.logout_strategy(LogoutStrategy::Local), app_only).await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "omar").await;
+    let logout = browser.get(&env.url("/auth/logout?returnTo=%2Fbye")).await;
+    assert_eq!(logout.headers()["location"], env.url("/bye"));
+    assert_logged_out(&browser, &env).await;
+    // `v2`: Auth0's logout URL on the issuer's host, with returnTo and client_id.
+    let env = TestEnv::start_custom_configured(|c| c.logout_strategy(LogoutStrategy::V2), app_only).await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "omar").await;
+    let logout = browser.get(&env.url("/auth/logout?returnTo=%2Fbye")).await;
+    let location = Url::parse(logout.headers()["location"].to_str().unwrap()).unwrap();
+    assert_eq!(location.as_str().split('?').next().unwrap(), format!("{}/v2/logout", env.provider.issuer));
+    let params: Vec<(String, String)> = location.query_pairs().into_owned().collect();
+    assert_eq!(param(&params, "returnTo"), [env.url("/bye").as_str()]);
+    assert_eq!(param(&params, "client_id"), ["test-app"]);
+    assert!(param(&params, "id_token_hint").is_empty(), "v2 takes no id_token_hint");
+    assert_logged_out(&browser, &env).await;
+    // `auto` (the default) on a provider with an end-session endpoint: OIDC logout.
+    let env = TestEnv::start().await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "omar").await;
+    let logout = browser.get(&env.url("/auth/logout")).await;
+    let location = logout.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with(&format!("{}/session/end", env.provider.issuer)), "{location}");
+    assert!(location.contains("id_token_hint="));
+}
+
+#[tokio::test]
+async fn the_oidc_logout_strategy_needs_an_end_session_endpoint() {
+    let (provider, config, _, _) = auth_layer_tests::provider_for_own_app_with(
+        ProviderOptions { no_end_session: true, ..ProviderOptions::default() },
+        |c| c.logout_strategy(auth_layer::LogoutStrategy::Oidc),
+    )
+    .await;
+    let err = AuthClient::new(config).await.unwrap_err();
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    assert!(text.contains("end_session_endpoint"), "{text}");
+    drop(provider);
+}
