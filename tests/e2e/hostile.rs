@@ -9,10 +9,15 @@ use serde_json::Value;
 
 /// Logs in while the provider follows `scenario`; returns the callback's status and error code.
 async fn login_under(scenario: &str) -> (TestEnv, Browser, StatusCode, Option<String>) {
+    login_at(scenario, "/auth/login").await
+}
+
+/// [`login_under`], starting at `login_path` (with its query).
+async fn login_at(scenario: &str, login_path: &str) -> (TestEnv, Browser, StatusCode, Option<String>) {
     let env = TestEnv::start_hostile().await;
     env.provider.set_scenario(scenario).await;
     let browser = Browser::new();
-    let callback = browser.start_and_authorize(&env.app_url, "mallory", "/auth/login").await;
+    let callback = browser.start_and_authorize(&env.app_url, "mallory", login_path).await;
     let response = browser.http.get(&callback).header("accept", "application/json").send().await.unwrap();
     let status = response.status();
     let sets_session = response
@@ -234,4 +239,21 @@ async fn a_refresh_refused_because_another_process_rotated_first_uses_the_newer_
     let stored = store.get(&mut request()).await.unwrap().expect("the session survives the lost race");
     assert_ne!(stored.refresh_token.as_deref(), Some("rt-hostile"), "the rotated refresh token is kept");
     assert!(stored.token_sets.iter().any(|s| s.access_token == from_a.access_token));
+}
+
+#[tokio::test]
+async fn a_login_that_sent_max_age_needs_a_recent_auth_time() {
+    for (scenario, accepted) in [("fresh-auth-time", true), ("stale-auth-time", false), ("ok", false)] {
+        let (env, browser, status, code) = login_at(scenario, "/auth/login?max_age=600").await;
+        if accepted {
+            assert_eq!(status, StatusCode::FOUND, "{scenario}");
+        } else {
+            // `ok` sends no auth_time at all.
+            assert_eq!((status, code.as_deref()), (StatusCode::BAD_REQUEST, Some("invalid_id_token")), "{scenario}");
+            let profile = browser.http.get(env.url("/auth/profile")).send().await.unwrap();
+            assert_eq!(profile.status(), StatusCode::UNAUTHORIZED, "{scenario}: no session");
+        }
+    }
+    // Without max_age, a stale auth_time is no concern of the login.
+    assert_accepted("stale-auth-time").await;
 }

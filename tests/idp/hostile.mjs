@@ -65,6 +65,8 @@ async function idToken(nonce) {
     case 'wrong-nonce': claims.nonce = 'not-the-nonce'; break;
     case 'no-nonce': delete claims.nonce; break;
     case 'no-sub': delete claims.sub; break;
+    case 'fresh-auth-time': claims.auth_time = now() - 5; break;
+    case 'stale-auth-time': claims.auth_time = now() - 3600; break;
     default: break;
   }
   return sign(claims, options);

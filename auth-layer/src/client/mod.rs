@@ -355,6 +355,14 @@ impl AuthClient {
         if !scope.split_whitespace().any(|s| s == "openid") {
             scope = format!("openid {scope}").trim_end().to_owned();
         }
+        let max_age = match params.iter().find(|(n, _)| n == "max_age") {
+            Some((_, value)) => Some(
+                value
+                    .parse::<u64>()
+                    .map_err(|_| AuthError::InvalidRequest("max_age: expected a number of seconds".into()))?,
+            ),
+            None => None,
+        };
         let request = self.inner.rp.authorization_request(&scope, audience.as_deref(), &params);
         let transaction = TransactionData {
             state: request.state,
@@ -365,6 +373,7 @@ impl AuthClient {
             created_at: self.inner.config.clock.now(),
             audience,
             scope,
+            max_age,
         };
         self.inner.transaction_store.set(ctx, &transaction).await?;
         Ok(request.url)
@@ -395,6 +404,9 @@ impl AuthClient {
         let code = params.code.ok_or_else(|| AuthError::InvalidRequest("the callback has no code".into()))?;
         let tokens = self.inner.rp.exchange_code(&code, &transaction.code_verifier, &transaction.nonce).await?;
         let now = self.inner.config.clock.now();
+        if let Some(max_age) = transaction.max_age {
+            check_auth_time(&tokens.claims, max_age, now, self.inner.config.clock_skew.as_secs())?;
+        }
         let mut session = SessionData::new(User::from_id_token_claims(tokens.claims), tokens.id_token, now);
         session.refresh_token = tokens.refresh_token;
         // Filed under what this login asked for (a transaction of an earlier version has no
@@ -681,6 +693,27 @@ struct RefreshNeed<'a> {
     force: bool,
 }
 
+/// OpenID Connect Core §3.1.2.1 and §3.1.3.7: a login that sent `max_age` needs the ID
+/// token's `auth_time`, and an authentication no older than `max_age` (plus the tolerance).
+fn check_auth_time(
+    claims: &serde_json::Map<String, Value>,
+    max_age: u64,
+    now: u64,
+    skew: u64,
+) -> Result<(), AuthError> {
+    let invalid = |why: String| AuthError::Provider(ProviderError::InvalidIdToken(why));
+    let Some(auth_time) = claims.get("auth_time").and_then(Value::as_u64) else {
+        return Err(invalid("max_age was sent but the ID token has no auth_time".into()));
+    };
+    if auth_time > now + skew {
+        return Err(invalid(format!("auth_time {auth_time} is in the future (now {now})")));
+    }
+    if now.saturating_sub(auth_time) > max_age + skew {
+        return Err(invalid(format!("the authentication at {auth_time} is older than max_age {max_age} (now {now})")));
+    }
+    Ok(())
+}
+
 /// The token set for `audience` that covers `scope` (any scope when `None`).
 fn find_token_set<'a>(sets: &'a [TokenSet], audience: Option<&str>, scope: Option<&str>) -> Option<&'a TokenSet> {
     sets.iter().filter(|s| s.audience.as_deref() == audience).find(|s| match scope {
@@ -783,6 +816,22 @@ mod tests {
         assert!(touched(9_600).renewal_due(&eager, 10_000), "600 s left, threshold 900: renew");
         let lazy = config(Some(100));
         assert!(!touched(9_400).renewal_due(&lazy, 10_000), "400 s left, threshold 100: no write");
+    }
+
+    #[test]
+    fn auth_time_must_be_present_and_recent_when_max_age_was_sent() {
+        let claims = |auth_time: Option<u64>| {
+            let mut claims = serde_json::Map::new();
+            if let Some(at) = auth_time {
+                claims.insert("auth_time".into(), at.into());
+            }
+            claims
+        };
+        assert!(check_auth_time(&claims(Some(9_990)), 60, 10_000, 60).is_ok());
+        assert!(check_auth_time(&claims(Some(9_890)), 60, 10_000, 60).is_ok(), "within max_age and the skew");
+        assert!(check_auth_time(&claims(Some(9_800)), 60, 10_000, 60).is_err(), "too old");
+        assert!(check_auth_time(&claims(None), 60, 10_000, 60).is_err(), "missing");
+        assert!(check_auth_time(&claims(Some(20_000)), 60, 10_000, 60).is_err(), "in the future");
     }
 
     #[test]

@@ -229,6 +229,10 @@ pub struct TransactionData {
     /// say what it granted.
     #[serde(default)]
     pub scope: String,
+    /// The `max_age` this login sent: the ID token's `auth_time` must then be present and no
+    /// older than this (with the clock tolerance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<u64>,
 }
 
 #[cfg(test)]
@@ -298,6 +302,7 @@ mod tests {
             app_state: None,
             audience: None,
             scope: "openid".into(),
+            max_age: None,
             created_at: 1,
         };
         assert_eq!(tx.key(), "transaction:st");

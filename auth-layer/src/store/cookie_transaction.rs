@@ -116,6 +116,7 @@ mod tests {
             app_state: None,
             audience: None,
             scope: "openid".into(),
+            max_age: None,
             created_at: 1_000,
         }
     }
