@@ -810,3 +810,33 @@ async fn the_oidc_logout_strategy_needs_an_end_session_endpoint() {
     assert!(text.contains("end_session_endpoint"), "{text}");
     drop(provider);
 }
+
+/// Logs in as `user` through `/auth/login?{query}`: the callback's status, and the profile.
+async fn login_with(env: &TestEnv, query: &str, user: &str) -> (StatusCode, Option<serde_json::Value>) {
+    let browser = Browser::new();
+    let callback = browser.start_and_authorize(&env.app_url, user, &format!("/auth/login?{query}")).await;
+    let status = browser.http.get(&callback).header("accept", "application/json").send().await.unwrap().status();
+    let me = profile(&browser, env).await;
+    let me = (me.status() == StatusCode::OK).then_some(me.json().await.unwrap());
+    (status, me)
+}
+
+#[tokio::test]
+async fn a_login_to_an_organization_needs_the_id_token_to_name_it() {
+    let env = TestEnv::start().await;
+    // The test provider's "ann.acme" is a member of org_acme, named "acme".
+    let (status, me) = login_with(&env, "organization=org_acme", "ann.acme").await;
+    assert_eq!(status, StatusCode::FOUND, "by id");
+    assert_eq!(me.unwrap()["org_id"], "org_acme", "the session knows the organization");
+    let (status, _) = login_with(&env, "organization=ACME", "ann.acme").await;
+    assert_eq!(status, StatusCode::FOUND, "by name, case-insensitively");
+    for (query, user) in
+        [("organization=org_globex", "ann.acme"), ("organization=globex", "ann.acme"), ("organization=org_acme", "pat")]
+    {
+        let (status, me) = login_with(&env, query, user).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query} as {user}");
+        assert!(me.is_none(), "{query} as {user}: no session");
+    }
+    // No organization asked for: a member logs in as anyone does.
+    assert_eq!(login_with(&env, "", "ann.acme").await.0, StatusCode::FOUND);
+}

@@ -26,7 +26,9 @@
 //
 // Accounts: any login name is accepted with any password. The account's `name` is the login
 // capitalised, its email is login@example.test; a login starting with "big" carries a 6 KB `bio`
-// claim, so that the relying party's session outgrows one cookie.
+// claim, so that the relying party's session outgrows one cookie; a login with a dot is a member
+// of an organization, Auth0-style claims in the ID token ("ann.acme": org_id org_acme, org_name
+// acme).
 import http from 'node:http';
 import { generateKeyPairSync } from 'node:crypto';
 import { SignJWT, importJWK } from 'jose';
@@ -44,6 +46,12 @@ function claimsFor(id) {
   };
   if (id.startsWith('big')) {
     claims.bio = 'x'.repeat(6000);
+  }
+  // A member of an organization: "ann.acme" is in org_acme, named "acme".
+  const org = id.split('.')[1];
+  if (org) {
+    claims.org_id = `org_${org}`;
+    claims.org_name = org;
   }
   return claims;
 }
@@ -89,7 +97,7 @@ const configuration = {
   pkce: { required: () => true },
   conformIdTokenClaims: false,
   claims: {
-    openid: ['sub'],
+    openid: ['sub', 'org_id', 'org_name'],
     email: ['email', 'email_verified'],
     profile: ['name', 'nickname', 'bio'],
   },

@@ -99,6 +99,19 @@ impl LoginOptions {
         self
     }
 
+    /// Logs in to `organization` (Auth0 Organizations: an `org_...` id or a name); the ID
+    /// token must then name it.
+    #[must_use]
+    pub fn organization(self, organization: impl Into<String>) -> Self {
+        self.param("organization", organization)
+    }
+
+    /// Accepts an organization invitation (the `invitation` of an Auth0 invitation link).
+    #[must_use]
+    pub fn invitation(self, invitation: impl Into<String>) -> Self {
+        self.param("invitation", invitation)
+    }
+
     /// Asks for `scope` in this login instead of the configured scope.
     #[must_use]
     pub fn scope(mut self, scope: impl Into<String>) -> Self {
@@ -363,6 +376,7 @@ impl AuthClient {
             ),
             None => None,
         };
+        let organization = params.iter().find(|(n, _)| n == "organization").map(|(_, v)| v.clone());
         let request = self.inner.rp.authorization_request(&scope, audience.as_deref(), &params);
         let transaction = TransactionData {
             state: request.state,
@@ -374,6 +388,7 @@ impl AuthClient {
             audience,
             scope,
             max_age,
+            organization,
         };
         self.inner.transaction_store.set(ctx, &transaction).await?;
         Ok(request.url)
@@ -406,6 +421,9 @@ impl AuthClient {
         let now = self.inner.config.clock.now();
         if let Some(max_age) = transaction.max_age {
             check_auth_time(&tokens.claims, max_age, now, self.inner.config.clock_skew.as_secs())?;
+        }
+        if let Some(organization) = &transaction.organization {
+            check_organization(&tokens.claims, organization)?;
         }
         let mut session = SessionData::new(User::from_id_token_claims(tokens.claims), tokens.id_token, now);
         session.refresh_token = tokens.refresh_token;
@@ -714,6 +732,25 @@ fn check_auth_time(
     Ok(())
 }
 
+/// Auth0's rule for a login that asked for an `organization`: an `org_`-prefixed value is an
+/// id and must equal the ID token's `org_id`; any other value is a name and must equal its
+/// `org_name`, case-insensitively; a missing claim is a refusal (the user may not be a member).
+fn check_organization(claims: &serde_json::Map<String, Value>, organization: &str) -> Result<(), AuthError> {
+    let invalid = |why: String| AuthError::Provider(ProviderError::InvalidIdToken(why));
+    let (claim, matches): (&str, &dyn Fn(&str) -> bool) = if organization.starts_with("org_") {
+        ("org_id", &|got| got == organization)
+    } else {
+        ("org_name", &|got| got.to_lowercase() == organization.to_lowercase())
+    };
+    match claims.get(claim).and_then(Value::as_str) {
+        Some(got) if matches(got) => Ok(()),
+        Some(got) => Err(invalid(format!("{claim} `{got}` is not the organization `{organization}` asked for"))),
+        None => {
+            Err(invalid(format!("the organization `{organization}` was asked for but the ID token has no {claim}")))
+        }
+    }
+}
+
 /// The token set for `audience` that covers `scope` (any scope when `None`).
 fn find_token_set<'a>(sets: &'a [TokenSet], audience: Option<&str>, scope: Option<&str>) -> Option<&'a TokenSet> {
     sets.iter().filter(|s| s.audience.as_deref() == audience).find(|s| match scope {
@@ -816,6 +853,20 @@ mod tests {
         assert!(touched(9_600).renewal_due(&eager, 10_000), "600 s left, threshold 900: renew");
         let lazy = config(Some(100));
         assert!(!touched(9_400).renewal_due(&lazy, 10_000), "400 s left, threshold 100: no write");
+    }
+
+    #[test]
+    fn organizations_are_checked_by_id_or_by_name_case_insensitively() {
+        let claims = serde_json::json!({"org_id": "org_acme", "org_name": "Acme"}).as_object().unwrap().clone();
+        assert!(check_organization(&claims, "org_acme").is_ok());
+        assert!(check_organization(&claims, "org_other").is_err(), "another id");
+        assert!(check_organization(&claims, "acme").is_ok(), "a name, any case");
+        assert!(check_organization(&claims, "ACME").is_ok());
+        assert!(check_organization(&claims, "globex").is_err(), "another name");
+        assert!(check_organization(&claims, "org_ACME").is_err(), "ids are exact");
+        let none = serde_json::Map::new();
+        assert!(check_organization(&none, "org_acme").is_err(), "missing org_id");
+        assert!(check_organization(&none, "acme").is_err(), "missing org_name");
     }
 
     #[test]

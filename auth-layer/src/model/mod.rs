@@ -64,6 +64,16 @@ impl User {
         self.claim_str("sid")
     }
 
+    /// The organization the user logged in to (Auth0's `org_id` claim), when there was one.
+    pub fn org_id(&self) -> Option<&str> {
+        self.claim_str("org_id")
+    }
+
+    /// The organization's name (Auth0's `org_name` claim), when the provider sent it.
+    pub fn org_name(&self) -> Option<&str> {
+        self.claim_str("org_name")
+    }
+
     /// Any claim, by name.
     pub fn claim(&self, name: &str) -> Option<&Value> {
         self.claims.get(name)
@@ -233,6 +243,10 @@ pub struct TransactionData {
     /// older than this (with the clock tolerance).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age: Option<u64>,
+    /// The `organization` this login asked for: the ID token must name it (`org_id`, or
+    /// `org_name` for a name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
 }
 
 #[cfg(test)]
@@ -303,6 +317,7 @@ mod tests {
             audience: None,
             scope: "openid".into(),
             max_age: None,
+            organization: None,
             created_at: 1,
         };
         assert_eq!(tx.key(), "transaction:st");

@@ -117,6 +117,7 @@ mod tests {
             audience: None,
             scope: "openid".into(),
             max_age: None,
+            organization: None,
             created_at: 1_000,
         }
     }
