@@ -69,6 +69,8 @@ pub struct ProviderOptions {
     pub rotate_refresh: bool,
     /// Register the client without the refresh_token grant: no refresh token is issued.
     pub no_refresh: bool,
+    /// Require pushed authorization requests (RFC 9126): plain ones are refused.
+    pub require_par: bool,
 }
 
 /// A running `oidc-provider`, stopped when dropped.
@@ -239,6 +241,9 @@ fn provider_command(port: u16, app_url: &str, options: &ProviderOptions) -> Comm
     if options.rotate_refresh {
         command.env("ROTATE_REFRESH", "1");
     }
+    if options.require_par {
+        command.env("REQUIRE_PAR", "1");
+    }
     command
 }
 
@@ -332,11 +337,19 @@ impl TestEnv {
 
     /// The quickstart app (cookie sessions) against the hostile test provider.
     pub async fn start_hostile() -> Self {
+        Self::start_hostile_configured(|config| config).await
+    }
+
+    /// [`start_hostile`](Self::start_hostile), the configuration changed by `configure`.
+    pub async fn start_hostile_configured(
+        configure: impl FnOnce(auth_layer::AuthConfigBuilder) -> auth_layer::AuthConfigBuilder,
+    ) -> Self {
         let (port, listener) = bind();
         let app_url = format!("http://127.0.0.1:{port}");
         let provider = Provider::start_hostile(&app_url).await;
         let clock_offset = Arc::new(AtomicU64::new(0));
-        let config = config(&provider, &app_url, TokenEndpointAuth::ClientSecretBasic, clock_offset.clone());
+        let builder = config_builder(&provider, &app_url, TokenEndpointAuth::ClientSecretBasic, clock_offset.clone());
+        let config = configure(builder).build().expect("test configuration");
         let auth = quickstart::auth_layer(config, quickstart::StoreChoice::Cookie).await.expect("discovery");
         let client = auth.client().clone();
         let app = quickstart::app(auth);

@@ -180,6 +180,7 @@ pub struct AuthConfig {
     pub(crate) routes: OptionalRoutes,
     pub(crate) logout_by_get: bool,
     pub(crate) logout_strategy: LogoutStrategy,
+    pub(crate) pushed_authorization: Option<bool>,
     pub(crate) cookies: CookieOptions,
     pub(crate) secure_cookies: bool,
     pub(crate) absolute_duration: Duration,
@@ -310,6 +311,7 @@ pub struct AuthConfigBuilder {
     routes: OptionalRoutes,
     logout_by_get: Option<bool>,
     logout_strategy: LogoutStrategy,
+    pushed_authorization: Option<bool>,
     cookies: CookieOptions,
     absolute_duration: Option<Duration>,
     inactivity_duration: Option<Duration>,
@@ -483,6 +485,17 @@ impl AuthConfigBuilder {
     /// a cross-site page cannot send (403).
     pub fn logout_by_get(mut self, enabled: bool) -> Self {
         self.logout_by_get = Some(enabled);
+        self
+    }
+
+    /// Pushed Authorization Requests (RFC 9126): with `true`, every login's parameters are
+    /// first posted to the provider's `pushed_authorization_request_endpoint` (with the
+    /// client's credentials) and the browser's redirect carries only `client_id` and
+    /// `request_uri`; discovery fails when the provider has no such endpoint. With `false`,
+    /// never; discovery fails when the provider requires them. Unset (the default): used
+    /// exactly when the provider's metadata says `require_pushed_authorization_requests`.
+    pub fn pushed_authorization_requests(mut self, enabled: bool) -> Self {
+        self.pushed_authorization = Some(enabled);
         self
     }
 
@@ -667,6 +680,7 @@ impl AuthConfigBuilder {
             routes: self.routes,
             logout_by_get: self.logout_by_get.unwrap_or(true),
             logout_strategy: self.logout_strategy,
+            pushed_authorization: self.pushed_authorization,
             cookies: self.cookies,
             secure_cookies,
             absolute_duration,

@@ -24,7 +24,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use crate::config::{AuthConfig, LogoutStrategy, TokenEndpointAuth};
-use crate::error::{Chain, ProviderError, cause};
+use crate::error::{AuthError, Chain, ProviderError, cause};
 
 /// Who asks for a JWKS refetch, for an unknown `kid`. Each has a budget of its own, so that
 /// input anyone can send (a forged logout token naming made-up keys) cannot spend the one
@@ -97,6 +97,12 @@ struct ProviderExtras {
     /// RFC 9207: the provider puts `iss` in every authorization response.
     #[serde(default)]
     authorization_response_iss_parameter_supported: bool,
+    /// RFC 9126: where authorization requests are pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pushed_authorization_request_endpoint: Option<String>,
+    /// RFC 9126: the provider takes no authorization request that was not pushed.
+    #[serde(default)]
+    require_pushed_authorization_requests: bool,
 }
 
 impl openidconnect::AdditionalProviderMetadata for ProviderExtras {}
@@ -133,6 +139,8 @@ pub(crate) struct RelyingParty {
     allowed_algs: Vec<CoreJwsSigningAlgorithm>,
     /// Where a logout sends the browser, by the configured strategy.
     logout: LogoutTarget,
+    /// Where authorization requests are pushed first (RFC 9126), when they are.
+    par_endpoint: Option<Url>,
     /// Whether every authorization response must carry `iss` (RFC 9207, 2.4).
     requires_iss: bool,
     http: reqwest::Client,
@@ -167,6 +175,12 @@ impl RelyingParty {
         }
         let announced = metadata.additional_metadata().end_session_endpoint.as_ref().map(|u| u.url().clone());
         let logout = logout_target(config.logout_strategy, announced, issuer.url())?;
+        let extras = metadata.additional_metadata();
+        let par_endpoint = par_endpoint(
+            config.pushed_authorization,
+            extras.pushed_authorization_request_endpoint.as_deref(),
+            extras.require_pushed_authorization_requests,
+        )?;
         let requires_iss = metadata.additional_metadata().authorization_response_iss_parameter_supported;
         let jwks_uri = metadata.jwks_uri().clone();
         let jwks = metadata.jwks().clone();
@@ -192,6 +206,7 @@ impl RelyingParty {
             last_logout_jwks_refetch: tokio::sync::Mutex::new(None),
             allowed_algs,
             logout,
+            par_endpoint,
             requires_iss,
             http,
             config: config.clone(),
@@ -240,6 +255,58 @@ impl RelyingParty {
         }
         let (url, _, _) = request.url();
         AuthorizationRequest { url, state, nonce, code_verifier: verifier.secret().clone() }
+    }
+
+    /// `request` as the browser's redirect: as it is, or, with pushed authorization requests,
+    /// its parameters posted to the provider (with the client's credentials) and the redirect
+    /// reduced to `client_id` and the `request_uri` the provider answered.
+    pub(crate) async fn redirect_for(&self, request: &AuthorizationRequest) -> Result<Url, AuthError> {
+        let Some(endpoint) = &self.par_endpoint else { return Ok(request.url.clone()) };
+        let params: Vec<(String, String)> = request.url.query_pairs().into_owned().collect();
+        let mut post = self.http.post(endpoint.clone()).header(reqwest::header::ACCEPT, "application/json");
+        match self.config.token_endpoint_auth {
+            TokenEndpointAuth::ClientSecretPost => {
+                post = post.form(
+                    &[params.as_slice(), &[("client_secret".into(), self.client_secret.secret().clone())]].concat(),
+                );
+            }
+            _ => {
+                // RFC 6749 2.3.1: both form-encoded before Basic.
+                let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+                post = post
+                    .basic_auth(encode(self.client_id.as_str()), Some(encode(self.client_secret.secret())))
+                    .form(&params);
+            }
+        }
+        let response = post.send().await.map_err(|e| AuthError::Provider(ProviderError::Unreachable(cause(e))))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| AuthError::Provider(ProviderError::Unreachable(cause(e))))?;
+        let json: Option<Value> = serde_json::from_slice(&body).ok();
+        if status.is_client_error()
+            && let Some(error) = json.as_ref().and_then(|j| j.get("error")).and_then(Value::as_str)
+        {
+            let description = json.as_ref().and_then(|j| j.get("error_description")).and_then(Value::as_str);
+            tracing::warn!(error, description, "the provider refused the pushed authorization request");
+            return Err(AuthError::ProviderRefused {
+                error: error.to_owned(),
+                description: description.map(str::to_owned),
+            });
+        }
+        let request_uri = json
+            .as_ref()
+            .filter(|_| status.is_success())
+            .and_then(|j| j.get("request_uri"))
+            .and_then(Value::as_str)
+            .filter(|uri| !uri.is_empty() && uri.len() <= 2048);
+        let Some(request_uri) = request_uri else {
+            return Err(AuthError::Provider(ProviderError::BadTokenResponse(format!(
+                "the pushed authorization request endpoint answered {status} without a request_uri"
+            ))));
+        };
+        let mut url = request.url.clone();
+        url.set_query(None);
+        url.query_pairs_mut().append_pair("client_id", self.client_id.as_str()).append_pair("request_uri", request_uri);
+        Ok(url)
     }
 
     /// Exchanges an authorization code and checks the ID token against `nonce`.
@@ -478,6 +545,25 @@ impl RelyingParty {
             query.append_pair("client_id", self.client_id.as_str());
         }
         Some(url)
+    }
+}
+
+/// Where logins are pushed (RFC 9126), by the setting (`None`: as the provider requires) and
+/// the provider's metadata.
+fn par_endpoint(setting: Option<bool>, announced: Option<&str>, required: bool) -> Result<Option<Url>, ProviderError> {
+    let discovery = |why: String| ProviderError::Discovery(cause(why));
+    let endpoint = announced
+        .map(|url| Url::parse(url).map_err(|e| discovery(format!("pushed_authorization_request_endpoint: {e}"))))
+        .transpose()?;
+    match (setting.unwrap_or(required), endpoint) {
+        (true, Some(endpoint)) => Ok(Some(endpoint)),
+        (true, None) => {
+            Err(discovery("pushed authorization requests are on but the provider announces no endpoint".into()))
+        }
+        (false, _) if required => {
+            Err(discovery("the provider requires pushed authorization requests and they are turned off".into()))
+        }
+        (false, _) => Ok(None),
     }
 }
 

@@ -257,3 +257,27 @@ async fn a_login_that_sent_max_age_needs_a_recent_auth_time() {
     // Without max_age, a stale auth_time is no concern of the login.
     assert_accepted("stale-auth-time").await;
 }
+
+#[tokio::test]
+async fn pushed_authorization_request_failures_are_clean_errors_and_save_no_transaction() {
+    let env = TestEnv::start_hostile_configured(|c| c.pushed_authorization_requests(true)).await;
+    for (scenario, status, code) in [
+        ("par-400", StatusCode::BAD_REQUEST, "provider_refused"),
+        ("par-500", StatusCode::BAD_GATEWAY, "bad_token_response"),
+        ("par-garbage", StatusCode::BAD_GATEWAY, "bad_token_response"),
+        ("par-no-uri", StatusCode::BAD_GATEWAY, "bad_token_response"),
+    ] {
+        env.provider.set_scenario(scenario).await;
+        let response =
+            Browser::new().http.get(env.url("/auth/login")).header("accept", "application/json").send().await.unwrap();
+        assert_eq!(response.status(), status, "{scenario}");
+        assert!(response.headers().get("set-cookie").is_none(), "{scenario}: no transaction saved");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], code, "{scenario}");
+    }
+    env.provider.set_scenario("ok").await;
+    let pushed = Browser::new().get(&env.url("/auth/login")).await;
+    assert_eq!(pushed.status(), StatusCode::FOUND);
+    let location = pushed.headers()["location"].to_str().unwrap();
+    assert!(location.contains("request_uri=urn%3Aietf%3Aparams%3Aoauth%3Arequest_uri%3Ahostile"), "{location}");
+}

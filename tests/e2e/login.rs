@@ -840,3 +840,61 @@ async fn a_login_to_an_organization_needs_the_id_token_to_name_it() {
     // No organization asked for: a member logs in as anyone does.
     assert_eq!(login_with(&env, "", "ann.acme").await.0, StatusCode::FOUND);
 }
+
+#[tokio::test]
+async fn logins_are_pushed_when_the_provider_requires_it_and_a_plain_request_is_refused() {
+    let provider = ProviderOptions { require_par: true, ..ProviderOptions::default() };
+    let env = TestEnv::start_with(EnvOptions { provider, ..EnvOptions::default() }).await;
+    let (status, params) = login_redirect(&env, "screen_hint=signup").await;
+    assert_eq!(status, StatusCode::FOUND);
+    let names: Vec<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["client_id", "request_uri"], "the browser carries only these: {params:?}");
+    let browser = Browser::new();
+    browser.login(&env.app_url, "pat").await;
+    assert_eq!(profile(&browser, &env).await.status(), StatusCode::OK, "a pushed login completes");
+
+    // The same provider refuses an authorization request that was not pushed.
+    let mut plain = Url::parse(&format!("{}/auth", env.provider.issuer)).unwrap();
+    plain
+        .query_pairs_mut()
+        .append_pair("client_id", "test-app")
+        .append_pair("response_type", "code")
+        .append_pair("redirect_uri", &env.url("/auth/callback"))
+        .append_pair("scope", "openid")
+        .append_pair("state", "s")
+        .append_pair("code_challenge", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM")
+        .append_pair("code_challenge_method", "S256");
+    let refused = Browser::new().get(plain.as_str()).await;
+    let location = refused.headers().get("location").map(|l| l.to_str().unwrap().to_owned()).unwrap_or_default();
+    assert!(
+        refused.status() == StatusCode::BAD_REQUEST || location.contains("error=invalid_request"),
+        "a plain request is refused: {} {location}",
+        refused.status()
+    );
+}
+
+#[tokio::test]
+async fn pushed_authorization_requests_can_be_turned_on_or_must_not_be_off_when_required() {
+    use auth_layer::AuthLayer;
+    // On, against a provider that takes them without requiring them.
+    let env = TestEnv::start_custom_configured(
+        |c| c.pushed_authorization_requests(true),
+        |client| axum::Router::new().layer(AuthLayer::new(client)),
+    )
+    .await;
+    let (_, params) = login_redirect(&env, "").await;
+    assert!(param(&params, "request_uri").len() == 1 && param(&params, "state").is_empty(), "{params:?}");
+    let browser = Browser::new();
+    browser.login(&env.app_url, "pat").await;
+    assert_eq!(profile(&browser, &env).await.status(), StatusCode::OK);
+    // Off, against a provider that requires them: the client does not start.
+    let (provider, config, _, _) = auth_layer_tests::provider_for_own_app_with(
+        ProviderOptions { require_par: true, ..ProviderOptions::default() },
+        |c| c.pushed_authorization_requests(false),
+    )
+    .await;
+    let err = AuthClient::new(config).await.unwrap_err();
+    let chain = format!("{err}: {}", std::error::Error::source(&err).map(|s| s.to_string()).unwrap_or_default());
+    assert!(chain.contains("pushed"), "{chain}");
+    drop(provider);
+}

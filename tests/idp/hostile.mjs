@@ -135,6 +135,7 @@ const server = http.createServer(async (req, res) => {
         token_endpoint: `${issuer}/token`,
         jwks_uri: `${issuer}/jwks`,
         end_session_endpoint: `${issuer}/session/end`,
+        pushed_authorization_request_endpoint: `${issuer}/par`,
         userinfo_endpoint: `${issuer}/userinfo`,
         response_types_supported: ['code'],
         subject_types_supported: ['public'],
@@ -155,6 +156,16 @@ const server = http.createServer(async (req, res) => {
       return res.end();
     }
     if (url.pathname === '/token' && req.method === 'POST') return token(req, res);
+    if (url.pathname === '/par' && req.method === 'POST') {
+      await readBody(req);
+      switch (scenario) {
+        case 'par-400': return send(res, 400, { error: 'invalid_request', error_description: 'no such redirect' });
+        case 'par-500': return send(res, 500, 'internal error', 'text/plain');
+        case 'par-garbage': return send(res, 201, '<html>not json</html>', 'text/html');
+        case 'par-no-uri': return send(res, 201, { expires_in: 60 });
+        default: return send(res, 201, { request_uri: 'urn:ietf:params:oauth:request_uri:hostile', expires_in: 60 });
+      }
+    }
     if (url.pathname === '/userinfo') return send(res, 200, { sub: 'mallory', name: 'Mallory' });
     if (url.pathname === '/session/end') {
       const back = url.searchParams.get('post_logout_redirect_uri');

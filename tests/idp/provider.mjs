@@ -10,6 +10,7 @@
 //                  key rotation restart the provider with another)
 //   NO_END_SESSION when 1, announce no end_session_endpoint (tests of local-only logout)
 //   ROTATE_REFRESH when 1, every refresh returns a new refresh token and the old one is dead
+//   REQUIRE_PAR    when 1, only pushed authorization requests (RFC 9126) are taken
 //   EXIT_WITH_STDIN when 1, exit as soon as standard input closes: the harness keeps a pipe to
 //                  it open, and the pipe closes however the process that started it ends
 //                  (SIGKILL included), so no provider outlives a test run or a benchmark
@@ -106,6 +107,7 @@ const configuration = {
     rpInitiatedLogout: { enabled: process.env.NO_END_SESSION !== '1' },
     backchannelLogout: { enabled: true },
     revocation: { enabled: true },
+    pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: process.env.REQUIRE_PAR === '1' },
   },
   issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
   async findAccount(ctx, id) {

@@ -378,6 +378,8 @@ impl AuthClient {
         };
         let organization = params.iter().find(|(n, _)| n == "organization").map(|(_, v)| v.clone());
         let request = self.inner.rp.authorization_request(&scope, audience.as_deref(), &params);
+        // Pushed first when the provider takes pushed requests: a refusal saves no transaction.
+        let redirect = self.inner.rp.redirect_for(&request).await?;
         let transaction = TransactionData {
             state: request.state,
             nonce: request.nonce,
@@ -391,7 +393,7 @@ impl AuthClient {
             organization,
         };
         self.inner.transaction_store.set(ctx, &transaction).await?;
-        Ok(request.url)
+        Ok(redirect)
     }
 
     /// Completes a login from the callback URL's query: checks `state`, `iss` and any `error`,
