@@ -138,6 +138,11 @@ impl Provider {
         self.stat("refresh_grants").await
     }
 
+    /// How many userinfo requests the provider has served.
+    pub async fn userinfo_calls(&self) -> u64 {
+        self.stat("userinfo_calls").await
+    }
+
     /// How many times the provider's JWKS was fetched (since it was last started).
     pub async fn jwks_fetches(&self) -> u64 {
         self.stat("jwks_fetches").await

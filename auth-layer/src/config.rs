@@ -181,6 +181,7 @@ pub struct AuthConfig {
     pub(crate) logout_by_get: bool,
     pub(crate) logout_strategy: LogoutStrategy,
     pub(crate) pushed_authorization: Option<bool>,
+    pub(crate) fetch_userinfo: bool,
     pub(crate) cookies: CookieOptions,
     pub(crate) secure_cookies: bool,
     pub(crate) absolute_duration: Duration,
@@ -312,6 +313,7 @@ pub struct AuthConfigBuilder {
     logout_by_get: Option<bool>,
     logout_strategy: LogoutStrategy,
     pushed_authorization: Option<bool>,
+    fetch_userinfo: bool,
     cookies: CookieOptions,
     absolute_duration: Option<Duration>,
     inactivity_duration: Option<Duration>,
@@ -499,6 +501,14 @@ impl AuthConfigBuilder {
         self
     }
 
+    /// Calls the provider's userinfo endpoint at every login (off by default): its claims are
+    /// added to the user's, the ID token's winning where both have one; its `sub` must be the
+    /// ID token's. Discovery fails when the provider announces no userinfo endpoint.
+    pub fn fetch_userinfo(mut self, enabled: bool) -> Self {
+        self.fetch_userinfo = enabled;
+        self
+    }
+
     /// Where logging out sends the browser: [`LogoutStrategy::Auto`] by default.
     pub fn logout_strategy(mut self, strategy: LogoutStrategy) -> Self {
         self.logout_strategy = strategy;
@@ -681,6 +691,7 @@ impl AuthConfigBuilder {
             logout_by_get: self.logout_by_get.unwrap_or(true),
             logout_strategy: self.logout_strategy,
             pushed_authorization: self.pushed_authorization,
+            fetch_userinfo: self.fetch_userinfo,
             cookies: self.cookies,
             secure_cookies,
             absolute_duration,

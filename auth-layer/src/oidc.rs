@@ -141,6 +141,8 @@ pub(crate) struct RelyingParty {
     logout: LogoutTarget,
     /// Where authorization requests are pushed first (RFC 9126), when they are.
     par_endpoint: Option<Url>,
+    /// The userinfo endpoint, when logins call it.
+    userinfo_endpoint: Option<Url>,
     /// Whether every authorization response must carry `iss` (RFC 9207, 2.4).
     requires_iss: bool,
     http: reqwest::Client,
@@ -175,6 +177,15 @@ impl RelyingParty {
         }
         let announced = metadata.additional_metadata().end_session_endpoint.as_ref().map(|u| u.url().clone());
         let logout = logout_target(config.logout_strategy, announced, issuer.url())?;
+        let userinfo_endpoint = match (config.fetch_userinfo, metadata.userinfo_endpoint()) {
+            (false, _) => None,
+            (true, Some(endpoint)) => Some(endpoint.url().clone()),
+            (true, None) => {
+                return Err(ProviderError::Discovery(cause(
+                    "userinfo is to be fetched at login but the provider announces no userinfo_endpoint",
+                )));
+            }
+        };
         let extras = metadata.additional_metadata();
         let par_endpoint = par_endpoint(
             config.pushed_authorization,
@@ -207,6 +218,7 @@ impl RelyingParty {
             allowed_algs,
             logout,
             par_endpoint,
+            userinfo_endpoint,
             requires_iss,
             http,
             config: config.clone(),
@@ -307,6 +319,44 @@ impl RelyingParty {
         url.set_query(None);
         url.query_pairs_mut().append_pair("client_id", self.client_id.as_str()).append_pair("request_uri", request_uri);
         Ok(url)
+    }
+
+    /// Adds the userinfo endpoint's claims to `claims` (an ID token's: those already there win),
+    /// when logins fetch them. The answer's `sub` must be the ID token's (OpenID Connect Core
+    /// 5.3.2); a signed (JWT) answer is not taken.
+    pub(crate) async fn merge_userinfo(
+        &self,
+        access_token: &str,
+        claims: &mut Map<String, Value>,
+    ) -> Result<(), AuthError> {
+        let Some(endpoint) = &self.userinfo_endpoint else { return Ok(()) };
+        let bad = |why: String| AuthError::Provider(ProviderError::BadTokenResponse(why));
+        let response = self
+            .http
+            .get(endpoint.clone())
+            .bearer_auth(access_token)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| AuthError::Provider(ProviderError::Unreachable(cause(e))))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| AuthError::Provider(ProviderError::Unreachable(cause(e))))?;
+        if !status.is_success() {
+            return Err(bad(format!("the userinfo endpoint answered {status}")));
+        }
+        let Ok(Value::Object(userinfo)) = serde_json::from_slice::<Value>(&body) else {
+            return Err(bad("the userinfo endpoint's answer is not a JSON object".into()));
+        };
+        let expected = claims.get("sub").and_then(Value::as_str);
+        if userinfo.get("sub").and_then(Value::as_str) != expected {
+            return Err(AuthError::Provider(ProviderError::InvalidIdToken(
+                "the userinfo endpoint names another sub than the ID token".into(),
+            )));
+        }
+        for (name, value) in userinfo {
+            claims.entry(name).or_insert(value);
+        }
+        Ok(())
     }
 
     /// Exchanges an authorization code and checks the ID token against `nonce`.

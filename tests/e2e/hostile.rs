@@ -281,3 +281,32 @@ async fn pushed_authorization_request_failures_are_clean_errors_and_save_no_tran
     let location = pushed.headers()["location"].to_str().unwrap();
     assert!(location.contains("request_uri=urn%3Aietf%3Aparams%3Aoauth%3Arequest_uri%3Ahostile"), "{location}");
 }
+
+#[tokio::test]
+async fn userinfo_claims_are_merged_under_the_id_tokens_and_must_name_the_same_sub() {
+    for (scenario, status, code) in [
+        ("ok", StatusCode::FOUND, None),
+        ("userinfo-other-sub", StatusCode::BAD_REQUEST, Some("invalid_id_token")),
+        ("userinfo-500", StatusCode::BAD_GATEWAY, Some("bad_token_response")),
+    ] {
+        let env = TestEnv::start_hostile_configured(|c| c.fetch_userinfo(true)).await;
+        env.provider.set_scenario(scenario).await;
+        let browser = Browser::new();
+        let callback = browser.start_and_authorize(&env.app_url, "mallory", "/auth/login").await;
+        let response = browser.http.get(&callback).header("accept", "application/json").send().await.unwrap();
+        assert_eq!(response.status(), status, "{scenario}");
+        let profile = browser.http.get(env.url("/auth/profile")).send().await.unwrap();
+        match code {
+            None => {
+                let me: Value = profile.json().await.unwrap();
+                assert_eq!(me["favourite_color"], "green", "a userinfo-only claim is added");
+                assert_eq!(me["name"], "Mallory", "the ID token's claim wins");
+            }
+            Some(code) => {
+                let body: Value = response.json().await.unwrap();
+                assert_eq!(body["error"], code, "{scenario}");
+                assert_eq!(profile.status(), StatusCode::UNAUTHORIZED, "{scenario}: no session");
+            }
+        }
+    }
+}

@@ -898,3 +898,17 @@ async fn pushed_authorization_requests_can_be_turned_on_or_must_not_be_off_when_
     assert!(chain.contains("pushed"), "{chain}");
     drop(provider);
 }
+
+#[tokio::test]
+async fn userinfo_at_login_works_against_the_real_provider() {
+    let env = TestEnv::start_custom_configured(
+        |c| c.fetch_userinfo(true),
+        |client| axum::Router::new().layer(auth_layer::AuthLayer::new(client)),
+    )
+    .await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "pat").await;
+    let me: serde_json::Value = profile(&browser, &env).await.json().await.unwrap();
+    assert_eq!((me["sub"].as_str(), me["email"].as_str()), (Some("pat"), Some("pat@example.test")));
+    assert_eq!(env.provider.userinfo_calls().await, 1, "one userinfo call, at the login");
+}

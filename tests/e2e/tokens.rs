@@ -303,3 +303,42 @@ async fn a_handler_that_reads_the_session_after_a_refresh_keeps_the_refreshed_co
         "the browser's cookie holds the refreshed token, not the renewal's copy of the old one"
     );
 }
+
+#[tokio::test]
+async fn an_async_before_save_hook_shapes_the_session_at_login_and_refresh_and_can_refuse() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let runs = std::sync::Arc::new(AtomicU64::new(0));
+    let counted = runs.clone();
+    let env = TestEnv::start_with_layer(move |config| async move {
+        let client = AuthClient::builder(config)
+            .before_save_async(move |mut session| {
+                let runs = counted.clone();
+                async move {
+                    // As an app reading its own database would: an await, then a change.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    let n = runs.fetch_add(1, Ordering::SeqCst) + 1;
+                    if session.user.name() == Some("Refused") {
+                        return Err(auth_layer::AuthError::InvalidRequest("this user may not log in".into()));
+                    }
+                    session.user.claims_mut().insert("saves".into(), n.into());
+                    Ok(session)
+                }
+            })
+            .build()
+            .await?;
+        Ok(AuthLayer::from(client))
+    })
+    .await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "uma").await;
+    assert_eq!(session_of(&env, &browser).await.user.claim("saves"), Some(&serde_json::json!(1)), "at login");
+    env.advance_clock(Duration::from_secs(3600));
+    assert_eq!(access_token(&browser, &env).await.status(), StatusCode::OK);
+    assert_eq!(session_of(&env, &browser).await.user.claim("saves"), Some(&serde_json::json!(2)), "after a refresh");
+    // An error from the hook refuses the login: no session.
+    let refused = Browser::new();
+    let callback = refused.start_and_authorize(&env.app_url, "refused", "/auth/login").await;
+    let response = refused.http.get(&callback).header("accept", "application/json").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(access_token(&refused, &env).await.status(), StatusCode::UNAUTHORIZED);
+}

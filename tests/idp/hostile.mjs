@@ -166,7 +166,14 @@ const server = http.createServer(async (req, res) => {
         default: return send(res, 201, { request_uri: 'urn:ietf:params:oauth:request_uri:hostile', expires_in: 60 });
       }
     }
-    if (url.pathname === '/userinfo') return send(res, 200, { sub: 'mallory', name: 'Mallory' });
+    if (url.pathname === '/userinfo') {
+      switch (scenario) {
+        case 'userinfo-other-sub': return send(res, 200, { sub: 'eve', name: 'Eve' });
+        case 'userinfo-500': return send(res, 500, 'internal error', 'text/plain');
+        // A claim the ID token lacks, and one it has (the ID token's wins).
+        default: return send(res, 200, { sub: 'mallory', name: 'Userinfo Name', favourite_color: 'green' });
+      }
+    }
     if (url.pathname === '/session/end') {
       const back = url.searchParams.get('post_logout_redirect_uri');
       res.writeHead(back ? 302 : 200, back ? { location: back } : { 'content-type': 'text/plain' });

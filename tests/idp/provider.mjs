@@ -16,8 +16,8 @@
 //                  (SIGKILL included), so no provider outlives a test run or a benchmark
 //
 // Test-only routes (loopback only, never in a real provider):
-//   GET  /__test/stats  {"refresh_grants": n, "jwks_fetches": n}: refresh-token grants and JWKS
-//                       fetches served so far
+//   GET  /__test/stats  {"refresh_grants": n, "jwks_fetches": n, "userinfo_calls": n}: refresh-
+//                       token grants, JWKS fetches and userinfo calls served so far
 //   POST /__test/sign   {"header": {...}, "claims": {...}, "key": "provider"|"other"|"none"}: a JWT
 //                       signed with the provider's own key (or another key, or unsigned), so tests
 //                       can send logout tokens with one defect each
@@ -67,6 +67,7 @@ const providerKey = signingKey(kid);
 const otherKey = signingKey(kid);
 let refreshGrants = 0;
 let jwksFetches = 0;
+let userinfoCalls = 0;
 
 const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
 
@@ -125,10 +126,11 @@ function serve(issuer) {
   provider.on('backchannel.error', (ctx, err, client) => console.error('back-channel logout to', client.clientId, 'failed:', err.message));
   provider.use(async (ctx, next) => {
     if (ctx.path === '/__test/stats') {
-      ctx.body = { refresh_grants: refreshGrants, jwks_fetches: jwksFetches };
+      ctx.body = { refresh_grants: refreshGrants, jwks_fetches: jwksFetches, userinfo_calls: userinfoCalls };
       return;
     }
     if (ctx.path === '/jwks') jwksFetches += 1;
+    if (ctx.path === '/me') userinfoCalls += 1;
     if (ctx.path === '/__test/sign' && ctx.method === 'POST') {
       ctx.body = { jwt: await sign(await readJson(ctx.req)) };
       return;

@@ -181,6 +181,13 @@ pub struct AccessToken {
 type BeforeSaveHook = Arc<dyn Fn(&mut SessionData) + Send + Sync>;
 // A hook run after a login completed, with its result.
 type AfterCallbackHook = Arc<dyn Fn(&LoginResult) + Send + Sync>;
+// An async hook run on a session before it is saved (after the sync one): it may read the
+// app's database; an error refuses the login (or the refresh).
+type BeforeSaveAsyncHook = Arc<
+    dyn Fn(SessionData) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<SessionData, AuthError>> + Send>>
+        + Send
+        + Sync,
+>;
 
 struct Inner {
     config: AuthConfig,
@@ -188,6 +195,7 @@ struct Inner {
     session_store: Arc<dyn SessionStore>,
     transaction_store: Arc<dyn TransactionStore>,
     before_save: Option<BeforeSaveHook>,
+    before_save_async: Option<BeforeSaveAsyncHook>,
     after_callback: Option<AfterCallbackHook>,
     /// Refreshes under way or just done in this process, by session and token: concurrent
     /// requests of one session here share one wait for the fleet's lease and its result.
@@ -217,6 +225,7 @@ pub struct AuthClientBuilder {
     session_store: Option<Arc<dyn SessionStore>>,
     transaction_store: Option<Arc<dyn TransactionStore>>,
     before_save: Option<BeforeSaveHook>,
+    before_save_async: Option<BeforeSaveAsyncHook>,
     after_callback: Option<AfterCallbackHook>,
     shared_state: Option<SharedState>,
 }
@@ -263,6 +272,34 @@ impl AuthClientBuilder {
         self
     }
 
+    /// Runs `hook` on every session before it is saved, at login and after a refresh, after
+    /// [`before_save`](Self::before_save): an async step that may read the app's own
+    /// database (roles, a tenant) and return the session changed. An error refuses the login
+    /// or the refresh with it.
+    ///
+    /// ```no_run
+    /// # async fn run(config: auth_layer::AuthConfig) -> Result<(), auth_layer::AuthError> {
+    /// use auth_layer::AuthClient;
+    ///
+    /// let client = AuthClient::builder(config)
+    ///     .before_save_async(|mut session| async move {
+    ///         // let roles = db.roles_of(session.sub()).await?;
+    ///         session.user.claims_mut().insert("roles".into(), serde_json::json!(["reader"]));
+    ///         Ok(session)
+    ///     })
+    ///     .build()
+    ///     .await?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn before_save_async<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(SessionData) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<SessionData, AuthError>> + Send + 'static,
+    {
+        self.before_save_async = Some(Arc::new(move |session| Box::pin(hook(session))));
+        self
+    }
+
     /// Runs `hook` after every completed login.
     pub fn after_callback(mut self, hook: impl Fn(&LoginResult) + Send + Sync + 'static) -> Self {
         self.after_callback = Some(Arc::new(hook));
@@ -295,6 +332,7 @@ impl AuthClientBuilder {
                 session_store,
                 transaction_store,
                 before_save: self.before_save,
+                before_save_async: self.before_save_async,
                 after_callback: self.after_callback,
                 refreshes,
                 fleet,
@@ -311,6 +349,7 @@ impl AuthClient {
             session_store: None,
             transaction_store: None,
             before_save: None,
+            before_save_async: None,
             after_callback: None,
             shared_state: None,
         }
@@ -419,7 +458,8 @@ impl AuthClient {
             _ => {}
         }
         let code = params.code.ok_or_else(|| AuthError::InvalidRequest("the callback has no code".into()))?;
-        let tokens = self.inner.rp.exchange_code(&code, &transaction.code_verifier, &transaction.nonce).await?;
+        let mut tokens = self.inner.rp.exchange_code(&code, &transaction.code_verifier, &transaction.nonce).await?;
+        self.inner.rp.merge_userinfo(&tokens.access_token, &mut tokens.claims).await?;
         let now = self.inner.config.clock.now();
         if let Some(max_age) = transaction.max_age {
             check_auth_time(&tokens.claims, max_age, now, self.inner.config.clock_skew.as_secs())?;
@@ -444,6 +484,9 @@ impl AuthClient {
         });
         if let Some(hook) = &self.inner.before_save {
             hook(&mut session);
+        }
+        if let Some(hook) = &self.inner.before_save_async {
+            session = hook(session).await?;
         }
         self.inner.session_store.set(ctx, &session).await?;
         tracing::info!(sub = session.user.sub(), "login completed");
@@ -675,6 +718,9 @@ impl AuthClient {
         }
         if let Some(hook) = &self.inner.before_save {
             hook(&mut session);
+        }
+        if let Some(hook) = &self.inner.before_save_async {
+            session = hook(session).await?;
         }
         Ok(Arc::new(session))
     }
