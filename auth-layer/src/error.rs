@@ -130,6 +130,15 @@ pub enum AuthError {
     /// An access token is due for a refresh but the session has no refresh token.
     #[error("the access token has expired and the session has no refresh token")]
     MissingRefreshToken,
+    /// The session's authentication is not strong or recent enough for this route (RFC 9470):
+    /// a new login with these requirements is needed.
+    #[error("a stronger or more recent authentication is needed (acr_values {acr_values:?}, max_age {max_age:?})")]
+    InsufficientAuthentication {
+        /// The authentication context classes the route accepts, space-separated.
+        acr_values: Option<String>,
+        /// The oldest authentication the route accepts, in seconds.
+        max_age: Option<u64>,
+    },
 }
 
 impl AuthError {
@@ -150,6 +159,7 @@ impl AuthError {
             Self::Store(StoreError::Encode { .. }) => "session_not_encodable",
             Self::Store(StoreError::Unavailable { .. } | StoreError::Unsupported(_)) => "store_unavailable",
             Self::NotAuthenticated => "not_authenticated",
+            Self::InsufficientAuthentication { .. } => "insufficient_user_authentication",
             Self::MissingRefreshToken => "missing_refresh_token",
         }
     }
@@ -194,6 +204,7 @@ impl AuthError {
                 "Sessions are unavailable; please try again later."
             }
             Self::NotAuthenticated => "Please log in.",
+            Self::InsufficientAuthentication { .. } => "Please log in again to continue.",
             Self::MissingRefreshToken => "The access token has expired and cannot be refreshed; please log in again.",
         };
         fixed.into()
@@ -202,9 +213,10 @@ impl AuthError {
     /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::NotAuthenticated | Self::MissingRefreshToken | Self::Provider(ProviderError::InvalidGrant(_)) => {
-                StatusCode::UNAUTHORIZED
-            }
+            Self::NotAuthenticated
+            | Self::InsufficientAuthentication { .. }
+            | Self::MissingRefreshToken
+            | Self::Provider(ProviderError::InvalidGrant(_)) => StatusCode::UNAUTHORIZED,
             Self::Provider(ProviderError::Unreachable(_) | ProviderError::Discovery(_))
             | Self::Store(StoreError::Unavailable { .. } | StoreError::Unsupported(_)) => {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -912,3 +912,52 @@ async fn userinfo_at_login_works_against_the_real_provider() {
     assert_eq!((me["sub"].as_str(), me["email"].as_str()), (Some("pat"), Some("pat@example.test")));
     assert_eq!(env.provider.userinfo_calls().await, 1, "one userinfo call, at the login");
 }
+
+#[tokio::test]
+async fn a_step_up_guard_sends_browsers_to_a_fresh_login_and_api_clients_a_401_challenge() {
+    use auth_layer::{AuthLayer, RequireAuthLayer};
+    // No clock tolerance, so that a 2-second max_age is 2 seconds (the app and the provider
+    // share this machine's clock).
+    let env = TestEnv::start_custom_configured(
+        |c| c.clock_skew(Duration::ZERO),
+        |client| {
+            axum::Router::new()
+                .route("/pay", axum::routing::get(|| async { "paid" }))
+                .route_layer(RequireAuthLayer::new().max_age(Duration::from_secs(2)))
+                .layer(AuthLayer::new(client))
+        },
+    )
+    .await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "pat").await;
+    // A plain login's ID token says nothing of when the user authenticated: the guard cannot
+    // know it is recent, and asks (a login with max_age makes the provider say).
+    let unknown = browser.get(&env.url("/pay")).await;
+    assert_eq!(unknown.headers()["location"], "/auth/login?returnTo=%2Fpay&max_age=2");
+    let start = browser.get(&env.url("/auth/login?returnTo=%2Fpay&max_age=2")).await;
+    let callback = browser.through_provider(start, "pat", &format!("{}/", env.app_url)).await;
+    browser.get(&callback).await;
+    assert_eq!(browser.get(&env.url("/pay")).await.status(), StatusCode::OK, "auth_time known and recent");
+
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    let api = browser.http.get(env.url("/pay")).header("accept", "application/json").send().await.unwrap();
+    assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
+    let challenge = api.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(
+        challenge.contains("error=\"insufficient_user_authentication\"") && challenge.contains("max_age=2"),
+        "{challenge}"
+    );
+    let body: serde_json::Value = api.json().await.unwrap();
+    assert_eq!(body["error"], "insufficient_user_authentication");
+
+    let page = browser.get(&env.url("/pay")).await;
+    assert_eq!(page.status(), StatusCode::FOUND);
+    let login = page.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(login, "/auth/login?returnTo=%2Fpay&max_age=2");
+    // The provider asks for the password again (the session there is older than max_age).
+    let start = browser.get(&env.url(&login)).await;
+    let callback = browser.through_provider(start, "pat", &format!("{}/", env.app_url)).await;
+    let back = browser.get(&callback).await;
+    assert_eq!(back.headers()["location"], env.url("/pay"));
+    assert_eq!(browser.get(&env.url("/pay")).await.status(), StatusCode::OK, "stepped up");
+}

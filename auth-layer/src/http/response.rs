@@ -27,13 +27,46 @@ impl AuthError {
 
 /// What a request that `err` stopped gets: a browser without a session is sent to login with
 /// the current path as `returnTo`; every other case is the error's own response.
+///
+/// A session whose authentication is too weak or too old ([`AuthError::InsufficientAuthentication`])
+/// is sent, as a browser, through a new login asking for what is missing (`acr_values`,
+/// `max_age`); an API client gets 401 with `WWW-Authenticate: Bearer
+/// error="insufficient_user_authentication"` naming it (RFC 9470, section 3).
 pub(crate) fn refusal(err: &AuthError, prefix: &str, uri: &Uri, headers: &HeaderMap) -> Response<Full<Bytes>> {
-    if !matches!(err, AuthError::NotAuthenticated) || wants_json(headers) {
-        return err.to_response(headers);
+    let (acr_values, max_age) = match err {
+        AuthError::NotAuthenticated => (None, None),
+        AuthError::InsufficientAuthentication { acr_values, max_age } => (acr_values.as_deref(), *max_age),
+        _ => return err.to_response(headers),
+    };
+    if wants_json(headers) {
+        let mut response = err.to_response(headers);
+        if matches!(err, AuthError::InsufficientAuthentication { .. }) {
+            let mut challenge = String::from(
+                "Bearer error=\"insufficient_user_authentication\", \
+                 error_description=\"A different authentication level is required\"",
+            );
+            if let Some(acr) = acr_values {
+                challenge.push_str(&format!(", acr_values=\"{}\"", acr.replace(['"', '\\'], "")));
+            }
+            if let Some(max_age) = max_age {
+                challenge.push_str(&format!(", max_age={max_age}"));
+            }
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                response.headers_mut().insert(http::header::WWW_AUTHENTICATE, value);
+            }
+        }
+        return response;
     }
     let here = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
-    let return_to: String = url::form_urlencoded::byte_serialize(here.as_bytes()).collect();
-    redirect(&format!("{prefix}/login?returnTo={return_to}"))
+    let mut login = url::form_urlencoded::Serializer::new(String::new());
+    login.append_pair("returnTo", here);
+    if let Some(acr) = acr_values {
+        login.append_pair("acr_values", acr);
+    }
+    if let Some(max_age) = max_age {
+        login.append_pair("max_age", &max_age.to_string());
+    }
+    redirect(&format!("{prefix}/login?{}", login.finish()))
 }
 
 /// The answer when a guard or an extractor finds no [`Session`](super::Session): the app did

@@ -34,8 +34,9 @@ impl<'de> Deserialize<'de> for User {
 }
 
 /// ID-token claims that describe the token, not the user; they are not kept in the session.
-const PROTOCOL_CLAIMS: &[&str] =
-    &["aud", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash", "azp", "jti", "auth_time", "acr", "amr"];
+/// The ID token's claims about the token itself, dropped. Those about the authentication
+/// (`auth_time`, `acr`, `amr`) stay: step-up guards read them.
+const PROTOCOL_CLAIMS: &[&str] = &["aud", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash", "azp", "jti"];
 
 impl User {
     /// The user from an ID token's verified claims.
@@ -62,6 +63,17 @@ impl User {
     /// The provider's session id (`sid`), when the provider sent one.
     pub fn sid(&self) -> Option<&str> {
         self.claim_str("sid")
+    }
+
+    /// When the user authenticated (`auth_time`, seconds since the Unix epoch), when the
+    /// provider said.
+    pub fn auth_time(&self) -> Option<u64> {
+        self.claims.get("auth_time").and_then(Value::as_u64)
+    }
+
+    /// The authentication context class the provider reached (`acr`), when it said.
+    pub fn acr(&self) -> Option<&str> {
+        self.claim_str("acr")
     }
 
     /// The organization the user logged in to (Auth0's `org_id` claim), when there was one.
@@ -262,6 +274,10 @@ mod tests {
         assert_eq!(user.name(), Some("Ann"));
         assert_eq!(user.sid(), Some("s"));
         assert!(user.claim("nonce").is_none() && user.claim("aud").is_none() && user.claim("exp").is_none());
+        let claims = serde_json::json!({"sub": "u1", "auth_time": 1_000, "acr": "urn:mfa", "amr": ["otp"]});
+        let user = User::from_id_token_claims(claims.as_object().unwrap().clone());
+        assert_eq!((user.auth_time(), user.acr()), (Some(1_000), Some("urn:mfa")), "about the authentication: kept");
+        assert!(user.claim("amr").is_some());
     }
 
     #[test]
