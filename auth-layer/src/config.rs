@@ -182,6 +182,7 @@ pub struct AuthConfig {
     pub(crate) logout_strategy: LogoutStrategy,
     pub(crate) pushed_authorization: Option<bool>,
     pub(crate) fetch_userinfo: bool,
+    pub(crate) attempt_silent_login: bool,
     pub(crate) cookies: CookieOptions,
     pub(crate) secure_cookies: bool,
     pub(crate) absolute_duration: Duration,
@@ -314,6 +315,7 @@ pub struct AuthConfigBuilder {
     logout_strategy: LogoutStrategy,
     pushed_authorization: Option<bool>,
     fetch_userinfo: bool,
+    attempt_silent_login: bool,
     cookies: CookieOptions,
     absolute_duration: Option<Duration>,
     inactivity_duration: Option<Duration>,
@@ -509,6 +511,17 @@ impl AuthConfigBuilder {
         self
     }
 
+    /// Silent login (off by default): a browser's page request without a session is first sent
+    /// to the provider with `prompt=none`, once; a user logged in there comes back logged in
+    /// here without a click, anyone else comes back to the page, anonymous, without an error
+    /// page. A cookie (`{session cookie}_silent`, an hour; also set at logout, so that a logout
+    /// is not undone) stops it being tried again on every page. API requests (not navigations)
+    /// are never redirected.
+    pub fn attempt_silent_login(mut self, enabled: bool) -> Self {
+        self.attempt_silent_login = enabled;
+        self
+    }
+
     /// Where logging out sends the browser: [`LogoutStrategy::Auto`] by default.
     pub fn logout_strategy(mut self, strategy: LogoutStrategy) -> Self {
         self.logout_strategy = strategy;
@@ -692,6 +705,7 @@ impl AuthConfigBuilder {
             logout_strategy: self.logout_strategy,
             pushed_authorization: self.pushed_authorization,
             fetch_userinfo: self.fetch_userinfo,
+            attempt_silent_login: self.attempt_silent_login,
             cookies: self.cookies,
             secure_cookies,
             absolute_duration,

@@ -130,6 +130,15 @@ pub enum AuthError {
     /// An access token is due for a refresh but the session has no refresh token.
     #[error("the access token has expired and the session has no refresh token")]
     MissingRefreshToken,
+    /// A silent login (`prompt=none`) came back without a login (the user is not logged in at
+    /// the provider, or must consent): the browser goes back to `return_to`, anonymous.
+    #[error("the silent login came back without a login ({error})")]
+    SilentLoginDeclined {
+        /// The provider's error, e.g. `login_required`.
+        error: String,
+        /// Where the browser was going.
+        return_to: String,
+    },
     /// The session's authentication is not strong or recent enough for this route (RFC 9470):
     /// a new login with these requirements is needed.
     #[error("a stronger or more recent authentication is needed (acr_values {acr_values:?}, max_age {max_age:?})")]
@@ -159,6 +168,7 @@ impl AuthError {
             Self::Store(StoreError::Encode { .. }) => "session_not_encodable",
             Self::Store(StoreError::Unavailable { .. } | StoreError::Unsupported(_)) => "store_unavailable",
             Self::NotAuthenticated => "not_authenticated",
+            Self::SilentLoginDeclined { .. } => "login_required",
             Self::InsufficientAuthentication { .. } => "insufficient_user_authentication",
             Self::MissingRefreshToken => "missing_refresh_token",
         }
@@ -204,6 +214,7 @@ impl AuthError {
                 "Sessions are unavailable; please try again later."
             }
             Self::NotAuthenticated => "Please log in.",
+            Self::SilentLoginDeclined { .. } => "Please log in.",
             Self::InsufficientAuthentication { .. } => "Please log in again to continue.",
             Self::MissingRefreshToken => "The access token has expired and cannot be refreshed; please log in again.",
         };
@@ -214,6 +225,7 @@ impl AuthError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NotAuthenticated
+            | Self::SilentLoginDeclined { .. }
             | Self::InsufficientAuthentication { .. }
             | Self::MissingRefreshToken
             | Self::Provider(ProviderError::InvalidGrant(_)) => StatusCode::UNAUTHORIZED,

@@ -961,3 +961,77 @@ async fn a_step_up_guard_sends_browsers_to_a_fresh_login_and_api_clients_a_401_c
     assert_eq!(back.headers()["location"], env.url("/pay"));
     assert_eq!(browser.get(&env.url("/pay")).await.status(), StatusCode::OK, "stepped up");
 }
+
+/// An app with silent login on: `/` says who is logged in, or "anonymous".
+async fn silent_login_app() -> TestEnv {
+    async fn home(session: auth_layer::Session) -> String {
+        match session.user().await {
+            Ok(Some(user)) => format!("hello {}", user.sub()),
+            _ => "anonymous".to_owned(),
+        }
+    }
+    TestEnv::start_custom_configured(
+        |c| c.attempt_silent_login(true),
+        |client| axum::Router::new().route("/", axum::routing::get(home)).layer(auth_layer::AuthLayer::new(client)),
+    )
+    .await
+}
+
+/// Follows the redirects of a silent login from `response` (to the provider, back to the
+/// callback, back to the page) without filling any form; returns the last response.
+async fn follow(browser: &Browser, mut response: reqwest::Response) -> reqwest::Response {
+    for _ in 0..10 {
+        if !response.status().is_redirection() {
+            return response;
+        }
+        let next = response.url().join(response.headers()["location"].to_str().unwrap()).unwrap();
+        response = browser.get(next.as_str()).await;
+    }
+    panic!("a redirect loop");
+}
+
+#[tokio::test]
+async fn silent_login_logs_in_a_user_logged_in_at_the_provider_without_a_click() {
+    let env = silent_login_app().await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "pat").await;
+    // The app's session goes (another device's logout, an expired cookie); the provider's stays.
+    browser.jar.add_cookie_str("_a0_session=; Max-Age=0; Path=/", &Url::parse(&env.app_url).unwrap());
+    let first = browser.get(&env.url("/")).await;
+    assert_eq!(first.status(), StatusCode::FOUND);
+    let authorize = Url::parse(first.headers()["location"].to_str().unwrap()).unwrap();
+    assert_eq!(param(&authorize.query_pairs().into_owned().collect::<Vec<_>>(), "prompt"), ["none"]);
+    let landed = follow(&browser, first).await;
+    assert_eq!(landed.text().await.unwrap(), "hello pat", "logged in again, no form filled");
+}
+
+#[tokio::test]
+async fn silent_login_brings_an_unknown_user_back_anonymous_once_without_an_error_page_or_a_loop() {
+    let env = silent_login_app().await;
+    let browser = Browser::new();
+    let first = browser.get(&env.url("/?tab=2")).await;
+    assert_eq!(first.status(), StatusCode::FOUND, "the first page request tries silently");
+    let landed = follow(&browser, first).await;
+    assert_eq!(landed.url().path(), "/");
+    assert_eq!(landed.url().query(), Some("tab=2"), "back where it was going");
+    assert_eq!(landed.status(), StatusCode::OK);
+    assert_eq!(landed.text().await.unwrap(), "anonymous", "no error page");
+    let again = browser.get(&env.url("/")).await;
+    assert_eq!(again.status(), StatusCode::OK, "not tried again on the next page");
+    // API requests are never redirected.
+    let api = Browser::new().http.get(env.url("/")).header("accept", "application/json").send().await.unwrap();
+    assert_eq!(api.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_logout_is_not_undone_by_a_silent_login() {
+    let env = silent_login_app().await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "pat").await;
+    let logout = browser.get(&env.url("/auth/logout")).await;
+    assert_eq!(logout.status(), StatusCode::FOUND);
+    // The provider's session is still there (its end-session page is not confirmed here).
+    let home = browser.get(&env.url("/")).await;
+    assert_eq!(home.status(), StatusCode::OK, "no silent login right after a logout");
+    assert_eq!(home.text().await.unwrap(), "anonymous");
+}

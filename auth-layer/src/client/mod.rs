@@ -40,6 +40,8 @@ pub struct LoginOptions {
     /// This login's API audience, instead of the configured one: the access token is filed
     /// under it.
     pub audience: Option<String>,
+    /// A silent login (`prompt=none`), started by the layer.
+    pub(crate) silent: bool,
 }
 
 /// What [`AuthClient::complete_login`] gives.
@@ -371,6 +373,13 @@ impl AuthClient {
         session.expires_at(&self.inner.config)
     }
 
+    /// A silent login's start (`prompt=none`, an error at the callback is no error page): the
+    /// layer's, for a page request without a session.
+    pub(crate) async fn start_silent_login(&self, ctx: &mut StoreContext, return_to: String) -> Result<Url, AuthError> {
+        let options = LoginOptions { return_to: Some(return_to), silent: true, ..LoginOptions::default() };
+        self.start_login(ctx, options).await
+    }
+
     /// Starts a login: saves a transaction and returns the provider's authorization URL to
     /// redirect the browser to.
     pub async fn start_login(&self, ctx: &mut StoreContext, options: LoginOptions) -> Result<Url, AuthError> {
@@ -397,6 +406,10 @@ impl AuthClient {
                     params.push((name.clone(), value.clone()));
                 }
             }
+        }
+        if options.silent {
+            params.retain(|(n, _)| n != "prompt");
+            params.push(("prompt".into(), "none".into()));
         }
         if let Some(own) = options.scope {
             scope = own;
@@ -430,6 +443,7 @@ impl AuthClient {
             scope,
             max_age,
             organization,
+            silent: options.silent,
         };
         self.inner.transaction_store.set(ctx, &transaction).await?;
         Ok(redirect)
@@ -450,6 +464,10 @@ impl AuthClient {
         // attempts stay (a login in another tab completes too); the store bounds how many.
         store.delete(ctx, &state).await?;
         if let Some(error) = params.error {
+            if transaction.silent {
+                tracing::info!(%error, "silent login declined; back to the page, anonymous");
+                return Err(AuthError::SilentLoginDeclined { error, return_to: transaction.return_to });
+            }
             return Err(AuthError::ProviderRefused { error, description: params.error_description });
         }
         match params.iss {

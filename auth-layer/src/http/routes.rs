@@ -174,13 +174,62 @@ async fn callback(
     ctx: &mut StoreContext,
     query: &str,
 ) -> Result<Response<Full<Bytes>>, AuthError> {
-    let result = client.complete_login(ctx, query).await?;
-    Ok(redirect(client.config().app_url(&result.return_to).as_str()))
+    match client.complete_login(ctx, query).await {
+        Ok(result) => Ok(redirect(client.config().app_url(&result.return_to).as_str())),
+        // A silent login that found no login at the provider: back to the page, anonymous.
+        Err(AuthError::SilentLoginDeclined { return_to, .. }) => {
+            Ok(redirect(client.config().app_url(&return_to).as_str()))
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// How long a silent login is not tried again after one was (or after a logout).
+pub(crate) const SILENT_LOGIN_PAUSE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The cookie that pauses silent logins.
+pub(crate) fn silent_cookie_name(config: &crate::config::AuthConfig) -> String {
+    format!("{}_silent", config.cookies.session_name)
+}
+
+/// Whether a page request (`headers`) should first try a silent login: silent login is on,
+/// the request is a browser's navigation, and it carries neither a session cookie nor the
+/// pause cookie. Reads cookie names only: nothing is opened.
+pub(crate) fn silent_login_due(headers: &http::HeaderMap, config: &crate::config::AuthConfig) -> bool {
+    if !config.attempt_silent_login || super::response::wants_json(headers) {
+        return false;
+    }
+    let ctx = StoreContext::from_headers(headers);
+    let session = &config.cookies.session_name;
+    let pause = silent_cookie_name(config);
+    !ctx.request_cookie_names()
+        .any(|name| name == session || name == pause || crate::store::is_session_chunk(session, name))
+}
+
+/// Starts a silent login back to `return_to`, pausing further attempts.
+pub(crate) async fn silent_login(
+    client: AuthClient,
+    headers: http::HeaderMap,
+    return_to: String,
+) -> Response<Full<Bytes>> {
+    let mut ctx = StoreContext::from_headers(&headers);
+    let config = client.config();
+    ctx.set_cookie(config, &silent_cookie_name(config), "1", SILENT_LOGIN_PAUSE);
+    let mut response = match client.start_silent_login(&mut ctx, return_to).await {
+        Ok(url) => redirect(url.as_str()),
+        Err(err) => err.to_response(&headers),
+    };
+    ctx.apply(response.headers_mut());
+    response
 }
 
 async fn logout(client: &AuthClient, ctx: &mut StoreContext, query: &str) -> Result<Response<Full<Bytes>>, AuthError> {
     let return_to = query_param(query, "returnTo")?;
     let url = client.logout(ctx, LogoutOptions { return_to, ..LogoutOptions::default() }).await?;
+    if client.config().attempt_silent_login {
+        // A silent login right after would undo the logout (with a local one, at once).
+        ctx.set_cookie(client.config(), &silent_cookie_name(client.config()), "1", SILENT_LOGIN_PAUSE);
+    }
     Ok(redirect(url.as_str()))
 }
 

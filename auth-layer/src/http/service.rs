@@ -57,6 +57,14 @@ where
                 routes::handle(client, route, parts, body).await
             }));
         }
+        if req.method() == http::Method::GET
+            && routes::silent_login_due(req.headers(), config)
+            && let Some(here) = req.uri().path_and_query().map(|pq| pq.as_str().to_owned())
+            && crate::return_to::validate(&here).is_ok()
+        {
+            let (client, headers) = (self.client.clone(), req.headers().clone());
+            return ResponseFuture::route(Box::pin(routes::silent_login(client, headers, here)));
+        }
         let session = Session::new(self.client.clone(), CookieHeaders::of(req.headers()));
         req.extensions_mut().insert(session.clone());
         ResponseFuture::inner(self.inner.call(req), session)

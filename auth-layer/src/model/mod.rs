@@ -259,6 +259,10 @@ pub struct TransactionData {
     /// `org_name` for a name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub organization: Option<String>,
+    /// A silent login (`prompt=none`): an error at the callback sends the browser back to
+    /// `return_to`, anonymous, instead of an error page.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub silent: bool,
 }
 
 #[cfg(test)]
@@ -334,6 +338,7 @@ mod tests {
             scope: "openid".into(),
             max_age: None,
             organization: None,
+            silent: false,
             created_at: 1,
         };
         assert_eq!(tx.key(), "transaction:st");

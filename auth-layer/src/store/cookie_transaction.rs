@@ -118,6 +118,7 @@ mod tests {
             scope: "openid".into(),
             max_age: None,
             organization: None,
+            silent: false,
             created_at: 1_000,
         }
     }

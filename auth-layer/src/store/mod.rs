@@ -118,6 +118,11 @@ pub trait TransactionStore: Send + Sync + 'static {
     }
 }
 
+/// Whether `cookie_name` is a chunk of the cookie store's session `{session_name}.{i}`.
+pub(crate) fn is_session_chunk(session_name: &str, cookie_name: &str) -> bool {
+    chunk_index(session_name, cookie_name).is_some()
+}
+
 /// `Some(i)` when `cookie_name` is exactly `{session_name}.{i}`, `i` of one or two digits: a
 /// chunk of the cookie store's session (not merely a name with its prefix). The one rule for
 /// finding chunks, to read them and to clear them.
