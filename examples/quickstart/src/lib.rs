@@ -189,9 +189,28 @@ fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
+/// The pages' stylesheet: a small app's look, no framework.
+const STYLE: &str = "
+  body { font-family: system-ui, sans-serif; background: #f4f5f7; color: #1d2330; margin: 0; }
+  header { background: #1d2330; color: #fff; padding: 0.9rem 2rem; font-weight: 600; }
+  main { max-width: 44rem; margin: 2rem auto; background: #fff; border-radius: 10px; padding: 1.5rem 2rem;
+         box-shadow: 0 1px 3px rgba(0, 0, 0, 0.12); }
+  h1 { font-size: 1.5rem; margin-top: 0; }
+  a, button { font: inherit; }
+  a#login, a#signup, button { display: inline-block; padding: 0.5rem 1rem; border-radius: 6px; border: 0;
+         text-decoration: none; cursor: pointer; margin-right: 0.5rem; }
+  a#login, button { background: #3d5afe; color: #fff; }
+  a#signup { background: #e8ebff; color: #3d5afe; }
+  button#logout { background: #e5484d; }
+  form { display: inline-block; margin: 0.3rem 0; }
+  pre { background: #f4f5f7; padding: 0.8rem; border-radius: 6px; overflow-x: auto; font-size: 0.85rem; }
+";
+
 fn page(body: &str) -> Html<String> {
     Html(format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>auth-layer quickstart</title></head><body>{body}</body></html>"
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>auth-layer quickstart</title>\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><style>{STYLE}</style></head>\
+         <body><header>auth-layer quickstart</header><main>{body}</main></body></html>"
     ))
 }
 
