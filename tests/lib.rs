@@ -568,6 +568,20 @@ impl<B: auth_layer::backend::Backend> auth_layer::backend::Backend for CountingR
     }
 }
 
+/// The `Cookie` header a browser sends after `ctx`'s response (`None`: nothing was set); the
+/// cookies the response removes are not sent.
+pub fn cookies_after(ctx: auth_layer::StoreContext) -> Option<String> {
+    let mut response = http::HeaderMap::new();
+    ctx.apply(&mut response);
+    let pairs: Vec<&str> = response
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap())
+        .filter(|pair| !pair.ends_with('='))
+        .collect();
+    (!pairs.is_empty()).then(|| pairs.join("; "))
+}
+
 /// A listener for an app, on a port no other test was handed.
 /// For a test that builds its own layer and app: a provider that knows an app at a loopback URL,
 /// the app's configuration, its URL, and the listener to serve it on.

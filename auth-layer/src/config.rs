@@ -183,6 +183,7 @@ pub struct AuthConfig {
     pub(crate) pushed_authorization: Option<bool>,
     pub(crate) fetch_userinfo: bool,
     pub(crate) attempt_silent_login: bool,
+    pub(crate) acr_values_essential: bool,
     pub(crate) cookies: CookieOptions,
     pub(crate) secure_cookies: bool,
     pub(crate) absolute_duration: Duration,
@@ -316,6 +317,7 @@ pub struct AuthConfigBuilder {
     pushed_authorization: Option<bool>,
     fetch_userinfo: bool,
     attempt_silent_login: bool,
+    acr_values_essential: bool,
     cookies: CookieOptions,
     absolute_duration: Option<Duration>,
     inactivity_duration: Option<Duration>,
@@ -522,6 +524,15 @@ impl AuthConfigBuilder {
         self
     }
 
+    /// Treats a login's `acr_values` as essential (off by default): its ID token's `acr` must
+    /// then be one of them, or the login is refused (400 `invalid_id_token`). Off, the `acr`
+    /// reached is only exposed ([`User::acr`](crate::User::acr)), as OpenID Connect makes
+    /// `acr_values` a voluntary request.
+    pub fn acr_values_essential(mut self, essential: bool) -> Self {
+        self.acr_values_essential = essential;
+        self
+    }
+
     /// Where logging out sends the browser: [`LogoutStrategy::Auto`] by default.
     pub fn logout_strategy(mut self, strategy: LogoutStrategy) -> Self {
         self.logout_strategy = strategy;
@@ -706,6 +717,7 @@ impl AuthConfigBuilder {
             pushed_authorization: self.pushed_authorization,
             fetch_userinfo: self.fetch_userinfo,
             attempt_silent_login: self.attempt_silent_login,
+            acr_values_essential: self.acr_values_essential,
             cookies: self.cookies,
             secure_cookies,
             absolute_duration,

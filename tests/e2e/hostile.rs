@@ -181,18 +181,6 @@ async fn refresh_without_a_new_id_token_keeps_the_old_one() {
     assert_eq!(after.user, before.user);
 }
 
-/// The `Cookie` header a browser sends after `ctx`'s response.
-fn cookies_after(ctx: auth_layer::StoreContext) -> String {
-    let mut response = http::HeaderMap::new();
-    ctx.apply(&mut response);
-    let pairs: Vec<&str> = response
-        .get_all(http::header::SET_COOKIE)
-        .iter()
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap())
-        .collect();
-    pairs.join("; ")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_refused_because_another_process_rotated_first_uses_the_newer_token() {
     use auth_layer::store::{ServerSessionStore, SessionStore};
@@ -225,7 +213,7 @@ async fn a_refresh_refused_because_another_process_rotated_first_uses_the_newer_
     });
     let mut login = StoreContext::default();
     store.set(&mut login, &session).await.unwrap();
-    let cookie = cookies_after(login);
+    let cookie = auth_layer_tests::cookies_after(login).expect("a session cookie");
     let request = || StoreContext::from_cookie_headers([&cookie.parse().unwrap()]);
 
     let (mut on_a, mut on_b) = (request(), request());
@@ -307,6 +295,31 @@ async fn userinfo_claims_are_merged_under_the_id_tokens_and_must_name_the_same_s
                 assert_eq!(body["error"], code, "{scenario}");
                 assert_eq!(profile.status(), StatusCode::UNAUTHORIZED, "{scenario}: no session");
             }
+        }
+    }
+}
+
+#[tokio::test]
+async fn essential_acr_values_must_be_met_and_voluntary_ones_are_only_exposed() {
+    for (essential, scenario, accepted) in
+        [(true, "acr-mfa", true), (true, "acr-pwd", false), (true, "ok", false), (false, "acr-pwd", true)]
+    {
+        let env = TestEnv::start_hostile_configured(|c| c.acr_values_essential(essential)).await;
+        env.provider.set_scenario(scenario).await;
+        let browser = Browser::new();
+        let callback = browser.start_and_authorize(&env.app_url, "mallory", "/auth/login?acr_values=urn%3Amfa").await;
+        let response = browser.http.get(&callback).header("accept", "application/json").send().await.unwrap();
+        let profile = browser.http.get(env.url("/auth/profile")).send().await.unwrap();
+        if accepted {
+            assert_eq!(response.status(), StatusCode::FOUND, "{essential} {scenario}");
+            let me: Value = profile.json().await.unwrap();
+            let expected = if scenario == "acr-mfa" { "urn:mfa" } else { "urn:pwd" };
+            assert_eq!(me["acr"], expected, "the acr reached is exposed");
+        } else {
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{essential} {scenario}");
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"], "invalid_id_token");
+            assert_eq!(profile.status(), StatusCode::UNAUTHORIZED, "{scenario}: no session");
         }
     }
 }

@@ -213,19 +213,6 @@ async fn expired_token_without_a_refresh_token_is_a_401_with_its_code() {
     assert_eq!(browser.get(&env.url("/private")).await.status(), StatusCode::OK, "the session itself stays");
 }
 
-/// The `Cookie` header a browser sends after `ctx`'s response (`None`: nothing was set).
-fn cookies_after(ctx: StoreContext) -> Option<String> {
-    let mut response = http::HeaderMap::new();
-    ctx.apply(&mut response);
-    let pairs: Vec<&str> = response
-        .get_all(http::header::SET_COOKIE)
-        .iter()
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap())
-        .filter(|pair| !pair.ends_with('='))
-        .collect();
-    (!pairs.is_empty()).then(|| pairs.join("; "))
-}
-
 async fn two_audiences_at_once_chain_their_refresh_tokens(store: StoreChoice) {
     let env = TestEnv::start_with(rotating(store.clone())).await;
     let browser = Browser::new();
@@ -250,7 +237,9 @@ async fn two_audiences_at_once_chain_their_refresh_tokens(store: StoreChoice) {
         has("https://orders.example") && has("https://billing.example")
     };
     let mut latest = None;
-    for cookie in [cookies_after(orders), cookies_after(billing)].into_iter().flatten() {
+    for cookie in
+        [auth_layer_tests::cookies_after(orders), auth_layer_tests::cookies_after(billing)].into_iter().flatten()
+    {
         let session = env.client.session(&mut request(&cookie)).await.unwrap().expect("the session survives");
         if audiences(&session) {
             latest = Some(cookie);

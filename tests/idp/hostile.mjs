@@ -66,6 +66,8 @@ async function idToken(nonce) {
     case 'no-nonce': delete claims.nonce; break;
     case 'no-sub': delete claims.sub; break;
     case 'fresh-auth-time': claims.auth_time = now() - 5; break;
+    case 'acr-mfa': claims.acr = 'urn:mfa'; break;
+    case 'acr-pwd': claims.acr = 'urn:pwd'; break;
     case 'stale-auth-time': claims.auth_time = now() - 3600; break;
     default: break;
   }

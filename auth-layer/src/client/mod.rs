@@ -429,6 +429,10 @@ impl AuthClient {
             None => None,
         };
         let organization = params.iter().find(|(n, _)| n == "organization").map(|(_, v)| v.clone());
+        let essential_acr_values = config
+            .acr_values_essential
+            .then(|| params.iter().find(|(n, _)| n == "acr_values").map(|(_, v)| v.clone()))
+            .flatten();
         let request = self.inner.rp.authorization_request(&scope, audience.as_deref(), &params);
         // Pushed first when the provider takes pushed requests: a refusal saves no transaction.
         let redirect = self.inner.rp.redirect_for(&request).await?;
@@ -443,6 +447,7 @@ impl AuthClient {
             scope,
             max_age,
             organization,
+            essential_acr_values,
             silent: options.silent,
         };
         self.inner.transaction_store.set(ctx, &transaction).await?;
@@ -484,6 +489,14 @@ impl AuthClient {
         }
         if let Some(organization) = &transaction.organization {
             check_organization(&tokens.claims, organization)?;
+        }
+        if let Some(wanted) = &transaction.essential_acr_values {
+            let acr = tokens.claims.get("acr").and_then(Value::as_str);
+            if !acr.is_some_and(|acr| wanted.split_whitespace().any(|w| w == acr)) {
+                return Err(AuthError::Provider(ProviderError::InvalidIdToken(format!(
+                    "the acr {acr:?} is none of the essential acr_values `{wanted}`"
+                ))));
+            }
         }
         let mut session = SessionData::new(User::from_id_token_claims(tokens.claims), tokens.id_token, now);
         session.refresh_token = tokens.refresh_token;

@@ -259,6 +259,10 @@ pub struct TransactionData {
     /// `org_name` for a name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub organization: Option<String>,
+    /// The `acr_values` this login asked for, when the configuration makes them essential:
+    /// the ID token's `acr` must be one of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub essential_acr_values: Option<String>,
     /// A silent login (`prompt=none`): an error at the callback sends the browser back to
     /// `return_to`, anonymous, instead of an error page.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -338,6 +342,7 @@ mod tests {
             scope: "openid".into(),
             max_age: None,
             organization: None,
+            essential_acr_values: None,
             silent: false,
             created_at: 1,
         };

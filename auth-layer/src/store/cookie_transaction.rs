@@ -118,6 +118,7 @@ mod tests {
             scope: "openid".into(),
             max_age: None,
             organization: None,
+            essential_acr_values: None,
             silent: false,
             created_at: 1_000,
         }
