@@ -71,6 +71,8 @@ pub struct ProviderOptions {
     pub no_refresh: bool,
     /// Require pushed authorization requests (RFC 9126): plain ones are refused.
     pub require_par: bool,
+    /// The client's public key (PEM) and its `kid`, registered for `private_key_jwt`.
+    pub client_public_key: Option<(String, String)>,
 }
 
 /// A running `oidc-provider`, stopped when dropped.
@@ -234,6 +236,8 @@ fn provider_command(port: u16, app_url: &str, options: &ProviderOptions) -> Comm
         "token_endpoint_auth_method": options.auth_method.unwrap_or("client_secret_basic"),
         "backchannel_logout_uri": format!("{app_url}/auth/backchannel-logout"),
         "backchannel_logout_session_required": true,
+        "public_key_pem": options.client_public_key.as_ref().map(|(pem, _)| pem),
+        "public_key_kid": options.client_public_key.as_ref().map(|(_, kid)| kid),
     }]);
     let mut command = node("provider.mjs", port);
     command.env("CLIENTS", clients.to_string());

@@ -54,6 +54,20 @@ pub enum TokenEndpointAuth {
     ClientSecretBasic,
     /// `client_secret_post`: the client id and secret in the request body.
     ClientSecretPost,
+    /// `private_key_jwt` (RFC 7523): a short-lived JWT signed with the client's private key
+    /// ([`AuthConfigBuilder::client_assertion_key`]); no client secret is needed.
+    PrivateKeyJwt,
+}
+
+/// The algorithm of `private_key_jwt` client assertions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ClientAssertionAlg {
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    #[default]
+    Rs256,
+    /// RSASSA-PSS with SHA-256.
+    Ps256,
 }
 
 /// Where `/auth/logout` sends the browser after ending the session here (nextjs-auth0's names).
@@ -169,6 +183,8 @@ pub struct AuthConfig {
     pub(crate) issuer: String,
     pub(crate) client_id: String,
     pub(crate) client_secret: String,
+    /// The client's private key (PEM) for `private_key_jwt`, its algorithm and `kid`.
+    pub(crate) client_assertion: Option<(String, ClientAssertionAlg, Option<String>)>,
     pub(crate) secrets: Vec<String>,
     pub(crate) base_url: Url,
     pub(crate) scope: String,
@@ -214,6 +230,9 @@ impl AuthConfig {
     /// | `AUTH_SCOPE`, `AUTH_AUDIENCE` | optional; scope defaults to `openid profile email offline_access` |
     /// | `AUTH_TOKEN_ENDPOINT_AUTH` | optional: `client_secret_basic` (default) or `client_secret_post` |
     /// | `AUTH_ROUTES` | optional opt-in routes, comma-separated: `profile`, `access-token`, `backchannel-logout` |
+    /// | `AUTH_CLIENT_ASSERTION_KEY` | optional: the client's RSA private key (PEM) for `private_key_jwt`; `AUTH_CLIENT_SECRET` is then not needed |
+    /// | `AUTH_CLIENT_ASSERTION_ALG` | optional: `RS256` (default) or `PS256` |
+    /// | `AUTH_CLIENT_ASSERTION_KID` | optional: the key's `kid` at the provider |
     /// | `AUTH_LOGOUT_STRATEGY` | optional: `auto` (default), `oidc`, `v2` or `local` ([`LogoutStrategy`]) |
     /// | `AUTH_LOGIN_PARAMS` | optional: the query parameters `/auth/login` passes on, comma-separated (default [`DEFAULT_LOGIN_QUERY_PARAMS`]) |
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -303,6 +322,7 @@ pub struct AuthConfigBuilder {
     issuer: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
+    client_assertion: Option<(String, ClientAssertionAlg, Option<String>)>,
     secrets: Vec<String>,
     base_url: Option<String>,
     scope: Option<String>,
@@ -353,6 +373,16 @@ impl AuthConfigBuilder {
         }
         builder.client_id = get("AUTH_CLIENT_ID");
         builder.client_secret = get("AUTH_CLIENT_SECRET");
+        if let Some(key) = get("AUTH_CLIENT_ASSERTION_KEY") {
+            let alg = match get("AUTH_CLIENT_ASSERTION_ALG").as_deref() {
+                None | Some("RS256") => ClientAssertionAlg::Rs256,
+                Some("PS256") => ClientAssertionAlg::Ps256,
+                Some(other) => {
+                    return Err(invalid("AUTH_CLIENT_ASSERTION_ALG", format!("`{other}`: expected RS256 or PS256")));
+                }
+            };
+            builder = builder.client_assertion_key(key, alg, get("AUTH_CLIENT_ASSERTION_KID"));
+        }
         builder.secrets = get("AUTH_SECRET")
             .map(|s| s.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect())
             .unwrap_or_default();
@@ -417,6 +447,21 @@ impl AuthConfigBuilder {
     /// The client id registered at the provider.
     pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
         self.client_id = Some(client_id.into());
+        self
+    }
+
+    /// Authenticates the client with `private_key_jwt` (RFC 7523) instead of a secret: `pem` is
+    /// its RSA private key (PKCS#1 or PKCS#8 PEM), `alg` the assertions' algorithm, `kid` the
+    /// key id registered at the provider (sent in the assertions' header). Sets
+    /// [`TokenEndpointAuth::PrivateKeyJwt`]; no client secret is needed then.
+    pub fn client_assertion_key(
+        mut self,
+        pem: impl Into<String>,
+        alg: ClientAssertionAlg,
+        kid: Option<String>,
+    ) -> Self {
+        self.client_assertion = Some((pem.into(), alg, kid));
+        self.token_endpoint_auth = TokenEndpointAuth::PrivateKeyJwt;
         self
     }
 
@@ -631,7 +676,15 @@ impl AuthConfigBuilder {
             return Err(invalid("AUTH_ISSUER", "must be an http(s) URL without a query"));
         }
         let client_id = self.client_id.ok_or(ConfigError::Missing("AUTH_CLIENT_ID (client_id)"))?;
-        let client_secret = self.client_secret.ok_or(ConfigError::Missing("AUTH_CLIENT_SECRET (client_secret)"))?;
+        let client_secret = match (self.client_secret, self.token_endpoint_auth) {
+            (Some(secret), _) => secret,
+            // The client proves itself with its key; no secret exists.
+            (None, TokenEndpointAuth::PrivateKeyJwt) => String::new(),
+            (None, _) => return Err(ConfigError::Missing("AUTH_CLIENT_SECRET (client_secret)")),
+        };
+        if self.token_endpoint_auth == TokenEndpointAuth::PrivateKeyJwt && self.client_assertion.is_none() {
+            return Err(ConfigError::Missing("AUTH_CLIENT_ASSERTION_KEY (client_assertion_key)"));
+        }
         if self.secrets.is_empty() {
             return Err(ConfigError::Missing("AUTH_SECRET (secret)"));
         }
@@ -703,6 +756,7 @@ impl AuthConfigBuilder {
             issuer,
             client_id,
             client_secret,
+            client_assertion: self.client_assertion,
             secrets: self.secrets,
             base_url,
             scope,
@@ -908,6 +962,37 @@ mod tests {
                 .unwrap_err();
             assert!(err.to_string().contains("route_prefix"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn private_key_jwt_needs_a_key_and_no_secret() {
+        let base = || {
+            AuthConfig::builder()
+                .issuer("https://issuer.example/")
+                .client_id("c")
+                .secret("0123456789abcdef0123456789abcdef")
+                .base_url("https://app.example")
+        };
+        assert!(matches!(base().build(), Err(ConfigError::Missing(m)) if m.contains("AUTH_CLIENT_SECRET")));
+        let with_key = base().client_assertion_key("-----BEGIN PRIVATE KEY-----", ClientAssertionAlg::Ps256, None);
+        let config = with_key.build().unwrap();
+        assert_eq!(config.token_endpoint_auth, TokenEndpointAuth::PrivateKeyJwt);
+        assert!(config.client_secret.is_empty(), "no secret needed");
+        let no_key = base().token_endpoint_auth(TokenEndpointAuth::PrivateKeyJwt).build();
+        assert!(matches!(no_key, Err(ConfigError::Missing(m)) if m.contains("AUTH_CLIENT_ASSERTION_KEY")));
+        let from_env = AuthConfig::from_lookup(vars(&with(&[
+            ("AUTH_CLIENT_ASSERTION_KEY", "-----BEGIN PRIVATE KEY-----"),
+            ("AUTH_CLIENT_ASSERTION_ALG", "PS256"),
+            ("AUTH_CLIENT_ASSERTION_KID", "k1"),
+        ])))
+        .unwrap();
+        assert_eq!(from_env.token_endpoint_auth, TokenEndpointAuth::PrivateKeyJwt);
+        let err = AuthConfig::from_lookup(vars(&with(&[
+            ("AUTH_CLIENT_ASSERTION_KEY", "pem"),
+            ("AUTH_CLIENT_ASSERTION_ALG", "HS256"),
+        ])))
+        .unwrap_err();
+        assert!(err.to_string().contains("AUTH_CLIENT_ASSERTION_ALG"), "{err}");
     }
 
     #[test]

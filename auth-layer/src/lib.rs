@@ -145,8 +145,8 @@ pub use client::{
     LoginResult, LogoutOptions, SharedState,
 };
 pub use config::{
-    AuthConfig, AuthConfigBuilder, Clock, ConfigError, CookieOptions, DEFAULT_LOGIN_QUERY_PARAMS, LogoutStrategy,
-    MIN_SECRET_LEN, SameSite, TokenEndpointAuth,
+    AuthConfig, AuthConfigBuilder, ClientAssertionAlg, Clock, ConfigError, CookieOptions, DEFAULT_LOGIN_QUERY_PARAMS,
+    LogoutStrategy, MIN_SECRET_LEN, SameSite, TokenEndpointAuth,
 };
 pub use error::{AuthError, Cause, ProviderError, StoreError};
 #[cfg(feature = "axum")]

@@ -143,6 +143,8 @@ pub(crate) struct RelyingParty {
     par_endpoint: Option<Url>,
     /// The userinfo endpoint, when logins call it.
     userinfo_endpoint: Option<Url>,
+    /// The client's key, for `private_key_jwt`.
+    assertion: Option<ClientAssertion>,
     /// Whether every authorization response must carry `iss` (RFC 9207, 2.4).
     requires_iss: bool,
     http: reqwest::Client,
@@ -166,7 +168,7 @@ impl RelyingParty {
             .token_endpoint()
             .cloned()
             .ok_or_else(|| ProviderError::Discovery(cause("the provider announces no token_endpoint")))?;
-        let allowed_algs: Vec<CoreJwsSigningAlgorithm> = metadata
+        let mut allowed_algs: Vec<CoreJwsSigningAlgorithm> = metadata
             .id_token_signing_alg_values_supported()
             .iter()
             .filter(|alg| !matches!(alg, CoreJwsSigningAlgorithm::None))
@@ -198,12 +200,29 @@ impl RelyingParty {
         let client_id = ClientId::new(config.client_id.clone());
         let client_secret = ClientSecret::new(config.client_secret.clone());
         let redirect = RedirectUrl::from_url(config.callback_url());
-        let client = CoreClient::from_provider_metadata(metadata, client_id.clone(), Some(client_secret.clone()))
+        let assertion = match &config.client_assertion {
+            Some((pem, alg, kid)) => Some(ClientAssertion::new(pem, *alg, kid.clone())?),
+            None => None,
+        };
+        // With private_key_jwt there is no secret: the client id goes in the body with the
+        // assertion (and an HMAC-signed ID token could only be checked against an empty key).
+        let secret = assertion.is_none().then(|| client_secret.clone());
+        if assertion.is_some() {
+            allowed_algs.retain(|alg| {
+                !matches!(
+                    alg,
+                    CoreJwsSigningAlgorithm::HmacSha256
+                        | CoreJwsSigningAlgorithm::HmacSha384
+                        | CoreJwsSigningAlgorithm::HmacSha512
+                )
+            });
+        }
+        let client = CoreClient::from_provider_metadata(metadata, client_id.clone(), secret)
             .set_token_uri(token_url)
             .set_redirect_uri(redirect)
             .set_auth_type(match config.token_endpoint_auth {
                 TokenEndpointAuth::ClientSecretBasic => AuthType::BasicAuth,
-                TokenEndpointAuth::ClientSecretPost => AuthType::RequestBody,
+                _ => AuthType::RequestBody,
             });
         tracing::info!(issuer = %issuer.as_str(), keys = jwks.keys().len(), "discovered OpenID Provider");
         Ok(Self {
@@ -219,6 +238,7 @@ impl RelyingParty {
             logout,
             par_endpoint,
             userinfo_endpoint,
+            assertion,
             requires_iss,
             http,
             config: config.clone(),
@@ -277,6 +297,9 @@ impl RelyingParty {
         let params: Vec<(String, String)> = request.url.query_pairs().into_owned().collect();
         let mut post = self.http.post(endpoint.clone()).header(reqwest::header::ACCEPT, "application/json");
         match self.config.token_endpoint_auth {
+            TokenEndpointAuth::PrivateKeyJwt => {
+                post = post.form(&[params.as_slice(), &self.assertion_params()?].concat());
+            }
             TokenEndpointAuth::ClientSecretPost => {
                 post = post.form(
                     &[params.as_slice(), &[("client_secret".into(), self.client_secret.secret().clone())]].concat(),
@@ -359,6 +382,17 @@ impl RelyingParty {
         Ok(())
     }
 
+    /// The `client_assertion` parameters of a request to the provider, with a fresh assertion;
+    /// none without `private_key_jwt`.
+    fn assertion_params(&self) -> Result<Vec<(String, String)>, AuthError> {
+        let Some(assertion) = &self.assertion else { return Ok(Vec::new()) };
+        let jwt = assertion.sign(self.client_id.as_str(), self.issuer.as_str(), self.config.clock.now())?;
+        Ok(vec![
+            ("client_assertion_type".into(), "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into()),
+            ("client_assertion".into(), jwt),
+        ])
+    }
+
     /// Exchanges an authorization code and checks the ID token against `nonce`.
     pub(crate) async fn exchange_code(
         &self,
@@ -366,13 +400,16 @@ impl RelyingParty {
         code_verifier: &str,
         nonce: &str,
     ) -> Result<LoginTokens, ProviderError> {
-        let response: CoreTokenResponse = self
+        let assertion = self.assertion_params().map_err(|e| ProviderError::BadTokenResponse(e.to_string()))?;
+        let mut request = self
             .client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
-            .set_pkce_verifier(PkceCodeVerifier::new(code_verifier.to_owned()))
-            .request_async(&self.http)
-            .await
-            .map_err(|err| match token_error(err) {
+            .set_pkce_verifier(PkceCodeVerifier::new(code_verifier.to_owned()));
+        for (name, value) in assertion {
+            request = request.add_extra_param(name, value);
+        }
+        let response: CoreTokenResponse =
+            request.request_async(&self.http).await.map_err(|err| match token_error(err) {
                 // At the code exchange, `invalid_grant` means a bad or used code, not a dead session.
                 ProviderError::InvalidGrant(why) => ProviderError::TokenRefused(why),
                 other => other,
@@ -403,6 +440,9 @@ impl RelyingParty {
     ) -> Result<RefreshedTokens, ProviderError> {
         let token = openidconnect::RefreshToken::new(refresh_token.to_owned());
         let mut request = self.client.exchange_refresh_token(&token);
+        for (name, value) in self.assertion_params().map_err(|e| ProviderError::BadTokenResponse(e.to_string()))? {
+            request = request.add_extra_param(name, value);
+        }
         if let Some(scope) = scope {
             for s in scope.split_whitespace() {
                 request = request.add_scope(Scope::new(s.to_owned()));
@@ -595,6 +635,58 @@ impl RelyingParty {
             query.append_pair("client_id", self.client_id.as_str());
         }
         Some(url)
+    }
+}
+
+/// The client's private key for `private_key_jwt` (RFC 7523) client assertions.
+struct ClientAssertion {
+    key: openidconnect::core::CoreRsaPrivateSigningKey,
+    alg: CoreJwsSigningAlgorithm,
+    kid: Option<String>,
+}
+
+impl ClientAssertion {
+    /// From an RSA private key in PKCS#1 or PKCS#8 PEM.
+    fn new(pem: &str, alg: crate::config::ClientAssertionAlg, kid: Option<String>) -> Result<Self, ProviderError> {
+        use rsa::pkcs1::EncodeRsaPrivateKey;
+        use rsa::pkcs8::DecodePrivateKey;
+        let refused = |why: String| ProviderError::Discovery(cause(format!("the client assertion key: {why}")));
+        // openidconnect reads PKCS#1; a PKCS#8 key is converted first.
+        let pkcs1 = if pem.contains("BEGIN PRIVATE KEY") {
+            let key = rsa::RsaPrivateKey::from_pkcs8_pem(pem).map_err(|e| refused(e.to_string()))?;
+            key.to_pkcs1_pem(rsa::pkcs8::LineEnding::LF).map_err(|e| refused(e.to_string()))?.to_string()
+        } else {
+            pem.to_owned()
+        };
+        let key = openidconnect::core::CoreRsaPrivateSigningKey::from_pem(&pkcs1, None).map_err(refused)?;
+        let alg = match alg {
+            crate::config::ClientAssertionAlg::Ps256 => CoreJwsSigningAlgorithm::RsaSsaPssSha256,
+            _ => CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+        };
+        Ok(Self { key, alg, kid })
+    }
+
+    /// A fresh assertion of `client_id` for `audience` (the issuer), valid 60 s from `now`.
+    fn sign(&self, client_id: &str, audience: &str, now: u64) -> Result<String, AuthError> {
+        use openidconnect::PrivateSigningKey;
+        let alg = match self.alg {
+            CoreJwsSigningAlgorithm::RsaSsaPssSha256 => "PS256",
+            _ => "RS256",
+        };
+        let mut header = serde_json::json!({ "alg": alg, "typ": "JWT" });
+        if let Some(kid) = &self.kid {
+            header["kid"] = Value::from(kid.as_str());
+        }
+        let claims = serde_json::json!({
+            "iss": client_id, "sub": client_id, "aud": audience,
+            "jti": crate::seal::random_token(24), "iat": now, "exp": now + 60,
+        });
+        let input =
+            format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
+        let signature = self.key.sign(&self.alg, input.as_bytes()).map_err(|e| {
+            AuthError::Provider(ProviderError::BadTokenResponse(format!("signing the client assertion failed: {e}")))
+        })?;
+        Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)))
     }
 }
 

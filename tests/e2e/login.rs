@@ -1035,3 +1035,72 @@ async fn a_logout_is_not_undone_by_a_silent_login() {
     assert_eq!(home.status(), StatusCode::OK, "no silent login right after a logout");
     assert_eq!(home.text().await.unwrap(), "anonymous");
 }
+
+/// An RSA key pair made with `openssl` in `dir`, named `name`: the private key (PKCS#8 PEM)
+/// and the public key (PEM).
+fn rsa_key_pair(dir: &std::path::Path, name: &str) -> (String, String) {
+    let script = format!(
+        "set -e; openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out {name}.pem 2>/dev/null; \
+         openssl pkey -in {name}.pem -pubout -out {name}.pub"
+    );
+    let made = std::process::Command::new("sh").args(["-c", &script]).current_dir(dir).output().unwrap();
+    assert!(made.status.success(), "openssl: {}", String::from_utf8_lossy(&made.stderr));
+    let read = |file: String| std::fs::read_to_string(dir.join(file)).unwrap();
+    (read(format!("{name}.pem")), read(format!("{name}.pub")))
+}
+
+#[tokio::test]
+async fn private_key_jwt_logs_in_and_refreshes_and_a_wrong_key_is_refused() {
+    use auth_layer::{AccessTokenOptions, AuthLayer, ClientAssertionAlg};
+    let dir = auth_layer_tests::servers::scratch_dir("private-key-jwt");
+    let (private, public) = rsa_key_pair(&dir, "client");
+    let (other, _) = rsa_key_pair(&dir, "other");
+    let registered = ProviderOptions {
+        auth_method: Some("private_key_jwt"),
+        client_public_key: Some((public, "client-key-1".into())),
+        ..ProviderOptions::default()
+    };
+    let app = |client| axum::Router::new().layer(AuthLayer::new(client));
+    for alg in [ClientAssertionAlg::Rs256, ClientAssertionAlg::Ps256] {
+        let key = private.clone();
+        let env = TestEnv::start_custom_with(
+            registered.clone(),
+            move |c| c.client_assertion_key(key, alg, Some("client-key-1".into())),
+            app,
+        )
+        .await;
+        let browser = Browser::new();
+        browser.login(&env.app_url, "pat").await;
+        assert_eq!(profile(&browser, &env).await.status(), StatusCode::OK, "{alg:?}: the code exchange authenticated");
+        let cookie = browser.cookie_header(&env.url("/"));
+        let mut ctx = StoreContext::from_cookie_headers([&cookie.parse().unwrap()]);
+        let refreshed = env.client.access_token(&mut ctx, AccessTokenOptions::default().force_refresh()).await;
+        assert!(refreshed.is_ok(), "{alg:?}: the refresh authenticated: {refreshed:?}");
+    }
+    // Pushed authorization requests authenticate with the key too.
+    let key = private.clone();
+    let env = TestEnv::start_custom_with(
+        ProviderOptions { require_par: true, ..registered.clone() },
+        move |c| c.client_assertion_key(key, ClientAssertionAlg::Rs256, Some("client-key-1".into())),
+        app,
+    )
+    .await;
+    let (_, params) = login_redirect(&env, "").await;
+    assert_eq!(param(&params, "request_uri").len(), 1, "pushed: {params:?}");
+    let browser = Browser::new();
+    browser.login(&env.app_url, "pat").await;
+    assert_eq!(profile(&browser, &env).await.status(), StatusCode::OK, "PAR and the code exchange authenticated");
+    // A key the provider does not know: the code exchange is refused, no session.
+    let env = TestEnv::start_custom_with(
+        registered,
+        move |c| c.client_assertion_key(other, ClientAssertionAlg::Rs256, Some("client-key-1".into())),
+        app,
+    )
+    .await;
+    let browser = Browser::new();
+    let callback = browser.start_and_authorize(&env.app_url, "pat", "/auth/login").await;
+    let response = browser.http.get(&callback).header("accept", "application/json").send().await.unwrap();
+    assert!(response.status().is_client_error() || response.status().is_server_error(), "{}", response.status());
+    assert_eq!(profile(&browser, &env).await.status(), StatusCode::UNAUTHORIZED, "no session");
+    let _ = std::fs::remove_dir_all(&dir);
+}

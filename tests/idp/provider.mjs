@@ -31,11 +31,18 @@
 // of an organization, Auth0-style claims in the ID token ("ann.acme": org_id org_acme, org_name
 // acme).
 import http from 'node:http';
-import { generateKeyPairSync } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync } from 'node:crypto';
 import { SignJWT, importJWK } from 'jose';
 import Provider from 'oidc-provider';
 
-const clients = JSON.parse(process.env.CLIENTS || '[]');
+// A client may give its public key as PEM (`public_key_pem`, `public_key_kid`): registered as
+// its `jwks`, for private_key_jwt.
+const clients = JSON.parse(process.env.CLIENTS || '[]').map(({ public_key_pem: pem, public_key_kid: kid, ...client }) => {
+  if (!pem) return client;
+  const jwk = { ...createPublicKey(pem).export({ format: 'jwk' }), use: 'sig' };
+  if (kid) jwk.kid = kid;
+  return { ...client, jwks: { keys: [jwk] } };
+});
 
 function claimsFor(id) {
   const claims = {
