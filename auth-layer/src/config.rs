@@ -68,6 +68,8 @@ pub enum ClientAssertionAlg {
     Rs256,
     /// RSASSA-PSS with SHA-256.
     Ps256,
+    /// ECDSA on P-256 with SHA-256 (an EC key).
+    Es256,
 }
 
 /// Where `/auth/logout` sends the browser after ending the session here (nextjs-auth0's names).
@@ -230,8 +232,8 @@ impl AuthConfig {
     /// | `AUTH_SCOPE`, `AUTH_AUDIENCE` | optional; scope defaults to `openid profile email offline_access` |
     /// | `AUTH_TOKEN_ENDPOINT_AUTH` | optional: `client_secret_basic` (default) or `client_secret_post` |
     /// | `AUTH_ROUTES` | optional opt-in routes, comma-separated: `profile`, `access-token`, `backchannel-logout` |
-    /// | `AUTH_CLIENT_ASSERTION_KEY` | optional: the client's RSA private key (PEM) for `private_key_jwt`; `AUTH_CLIENT_SECRET` is then not needed |
-    /// | `AUTH_CLIENT_ASSERTION_ALG` | optional: `RS256` (default) or `PS256` |
+    /// | `AUTH_CLIENT_ASSERTION_KEY` | optional: the client's private key (PEM, or a JWK as JSON) for `private_key_jwt`; `AUTH_CLIENT_SECRET` is then not needed |
+    /// | `AUTH_CLIENT_ASSERTION_ALG` | optional: `RS256` (default), `PS256` or `ES256` |
     /// | `AUTH_CLIENT_ASSERTION_KID` | optional: the key's `kid` at the provider |
     /// | `AUTH_LOGOUT_STRATEGY` | optional: `auto` (default), `oidc`, `v2` or `local` ([`LogoutStrategy`]) |
     /// | `AUTH_LOGIN_PARAMS` | optional: the query parameters `/auth/login` passes on, comma-separated (default [`DEFAULT_LOGIN_QUERY_PARAMS`]) |
@@ -377,8 +379,12 @@ impl AuthConfigBuilder {
             let alg = match get("AUTH_CLIENT_ASSERTION_ALG").as_deref() {
                 None | Some("RS256") => ClientAssertionAlg::Rs256,
                 Some("PS256") => ClientAssertionAlg::Ps256,
+                Some("ES256") => ClientAssertionAlg::Es256,
                 Some(other) => {
-                    return Err(invalid("AUTH_CLIENT_ASSERTION_ALG", format!("`{other}`: expected RS256 or PS256")));
+                    return Err(invalid(
+                        "AUTH_CLIENT_ASSERTION_ALG",
+                        format!("`{other}`: expected RS256, PS256 or ES256"),
+                    ));
                 }
             };
             builder = builder.client_assertion_key(key, alg, get("AUTH_CLIENT_ASSERTION_KID"));
@@ -450,9 +456,11 @@ impl AuthConfigBuilder {
         self
     }
 
-    /// Authenticates the client with `private_key_jwt` (RFC 7523) instead of a secret: `pem` is
-    /// its RSA private key (PKCS#1 or PKCS#8 PEM), `alg` the assertions' algorithm, `kid` the
-    /// key id registered at the provider (sent in the assertions' header). Sets
+    /// Authenticates the client with `private_key_jwt` (RFC 7523) instead of a secret: `key` is
+    /// its private key's text, PEM (RSA in PKCS#1 or PKCS#8, P-256 in PKCS#8 or SEC1) or a
+    /// private JWK as JSON (`kty` `RSA`, or `EC` on `P-256`); `alg` the assertions' algorithm
+    /// (RS256 or PS256 for RSA, ES256 for P-256), `kid` the key id registered at the provider
+    /// (sent in the assertions' header; a JWK's own `kid` when `None`). Sets
     /// [`TokenEndpointAuth::PrivateKeyJwt`]; no client secret is needed then.
     pub fn client_assertion_key(
         mut self,

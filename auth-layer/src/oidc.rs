@@ -640,38 +640,78 @@ impl RelyingParty {
 
 /// The client's private key for `private_key_jwt` (RFC 7523) client assertions.
 struct ClientAssertion {
-    key: openidconnect::core::CoreRsaPrivateSigningKey,
-    alg: CoreJwsSigningAlgorithm,
+    key: AssertionKey,
     kid: Option<String>,
 }
 
+enum AssertionKey {
+    Rsa(openidconnect::core::CoreRsaPrivateSigningKey, CoreJwsSigningAlgorithm),
+    P256(p256::ecdsa::SigningKey),
+}
+
 impl ClientAssertion {
-    /// From an RSA private key in PKCS#1 or PKCS#8 PEM.
-    fn new(pem: &str, alg: crate::config::ClientAssertionAlg, kid: Option<String>) -> Result<Self, ProviderError> {
+    /// From the key's text: PEM (RSA PKCS#1 or PKCS#8; P-256 PKCS#8 or SEC1) or a private JWK.
+    fn new(text: &str, alg: crate::config::ClientAssertionAlg, kid: Option<String>) -> Result<Self, ProviderError> {
+        use crate::config::ClientAssertionAlg;
         use rsa::pkcs1::EncodeRsaPrivateKey;
         use rsa::pkcs8::DecodePrivateKey;
         let refused = |why: String| ProviderError::Discovery(cause(format!("the client assertion key: {why}")));
-        // openidconnect reads PKCS#1; a PKCS#8 key is converted first.
-        let pkcs1 = if pem.contains("BEGIN PRIVATE KEY") {
-            let key = rsa::RsaPrivateKey::from_pkcs8_pem(pem).map_err(|e| refused(e.to_string()))?;
-            key.to_pkcs1_pem(rsa::pkcs8::LineEnding::LF).map_err(|e| refused(e.to_string()))?.to_string()
+        let text = text.trim();
+        let mut kid = kid;
+        if alg == ClientAssertionAlg::Es256 {
+            let key = if text.starts_with('{') {
+                let jwk: Value = serde_json::from_str(text).map_err(|e| refused(e.to_string()))?;
+                if jwk["kty"] != "EC" || jwk["crv"] != "P-256" {
+                    return Err(refused("ES256 needs an EC key on P-256".into()));
+                }
+                kid = kid.or_else(|| jwk["kid"].as_str().map(str::to_owned));
+                let d = jwk_bytes(&jwk, "d").map_err(refused)?;
+                p256::ecdsa::SigningKey::from_slice(&d).map_err(|e| refused(e.to_string()))?
+            } else if text.contains("BEGIN EC PRIVATE KEY") {
+                let secret = p256::SecretKey::from_sec1_pem(text).map_err(|e| refused(e.to_string()))?;
+                p256::ecdsa::SigningKey::from(secret)
+            } else {
+                <p256::ecdsa::SigningKey as p256::pkcs8::DecodePrivateKey>::from_pkcs8_pem(text)
+                    .map_err(|e| refused(e.to_string()))?
+            };
+            return Ok(Self { key: AssertionKey::P256(key), kid });
+        }
+        let rsa = if text.starts_with('{') {
+            let jwk: Value = serde_json::from_str(text).map_err(|e| refused(e.to_string()))?;
+            if jwk["kty"] != "RSA" {
+                return Err(refused(format!("{alg:?} needs an RSA key")));
+            }
+            kid = kid.or_else(|| jwk["kid"].as_str().map(str::to_owned));
+            let int = |name: &str| jwk_bytes(&jwk, name).map(|b| rsa::BigUint::from_bytes_be(&b));
+            let (n, e, d) = (int("n").map_err(refused)?, int("e").map_err(refused)?, int("d").map_err(refused)?);
+            let primes = match (int("p"), int("q")) {
+                (Ok(p), Ok(q)) => vec![p, q],
+                _ => Vec::new(),
+            };
+            rsa::RsaPrivateKey::from_components(n, e, d, primes).map_err(|e| refused(e.to_string()))?
+        } else if text.contains("BEGIN PRIVATE KEY") {
+            rsa::RsaPrivateKey::from_pkcs8_pem(text).map_err(|e| refused(e.to_string()))?
         } else {
-            pem.to_owned()
+            use rsa::pkcs1::DecodeRsaPrivateKey;
+            rsa::RsaPrivateKey::from_pkcs1_pem(text).map_err(|e| refused(e.to_string()))?
         };
+        // openidconnect signs with a PKCS#1 PEM key.
+        let pkcs1 = rsa.to_pkcs1_pem(rsa::pkcs8::LineEnding::LF).map_err(|e| refused(e.to_string()))?;
         let key = openidconnect::core::CoreRsaPrivateSigningKey::from_pem(&pkcs1, None).map_err(refused)?;
         let alg = match alg {
-            crate::config::ClientAssertionAlg::Ps256 => CoreJwsSigningAlgorithm::RsaSsaPssSha256,
+            ClientAssertionAlg::Ps256 => CoreJwsSigningAlgorithm::RsaSsaPssSha256,
             _ => CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
         };
-        Ok(Self { key, alg, kid })
+        Ok(Self { key: AssertionKey::Rsa(key, alg), kid })
     }
 
     /// A fresh assertion of `client_id` for `audience` (the issuer), valid 60 s from `now`.
     fn sign(&self, client_id: &str, audience: &str, now: u64) -> Result<String, AuthError> {
         use openidconnect::PrivateSigningKey;
-        let alg = match self.alg {
-            CoreJwsSigningAlgorithm::RsaSsaPssSha256 => "PS256",
-            _ => "RS256",
+        let alg = match &self.key {
+            AssertionKey::Rsa(_, CoreJwsSigningAlgorithm::RsaSsaPssSha256) => "PS256",
+            AssertionKey::Rsa(..) => "RS256",
+            AssertionKey::P256(_) => "ES256",
         };
         let mut header = serde_json::json!({ "alg": alg, "typ": "JWT" });
         if let Some(kid) = &self.kid {
@@ -683,11 +723,27 @@ impl ClientAssertion {
         });
         let input =
             format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
-        let signature = self.key.sign(&self.alg, input.as_bytes()).map_err(|e| {
+        let failed = |e: String| {
             AuthError::Provider(ProviderError::BadTokenResponse(format!("signing the client assertion failed: {e}")))
-        })?;
+        };
+        let signature = match &self.key {
+            AssertionKey::Rsa(key, alg) => key.sign(alg, input.as_bytes()).map_err(|e| failed(e.to_string()))?,
+            AssertionKey::P256(key) => {
+                use p256::ecdsa::signature::Signer;
+                // JWS wants r and s, 32 bytes each (RFC 7518, 3.4), not DER.
+                let signature: p256::ecdsa::Signature =
+                    key.try_sign(input.as_bytes()).map_err(|e| failed(e.to_string()))?;
+                signature.to_bytes().to_vec()
+            }
+        };
         Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)))
     }
+}
+
+/// A JWK member's base64url bytes.
+fn jwk_bytes(jwk: &Value, name: &str) -> Result<Vec<u8>, String> {
+    let text = jwk[name].as_str().ok_or_else(|| format!("the JWK has no `{name}`"))?;
+    URL_SAFE_NO_PAD.decode(text).map_err(|e| format!("the JWK's `{name}`: {e}"))
 }
 
 /// Where logins are pushed (RFC 9126), by the setting (`None`: as the provider requires) and
@@ -915,6 +971,27 @@ fn timestamp(secs: i64) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_assertion_keys_that_do_not_fit_their_algorithm_are_refused_at_start() {
+        use crate::config::ClientAssertionAlg;
+        let ec_jwk = r#"{"kty":"EC","crv":"P-256","x":"x","y":"y","d":"AAAA"}"#;
+        let rsa_jwk = r#"{"kty":"RSA","n":"AQAB","e":"AQAB","d":"AQAB"}"#;
+        for (text, alg) in [
+            ("not a key", ClientAssertionAlg::Rs256),
+            ("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----", ClientAssertionAlg::Rs256),
+            (ec_jwk, ClientAssertionAlg::Rs256),
+            (rsa_jwk, ClientAssertionAlg::Es256),
+            (r#"{"kty":"EC","crv":"P-384","d":"AAAA"}"#, ClientAssertionAlg::Es256),
+            ("not a key", ClientAssertionAlg::Es256),
+        ] {
+            let err = ClientAssertion::new(text, alg, None).err().expect("refused");
+            assert!(
+                err.to_string().contains("discovery") || format!("{err:?}").contains("client assertion key"),
+                "{err:?}"
+            );
+        }
+    }
 
     #[test]
     fn logout_strategies_choose_the_end_session_endpoint_auth0_v2_or_none() {

@@ -1039,8 +1039,13 @@ async fn a_logout_is_not_undone_by_a_silent_login() {
 /// An RSA key pair made with `openssl` in `dir`, named `name`: the private key (PKCS#8 PEM)
 /// and the public key (PEM).
 fn rsa_key_pair(dir: &std::path::Path, name: &str) -> (String, String) {
+    key_pair(dir, name, "-algorithm RSA -pkeyopt rsa_keygen_bits:2048")
+}
+
+/// A key pair of `openssl genpkey {options}`, as [`rsa_key_pair`].
+fn key_pair(dir: &std::path::Path, name: &str, options: &str) -> (String, String) {
     let script = format!(
-        "set -e; openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out {name}.pem 2>/dev/null; \
+        "set -e; openssl genpkey {options} -out {name}.pem 2>/dev/null; \
          openssl pkey -in {name}.pem -pubout -out {name}.pub"
     );
     let made = std::process::Command::new("sh").args(["-c", &script]).current_dir(dir).output().unwrap();
@@ -1090,6 +1095,40 @@ async fn private_key_jwt_logs_in_and_refreshes_and_a_wrong_key_is_refused() {
     let browser = Browser::new();
     browser.login(&env.app_url, "pat").await;
     assert_eq!(profile(&browser, &env).await.status(), StatusCode::OK, "PAR and the code exchange authenticated");
+
+    // The same key given as a private JWK (its own kid), and a P-256 key for ES256, as PEM and
+    // as a JWK.
+    let jwk = private_jwk(&private, "client-key-1");
+    let env = TestEnv::start_custom_with(
+        registered.clone(),
+        move |c| c.client_assertion_key(jwk, ClientAssertionAlg::Rs256, None),
+        app,
+    )
+    .await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "pat").await;
+    assert_eq!(profile(&browser, &env).await.status(), StatusCode::OK, "an RSA key as a JWK");
+    let (ec_private, ec_public) = key_pair(&dir, "ec", "-algorithm EC -pkeyopt ec_paramgen_curve:P-256");
+    let ec_registered = ProviderOptions {
+        auth_method: Some("private_key_jwt"),
+        client_public_key: Some((ec_public, "client-ec-1".into())),
+        ..ProviderOptions::default()
+    };
+    for key in [ec_private.clone(), private_jwk(&ec_private, "client-ec-1")] {
+        let env = TestEnv::start_custom_with(
+            ec_registered.clone(),
+            move |c| c.client_assertion_key(key, ClientAssertionAlg::Es256, Some("client-ec-1".into())),
+            app,
+        )
+        .await;
+        let browser = Browser::new();
+        browser.login(&env.app_url, "pat").await;
+        assert_eq!(profile(&browser, &env).await.status(), StatusCode::OK, "ES256");
+        let cookie = browser.cookie_header(&env.url("/"));
+        let mut ctx = StoreContext::from_cookie_headers([&cookie.parse().unwrap()]);
+        let refreshed = env.client.access_token(&mut ctx, AccessTokenOptions::default().force_refresh()).await;
+        assert!(refreshed.is_ok(), "ES256 refresh: {refreshed:?}");
+    }
     // A key the provider does not know: the code exchange is refused, no session.
     let env = TestEnv::start_custom_with(
         registered,
@@ -1103,4 +1142,21 @@ async fn private_key_jwt_logs_in_and_refreshes_and_a_wrong_key_is_refused() {
     assert!(response.status().is_client_error() || response.status().is_server_error(), "{}", response.status());
     assert_eq!(profile(&browser, &env).await.status(), StatusCode::UNAUTHORIZED, "no session");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `pem` (a private key) as a private JWK with `kid`, by Node's crypto (as a user would export it).
+fn private_jwk(pem: &str, kid: &str) -> String {
+    let script = "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>{\
+        const jwk=require('crypto').createPrivateKey(s).export({format:'jwk'});\
+        process.stdout.write(JSON.stringify({...jwk,kid:process.argv[1]}))})";
+    let mut child = std::process::Command::new("node")
+        .args(["-e", script, kid])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("node");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), pem.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
 }
