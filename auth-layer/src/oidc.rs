@@ -645,7 +645,7 @@ struct ClientAssertion {
 }
 
 enum AssertionKey {
-    Rsa(openidconnect::core::CoreRsaPrivateSigningKey, CoreJwsSigningAlgorithm),
+    Rsa(Box<openidconnect::core::CoreRsaPrivateSigningKey>, CoreJwsSigningAlgorithm),
     P256(p256::ecdsa::SigningKey),
 }
 
@@ -702,7 +702,7 @@ impl ClientAssertion {
             ClientAssertionAlg::Ps256 => CoreJwsSigningAlgorithm::RsaSsaPssSha256,
             _ => CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
         };
-        Ok(Self { key: AssertionKey::Rsa(key, alg), kid })
+        Ok(Self { key: AssertionKey::Rsa(Box::new(key), alg), kid })
     }
 
     /// A fresh assertion of `client_id` for `audience` (the issuer), valid 60 s from `now`.
