@@ -783,6 +783,11 @@ async fn logout_strategies_send_the_browser_where_they_say() {
     assert_eq!(param(&params, "client_id"), ["test-app"]);
     assert!(param(&params, "id_token_hint").is_empty(), "v2 takes no id_token_hint");
     assert_logged_out(&browser, &env).await;
+    // The return target is the app's own path, set by auth-layer: an extra `returnTo` is refused.
+    let mut ctx = StoreContext::default();
+    let smuggled =
+        env.client.logout(&mut ctx, LogoutOptions::default().param("returnTo", "https://evil.example/")).await;
+    assert!(smuggled.is_err(), "an extra returnTo must not reach /v2/logout");
     // `auto` (the default) on a provider with an end-session endpoint: OIDC logout.
     let env = TestEnv::start().await;
     let browser = Browser::new();

@@ -558,25 +558,28 @@ impl AuthClient {
         Ok(self.session(ctx).await?.map(|s| s.user.clone()))
     }
 
-    /// Ends the session here and returns where to send the browser: the provider's
-    /// end-session endpoint (with `id_token_hint`, `post_logout_redirect_uri` and `client_id`)
-    /// or, when the provider has none, straight back to `return_to`.
+    /// Ends the session here and returns where to send the browser, by the configured
+    /// [`LogoutStrategy`](crate::LogoutStrategy): the provider's end-session endpoint (with
+    /// `id_token_hint`, `post_logout_redirect_uri` and `client_id`), Auth0's `/v2/logout`, or
+    /// straight back to `return_to`. A refused `return_to` or extra parameter ends nothing.
     pub async fn logout(&self, ctx: &mut StoreContext, options: LogoutOptions) -> Result<Url, AuthError> {
         let return_to = match options.return_to.as_deref() {
             Some(target) => return_to::validate(target).map_err(|e| AuthError::InvalidRequest(e.into()))?,
             None => "/",
         };
-        let session = self.inner.session_store.get(ctx).await?;
-        self.inner.session_store.delete(ctx).await?;
-        self.inner.transaction_store.delete_all(ctx).await?;
-        let back = self.inner.config.app_url(return_to);
-        let id_token = session.as_ref().map(|s| s.id_token.as_str());
-        let reserved = ["id_token_hint", "post_logout_redirect_uri", "client_id"];
+        // Checked before anything ends: a refused request changes nothing.
+        // `returnTo` is what Auth0's /v2/logout takes for `post_logout_redirect_uri`: set by us too.
+        let reserved = ["id_token_hint", "post_logout_redirect_uri", "client_id", "returnTo"];
         let mut extra = self.inner.config.logout_params.clone();
         extra.extend(options.extra_params);
         if let Some((name, _)) = extra.iter().find(|(n, _)| reserved.contains(&n.as_str())) {
             return Err(AuthError::InvalidRequest(format!("the logout parameter `{name}` is set by auth-layer")));
         }
+        let session = self.inner.session_store.get(ctx).await?;
+        self.inner.session_store.delete(ctx).await?;
+        self.inner.transaction_store.delete_all(ctx).await?;
+        let back = self.inner.config.app_url(return_to);
+        let id_token = session.as_ref().map(|s| s.id_token.as_str());
         Ok(self.inner.rp.end_session_url(id_token, &back, &extra).unwrap_or(back))
     }
 
