@@ -139,6 +139,9 @@ pub mod record;
 mod return_to;
 mod seal;
 pub mod store;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 
 pub use client::{
     AccessToken, AccessTokenOptions, AuthClient, AuthClientBuilder, DEFAULT_MAX_SHARED_ENTRIES, LoginOptions,

@@ -364,7 +364,18 @@ impl<M: Backend> SessionStore for CookieSessionStore<M> {
     /// now (each marker carries a random generation; the session keeps those it saw): a logout
     /// written before this login does not end it, one written after does, even within the
     /// same second.
+    ///
+    /// A session the request carried (another login's) ends as a logout would end it: copies of
+    /// its cookie no longer open.
     async fn set(&self, ctx: &mut StoreContext, data: &SessionData) -> Result<(), StoreError> {
+        if let Some(replaced) = self.read_sealed(ctx).and_then(|sealed| self.open(&sealed))
+            && replaced.session.id() != data.id()
+        {
+            let left = replaced.session.seconds_left(&self.config, self.config.clock.now());
+            if left > 0 {
+                self.write_marker(format!("id:{}", replaced.session.id()), Duration::from_secs(left)).await?;
+            }
+        }
         let seen = self.markers_now(data).await?;
         if seen.is_empty() && data.markers_seen.is_empty() {
             return self.write(ctx, data);
