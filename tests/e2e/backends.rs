@@ -1,21 +1,28 @@
-//! One conformance suite of backend behaviours (get/put/delete, TTL, indexes, concurrency,
-//! corrupt bytes, encryption at rest), run against moka, Redis (standalone and a three-node
-//! Cluster) and PostgreSQL alike; and the outage behaviour of the two servers.
+//! The conformance kit (`auth_layer::testing`) on every backend and shared session store
+//! auth-layer ships: moka, Redis (standalone, with a client cache, and a three-node Cluster) and
+//! PostgreSQL; and what the kit cannot check alone: client caches across connections, batching,
+//! outages, migrations and TLS.
 
 use std::time::Duration;
 
-use auth_layer::Store;
 use auth_layer::backend::{Backend, ClientCache, MokaBackend, PostgresBackend, PostgresOptions, RedisBackend};
-use auth_layer::store::StoreError;
+use auth_layer::store::{CookieSessionStore, ServerSessionStore, StoreError};
+use auth_layer::testing::{check_backend, check_session_store};
 use auth_layer_tests::servers::{PgServer, RedisCluster, RedisServer, database_url, redis_url};
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
-
-const SECRET: &str = "backend-suite-secret-backend-suite-secret";
 
 /// A fresh prefix, so that tests sharing a server never see each other's keys.
 fn prefix() -> String {
     format!("t{}-{}:", std::process::id(), auth_layer_tests::free_port())
+}
+
+/// A value written, read and deleted: the connection works (the kit checks the rest).
+async fn round_trip<B: Backend>(backend: &B) {
+    let key = format!("{}round-trip", prefix());
+    backend.put(&key, Bytes::from_static(b"v"), None, vec![]).await.unwrap();
+    assert_eq!(backend.get(&key).await.unwrap().as_deref(), Some(&b"v"[..]));
+    backend.delete(&key).await.unwrap();
+    assert_eq!(backend.get(&key).await.unwrap(), None);
 }
 
 async fn redis() -> RedisBackend {
@@ -46,298 +53,58 @@ async fn postgres() -> PostgresBackend {
         .unwrap_or_else(|e| panic!("PostgreSQL is not reachable at {url} (set DATABASE_URL): {e}"))
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Store)]
-#[store(key = "{id}", ttl = "1h", encrypt)]
-struct Secretive {
-    id: String,
-    #[store(index)]
-    owner: String,
+// The conformance kit (`auth_layer::testing`), the one users run on a backend of their own, on
+// every backend auth-layer ships: the kit and the built-in backends cannot drift.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moka_keeps_every_backend_rule() {
+    check_backend(|| async { MokaBackend::new() }).await.unwrap();
 }
 
-mod suite {
-    use super::*;
-
-    fn tags(p: &str, list: &[&str]) -> Vec<String> {
-        list.iter().map(|t| format!("{p}{t}")).collect()
-    }
-
-    pub(super) async fn get_put_delete<B: Backend>(b: &B, p: &str) {
-        let k = format!("{p}k");
-        assert_eq!(b.get(&k).await.unwrap(), None);
-        b.put(&k, Bytes::from_static(b"v1"), None, tags(p, &["a"])).await.unwrap();
-        assert_eq!(b.get(&k).await.unwrap().as_deref(), Some(&b"v1"[..]));
-        b.put(&k, Bytes::from_static(b"v2"), None, tags(p, &["a"])).await.unwrap();
-        assert_eq!(b.get(&k).await.unwrap().as_deref(), Some(&b"v2"[..]), "put replaces");
-        b.delete(&k).await.unwrap();
-        assert_eq!(b.get(&k).await.unwrap(), None);
-        assert!(b.keys_by_tag(&format!("{p}a")).await.unwrap().is_empty(), "deletion unlists");
-        b.delete(&k).await.unwrap();
-    }
-
-    pub(super) async fn expired_values_are_never_returned_nor_listed<B: Backend>(b: &B, p: &str) {
-        let (short, long) = (format!("{p}short"), format!("{p}long"));
-        b.put(&short, Bytes::from_static(b"v"), Some(Duration::from_millis(300)), tags(p, &["t"])).await.unwrap();
-        b.put(&long, Bytes::from_static(b"v"), None, tags(p, &["t"])).await.unwrap();
-        assert!(b.get(&short).await.unwrap().is_some());
-        tokio::time::sleep(Duration::from_millis(1_200)).await;
-        assert_eq!(b.get(&short).await.unwrap(), None);
-        assert_eq!(b.keys_by_tag(&format!("{p}t")).await.unwrap(), std::slice::from_ref(&long));
-        assert_eq!(b.delete_by_tag(&format!("{p}t")).await.unwrap(), 1, "only the live key counts");
-        assert_eq!(b.get(&long).await.unwrap(), None);
-    }
-
-    pub(super) async fn replacing_a_value_replaces_its_tags<B: Backend>(b: &B, p: &str) {
-        let k = format!("{p}k");
-        b.put(&k, Bytes::from_static(b"1"), None, tags(p, &["a", "b"])).await.unwrap();
-        b.put(&k, Bytes::from_static(b"2"), None, tags(p, &["b", "c"])).await.unwrap();
-        assert!(b.keys_by_tag(&format!("{p}a")).await.unwrap().is_empty());
-        assert_eq!(b.keys_by_tag(&format!("{p}b")).await.unwrap(), std::slice::from_ref(&k));
-        assert_eq!(b.keys_by_tag(&format!("{p}c")).await.unwrap(), std::slice::from_ref(&k));
-        assert_eq!(b.delete_by_tag(&format!("{p}a")).await.unwrap(), 0, "a dropped tag deletes nothing");
-        assert_eq!(b.get(&k).await.unwrap().as_deref(), Some(&b"2"[..]));
-    }
-
-    pub(super) async fn delete_by_tag_removes_exactly_the_tagged_keys<B: Backend>(b: &B, p: &str) {
-        for i in 0..10 {
-            let tag = if i % 2 == 0 { "even" } else { "odd" };
-            b.put(&format!("{p}k{i}"), Bytes::from_static(b"v"), Some(Duration::from_secs(60)), tags(p, &[tag, "all"]))
-                .await
-                .unwrap();
-        }
-        assert_eq!(b.delete_by_tag(&format!("{p}even")).await.unwrap(), 5);
-        for i in 0..10 {
-            assert_eq!(b.get(&format!("{p}k{i}")).await.unwrap().is_some(), i % 2 == 1, "k{i}");
-        }
-        let mut all = b.keys_by_tag(&format!("{p}all")).await.unwrap();
-        all.sort();
-        assert_eq!(all, (0..10).filter(|i| i % 2 == 1).map(|i| format!("{p}k{i}")).collect::<Vec<_>>());
-        assert_eq!(b.delete_by_tag(&format!("{p}nothing")).await.unwrap(), 0);
-    }
-
-    pub(super) async fn concurrent_writers_leave_a_consistent_index<B: Backend + Clone>(b: &B, p: &str) {
-        let mut tasks = Vec::new();
-        for task in 0..16u64 {
-            let (b, p) = (b.clone(), p.to_owned());
-            tasks.push(tokio::spawn(async move {
-                for round in 0..40u64 {
-                    let key = format!("{p}k{}", (task * 7 + round) % 20);
-                    let tag = format!("{p}t{}", round % 3);
-                    match round % 5 {
-                        4 => b.delete(&key).await.unwrap(),
-                        3 => {
-                            b.delete_by_tag(&tag).await.unwrap();
-                        }
-                        _ => b
-                            .put(&key, Bytes::from(vec![task as u8]), None, vec![tag, format!("{p}all")])
-                            .await
-                            .unwrap(),
-                    }
-                }
-            }));
-        }
-        for task in tasks {
-            task.await.unwrap();
-        }
-        let listed = b.keys_by_tag(&format!("{p}all")).await.unwrap();
-        let mut per_tag = 0;
-        for t in 0..3 {
-            per_tag += b.keys_by_tag(&format!("{p}t{t}")).await.unwrap().len();
-        }
-        let mut live = 0;
-        for i in 0..20 {
-            let key = format!("{p}k{i}");
-            let present = b.get(&key).await.unwrap().is_some();
-            live += usize::from(present);
-            assert_eq!(present, listed.contains(&key), "{key}: present {present}");
-        }
-        assert_eq!(listed.len(), live);
-        assert_eq!(per_tag, live, "every live key is listed under exactly one of t0..t2");
-    }
-
-    pub(super) async fn update_replaces_a_present_value_and_never_creates_one<B: Backend>(b: &B, p: &str) {
-        let (k, gone, short) = (format!("{p}k"), format!("{p}gone"), format!("{p}short"));
-        assert!(!b.update(&gone, Bytes::from_static(b"v"), None, tags(p, &["u"])).await.unwrap(), "absent");
-        assert_eq!(b.get(&gone).await.unwrap(), None, "update created nothing");
-        assert!(b.keys_by_tag(&format!("{p}u")).await.unwrap().is_empty(), "nor listed anything");
-
-        b.put(&k, Bytes::from_static(b"1"), None, tags(p, &["a"])).await.unwrap();
-        assert!(b.update(&k, Bytes::from_static(b"2"), None, tags(p, &["u"])).await.unwrap());
-        assert_eq!(b.get(&k).await.unwrap().as_deref(), Some(&b"2"[..]));
-        assert!(b.keys_by_tag(&format!("{p}a")).await.unwrap().is_empty(), "tags replaced as put does");
-        assert_eq!(b.keys_by_tag(&format!("{p}u")).await.unwrap(), std::slice::from_ref(&k));
-
-        b.delete(&k).await.unwrap();
-        assert!(!b.update(&k, Bytes::from_static(b"3"), None, tags(p, &["u"])).await.unwrap(), "deleted");
-        assert_eq!(b.get(&k).await.unwrap(), None, "a deletion is final");
-
-        b.put(&short, Bytes::from_static(b"1"), Some(Duration::from_millis(300)), vec![]).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(1_200)).await;
-        assert!(!b.update(&short, Bytes::from_static(b"2"), None, vec![]).await.unwrap(), "expired");
-        assert_eq!(b.get(&short).await.unwrap(), None);
-    }
-
-    /// `insert` writes only where the key holds nothing (never written, deleted, expired), and
-    /// of many racing inserts of one key exactly one wins: a lease has one holder.
-    pub(super) async fn insert_writes_only_where_nothing_is_and_one_racer_wins<B: Backend + Clone>(b: &B, p: &str) {
-        let (k, short) = (format!("{p}lease"), format!("{p}short-lease"));
-        assert!(b.insert(&k, Bytes::from_static(b"1"), None, tags(p, &["l"])).await.unwrap(), "absent: written");
-        assert!(!b.insert(&k, Bytes::from_static(b"2"), None, tags(p, &["m"])).await.unwrap(), "present: refused");
-        assert_eq!(b.get(&k).await.unwrap().as_deref(), Some(&b"1"[..]), "the first value stays");
-        assert!(b.keys_by_tag(&format!("{p}m")).await.unwrap().is_empty(), "a refused insert lists nothing");
-        assert_eq!(b.keys_by_tag(&format!("{p}l")).await.unwrap(), std::slice::from_ref(&k));
-        b.delete(&k).await.unwrap();
-        assert!(b.insert(&k, Bytes::from_static(b"3"), None, vec![]).await.unwrap(), "deleted: written again");
-
-        b.insert(&short, Bytes::from_static(b"1"), Some(Duration::from_millis(300)), vec![]).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(1_200)).await;
-        assert!(b.insert(&short, Bytes::from_static(b"2"), None, vec![]).await.unwrap(), "expired: written");
-        assert_eq!(b.get(&short).await.unwrap().as_deref(), Some(&b"2"[..]));
-
-        for round in 0..20u32 {
-            let key = format!("{p}race{round}");
-            let racers: Vec<_> = (0..8u8)
-                .map(|racer| {
-                    let (b, key) = (b.clone(), key.clone());
-                    tokio::spawn(async move {
-                        b.insert(&key, Bytes::from(vec![racer]), Some(Duration::from_secs(30)), vec![]).await.unwrap()
-                    })
-                })
-                .collect();
-            let mut winners = Vec::new();
-            for (racer, task) in racers.into_iter().enumerate() {
-                if task.await.unwrap() {
-                    winners.push(racer as u8);
-                }
-            }
-            assert_eq!(winners.len(), 1, "round {round}: exactly one insert wins, got {winners:?}");
-            assert_eq!(b.get(&key).await.unwrap().as_deref(), Some(&winners[..]), "the winner's value is kept");
-        }
-    }
-
-    /// Updates (renewals) racing deletions by key and by tag (logouts), from many tasks: once
-    /// a key is deleted no update brings it back, and no tag lists a deleted key.
-    pub(super) async fn updates_racing_deletions_never_bring_a_key_back<B: Backend + Clone>(b: &B, p: &str) {
-        for round in 0..40u32 {
-            let key = format!("{p}s{round}");
-            let tag = format!("{p}sid{round}");
-            b.put(&key, Bytes::from_static(b"0"), Some(Duration::from_secs(60)), vec![tag.clone()]).await.unwrap();
-            let mut tasks = Vec::new();
-            for writer in 0..6u8 {
-                let (b, key, tag) = (b.clone(), key.clone(), tag.clone());
-                tasks.push(tokio::spawn(async move {
-                    for _ in 0..4 {
-                        b.update(&key, Bytes::from(vec![writer]), Some(Duration::from_secs(60)), vec![tag.clone()])
-                            .await
-                            .unwrap();
-                        tokio::task::yield_now().await;
-                    }
-                }));
-            }
-            let (deleter, key2, tag2) = (b.clone(), key.clone(), tag.clone());
-            let by_tag = round % 2 == 0;
-            let deletion = tokio::spawn(async move {
-                tokio::task::yield_now().await;
-                if by_tag { deleter.delete_by_tag(&tag2).await.map(|_| ()) } else { deleter.delete(&key2).await }
-            });
-            deletion.await.unwrap().unwrap();
-            for task in tasks {
-                task.await.unwrap();
-            }
-            assert_eq!(b.get(&key).await.unwrap(), None, "round {round}: deleted, then brought back");
-            assert!(b.keys_by_tag(&tag).await.unwrap().is_empty(), "round {round}: a deleted key is listed");
-        }
-    }
-
-    pub(super) async fn records_that_do_not_decode_are_absent<B: Backend + Clone>(b: &B, p: &str) {
-        let store = Secretive::store_in(b.clone(), &[SECRET]);
-        let key = format!("{p}bad");
-        for garbage in
-            [&b""[..], b"\xff\xfe", b"{\"v\":1,\"d\":{}}", b"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"]
-        {
-            b.put(&key, Bytes::copy_from_slice(garbage), None, vec![]).await.unwrap();
-            assert_eq!(store.get(&key).await.unwrap(), None);
-        }
-    }
-
-    pub(super) async fn encrypted_records_do_not_open_under_another_key<B: Backend + Clone>(b: &B, p: &str) {
-        let store = Secretive::store_in(b.clone(), &[SECRET]);
-        let record = Secretive { id: format!("{p}one"), owner: format!("{p}ann") };
-        store.set(&record).await.unwrap();
-        assert_eq!(store.get(&record.id).await.unwrap(), Some(record.clone()));
-        // Over a backend (moka too: only `TypedStore::in_memory` keeps records as they are)
-        // records are sealed at rest.
-        let raw = b.get(&record.id).await.unwrap().unwrap();
-        assert!(!String::from_utf8_lossy(&raw).contains("ann"), "sealed at rest");
-        let copy = format!("{p}two");
-        b.put(&copy, raw, None, vec![]).await.unwrap();
-        assert_eq!(store.get(&copy).await.unwrap(), None, "a record copied to another key does not open");
-        assert_eq!(store.find_by(Secretive::OWNER, &record.owner).await.unwrap(), vec![record.clone()]);
-        assert_eq!(store.delete_by(Secretive::OWNER, &record.owner).await.unwrap(), 1);
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_keeps_every_backend_rule() {
+    let namespace = prefix();
+    check_backend(|| async { redis().await.with_namespace(&namespace) }).await.unwrap();
 }
 
-macro_rules! conformance {
-    ($backend:ident, $make:expr) => {
-        mod $backend {
-            use super::*;
-
-            #[tokio::test]
-            async fn get_put_delete() {
-                suite::get_put_delete(&$make, &prefix()).await;
-            }
-
-            #[tokio::test]
-            async fn expired_values_are_never_returned_nor_listed() {
-                suite::expired_values_are_never_returned_nor_listed(&$make, &prefix()).await;
-            }
-
-            #[tokio::test]
-            async fn replacing_a_value_replaces_its_tags() {
-                suite::replacing_a_value_replaces_its_tags(&$make, &prefix()).await;
-            }
-
-            #[tokio::test]
-            async fn delete_by_tag_removes_exactly_the_tagged_keys() {
-                suite::delete_by_tag_removes_exactly_the_tagged_keys(&$make, &prefix()).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn concurrent_writers_leave_a_consistent_index() {
-                suite::concurrent_writers_leave_a_consistent_index(&$make, &prefix()).await;
-            }
-
-            #[tokio::test]
-            async fn update_replaces_a_present_value_and_never_creates_one() {
-                suite::update_replaces_a_present_value_and_never_creates_one(&$make, &prefix()).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn insert_writes_only_where_nothing_is_and_one_racer_wins() {
-                suite::insert_writes_only_where_nothing_is_and_one_racer_wins(&$make, &prefix()).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn updates_racing_deletions_never_bring_a_key_back() {
-                suite::updates_racing_deletions_never_bring_a_key_back(&$make, &prefix()).await;
-            }
-
-            #[tokio::test]
-            async fn records_that_do_not_decode_are_absent() {
-                suite::records_that_do_not_decode_are_absent(&$make, &prefix()).await;
-            }
-
-            #[tokio::test]
-            async fn encrypted_records_do_not_open_under_another_key() {
-                suite::encrypted_records_do_not_open_under_another_key(&$make, &prefix()).await;
-            }
-        }
-    };
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_with_a_client_cache_keeps_every_backend_rule() {
+    let namespace = prefix();
+    check_backend(|| redis_cached_in(&namespace)).await.unwrap();
 }
 
-conformance!(moka, MokaBackend::new());
-conformance!(redis_standalone, redis().await);
-conformance!(redis_client_cache, redis_cached_in(&prefix()).await);
-conformance!(postgresql, postgres().await);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_keeps_every_backend_rule() {
+    check_backend(postgres).await.unwrap();
+}
+
+/// The session stores a fleet runs over Redis and PostgreSQL: every "instance" is a store of
+/// its own, on a connection of its own, over one namespace or database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_stores_over_redis_and_postgresql_keep_every_session_store_rule() {
+    let namespace = prefix();
+    check_session_store(|config| {
+        let namespace = namespace.clone();
+        async move { ServerSessionStore::new(redis().await.with_namespace(&namespace), &config) }
+    })
+    .await
+    .unwrap();
+    check_session_store(|config| async move { ServerSessionStore::new(postgres().await, &config) }).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_stores_with_markers_in_redis_and_postgresql_keep_every_session_store_rule() {
+    let namespace = prefix();
+    check_session_store(|config| {
+        let namespace = namespace.clone();
+        async move { CookieSessionStore::new(&config).with_marker_backend(redis().await.with_namespace(&namespace)) }
+    })
+    .await
+    .unwrap();
+    check_session_store(|config| async move { CookieSessionStore::new(&config).with_marker_backend(postgres().await) })
+        .await
+        .unwrap();
+}
 
 /// Two processes' caches of one Redis: what one changes or deletes, the other stops serving
 /// (Redis's invalidation, not the copies' maximum age of 10 s).
@@ -402,20 +169,10 @@ async fn redis_client_cache_with_max_age_zero_serves_nothing_from_the_cache() {
 async fn redis_cluster_passes_the_same_suite() {
     let cluster = RedisCluster::start();
     let b = RedisBackend::connect_cluster(&cluster.urls).await.expect("cluster connection");
-    let p = prefix();
-    suite::get_put_delete(&b, &p).await;
-    suite::expired_values_are_never_returned_nor_listed(&b, &format!("{p}e")).await;
-    suite::replacing_a_value_replaces_its_tags(&b, &format!("{p}r")).await;
-    suite::delete_by_tag_removes_exactly_the_tagged_keys(&b, &format!("{p}d")).await;
-    suite::concurrent_writers_leave_a_consistent_index(&b, &format!("{p}c")).await;
-    suite::update_replaces_a_present_value_and_never_creates_one(&b, &format!("{p}u")).await;
-    suite::updates_racing_deletions_never_bring_a_key_back(&b, &format!("{p}w")).await;
-    suite::insert_writes_only_where_nothing_is_and_one_racer_wins(&b, &format!("{p}i")).await;
-    suite::records_that_do_not_decode_are_absent(&b, &format!("{p}x")).await;
-    suite::encrypted_records_do_not_open_under_another_key(&b, &format!("{p}s")).await;
+    check_backend(|| async { b.clone() }).await.unwrap();
     // Two namespaces land on different nodes, and both work.
     let other = RedisBackend::connect_cluster(&cluster.urls).await.unwrap().with_namespace("another-app");
-    suite::get_put_delete(&other, &p).await;
+    check_backend(|| async { other.clone() }).await.unwrap();
 }
 
 async fn outage_fails_fast_then_recovers_with_nothing_lost<B: Backend>(
@@ -591,7 +348,7 @@ async fn redis_password_comes_from_the_url() {
     assert!(refused, "no password, no access");
     let url = format!("redis://:s3cret-pass@127.0.0.1:{}", server.port);
     let backend = RedisBackend::connect(&url).await.unwrap();
-    suite::get_put_delete(&backend, &prefix()).await;
+    round_trip(&backend).await;
 }
 
 #[tokio::test]
@@ -623,7 +380,7 @@ async fn redis_over_tls_from_a_rediss_url() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let backend = backend.expect("TLS connection");
-    suite::get_put_delete(&backend, &prefix()).await;
+    round_trip(&backend).await;
     let untrusted = RedisBackend::connect(&url).await;
     let refused = match untrusted {
         Ok(b) => b.get("k").await.is_err(),
@@ -656,7 +413,7 @@ async fn postgres_over_tls_from_the_urls_sslmode_with_a_private_ca() {
     // libpq's strictest mode, with the app's private CA: TLS, the certificate checked.
     let url = format!("{}?sslmode=verify-full&application_name=auth-layer-tls", server.url());
     let backend = PostgresBackend::connect_with_root_ca(&url, &ca).await.expect("TLS to the private-CA server");
-    suite::get_put_delete(&backend, &prefix()).await;
+    round_trip(&backend).await;
     let psql = std::process::Command::new("psql")
         .args(["-h", "127.0.0.1", "-p", &server.port.to_string(), "-U", "postgres", "-d", "postgres", "-Atc"])
         .arg(
@@ -674,7 +431,7 @@ async fn postgres_over_tls_from_the_urls_sslmode_with_a_private_ca() {
     assert!(untrusted.is_err(), "a certificate no trusted CA signed is refused");
     // `disable`: the clear, as asked.
     let plain = PostgresBackend::connect(&format!("{}?sslmode=disable", server.url())).await.expect("plain");
-    suite::get_put_delete(&plain, &format!("{}plain", prefix())).await;
+    round_trip(&plain).await;
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

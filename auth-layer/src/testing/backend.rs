@@ -75,7 +75,10 @@ pub const BACKEND_RULES: &[Rule] = &[
 ];
 
 /// Checks every rule of [`BACKEND_RULES`] on backends from `make` (one per rule, keys under a
-/// random prefix); returns the rules broken, each with what the kit saw.
+/// random prefix); returns the rules broken, each with what the kit saw. Every call of `make`
+/// must return a backend over the same data, as another process of the app would open it (a
+/// new connection to the same database and namespace; for one in memory, a clone): the
+/// notices rule sends from one and listens on another.
 ///
 /// ```no_run
 /// # async fn run() {
