@@ -3,6 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use auth_layer::{AuthClient, AuthLayer};
 use auth_layer_tests::{Browser, EnvOptions, TestEnv};
 use quickstart::StoreChoice;
 use reqwest::StatusCode;
@@ -46,7 +47,10 @@ async fn post_logout_token(env: &TestEnv, token: &str) -> reqwest::Response {
 /// Logs in and logs out at the provider's own end-session page (not through the app): the
 /// provider's back-channel POST is the only thing that can end the app's session.
 async fn provider_logout_ends_the_session(store: StoreChoice) {
-    let env = start(store.clone()).await;
+    provider_logout_ends_the_session_of(start(store.clone()).await, &format!("{store:?}")).await;
+}
+
+async fn provider_logout_ends_the_session_of(env: TestEnv, store: &str) {
     let browser = Browser::new();
     browser.login(&env.app_url, "pat").await;
     let me: Value = profile(&browser, &env).await.json().await.unwrap();
@@ -72,6 +76,29 @@ async fn provider_logout_ends_a_cookie_session() {
 #[tokio::test]
 async fn provider_logout_ends_a_memory_session() {
     provider_logout_ends_the_session(StoreChoice::Memory).await;
+}
+
+fn sqlite_file(name: &str) -> String {
+    let dir = auth_layer_tests::servers::scratch_dir(name);
+    dir.join("sessions.sqlite3").display().to_string()
+}
+
+#[tokio::test]
+async fn provider_logout_ends_a_session_in_the_sqlite_backend() {
+    provider_logout_ends_the_session(StoreChoice::Sqlite(sqlite_file("backchannel-sqlite"))).await;
+}
+
+/// A `SessionStore` of the app's own (the sqlite-backend example's `sessions` table), on the
+/// real provider: login, its back-channel logout, a new login.
+#[tokio::test]
+async fn provider_logout_ends_a_session_in_the_apps_own_sessions_table() {
+    let path = sqlite_file("backchannel-sessions-table");
+    let env = TestEnv::start_with_layer(|config| async move {
+        let table = sqlite_backend::SessionsTable::open(&path, &config)?;
+        Ok(AuthLayer::new(AuthClient::builder(config).with_session_store(table).build().await?))
+    })
+    .await;
+    provider_logout_ends_the_session_of(env, "SessionsTable").await;
 }
 
 async fn defective_tokens_are_refused_and_the_session_survives(store: StoreChoice) {

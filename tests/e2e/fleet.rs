@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use auth_layer::backend::{Backend, PostgresBackend, RedisBackend};
 use auth_layer::store::{CookieSessionStore, LogoutTarget, SessionStore, StoreContext};
 use auth_layer::{SessionData, User};
-use auth_layer_tests::servers::{RedisServer, database_url, redis_url};
+use auth_layer_tests::servers::{RedisServer, database_url, redis_url, scratch_dir};
 use auth_layer_tests::{Browser, CountingReads, Fleet, ProviderOptions};
 use quickstart::{SharedChoice, StoreChoice};
 use reqwest::StatusCode;
@@ -23,14 +23,18 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
-/// The four ways to run a fleet: cookie sessions with shared state in Redis or PostgreSQL,
-/// server-side sessions in Redis or PostgreSQL (shared state in the same backend by default).
-fn setups() -> [(StoreChoice, SharedChoice); 4] {
+/// The ways to run a fleet: cookie sessions with shared state in Redis or PostgreSQL,
+/// server-side sessions in Redis or PostgreSQL (shared state in the same backend by default),
+/// and server-side sessions in one SQLite file (the `sqlite-backend` example: processes of one
+/// machine sharing a file, as instances restarted one after another do).
+fn setups() -> [(StoreChoice, SharedChoice); 5] {
+    let sqlite = scratch_dir("fleet-sqlite").join(format!("{}.sqlite3", unique_user("sessions")));
     [
         (StoreChoice::Cookie, SharedChoice::Redis(redis_url())),
         (StoreChoice::Cookie, SharedChoice::Postgres(database_url())),
         (StoreChoice::Redis(redis_url()), SharedChoice::Default),
         (StoreChoice::Postgres(database_url()), SharedChoice::Default),
+        (StoreChoice::Sqlite(sqlite.display().to_string()), SharedChoice::Default),
     ]
 }
 

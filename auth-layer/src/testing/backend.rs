@@ -163,7 +163,9 @@ async fn expired_values_are_never_returned_nor_listed<B: Backend>(b: B, p: Strin
 
 async fn put_replaces_value_ttl_and_tags<B: Backend>(b: B, p: String) -> Outcome {
     let k = format!("{p}k");
-    b.put(&k, Bytes::from_static(b"1"), Some(Duration::from_millis(300)), tags(&p, &["a", "b"])).await.or_fail("put")?;
+    b.put(&k, Bytes::from_static(b"1"), Some(Duration::from_millis(300)), tags(&p, &["a", "b"]))
+        .await
+        .or_fail("put")?;
     b.put(&k, Bytes::from_static(b"2"), None, tags(&p, &["b", "c"])).await.or_fail("put")?;
     let a = b.keys_by_tag(&format!("{p}a")).await.or_fail("keys_by_tag")?;
     ensure!(a.is_empty(), "a tag the new value does not carry still lists the key: {a:?}");
@@ -175,7 +177,11 @@ async fn put_replaces_value_ttl_and_tags<B: Backend>(b: B, p: String) -> Outcome
     ensure!(deleted == 0, "delete_by_tag of a dropped tag deleted {deleted} key(s)");
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     let got = b.get(&k).await.or_fail("get")?;
-    ensure!(got.as_deref() == Some(b"2"), "the old TTL (300 ms) outlived a put without one: get returned {}", shown(&got));
+    ensure!(
+        got.as_deref() == Some(b"2"),
+        "the old TTL (300 ms) outlived a put without one: get returned {}",
+        shown(&got)
+    );
     Ok(())
 }
 
@@ -190,7 +196,11 @@ async fn delete_by_tag_removes_exactly_the_tagged_keys<B: Backend>(b: B, p: Stri
     ensure!(deleted == 5, "delete_by_tag of a tag on 5 keys returned {deleted}");
     for i in 0..10 {
         let present = b.get(&format!("{p}k{i}")).await.or_fail("get")?.is_some();
-        ensure!(present == (i % 2 == 1), "k{i} is {} after deleting the tag `even`", if present { "present" } else { "gone" });
+        ensure!(
+            present == (i % 2 == 1),
+            "k{i} is {} after deleting the tag `even`",
+            if present { "present" } else { "gone" }
+        );
     }
     let mut all = b.keys_by_tag(&format!("{p}all")).await.or_fail("keys_by_tag")?;
     all.sort();
@@ -253,13 +263,22 @@ async fn update_never_creates_a_key<B: Backend>(b: B, p: String) -> Outcome {
     let wrote = b.update(&gone, Bytes::from_static(b"v"), None, tags(&p, &["u"])).await.or_fail("update")?;
     ensure!(!wrote, "update of a key never written returned true");
     ensure!(b.get(&gone).await.or_fail("get")?.is_none(), "update of a key never written created it");
-    ensure!(b.keys_by_tag(&format!("{p}u")).await.or_fail("keys_by_tag")?.is_empty(), "a refused update listed its key");
+    ensure!(
+        b.keys_by_tag(&format!("{p}u")).await.or_fail("keys_by_tag")?.is_empty(),
+        "a refused update listed its key"
+    );
 
     b.put(&k, Bytes::from_static(b"1"), None, tags(&p, &["a"])).await.or_fail("put")?;
-    ensure!(b.update(&k, Bytes::from_static(b"2"), None, tags(&p, &["u"])).await.or_fail("update")?, "update of a live key returned false");
+    ensure!(
+        b.update(&k, Bytes::from_static(b"2"), None, tags(&p, &["u"])).await.or_fail("update")?,
+        "update of a live key returned false"
+    );
     let got = b.get(&k).await.or_fail("get")?;
     ensure!(got.as_deref() == Some(b"2"), "after update(\"2\"), get returned {}", shown(&got));
-    ensure!(b.keys_by_tag(&format!("{p}a")).await.or_fail("keys_by_tag")?.is_empty(), "update kept a tag it did not carry");
+    ensure!(
+        b.keys_by_tag(&format!("{p}a")).await.or_fail("keys_by_tag")?.is_empty(),
+        "update kept a tag it did not carry"
+    );
     let listed = b.keys_by_tag(&format!("{p}u")).await.or_fail("keys_by_tag")?;
     ensure!(listed == [k.clone()], "update's tag lists {listed:?}, not [{k:?}]");
 
@@ -279,25 +298,39 @@ async fn update_never_creates_a_key<B: Backend>(b: B, p: String) -> Outcome {
 
 async fn insert_has_one_winner<B: Backend + Clone>(b: B, p: String) -> Outcome {
     let (k, short) = (format!("{p}lease"), format!("{p}short-lease"));
-    ensure!(b.insert(&k, Bytes::from_static(b"1"), None, tags(&p, &["l"])).await.or_fail("insert")?, "insert of a new key returned false");
+    ensure!(
+        b.insert(&k, Bytes::from_static(b"1"), None, tags(&p, &["l"])).await.or_fail("insert")?,
+        "insert of a new key returned false"
+    );
     let wrote = b.insert(&k, Bytes::from_static(b"2"), None, tags(&p, &["m"])).await.or_fail("insert")?;
     ensure!(!wrote, "insert over a live value returned true");
     let got = b.get(&k).await.or_fail("get")?;
     ensure!(got.as_deref() == Some(b"1"), "insert over a live value replaced it: get returned {}", shown(&got));
-    ensure!(b.keys_by_tag(&format!("{p}m")).await.or_fail("keys_by_tag")?.is_empty(), "a refused insert listed its tag");
+    ensure!(
+        b.keys_by_tag(&format!("{p}m")).await.or_fail("keys_by_tag")?.is_empty(),
+        "a refused insert listed its tag"
+    );
     b.delete(&k).await.or_fail("delete")?;
-    ensure!(b.insert(&k, Bytes::from_static(b"3"), None, vec![]).await.or_fail("insert")?, "insert of a deleted key returned false");
+    ensure!(
+        b.insert(&k, Bytes::from_static(b"3"), None, vec![]).await.or_fail("insert")?,
+        "insert of a deleted key returned false"
+    );
 
     b.insert(&short, Bytes::from_static(b"1"), Some(Duration::from_millis(300)), vec![]).await.or_fail("insert")?;
     tokio::time::sleep(Duration::from_millis(1_200)).await;
-    ensure!(b.insert(&short, Bytes::from_static(b"2"), None, vec![]).await.or_fail("insert")?, "insert of an expired key returned false");
+    ensure!(
+        b.insert(&short, Bytes::from_static(b"2"), None, vec![]).await.or_fail("insert")?,
+        "insert of an expired key returned false"
+    );
 
     for round in 0..20u32 {
         let key = format!("{p}race{round}");
         let racers: Vec<_> = (0..8u8)
             .map(|racer| {
                 let (b, key) = (b.clone(), key.clone());
-                tokio::spawn(async move { b.insert(&key, Bytes::from(vec![racer]), Some(Duration::from_secs(30)), vec![]).await })
+                tokio::spawn(async move {
+                    b.insert(&key, Bytes::from(vec![racer]), Some(Duration::from_secs(30)), vec![]).await
+                })
             })
             .collect();
         let mut winners = Vec::new();
@@ -306,9 +339,17 @@ async fn insert_has_one_winner<B: Backend + Clone>(b: B, p: String) -> Outcome {
                 winners.push(racer as u8);
             }
         }
-        ensure!(winners.len() == 1, "round {round}: {} of 8 racing inserts returned true ({winners:?}); exactly one may", winners.len());
+        ensure!(
+            winners.len() == 1,
+            "round {round}: {} of 8 racing inserts returned true ({winners:?}); exactly one may",
+            winners.len()
+        );
         let got = b.get(&key).await.or_fail("get")?;
-        ensure!(got.as_deref() == Some(&winners[..]), "round {round}: the winner wrote {winners:?}, get returned {}", shown(&got));
+        ensure!(
+            got.as_deref() == Some(&winners[..]),
+            "round {round}: the winner wrote {winners:?}, get returned {}",
+            shown(&got)
+        );
     }
     Ok(())
 }
@@ -349,7 +390,11 @@ async fn deleted_keys_stay_deleted_under_racing_updates<B: Backend + Clone>(b: B
         }
         let how = if by_tag { "delete_by_tag" } else { "delete" };
         let got = b.get(&key).await.or_fail("get")?;
-        ensure!(got.is_none(), "round {round}: deleted by {how} while updates ran, then brought back ({})", shown(&got));
+        ensure!(
+            got.is_none(),
+            "round {round}: deleted by {how} while updates ran, then brought back ({})",
+            shown(&got)
+        );
         let listed = b.keys_by_tag(&tag).await.or_fail("keys_by_tag")?;
         ensure!(listed.is_empty(), "round {round}: deleted by {how}, yet listed under its tag: {listed:?}");
     }
@@ -370,12 +415,18 @@ const KIT_SECRET: &str = "the conformance kit's secret, for its records only";
 async fn undecodable_records_are_absent<B: Backend + Clone>(b: B, p: String) -> Outcome {
     let store = KitRecord::store_in(b.clone(), &[KIT_SECRET]);
     let key = format!("{p}bad");
-    for garbage in [&b""[..], b"\xff\xfe", b"{\"v\":1,\"d\":{}}", b"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
+    for garbage in
+        [&b""[..], b"\xff\xfe", b"{\"v\":1,\"d\":{}}", b"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"]
+    {
         b.put(&key, Bytes::copy_from_slice(garbage), None, vec![]).await.or_fail("put")?;
         match store.get(&key).await {
             Ok(None) => {}
             Ok(Some(record)) => return Err(format!("the bytes {garbage:?} read as a record: {record:?}")),
-            Err(err) => return Err(format!("the bytes {garbage:?} made the typed store fail ({err}); they should read as no record")),
+            Err(err) => {
+                return Err(format!(
+                    "the bytes {garbage:?} made the typed store fail ({err}); they should read as no record"
+                ));
+            }
         }
     }
     Ok(())

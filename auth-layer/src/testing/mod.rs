@@ -154,11 +154,7 @@ impl Runner {
     }
 
     fn finish(self) -> Result<(), Failures> {
-        if self.failures.is_empty() {
-            Ok(())
-        } else {
-            Err(Failures { failures: self.failures, rules: self.rules })
-        }
+        if self.failures.is_empty() { Ok(()) } else { Err(Failures { failures: self.failures, rules: self.rules }) }
     }
 }
 
@@ -239,7 +235,13 @@ mod tests {
         async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
             self.inner.get(key).await
         }
-        async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>, mut tags: Vec<String>) -> Result<(), StoreError> {
+        async fn put(
+            &self,
+            key: &str,
+            value: Bytes,
+            ttl: Option<Duration>,
+            mut tags: Vec<String>,
+        ) -> Result<(), StoreError> {
             let value = match self.flaw {
                 Flaw::StoresText => Bytes::from(String::from_utf8_lossy(&value).into_owned()),
                 _ => value,
@@ -256,7 +258,13 @@ mod tests {
             }
             self.inner.put(key, value, ttl, tags).await
         }
-        async fn update(&self, key: &str, value: Bytes, ttl: Option<Duration>, tags: Vec<String>) -> Result<bool, StoreError> {
+        async fn update(
+            &self,
+            key: &str,
+            value: Bytes,
+            ttl: Option<Duration>,
+            tags: Vec<String>,
+        ) -> Result<bool, StoreError> {
             if self.flaw != Flaw::UpdateChecksThenWrites {
                 return self.inner.update(key, value, ttl, tags).await;
             }
@@ -267,7 +275,13 @@ mod tests {
             self.inner.put(key, value, ttl, tags).await?;
             Ok(true)
         }
-        async fn insert(&self, key: &str, value: Bytes, ttl: Option<Duration>, tags: Vec<String>) -> Result<bool, StoreError> {
+        async fn insert(
+            &self,
+            key: &str,
+            value: Bytes,
+            ttl: Option<Duration>,
+            tags: Vec<String>,
+        ) -> Result<bool, StoreError> {
             self.inner.insert(key, value, ttl, tags).await
         }
         async fn delete(&self, key: &str) -> Result<(), StoreError> {
@@ -387,7 +401,8 @@ mod tests {
         }
         async fn delete_by_logout_token(&self, target: &LogoutTarget) -> Result<(), StoreError> {
             if self.flaw == StoreFlaw::SidLogoutEndsTheUser && target.sid.is_some() {
-                let sub = self.inner.sessions().find_by(SessionData::SID, target.sid.as_deref().unwrap_or_default()).await?;
+                let sub =
+                    self.inner.sessions().find_by(SessionData::SID, target.sid.as_deref().unwrap_or_default()).await?;
                 for session in sub {
                     let everyone = LogoutTarget { sub: Some(session.sub().to_owned()), sid: None, ..target.clone() };
                     self.inner.delete_by_logout_token(&everyone).await?;

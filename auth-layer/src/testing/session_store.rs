@@ -22,10 +22,7 @@ const FLEET_BOUND: Duration = Duration::from_secs(5);
 
 /// Every rule [`check_session_store`] checks, by name, with why it matters.
 pub const SESSION_STORE_RULES: &[Rule] = &[
-    Rule {
-        name: "no_cookie_no_session",
-        rule: "a request without the store's cookies has no session (`Ok(None)`).",
-    },
+    Rule { name: "no_cookie_no_session", rule: "a request without the store's cookies has no session (`Ok(None)`)." },
     Rule {
         name: "a_saved_session_reads_back_whole",
         rule: "after `set`, a request carrying the response's cookies reads the same session: id, \
@@ -220,8 +217,8 @@ impl Browser {
             let Some(cookie) = line.to_str().ok().and_then(|l| cookie::Cookie::parse(l.to_owned()).ok()) else {
                 continue;
             };
-            let removed = cookie.max_age().is_some_and(|age| age.is_zero() || age.is_negative())
-                || cookie.value().is_empty();
+            let removed =
+                cookie.max_age().is_some_and(|age| age.is_zero() || age.is_negative()) || cookie.value().is_empty();
             if removed {
                 self.cookies.remove(cookie.name());
             } else {
@@ -265,7 +262,17 @@ async fn update<S: SessionStore>(store: &S, browser: &mut Browser, data: &Sessio
 
 /// The fields the app sees, for comparing a session read back with the one saved.
 fn visible(s: &SessionData) -> impl PartialEq + std::fmt::Debug + '_ {
-    (s.id(), s.sub(), s.sid(), s.user.claims(), &s.id_token, &s.refresh_token, &s.token_sets, s.created_at, s.touched_at)
+    (
+        s.id(),
+        s.sub(),
+        s.sid(),
+        s.user.claims(),
+        &s.id_token,
+        &s.refresh_token,
+        &s.token_sets,
+        s.created_at,
+        s.touched_at,
+    )
 }
 
 async fn no_cookie_no_session<S: SessionStore>(store: Arc<S>, _kit: Kit) -> Outcome {
@@ -330,7 +337,12 @@ async fn update_saves_a_live_session<S: SessionStore>(store: Arc<S>, kit: Kit) -
     session.touched_at += 1;
     ensure!(update(&*store, &mut browser, &session).await?, "update of a live session returned false");
     let read = read(&*store, &mut browser).await?.ok_or("no session after update")?;
-    ensure!(visible(&read) == visible(&session), "after update, read {:?}, saved {:?}", visible(&read), visible(&session));
+    ensure!(
+        visible(&read) == visible(&session),
+        "after update, read {:?}, saved {:?}",
+        visible(&read),
+        visible(&session)
+    );
     Ok(())
 }
 
@@ -343,7 +355,10 @@ async fn delete_ends_the_session_and_every_copy<S: SessionStore>(store: Arc<S>, 
     browser.receive(ctx);
     ensure!(!opens(&*store, &browser).await?, "after delete, the browser's cookies still read a session");
     ensure!(!opens(&*store, &copy).await?, "after delete, a copy of the cookies taken before still reads the session");
-    ensure!(!update(&*store, &mut copy, &session).await?, "update with a copy of the cookies returned true after delete");
+    ensure!(
+        !update(&*store, &mut copy, &session).await?,
+        "update with a copy of the cookies returned true after delete"
+    );
     ensure!(!opens(&*store, &copy).await?, "update after delete brought the session back");
     Ok(())
 }
@@ -431,8 +446,12 @@ async fn saves_racing_logouts_never_bring_a_session_back<S: SessionStore>(store:
         let logout = tokio::spawn(async move {
             tokio::task::yield_now().await;
             match how {
-                "sid" => logout_store.delete_by_logout_token(&kit2.by_sid(&sid)).await.or_fail("delete_by_logout_token"),
-                "sub" => logout_store.delete_by_logout_token(&kit2.by_sub("ann")).await.or_fail("delete_by_logout_token"),
+                "sid" => {
+                    logout_store.delete_by_logout_token(&kit2.by_sid(&sid)).await.or_fail("delete_by_logout_token")
+                }
+                "sub" => {
+                    logout_store.delete_by_logout_token(&kit2.by_sub("ann")).await.or_fail("delete_by_logout_token")
+                }
                 _ => {
                     let mut ctx = logout_browser.request();
                     let done = logout_store.delete(&mut ctx).await.or_fail("delete");
@@ -447,10 +466,16 @@ async fn saves_racing_logouts_never_bring_a_session_back<S: SessionStore>(store:
         for outcome in join_all(savers).await? {
             outcome?;
         }
-        ensure!(!opens(&*store, &browser).await?, "round {round}: logged out by {how} while saves ran, then read again");
+        ensure!(
+            !opens(&*store, &browser).await?,
+            "round {round}: logged out by {how} while saves ran, then read again"
+        );
         let mut late = session.clone();
         late.touched_at += 1_000;
-        ensure!(!update(&*store, &mut browser.clone(), &late).await?, "round {round}: an update after the logout ({how}) returned true");
+        ensure!(
+            !update(&*store, &mut browser.clone(), &late).await?,
+            "round {round}: an update after the logout ({how}) returned true"
+        );
     }
     Ok(())
 }

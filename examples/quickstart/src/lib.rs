@@ -17,8 +17,9 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
 /// Where the quickstart keeps sessions: `SESSION_STORE=cookie` (the default), `memory`,
-/// `redis` (at `REDIS_URL`, default `redis://127.0.0.1:6379`) or `postgres` (at `DATABASE_URL`,
-/// default `postgres://postgres@127.0.0.1:5432/postgres`).
+/// `redis` (at `REDIS_URL`, default `redis://127.0.0.1:6379`), `postgres` (at `DATABASE_URL`,
+/// default `postgres://postgres@127.0.0.1:5432/postgres`) or `sqlite` (the file at
+/// `SQLITE_PATH`, default `sessions.sqlite3`: the `sqlite-backend` example's backend).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum StoreChoice {
     /// The whole session sealed in the cookie.
@@ -30,6 +31,9 @@ pub enum StoreChoice {
     Redis(String),
     /// In PostgreSQL at this URL, only an id in the cookie.
     Postgres(String),
+    /// In the SQLite file at this path, only an id in the cookie: survives a restart, with
+    /// nothing else to run; processes of one machine can share the file.
+    Sqlite(String),
 }
 
 impl StoreChoice {
@@ -41,7 +45,8 @@ impl StoreChoice {
             Some("memory") => Ok(Self::Memory),
             Some("redis") => Ok(Self::Redis(var("REDIS_URL", "redis://127.0.0.1:6379"))),
             Some("postgres") => Ok(Self::Postgres(var("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"))),
-            Some(other) => Err(format!("SESSION_STORE=`{other}`: expected cookie, memory, redis or postgres")),
+            Some("sqlite") => Ok(Self::Sqlite(var("SQLITE_PATH", "sessions.sqlite3"))),
+            Some(other) => Err(format!("SESSION_STORE=`{other}`: expected cookie, memory, redis, postgres or sqlite")),
         }
     }
 }
@@ -122,6 +127,10 @@ pub async fn auth_layer_with(
         }
         StoreChoice::Postgres(url) => {
             let backend = PostgresBackend::connect(&url).await?;
+            builder.with_session_store(ServerSessionStore::new(backend, &config)).build().await?
+        }
+        StoreChoice::Sqlite(path) => {
+            let backend = sqlite_backend::SqliteBackend::open(&path)?;
             builder.with_session_store(ServerSessionStore::new(backend, &config)).build().await?
         }
     };

@@ -1,5 +1,5 @@
 //! The quickstart: configured only by the environment (`AUTH_*`, `APP_BASE_URL`, and
-//! `SESSION_STORE=cookie|memory|redis|postgres`, `SHARED_STATE=memory|redis|postgres`).
+//! `SESSION_STORE=cookie|memory|redis|postgres|sqlite`, `SHARED_STATE=memory|redis|postgres`).
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
