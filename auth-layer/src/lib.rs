@@ -10,6 +10,7 @@
 //! | --- | --- | --- |
 //! | HTTP | `http` (private; its items are at the root) | [`AuthLayer`], [`AuthService`], [`ResponseFuture`], [`AuthBody`]; the auth routes; the lazy per-request [`Session`]; [`RequireAuthLayer`]; error pages and the one "redirect to login or 401" decision; `axum` extractors |
 //! | client | `client` | [`AuthClient`]: login, callback, session reads with expiry and rolling renewal, access tokens and refresh, logout, back-channel logout; [`SharedState`]: what every process of a fleet must see alike (used logout tokens, the refresh lease) |
+//! | conformance kit | `testing` (feature `testing`) | `check_backend`, `check_session_store`, `check_transaction_store`: every store contract's rules, run on a store of the app's own as on the built-in ones |
 //! | relying party, stores | `oidc`, [`store`] | discovery, keys and every token check; the [`store::SessionStore`] and [`store::TransactionStore`] contracts and the cookie and server-side stores |
 //! | session model | `model` | [`SessionData`], [`TransactionData`], [`User`], [`TokenSet`], the compact session codec |
 //! | typed records | [`record`] | the [`record::Store`] trait (derived) and [`record::TypedStore`]: generic, it names no auth type |

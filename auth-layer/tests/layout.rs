@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! http                      the Tower layer, routes, the per-request session, the axum extractors
-//! client                    AuthClient: one login, session and token policy
+//! client | testing          AuthClient: one login, session and token policy | the conformance kit
 //! oidc | store              the relying party | the session and transaction stores
 //! model                     SessionData, TransactionData, User, TokenSet and the session codec
 //! record                    typed records over a backend (generic: names no auth type)
@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 const LEVELS: &[(&str, u8)] = &[
     ("http", 7),
     ("client", 6),
+    ("testing", 6),
     ("oidc", 5),
     ("store", 5),
     ("model", 4),

@@ -28,26 +28,56 @@ use bytes::Bytes;
 
 use crate::error::StoreError;
 
-/// Bytes by key, with a time to live and index tags.
+/// Bytes by key, with a time to live and index tags: where [`ServerSessionStore`] keeps
+/// sessions, typed stores their records, and [`SharedState`] what a fleet shares. Implement it
+/// for the database your app already runs; prove it with
+/// `auth_layer::testing::check_backend` (feature `testing`), which checks
+/// every rule below and names the one broken. `examples/sqlite-backend` is a short, commented
+/// implementation on SQLite.
 ///
-/// Contract, which every backend's tests check (`tests/e2e/backends.rs` runs the same suite on
-/// moka, Redis and PostgreSQL):
-/// - `put` replaces the key's value, its TTL and its tags at once; an expired value is never
-///   returned by `get`.
-/// - `update` does what `put` does, but only over a value the key holds at that moment (not
-///   expired, not deleted), atomically with that check; otherwise it writes nothing and returns
-///   `false`. Why: a session is read, then saved again later (a renewal, a refresh that waited
-///   seconds for the provider); a logout in between deletes it, and a save that recreated it
-///   would undo the logout. Saves of existing records use `update`, so a deletion is final.
-/// - `insert` does what `put` does, but only when the key holds no value at that moment
-///   (never written, deleted or expired), atomically with that check; otherwise it writes
-///   nothing and returns `false`. Why: state shared by a fleet needs one winner, such as the
-///   process that may send a refresh token (a lease that expires on its own if its holder dies).
-/// - A key is listed under a tag exactly while its current value carries that tag and has not
-///   expired or been deleted.
-/// - `delete_by_tag` removes every key whose current value carries the tag, values updated
-///   while it runs included, and returns how many; its cost does not grow with the number of
-///   keys that do not carry the tag.
+/// # The contract
+///
+/// - **Bytes exactly.** `get` returns the bytes the last `put` stored, byte for byte (values are
+///   sealed binary; a text column that re-encodes them breaks every record). Keys are UTF-8 of at
+///   most a few hundred bytes; a backend may prefix or hash them, but two keys never collide.
+/// - **Expiry.** A value past its TTL is never returned by `get`, listed by `keys_by_tag` or
+///   counted by `delete_by_tag`, whether or not it was purged yet. Why: an expired session must
+///   not open. Purging is the backend's business (lazily, periodically, by the database's TTL).
+/// - **Tags go with their value.** `put` replaces the key's value, its TTL and its tags at once:
+///   a key is listed under a tag exactly while its current value carries that tag and has not
+///   expired or been deleted, also while many tasks and processes write at once. Why: the tags
+///   are the `sid`/`sub` indexes a back-channel logout deletes by; an index entry that outlives
+///   its record, or a record that escapes its index, is a logout that misses. Write the value and
+///   its tags in one transaction (or one script).
+/// - **`update` never creates.** It does what `put` does, but only over a value the key holds at
+///   that moment (not expired, not deleted), atomically with that check; otherwise it writes
+///   nothing and returns `false`. Why: a session is read, then saved again later (a renewal, a
+///   refresh that waited seconds for the provider); a logout in between deletes it, and a save
+///   that recreated it would undo the logout.
+/// - **`insert` has one winner.** It does what `put` does, but only when the key holds no value
+///   at that moment (never written, deleted or expired), atomically with that check; otherwise it
+///   writes nothing and returns `false`. Why: state shared by a fleet needs one winner, such as
+///   the process that may send a refresh token (a lease that expires on its own if its holder
+///   dies).
+/// - **`delete_by_tag` is exact and indexed.** It removes every key whose current value carries
+///   the tag (values updated while it runs included) and no other, and returns how many; its
+///   cost does not grow with the keys that do not carry the tag (never a scan of the keyspace).
+///   Deleting a missing key is not an error.
+/// - **Errors.** A backend that cannot answer (unreachable, timed out, overloaded, a broken
+///   connection) returns [`StoreError::Unavailable`] (see [`StoreError::unavailable`]), quickly
+///   (seconds, never a hang): the layer answers 503 and the provider or the browser retries.
+///   Nothing it reported as written may be lost. Bytes that are not a record are not an error of
+///   the backend: typed stores read them as absent.
+/// - **Notices (optional).** [`watch`](Self::watch) and [`notify`](Self::notify) push "something
+///   changed" to every process (Redis pub/sub, PostgreSQL `LISTEN`), so cookie sessions of a fleet
+///   see a logout without a round trip per request. A backend without them keeps the defaults:
+///   callers then ask it every time.
+///
+/// Every handle a backend gives out (clones, or connections other processes open) sees the same
+/// data: that is what makes it shared.
+///
+/// [`ServerSessionStore`]: crate::store::ServerSessionStore
+/// [`SharedState`]: crate::SharedState
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// The value under `key`, if present and not expired.

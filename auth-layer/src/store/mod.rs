@@ -46,7 +46,42 @@ pub struct LogoutTarget {
     pub sid: Option<String>,
 }
 
-/// Keeps sessions. Expiry is checked by the caller on every read, whatever the store.
+/// Keeps sessions: Auth0's `StateStore`. The built-in ones are [`CookieSessionStore`] (the
+/// default) and [`ServerSessionStore`] over any [`Backend`]; most apps with a database of their
+/// own implement a `Backend` and keep `ServerSessionStore`. Implement this trait directly to keep
+/// sessions in a schema of your own (`examples/sqlite-backend`'s `SessionsTable`: a `sessions`
+/// table next to `users`), and prove it with `auth_layer::testing::check_session_store`
+/// (feature `testing`), which checks every rule below and names the one broken.
+///
+/// # The contract
+///
+/// - **The cookie is yours.** The store finds the request's session in its cookies
+///   ([`StoreContext::cookie`]) and sets or removes them on the response
+///   ([`StoreContext::set_cookie`], [`StoreContext::remove_cookie`]: auth-layer's attributes,
+///   `HttpOnly`, `SameSite`, `Secure` on https). A stateful store puts a random id there (at least
+///   128 bits; [`SessionData::id`] has 256), never anything guessable.
+/// - **Bad input is no session.** A missing, tampered, truncated or unknown cookie is
+///   `Ok(None)`, never an error: the browser gets a login, not a 500.
+/// - **Errors mean unavailable.** A database that cannot answer gives
+///   [`StoreError::Unavailable`] quickly (seconds): the layer answers 503 and nothing committed
+///   is lost.
+/// - **Whole sessions.** `get` returns the session as `set` or `update` saved it, every field.
+///   Expiry is checked by the caller on every read, whatever the store; a store may drop a
+///   session once [`SessionData::seconds_left`] is 0, and should not keep it much longer.
+/// - **A new login replaces.** `set` on a request that carries a session ends that one (a
+///   stateful store deletes its record): a session id planted before a login never outlives it.
+/// - **A logout is final.** After `delete`, no copy of the cookie reads the session, and
+///   `update` with it returns `false`. `update` saves only a session that is still live, the check
+///   and the write one atomic step (one `UPDATE ... WHERE`, [`Backend::update`]): a renewal or a
+///   refresh that read the session before a logout must not bring it back.
+/// - **Back-channel logout by `sid` or `sub`.** `delete_by_logout_token` ends the sessions of the
+///   target's `sid` when it has one (and no other session of the user), else every session of its
+///   `sub`, of the target's issuer ([`LogoutTarget::iss`]; with one provider, every session's). Find them by an index, not by scanning every
+///   session. A session saved after the logout (the user logging in again, even in the same
+///   second) is not ended by it.
+/// - **One app, many processes.** Instances of the store that share a database see one truth: a
+///   logout on one ends the session on the others (at once, or within seconds for a store that
+///   caches and is told of changes).
 #[async_trait]
 #[doc(alias = "StateStore")]
 pub trait SessionStore: Send + Sync + 'static {
@@ -100,7 +135,21 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
     }
 }
 
-/// Keeps logins in flight, keyed by their `state`.
+/// Keeps logins in flight, keyed by their `state`: what `/auth/login` saves (PKCE verifier,
+/// nonce, where to return, the login's options) and `/auth/callback` takes back. The built-in
+/// store is [`CookieTransactionStore`], a sealed cookie per login; few apps need another.
+///
+/// # The contract
+///
+/// - **Bound to the browser.** `get` finds a transaction only for the browser that started it:
+///   a `state` from another browser (an attacker's authorization response replayed into a
+///   victim's callback) finds nothing. Keep it in, or keyed by, the browser's cookies.
+/// - **Several at once.** Two logins started in two tabs both complete: one transaction does not
+///   overwrite another.
+/// - **Short-lived and single use.** A transaction lives at most the configured transaction
+///   duration, and the callback deletes it: the same authorization response cannot be used twice.
+/// - **Bad input is no transaction.** Tampered or unknown values are `Ok(None)` (the callback
+///   answers 400), never an error; errors mean the store is unavailable (503).
 #[async_trait]
 pub trait TransactionStore: Send + Sync + 'static {
     /// The transaction for `state`, if this browser started it and it has not expired.

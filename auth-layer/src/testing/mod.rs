@@ -32,15 +32,18 @@
 //! Each rule runs on a fresh value from the factory, under keys of its own (a random prefix), so
 //! the kit can run against a database that holds other data, and several runs can share one
 //! server. A rule that fails, errs or hangs (60 s) is reported by name with what it saw; the
-//! others still run. The rules, with why each matters, are listed on [`BACKEND_RULES`] and
-//! [`SESSION_STORE_RULES`]. Run the kit on a multi-threaded runtime, so its concurrent
+//! others still run. The rules, with why each matters, are listed on [`BACKEND_RULES`],
+//! [`SESSION_STORE_RULES`] and [`TRANSACTION_STORE_RULES`] ([`check_transaction_store`], for
+//! the rare app that replaces the transaction cookie). Run the kit on a multi-threaded runtime, so its concurrent
 //! rules race for real. It takes a few seconds: expiry is checked with real time.
 
 mod backend;
 mod session_store;
+mod transaction_store;
 
 pub use backend::{BACKEND_RULES, check_backend};
 pub use session_store::{SESSION_STORE_RULES, check_session_store};
+pub use transaction_store::{TRANSACTION_STORE_RULES, check_transaction_store};
 
 use std::future::Future;
 use std::time::Duration;
@@ -347,6 +350,43 @@ mod tests {
         })
         .await
         .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_cookie_transaction_store_keeps_every_transaction_store_rule() {
+        check_transaction_store(|config| async move { crate::store::CookieTransactionStore::new(&config) })
+            .await
+            .unwrap();
+    }
+
+    /// A transaction store of one slot for everyone: Auth0's fixed transaction cookie, and worse.
+    struct OneSlot(std::sync::Mutex<Option<crate::model::TransactionData>>);
+
+    #[async_trait]
+    impl crate::store::TransactionStore for OneSlot {
+        async fn get(
+            &self,
+            _: &mut StoreContext,
+            state: &str,
+        ) -> Result<Option<crate::model::TransactionData>, StoreError> {
+            Ok(self.0.lock().unwrap().clone().filter(|tx| tx.state == state))
+        }
+        async fn set(&self, _: &mut StoreContext, data: &crate::model::TransactionData) -> Result<(), StoreError> {
+            *self.0.lock().unwrap() = Some(data.clone());
+            Ok(())
+        }
+        async fn delete(&self, _: &mut StoreContext, _: &str) -> Result<(), StoreError> {
+            *self.0.lock().unwrap() = None;
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_single_shared_transaction_slot_fails_the_browser_and_tab_rules() {
+        let failures = check_transaction_store(|_| async { OneSlot(Default::default()) }).await.unwrap_err();
+        assert!(failures.broke("another_browser_finds_nothing"), "{failures}");
+        assert!(failures.broke("two_logins_at_once_both_complete"), "{failures}");
+        assert!(!failures.broke("a_saved_transaction_reads_back_whole"), "{failures}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

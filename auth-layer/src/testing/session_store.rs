@@ -144,7 +144,7 @@ where
     runner.finish()
 }
 
-fn kit_config() -> AuthConfig {
+pub(super) fn kit_config() -> AuthConfig {
     AuthConfig::builder()
         .issuer(ISSUER)
         .client_id("conformance-kit")
@@ -192,13 +192,13 @@ impl Kit {
 
 /// A browser's cookie jar: what it sends, and what a response's `Set-Cookie`s make of it.
 #[derive(Clone, Default, Debug)]
-struct Browser {
-    cookies: BTreeMap<String, String>,
+pub(super) struct Browser {
+    pub(super) cookies: BTreeMap<String, String>,
 }
 
 impl Browser {
     /// A request from this browser.
-    fn request(&self) -> StoreContext {
+    pub(super) fn request(&self) -> StoreContext {
         let mut headers = HeaderMap::new();
         if !self.cookies.is_empty() {
             let line = self.cookies.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join("; ");
@@ -210,7 +210,7 @@ impl Browser {
     }
 
     /// Takes a response's cookies, as a browser does (a removal deletes).
-    fn receive(&mut self, ctx: StoreContext) {
+    pub(super) fn receive(&mut self, ctx: StoreContext) {
         let mut headers = HeaderMap::new();
         ctx.apply(&mut headers);
         for line in headers.get_all(SET_COOKIE) {
