@@ -806,3 +806,53 @@ mod tests {
         }
     }
 }
+
+/// The multi-tenant example's app on one port under two host names, each a tenant with a test
+/// provider of its own: `a` at `http://127.0.0.1:PORT`, `b` at `http://localhost:PORT`.
+pub struct Tenants2 {
+    /// Tenant A's provider.
+    pub a: Provider,
+    /// Tenant B's provider.
+    pub b: Provider,
+    /// Tenant A's URL.
+    pub a_url: String,
+    /// Tenant B's URL.
+    pub b_url: String,
+    /// The port both answer on.
+    pub port: u16,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Tenants2 {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl Tenants2 {
+    /// Starts both providers and the app (`multi_tenant::layer` from an `AUTH_TENANTS` of the
+    /// two), sessions in `store`, shared state in `shared`.
+    pub async fn start(store: quickstart::StoreChoice, shared: quickstart::SharedChoice) -> Self {
+        let (port, listener) = bind();
+        let (a_url, b_url) = (format!("http://127.0.0.1:{port}"), format!("http://localhost:{port}"));
+        let a = Provider::start(&a_url, &ProviderOptions::default()).await;
+        let b = Provider::start(&b_url, &ProviderOptions::default()).await;
+        let tenants = serde_json::json!([
+            {"host": format!("127.0.0.1:{port}"), "issuer": a.issuer, "client_id": "test-app", "client_secret": CLIENT_SECRET},
+            {"host": format!("localhost:{port}"), "issuer": b.issuer, "client_id": "test-app", "client_secret": CLIENT_SECRET},
+        ])
+        .to_string();
+        let lookup = move |name: &str| match name {
+            "AUTH_TENANTS" => Some(tenants.clone()),
+            "AUTH_SECRET" => Some(SECRET.to_owned()),
+            _ => None,
+        };
+        let specs = multi_tenant::tenants_from(&lookup).expect("AUTH_TENANTS");
+        let layer = multi_tenant::layer(&specs, lookup, store, shared).await.expect("both tenants discovered");
+        let app = quickstart::app(layer);
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self { a, b, a_url, b_url, port, server }
+    }
+}

@@ -41,6 +41,16 @@ pub enum ConfigError {
     },
 }
 
+/// Tenant `tenant`'s secret derived from the app's `secret` (HKDF-SHA256, hex): every key the
+/// crate derives from secrets (sealing, keyed hashes) is then the tenant's own.
+fn tenant_secret(secret: &str, tenant: &str) -> String {
+    let mut key = [0u8; 32];
+    hkdf::Hkdf::<sha2::Sha256>::new(None, secret.as_bytes())
+        .expand(format!("auth-layer tenant v1: {tenant}").as_bytes(), &mut key)
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { name, reason: reason.into() }
 }
@@ -182,6 +192,8 @@ pub(crate) struct OptionalRoutes {
 /// The validated configuration of an [`AuthClient`](crate::AuthClient) and its layer.
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
+    /// The tenant this configuration is, in a multi-tenant app.
+    pub(crate) tenant: Option<String>,
     pub(crate) issuer: String,
     pub(crate) client_id: String,
     pub(crate) client_secret: String,
@@ -245,6 +257,11 @@ impl AuthConfig {
     /// keep their settings elsewhere).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         AuthConfigBuilder::from_lookup(lookup)?.build()
+    }
+
+    /// The tenant this configuration is ([`AuthConfigBuilder::tenant`]), if any.
+    pub fn tenant(&self) -> Option<&str> {
+        self.tenant.as_deref()
     }
 
     /// The provider's issuer URL, exactly as configured.
@@ -321,6 +338,7 @@ impl AuthConfig {
 #[derive(Debug, Default, Clone)]
 #[must_use]
 pub struct AuthConfigBuilder {
+    tenant: Option<String>,
     issuer: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
@@ -442,6 +460,19 @@ impl AuthConfigBuilder {
             }
         }
         Ok(builder)
+    }
+
+    /// Makes this configuration the tenant `id` of a multi-tenant app ([`Tenants`]): its secrets
+    /// become secrets of its own (HKDF-SHA256 of each, with the tenant id), so that its session
+    /// cookies, transactions and stored sessions open for this tenant only, even in a database
+    /// other tenants share; its stored records and logout markers live under the tenant's
+    /// namespace; and every authorization response must carry `iss` (RFC 9207), the mix-up
+    /// defence several providers need. Letters, digits and `.-_:` only.
+    ///
+    /// [`Tenants`]: crate::Tenants
+    pub fn tenant(mut self, id: impl Into<String>) -> Self {
+        self.tenant = Some(id.into());
+        self
     }
 
     /// The provider's issuer URL, e.g. `https://example.eu.auth0.com/`.
@@ -696,6 +727,11 @@ impl AuthConfigBuilder {
         if self.secrets.is_empty() {
             return Err(ConfigError::Missing("AUTH_SECRET (secret)"));
         }
+        if let Some(tenant) = &self.tenant
+            && (tenant.is_empty() || !tenant.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b)))
+        {
+            return Err(invalid("tenant", format!("`{tenant}`: letters, digits and `.-_:` only")));
+        }
         if let Some(short) = self.secrets.iter().position(|s| s.chars().count() < MIN_SECRET_LEN) {
             return Err(invalid(
                 "AUTH_SECRET",
@@ -760,12 +796,17 @@ impl AuthConfigBuilder {
         {
             return Err(invalid("authorization_param", format!("`{reserved}` is set by auth-layer itself")));
         }
+        let secrets = match &self.tenant {
+            Some(tenant) => self.secrets.iter().map(|secret| tenant_secret(secret, tenant)).collect(),
+            None => self.secrets,
+        };
         Ok(AuthConfig {
+            tenant: self.tenant,
             issuer,
             client_id,
             client_secret,
             client_assertion: self.client_assertion,
-            secrets: self.secrets,
+            secrets,
             base_url,
             scope,
             audience: self.audience,

@@ -194,7 +194,9 @@ impl RelyingParty {
             extras.pushed_authorization_request_endpoint.as_deref(),
             extras.require_pushed_authorization_requests,
         )?;
-        let requires_iss = metadata.additional_metadata().authorization_response_iss_parameter_supported;
+        // With several providers (a tenant), `iss` is the mix-up defence: required (RFC 9207).
+        let requires_iss =
+            metadata.additional_metadata().authorization_response_iss_parameter_supported || config.tenant.is_some();
         let jwks_uri = metadata.jwks_uri().clone();
         let jwks = metadata.jwks().clone();
         let client_id = ClientId::new(config.client_id.clone());

@@ -240,8 +240,13 @@ pub struct TypedStore<T, B = MokaBackend> {
     /// Set by [`TypedStore::with_hashed_keys`]: records are stored under a keyed hash of
     /// their key, not the key itself.
     hashed_keys: Option<KeyHasher>,
-    /// `{name}:h:`, what a hashed key starts with.
+    /// `{name}:h:`, what a hashed key starts with (after the namespace).
     hashed_prefix: String,
+    /// `{namespace}/` before every stored key, set by [`TypedStore::with_namespace`]; empty
+    /// otherwise.
+    namespace: String,
+    /// The name index tags start with: `T::NAME`, after the namespace.
+    tag_name: String,
     ttl: Option<Duration>,
     opened: Option<DecodedCache<String, T>>,
     _record: PhantomData<fn() -> T>,
@@ -255,6 +260,8 @@ impl<T, B> Clone for TypedStore<T, B> {
             sealer: self.sealer.clone(),
             hashed_keys: self.hashed_keys.clone(),
             hashed_prefix: self.hashed_prefix.clone(),
+            namespace: self.namespace.clone(),
+            tag_name: self.tag_name.clone(),
             ttl: self.ttl,
             opened: self.opened.clone(),
             _record: PhantomData,
@@ -289,6 +296,8 @@ impl<T: Store> TypedStore<T, MokaBackend> {
             sealer: None,
             hashed_keys: None,
             hashed_prefix: String::new(),
+            namespace: String::new(),
+            tag_name: T::NAME.to_owned(),
             ttl: T::TTL,
             opened: None,
             _record: PhantomData,
@@ -311,6 +320,8 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
             sealer,
             hashed_keys: None,
             hashed_prefix: String::new(),
+            namespace: String::new(),
+            tag_name: T::NAME.to_owned(),
             ttl: T::TTL,
             opened: None,
             _record: PhantomData,
@@ -339,7 +350,22 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
     pub fn with_hashed_keys<S: AsRef<[u8]>>(mut self, secrets: &[S]) -> Self {
         if self.live.is_none() {
             self.hashed_keys = Some(KeyHasher::new(secrets, &format!("auth-layer typed store keys v1: {}", T::NAME)));
-            self.hashed_prefix = format!("{}:h:", T::NAME);
+            self.hashed_prefix = format!("{}{}:h:", self.namespace, T::NAME);
+        }
+        self
+    }
+
+    /// The same store, its records' keys and index tags under `namespace` (`{namespace}/...`):
+    /// stores of one record type that share a backend (the tenants of a multi-tenant app) never
+    /// see, find or delete each other's records. In memory ([`TypedStore::in_memory`]) each
+    /// store is its own space already: nothing changes.
+    pub fn with_namespace(mut self, namespace: &str) -> Self {
+        if self.live.is_none() {
+            self.namespace = format!("{namespace}/");
+            self.tag_name = format!("{namespace}/{}", T::NAME);
+            if self.hashed_keys.is_some() {
+                self.hashed_prefix = format!("{}{}:h:", self.namespace, T::NAME);
+            }
         }
         self
     }
@@ -349,7 +375,9 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
     /// earlier versions). No allocation without hashed keys: this is every read's path.
     fn stored_keys<'k>(&'k self, key: &'k str) -> impl Iterator<Item = Cow<'k, str>> + 'k {
         let hashes = self.hashed_keys.iter().flat_map(move |hasher| hasher.hashes(&self.hashed_prefix, key));
-        hashes.map(Cow::Owned).chain(std::iter::once(Cow::Borrowed(key)))
+        let plain =
+            if self.namespace.is_empty() { Cow::Borrowed(key) } else { Cow::Owned(format!("{}{key}", self.namespace)) };
+        hashes.map(Cow::Owned).chain(std::iter::once(plain))
     }
 
     /// The same store with another time to live (`None`: no expiry) for records set from now on.
@@ -401,7 +429,7 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
     pub async fn set_shared(&self, record: Arc<T>, ttl: Option<Duration>) -> Result<(), StoreError> {
         let Some(memory) = &self.live else { return self.put_serialized(&record, ttl).await };
         let key = record.key();
-        let tags = tags_of(&*record);
+        let tags = self.tags_of(&*record);
         memory.put_live(&key, record, ttl, tags).await;
         Ok(())
     }
@@ -433,7 +461,7 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
     pub async fn update_shared(&self, record: Arc<T>, ttl: Option<Duration>) -> Result<bool, StoreError> {
         let Some(memory) = &self.live else { return self.update_stored(&record, ttl).await };
         let key = record.key();
-        let tags = tags_of(&*record);
+        let tags = self.tags_of(&*record);
         Ok(memory.update_live(&key, record, ttl, tags).await)
     }
 
@@ -444,9 +472,16 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
         self.backend.put(&stored, value, ttl, tags).await
     }
 
+    /// The backend tags of `record`'s indexed fields.
+    fn tags_of(&self, record: &T) -> Vec<String> {
+        let mut entries = Vec::new();
+        record.index_entries(&mut entries);
+        entries.into_iter().map(|entry| tag(&self.tag_name, &entry)).collect()
+    }
+
     /// The record's stored (and sealed, bound to the key it is stored under) bytes and tags.
     fn serialized_under(&self, stored_key: &str, record: &T) -> Result<(Bytes, Vec<String>), StoreError> {
-        let tags = tags_of(record);
+        let tags = self.tags_of(record);
         let plain = record.to_stored()?;
         let value = match &self.sealer {
             Some(sealer) => Bytes::from(sealer.seal_bytes(stored_key, &plain)),
@@ -530,13 +565,13 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
     /// Deletes every record whose `index` field equals `value`; returns how many.
     pub async fn delete_by<V: Indexable + ?Sized>(&self, index: Index<T>, value: &V) -> Result<u64, StoreError> {
         let Some(value) = value.index_value() else { return Ok(0) };
-        self.backend.delete_by_tag(&tag(T::NAME, &format!("{}={value}", index.field))).await
+        self.backend.delete_by_tag(&tag(&self.tag_name, &format!("{}={value}", index.field))).await
     }
 
     /// Every record whose `index` field equals `value`.
     pub async fn find_by<V: Indexable + ?Sized>(&self, index: Index<T>, value: &V) -> Result<Vec<T>, StoreError> {
         let Some(value) = value.index_value() else { return Ok(vec![]) };
-        let keys = self.backend.keys_by_tag(&tag(T::NAME, &format!("{}={value}", index.field))).await?;
+        let keys = self.backend.keys_by_tag(&tag(&self.tag_name, &format!("{}={value}", index.field))).await?;
         let mut records = Vec::with_capacity(keys.len());
         // The keys listed are where the records are stored (hashed or not).
         for key in keys {
@@ -589,13 +624,6 @@ fn copy_of<T: Store>(record: &T) -> Result<T, StoreError> {
 /// or equal contents.
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
-}
-
-/// The backend tags of `record`'s indexed fields.
-fn tags_of<T: Store>(record: &T) -> Vec<String> {
-    let mut entries = Vec::new();
-    record.index_entries(&mut entries);
-    entries.into_iter().map(|entry| tag(T::NAME, &entry)).collect()
 }
 
 /// The backend tag of `field=value` in store `name`.

@@ -323,3 +323,29 @@ async fn essential_acr_values_must_be_met_and_voluntary_ones_are_only_exposed() 
         }
     }
 }
+
+/// This provider sends `iss` but does not announce it: alone, a response without `iss` is
+/// taken (RFC 9207 lets a client that knows one provider); as a tenant of a multi-tenant app,
+/// it is refused (the mix-up defence needs it).
+#[tokio::test]
+async fn a_tenant_requires_iss_even_from_a_provider_that_does_not_announce_it() {
+    for tenant in [None, Some("solo")] {
+        let env = TestEnv::start_hostile_configured(|config| match tenant {
+            Some(id) => config.tenant(id),
+            None => config,
+        })
+        .await;
+        let browser = Browser::new();
+        let callback =
+            url::Url::parse(&browser.start_and_authorize(&env.app_url, "mallory", "/auth/login").await).unwrap();
+        let mut without_iss = callback.clone();
+        without_iss.query_pairs_mut().clear().extend_pairs(callback.query_pairs().filter(|(name, _)| name != "iss"));
+        let response = browser.http.get(without_iss).header("accept", "application/json").send().await.unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        match tenant {
+            None => assert_eq!(status, StatusCode::FOUND, "one provider, not announced: taken ({body})"),
+            Some(_) => assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("issuer_mismatch"))),
+        }
+    }
+}

@@ -362,6 +362,11 @@ impl AuthClient {
         Self::builder(config).build().await
     }
 
+    /// The provider's issuer, as discovered.
+    pub(crate) fn issuer(&self) -> &str {
+        self.inner.rp.issuer()
+    }
+
     /// The configuration.
     pub fn config(&self) -> &AuthConfig {
         &self.inner.config

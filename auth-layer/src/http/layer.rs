@@ -35,9 +35,10 @@
 
 use tower_layer::Layer;
 
-use super::service::AuthService;
+use super::service::{AuthService, Clients};
+use super::tenants::Tenants;
 use crate::client::AuthClient;
-use crate::config::AuthConfig;
+use crate::config::{AuthConfig, ConfigError};
 use crate::error::AuthError;
 
 /// Mounts the auth routes and the per-request session on a service.
@@ -47,14 +48,32 @@ use crate::error::AuthError;
 /// `GET profile`, `GET access-token` and `POST backchannel-logout`.
 #[derive(Clone, Debug)]
 pub struct AuthLayer {
-    client: AuthClient,
+    clients: Clients,
 }
 
 impl AuthLayer {
     /// A layer over an [`AuthClient`] (built with the stores and hooks of your choice by
     /// [`AuthClient::builder`]). Its routes are those its configuration turns on.
     pub fn new(client: AuthClient) -> Self {
-        Self { client }
+        Self { clients: Clients::One(client) }
+    }
+
+    /// A layer for several providers: each request is served by the client of its tenant (see
+    /// [`Tenants`]), and a request that matches none gets 400 unless a fallback is set.
+    /// Refused without tenants.
+    pub fn tenants(tenants: Tenants) -> Result<Self, ConfigError> {
+        if tenants.clients().is_empty() {
+            return Err(ConfigError::Missing("a tenant (Tenants::tenant)"));
+        }
+        Ok(Self { clients: Clients::Tenants(std::sync::Arc::new(tenants)) })
+    }
+
+    /// The tenants, for a layer made by [`tenants`](Self::tenants).
+    pub fn tenant_list(&self) -> Option<&Tenants> {
+        match &self.clients {
+            Clients::One(_) => None,
+            Clients::Tenants(tenants) => Some(tenants),
+        }
     }
 
     /// Reads [`AuthConfig::from_env`], discovers the provider, and keeps sessions in the
@@ -69,9 +88,12 @@ impl AuthLayer {
         Ok(Self::new(AuthClient::new(config).await?))
     }
 
-    /// The client behind the layer.
+    /// The client behind the layer (with [`tenants`](Self::tenants), the first tenant's).
     pub fn client(&self) -> &AuthClient {
-        &self.client
+        match &self.clients {
+            Clients::One(client) => client,
+            Clients::Tenants(tenants) => &tenants.clients()[0],
+        }
     }
 }
 
@@ -85,6 +107,6 @@ impl<S> Layer<S> for AuthLayer {
     type Service = AuthService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService::new(inner, self.client.clone())
+        AuthService::new(inner, self.clients.clone())
     }
 }

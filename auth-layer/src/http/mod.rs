@@ -1,6 +1,6 @@
 //! Everything that speaks HTTP: the Tower middleware ([`AuthLayer`] and its [`AuthService`],
 //! [`ResponseFuture`] and [`AuthBody`]), the auth routes, the per-request [`Session`] handle,
-//! the [`RequireAuthLayer`] guard, error pages, and (feature `axum`) the extractors.
+//! the [`RequireAuthLayer`] guard, [`Tenants`] (several providers in one app), error pages, and (feature `axum`) the extractors.
 //!
 //! It sits at the top: it uses the [`AuthClient`](crate::AuthClient) and nothing below it
 //! uses this module.
@@ -15,6 +15,7 @@ mod response;
 mod routes;
 mod service;
 mod session;
+mod tenants;
 
 pub use body::AuthBody;
 pub use future::ResponseFuture;
@@ -22,3 +23,4 @@ pub use guard::{RequireAuth, RequireAuthLayer};
 pub use layer::AuthLayer;
 pub use service::AuthService;
 pub use session::Session;
+pub use tenants::Tenants;

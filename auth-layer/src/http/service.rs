@@ -1,13 +1,16 @@
 //! [`AuthService`]: routes auth paths to [`routes`](crate::routes), wraps everything else.
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use tower_service::Service;
 
+use super::response::error_response;
 use super::routes::{self, Route, RouteBody};
 use super::session::{CookieHeaders, Session};
+use super::tenants::{self, Tenants};
 use super::{AuthBody, ResponseFuture};
 use crate::client::AuthClient;
 
@@ -15,12 +18,19 @@ use crate::client::AuthClient;
 #[derive(Clone, Debug)]
 pub struct AuthService<S> {
     inner: S,
-    client: AuthClient,
+    clients: Clients,
+}
+
+/// The client, or the tenants' clients, a layer serves requests with.
+#[derive(Clone, Debug)]
+pub(crate) enum Clients {
+    One(AuthClient),
+    Tenants(Arc<Tenants>),
 }
 
 impl<S> AuthService<S> {
-    pub(crate) fn new(inner: S, client: AuthClient) -> Self {
-        Self { inner, client }
+    pub(crate) fn new(inner: S, clients: Clients) -> Self {
+        Self { inner, clients }
     }
 }
 
@@ -40,19 +50,58 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let config = self.client.config();
+        let client = match &self.clients {
+            Clients::One(client) => client.clone(),
+            Clients::Tenants(tenants) => match tenants.resolve(req.headers(), req.uri()) {
+                Some(client) => client.clone(),
+                None => {
+                    tracing::warn!(host = ?req.headers().get(http::header::HOST), "request for no configured tenant; refused");
+                    let response = error_response(
+                        StatusCode::BAD_REQUEST,
+                        "unknown_tenant",
+                        "No app is served here.",
+                        req.headers(),
+                    );
+                    return ResponseFuture::route(Box::pin(std::future::ready(response)));
+                }
+            },
+        };
+        let config = client.config();
         if let Some(route) = Route::matching(req.uri().path(), config.route_prefix(), config.routes) {
             let (parts, body) = req.into_parts();
-            let client = self.client.clone();
             if route != Route::BackchannelLogout {
                 drop(body);
                 return ResponseFuture::route(Box::pin(routes::handle(client, route, parts, RouteBody::None)));
             }
+            let tenants = match &self.clients {
+                Clients::Tenants(tenants) => Some(tenants.clone()),
+                Clients::One(_) => None,
+            };
             return ResponseFuture::route(Box::pin(async move {
                 let body = match Limited::new(body, routes::MAX_LOGOUT_BODY).collect().await {
                     Ok(collected) => RouteBody::Read(collected.to_bytes()),
                     Err(err) if err.is::<http_body_util::LengthLimitError>() => RouteBody::TooLarge,
                     Err(_) => RouteBody::Failed,
+                };
+                // Several providers: the token's issuer picks the tenant, among the configured
+                // ones (its signature and claims are then checked by that tenant's client).
+                let client = match (&tenants, &body) {
+                    (Some(tenants), RouteBody::Read(bytes)) => match tenants::logout_token_issuer(bytes) {
+                        Some(issuer) => match tenants.by_issuer(&issuer) {
+                            Some(owner) => owner.clone(),
+                            None => {
+                                tracing::warn!(%issuer, "logout token of no configured tenant; refused");
+                                return error_response(
+                                    StatusCode::BAD_REQUEST,
+                                    "invalid_request",
+                                    "The logout token's issuer is not a provider of this app.",
+                                    &parts.headers,
+                                );
+                            }
+                        },
+                        None => client,
+                    },
+                    _ => client,
                 };
                 routes::handle(client, route, parts, body).await
             }));
@@ -62,10 +111,10 @@ where
             && let Some(here) = req.uri().path_and_query().map(|pq| pq.as_str().to_owned())
             && crate::return_to::validate(&here).is_ok()
         {
-            let (client, headers) = (self.client.clone(), req.headers().clone());
+            let headers = req.headers().clone();
             return ResponseFuture::route(Box::pin(routes::silent_login(client, headers, here)));
         }
-        let session = Session::new(self.client.clone(), CookieHeaders::of(req.headers()));
+        let session = Session::new(client, CookieHeaders::of(req.headers()));
         req.extensions_mut().insert(session.clone());
         ResponseFuture::inner(self.inner.call(req), session)
     }

@@ -152,8 +152,13 @@ impl<M: Backend> CookieSessionStore<M> {
     /// it within a Tokio runtime for the notices to start.
     pub fn with_marker_backend<B: Backend>(self, backend: B) -> CookieSessionStore<B> {
         let marker_notices = backend.watch(MARKER_CHANNEL);
+        let mut markers = TypedStore::new(backend, &self.config.secrets);
+        // A tenant's logout markers apart from other tenants' (a `sub` may exist at both).
+        if let Some(tenant) = self.config.tenant() {
+            markers = markers.with_namespace(tenant);
+        }
         CookieSessionStore {
-            markers: TypedStore::new(backend, &self.config.secrets),
+            markers,
             local_marker_writes: None,
             marker_notices,
             sealer: self.sealer,

@@ -70,9 +70,12 @@ impl ServerSessionStore<MokaBackend> {
 impl<B: Backend> ServerSessionStore<B> {
     /// Sessions in `backend`, sealed with a key derived from `config`'s secrets.
     pub fn new(backend: B, config: &AuthConfig) -> Self {
-        let sessions = TypedStore::new(backend, &config.secrets)
-            .with_hashed_keys(&config.secrets)
-            .with_opened_cache(DEFAULT_OPENED_CACHE);
+        let mut sessions = TypedStore::new(backend, &config.secrets);
+        // A tenant's sessions, and their `sid`/`sub` indexes, apart from other tenants'.
+        if let Some(tenant) = config.tenant() {
+            sessions = sessions.with_namespace(tenant);
+        }
+        let sessions = sessions.with_hashed_keys(&config.secrets).with_opened_cache(DEFAULT_OPENED_CACHE);
         Self { sessions, config: config.clone() }
     }
 

@@ -1,0 +1,271 @@
+//! Several providers in one app (the multi-tenant example): two real test providers, the app
+//! answering as tenant A at `127.0.0.1:PORT` and tenant B at `localhost:PORT`. Each tenant's
+//! sessions work on its own host only; an authorization response or a logout token of one
+//! provider is refused by the other tenant; a back-channel logout ends only its tenant's
+//! sessions, though both tenants have a user of the same `sub`; issuers nobody configured are
+//! never fetched from.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use auth_layer_tests::servers::redis_url;
+use auth_layer_tests::{Browser, Tenants2};
+use quickstart::{SharedChoice, StoreChoice};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// A user of this name at both providers: the same `sub` at A and at B.
+fn shared_user() -> String {
+    format!("ann-{}-{}", std::process::id(), auth_layer_tests::free_port())
+}
+
+/// `/auth/profile` at `url` with `cookie`: its status and JSON body.
+async fn profile(url: &str, cookie: &str) -> (StatusCode, Value) {
+    let response = reqwest::Client::new()
+        .get(format!("{url}/auth/profile"))
+        .header("accept", "application/json")
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// The error code of a JSON error response.
+async fn error_code(response: reqwest::Response) -> (StatusCode, String) {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    (status, body["error"].as_str().unwrap_or_default().to_owned())
+}
+
+/// The stores a multi-tenant app may run: each tenant's cookie sessions (markers in memory),
+/// and both tenants' server-side sessions in one Redis.
+fn setups() -> [(StoreChoice, SharedChoice); 2] {
+    [(StoreChoice::Cookie, SharedChoice::Default), (StoreChoice::Redis(redis_url()), SharedChoice::Default)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tenant_logs_in_at_its_own_provider_and_its_session_is_anonymous_on_the_other_host() {
+    for (store, shared) in setups() {
+        let env = Tenants2::start(store.clone(), shared).await;
+        let user = shared_user();
+        let (at_a, at_b) = (Browser::new(), Browser::new());
+        at_a.login(&env.a_url, &user).await;
+        at_b.login(&env.b_url, &user).await;
+        let (a_cookie, b_cookie) = (at_a.cookie_header(&env.a_url), at_b.cookie_header(&env.b_url));
+        let (status, me) = profile(&env.a_url, &a_cookie).await;
+        assert_eq!((status, me["sub"].as_str()), (StatusCode::OK, Some(user.as_str())), "{store:?}: A's session at A");
+        let (status, _) = profile(&env.b_url, &b_cookie).await;
+        assert_eq!(status, StatusCode::OK, "{store:?}: B's session at B");
+        // The browser keeps each host's cookies apart; a cookie carried over by hand is no
+        // session on the other tenant, though the user's `sub` is the same there.
+        assert_eq!(profile(&env.b_url, &a_cookie).await.0, StatusCode::UNAUTHORIZED, "{store:?}: A's cookie at B");
+        assert_eq!(profile(&env.a_url, &b_cookie).await.0, StatusCode::UNAUTHORIZED, "{store:?}: B's cookie at A");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_back_channel_logout_ends_only_its_own_tenants_session_of_a_shared_sub() {
+    let stores = [
+        (StoreChoice::Cookie, SharedChoice::Default),
+        (StoreChoice::Cookie, SharedChoice::Redis(redis_url())),
+        (StoreChoice::Redis(redis_url()), SharedChoice::Default),
+    ];
+    for (store, shared) in stores {
+        let env = Tenants2::start(store.clone(), shared.clone()).await;
+        let user = shared_user();
+        let (at_a, at_b) = (Browser::new(), Browser::new());
+        at_a.login(&env.a_url, &user).await;
+        at_b.login(&env.b_url, &user).await;
+        let (a_cookie, b_cookie) = (at_a.cookie_header(&env.a_url), at_b.cookie_header(&env.b_url));
+
+        // A token signed by A's provider that claims to be B's, naming the user: B's keys do
+        // not verify it, and nothing ends.
+        let forged = json!({
+            "iss": env.b.issuer, "aud": "test-app", "iat": now(), "exp": now() + 120, "jti": format!("forged-{user}"),
+            "events": { "http://schemas.openid.net/event/backchannel-logout": {} }, "sub": user,
+        });
+        let token = env.a.sign(json!({"typ": "logout+jwt"}), forged, "provider").await;
+        for url in [&env.a_url, &env.b_url] {
+            let response = reqwest::Client::new()
+                .post(format!("{url}/auth/backchannel-logout"))
+                .form(&[("logout_token", token.as_str())])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{store:?}/{shared:?}: A's signature as B");
+        }
+        assert_eq!(profile(&env.a_url, &a_cookie).await.0, StatusCode::OK, "{store:?}/{shared:?}");
+        assert_eq!(profile(&env.b_url, &b_cookie).await.0, StatusCode::OK, "{store:?}/{shared:?}");
+
+        // B's provider logs the user out: its back-channel POST ends B's session only.
+        at_b.confirm_provider_logout(&format!("{}/session/end", env.b.issuer)).await;
+        assert_eq!(profile(&env.b_url, &b_cookie).await.0, StatusCode::UNAUTHORIZED, "{store:?}/{shared:?}: B ended");
+        assert_eq!(profile(&env.a_url, &a_cookie).await.0, StatusCode::OK, "{store:?}/{shared:?}: A's survives");
+
+        // A logout of every session of the `sub` (no `sid`), by B's provider: B's new session
+        // ends, A's session of the same `sub` does not.
+        at_b.login(&env.b_url, &user).await;
+        let b_cookie = at_b.cookie_header(&env.b_url);
+        assert_eq!(profile(&env.b_url, &b_cookie).await.0, StatusCode::OK, "{store:?}/{shared:?}: B again");
+        let every = json!({
+            "iss": env.b.issuer, "aud": "test-app", "iat": now(), "exp": now() + 120, "jti": format!("sub-{user}"),
+            "events": { "http://schemas.openid.net/event/backchannel-logout": {} }, "sub": user,
+        });
+        let token = env.b.sign(json!({"typ": "logout+jwt"}), every, "provider").await;
+        let response = reqwest::Client::new()
+            .post(format!("{}/auth/backchannel-logout", env.b_url))
+            .form(&[("logout_token", token.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{store:?}/{shared:?}: B's sub-only logout");
+        assert_eq!(profile(&env.b_url, &b_cookie).await.0, StatusCode::UNAUTHORIZED, "{store:?}/{shared:?}: B's sub");
+        assert_eq!(profile(&env.a_url, &a_cookie).await.0, StatusCode::OK, "{store:?}/{shared:?}: A's same sub");
+    }
+}
+
+/// Starts a login at `url` in `browser` and goes through its provider: the callback URL, with
+/// its `code`, `state` and `iss`.
+async fn authorized(browser: &Browser, url: &str, user: &str) -> url::Url {
+    url::Url::parse(&browser.start_and_authorize(url, user, "/auth/login").await).unwrap()
+}
+
+fn param(url: &url::Url, name: &str) -> String {
+    url.query_pairs().find(|(n, _)| n == name).map(|(_, v)| v.into_owned()).unwrap_or_default()
+}
+
+/// `GET {base}/auth/callback` with these parameters, from `browser`.
+async fn callback(browser: &Browser, base: &str, params: &[(&str, &str)]) -> reqwest::Response {
+    let mut url = url::Url::parse(&format!("{base}/auth/callback")).unwrap();
+    url.query_pairs_mut().extend_pairs(params);
+    browser.http.get(url).header("accept", "application/json").send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authorization_response_of_the_other_provider_or_without_iss_is_refused() {
+    let env = Tenants2::start(StoreChoice::Cookie, SharedChoice::Default).await;
+    let user = shared_user();
+    let (at_a, at_b) = (Browser::new(), Browser::new());
+    let from_b = authorized(&at_b, &env.b_url, &user).await;
+    let (b_code, b_iss) = (param(&from_b, "code"), param(&from_b, "iss"));
+    assert_eq!(b_iss, env.b.issuer, "the test provider sends iss (RFC 9207)");
+
+    // B's code, B's iss, delivered to A's callback with a login A started: the issuer is not
+    // A's provider.
+    let own = authorized(&at_a, &env.a_url, &user).await;
+    let response =
+        callback(&at_a, &env.a_url, &[("code", &b_code), ("state", &param(&own, "state")), ("iss", &b_iss)]).await;
+    assert_eq!(error_code(response).await, (StatusCode::BAD_REQUEST, "issuer_mismatch".into()));
+
+    // B's code with A's issuer claimed: A's token endpoint does not know the code.
+    let own = authorized(&at_a, &env.a_url, &user).await;
+    let response =
+        callback(&at_a, &env.a_url, &[("code", &b_code), ("state", &param(&own, "state")), ("iss", &env.a.issuer)])
+            .await;
+    let (status, code) = error_code(response).await;
+    assert!(status.is_client_error() || status == StatusCode::BAD_GATEWAY, "B's code exchanged at A: {status} {code}");
+    assert_eq!(profile(&env.a_url, &at_a.cookie_header(&env.a_url)).await.0, StatusCode::UNAUTHORIZED);
+
+    // A's own response without `iss`: with several providers, it is required.
+    let own = authorized(&at_a, &env.a_url, &user).await;
+    let response =
+        callback(&at_a, &env.a_url, &[("code", &param(&own, "code")), ("state", &param(&own, "state"))]).await;
+    assert_eq!(error_code(response).await, (StatusCode::BAD_REQUEST, "issuer_mismatch".into()));
+
+    // And A's own response, whole, logs in.
+    let own = authorized(&at_a, &env.a_url, &user).await;
+    assert_eq!(at_a.get(own.as_str()).await.status(), StatusCode::FOUND);
+    assert_eq!(profile(&env.a_url, &at_a.cookie_header(&env.a_url)).await.0, StatusCode::OK);
+}
+
+/// A server that counts the connections it is offered and answers none.
+async fn counting_server() -> (String, Arc<AtomicU64>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let count = Arc::new(AtomicU64::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    (url, count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issuers_no_tenant_configured_are_never_fetched_and_unknown_hosts_get_400() {
+    let env = Tenants2::start(StoreChoice::Cookie, SharedChoice::Default).await;
+    let (stranger, connections) = counting_server().await;
+
+    // A logout token naming the stranger as its issuer (signed by A's provider, with a `jku`
+    // and `kid` that point there too).
+    let claims = json!({
+        "iss": stranger, "aud": "test-app", "iat": now(), "exp": now() + 120, "jti": "stranger-1",
+        "events": { "http://schemas.openid.net/event/backchannel-logout": {} }, "sub": "anyone",
+    });
+    let header = json!({"typ": "logout+jwt", "kid": "stranger-key", "jku": format!("{stranger}/jwks")});
+    let token = env.a.sign(header, claims, "provider").await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/auth/backchannel-logout", env.a_url))
+        .form(&[("logout_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    // An authorization response naming the stranger as its issuer.
+    let at_a = Browser::new();
+    let own = authorized(&at_a, &env.a_url, &shared_user()).await;
+    let response = callback(
+        &at_a,
+        &env.a_url,
+        &[("code", &param(&own, "code")), ("state", &param(&own, "state")), ("iss", &stranger)],
+    )
+    .await;
+    assert_eq!(error_code(response).await, (StatusCode::BAD_REQUEST, "issuer_mismatch".into()));
+    assert_eq!(connections.load(Ordering::SeqCst), 0, "nothing was fetched from an issuer no tenant has");
+
+    // A host that is no tenant's: 400, never a tenant by accident.
+    let response = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}/auth/login", env.port))
+        .header("host", "evil.example")
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(response).await, (StatusCode::BAD_REQUEST, "unknown_tenant".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_goes_to_the_tenants_own_provider_and_one_provider_down_leaves_the_other_working() {
+    let mut env = Tenants2::start(StoreChoice::Cookie, SharedChoice::Default).await;
+    let user = shared_user();
+    let (at_a, at_b) = (Browser::new(), Browser::new());
+    at_a.login(&env.a_url, &user).await;
+    at_b.login(&env.b_url, &user).await;
+    let refresh = |browser: &Browser, url: &str| {
+        let request = browser.http.post(format!("{url}/refresh-token")).header("accept", "application/json");
+        async move { request.send().await.unwrap() }
+    };
+    let (a_before, b_before) = (env.a.refresh_grants().await, env.b.refresh_grants().await);
+    assert_eq!(refresh(&at_a, &env.a_url).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(env.a.refresh_grants().await, a_before + 1, "A's refresh at A's provider");
+    assert_eq!(env.b.refresh_grants().await, b_before, "none at B's");
+
+    // B's provider goes down: B's refresh fails cleanly, A carries on (refresh and login).
+    env.b.stop().await;
+    let status = refresh(&at_b, &env.b_url).await.status();
+    assert!(status.is_server_error() && status != StatusCode::INTERNAL_SERVER_ERROR, "B's provider down: {status}");
+    assert_eq!(refresh(&at_a, &env.a_url).await.status(), StatusCode::SEE_OTHER);
+    let again = Browser::new();
+    again.login(&env.a_url, &shared_user()).await;
+    assert_eq!(profile(&env.a_url, &again.cookie_header(&env.a_url)).await.0, StatusCode::OK);
+}
