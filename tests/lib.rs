@@ -758,55 +758,6 @@ fn between(text: &str, start: &str, end: &str) -> Option<String> {
     Some(text[from..from + len].to_owned())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn free_ports_are_never_handed_out_twice() {
-        // The system offers a closed probe's port again soon: 2,000 bare probes repeat ports
-        // by the hundred on Linux, so this fails without the registry.
-        let ports: Vec<u16> = (0..2000).map(|_| free_port()).collect();
-        let distinct: BTreeSet<u16> = ports.iter().copied().collect();
-        assert_eq!(distinct.len(), ports.len(), "a port was handed out twice");
-    }
-
-    #[tokio::test]
-    async fn a_provider_exits_once_the_process_that_started_it_is_gone() {
-        let app_url = format!("http://127.0.0.1:{}", free_port());
-        let mut provider = Provider::start(&app_url, &ProviderOptions::default()).await;
-        // What the system does to the pipe when this process dies, by any signal.
-        drop(provider.child.stdin.take().expect("the provider's stdin is a pipe we hold"));
-        let status = tokio::time::timeout(Duration::from_secs(10), provider.child.wait())
-            .await
-            .expect("the provider outlived the process that started it")
-            .unwrap();
-        assert!(status.success(), "{status}");
-    }
-
-    #[tokio::test]
-    async fn providers_started_at_once_each_serve_their_own_issuer_on_their_own_port() {
-        let mut starting = tokio::task::JoinSet::new();
-        for _ in 0..4 {
-            let app_url = format!("http://127.0.0.1:{}", free_port());
-            starting.spawn(async move { Provider::start(&app_url, &ProviderOptions::default()).await });
-        }
-        let providers = starting.join_all().await;
-        let ports: BTreeSet<u16> = providers.iter().map(|p| p.port).collect();
-        assert_eq!(ports.len(), providers.len(), "two providers share a port");
-        for provider in &providers {
-            let discovery: serde_json::Value =
-                reqwest::get(format!("{}/.well-known/openid-configuration", provider.issuer))
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-            assert_eq!(discovery["issuer"], provider.issuer.as_str(), "the provider on this port is not this one");
-        }
-    }
-}
-
 /// The multi-tenant example's app on one port under two host names, each a tenant with a test
 /// provider of its own: `a` at `http://127.0.0.1:PORT`, `b` at `http://localhost:PORT`.
 pub struct Tenants2 {
@@ -854,5 +805,54 @@ impl Tenants2 {
             axum::serve(listener, app).await.unwrap();
         });
         Self { a, b, a_url, b_url, port, server }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_never_handed_out_twice() {
+        // The system offers a closed probe's port again soon: 2,000 bare probes repeat ports
+        // by the hundred on Linux, so this fails without the registry.
+        let ports: Vec<u16> = (0..2000).map(|_| free_port()).collect();
+        let distinct: BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "a port was handed out twice");
+    }
+
+    #[tokio::test]
+    async fn a_provider_exits_once_the_process_that_started_it_is_gone() {
+        let app_url = format!("http://127.0.0.1:{}", free_port());
+        let mut provider = Provider::start(&app_url, &ProviderOptions::default()).await;
+        // What the system does to the pipe when this process dies, by any signal.
+        drop(provider.child.stdin.take().expect("the provider's stdin is a pipe we hold"));
+        let status = tokio::time::timeout(Duration::from_secs(10), provider.child.wait())
+            .await
+            .expect("the provider outlived the process that started it")
+            .unwrap();
+        assert!(status.success(), "{status}");
+    }
+
+    #[tokio::test]
+    async fn providers_started_at_once_each_serve_their_own_issuer_on_their_own_port() {
+        let mut starting = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let app_url = format!("http://127.0.0.1:{}", free_port());
+            starting.spawn(async move { Provider::start(&app_url, &ProviderOptions::default()).await });
+        }
+        let providers = starting.join_all().await;
+        let ports: BTreeSet<u16> = providers.iter().map(|p| p.port).collect();
+        assert_eq!(ports.len(), providers.len(), "two providers share a port");
+        for provider in &providers {
+            let discovery: serde_json::Value =
+                reqwest::get(format!("{}/.well-known/openid-configuration", provider.issuer))
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+            assert_eq!(discovery["issuer"], provider.issuer.as_str(), "the provider on this port is not this one");
+        }
     }
 }
