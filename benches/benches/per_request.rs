@@ -6,7 +6,8 @@
 //! - `service`: one whole `AuthService::call`, against the bare inner service it wraps, for a
 //!   route that never touches the session and for one that reads the user's `sub`; for the
 //!   memory store also `/me-user`, the same read through axum's `User` extractor (which hands
-//!   the handler its own `User`).
+//!   the handler its own `User`); and `cookie-tenants`, the cookie store behind `Tenants` (two
+//!   tenants, found by the `Host` header): what a tenant resolver adds to a request.
 //!
 //! `cargo bench -p auth-layer-benches --bench per_request` (the test provider installed by
 //! `npm ci --prefix tests/idp`; Redis and PostgreSQL at `REDIS_URL` and `DATABASE_URL`).
@@ -222,6 +223,50 @@ fn service(c: &mut Criterion, rt: &Runtime, issuer: &str) {
                 })
             });
         }
+    }
+    // The same cookie store behind `Tenants` (two tenants, found by the `Host` header): the
+    // per-request cost a resolver adds over one provider.
+    let tenant_config = |id: &str| {
+        AuthConfig::builder()
+            .tenant(id)
+            .issuer(issuer)
+            .client_id("test-app")
+            .client_secret(CLIENT_SECRET)
+            .secret(SECRET)
+            .base_url(format!("http://{id}"))
+            .build()
+            .expect("tenant configuration")
+    };
+    let (a, b) = (tenant_config("a.example"), tenant_config("b.example"));
+    let store_a: Arc<dyn SessionStore> = Arc::new(CookieSessionStore::new(&a));
+    let client_a = rt.block_on(AuthClient::builder(a).with_session_store(store_a.clone()).build()).expect("discovery");
+    let client_b = rt.block_on(AuthClient::new(b)).expect("discovery");
+    let tenants = auth_layer::Tenants::new()
+        .tenant(client_a, ["a.example"])
+        .and_then(|t| t.tenant(client_b, ["b.example"]))
+        .expect("two tenants");
+    let mut svc = AuthLayer::tenants(tenants).expect("a layer").layer(App);
+    let cookie = rt.block_on(async {
+        let mut ctx = StoreContext::default();
+        store_a.set(&mut ctx, &test_session()).await.unwrap();
+        cookie_header(ctx)
+    });
+    let at_a = |path: &str, cookie: &HeaderValue| {
+        let mut req = request(path, cookie);
+        req.headers_mut().insert(http::header::HOST, HeaderValue::from_static("a.example"));
+        req
+    };
+    let answer =
+        rt.block_on(async { body(svc.ready().await.unwrap().call(at_a("/me", &cookie)).await.unwrap()).await });
+    assert_eq!(answer, test_session().sub().as_bytes(), "tenants /me: the layer reads the minted session");
+    for path in ["/public", "/me"] {
+        group.bench_function(BenchmarkId::new("cookie-tenants", path), |b| {
+            b.to_async(rt).iter(|| {
+                let mut svc = svc.clone();
+                let req = at_a(path, &cookie);
+                async move { body(svc.ready().await.unwrap().call(req).await.unwrap()).await }
+            })
+        });
     }
     group.finish();
 }

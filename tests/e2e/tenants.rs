@@ -269,3 +269,89 @@ async fn refresh_goes_to_the_tenants_own_provider_and_one_provider_down_leaves_t
     again.login(&env.a_url, &shared_user()).await;
     assert_eq!(profile(&env.a_url, &again.cookie_header(&env.a_url)).await.0, StatusCode::OK);
 }
+
+/// Where `GET /auth/login` sends the browser when the request carries `headers`: the tenant's
+/// provider, or the status when it is refused.
+async fn login_goes_to(app: &axum::Router, headers: &[(&str, &str)]) -> Result<String, StatusCode> {
+    use tower::ServiceExt;
+    let mut request = axum::http::Request::get("/auth/login");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = app.clone().oneshot(request.body(axum::body::Body::empty()).unwrap()).await.unwrap();
+    match response.headers().get("location") {
+        Some(location) if response.status() == StatusCode::FOUND => Ok(location.to_str().unwrap().to_owned()),
+        _ => Err(response.status()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_is_found_by_host_trusted_header_or_the_apps_rule_and_misconfigurations_are_refused() {
+    use auth_layer::{AuthClient, AuthConfig, AuthLayer, Tenants};
+    use auth_layer_tests::{CLIENT_SECRET, Provider, ProviderOptions, SECRET};
+    let options = ProviderOptions::default();
+    let (a, b) =
+        tokio::join!(Provider::start("http://a.example", &options), Provider::start("http://b.example", &options));
+    let client = |tenant: Option<&str>, issuer: &str, host: &str| {
+        let mut config = AuthConfig::builder();
+        if let Some(id) = tenant {
+            config = config.tenant(id);
+        }
+        let config = config
+            .issuer(issuer)
+            .client_id("test-app")
+            .client_secret(CLIENT_SECRET)
+            .secret(SECRET)
+            .base_url(format!("http://{host}"))
+            .build()
+            .unwrap();
+        async move { AuthClient::new(config).await.unwrap() }
+    };
+    let (client_a, client_b) =
+        (client(Some("a"), &a.issuer, "a.example").await, client(Some("b"), &b.issuer, "b.example").await);
+    let two = || {
+        Tenants::new()
+            .tenant(client_a.clone(), ["a.example"])
+            .unwrap()
+            .tenant(client_b.clone(), ["B.Example:8080"])
+            .unwrap()
+    };
+
+    // By host, without regard to case; an unknown host is refused.
+    let app = quickstart::app(AuthLayer::tenants(two()).unwrap());
+    assert!(login_goes_to(&app, &[("host", "A.EXAMPLE")]).await.unwrap().starts_with(&a.issuer));
+    assert!(login_goes_to(&app, &[("host", "b.example:8080")]).await.unwrap().starts_with(&b.issuer));
+    assert_eq!(login_goes_to(&app, &[("host", "c.example")]).await, Err(StatusCode::BAD_REQUEST));
+    assert_eq!(login_goes_to(&app, &[]).await, Err(StatusCode::BAD_REQUEST), "no host at all");
+
+    // By a trusted proxy's header (the Host it reached us with is its own), with a fallback.
+    let app = quickstart::app(
+        AuthLayer::tenants(
+            two().host_header(axum::http::HeaderName::from_static("x-forwarded-host")).fallback("a").unwrap(),
+        )
+        .unwrap(),
+    );
+    let via = |forwarded: &'static str| [("host", "internal:80"), ("x-forwarded-host", forwarded)];
+    assert!(login_goes_to(&app, &via("b.example:8080")).await.unwrap().starts_with(&b.issuer));
+    assert!(login_goes_to(&app, &via("c.example")).await.unwrap().starts_with(&a.issuer), "the fallback");
+    assert!(login_goes_to(&app, &[("host", "b.example:8080")]).await.unwrap().starts_with(&a.issuer), "Host ignored");
+
+    // By the app's own rule.
+    let app = quickstart::app(
+        AuthLayer::tenants(
+            two().pick_with(|headers, _| headers.get("x-customer").and_then(|v| v.to_str().ok()).map(str::to_owned)),
+        )
+        .unwrap(),
+    );
+    assert!(login_goes_to(&app, &[("x-customer", "b")]).await.unwrap().starts_with(&b.issuer));
+    assert_eq!(login_goes_to(&app, &[("x-customer", "z"), ("host", "a.example")]).await, Err(StatusCode::BAD_REQUEST));
+
+    // Misconfigurations, refused when the layer is put together.
+    let untenanted = client(None, &a.issuer, "a.example").await;
+    assert!(Tenants::new().tenant(untenanted, ["x.example"]).is_err(), "a client that names no tenant");
+    assert!(two().tenant(client_a.clone(), ["c.example"]).is_err(), "a tenant added twice");
+    let other_a = client(Some("a2"), &a.issuer, "a.example").await;
+    assert!(two().tenant(other_a, ["A.example"]).is_err(), "a host taken");
+    assert!(two().fallback("nobody").is_err(), "a fallback that is no tenant");
+    assert!(AuthLayer::tenants(Tenants::new()).is_err(), "no tenant at all");
+}
