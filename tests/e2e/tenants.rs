@@ -355,3 +355,46 @@ async fn a_tenant_is_found_by_host_trusted_header_or_the_apps_rule_and_misconfig
     assert!(two().fallback("nobody").is_err(), "a fallback that is no tenant");
     assert!(AuthLayer::tenants(Tenants::new()).is_err(), "no tenant at all");
 }
+
+/// Two tenants given one in-memory store by mistake (ids neither hashed nor namespaced there):
+/// the session records its tenant, and read on the other tenant it is no session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_read_on_another_tenant_through_a_shared_store_is_no_session() {
+    use auth_layer::store::ServerSessionStore;
+    use auth_layer::{AuthClient, AuthConfig, AuthLayer, Tenants};
+    use auth_layer_tests::{CLIENT_SECRET, Provider, ProviderOptions, SECRET};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (a_url, b_url) = (format!("http://127.0.0.1:{port}"), format!("http://localhost:{port}"));
+    let options = ProviderOptions::default();
+    let (a, b) = tokio::join!(Provider::start(&a_url, &options), Provider::start(&b_url, &options));
+    let config = |id: &str, issuer: &str, base: &str| {
+        AuthConfig::builder()
+            .tenant(id)
+            .issuer(issuer)
+            .client_id("test-app")
+            .client_secret(CLIENT_SECRET)
+            .secret(SECRET)
+            .base_url(base)
+            .profile_route(true)
+            .build()
+            .unwrap()
+    };
+    let (config_a, config_b) = (config("a", &a.issuer, &a_url), config("b", &b.issuer, &b_url));
+    let shared = Arc::new(ServerSessionStore::in_memory(&config_a));
+    let client_a = AuthClient::builder(config_a).with_session_store(shared.clone()).build().await.unwrap();
+    let client_b = AuthClient::builder(config_b).with_session_store(shared).build().await.unwrap();
+    let tenants = Tenants::new()
+        .tenant(client_a, [format!("127.0.0.1:{port}")])
+        .and_then(|t| t.tenant(client_b, [format!("localhost:{port}")]))
+        .unwrap();
+    let app = quickstart::app(AuthLayer::tenants(tenants).unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let at_a = Browser::new();
+    at_a.login(&a_url, &shared_user()).await;
+    let cookie = at_a.cookie_header(&a_url);
+    assert_eq!(profile(&a_url, &cookie).await.0, StatusCode::OK, "A's session at A");
+    assert_eq!(profile(&b_url, &cookie).await.0, StatusCode::UNAUTHORIZED, "A's session id at B");
+    server.abort();
+}

@@ -505,6 +505,7 @@ impl AuthClient {
         }
         let mut session = SessionData::new(User::from_id_token_claims(tokens.claims), tokens.id_token, now);
         session.refresh_token = tokens.refresh_token;
+        session.tenant.clone_from(&self.inner.config.tenant);
         // Filed under what this login asked for (a transaction of an earlier version has no
         // scope recorded: the configuration's then).
         let (audience, asked) = if transaction.scope.is_empty() {
@@ -541,6 +542,11 @@ impl AuthClient {
     #[doc(alias = "get_session")]
     pub async fn session(&self, ctx: &mut StoreContext) -> Result<Option<Arc<SessionData>>, AuthError> {
         let Some(mut session) = self.inner.session_store.get(ctx).await? else { return Ok(None) };
+        if session.tenant != self.inner.config.tenant {
+            // Another tenant's (a store shared by mistake): no session here.
+            tracing::warn!(session = ?session.tenant, here = ?self.inner.config.tenant, "session of another tenant; treated as no session");
+            return Ok(None);
+        }
         let now = self.inner.config.clock.now();
         if session.is_expired(&self.inner.config, now) {
             tracing::info!(sub = session.user.sub(), "session expired");

@@ -18,9 +18,9 @@ use crate::config::ConfigError;
 type Pick = Arc<dyn Fn(&HeaderMap, &Uri) -> Option<String> + Send + Sync>;
 
 /// The tenants of a multi-tenant app, each an [`AuthClient`] of its own (its provider, client,
-/// base URL, stores), and how a request finds its tenant. Given to [`AuthLayer::tenants`].
+/// base URL, stores), and how a request finds its tenant. Given to [`AuthLayer::tenants`](crate::AuthLayer::tenants).
 ///
-/// Each tenant's configuration names it ([`AuthConfigBuilder::tenant`]): its secrets are then
+/// Each tenant's configuration names it ([`AuthConfigBuilder::tenant`](crate::AuthConfigBuilder::tenant)): its secrets are then
 /// derived for it alone, so a session or login of one tenant never opens on another, even where
 /// they share a database, and its callback requires the provider's `iss` (RFC 9207). Providers
 /// are discovered when their clients are built, so metadata and keys are fetched only from the

@@ -125,8 +125,12 @@ pub(crate) fn encode(data: &SessionData) -> Result<Vec<u8>, StoreError> {
     let mut out = postcard::to_extend(&compact, vec![COMPACT]).map_err(|e| StoreError::encode("session", e))?;
     // Added after the first compact form, as a trailing part written only when present: a
     // session without it is byte for byte what earlier versions wrote, and theirs still decode.
-    if !data.markers_seen.is_empty() {
+    // Then the tenant (a multi-tenant app's), after the markers (written, empty or not, before it).
+    if !data.markers_seen.is_empty() || data.tenant.is_some() {
         out = postcard::to_extend(&data.markers_seen, out).map_err(|e| StoreError::encode("session", e))?;
+    }
+    if let Some(tenant) = &data.tenant {
+        out = postcard::to_extend(tenant, out).map_err(|e| StoreError::encode("session", e))?;
     }
     Ok(out)
 }
@@ -137,12 +141,17 @@ pub(crate) fn decode(plain: &[u8]) -> Result<SessionData, DecodeError> {
         Some(&COMPACT) => {
             let (compact, rest) = postcard::take_from_bytes::<Compact<'_>>(&plain[1..])
                 .map_err(|e| DecodeError(format!("compact session does not decode: {e}")))?;
-            let markers_seen = if rest.is_empty() {
-                Vec::new()
+            let (markers_seen, tenant) = if rest.is_empty() {
+                (Vec::new(), None)
             } else {
-                // Written only when not empty: anything else after the session is not ours.
+                // The markers, written only when not empty or before a tenant; then the
+                // tenant. Anything else after the session is not ours.
                 match postcard::take_from_bytes::<Vec<u64>>(rest) {
-                    Ok((seen, [])) if !seen.is_empty() => seen,
+                    Ok((seen, [])) if !seen.is_empty() => (seen, None),
+                    Ok((seen, tail)) if !tail.is_empty() => match postcard::take_from_bytes::<String>(tail) {
+                        Ok((tenant, [])) => (seen, Some(tenant)),
+                        _ => return Err(DecodeError(format!("{} bytes after the compact session", rest.len()))),
+                    },
                     _ => return Err(DecodeError(format!("{} bytes after the compact session", rest.len()))),
                 }
             };
@@ -168,6 +177,7 @@ pub(crate) fn decode(plain: &[u8]) -> Result<SessionData, DecodeError> {
                 created_at: compact.created_at,
                 touched_at: compact.touched_at,
                 markers_seen,
+                tenant,
             })
         }
         Some(b'{') => match serde_json::from_slice::<Envelope>(plain) {
@@ -233,6 +243,25 @@ pub(crate) mod tests {
         assert_eq!(&with[..before.len()], &before[..], "a trailing part: earlier bytes unchanged");
         data.markers_seen.clear();
         assert_eq!(encode(&data).unwrap(), before, "none: the earlier form, byte for byte");
+    }
+
+    #[test]
+    fn a_tenant_survives_with_or_without_markers_and_trailing_garbage_is_refused() {
+        let mut data = realistic();
+        let before = encode(&data).unwrap();
+        data.tenant = Some("acme.example.com:8443".into());
+        let with = encode(&data).unwrap();
+        assert_eq!(decode(&with).unwrap(), data);
+        assert_eq!(&with[..before.len()], &before[..], "a trailing part: earlier bytes unchanged");
+        data.markers_seen = vec![3];
+        assert_eq!(decode(&encode(&data).unwrap()).unwrap(), data);
+        let mut garbage = encode(&data).unwrap();
+        garbage.push(0);
+        assert!(decode(&garbage).is_err(), "a byte after the tenant is not ours");
+        // Empty markers with nothing after them are not a form we write.
+        let mut empty_markers = before.clone();
+        empty_markers.push(0);
+        assert!(decode(&empty_markers).is_err());
     }
 
     #[test]

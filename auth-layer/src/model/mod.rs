@@ -160,6 +160,10 @@ pub struct SessionData {
     /// than the session and does not end it, whatever the clocks say.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) markers_seen: Vec<u64>,
+    /// The tenant whose login made it ([`AuthConfig::tenant`]), in a multi-tenant app: read
+    /// under any other tenant, it is no session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tenant: Option<String>,
 }
 
 impl SessionData {
@@ -176,6 +180,7 @@ impl SessionData {
             created_at: now,
             touched_at: now,
             markers_seen: Vec::new(),
+            tenant: None,
         }
     }
 
@@ -192,6 +197,11 @@ impl SessionData {
     /// The provider's session id, if it sent one.
     pub fn sid(&self) -> Option<&str> {
         self.sid.as_deref()
+    }
+
+    /// The tenant whose login made this session, in a multi-tenant app.
+    pub fn tenant(&self) -> Option<&str> {
+        self.tenant.as_deref()
     }
 
     // The one expiry rule, used by the client (expiry, renewal) and by every store (cookie
