@@ -248,7 +248,7 @@ fn service(c: &mut Criterion, rt: &Runtime, issuer: &str) {
     let mut svc = AuthLayer::tenants(tenants).expect("a layer").layer(App);
     let cookie = rt.block_on(async {
         let mut ctx = StoreContext::default();
-        store_a.set(&mut ctx, &test_session()).await.unwrap();
+        store_a.set(&mut ctx, &test_session().with_tenant(Some("a.example".into()))).await.unwrap();
         cookie_header(ctx)
     });
     let at_a = |path: &str, cookie: &HeaderValue| {

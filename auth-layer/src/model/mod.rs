@@ -204,6 +204,13 @@ impl SessionData {
         self.tenant.as_deref()
     }
 
+    /// The same session, made by a login of tenant `tenant` ([`AuthConfig::tenant`]): for a
+    /// session written outside a login (a migration, a test) that a tenant's client must read.
+    pub fn with_tenant(mut self, tenant: Option<String>) -> Self {
+        self.tenant = tenant;
+        self
+    }
+
     // The one expiry rule, used by the client (expiry, renewal) and by every store (cookie
     // `Max-Age`, a record's TTL).
 
