@@ -4,28 +4,22 @@
 //! PostgreSQL) and stores (cookie, server-side), so the kit and the built-in stores cannot drift.
 //!
 //! ```no_run
-//! # #[derive(Clone)] struct MyBackend;
-//! # impl MyBackend { async fn connect() -> Self { MyBackend } }
-//! # #[async_trait::async_trait]
-//! # impl auth_layer::backend::Backend for MyBackend {
-//! #   async fn get(&self, _: &str) -> Result<Option<bytes::Bytes>, auth_layer::StoreError> { todo!() }
-//! #   async fn put(&self, _: &str, _: bytes::Bytes, _: Option<std::time::Duration>, _: Vec<String>) -> Result<(), auth_layer::StoreError> { todo!() }
-//! #   async fn update(&self, _: &str, _: bytes::Bytes, _: Option<std::time::Duration>, _: Vec<String>) -> Result<bool, auth_layer::StoreError> { todo!() }
-//! #   async fn insert(&self, _: &str, _: bytes::Bytes, _: Option<std::time::Duration>, _: Vec<String>) -> Result<bool, auth_layer::StoreError> { todo!() }
-//! #   async fn delete(&self, _: &str) -> Result<(), auth_layer::StoreError> { todo!() }
-//! #   async fn delete_by_tag(&self, _: &str) -> Result<u64, auth_layer::StoreError> { todo!() }
-//! #   async fn keys_by_tag(&self, _: &str) -> Result<Vec<String>, auth_layer::StoreError> { todo!() }
-//! # }
+//! # use auth_layer::backend::MokaBackend as MyBackend;
 //! use auth_layer::store::ServerSessionStore;
 //! use auth_layer::testing::{check_backend, check_session_store};
 //!
 //! #[tokio::test(flavor = "multi_thread")]
 //! async fn my_backend_keeps_every_rule() {
-//!     check_backend(|| MyBackend::connect()).await.unwrap();
+//!     // Every call returns a handle on the same data (a new connection to the same database).
+//!     let database = MyBackend::new();
+//!     check_backend(|| async { database.clone() }).await.unwrap();
 //!     // And the session store the app will run on it:
-//!     check_session_store(|config| async move { ServerSessionStore::new(MyBackend::connect().await, &config) })
-//!         .await
-//!         .unwrap();
+//!     check_session_store(|config| {
+//!         let database = database.clone();
+//!         async move { ServerSessionStore::new(database, &config) }
+//!     })
+//!     .await
+//!     .unwrap();
 //! }
 //! ```
 //!
