@@ -67,6 +67,15 @@ async fn each_tenant_logs_in_at_its_own_provider_and_its_session_is_anonymous_on
         // session on the other tenant, though the user's `sub` is the same there.
         assert_eq!(profile(&env.b_url, &a_cookie).await.0, StatusCode::UNAUTHORIZED, "{store:?}: A's cookie at B");
         assert_eq!(profile(&env.a_url, &b_cookie).await.0, StatusCode::UNAUTHORIZED, "{store:?}: B's cookie at A");
+
+        // Logging out at A goes to A's provider and ends A's session, not B's.
+        let logout =
+            at_a.http.post(format!("{}/auth/logout", env.a_url)).header("origin", &env.a_url).send().await.unwrap();
+        assert_eq!(logout.status(), StatusCode::FOUND, "{store:?}");
+        let to = logout.headers()["location"].to_str().unwrap();
+        assert!(to.starts_with(&env.a.issuer), "{store:?}: A's logout goes to A's provider: {to}");
+        assert_eq!(profile(&env.a_url, &a_cookie).await.0, StatusCode::UNAUTHORIZED, "{store:?}: A logged out");
+        assert_eq!(profile(&env.b_url, &b_cookie).await.0, StatusCode::OK, "{store:?}: B's session stays");
     }
 }
 
