@@ -238,6 +238,7 @@ fn service(c: &mut Criterion, rt: &Runtime, issuer: &str) {
             .expect("tenant configuration")
     };
     let (a, b) = (tenant_config("a.example"), tenant_config("b.example"));
+    let session_a = test_session().with_tenant(&a);
     let store_a: Arc<dyn SessionStore> = Arc::new(CookieSessionStore::new(&a));
     let client_a = rt.block_on(AuthClient::builder(a).with_session_store(store_a.clone()).build()).expect("discovery");
     let client_b = rt.block_on(AuthClient::new(b)).expect("discovery");
@@ -248,7 +249,7 @@ fn service(c: &mut Criterion, rt: &Runtime, issuer: &str) {
     let mut svc = AuthLayer::tenants(tenants).expect("a layer").layer(App);
     let cookie = rt.block_on(async {
         let mut ctx = StoreContext::default();
-        store_a.set(&mut ctx, &test_session().with_tenant(Some("a.example".into()))).await.unwrap();
+        store_a.set(&mut ctx, &session_a).await.unwrap();
         cookie_header(ctx)
     });
     let at_a = |path: &str, cookie: &HeaderValue| {

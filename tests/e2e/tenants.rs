@@ -407,3 +407,164 @@ async fn a_session_read_on_another_tenant_through_a_shared_store_is_no_session()
     assert_eq!(profile(&b_url, &cookie).await.0, StatusCode::UNAUTHORIZED, "A's session id at B");
     server.abort();
 }
+
+/// The app's own table of tenants (host -> issuer), as a loader reads it, and how often it was
+/// asked, by host.
+#[derive(Clone, Default)]
+struct TenantTable {
+    issuers: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
+    asked: Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>,
+}
+
+impl TenantTable {
+    fn set(&self, host: &str, issuer: &str) {
+        self.issuers.lock().unwrap().insert(host.to_owned(), issuer.to_owned());
+    }
+
+    fn asked(&self, host: &str) -> u64 {
+        self.asked.lock().unwrap().get(host).copied().unwrap_or(0)
+    }
+
+    /// `Tenants` that load each host's client from this table when first asked for.
+    fn tenants(&self) -> auth_layer::Tenants {
+        let table = self.clone();
+        auth_layer::Tenants::new().load_with(move |host: String| {
+            let table = table.clone();
+            async move {
+                *table.asked.lock().unwrap().entry(host.clone()).or_default() += 1;
+                let Some(issuer) = table.issuers.lock().unwrap().get(&host).cloned() else { return Ok(None) };
+                // A slow database: concurrent first requests all wait for this one load.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                let config = auth_layer::AuthConfig::builder()
+                    .tenant(host.clone())
+                    .issuer(issuer)
+                    .client_id("test-app")
+                    .client_secret(auth_layer_tests::CLIENT_SECRET)
+                    .secret(auth_layer_tests::SECRET)
+                    .base_url(format!("http://{host}"))
+                    .profile_route(true)
+                    .backchannel_logout_route(true)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let client = quickstart::client_with(config, StoreChoice::Cookie, SharedChoice::Default).await;
+                client.map(Some).map_err(|e| e.to_string())
+            }
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_the_loader_gives_are_discovered_when_first_asked_for_once_and_kept() {
+    use auth_layer::AuthLayer;
+    use auth_layer_tests::{Provider, ProviderOptions};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (a_host, b_host) = (format!("127.0.0.1:{port}"), format!("localhost:{port}"));
+    let (a_url, b_url) = (format!("http://{a_host}"), format!("http://{b_host}"));
+    let options = ProviderOptions::default();
+    let (a, b) = tokio::join!(Provider::start(&a_url, &options), Provider::start(&b_url, &options));
+    let table = TenantTable::default();
+    table.set(&a_host, &a.issuer);
+    table.set(&b_host, &b.issuer);
+    let tenants = table.tenants();
+    let app = quickstart::app(AuthLayer::tenants(tenants.clone()).unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    assert_eq!((a.jwks_fetches().await, b.jwks_fetches().await), (0, 0), "nothing discovered before it is asked for");
+
+    // Eight first requests for B at once: one load, one discovery; each goes to B's provider.
+    let mut logins = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let url = format!("{b_url}/auth/login");
+        logins.spawn(async move { Browser::new().get(&url).await });
+    }
+    for response in logins.join_all().await {
+        assert_eq!(response.status(), StatusCode::FOUND);
+        assert!(response.headers()["location"].to_str().unwrap().starts_with(&b.issuer));
+    }
+    assert_eq!(table.asked(&b_host), 1, "concurrent first requests share one load");
+    assert_eq!((a.jwks_fetches().await, b.jwks_fetches().await), (0, 1), "only B's provider was discovered");
+
+    // Each tenant's session works at its own host only; the loader is not asked again.
+    let user = shared_user();
+    let (at_a, at_b) = (Browser::new(), Browser::new());
+    at_a.login(&a_url, &user).await;
+    at_b.login(&b_url, &user).await;
+    let (a_cookie, b_cookie) = (at_a.cookie_header(&a_url), at_b.cookie_header(&b_url));
+    assert_eq!(profile(&a_url, &a_cookie).await.0, StatusCode::OK);
+    assert_eq!(profile(&b_url, &b_cookie).await.0, StatusCode::OK);
+    assert_eq!(profile(&b_url, &a_cookie).await.0, StatusCode::UNAUTHORIZED, "A's cookie at B");
+    assert_eq!((table.asked(&a_host), table.asked(&b_host)), (1, 1), "kept after the first load");
+
+    // B's provider logs the user out over the back channel, to B's host: B's loaded client
+    // checks the token and ends B's session only.
+    let every = json!({
+        "iss": b.issuer, "aud": "test-app", "iat": now(), "exp": now() + 120, "jti": format!("loaded-{user}"),
+        "events": { "http://schemas.openid.net/event/backchannel-logout": {} }, "sub": user,
+    });
+    let token = b.sign(json!({"typ": "logout+jwt"}), every, "provider").await;
+    let response = reqwest::Client::new()
+        .post(format!("{b_url}/auth/backchannel-logout"))
+        .form(&[("logout_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(profile(&b_url, &b_cookie).await.0, StatusCode::UNAUTHORIZED, "B's session ended");
+    assert_eq!(profile(&a_url, &a_cookie).await.0, StatusCode::OK, "A's session of the same sub survives");
+
+    // A host the table does not have: 400, and asked once however often it comes.
+    for _ in 0..3 {
+        let response = reqwest::Client::new()
+            .get(format!("{a_url}/auth/login"))
+            .header("host", "nobody.example")
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(response).await, (StatusCode::BAD_REQUEST, "unknown_tenant".into()));
+    }
+    assert_eq!(table.asked("nobody.example"), 1, "a host that is no tenant is remembered as none");
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_that_moves_to_another_provider_keeps_none_of_the_old_ones_sessions_or_logins() {
+    use auth_layer::AuthLayer;
+    use auth_layer_tests::{Provider, ProviderOptions};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let host = format!("127.0.0.1:{port}");
+    let url = format!("http://{host}");
+    let options = ProviderOptions::default();
+    let (old, new) = tokio::join!(Provider::start(&url, &options), Provider::start(&url, &options));
+    let table = TenantTable::default();
+    table.set(&host, &old.issuer);
+    let tenants = table.tenants();
+    let app = quickstart::app(AuthLayer::tenants(tenants.clone()).unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let user = shared_user();
+    let browser = Browser::new();
+    browser.login(&url, &user).await;
+    let cookie = browser.cookie_header(&url);
+    assert_eq!(profile(&url, &cookie).await.0, StatusCode::OK);
+    let pending = Browser::new();
+    let started = authorized(&pending, &url, &user).await;
+
+    // The tenant moves to another provider (same tenant id, same secrets); the app tells the
+    // layer. The old provider's session and its login under way are no longer accepted.
+    table.set(&host, &new.issuer);
+    tenants.forget(&host);
+    assert_eq!(profile(&url, &cookie).await.0, StatusCode::UNAUTHORIZED, "a session of the old provider");
+    let response = pending.get(started.as_str()).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST, "a login started at the old provider");
+    assert_eq!(table.asked(&host), 2, "forgotten, then loaded again");
+
+    // Logins now go to the new provider, and work.
+    let again = Browser::new();
+    let redirect = again.get(&format!("{url}/auth/login")).await;
+    assert!(redirect.headers()["location"].to_str().unwrap().starts_with(&new.issuer));
+    again.login(&url, &user).await;
+    assert_eq!(profile(&url, &again.cookie_header(&url)).await.0, StatusCode::OK);
+    server.abort();
+}

@@ -454,6 +454,8 @@ impl AuthClient {
             organization,
             essential_acr_values,
             silent: options.silent,
+            tenant: self.inner.config.tenant.clone(),
+            issuer: self.inner.config.tenant.is_some().then(|| self.issuer().to_owned()),
         };
         self.inner.transaction_store.set(ctx, &transaction).await?;
         Ok(redirect)
@@ -473,6 +475,18 @@ impl AuthClient {
         // Single use: whatever happens next, this transaction is spent. The browser's other
         // attempts stay (a login in another tab completes too); the store bounds how many.
         store.delete(ctx, &state).await?;
+        if transaction.tenant != self.inner.config.tenant {
+            // Started by another tenant's client (a store shared by mistake): not ours to finish.
+            tracing::warn!(login = ?transaction.tenant, here = ?self.inner.config.tenant, "callback for a login of another tenant; refused");
+            return Err(AuthError::MissingTransaction);
+        }
+        if let Some(issuer) = &transaction.issuer
+            && issuer != self.issuer()
+        {
+            // The tenant's provider changed since this login started: its answer is not checked
+            // against another provider's keys.
+            return Err(AuthError::IssuerMismatch(issuer.clone()));
+        }
         if let Some(error) = params.error {
             if transaction.silent {
                 tracing::info!(%error, "silent login declined; back to the page, anonymous");
@@ -545,6 +559,12 @@ impl AuthClient {
         if session.tenant != self.inner.config.tenant {
             // Another tenant's (a store shared by mistake): no session here.
             tracing::warn!(session = ?session.tenant, here = ?self.inner.config.tenant, "session of another tenant; treated as no session");
+            return Ok(None);
+        }
+        if self.inner.config.tenant.is_some() && session.issuer() != Some(self.issuer()) {
+            // The tenant's provider is not the one that made this session (the tenant moved to
+            // another provider): its user is not known there.
+            tracing::warn!(session = ?session.issuer(), here = self.issuer(), "session of another provider; treated as no session");
             return Ok(None);
         }
         let now = self.inner.config.clock.now();

@@ -60,10 +60,10 @@ impl AuthLayer {
 
     /// A layer for several providers: each request is served by the client of its tenant (see
     /// [`Tenants`]), and a request that matches none gets 400 unless a fallback is set.
-    /// Refused without tenants.
+    /// Refused without tenants (configured, or a loader).
     pub fn tenants(tenants: Tenants) -> Result<Self, ConfigError> {
-        if tenants.clients().is_empty() {
-            return Err(ConfigError::Missing("a tenant (Tenants::tenant)"));
+        if tenants.clients().is_empty() && !tenants.loads() {
+            return Err(ConfigError::Missing("a tenant (Tenants::tenant or Tenants::load_with)"));
         }
         Ok(Self { clients: Clients::Tenants(std::sync::Arc::new(tenants)) })
     }
@@ -88,11 +88,12 @@ impl AuthLayer {
         Ok(Self::new(AuthClient::new(config).await?))
     }
 
-    /// The client behind the layer (with [`tenants`](Self::tenants), the first tenant's).
-    pub fn client(&self) -> &AuthClient {
+    /// The client behind the layer; with [`tenants`](Self::tenants), the first configured
+    /// tenant's, and `None` when every tenant is loaded ([`Tenants::load_with`]).
+    pub fn client(&self) -> Option<&AuthClient> {
         match &self.clients {
-            Clients::One(client) => client,
-            Clients::Tenants(tenants) => &tenants.clients()[0],
+            Clients::One(client) => Some(client),
+            Clients::Tenants(tenants) => tenants.clients().first(),
         }
     }
 }

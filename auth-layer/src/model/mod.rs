@@ -204,10 +204,24 @@ impl SessionData {
         self.tenant.as_deref()
     }
 
-    /// The same session, made by a login of tenant `tenant` ([`AuthConfig::tenant`]): for a
-    /// session written outside a login (a migration, a test) that a tenant's client must read.
-    pub fn with_tenant(mut self, tenant: Option<String>) -> Self {
-        self.tenant = tenant;
+    /// The provider that issued the session's ID token (its `iss` claim), when known: a
+    /// tenant's client reads only sessions of its own provider.
+    pub fn issuer(&self) -> Option<&str> {
+        self.user.claim_str("iss")
+    }
+
+    /// The same session as a login through `config`'s client would have made it: its tenant
+    /// ([`AuthConfig::tenant`]) and its provider as the user's `iss` claim
+    /// ([`issuer`](Self::issuer)). For a session written outside a login (a migration, a test)
+    /// that a tenant's client must read: a tenant's client reads only sessions of its own
+    /// tenant and provider.
+    pub fn with_tenant(mut self, config: &AuthConfig) -> Self {
+        self.tenant = config.tenant().map(str::to_owned);
+        if self.issuer() != Some(config.issuer()) {
+            let mut claims = (*self.user.claims).clone();
+            claims.insert("iss".into(), Value::String(config.issuer().to_owned()));
+            self.user = User { claims: Arc::new(claims) };
+        }
         self
     }
 
@@ -284,6 +298,14 @@ pub struct TransactionData {
     /// `return_to`, anonymous, instead of an error page.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub silent: bool,
+    /// The tenant whose client started this login ([`AuthConfig::tenant`](crate::AuthConfig::tenant)), in a
+    /// multi-tenant app: only that tenant's callback completes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// The provider this login went to, in a multi-tenant app: the callback is checked against
+    /// it (its `iss` parameter, the ID token's issuer), never against another tenant's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
 }
 
 #[cfg(test)]
@@ -362,6 +384,8 @@ mod tests {
             essential_acr_values: None,
             silent: false,
             created_at: 1,
+            tenant: Some("acme".into()),
+            issuer: Some("https://acme.example/".into()),
         };
         assert_eq!(tx.key(), "transaction:st");
         assert_eq!(TransactionData::TTL, Some(std::time::Duration::from_secs(600)));

@@ -121,6 +121,8 @@ mod tests {
             essential_acr_values: None,
             silent: false,
             created_at: 1_000,
+            tenant: None,
+            issuer: None,
         }
     }
 

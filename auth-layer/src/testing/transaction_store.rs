@@ -86,6 +86,8 @@ fn transaction(config: &AuthConfig, return_to: &str) -> TransactionData {
         organization: None,
         essential_acr_values: None,
         silent: false,
+        tenant: config.tenant().map(str::to_owned),
+        issuer: config.tenant().map(|_| config.issuer().to_owned()),
     }
 }
 

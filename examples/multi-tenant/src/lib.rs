@@ -75,7 +75,7 @@ pub async fn layer(
             .access_token_route(true)
             .backchannel_logout_route(true)
             .build()?;
-        let client = quickstart::auth_layer_with(config, store.clone(), shared.clone()).await?.client().clone();
+        let client = quickstart::client_with(config, store.clone(), shared.clone()).await?;
         tracing::info!(host = %tenant.host, issuer = %tenant.issuer, "tenant ready");
         all = all.tenant(client, [tenant.host.as_str()])?;
     }

@@ -114,6 +114,16 @@ pub async fn auth_layer_with(
     store: StoreChoice,
     shared: SharedChoice,
 ) -> Result<AuthLayer, AuthError> {
+    Ok(AuthLayer::new(client_with(config, store, shared).await?))
+}
+
+/// The client for `config` (its provider discovered), sessions in `store`, shared state in
+/// `shared`.
+pub async fn client_with(
+    config: AuthConfig,
+    store: StoreChoice,
+    shared: SharedChoice,
+) -> Result<AuthClient, AuthError> {
     let mut builder = AuthClient::builder(config.clone());
     if let Some(state) = shared.state().await? {
         builder = builder.with_shared_state(state);
@@ -134,7 +144,7 @@ pub async fn auth_layer_with(
             builder.with_session_store(ServerSessionStore::new(backend, &config)).build().await?
         }
     };
-    Ok(AuthLayer::new(client))
+    Ok(client)
 }
 
 /// Where to listen: `LISTEN_ADDR` (`host:port`, e.g. `0.0.0.0:8080`), else `PORT` on all
