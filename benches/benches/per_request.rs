@@ -243,7 +243,7 @@ fn service(c: &mut Criterion, rt: &Runtime, issuer: &str) {
     let client_a = rt.block_on(AuthClient::builder(a).with_session_store(store_a.clone()).build()).expect("discovery");
     let client_b = rt.block_on(AuthClient::new(b)).expect("discovery");
     let tenants = auth_layer::Tenants::new()
-        .tenant(client_a, ["a.example"])
+        .tenant(client_a.clone(), ["a.example"])
         .and_then(|t| t.tenant(client_b, ["b.example"]))
         .expect("two tenants");
     let mut svc = AuthLayer::tenants(tenants).expect("a layer").layer(App);
@@ -262,6 +262,26 @@ fn service(c: &mut Criterion, rt: &Runtime, issuer: &str) {
     assert_eq!(answer, test_session().sub().as_bytes(), "tenants /me: the layer reads the minted session");
     for path in ["/public", "/me"] {
         group.bench_function(BenchmarkId::new("cookie-tenants", path), |b| {
+            b.to_async(rt).iter(|| {
+                let mut svc = svc.clone();
+                let req = at_a(path, &cookie);
+                async move { body(svc.ready().await.unwrap().call(req).await.unwrap()).await }
+            })
+        });
+    }
+    // The same tenant given by a loader (`Tenants::load_with`), loaded by the first request:
+    // every later request finds it with one cache lookup.
+    let loaded_client = client_a;
+    let loaded = auth_layer::Tenants::new().load_with(move |host: String| {
+        let client = loaded_client.clone();
+        async move { Ok::<_, std::convert::Infallible>((host == "a.example").then_some(client)) }
+    });
+    let mut svc = AuthLayer::tenants(loaded).expect("a layer").layer(App);
+    let answer =
+        rt.block_on(async { body(svc.ready().await.unwrap().call(at_a("/me", &cookie)).await.unwrap()).await });
+    assert_eq!(answer, test_session().sub().as_bytes(), "loaded tenant /me: the layer reads the minted session");
+    for path in ["/public", "/me"] {
+        group.bench_function(BenchmarkId::new("cookie-tenants-loaded", path), |b| {
             b.to_async(rt).iter(|| {
                 let mut svc = svc.clone();
                 let req = at_a(path, &cookie);

@@ -104,6 +104,15 @@ pub(crate) enum Resolved {
     Unknown,
 }
 
+/// How many loaded keys are kept by default ([`Tenants::keep_loaded`]).
+const KEEP_LOADED: u64 = 1_000;
+/// How long a loaded tenant is kept by default: its provider's metadata and keys are fetched
+/// again after that (a key rotation is picked up sooner, by its client's refetch).
+const KEEP_TENANT: Duration = Duration::from_secs(3600);
+/// How long a key that is no tenant is remembered by default (a tenant added since shows up
+/// after that, or at once with [`Tenants::forget`]).
+const KEEP_NONE: Duration = Duration::from_secs(60);
+
 /// The longest key handed to the loader: a host name (253) with a port.
 const MAX_KEY: usize = 260;
 
@@ -233,7 +242,7 @@ impl Tenants {
             let loading = load(key);
             Box::pin(async move { loading.await.map_err(|e| crate::Cause::from(e.into())) })
         });
-        self.loaded = Some(Arc::new(Loaded::new(load, 1_000, Duration::from_secs(3600), Duration::from_secs(60))));
+        self.loaded = Some(Arc::new(Loaded::new(load, KEEP_LOADED, KEEP_TENANT, KEEP_NONE)));
         self
     }
 
@@ -427,6 +436,17 @@ mod tests {
         std::thread::sleep(Duration::from_millis(400));
         assert!(key(&tenants, "three.example").is_some(), "a key that is no tenant is remembered only so long");
         assert_eq!(asked.lock().unwrap().values().sum::<u64>(), 3);
+    }
+
+    #[test]
+    fn by_default_1000_keys_a_tenant_for_an_hour_and_none_for_a_minute() {
+        use moka::Expiry;
+        let (tenants, _) = loader();
+        let loaded = tenants.loaded.as_ref().unwrap();
+        assert_eq!(loaded.cache.policy().max_capacity(), Some(1_000));
+        let keep = KeepFor { tenant: KEEP_TENANT, none: KEEP_NONE };
+        assert_eq!(keep.expire_after_create(&"x".into(), &None, Instant::now()), Some(Duration::from_secs(60)));
+        assert_eq!(KEEP_TENANT, Duration::from_secs(3600));
     }
 
     #[tokio::test]
