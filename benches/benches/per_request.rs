@@ -274,7 +274,7 @@ fn service(c: &mut Criterion, rt: &Runtime, issuer: &str) {
     let loaded_client = client_a;
     let loaded = auth_layer::Tenants::new().load_with(move |host: String| {
         let client = loaded_client.clone();
-        async move { Ok::<_, std::convert::Infallible>((host == "a.example").then_some(client)) }
+        async move { Ok((host == "a.example").then_some(client)) }
     });
     let mut svc = AuthLayer::tenants(loaded).expect("a layer").layer(App);
     let answer =

@@ -444,10 +444,8 @@ impl TenantTable {
                     .base_url(format!("http://{host}"))
                     .profile_route(true)
                     .backchannel_logout_route(true)
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                let client = quickstart::client_with(config, StoreChoice::Cookie, SharedChoice::Default).await;
-                client.map(Some).map_err(|e| e.to_string())
+                    .build()?;
+                Ok(Some(quickstart::client_with(config, StoreChoice::Cookie, SharedChoice::Default).await?))
             }
         })
     }

@@ -21,7 +21,7 @@ use crate::client::AuthClient;
 pub(crate) type RouteFuture = Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>;
 
 /// What the app's tenant loader answered.
-pub(crate) type LoadFuture = Pin<Box<dyn Future<Output = Result<Option<AuthClient>, crate::Cause>> + Send>>;
+pub(crate) type LoadFuture = Pin<Box<dyn Future<Output = Result<Option<AuthClient>, crate::error::Cause>> + Send>>;
 
 pin_project! {
     /// Either the inner service's response (with any cookies the session asked for), or the

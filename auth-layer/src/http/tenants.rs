@@ -22,7 +22,7 @@ use crate::config::ConfigError;
 type Pick = Arc<dyn Fn(&HeaderMap, &Uri) -> Option<String> + Send + Sync>;
 
 /// What the app's loader gives for a key: the tenant's client, none, or why it could not say.
-type LoadFuture = Pin<Box<dyn Future<Output = Result<Option<AuthClient>, crate::Cause>> + Send>>;
+type LoadFuture = Pin<Box<dyn Future<Output = Result<Option<AuthClient>, crate::error::Cause>> + Send>>;
 type Load = Arc<dyn Fn(String) -> LoadFuture + Send + Sync>;
 
 /// The tenants of a multi-tenant app, each an [`AuthClient`] of its own (its provider, client,
@@ -232,15 +232,14 @@ impl Tenants {
     /// tenants.forget("acme.example.com");
     /// # let _ = layer; Ok(()) }
     /// ```
-    pub fn load_with<F, Fut, E>(mut self, load: F) -> Self
+    pub fn load_with<F, Fut>(mut self, load: F) -> Self
     where
         F: Fn(String) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Option<AuthClient>, E>> + Send + 'static,
-        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+        Fut: Future<Output = Result<Option<AuthClient>, Box<dyn std::error::Error + Send + Sync>>> + Send + 'static,
     {
         let load: Load = Arc::new(move |key| {
             let loading = load(key);
-            Box::pin(async move { loading.await.map_err(|e| crate::Cause::from(e.into())) })
+            Box::pin(async move { loading.await.map_err(crate::error::Cause::from) })
         });
         self.loaded = Some(Arc::new(Loaded::new(load, KEEP_LOADED, KEEP_TENANT, KEEP_NONE)));
         self
@@ -311,7 +310,7 @@ impl Tenants {
 
     /// Asks the loader for `key`'s tenant (once, however many ask at the same time) and keeps
     /// the answer. An error is not kept: the next request asks again.
-    pub(crate) async fn load(&self, key: String) -> Result<Option<AuthClient>, crate::Cause> {
+    pub(crate) async fn load(&self, key: String) -> Result<Option<AuthClient>, crate::error::Cause> {
         let Some(loaded) = &self.loaded else { return Ok(None) };
         let cell = loaded.loading.lock().unwrap_or_else(|e| e.into_inner()).entry(key.clone()).or_default().clone();
         let answer = cell
@@ -323,7 +322,7 @@ impl Tenants {
                 if let Some(client) = &client
                     && client.config().tenant().is_none()
                 {
-                    return Err(crate::Cause::from(Box::<dyn std::error::Error + Send + Sync>::from(format!(
+                    return Err(crate::error::Cause::from(Box::<dyn std::error::Error + Send + Sync>::from(format!(
                         "the loader gave a client of {} that names no tenant: set AuthConfigBuilder::tenant, so that its secrets are its own",
                         client.config().issuer()
                     ))));
@@ -404,7 +403,7 @@ mod tests {
         let seen = asked.clone();
         let tenants = Tenants::new().load_with(move |key: String| {
             *seen.lock().unwrap().entry(key.clone()).or_insert(0) += 1;
-            async move { if key.starts_with("down") { Err("the tenants' database is down") } else { Ok(None) } }
+            async move { if key.starts_with("down") { Err("the tenants' database is down".into()) } else { Ok(None) } }
         });
         (tenants, asked)
     }
@@ -471,7 +470,7 @@ mod tests {
             seen.fetch_add(1, Ordering::SeqCst);
             async {
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                Ok::<_, std::convert::Infallible>(None)
+                Ok(None)
             }
         }));
         let mut loads = tokio::task::JoinSet::new();
