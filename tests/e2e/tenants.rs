@@ -355,6 +355,25 @@ async fn a_tenant_is_found_by_host_trusted_header_or_the_apps_rule_and_misconfig
     assert!(login_goes_to(&app, &[("x-customer", "b")]).await.unwrap().starts_with(&b.issuer));
     assert_eq!(login_goes_to(&app, &[("x-customer", "z"), ("host", "a.example")]).await, Err(StatusCode::BAD_REQUEST));
 
+    // Configured tenants beside a loader: configured ones are found without asking it; a host
+    // it knows nothing of goes to the fallback, never to a tenant by accident.
+    let asked = Arc::new(AtomicU64::new(0));
+    let counter = asked.clone();
+    let loaded_b = client_b.clone();
+    let with_loader = Tenants::new().tenant(client_a.clone(), ["a.example"]).unwrap().load_with(move |host: String| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let b = loaded_b.clone();
+        async move { Ok((host == "b.example").then_some(b)) }
+    });
+    let app = quickstart::app(AuthLayer::tenants(with_loader.clone()).unwrap());
+    assert!(login_goes_to(&app, &[("host", "a.example")]).await.unwrap().starts_with(&a.issuer));
+    assert_eq!(asked.load(Ordering::SeqCst), 0, "a configured tenant is not asked of the loader");
+    assert!(login_goes_to(&app, &[("host", "B.example")]).await.unwrap().starts_with(&b.issuer));
+    assert_eq!(login_goes_to(&app, &[("host", "c.example")]).await, Err(StatusCode::BAD_REQUEST));
+    let app = quickstart::app(AuthLayer::tenants(with_loader.fallback("a").unwrap()).unwrap());
+    assert!(login_goes_to(&app, &[("host", "d.example")]).await.unwrap().starts_with(&a.issuer), "the fallback");
+    assert_eq!(asked.load(Ordering::SeqCst), 3, "b, c and d, each asked once");
+
     // Misconfigurations, refused when the layer is put together.
     let untenanted = client(None, &a.issuer, "a.example").await;
     assert!(Tenants::new().tenant(untenanted, ["x.example"]).is_err(), "a client that names no tenant");
