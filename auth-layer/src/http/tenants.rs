@@ -256,6 +256,10 @@ impl Tenants {
     }
 
     /// Drops what the loader gave for `key`: the next request for it loads it again.
+    ///
+    /// In this process only: behind a load balancer, each instance keeps what it loaded until
+    /// it calls `forget` too (from the app's own notice that the tenant changed) or until the
+    /// tenant's time is up (`keep_loaded`, an hour by default).
     pub fn forget(&self, key: &str) {
         if let Some(loaded) = &self.loaded {
             loaded.cache.invalidate(&key.to_ascii_lowercase());
