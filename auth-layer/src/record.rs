@@ -33,7 +33,7 @@
 
 use std::borrow::Cow;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -173,35 +173,64 @@ struct EnvelopeIn<T> {
 /// decoded-value cache of the crate (typed stores by full key, the cookie store by sealed value).
 /// Bytes that differ from the kept ones are a miss, never an old value. Bounded by weight (the
 /// bytes and, about as large, the value), the least used entries making room.
+///
+/// In front of that bounded cache sits a small table of the entries found last, one slot per
+/// hash of the key: a session read again and again (every request of a logged-in user) is found
+/// there with one uncontended lock and a reference count, where the bounded cache's lookup also
+/// records the read for its eviction policy and runs its housekeeping. A slot holds at most one
+/// entry, which the next entry with the same slot replaces; what it holds is checked against the
+/// key and the bytes as any hit is.
 pub(crate) struct DecodedCache<K, V> {
-    entries: moka::sync::Cache<K, Arc<Decoded<V>>>,
+    entries: moka::sync::Cache<K, Arc<Decoded<K, V>>>,
+    recent: Arc<Recent<K, V>>,
 }
 
-struct Decoded<V> {
+struct Decoded<K, V> {
+    key: K,
     stored: Bytes,
     value: Arc<V>,
 }
 
+/// The entries found last, by slot.
+struct Recent<K, V> {
+    slots: Box<[Mutex<Option<Arc<Decoded<K, V>>>>]>,
+    hasher: foldhash::fast::RandomState,
+}
+
+/// A slot of the recent table for every this many bytes of the cache's bound, up to
+/// [`MAX_RECENT`]: what the table keeps beyond the bound (entries the bounded cache has let go
+/// but a slot still holds) stays a small share of it.
+const RECENT_SHARE: u64 = 64 << 10;
+/// At most this many recent slots (32 MiB, the default bound, gives 512).
+const MAX_RECENT: u64 = 1024;
+
 impl<K, V> Clone for DecodedCache<K, V> {
     fn clone(&self) -> Self {
-        Self { entries: self.entries.clone() }
+        Self { entries: self.entries.clone(), recent: self.recent.clone() }
     }
 }
 
 impl<K, V> DecodedCache<K, V>
 where
-    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
     V: Send + Sync + 'static,
 {
     /// A cache of about `max_bytes`; `None` for 0 (no cache).
     pub(crate) fn new(max_bytes: u64) -> Option<Self> {
-        (max_bytes > 0).then(|| Self {
-            entries: moka::sync::Cache::builder()
-                .max_capacity(max_bytes)
-                .weigher(|_key: &K, entry: &Arc<Decoded<V>>| {
-                    u32::try_from(64 + 2 * entry.stored.len()).unwrap_or(u32::MAX)
-                })
-                .build(),
+        (max_bytes > 0).then(|| {
+            let slots = (max_bytes / RECENT_SHARE).clamp(1, MAX_RECENT).next_power_of_two();
+            Self {
+                entries: moka::sync::Cache::builder()
+                    .max_capacity(max_bytes)
+                    .weigher(|_key: &K, entry: &Arc<Decoded<K, V>>| {
+                        u32::try_from(64 + 2 * entry.stored.len()).unwrap_or(u32::MAX)
+                    })
+                    .build(),
+                recent: Arc::new(Recent {
+                    slots: (0..slots).map(|_| Mutex::new(None)).collect(),
+                    hasher: foldhash::fast::RandomState::default(),
+                }),
+            }
         })
     }
 
@@ -211,12 +240,23 @@ where
         K: std::borrow::Borrow<Q>,
         Q: std::hash::Hash + Eq + ?Sized,
     {
-        self.entries.get(key).filter(|hit| same_bytes(&hit.stored, stored)).map(|hit| hit.value.clone())
+        let slot = self.recent.slot(key);
+        // The lock is held for a reference count only; the comparison runs after it.
+        let recent = lock(slot).clone();
+        if let Some(hit) = recent.filter(|hit| hit.key.borrow() == key && same_bytes(&hit.stored, stored)) {
+            return Some(hit.value.clone());
+        }
+        let hit = self.entries.get(key).filter(|hit| same_bytes(&hit.stored, stored))?;
+        let value = hit.value.clone();
+        *lock(slot) = Some(hit);
+        Some(value)
     }
 
     /// Keeps `value`, decoded from `stored`, under `key`.
     pub(crate) fn insert(&self, key: K, stored: Bytes, value: Arc<V>) {
-        self.entries.insert(key, Arc::new(Decoded { stored, value }));
+        let entry = Arc::new(Decoded { key: key.clone(), stored, value });
+        *lock(self.recent.slot(&key)) = Some(entry.clone());
+        self.entries.insert(key, entry);
     }
 
     /// Forgets `key`.
@@ -225,8 +265,33 @@ where
         K: std::borrow::Borrow<Q>,
         Q: std::hash::Hash + Eq + ?Sized,
     {
+        let mut recent = lock(self.recent.slot(key));
+        if recent.as_ref().is_some_and(|entry| entry.key.borrow() == key) {
+            *recent = None;
+        }
+        drop(recent);
         self.entries.invalidate(key);
     }
+
+    /// How many entries the recent table holds (for tests).
+    #[cfg(test)]
+    fn recent_len(&self) -> usize {
+        self.recent.slots.iter().filter(|slot| lock(slot).is_some()).count()
+    }
+}
+
+impl<K, V> Recent<K, V> {
+    fn slot<Q: std::hash::Hash + ?Sized>(&self, key: &Q) -> &Mutex<Option<Arc<Decoded<K, V>>>> {
+        use std::hash::BuildHasher;
+        // The table's length is a power of two.
+        let index = self.hasher.hash_one(key) as usize & (self.slots.len() - 1);
+        &self.slots[index]
+    }
+}
+
+/// A lock that a panic elsewhere does not poison for good: a slot holds a whole entry or none.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Records of `T` in backend `B`: in memory ([`MokaBackend`]) unless told otherwise.
@@ -690,6 +755,40 @@ mod tests {
     }
 
     const SECRET: &str = "a-secret-of-at-least-32-characters!";
+
+    #[test]
+    fn the_recent_table_serves_only_the_key_and_bytes_it_was_given() {
+        // 64 KiB: a table of one slot, so every key shares it.
+        let cache = DecodedCache::<String, u32>::new(RECENT_SHARE).expect("a cache");
+        assert_eq!(cache.recent.slots.len(), 1);
+        cache.insert("a".into(), Bytes::from_static(b"bytes of a"), Arc::new(1));
+        assert_eq!(cache.get("a", b"bytes of a").as_deref(), Some(&1), "found in the slot");
+        assert_eq!(cache.get("a", b"other bytes"), None, "other bytes under the same key are a miss");
+        assert_eq!(cache.get("b", b"bytes of a"), None, "the same bytes under another key are a miss");
+        cache.insert("b".into(), Bytes::from_static(b"bytes of b"), Arc::new(2));
+        assert_eq!(cache.get("a", b"bytes of a").as_deref(), Some(&1), "the one the slot let go is still kept");
+        assert_eq!(cache.get("b", b"bytes of b").as_deref(), Some(&2));
+        cache.invalidate("b");
+        assert_eq!(cache.get("b", b"bytes of b"), None, "forgotten in the slot too");
+        assert_eq!(cache.get("a", b"bytes of a").as_deref(), Some(&1));
+        assert_eq!(cache.recent_len(), 1);
+    }
+
+    #[test]
+    fn the_recent_table_grows_with_the_bound_and_no_further() {
+        let slots = |max_bytes| DecodedCache::<String, u32>::new(max_bytes).expect("a cache").recent.slots.len();
+        assert_eq!(slots(1), 1);
+        assert_eq!(slots(crate::store::DEFAULT_OPENED_CACHE), 512);
+        assert_eq!(slots(1 << 40), MAX_RECENT as usize);
+        let cache = DecodedCache::<String, u32>::new(4 * RECENT_SHARE).expect("a cache");
+        for i in 0..100 {
+            cache.insert(format!("key {i}"), Bytes::from(format!("bytes {i}")), Arc::new(i));
+        }
+        assert!(cache.recent_len() <= 4, "one entry per slot at most: {}", cache.recent_len());
+        for i in 0..100 {
+            assert_eq!(cache.get(&format!("key {i}"), format!("bytes {i}").as_bytes()).as_deref(), Some(&i));
+        }
+    }
 
     #[tokio::test]
     async fn equal_bytes_from_a_networked_backend_are_decoded_once() {

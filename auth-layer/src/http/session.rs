@@ -1,11 +1,12 @@
 //! The per-request [`Session`] handle the layer puts in every request's extensions. It is lazy:
 //! nothing is decrypted or fetched until a handler asks, and then only once per request.
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use http::header::COOKIE;
 use http::{HeaderMap, HeaderValue};
-use tokio::sync::OnceCell;
+use tokio::sync::Notify;
 
 use crate::client::{AccessToken, AccessTokenOptions, AuthClient};
 use crate::error::AuthError;
@@ -33,20 +34,30 @@ pub struct Session {
 struct Inner {
     client: AuthClient,
     cookies: CookieHeaders,
-    loaded: OnceCell<Option<Arc<SessionData>>>,
+    loaded: Loaded,
     /// Cookies the load wants set on the response (renewal, clearing an expired session).
     response: Mutex<Option<StoreContext>>,
+    /// Whether `response` holds any: most responses have none, and take no lock to learn it.
+    has_response: AtomicBool,
 }
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("loaded", &self.inner.loaded.initialized()).finish_non_exhaustive()
+        f.debug_struct("Session").field("loaded", &self.inner.loaded.value.get().is_some()).finish_non_exhaustive()
     }
 }
 
 impl Session {
     pub(crate) fn new(client: AuthClient, cookies: CookieHeaders) -> Self {
-        Self { inner: Arc::new(Inner { client, cookies, loaded: OnceCell::new(), response: Mutex::new(None) }) }
+        Self {
+            inner: Arc::new(Inner {
+                client,
+                cookies,
+                loaded: Loaded::default(),
+                response: Mutex::new(None),
+                has_response: AtomicBool::new(false),
+            }),
+        }
     }
 
     /// The session's data, if the request has a valid, unexpired session. Loaded on first use
@@ -57,7 +68,7 @@ impl Session {
 
     /// The session as the store shares it, read once per request.
     async fn loaded(&self) -> Result<&Option<Arc<SessionData>>, AuthError> {
-        self.inner.loaded.get_or_try_init(|| self.load()).await
+        self.inner.loaded.get_or_try_load(|| self.load()).await
     }
 
     /// The logged-in user, if any.
@@ -99,11 +110,71 @@ impl Session {
             Some(pending) => pending.absorb(ctx),
             None => *response = Some(ctx),
         }
+        self.inner.has_response.store(true, Ordering::Release);
     }
 
     /// The cookies this request's session wants set on the response, if any.
     pub(crate) fn take_response_cookies(&self) -> Option<StoreContext> {
+        if !self.inner.has_response.load(Ordering::Acquire) {
+            return None;
+        }
         self.inner.response.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// The request's session, read by whoever asks first; whoever asks while that read runs waits
+/// for it (a handler and a middleware reading at once make one read, not two). A read that
+/// fails, or is dropped before it ends, leaves the next asker to read again.
+///
+/// What tokio's `OnceCell` does, without its semaphore: a request that reads its session once
+/// (nearly all) pays two atomic swaps for it, and nobody is woken unless somebody waits.
+#[derive(Default)]
+struct Loaded {
+    value: OnceLock<Option<Arc<SessionData>>>,
+    /// [`IDLE`], [`READING`], or [`WAITED_FOR`] (reading, and somebody waits for it).
+    state: AtomicU8,
+    read: Notify,
+}
+
+const IDLE: u8 = 0;
+const READING: u8 = 1;
+const WAITED_FOR: u8 = 2;
+
+impl Loaded {
+    async fn get_or_try_load<F, Fut>(&self, read: F) -> Result<&Option<Arc<SessionData>>, AuthError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<Arc<SessionData>>, AuthError>>,
+    {
+        loop {
+            if let Some(value) = self.value.get() {
+                return Ok(value);
+            }
+            if self.state.compare_exchange(IDLE, READING, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                // Dropped after the value is set (or on an error, or when this future is
+                // dropped mid-read): the state goes back to idle and waiters look again.
+                let _turn = Turn(self);
+                let value = read().await?;
+                return Ok(self.value.get_or_init(|| value));
+            }
+            // Registered before saying so: a `notify_waiters` after this line reaches it.
+            let notified = self.read.notified();
+            let reading = self.state.compare_exchange(READING, WAITED_FOR, Ordering::AcqRel, Ordering::Acquire);
+            if matches!(reading, Ok(_) | Err(WAITED_FOR)) {
+                notified.await;
+            }
+        }
+    }
+}
+
+/// The turn of the one reading: gives it back when it ends, however it ends.
+struct Turn<'a>(&'a Loaded);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if self.0.state.swap(IDLE, Ordering::AcqRel) == WAITED_FOR {
+            self.0.read.notify_waiters();
+        }
     }
 }
 
@@ -139,6 +210,78 @@ mod tests {
     fn cookie_values(cookies: &CookieHeaders) -> Vec<Option<String>> {
         let ctx = StoreContext::from_cookie_headers(cookies.as_slice());
         ["a", "b", "c"].iter().map(|name| ctx.cookie(name).map(str::to_owned)).collect()
+    }
+
+    /// A read of no session that counts itself and waits for `gate` before it answers.
+    async fn counted_read(
+        reads: &std::sync::atomic::AtomicUsize,
+        gate: &Notify,
+        answer: Result<(), AuthError>,
+    ) -> Result<Option<Arc<SessionData>>, AuthError> {
+        reads.fetch_add(1, Ordering::SeqCst);
+        gate.notified().await;
+        answer.map(|()| None)
+    }
+
+    #[tokio::test]
+    async fn askers_meanwhile_wait_for_the_one_read() {
+        let (loaded, reads, gate) = (Loaded::default(), std::sync::atomic::AtomicUsize::new(0), Notify::new());
+        let read = || counted_read(&reads, &gate, Ok(()));
+        let askers = futures_like_join(loaded.get_or_try_load(read), loaded.get_or_try_load(read), &gate);
+        let (first, second) = askers.await;
+        assert!(matches!(first, Ok(None)) && matches!(second, Ok(None)));
+        assert_eq!(reads.load(Ordering::SeqCst), 1, "one read for both");
+        assert!(matches!(loaded.get_or_try_load(read).await, Ok(None)));
+        assert_eq!(reads.load(Ordering::SeqCst), 1, "kept for the rest of the request");
+    }
+
+    #[tokio::test]
+    async fn a_read_that_fails_or_is_dropped_leaves_the_next_asker_to_read() {
+        let (loaded, reads, gate) = (Loaded::default(), std::sync::atomic::AtomicUsize::new(0), Notify::new());
+        gate.notify_one();
+        let failed = loaded.get_or_try_load(|| counted_read(&reads, &gate, Err(AuthError::NotAuthenticated))).await;
+        assert!(matches!(failed, Err(AuthError::NotAuthenticated)));
+        // A read that never ends, given up while another asker waits for it.
+        let mut stuck = Box::pin(loaded.get_or_try_load(|| counted_read(&reads, &gate, Ok(()))));
+        assert!(futures_poll_once(stuck.as_mut()).await.is_none(), "reading");
+        let mut waiting = Box::pin(loaded.get_or_try_load(|| counted_read(&reads, &gate, Ok(()))));
+        assert!(futures_poll_once(waiting.as_mut()).await.is_none(), "waiting for the read");
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
+        drop(stuck);
+        gate.notify_one();
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await;
+        assert!(matches!(waited, Ok(Ok(None))), "read by the one that waited, not left waiting");
+        assert_eq!(reads.load(Ordering::SeqCst), 3);
+    }
+
+    /// Runs both futures at once, opening `gate` once both have started.
+    async fn futures_like_join<A: std::future::Future, B: std::future::Future>(
+        a: A,
+        b: B,
+        gate: &Notify,
+    ) -> (A::Output, B::Output) {
+        let (mut a, mut b) = (Box::pin(a), Box::pin(b));
+        let (mut out_a, mut out_b) = (futures_poll_once(a.as_mut()).await, futures_poll_once(b.as_mut()).await);
+        gate.notify_waiters();
+        if out_a.is_none() {
+            out_a = Some(a.await);
+        }
+        if out_b.is_none() {
+            out_b = Some(b.await);
+        }
+        (out_a.expect("done"), out_b.expect("done"))
+    }
+
+    /// Polls `future` once: its output if it is ready.
+    async fn futures_poll_once<F: std::future::Future>(future: std::pin::Pin<&mut F>) -> Option<F::Output> {
+        let mut future = Some(future);
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match future.take().expect("polled once").poll(cx) {
+                std::task::Poll::Ready(out) => Some(out),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
     }
 
     #[test]

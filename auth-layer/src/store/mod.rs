@@ -111,12 +111,23 @@ pub trait SessionStore: Send + Sync + 'static {
     }
 }
 
+/// What [`SessionStore::get`] returns, written out (`#[async_trait]` boxes the future).
+type BoxedRead<'f> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<Arc<SessionData>>, StoreError>> + Send + 'f>>;
+
 /// A shared store is a store: keep an `Arc` of it to use it beside the layer (e.g. in an admin
 /// task) while the layer holds another.
 #[async_trait]
 impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
-    async fn get(&self, ctx: &mut StoreContext) -> Result<Option<Arc<SessionData>>, StoreError> {
-        (**self).get(ctx).await
+    // Every request's read goes through here (the client holds an `Arc<dyn SessionStore>`): it
+    // hands out the store's own future rather than boxing a second one around it.
+    fn get<'s, 'c, 'f>(&'s self, ctx: &'c mut StoreContext) -> BoxedRead<'f>
+    where
+        's: 'f,
+        'c: 'f,
+        Self: 'f,
+    {
+        (**self).get(ctx)
     }
     async fn set(&self, ctx: &mut StoreContext, data: &SessionData) -> Result<(), StoreError> {
         (**self).set(ctx, data).await
