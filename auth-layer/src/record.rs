@@ -191,9 +191,12 @@ struct Decoded<K, V> {
     value: Arc<V>,
 }
 
+/// A slot of the recent table: the entry found there last, if any.
+type Slot<K, V> = Mutex<Option<Arc<Decoded<K, V>>>>;
+
 /// The entries found last, by slot.
 struct Recent<K, V> {
-    slots: Box<[Mutex<Option<Arc<Decoded<K, V>>>>]>,
+    slots: Box<[Slot<K, V>]>,
     hasher: foldhash::fast::RandomState,
 }
 
@@ -281,7 +284,7 @@ where
 }
 
 impl<K, V> Recent<K, V> {
-    fn slot<Q: std::hash::Hash + ?Sized>(&self, key: &Q) -> &Mutex<Option<Arc<Decoded<K, V>>>> {
+    fn slot<Q: std::hash::Hash + ?Sized>(&self, key: &Q) -> &Slot<K, V> {
         use std::hash::BuildHasher;
         // The table's length is a power of two.
         let index = self.hasher.hash_one(key) as usize & (self.slots.len() - 1);
