@@ -227,7 +227,7 @@ mod tests {
     async fn askers_meanwhile_wait_for_the_one_read() {
         let (loaded, reads, gate) = (Loaded::default(), std::sync::atomic::AtomicUsize::new(0), Notify::new());
         let read = || counted_read(&reads, &gate, Ok(()));
-        let askers = futures_like_join(loaded.get_or_try_load(read), loaded.get_or_try_load(read), &gate);
+        let askers = join_then_open(loaded.get_or_try_load(read), loaded.get_or_try_load(read), &gate);
         let (first, second) = askers.await;
         assert!(matches!(first, Ok(None)) && matches!(second, Ok(None)));
         assert_eq!(reads.load(Ordering::SeqCst), 1, "one read for both");
@@ -243,9 +243,9 @@ mod tests {
         assert!(matches!(failed, Err(AuthError::NotAuthenticated)));
         // A read that never ends, given up while another asker waits for it.
         let mut stuck = Box::pin(loaded.get_or_try_load(|| counted_read(&reads, &gate, Ok(()))));
-        assert!(futures_poll_once(stuck.as_mut()).await.is_none(), "reading");
+        assert!(poll_once(stuck.as_mut()).await.is_none(), "reading");
         let mut waiting = Box::pin(loaded.get_or_try_load(|| counted_read(&reads, &gate, Ok(()))));
-        assert!(futures_poll_once(waiting.as_mut()).await.is_none(), "waiting for the read");
+        assert!(poll_once(waiting.as_mut()).await.is_none(), "waiting for the read");
         assert_eq!(reads.load(Ordering::SeqCst), 2);
         drop(stuck);
         gate.notify_one();
@@ -255,13 +255,13 @@ mod tests {
     }
 
     /// Runs both futures at once, opening `gate` once both have started.
-    async fn futures_like_join<A: std::future::Future, B: std::future::Future>(
+    async fn join_then_open<A: std::future::Future, B: std::future::Future>(
         a: A,
         b: B,
         gate: &Notify,
     ) -> (A::Output, B::Output) {
         let (mut a, mut b) = (Box::pin(a), Box::pin(b));
-        let (mut out_a, mut out_b) = (futures_poll_once(a.as_mut()).await, futures_poll_once(b.as_mut()).await);
+        let (mut out_a, mut out_b) = (poll_once(a.as_mut()).await, poll_once(b.as_mut()).await);
         gate.notify_waiters();
         if out_a.is_none() {
             out_a = Some(a.await);
@@ -273,7 +273,7 @@ mod tests {
     }
 
     /// Polls `future` once: its output if it is ready.
-    async fn futures_poll_once<F: std::future::Future>(future: std::pin::Pin<&mut F>) -> Option<F::Output> {
+    async fn poll_once<F: std::future::Future>(future: std::pin::Pin<&mut F>) -> Option<F::Output> {
         let mut future = Some(future);
         std::future::poll_fn(|cx| {
             std::task::Poll::Ready(match future.take().expect("polled once").poll(cx) {
