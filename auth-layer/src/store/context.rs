@@ -6,6 +6,7 @@ use std::time::Duration;
 use cookie::Cookie;
 use http::header::{CACHE_CONTROL, COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderValue};
+use smallvec::SmallVec;
 
 use super::{auth_cookie, removal_cookie};
 use crate::config::AuthConfig;
@@ -22,20 +23,25 @@ pub const MAX_COOKIE_BYTES: usize = 64 * 1024;
 /// then [`apply`](Self::apply) it to the response.
 ///
 /// The request's cookies are not copied: the context keeps the `Cookie` header values (which
-/// share the request's bytes) and where each cookie's name and value lie in them.
+/// share the request's bytes) and where each cookie's name and value lie in them. A request
+/// with one `Cookie` header (HTTP/1.1 sends one) and a few cookies is read without allocating.
 #[derive(Debug, Default)]
 pub struct StoreContext {
-    headers: Vec<HeaderValue>,
-    request: Vec<RequestCookie>,
+    headers: SmallVec<[HeaderValue; 1]>,
+    request: SmallVec<[RequestCookie; INLINE_COOKIES]>,
     response: Vec<Cookie<'static>>,
 }
 
-/// Where one request cookie lies: in `headers[header]`, its name and value byte ranges.
+/// How many request cookies a context holds before it allocates.
+const INLINE_COOKIES: usize = 6;
+
+/// Where one request cookie lies: in `headers[header]`, its name and value byte ranges (within
+/// [`MAX_COOKIE_BYTES`], so `u32` holds them).
 #[derive(Debug)]
 struct RequestCookie {
-    header: usize,
-    name: Range<usize>,
-    value: Range<usize>,
+    header: u32,
+    name: Range<u32>,
+    value: Range<u32>,
 }
 
 impl StoreContext {
@@ -63,7 +69,7 @@ impl StoreContext {
                 tracing::debug!("request cookies exceed {MAX_COOKIE_BYTES} bytes; the rest are ignored");
             }
             budget -= bytes.len();
-            let header = ctx.headers.len();
+            let header = ctx.headers.len() as u32;
             let mut start = 0;
             while start < bytes.len() {
                 let Some(end) =
@@ -74,7 +80,8 @@ impl StoreContext {
                 if let Some(eq) = memchr::memchr(b'=', &bytes[start..end]).map(|i| start + i) {
                     let name = trim(bytes, start..eq);
                     if !name.is_empty() {
-                        ctx.request.push(RequestCookie { header, name, value: trim(bytes, eq + 1..end) });
+                        let value = trim(bytes, eq + 1..end);
+                        ctx.request.push(RequestCookie { header, name: narrow(name), value: narrow(value) });
                     }
                 }
                 start = end + 1;
@@ -108,12 +115,13 @@ impl StoreContext {
         self.request.iter().filter_map(|c| self.text(c.header, &c.name))
     }
 
-    fn bytes(&self, header: usize, range: &Range<usize>) -> &[u8] {
-        self.headers[header].as_bytes().get(range.clone()).unwrap_or_default()
+    fn bytes(&self, header: u32, range: &Range<u32>) -> &[u8] {
+        let range = range.start as usize..range.end as usize;
+        self.headers.get(header as usize).and_then(|value| value.as_bytes().get(range)).unwrap_or_default()
     }
 
     /// A name or value as text; `None` when it is not UTF-8.
-    fn text(&self, header: usize, range: &Range<usize>) -> Option<&str> {
+    fn text(&self, header: u32, range: &Range<u32>) -> Option<&str> {
         std::str::from_utf8(self.bytes(header, range)).ok()
     }
 
@@ -188,6 +196,12 @@ pub(crate) fn browser_round_trip(ctx: StoreContext) -> (Vec<String>, StoreContex
     (set, next)
 }
 
+/// A range within the first [`MAX_COOKIE_BYTES`] of a header, as `u32`s.
+fn narrow(range: Range<usize>) -> Range<u32> {
+    const _: () = assert!(MAX_COOKIE_BYTES <= u32::MAX as usize);
+    range.start as u32..range.end as u32
+}
+
 /// `range` of `bytes` without the spaces and tabs at either end.
 fn trim(bytes: &[u8], mut range: Range<usize>) -> Range<usize> {
     let blank = |b: u8| b == b' ' || b == b'\t';
@@ -257,6 +271,21 @@ mod tests {
         assert!(read < 66 && read > 60, "{read} cookies of 1 KB read");
         let last = ctx.request_cookie_names().last().unwrap().to_owned();
         assert_eq!(ctx.cookie(&last).map(str::len), Some(1_000), "a pair the bound cuts is not read in part");
+    }
+
+    #[test]
+    fn one_cookie_header_with_a_few_cookies_is_read_without_allocating() {
+        use crate::alloc_count::allocations_in;
+        let value = HeaderValue::from_static("_a0_session=sealed; theme=dark; lang=en; a=1; b=2; c=3");
+        let (ctx, allocations) = allocations_in(|| StoreContext::from_cookie_headers([&value]));
+        assert_eq!(allocations, 0, "one header of {INLINE_COOKIES} cookies");
+        assert_eq!((ctx.cookie("_a0_session"), ctx.cookie("c")), (Some("sealed"), Some("3")));
+
+        // Past the room kept inline every cookie is still read; they then take an allocation.
+        let more = HeaderValue::from_static("a=1; b=2; c=3; d=4; e=5; f=6; g=7");
+        let (ctx, allocations) = allocations_in(|| StoreContext::from_cookie_headers([&more]));
+        assert_eq!(allocations, 1, "seven cookies");
+        assert_eq!(ctx.request_cookie_names().collect::<String>(), "abcdefg");
     }
 
     #[test]

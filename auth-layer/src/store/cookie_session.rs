@@ -684,6 +684,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_cookie_read_before_is_read_again_with_one_allocation_the_reads_future() {
+        use std::task::{Context, Poll, Waker};
+        let store = CookieSessionStore::new(&config());
+        let set = sealed(&store, &session(10)).await;
+        // The first read opens the cookie and checks it against the logout markers.
+        assert!(store.get(&mut replay(&set)).await.unwrap().is_some());
+        let mut ctx = replay(&set);
+        let (read, allocations) = crate::alloc_count::allocations_in(|| {
+            store.get(&mut ctx).as_mut().poll(&mut Context::from_waker(Waker::noop()))
+        });
+        assert!(matches!(read, Poll::Ready(Ok(Some(_)))), "answered at once, from the opened cache");
+        assert_eq!(allocations, 1, "the boxed future of `get`, nothing else");
+    }
+
+    #[tokio::test]
     async fn a_cookie_that_differs_from_an_opened_one_after_its_prefix_is_opened_and_refused() {
         let store = CookieSessionStore::new(&config());
         let set = sealed(&store, &session(10)).await;
