@@ -424,6 +424,22 @@ impl TestEnv {
         Self { provider, app_url, client, clock_offset, server }
     }
 
+    /// Serves the router `build` makes behind [`AuthLayer::around`](auth_layer::AuthLayer::around)
+    /// (the layer in front of the whole router, not on each route), with a client of its own.
+    pub async fn start_around(build: impl FnOnce() -> axum::Router) -> Self {
+        let (port, listener) = bind();
+        let app_url = format!("http://127.0.0.1:{port}");
+        let provider = Provider::start(&app_url, &ProviderOptions::default()).await;
+        let clock_offset = Arc::new(AtomicU64::new(0));
+        let config = config(&provider, &app_url, TokenEndpointAuth::ClientSecretBasic, clock_offset.clone());
+        let client = AuthClient::new(config).await.expect("discovery against the test provider");
+        let app = auth_layer::AuthLayer::new(client.clone()).around(build());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app.into_make_service()).await.unwrap();
+        });
+        Self { provider, app_url, client, clock_offset, server }
+    }
+
     /// Moves the app's clock forward.
     pub fn advance_clock(&self, by: Duration) {
         self.clock_offset.fetch_add(by.as_secs(), Ordering::SeqCst);

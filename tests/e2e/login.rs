@@ -1165,3 +1165,34 @@ fn private_jwk(pem: &str, kid: &str) -> String {
     assert!(out.status.success());
     String::from_utf8(out.stdout).unwrap()
 }
+
+#[tokio::test]
+async fn the_layer_around_the_whole_router_logs_in_serves_the_user_and_logs_out() {
+    async fn private(user: auth_layer::User) -> String {
+        format!("private page of {}", user.sub())
+    }
+    async fn home(user: Option<auth_layer::User>) -> String {
+        user.map_or_else(|| "stranger".to_owned(), |user| user.sub().to_owned())
+    }
+    let env = TestEnv::start_around(|| {
+        axum::Router::new().route("/", axum::routing::get(home)).route("/private", axum::routing::get(private))
+    })
+    .await;
+    let browser = Browser::new();
+    let api = |path: &str| browser.http.get(env.url(path)).header("accept", "application/json").send();
+    assert_eq!(api("/private").await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(browser.get(&env.url("/")).await.text().await.unwrap(), "stranger");
+
+    let callback = browser.login(&env.app_url, "alice").await;
+    assert_eq!(callback.status(), StatusCode::FOUND, "the callback route is served around the router");
+    let private = browser.get(&env.url("/private")).await;
+    assert_eq!(private.status(), StatusCode::OK);
+    assert_eq!(private.text().await.unwrap(), "private page of alice");
+    assert_eq!(browser.get(&env.url("/")).await.text().await.unwrap(), "alice");
+    let me: serde_json::Value = profile(&browser, &env).await.json().await.unwrap();
+    assert_eq!(me["sub"], "alice");
+
+    assert_eq!(browser.get(&env.url("/auth/logout")).await.status(), StatusCode::FOUND);
+    assert_eq!(api("/private").await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_logged_out(&browser, &env).await;
+}

@@ -6,7 +6,7 @@ pub(crate) mod compact;
 
 use crate::config::AuthConfig;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
@@ -16,20 +16,47 @@ use serde_json::{Map, Value};
 /// Cloning a `User` is cheap: clones share the claims, so the axum extractor hands every
 /// request its own `User` without copying them; [`User::claims_mut`] copies them first if
 /// they are shared.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone)]
 pub struct User {
-    claims: Arc<Map<String, Value>>,
+    claims: Arc<Claims>,
+}
+
+/// A user's claims, and their `sub` once somebody asked for it: a handler reads `sub` on
+/// every request, and a session read from the store's cache is the same `Claims` every time,
+/// so the map is searched once per session, not once per request.
+#[derive(Clone)]
+struct Claims {
+    map: Map<String, Value>,
+    sub: OnceLock<Box<str>>,
+}
+
+impl Claims {
+    fn new(map: Map<String, Value>) -> Arc<Self> {
+        Arc::new(Self { map, sub: OnceLock::new() })
+    }
+}
+
+impl PartialEq for User {
+    fn eq(&self, other: &Self) -> bool {
+        self.claims.map == other.claims.map
+    }
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User").field("claims", &self.claims.map).finish()
+    }
 }
 
 impl Serialize for User {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.claims.serialize(serializer)
+        self.claims.map.serialize(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for User {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Map::deserialize(deserializer).map(|claims| Self { claims: Arc::new(claims) })
+        Map::deserialize(deserializer).map(|claims| Self { claims: Claims::new(claims) })
     }
 }
 
@@ -42,12 +69,13 @@ impl User {
     /// The user from an ID token's verified claims.
     pub fn from_id_token_claims(mut claims: Map<String, Value>) -> Self {
         claims.retain(|name, _| !PROTOCOL_CLAIMS.contains(&name.as_str()));
-        Self { claims: Arc::new(claims) }
+        Self { claims: Claims::new(claims) }
     }
 
-    /// The subject: the user's id at the provider.
+    /// The subject: the user's id at the provider. Looked up once per session (and again
+    /// after [`claims_mut`](Self::claims_mut)), not on every call.
     pub fn sub(&self) -> &str {
-        self.claim_str("sub").unwrap_or_default()
+        self.claims.sub.get_or_init(|| self.claim_str("sub").unwrap_or_default().into())
     }
 
     /// The `name` claim, when the provider sent one.
@@ -68,7 +96,7 @@ impl User {
     /// When the user authenticated (`auth_time`, seconds since the Unix epoch), when the
     /// provider said.
     pub fn auth_time(&self) -> Option<u64> {
-        self.claims.get("auth_time").and_then(Value::as_u64)
+        self.claims.map.get("auth_time").and_then(Value::as_u64)
     }
 
     /// The authentication context class the provider reached (`acr`), when it said.
@@ -88,23 +116,26 @@ impl User {
 
     /// Any claim, by name.
     pub fn claim(&self, name: &str) -> Option<&Value> {
-        self.claims.get(name)
+        self.claims.map.get(name)
     }
 
     /// A string claim, by name.
     pub fn claim_str(&self, name: &str) -> Option<&str> {
-        self.claims.get(name).and_then(Value::as_str)
+        self.claims.map.get(name).and_then(Value::as_str)
     }
 
     /// All claims.
     pub fn claims(&self) -> &Map<String, Value> {
-        &self.claims
+        &self.claims.map
     }
 
     /// All claims, to change before the session is saved. Copies them first if another
     /// clone of this `User` shares them.
     pub fn claims_mut(&mut self) -> &mut Map<String, Value> {
-        Arc::make_mut(&mut self.claims)
+        let claims = Arc::make_mut(&mut self.claims);
+        // Found again from the changed claims when next asked for.
+        claims.sub = OnceLock::new();
+        &mut claims.map
     }
 }
 
@@ -218,9 +249,7 @@ impl SessionData {
     pub fn with_tenant(mut self, config: &AuthConfig) -> Self {
         self.tenant = config.tenant().map(str::to_owned);
         if self.issuer() != Some(config.issuer()) {
-            let mut claims = (*self.user.claims).clone();
-            claims.insert("iss".into(), Value::String(config.issuer().to_owned()));
-            self.user = User { claims: Arc::new(claims) };
+            self.user.claims_mut().insert("iss".into(), Value::String(config.issuer().to_owned()));
         }
         self
     }
@@ -311,6 +340,23 @@ pub struct TransactionData {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sub_follows_claims_changed_after_it_was_read() {
+        let claims = serde_json::json!({"sub": "u1", "name": "Ann"});
+        let mut user = User::from_id_token_claims(claims.as_object().unwrap().clone());
+        let shared = user.clone();
+        assert_eq!((user.sub(), shared.sub()), ("u1", "u1"));
+        user.claims_mut().insert("sub".into(), "u2".into());
+        assert_eq!(user.sub(), "u2", "read again from the changed claims");
+        assert_eq!(shared.sub(), "u1", "the clone kept its own claims");
+        user.claims_mut().remove("sub");
+        assert_eq!(user.sub(), "");
+        assert_eq!(user, User::from_id_token_claims(serde_json::json!({"name": "Ann"}).as_object().unwrap().clone()));
+        let read: User = serde_json::from_str(r#"{"sub":"u3"}"#).unwrap();
+        assert_eq!(read.sub(), "u3");
+        assert_ne!(read, shared, "equal when the claims are");
+    }
 
     #[test]
     fn protocol_claims_are_dropped_and_user_claims_kept() {

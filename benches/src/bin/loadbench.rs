@@ -7,7 +7,8 @@
 //! - `GET /public`: a constant; never touches the session.
 //!
 //! Modes: `bare` (axum alone), `cookie`, `memory` and `redis` (auth-layer with its cookie,
-//! in-memory and Redis stores), `cookie-small` (the cookie store holding the session without its
+//! in-memory and Redis stores), `cookie-shared-around` (`cookie-shared` with the layer around the
+//! whole router, [`AuthLayer::around`], instead of `Router::layer`), `cookie-small` (the cookie store holding the session without its
 //! access token), `cookie-shared` (the cookie store with its logout markers in Redis, as a fleet
 //! runs it), `redis-cached` (the Redis store with client-side caching), `tower-sessions`
 //! (tower-sessions 0.15 with its `MemoryStore`) and `tower-sessions-redis` (tower-sessions 0.14
@@ -20,6 +21,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use auth_layer::axum::AuthRouter;
 use auth_layer::backend::{ClientCache, RedisBackend};
 use auth_layer::store::{CookieSessionStore, ServerSessionStore, SessionStore, StoreContext};
 use auth_layer::{AuthClient, AuthConfig, AuthLayer, Session, SessionData};
@@ -40,18 +42,18 @@ async fn main() {
     // Kept alive for as long as the app serves.
     let mut provider = None;
     let app = match mode.as_str() {
-        "bare" => bare(),
-        "cookie" | "cookie-small" | "cookie-shared" | "memory" | "redis" | "redis-cached" => {
+        "bare" => App::Layered(bare()),
+        "cookie" | "cookie-small" | "cookie-shared" | "cookie-shared-around" | "memory" | "redis" | "redis-cached" => {
             let started = Provider::start(&app_url, &ProviderOptions::default()).await;
             let app = auth_layer_app(&mode, config(&started.issuer, &app_url)).await;
             provider = Some(started);
             app
         }
-        "tower-sessions" => peer::memory(),
-        "tower-sessions-redis" => peer::redis().await,
+        "tower-sessions" => App::Layered(peer::memory()),
+        "tower-sessions-redis" => App::Layered(peer::redis().await),
         other => {
             eprintln!(
-                "usage: loadbench MODE (bare|cookie|cookie-small|cookie-shared|memory|redis|redis-cached|\
+                "usage: loadbench MODE (bare|cookie|cookie-small|cookie-shared|cookie-shared-around|memory|redis|redis-cached|\
                  tower-sessions|tower-sessions-redis), not `{other}`"
             );
             std::process::exit(2);
@@ -59,8 +61,17 @@ async fn main() {
     };
     let listener = tokio::net::TcpListener::bind(addr).await.expect("the port is free");
     eprintln!("loadbench {mode} on {app_url}");
-    axum::serve(listener, app).await.expect("serve");
+    match app {
+        App::Layered(router) => axum::serve(listener, router).await.expect("serve"),
+        App::Around(service) => axum::serve(listener, service.into_make_service()).await.expect("serve"),
+    }
     drop(provider);
+}
+
+/// A mode's app: a router (any layer on it), or auth-layer around a router.
+enum App {
+    Layered(Router),
+    Around(AuthRouter),
 }
 
 fn config(issuer: &str, app_url: &str) -> AuthConfig {
@@ -97,11 +108,11 @@ fn bare() -> Router {
     routes(get(me), get(mint))
 }
 
-async fn auth_layer_app(mode: &str, config: AuthConfig) -> Router {
+async fn auth_layer_app(mode: &str, config: AuthConfig) -> App {
     let store: Arc<dyn SessionStore> = match mode {
         "cookie" | "cookie-small" => Arc::new(CookieSessionStore::new(&config)),
         // The cookie store of a fleet: logout markers in Redis, which pushes notices of new ones.
-        "cookie-shared" => {
+        "cookie-shared" | "cookie-shared-around" => {
             let backend = RedisBackend::connect(&redis_url()).await.expect("Redis at REDIS_URL");
             Arc::new(CookieSessionStore::new(&config).with_marker_backend(backend))
         }
@@ -145,7 +156,8 @@ async fn auth_layer_app(mode: &str, config: AuthConfig) -> Router {
             headers
         }
     };
-    routes(get(me), get(mint)).layer(layer)
+    let router = routes(get(me), get(mint));
+    if mode == "cookie-shared-around" { App::Around(layer.around(router)) } else { App::Layered(router.layer(layer)) }
 }
 
 mod peer {
