@@ -24,10 +24,16 @@ pub struct User {
 /// A user's claims, and their `sub` once somebody asked for it: a handler reads `sub` on
 /// every request, and a session read from the store's cache is the same `Claims` every time,
 /// so the map is searched once per session, not once per request.
-#[derive(Clone)]
 struct Claims {
     map: Map<String, Value>,
     sub: OnceLock<Box<str>>,
+}
+
+/// A copy is made to be changed ([`User::claims_mut`]): its `sub` is found again.
+impl Clone for Claims {
+    fn clone(&self) -> Self {
+        Self { map: self.map.clone(), sub: OnceLock::new() }
+    }
 }
 
 impl Claims {
@@ -133,7 +139,7 @@ impl User {
     /// clone of this `User` shares them.
     pub fn claims_mut(&mut self) -> &mut Map<String, Value> {
         let claims = Arc::make_mut(&mut self.claims);
-        // Found again from the changed claims when next asked for.
+        // Found again from the changed claims when next asked for (a copy starts without it).
         claims.sub = OnceLock::new();
         &mut claims.map
     }

@@ -7,10 +7,10 @@
 //! - `GET /public`: a constant; never touches the session.
 //!
 //! Modes: `bare` (axum alone), `cookie`, `memory` and `redis` (auth-layer with its cookie,
-//! in-memory and Redis stores), `cookie-shared-around` (`cookie-shared` with the layer around the
-//! whole router, [`AuthLayer::around`], instead of `Router::layer`), `cookie-small` (the cookie store holding the session without its
+//! in-memory and Redis stores), `cookie-small` (the cookie store holding the session without its
 //! access token), `cookie-shared` (the cookie store with its logout markers in Redis, as a fleet
-//! runs it), `redis-cached` (the Redis store with client-side caching), `tower-sessions`
+//! runs it), `cookie-shared-around` (`cookie-shared` with the layer in front of the whole router,
+//! [`AuthLayer::around`], instead of on each route by `Router::layer`), `redis-cached` (the Redis store with client-side caching), `tower-sessions`
 //! (tower-sessions 0.15 with its `MemoryStore`) and `tower-sessions-redis` (tower-sessions 0.14
 //! with `tower-sessions-redis-store`, the newest Redis store it has). Every other session holds
 //! the same data: auth-layer's [`SessionData`] of a test user with realistic tokens.
