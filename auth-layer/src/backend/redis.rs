@@ -318,8 +318,8 @@ pub struct RedisBackend {
     /// The standalone server's client, for the subscriber connection of [`Backend::watch`];
     /// `None` on a cluster (no notices: callers ask every time).
     client: Option<redis::Client>,
-    /// Reads waiting to be sent together; `None` with a client-side cache, whose reads are
-    /// mostly answered in this process and go one by one.
+    /// Reads waiting to be sent together; `None` exactly when there is a client-side cache,
+    /// whose reads are mostly answered in this process and go one by one.
     gathered: Option<Arc<Gathered>>,
     namespace: String,
     put: Script,
@@ -389,7 +389,25 @@ impl RedisBackend {
             invocation.arg(tag);
         }
         let written: i64 = invocation.invoke_async(&mut connection).await.map_err(unavailable)?;
+        self.settle().await?;
         Ok(written == 1)
+    }
+
+    /// With a client-side cache, waits until this connection's copy of what the last write
+    /// changed is gone, so a read here right after a write or delete returns sees it.
+    ///
+    /// Redis sends this connection the invalidation of a key it changed itself after the
+    /// reply to the script that changed it; the reply can reach the caller before the
+    /// invalidation is read, and a read answered from the copy in between would return the
+    /// old value (a deleted session, for instance). A `PING` on the same connection is
+    /// answered after that invalidation, and the connection handles what it reads in order.
+    /// Without a cache it costs nothing.
+    async fn settle(&self) -> Result<(), StoreError> {
+        if self.gathered.is_some() {
+            return Ok(());
+        }
+        let mut connection = self.connection.clone();
+        redis::cmd("PING").query_async::<()>(&mut connection).await.map_err(unavailable)
     }
 
     /// Connects to a standalone Redis (`redis://[user:password@]host:port/db`, or `rediss://`
@@ -589,18 +607,21 @@ impl Backend for RedisBackend {
             .invoke_async(&mut connection)
             .await
             .map_err(unavailable)?;
-        Ok(())
+        self.settle().await
     }
 
     async fn delete_by_tag(&self, tag: &str) -> Result<u64, StoreError> {
         let mut connection = self.connection.clone();
-        self.delete_by_tag
+        let deleted = self
+            .delete_by_tag
             .key(self.index_key(tag))
             .arg(&self.namespace)
             .arg(tag)
             .invoke_async(&mut connection)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        self.settle().await?;
+        Ok(deleted)
     }
 
     async fn keys_by_tag(&self, tag: &str) -> Result<Vec<String>, StoreError> {

@@ -17,6 +17,13 @@ pub const BACKEND_RULES: &[Rule] = &[
                deleting a missing key is not an error. Everything else is built on it.",
     },
     Rule {
+        name: "a_read_right_after_a_write_sees_it",
+        rule: "a `get` made the moment a `put`, `update`, `delete` or `delete_by_tag` has returned sees \
+               what it did, every time: a backend that keeps copies of what it read (a client-side \
+               cache) must drop the copy before the write returns, or a session this process has just \
+               logged out is served again.",
+    },
+    Rule {
         name: "expired_values_are_never_returned_nor_listed",
         rule: "a value past its TTL is never returned by `get`, listed by `keys_by_tag` or counted by \
                `delete_by_tag`, whether or not it was purged yet: an expired session must not open.",
@@ -101,6 +108,7 @@ where
         };
     }
     rule!(get_returns_what_put_stored);
+    rule!(a_read_right_after_a_write_sees_it);
     rule!(expired_values_are_never_returned_nor_listed);
     rule!(put_replaces_value_ttl_and_tags);
     rule!(delete_by_tag_removes_exactly_the_tagged_keys);
@@ -142,6 +150,34 @@ async fn get_returns_what_put_stored<B: Backend>(b: B, p: String) -> Outcome {
     let listed = b.keys_by_tag(&format!("{p}a")).await.or_fail("keys_by_tag")?;
     ensure!(listed.is_empty(), "a deleted key is still listed under its tag: {listed:?}");
     b.delete(&k).await.or_fail("delete (of a key already deleted)")?;
+    Ok(())
+}
+
+async fn a_read_right_after_a_write_sees_it<B: Backend>(b: B, p: String) -> Outcome {
+    // A stale copy shows only when the read beats the copy's invalidation: many rounds, each
+    // write preceded by a read that leaves a copy to be dropped.
+    const ROUNDS: usize = 100;
+    let (k, tag) = (format!("{p}k"), format!("{p}a"));
+    let ttl = Some(Duration::from_secs(60));
+    for round in 0..ROUNDS {
+        let put = Bytes::from(format!("put {round}"));
+        b.put(&k, put.clone(), ttl, vec![tag.clone()]).await.or_fail("put")?;
+        let got = b.get(&k).await.or_fail("get")?;
+        ensure!(got.as_ref() == Some(&put), "round {round}: right after put, get returned {}", shown(&got));
+        let updated = Bytes::from(format!("update {round}"));
+        ensure!(b.update(&k, updated.clone(), ttl, vec![tag.clone()]).await.or_fail("update")?, "update of a live key");
+        let got = b.get(&k).await.or_fail("get")?;
+        ensure!(got.as_ref() == Some(&updated), "round {round}: right after update, get returned {}", shown(&got));
+        b.delete(&k).await.or_fail("delete")?;
+        let got = b.get(&k).await.or_fail("get")?;
+        ensure!(got.is_none(), "round {round}: right after delete, get returned {}", shown(&got));
+        ensure!(b.insert(&k, put.clone(), ttl, vec![tag.clone()]).await.or_fail("insert")?, "insert of a deleted key");
+        let got = b.get(&k).await.or_fail("get")?;
+        ensure!(got.as_ref() == Some(&put), "round {round}: right after insert, get returned {}", shown(&got));
+        b.delete_by_tag(&tag).await.or_fail("delete_by_tag")?;
+        let got = b.get(&k).await.or_fail("get")?;
+        ensure!(got.is_none(), "round {round}: right after delete_by_tag, get returned {}", shown(&got));
+    }
     Ok(())
 }
 

@@ -209,6 +209,26 @@ mod tests {
         flaw: Flaw,
         /// Every tag each key was ever put with (for `PutKeepsOldTags`).
         tags_ever: Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>>,
+        /// What `get` read, by key (for `ReadsLagWrites`).
+        copies: Arc<std::sync::Mutex<std::collections::HashMap<String, Option<Bytes>>>>,
+    }
+
+    impl Broken {
+        /// Drops the copy of `key` (of every key: `None`) a moment from now (for `ReadsLagWrites`).
+        fn drop_copy_later(&self, key: Option<&str>) {
+            if self.flaw != Flaw::ReadsLagWrites {
+                return;
+            }
+            let (copies, key) = (self.copies.clone(), key.map(str::to_owned));
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                let mut copies = copies.lock().unwrap();
+                match key {
+                    Some(key) => drop(copies.remove(&key)),
+                    None => copies.clear(),
+                }
+            });
+        }
     }
 
     #[derive(Clone, Copy, PartialEq)]
@@ -221,16 +241,30 @@ mod tests {
         PutKeepsOldTags,
         /// Values stored as text (a `TEXT` column): bytes that are not UTF-8 are mangled.
         StoresText,
+        /// Reads kept in a local copy that a write drops a moment after it returns, as a
+        /// client-side cache whose invalidation arrives after the write's reply.
+        ReadsLagWrites,
     }
 
     fn broken(flaw: Flaw) -> impl Fn() -> std::future::Ready<Broken> {
-        move || std::future::ready(Broken { inner: MokaBackend::new(), flaw, tags_ever: Arc::default() })
+        move || {
+            let inner = MokaBackend::new();
+            std::future::ready(Broken { inner, flaw, tags_ever: Arc::default(), copies: Arc::default() })
+        }
     }
 
     #[async_trait]
     impl Backend for Broken {
         async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-            self.inner.get(key).await
+            if self.flaw != Flaw::ReadsLagWrites {
+                return self.inner.get(key).await;
+            }
+            if let Some(copy) = self.copies.lock().unwrap().get(key) {
+                return Ok(copy.clone());
+            }
+            let value = self.inner.get(key).await?;
+            self.copies.lock().unwrap().insert(key.to_owned(), value.clone());
+            Ok(value)
         }
         async fn put(
             &self,
@@ -253,7 +287,9 @@ mod tests {
                 }
                 kept.clone_from(&tags);
             }
-            self.inner.put(key, value, ttl, tags).await
+            self.inner.put(key, value, ttl, tags).await?;
+            self.drop_copy_later(Some(key));
+            Ok(())
         }
         async fn update(
             &self,
@@ -263,7 +299,9 @@ mod tests {
             tags: Vec<String>,
         ) -> Result<bool, StoreError> {
             if self.flaw != Flaw::UpdateChecksThenWrites {
-                return self.inner.update(key, value, ttl, tags).await;
+                let updated = self.inner.update(key, value, ttl, tags).await?;
+                self.drop_copy_later(Some(key));
+                return Ok(updated);
             }
             if self.inner.get(key).await?.is_none() {
                 return Ok(false);
@@ -279,16 +317,22 @@ mod tests {
             ttl: Option<Duration>,
             tags: Vec<String>,
         ) -> Result<bool, StoreError> {
-            self.inner.insert(key, value, ttl, tags).await
+            let inserted = self.inner.insert(key, value, ttl, tags).await?;
+            self.drop_copy_later(Some(key));
+            Ok(inserted)
         }
         async fn delete(&self, key: &str) -> Result<(), StoreError> {
-            self.inner.delete(key).await
+            self.inner.delete(key).await?;
+            self.drop_copy_later(Some(key));
+            Ok(())
         }
         async fn delete_by_tag(&self, tag: &str) -> Result<u64, StoreError> {
             if self.flaw == Flaw::DeleteByTagLeavesRecords {
                 return Ok(self.inner.keys_by_tag(tag).await?.len() as u64);
             }
-            self.inner.delete_by_tag(tag).await
+            let deleted = self.inner.delete_by_tag(tag).await?;
+            self.drop_copy_later(None);
+            Ok(deleted)
         }
         async fn keys_by_tag(&self, tag: &str) -> Result<Vec<String>, StoreError> {
             self.inner.keys_by_tag(tag).await
@@ -332,6 +376,14 @@ mod tests {
         let failures = broken_rules(Flaw::StoresText).await;
         assert!(failures.broke("get_returns_what_put_stored"), "{failures}");
         assert!(failures.broke("sealed_records_stay_sealed"), "{failures}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_cache_dropped_after_the_write_returns_fails_the_read_after_write_rule() {
+        let failures = broken_rules(Flaw::ReadsLagWrites).await;
+        assert!(failures.broke("a_read_right_after_a_write_sees_it"), "{failures}");
+        let report = failures.to_string();
+        assert!(report.contains("round 0: right after update, get returned \"put 0\""), "{report}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
