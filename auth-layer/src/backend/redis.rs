@@ -432,7 +432,9 @@ impl RedisBackend {
     /// The price: a session deleted through another connection (another process's logout or
     /// back-channel logout) is still served here until Redis's invalidation reaches this
     /// process, usually well under a millisecond on a local network, where without the cache
-    /// it ends with the delete's reply. Should invalidations stop arriving without the
+    /// it ends with the delete's reply. In this process a write or delete returns only once
+    /// the copy here is dropped (one `PING` more per write), so a read after it sees it. Should
+    /// invalidations stop arriving without the
     /// connection being seen to fail (a silent network partition: reads served from the copy
     /// send nothing that would notice), a copy is still dropped once older than
     /// [`ClientCache::max_age`]. The cache is redis-rs's, which calls it experimental.
