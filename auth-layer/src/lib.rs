@@ -124,8 +124,9 @@
 // The derive names paths as `::auth_layer::...`, which must resolve inside this crate too.
 extern crate self as auth_layer;
 
-// Listed from the top of the dependency order to the bottom: a module uses only those below it
-// (tests/layout.rs checks it).
+// Listed in rustfmt's (alphabetical) order. The dependency order, in which a module uses only
+// those below it, is top to bottom: http; client, testing; oidc, store; model; record; backend;
+// config, seal, return_to; error (tests/layout.rs checks it and says what each level owns).
 #[cfg(test)]
 #[allow(unsafe_code)]
 mod alloc_count;
