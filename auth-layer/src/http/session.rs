@@ -35,8 +35,9 @@ struct Inner {
     client: AuthClient,
     cookies: CookieHeaders,
     loaded: Loaded,
-    /// Cookies the load wants set on the response (renewal, clearing an expired session).
-    response: Mutex<Option<StoreContext>>,
+    /// Cookies the load wants set on the response (renewal, clearing an expired session);
+    /// boxed, since most requests have none and every request allocates this handle.
+    response: Mutex<Option<Box<StoreContext>>>,
     /// Whether `response` holds any: most responses have none, and take no lock to learn it.
     has_response: AtomicBool,
 }
@@ -108,7 +109,7 @@ impl Session {
         let mut response = self.inner.response.lock().unwrap_or_else(|e| e.into_inner());
         match response.as_mut() {
             Some(pending) => pending.absorb(ctx),
-            None => *response = Some(ctx),
+            None => *response = Some(Box::new(ctx)),
         }
         self.inner.has_response.store(true, Ordering::Release);
     }
@@ -118,7 +119,7 @@ impl Session {
         if !self.inner.has_response.load(Ordering::Acquire) {
             return None;
         }
-        self.inner.response.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.inner.response.lock().unwrap_or_else(|e| e.into_inner()).take().map(|ctx| *ctx)
     }
 }
 
@@ -282,6 +283,12 @@ mod tests {
             })
         })
         .await
+    }
+
+    #[test]
+    fn the_handle_every_request_allocates_stays_small() {
+        // Every request allocates one; the response cookies, which most never have, are boxed.
+        assert!(size_of::<Inner>() <= 160, "{} bytes", size_of::<Inner>());
     }
 
     #[test]

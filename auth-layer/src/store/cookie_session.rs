@@ -355,7 +355,9 @@ impl<M: Backend> SessionStore for CookieSessionStore<M> {
             (None, None) => None,
         };
         if writes.is_none_or(|now| now != opened.markers_checked.load(Ordering::Acquire)) {
-            if self.logged_out(&opened.session).await? {
+            // Boxed: the check's future (the backend's reads) would otherwise size this whole
+            // future, which every read allocates and moves, checked or not.
+            if Box::pin(self.logged_out(&opened.session)).await? {
                 tracing::info!(sub = opened.session.sub(), "session ended by back-channel logout");
                 self.clear_stale(ctx, &[]);
                 return Ok(None);
@@ -696,6 +698,18 @@ mod tests {
         });
         assert!(matches!(read, Poll::Ready(Ok(Some(_)))), "answered at once, from the opened cache");
         assert_eq!(allocations, 1, "the boxed future of `get`, nothing else");
+    }
+
+    #[tokio::test]
+    async fn a_read_allocates_a_small_future_whatever_its_marker_backend() {
+        // `get`'s boxed future is allocated and moved on every read; the marker check, which
+        // awaits the backend, is boxed on its own and only when a read needs it.
+        let mut ctx = StoreContext::default();
+        let in_memory = CookieSessionStore::new(&config());
+        let shared = CookieSessionStore::new(&config()).with_marker_backend(MokaBackend::new());
+        let in_memory = size_of_val(&*in_memory.get(&mut ctx));
+        let sizes = [in_memory, size_of_val(&*shared.get(&mut ctx))];
+        assert!(sizes.iter().all(|&size| size <= 128), "read futures of {sizes:?} bytes");
     }
 
     #[tokio::test]
