@@ -701,7 +701,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_read_allocates_a_small_future_whatever_its_marker_backend() {
+    async fn a_read_allocates_a_small_future_with_markers_kept_by_the_store_or_by_a_backend() {
         // `get`'s boxed future is allocated and moved on every read; the marker check, which
         // awaits the backend, is boxed on its own and only when a read needs it.
         let mut ctx = StoreContext::default();
