@@ -368,6 +368,25 @@ impl TestEnv {
         Self { provider, app_url, client, clock_offset, server }
     }
 
+    /// Serves `router` (an axum app the test wrote) against the hostile test provider.
+    pub async fn start_hostile_custom(
+        configure: impl FnOnce(auth_layer::AuthConfigBuilder) -> auth_layer::AuthConfigBuilder,
+        build: impl FnOnce(AuthClient) -> axum::Router,
+    ) -> Self {
+        let (port, listener) = bind();
+        let app_url = format!("http://127.0.0.1:{port}");
+        let provider = Provider::start_hostile(&app_url).await;
+        let clock_offset = Arc::new(AtomicU64::new(0));
+        let builder = config_builder(&provider, &app_url, TokenEndpointAuth::ClientSecretBasic, clock_offset.clone());
+        let config = configure(builder).build().expect("test configuration");
+        let client = AuthClient::new(config).await.expect("discovery against the hostile provider");
+        let app = build(client.clone());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self { provider, app_url, client, clock_offset, server }
+    }
+
     /// The quickstart app over a layer the test builds from the configuration.
     pub async fn start_with_layer<F, Fut>(build: F) -> Self
     where

@@ -148,6 +148,11 @@ pub enum AuthError {
         /// The oldest authentication the route accepts, in seconds.
         max_age: Option<u64>,
     },
+    /// A login a step-up guard started came back still short of what the guard needs (the
+    /// provider could not or would not authenticate the user that way): refused with 403, so
+    /// that the guard does not send the browser round again. The session from before stays.
+    #[error("the step-up login came back short of what the route needs: {0}")]
+    StepUpFailed(String),
 }
 
 impl AuthError {
@@ -169,7 +174,7 @@ impl AuthError {
             Self::Store(StoreError::Unavailable { .. } | StoreError::Unsupported(_)) => "store_unavailable",
             Self::NotAuthenticated => "not_authenticated",
             Self::SilentLoginDeclined { .. } => "login_required",
-            Self::InsufficientAuthentication { .. } => "insufficient_user_authentication",
+            Self::InsufficientAuthentication { .. } | Self::StepUpFailed(_) => "insufficient_user_authentication",
             Self::MissingRefreshToken => "missing_refresh_token",
         }
     }
@@ -216,6 +221,7 @@ impl AuthError {
             Self::NotAuthenticated => "Please log in.",
             Self::SilentLoginDeclined { .. } => "Please log in.",
             Self::InsufficientAuthentication { .. } => "Please log in again to continue.",
+            Self::StepUpFailed(_) => "This page needs a stronger or more recent sign-in than the one just made.",
             Self::MissingRefreshToken => "The access token has expired and cannot be refreshed; please log in again.",
         };
         fixed.into()
@@ -236,13 +242,24 @@ impl AuthError {
             // The app's configuration, not the store's health nor the request: retrying cannot help.
             Self::Store(StoreError::TooLarge { .. } | StoreError::Encode { .. }) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Provider(ProviderError::BadTokenResponse(_)) => StatusCode::BAD_GATEWAY,
+            Self::StepUpFailed(_) => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_REQUEST,
         }
     }
 }
 
 /// An error and its sources on one line, for logs (never for responses).
+///
+/// Logged with `?` (its `Debug`): quoted, with control characters escaped, since an error's
+/// text may carry what a request or an unverified token said (a callback's
+/// `error_description`, a logout token's `iss`), and a raw `%0A` there would forge a log line.
 pub(crate) struct Chain<'a>(pub(crate) &'a (dyn StdError + 'static));
+
+impl fmt::Debug for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.to_string(), f)
+    }
+}
 
 impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

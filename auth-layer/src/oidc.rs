@@ -606,7 +606,7 @@ impl RelyingParty {
         tracing::info!(kid, ?need, "token names an unknown key; refetching the provider's JWKS");
         match CoreJsonWebKeySet::fetch_async(&self.jwks_uri, &self.http).await {
             Ok(jwks) => *self.jwks.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(jwks),
-            Err(err) => tracing::warn!(error = %Chain(&err), "JWKS refetch failed"),
+            Err(err) => tracing::warn!(error = ?Chain(&err), "JWKS refetch failed"),
         }
     }
 

@@ -349,3 +349,91 @@ async fn a_tenant_requires_iss_even_from_a_provider_that_does_not_announce_it() 
         }
     }
 }
+
+/// The app pins an organization and an essential `acr`: a login link cannot change either,
+/// and the callback holds the ID token to what the app configured.
+#[tokio::test]
+async fn a_login_link_cannot_replace_the_organization_or_the_acr_the_app_configured() {
+    let env = TestEnv::start_hostile_configured(|c| {
+        c.authorization_param("organization", "org_acme")
+            .authorization_param("acr_values", "urn:mfa")
+            .acr_values_essential(true)
+    })
+    .await;
+    let browser = Browser::new();
+    for link in ["/auth/login?organization=org_globex", "/auth/login?acr_values=urn%3Apwd", "/auth/login?max_age=abc"] {
+        let response = browser.http.get(env.url(link)).header("accept", "application/json").send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{link}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_request", "{link}");
+    }
+    let same = browser.http.get(env.url("/auth/login?organization=org_acme")).send().await.unwrap();
+    assert_eq!(same.status(), StatusCode::FOUND, "the configured value repeated is no change");
+    let authorize = url::Url::parse(same.headers()["location"].to_str().unwrap()).unwrap();
+    let sent: Vec<(String, String)> = authorize.query_pairs().into_owned().collect();
+    assert!(sent.contains(&("organization".into(), "org_acme".into())), "{sent:?}");
+    assert!(sent.contains(&("acr_values".into(), "urn:mfa".into())), "{sent:?}");
+
+    for (scenario, accepted) in [("org-globex-mfa", false), ("org-acme-pwd", false), ("org-acme-mfa", true)] {
+        env.provider.set_scenario(scenario).await;
+        let browser = Browser::new();
+        let callback = browser.start_and_authorize(&env.app_url, "mallory", "/auth/login").await;
+        let response = browser.http.get(&callback).header("accept", "application/json").send().await.unwrap();
+        let profile = browser.http.get(env.url("/auth/profile")).send().await.unwrap();
+        if accepted {
+            assert_eq!(response.status(), StatusCode::FOUND, "{scenario}");
+            assert_eq!(profile.status(), StatusCode::OK, "{scenario}");
+        } else {
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{scenario}");
+            assert_eq!(response.json::<Value>().await.unwrap()["error"], "invalid_id_token", "{scenario}");
+            assert_eq!(profile.status(), StatusCode::UNAUTHORIZED, "{scenario}: no session");
+        }
+    }
+}
+
+/// A step-up guard sends the browser straight to the provider with its own requirements (the
+/// route's allowlist passes nothing here), and a login that comes back still short ends in 403
+/// after one round, the session from before kept; one that meets them reaches the page.
+#[tokio::test]
+async fn a_step_up_that_comes_back_short_is_refused_once_not_sent_round_again() {
+    use auth_layer::{AuthLayer, RequireAuthLayer, User};
+    async fn acr(user: User) -> String {
+        user.acr().unwrap_or("none").to_owned()
+    }
+    let env = TestEnv::start_hostile_custom(
+        |c| c.login_query_params(Vec::<String>::new()),
+        |client| {
+            axum::Router::new()
+                .route("/pay", axum::routing::get(|| async { "paid" }))
+                .route_layer(RequireAuthLayer::new().acr_values(["urn:mfa"]))
+                .route("/acr", axum::routing::get(acr))
+                .layer(AuthLayer::new(client))
+        },
+    )
+    .await;
+    env.provider.set_scenario("acr-pwd").await;
+    let browser = Browser::new();
+    assert_eq!(browser.login(&env.app_url, "mallory").await.status(), StatusCode::FOUND);
+    assert_eq!(browser.get(&env.url("/acr")).await.text().await.unwrap(), "urn:pwd");
+
+    let guarded = browser.get(&env.url("/pay")).await;
+    assert_eq!(guarded.status(), StatusCode::FOUND);
+    let authorize = url::Url::parse(guarded.headers()["location"].to_str().unwrap()).unwrap();
+    assert!(authorize.as_str().starts_with(&env.provider.issuer), "straight to the provider: {authorize}");
+    let sent: Vec<(String, String)> = authorize.query_pairs().into_owned().collect();
+    assert!(sent.contains(&("acr_values".into(), "urn:mfa".into())), "the guard's acr reaches it: {sent:?}");
+
+    let callback = browser.through_provider(guarded, "mallory", &format!("{}/", env.app_url)).await;
+    let short = browser.get(&callback).await;
+    assert_eq!(short.status(), StatusCode::FORBIDDEN, "short after one round: no redirect back to the guard");
+    assert!(short.text().await.unwrap().contains("insufficient_user_authentication"));
+    assert_eq!(browser.get(&env.url("/acr")).await.text().await.unwrap(), "urn:pwd", "the session from before");
+
+    env.provider.set_scenario("acr-mfa").await;
+    let guarded = browser.get(&env.url("/pay")).await;
+    let callback = browser.through_provider(guarded, "mallory", &format!("{}/", env.app_url)).await;
+    let back = browser.get(&callback).await;
+    assert_eq!(back.headers()["location"], env.url("/pay"));
+    let paid = browser.get(&env.url("/pay")).await;
+    assert_eq!((paid.status(), paid.text().await.unwrap()), (StatusCode::OK, "paid".to_owned()));
+}

@@ -731,6 +731,28 @@ async fn cross_site_post_logout_is_refused_and_the_session_stays() {
 }
 
 #[tokio::test]
+async fn get_logout_from_another_site_or_a_prefetch_is_refused_and_a_same_site_link_works() {
+    let env = TestEnv::start().await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "pat").await;
+    for headers in [
+        vec![("sec-fetch-site", "cross-site")],
+        vec![("sec-fetch-site", "same-origin"), ("sec-purpose", "prefetch")],
+        vec![("purpose", "prefetch")],
+    ] {
+        let mut request = browser.http.get(env.url("/auth/logout")).header("accept", "text/html");
+        for (name, value) in &headers {
+            request = request.header(*name, *value);
+        }
+        assert_eq!(request.send().await.unwrap().status(), StatusCode::FORBIDDEN, "{headers:?}");
+        assert_eq!(profile(&browser, &env).await.status(), StatusCode::OK, "{headers:?}: the session stays");
+    }
+    let link = browser.http.get(env.url("/auth/logout")).header("sec-fetch-site", "same-site").send().await.unwrap();
+    assert_eq!(link.status(), StatusCode::FOUND, "a link from the app's own site logs out");
+    assert_eq!(profile(&browser, &env).await.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
 async fn get_logout_can_be_turned_off_leaving_post() {
     let env = TestEnv::start_custom_configured(
         |config| config.logout_by_get(false),
@@ -936,12 +958,14 @@ async fn a_step_up_guard_sends_browsers_to_a_fresh_login_and_api_clients_a_401_c
     let browser = Browser::new();
     browser.login(&env.app_url, "pat").await;
     // A plain login's ID token says nothing of when the user authenticated: the guard cannot
-    // know it is recent, and asks (a login with max_age makes the provider say).
+    // know it is recent, and asks, straight at the provider (a login with max_age makes the
+    // provider say).
     let unknown = browser.get(&env.url("/pay")).await;
-    assert_eq!(unknown.headers()["location"], "/auth/login?returnTo=%2Fpay&max_age=2");
-    let start = browser.get(&env.url("/auth/login?returnTo=%2Fpay&max_age=2")).await;
-    let callback = browser.through_provider(start, "pat", &format!("{}/", env.app_url)).await;
-    browser.get(&callback).await;
+    assert_eq!(unknown.status(), StatusCode::FOUND);
+    let authorize = Url::parse(unknown.headers()["location"].to_str().unwrap()).unwrap();
+    assert_eq!(param(&authorize.query_pairs().into_owned().collect::<Vec<_>>(), "max_age"), ["2"]);
+    let callback = browser.through_provider(unknown, "pat", &format!("{}/", env.app_url)).await;
+    assert_eq!(browser.get(&callback).await.headers()["location"], env.url("/pay"));
     assert_eq!(browser.get(&env.url("/pay")).await.status(), StatusCode::OK, "auth_time known and recent");
 
     tokio::time::sleep(Duration::from_millis(3_100)).await;
@@ -957,11 +981,10 @@ async fn a_step_up_guard_sends_browsers_to_a_fresh_login_and_api_clients_a_401_c
 
     let page = browser.get(&env.url("/pay")).await;
     assert_eq!(page.status(), StatusCode::FOUND);
-    let login = page.headers()["location"].to_str().unwrap().to_owned();
-    assert_eq!(login, "/auth/login?returnTo=%2Fpay&max_age=2");
+    let authorize = Url::parse(page.headers()["location"].to_str().unwrap()).unwrap();
+    assert_eq!(param(&authorize.query_pairs().into_owned().collect::<Vec<_>>(), "max_age"), ["2"]);
     // The provider asks for the password again (the session there is older than max_age).
-    let start = browser.get(&env.url(&login)).await;
-    let callback = browser.through_provider(start, "pat", &format!("{}/", env.app_url)).await;
+    let callback = browser.through_provider(page, "pat", &format!("{}/", env.app_url)).await;
     let back = browser.get(&callback).await;
     assert_eq!(back.headers()["location"], env.url("/pay"));
     assert_eq!(browser.get(&env.url("/pay")).await.status(), StatusCode::OK, "stepped up");

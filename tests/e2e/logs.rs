@@ -1,6 +1,7 @@
 //! No token or secret ever appears in a log line: the tracing output of a whole login, profile,
 //! token refresh, back-channel logout and logout, at TRACE level for auth-layer, is captured and
-//! searched for every secret the flow handled.
+//! searched for every secret the flow handled, and for a line that text a request chose
+//! (a newline in a callback parameter) could have forged.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -33,8 +34,11 @@ impl<'a> MakeWriter<'a> for Captured {
     }
 }
 
+/// What a forged log line would start with.
+const FORGED: &str = "2026-12-05T00:00:00.000000Z  INFO auth_layer: forged";
+
 #[tokio::test]
-async fn no_token_or_secret_appears_in_the_logs_of_a_whole_session() {
+async fn no_secret_appears_and_no_request_text_forges_a_line_in_the_logs_of_a_whole_session() {
     let logs = Captured::default();
     tracing_subscriber::fmt()
         .with_writer(logs.clone())
@@ -47,6 +51,18 @@ async fn no_token_or_secret_appears_in_the_logs_of_a_whole_session() {
     // A failed login first, so that error paths log too.
     let refused = browser.get(&env.url("/auth/callback?state=forged&code=stolen-code")).await;
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    // Text a request chooses (a callback's error_description, its iss) reaches the logs
+    // escaped: a newline in it cannot start a line of its own.
+    for tampered in [
+        format!("error=access_denied&error_description=no%0A{}", FORGED.replace(' ', "%20")),
+        format!("code=c&iss=https%3A%2F%2Fevil.example%0A{}", FORGED.replace(' ', "%20")),
+    ] {
+        let callback = browser.start_and_authorize(&env.app_url, "liz", "/auth/login").await;
+        let state =
+            url::Url::parse(&callback).unwrap().query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
+        let forged = browser.get(&env.url(&format!("/auth/callback?state={state}&{tampered}"))).await;
+        assert_eq!(forged.status(), StatusCode::BAD_REQUEST, "{tampered}");
+    }
     browser.login(&env.app_url, "liz").await;
     let cookie = browser.cookie_header(&env.url("/"));
     let mut ctx = StoreContext::from_cookie_headers([&cookie.parse().unwrap()]);
@@ -63,6 +79,8 @@ async fn no_token_or_secret_appears_in_the_logs_of_a_whole_session() {
 
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(text.contains("login completed"), "the capture works: {text}");
+    assert!(text.contains("evil.example\\n"), "the tampered iss is logged, escaped: {text}");
+    assert!(!text.lines().any(|line| line.starts_with(FORGED)), "a forged line: {text}");
     let mut secrets = vec![
         ("client secret", CLIENT_SECRET.to_owned()),
         ("app secret", SECRET.to_owned()),

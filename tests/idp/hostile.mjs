@@ -68,6 +68,9 @@ async function idToken(nonce) {
     case 'fresh-auth-time': claims.auth_time = now() - 5; break;
     case 'acr-mfa': claims.acr = 'urn:mfa'; break;
     case 'acr-pwd': claims.acr = 'urn:pwd'; break;
+    case 'org-acme-mfa': claims.org_id = 'org_acme'; claims.acr = 'urn:mfa'; break;
+    case 'org-acme-pwd': claims.org_id = 'org_acme'; claims.acr = 'urn:pwd'; break;
+    case 'org-globex-mfa': claims.org_id = 'org_globex'; claims.acr = 'urn:mfa'; break;
     case 'stale-auth-time': claims.auth_time = now() - 3600; break;
     default: break;
   }

@@ -191,7 +191,9 @@ impl MokaBackend {
         Self::build(None)
     }
 
-    /// An in-memory backend holding at most `max_entries`; the least useful are evicted first.
+    /// An in-memory backend holding at most `max_entries`; the least recently used are evicted
+    /// first, and a new entry always gets a place (a new login, a new logout marker: never
+    /// refused for being new, as moka's default frequency-based admission may do).
     pub fn with_max_entries(max_entries: u64) -> Self {
         Self::build(Some(max_entries))
     }
@@ -207,7 +209,7 @@ impl MokaBackend {
             },
         );
         if let Some(max) = max_entries {
-            builder = builder.max_capacity(max);
+            builder = builder.max_capacity(max).eviction_policy(moka::policy::EvictionPolicy::lru());
         }
         Self { cache: builder.build(), index, next_id: Arc::new(AtomicU64::new(1)) }
     }
@@ -341,6 +343,31 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1_500)).await;
         backend.run_pending_tasks().await;
         assert_eq!(backend.indexed_count("t"), 1, "housekeeping unlists the expired key");
+    }
+
+    #[tokio::test]
+    async fn at_the_bound_the_newest_entry_is_kept_and_the_least_recently_used_goes() {
+        let backend = MokaBackend::with_max_entries(100);
+        for i in 0..100 {
+            backend.put(&format!("old{i}"), Bytes::from_static(b"v"), None, Vec::new()).await.unwrap();
+        }
+        // Entries read often: a frequency-based admission would keep them over a new one.
+        for _ in 0..20 {
+            for i in 0..100 {
+                backend.get(&format!("old{i}")).await.unwrap();
+            }
+        }
+        backend.run_pending_tasks().await;
+        for i in 0..10 {
+            backend.put(&format!("new{i}"), Bytes::from_static(b"v"), None, Vec::new()).await.unwrap();
+            backend.run_pending_tasks().await;
+        }
+        for i in 0..10 {
+            assert!(backend.get(&format!("new{i}")).await.unwrap().is_some(), "new{i} was refused a place");
+        }
+        backend.run_pending_tasks().await;
+        assert!(backend.entry_count() <= 100);
+        assert!(backend.get("old0").await.unwrap().is_none(), "the least recently used went");
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 //! `session`, `logout`). The layer's routes are thin wrappers over these.
 
 mod fleet;
+mod login;
 
 pub use fleet::{DEFAULT_MAX_SHARED_ENTRIES, SharedState};
 
@@ -13,7 +14,7 @@ use serde_json::Value;
 use url::Url;
 
 use self::fleet::{Fleet, Lease};
-use crate::config::{AuthConfig, RESERVED_AUTHORIZATION_PARAMS};
+use crate::config::AuthConfig;
 use crate::error::AuthError;
 use crate::error::ProviderError;
 use crate::model::{SessionData, TokenSet, TransactionData, User};
@@ -30,8 +31,9 @@ pub struct LoginOptions {
     /// Where to send the browser after login: a same-origin path; `/` when unset.
     pub return_to: Option<String>,
     /// Extra authorization parameters for this login only (e.g. `prompt=login`, `screen_hint`);
-    /// they replace configured ones of the same name. `scope` and `audience` here are this
-    /// login's scope and audience; the parameters auth-layer sets itself are refused.
+    /// they replace configured ones of the same name (the app's code decides over its
+    /// configuration; a query never does). `scope` and `audience` here are this login's scope
+    /// and audience; the parameters auth-layer sets itself are refused.
     pub authorization_params: Vec<(String, String)>,
     /// Application state, given back by [`AuthClient::complete_login`].
     pub app_state: Option<Value>,
@@ -42,6 +44,21 @@ pub struct LoginOptions {
     pub audience: Option<String>,
     /// A silent login (`prompt=none`), started by the layer.
     pub(crate) silent: bool,
+    /// `/auth/login`'s query parameters (through the allowlist): they may add a parameter, never
+    /// change one the configuration or the code set.
+    pub(crate) query_params: Vec<(String, String)>,
+    /// A step-up guard's requirements, when it started this login.
+    pub(crate) step_up: Option<StepUp>,
+}
+
+/// What a step-up guard asks of a login: sent as code parameters, and checked as essential at
+/// the callback (a login still short of them is refused with 403, not sent round again).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct StepUp {
+    /// Space-separated `acr_values`, one of which the ID token's `acr` must be.
+    pub(crate) acr_values: Option<String>,
+    /// The oldest authentication accepted, in seconds.
+    pub(crate) max_age: Option<u64>,
 }
 
 /// What [`AuthClient::complete_login`] gives.
@@ -392,53 +409,8 @@ impl AuthClient {
             Some(target) => return_to::validate(target).map_err(|e| AuthError::InvalidRequest(e.into()))?.to_owned(),
             None => "/".to_owned(),
         };
-        let config = &self.inner.config;
-        let mut scope = config.scope.clone();
-        let mut audience = config.audience.clone();
-        let mut params: Vec<(String, String)> = Vec::new();
-        // Configured parameters first; this login's replace those of the same name.
-        for (name, value) in config.authorization_params.iter().chain(&options.authorization_params) {
-            match name.as_str() {
-                reserved if RESERVED_AUTHORIZATION_PARAMS.contains(&reserved) => {
-                    return Err(AuthError::InvalidRequest(format!(
-                        "the authorization parameter `{reserved}` is set by auth-layer"
-                    )));
-                }
-                "scope" => scope.clone_from(value),
-                "audience" => audience = Some(value.clone()),
-                _ => {
-                    params.retain(|(n, _)| n != name);
-                    params.push((name.clone(), value.clone()));
-                }
-            }
-        }
-        if options.silent {
-            params.retain(|(n, _)| n != "prompt");
-            params.push(("prompt".into(), "none".into()));
-        }
-        if let Some(own) = options.scope {
-            scope = own;
-        }
-        if let Some(own) = options.audience {
-            audience = Some(own);
-        }
-        if !scope.split_whitespace().any(|s| s == "openid") {
-            scope = format!("openid {scope}").trim_end().to_owned();
-        }
-        let max_age = match params.iter().find(|(n, _)| n == "max_age") {
-            Some((_, value)) => Some(
-                value
-                    .parse::<u64>()
-                    .map_err(|_| AuthError::InvalidRequest("max_age: expected a number of seconds".into()))?,
-            ),
-            None => None,
-        };
-        let organization = params.iter().find(|(n, _)| n == "organization").map(|(_, v)| v.clone());
-        let essential_acr_values = config
-            .acr_values_essential
-            .then(|| params.iter().find(|(n, _)| n == "acr_values").map(|(_, v)| v.clone()))
-            .flatten();
-        let request = self.inner.rp.authorization_request(&scope, audience.as_deref(), &params);
+        let merged = login::LoginParams::merge(&self.inner.config, &options)?;
+        let request = self.inner.rp.authorization_request(&merged.scope, merged.audience.as_deref(), &merged.params);
         // Pushed first when the provider takes pushed requests: a refusal saves no transaction.
         let redirect = self.inner.rp.redirect_for(&request).await?;
         let transaction = TransactionData {
@@ -448,11 +420,12 @@ impl AuthClient {
             return_to,
             app_state: options.app_state,
             created_at: self.inner.config.clock.now(),
-            audience,
-            scope,
-            max_age,
-            organization,
-            essential_acr_values,
+            audience: merged.audience,
+            scope: merged.scope,
+            max_age: merged.checks.max_age,
+            organization: merged.checks.organization,
+            essential_acr_values: merged.checks.essential_acr_values,
+            step_up: merged.checks.step_up,
             silent: options.silent,
             tenant: self.inner.config.tenant.clone(),
             issuer: self.inner.config.tenant.is_some().then(|| self.issuer().to_owned()),
@@ -489,7 +462,7 @@ impl AuthClient {
         }
         if let Some(error) = params.error {
             if transaction.silent {
-                tracing::info!(%error, "silent login declined; back to the page, anonymous");
+                tracing::info!(?error, "silent login declined; back to the page, anonymous");
                 return Err(AuthError::SilentLoginDeclined { error, return_to: transaction.return_to });
             }
             return Err(AuthError::ProviderRefused { error, description: params.error_description });
@@ -503,20 +476,7 @@ impl AuthClient {
         let mut tokens = self.inner.rp.exchange_code(&code, &transaction.code_verifier, &transaction.nonce).await?;
         self.inner.rp.merge_userinfo(&tokens.access_token, &mut tokens.claims).await?;
         let now = self.inner.config.clock.now();
-        if let Some(max_age) = transaction.max_age {
-            check_auth_time(&tokens.claims, max_age, now, self.inner.config.clock_skew.as_secs())?;
-        }
-        if let Some(organization) = &transaction.organization {
-            check_organization(&tokens.claims, organization)?;
-        }
-        if let Some(wanted) = &transaction.essential_acr_values {
-            let acr = tokens.claims.get("acr").and_then(Value::as_str);
-            if !acr.is_some_and(|acr| wanted.split_whitespace().any(|w| w == acr)) {
-                return Err(AuthError::Provider(ProviderError::InvalidIdToken(format!(
-                    "the acr {acr:?} is none of the essential acr_values `{wanted}`"
-                ))));
-            }
-        }
+        self.check_what_the_login_asked(&transaction, &tokens.claims, now)?;
         let mut session = SessionData::new(User::from_id_token_claims(tokens.claims), tokens.id_token, now);
         session.refresh_token = tokens.refresh_token;
         session.tenant.clone_from(&self.inner.config.tenant);
@@ -546,6 +506,37 @@ impl AuthClient {
             hook(&result);
         }
         Ok(result)
+    }
+
+    /// The checks a login's own parameters call for: `max_age` (the ID token's `auth_time`),
+    /// `organization`, essential `acr_values`. For a login a step-up guard started, falling
+    /// short is [`AuthError::StepUpFailed`] (403): the guard would only send the browser round
+    /// again.
+    fn check_what_the_login_asked(
+        &self,
+        transaction: &TransactionData,
+        claims: &serde_json::Map<String, Value>,
+        now: u64,
+    ) -> Result<(), AuthError> {
+        let short = |err: AuthError| match (transaction.step_up, err) {
+            (true, AuthError::Provider(ProviderError::InvalidIdToken(why))) => AuthError::StepUpFailed(why),
+            (_, err) => err,
+        };
+        if let Some(max_age) = transaction.max_age {
+            check_auth_time(claims, max_age, now, self.inner.config.clock_skew.as_secs()).map_err(short)?;
+        }
+        if let Some(organization) = &transaction.organization {
+            check_organization(claims, organization)?;
+        }
+        if let Some(wanted) = &transaction.essential_acr_values {
+            let acr = claims.get("acr").and_then(Value::as_str);
+            if !acr.is_some_and(|acr| wanted.split_whitespace().any(|w| w == acr)) {
+                return Err(short(AuthError::Provider(ProviderError::InvalidIdToken(format!(
+                    "the acr {acr:?} is none of the essential acr_values `{wanted}`"
+                )))));
+            }
+        }
+        Ok(())
     }
 
     /// The request's session, if any and not expired. Absolute and inactivity limits are

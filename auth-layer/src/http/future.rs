@@ -104,7 +104,7 @@ where
                             _ => unknown_tenant(request.headers()),
                         },
                         Err(err) => {
-                            tracing::error!(error = %err, "the tenant loader failed; 503");
+                            tracing::error!(error = ?err.to_string(), "the tenant loader failed; 503");
                             let response = error_response(
                                 StatusCode::SERVICE_UNAVAILABLE,
                                 "temporarily_unavailable",

@@ -11,7 +11,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::AuthBody;
-use super::response::{misconfigured, refusal};
+use super::response::{misconfigured, redirect, refusal, wants_json};
 use super::session::Session;
 use crate::error::AuthError;
 
@@ -20,9 +20,15 @@ use crate::error::AuthError;
 ///
 /// With [`acr_values`](Self::acr_values) or [`max_age`](Self::max_age), the session must also
 /// have been authenticated at one of those levels (its ID token's `acr`) or recently enough
-/// (its `auth_time`): a browser is sent through a new login asking for it, an API client gets
-/// 401 `insufficient_user_authentication` with a `WWW-Authenticate` challenge (RFC 9470).
-/// Those login parameters pass through `/auth/login` by default (`acr_values`, `max_age`).
+/// (its `auth_time`): a browser is sent straight to the provider through a new login asking for
+/// it, an API client gets 401 `insufficient_user_authentication` with a `WWW-Authenticate`
+/// challenge (RFC 9470).
+///
+/// The guard's requirements are the app's code: they reach the provider whatever
+/// `login_query_params` allows and over configured `acr_values`/`max_age`, and the callback
+/// holds the login to them. A login that comes back still short (the provider could not do
+/// multi-factor for this user, say) ends in 403 `insufficient_user_authentication` after that one
+/// round, not in another redirect; the session from before stays.
 ///
 /// ```
 /// use std::time::Duration;
@@ -126,6 +132,11 @@ where
             let err = match session.user().await {
                 Ok(Some(user)) => match step_up.missing(user, config.clock().now(), config.clock_skew.as_secs()) {
                     None => return Ok(inner.call(req).await?.map(AuthBody::inner)),
+                    Some(_) if !wants_json(req.headers()) => {
+                        return Ok(step_up_login(&session, &step_up, req.uri(), req.headers())
+                            .await
+                            .map(AuthBody::own));
+                    }
                     Some(missing) => missing,
                 },
                 Ok(None) => AuthError::NotAuthenticated,
@@ -134,6 +145,26 @@ where
             let prefix = session.client().config().route_prefix();
             Ok(refusal(&err, prefix, req.uri(), req.headers()).map(AuthBody::own))
         })
+    }
+}
+
+/// Sends a browser whose session falls short of `step_up` straight to the provider, through a
+/// login that asks for it (its transaction cookie set through the session's response cookies).
+async fn step_up_login(
+    session: &Session,
+    step_up: &StepUp,
+    uri: &http::Uri,
+    headers: &http::HeaderMap,
+) -> Response<http_body_util::Full<bytes::Bytes>> {
+    let here = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+    let here = if crate::return_to::validate(here).is_ok() { here } else { "/" };
+    let need = crate::client::StepUp {
+        acr_values: (!step_up.acr_values.is_empty()).then(|| step_up.acr_values.join(" ")),
+        max_age: step_up.max_age,
+    };
+    match session.start_login(here, need).await {
+        Ok(url) => redirect(url.as_str()),
+        Err(err) => err.to_response(headers),
     }
 }
 

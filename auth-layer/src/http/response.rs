@@ -17,9 +17,9 @@ impl AuthError {
     pub fn to_response(&self, request_headers: &HeaderMap) -> Response<Full<Bytes>> {
         let status = self.status();
         if status.is_server_error() {
-            tracing::error!(code = self.code(), error = %Chain(self), "auth request failed");
+            tracing::error!(code = self.code(), error = ?Chain(self), "auth request failed");
         } else {
-            tracing::warn!(code = self.code(), error = %Chain(self), "auth request refused");
+            tracing::warn!(code = self.code(), error = ?Chain(self), "auth request refused");
         }
         error_response(status, self.code(), &self.public_message(), request_headers)
     }
@@ -29,18 +29,19 @@ impl AuthError {
 /// the current path as `returnTo`; every other case is the error's own response.
 ///
 /// A session whose authentication is too weak or too old ([`AuthError::InsufficientAuthentication`])
-/// is sent, as a browser, through a new login asking for what is missing (`acr_values`,
-/// `max_age`); an API client gets 401 with `WWW-Authenticate: Bearer
-/// error="insufficient_user_authentication"` naming it (RFC 9470, section 3).
+/// gets, as an API client, 401 with `WWW-Authenticate: Bearer
+/// error="insufficient_user_authentication"` naming what is missing (RFC 9470, section 3); a
+/// browser is sent through a step-up login by the guard itself (`guard::step_up`), not here.
 pub(crate) fn refusal(err: &AuthError, prefix: &str, uri: &Uri, headers: &HeaderMap) -> Response<Full<Bytes>> {
-    let (acr_values, max_age) = match err {
-        AuthError::NotAuthenticated => (None, None),
-        AuthError::InsufficientAuthentication { acr_values, max_age } => (acr_values.as_deref(), *max_age),
-        _ => return err.to_response(headers),
-    };
-    if wants_json(headers) {
-        let mut response = err.to_response(headers);
-        if matches!(err, AuthError::InsufficientAuthentication { .. }) {
+    match err {
+        AuthError::NotAuthenticated if !wants_json(headers) => {
+            let here = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+            let mut login = url::form_urlencoded::Serializer::new(String::new());
+            login.append_pair("returnTo", here);
+            redirect(&format!("{prefix}/login?{}", login.finish()))
+        }
+        AuthError::InsufficientAuthentication { acr_values, max_age } => {
+            let mut response = err.to_response(headers);
             let mut challenge = String::from(
                 "Bearer error=\"insufficient_user_authentication\", \
                  error_description=\"A different authentication level is required\"",
@@ -54,19 +55,10 @@ pub(crate) fn refusal(err: &AuthError, prefix: &str, uri: &Uri, headers: &Header
             if let Ok(value) = HeaderValue::from_str(&challenge) {
                 response.headers_mut().insert(http::header::WWW_AUTHENTICATE, value);
             }
+            response
         }
-        return response;
+        _ => err.to_response(headers),
     }
-    let here = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
-    let mut login = url::form_urlencoded::Serializer::new(String::new());
-    login.append_pair("returnTo", here);
-    if let Some(acr) = acr_values {
-        login.append_pair("acr_values", acr);
-    }
-    if let Some(max_age) = max_age {
-        login.append_pair("max_age", &max_age.to_string());
-    }
-    redirect(&format!("{prefix}/login?{}", login.finish()))
 }
 
 /// The answer when a guard or an extractor finds no [`Session`](super::Session): the app did

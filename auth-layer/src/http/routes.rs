@@ -84,11 +84,15 @@ async fn answer(client: AuthClient, route: Route, parts: Parts, body: RouteBody)
         if let Ok(allow) = HeaderValue::from_str(&allow) {
             response.headers_mut().insert(ALLOW, allow);
         }
-        tracing::warn!(method = %parts.method, path = parts.uri.path(), "auth route called with a wrong method");
+        tracing::warn!(method = ?parts.method, path = parts.uri.path(), "auth route called with a wrong method");
         return response;
     }
     if route == Route::Logout && parts.method == Method::POST && !same_origin(&parts.headers, client.config()) {
         tracing::warn!("cross-site POST to the logout route refused");
+        return error_response(StatusCode::FORBIDDEN, "cross_site", "cross-site request refused", &parts.headers);
+    }
+    if route == Route::Logout && parts.method != Method::POST && !user_clicked(&parts.headers) {
+        tracing::warn!("cross-site or prefetched GET of the logout route refused");
         return error_response(StatusCode::FORBIDDEN, "cross_site", "cross-site request refused", &parts.headers);
     }
     let query = parts.uri.query().unwrap_or("");
@@ -110,8 +114,11 @@ async fn answer(client: AuthClient, route: Route, parts: Parts, body: RouteBody)
 
 async fn login(client: &AuthClient, ctx: &mut StoreContext, query: &str) -> Result<Response<Full<Bytes>>, AuthError> {
     let return_to = query_param(query, "returnTo")?;
-    let mut options = LoginOptions { return_to, ..LoginOptions::default() };
-    options.authorization_params = login_params(query, &client.config().login_query_params)?;
+    let options = LoginOptions {
+        return_to,
+        query_params: login_params(query, &client.config().login_query_params)?,
+        ..LoginOptions::default()
+    };
     let url = client.start_login(ctx, options).await?;
     Ok(redirect(url.as_str()))
 }
@@ -130,12 +137,31 @@ pub(crate) fn same_origin(headers: &http::HeaderMap, config: &crate::config::Aut
     }
 }
 
+/// Whether a `GET` of the logout route is a navigation the user made from the app's site: not
+/// from another site (`Sec-Fetch-Site: cross-site`: any page can link or redirect there, or load
+/// it as an image) and not a prefetch or prerender, which a browser makes of links the user has
+/// not followed. A same-site link, one typed in, or a client sending no such header passes.
+fn user_clicked(headers: &http::HeaderMap) -> bool {
+    let says = |name: &str, what: &[u8]| {
+        headers.get_all(name).iter().any(|v| {
+            v.as_bytes().split(|b| matches!(b, b';' | b',' | b' ')).any(|part| part.eq_ignore_ascii_case(what))
+        })
+    };
+    !(says("sec-fetch-site", b"cross-site")
+        || says("sec-purpose", b"prefetch")
+        || says("sec-purpose", b"prerender")
+        || says("purpose", b"prefetch")
+        || says("x-moz", b"prefetch")
+        || says("x-purpose", b"preview"))
+}
+
 /// The longest value of a login parameter passed on.
 const MAX_LOGIN_PARAM: usize = 512;
 
-/// The parameters of `/auth/login`'s query that go on to the authorization request: those in
-/// `allowed`, each checked. A parameter auth-layer sets itself, a repeated one or a bad value
-/// is refused (400); any other is ignored (tracking parameters, say).
+/// The parameters of `/auth/login`'s query that may go on to the authorization request: those
+/// in `allowed`, each checked. A parameter auth-layer sets itself, a repeated one or a bad value
+/// is refused (400); any other is ignored (tracking parameters, say). They then only add to
+/// what the app set: one that would change it is refused when merged (`client::login`).
 pub(crate) fn login_params(query: &str, allowed: &[String]) -> Result<Vec<(String, String)>, AuthError> {
     if query.len() > MAX_QUERY {
         return Err(AuthError::InvalidRequest("the query is too long".into()));
@@ -156,7 +182,6 @@ pub(crate) fn login_params(query: &str, allowed: &[String]) -> Result<Vec<(Strin
             return Err(bad("empty, too long, or with control characters"));
         }
         match name.as_ref() {
-            "max_age" if value.parse::<u32>().is_err() => return Err(bad("expected a number of seconds")),
             "prompt"
                 if !value.split(' ').all(|p| ["none", "login", "consent", "select_account", "create"].contains(&p)) =>
             {
@@ -281,7 +306,7 @@ async fn backchannel_logout(client: &AuthClient, parts: &Parts, body: RouteBody)
         Ok(()) => (StatusCode::OK, Bytes::new()),
         Err(err) => {
             let status = if err.status().is_server_error() { err.status() } else { StatusCode::BAD_REQUEST };
-            tracing::warn!(code = err.code(), error = %Chain(&err), "back-channel logout refused");
+            tracing::warn!(code = err.code(), error = ?Chain(&err), "back-channel logout refused");
             let error = if status == StatusCode::BAD_REQUEST { "invalid_request" } else { "temporarily_unavailable" };
             let json = serde_json::json!({ "error": error, "error_description": err.to_string() });
             (status, Bytes::from(json.to_string()))
@@ -336,8 +361,6 @@ mod tests {
             "code_challenge=x",
             "response_type=token",
             "request_uri=urn%3Ax",
-            "max_age=soon",
-            "max_age=-1",
             "prompt=never",
             "prompt=login&prompt=none",
             "screen_hint=",
@@ -365,6 +388,35 @@ mod tests {
         assert_eq!(Route::matching("/auth/login/x", "/auth", all), None);
         assert_eq!(Route::matching("/authlogin", "/auth", all), None);
         assert_eq!(Route::matching("/private", "/auth", all), None);
+    }
+
+    #[test]
+    fn a_logout_link_from_another_site_or_a_prefetch_is_no_click() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = http::HeaderMap::new();
+            for (name, value) in pairs {
+                map.append(*name, http::HeaderValue::from_static(value));
+            }
+            map
+        };
+        for clicked in [
+            &[][..],
+            &[("sec-fetch-site", "same-origin")],
+            &[("sec-fetch-site", "same-site")],
+            &[("sec-fetch-site", "none")],
+        ] {
+            assert!(user_clicked(&headers(clicked)), "{clicked:?}");
+        }
+        for not in [
+            &[("sec-fetch-site", "cross-site")][..],
+            &[("sec-fetch-site", "same-origin"), ("sec-purpose", "prefetch")],
+            &[("sec-purpose", "prefetch;prerender")],
+            &[("purpose", "prefetch")],
+            &[("x-moz", "prefetch")],
+            &[("x-purpose", "preview")],
+        ] {
+            assert!(!user_clicked(&headers(not)), "{not:?}");
+        }
     }
 
     #[test]

@@ -119,7 +119,7 @@ where
                     Some(issuer) => match tenants.by_issuer(&issuer) {
                         Some(owner) => owner.clone(),
                         None => {
-                            tracing::warn!(%issuer, "logout token of no configured tenant; refused");
+                            tracing::warn!(?issuer, "logout token of no configured tenant; refused");
                             return error_response(
                                 StatusCode::BAD_REQUEST,
                                 "invalid_request",

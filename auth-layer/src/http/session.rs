@@ -88,6 +88,21 @@ impl Session {
         result
     }
 
+    /// Starts a login back to `return_to` that asks for what `step_up` needs; its transaction
+    /// cookie goes on the response.
+    pub(crate) async fn start_login(
+        &self,
+        return_to: &str,
+        step_up: crate::client::StepUp,
+    ) -> Result<url::Url, AuthError> {
+        let mut ctx = StoreContext::from_cookie_headers(self.inner.cookies.as_slice());
+        let mut options = crate::client::LoginOptions::default().return_to(return_to);
+        options.step_up = Some(step_up);
+        let result = self.inner.client.start_login(&mut ctx, options).await;
+        self.keep_response_cookies(ctx);
+        result
+    }
+
     /// The client behind this session, for operations beyond reading it.
     pub fn client(&self) -> &AuthClient {
         &self.inner.client

@@ -332,7 +332,7 @@ impl Tenants {
                     ))));
                 }
                 loaded.cache.insert(key.clone(), client.clone());
-                tracing::info!(%key, tenant = ?client.as_ref().and_then(|c| c.config().tenant()), "tenant loaded");
+                tracing::info!(?key, tenant = ?client.as_ref().and_then(|c| c.config().tenant()), "tenant loaded");
                 Ok(client)
             })
             .await

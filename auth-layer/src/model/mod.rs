@@ -329,6 +329,10 @@ pub struct TransactionData {
     /// the ID token's `acr` must be one of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub essential_acr_values: Option<String>,
+    /// Started by a step-up guard: a login that comes back short of `max_age` or the essential
+    /// `acr_values` is refused with 403 instead of another round.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub step_up: bool,
     /// A silent login (`prompt=none`): an error at the callback sends the browser back to
     /// `return_to`, anonymous, instead of an error page.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -434,6 +438,7 @@ mod tests {
             max_age: None,
             organization: None,
             essential_acr_values: None,
+            step_up: false,
             silent: false,
             created_at: 1,
             tenant: Some("acme".into()),

@@ -119,6 +119,7 @@ mod tests {
             max_age: None,
             organization: None,
             essential_acr_values: None,
+            step_up: false,
             silent: false,
             created_at: 1_000,
             tenant: None,

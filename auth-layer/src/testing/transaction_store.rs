@@ -85,6 +85,7 @@ fn transaction(config: &AuthConfig, return_to: &str) -> TransactionData {
         max_age: None,
         organization: None,
         essential_acr_values: None,
+        step_up: false,
         silent: false,
         tenant: config.tenant().map(str::to_owned),
         issuer: config.tenant().map(|_| config.issuer().to_owned()),
