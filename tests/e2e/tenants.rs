@@ -585,3 +585,46 @@ async fn a_tenant_that_moves_to_another_provider_keeps_none_of_the_old_ones_sess
     assert_eq!(profile(&url, &again.cookie_header(&url)).await.0, StatusCode::OK);
     server.abort();
 }
+
+/// A loaded tenant whose logout markers are in its client (cookie sessions, nothing shared):
+/// a flood of made-up hosts does not push it out, and when it does leave the cache (its idle
+/// time is up) and is loaded again, a cookie logged out before is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_stays_final_through_a_flood_of_unknown_hosts_and_a_reload_of_the_tenant() {
+    use auth_layer::AuthLayer;
+    use auth_layer_tests::{Provider, ProviderOptions};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let host = format!("127.0.0.1:{port}");
+    let url = format!("http://{host}");
+    let provider = Provider::start(&url, &ProviderOptions::default()).await;
+    let table = TenantTable::default();
+    table.set(&host, &provider.issuer);
+    let idle = std::time::Duration::from_secs(2);
+    let tenants = table.tenants().keep_loaded(4, idle, std::time::Duration::from_secs(60));
+    let app = quickstart::app(AuthLayer::tenants(tenants.clone()).unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let browser = Browser::new();
+    browser.login(&url, &shared_user()).await;
+    let copied = browser.cookie_header(&url);
+    assert_eq!(profile(&url, &copied).await.0, StatusCode::OK);
+    assert_eq!(browser.get(&format!("{url}/auth/logout")).await.status(), StatusCode::FOUND);
+    assert_eq!(profile(&url, &copied).await.0, StatusCode::UNAUTHORIZED, "logged out");
+
+    let http = reqwest::Client::new();
+    for i in 0..200 {
+        let response = http.get(format!("{url}/")).header("host", format!("made-up-{i}.example")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    }
+    assert_eq!(profile(&url, &copied).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(table.asked(&host), 1, "the flood pushed the tenant out");
+
+    tokio::time::sleep(idle + std::time::Duration::from_millis(500)).await;
+    assert_eq!(profile(&url, &copied).await.0, StatusCode::UNAUTHORIZED, "still refused after the reload");
+    assert_eq!(table.asked(&host), 2, "the tenant's time was up: loaded again");
+    let again = Browser::new();
+    again.login(&url, &shared_user()).await;
+    assert_eq!(profile(&url, &again.cookie_header(&url)).await.0, StatusCode::OK, "a new login works");
+    server.abort();
+}

@@ -221,6 +221,9 @@ struct Inner {
     refreshes: moka::future::Cache<String, Arc<SessionData>>,
     /// The state every process sees: used logout tokens, refresh leases and results.
     fleet: Fleet,
+    /// Whether that state (and the default cookie store's logout markers with it) lives in
+    /// this client alone ([`SharedState::in_memory`]): lost with the client.
+    state_in_client: bool,
 }
 
 /// The relying party with its stores: start and complete logins, read sessions, log out.
@@ -343,6 +346,7 @@ impl AuthClientBuilder {
             self.transaction_store.unwrap_or_else(|| Arc::new(CookieTransactionStore::new(&self.config)));
         let refreshes = moka::future::Cache::builder().time_to_live(REFRESH_SHARING).max_capacity(100_000).build();
         let fleet = Fleet::new(&shared_state, &self.config.secrets);
+        let state_in_client = !shared_state.is_shared();
         tracing::debug!(shared = shared_state.is_shared(), "auth client built");
         Ok(AuthClient {
             inner: Arc::new(Inner {
@@ -355,6 +359,7 @@ impl AuthClientBuilder {
                 after_callback: self.after_callback,
                 refreshes,
                 fleet,
+                state_in_client,
             }),
         })
     }
@@ -377,6 +382,13 @@ impl AuthClient {
     /// Discovers the provider; sessions in the encrypted cookie.
     pub async fn new(config: AuthConfig) -> Result<Self, AuthError> {
         Self::builder(config).build().await
+    }
+
+    /// Whether this client's logout markers, used logout-token ids and refresh leases live in
+    /// it alone (this process's memory, made for it): a copy of the client shares them, a new
+    /// client of the same configuration starts without them.
+    pub(crate) fn state_in_client(&self) -> bool {
+        self.inner.state_in_client
     }
 
     /// The provider's issuer, as discovered.

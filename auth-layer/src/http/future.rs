@@ -6,14 +6,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body_util::Full;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::AuthBody;
-use super::response::error_response;
-use super::service::{dispatch, unknown_tenant};
+use super::service::{dispatch, tenant_unavailable, unknown_tenant};
 use super::session::Session;
 use super::tenants::{Resolved, Tenants};
 use crate::client::AuthClient;
@@ -105,13 +104,7 @@ where
                         },
                         Err(err) => {
                             tracing::error!(error = ?err.to_string(), "the tenant loader failed; 503");
-                            let response = error_response(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "temporarily_unavailable",
-                                "The sign-in service is temporarily unavailable. Please try again shortly.",
-                                request.headers(),
-                            );
-                            Self::route(Box::pin(std::future::ready(response)))
+                            tenant_unavailable(request.headers())
                         }
                     }
                 }

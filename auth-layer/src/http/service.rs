@@ -60,6 +60,7 @@ where
             Clients::Tenants(tenants) => match tenants.resolve(req.headers(), req.uri()) {
                 Resolved::Client(client) => dispatch(&mut self.inner, Some(tenants), client, req),
                 Resolved::Unknown => unknown_tenant(req.headers()),
+                Resolved::Unavailable => tenant_unavailable(req.headers()),
                 Resolved::Load(key) => {
                     // The readied service goes with the request; this one keeps a clone.
                     let clone = self.inner.clone();
@@ -79,6 +80,17 @@ where
 pub(crate) fn unknown_tenant<S: Service<Request<B>>, B>(headers: &HeaderMap) -> ResponseFuture<S, B> {
     tracing::warn!(host = ?headers.get(http::header::HOST), "request for no configured tenant; refused");
     let response = error_response(StatusCode::BAD_REQUEST, "unknown_tenant", "No app is served here.", headers);
+    ResponseFuture::route(Box::pin(std::future::ready(response)))
+}
+
+/// 503 for a request whose tenant's load failed (now, or a moment ago).
+pub(crate) fn tenant_unavailable<S: Service<Request<B>>, B>(headers: &HeaderMap) -> ResponseFuture<S, B> {
+    let response = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+        "The sign-in service is temporarily unavailable. Please try again shortly.",
+        headers,
+    );
     ResponseFuture::route(Box::pin(std::future::ready(response)))
 }
 

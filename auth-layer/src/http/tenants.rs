@@ -24,6 +24,7 @@ type Pick = Arc<dyn Fn(&HeaderMap, &Uri) -> Option<String> + Send + Sync>;
 /// What the app's loader gives for a key: the tenant's client, none, or why it could not say.
 type LoadFuture = Pin<Box<dyn Future<Output = Result<Option<AuthClient>, crate::error::Cause>> + Send>>;
 type Load = Arc<dyn Fn(String) -> LoadFuture + Send + Sync>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The tenants of a multi-tenant app, each an [`AuthClient`] of its own (its provider, client,
 /// base URL, stores), and how a request finds its tenant. Given to [`AuthLayer::tenants`](crate::AuthLayer::tenants).
@@ -74,23 +75,69 @@ pub struct Tenants {
     loaded: Option<Arc<Loaded>>,
 }
 
-/// Tenants the app's loader gave, by key (a host, or the app's rule's id), and the loads under
-/// way (one per key at a time).
+/// Tenants the app's loader gave, by key (a host, or the app's rule's id), keys it said are no
+/// tenant (or could not say for), the loads under way (one per key at a time, at most
+/// [`MAX_LOADS`] at once), and the clients whose state lives in them.
 struct Loaded {
     load: Load,
-    cache: moka::sync::Cache<String, Option<AuthClient>>,
+    /// Tenants, least recently used out, each kept while used (see [`KeepTenant`]).
+    tenants: moka::sync::Cache<String, AuthClient>,
+    /// Keys that are no tenant, or whose load failed a moment ago: apart from `tenants`, so that
+    /// a flood of made-up hosts only ever pushes out other made-up hosts.
+    none: moka::sync::Cache<String, Negative>,
     loading: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Option<AuthClient>>>>>,
+    permits: tokio::sync::Semaphore,
+    /// The client of each loaded tenant whose logout markers, used logout tokens and refresh
+    /// leases live in the client itself ([`SharedState::in_memory`](crate::SharedState::in_memory)),
+    /// by tenant id: a reload of the same tenant at the same provider keeps serving it, so that
+    /// a logout is not undone by the tenant leaving the cache. Only tenants the loader named.
+    kept: Mutex<HashMap<String, AuthClient>>,
 }
 
-/// How long a loaded tenant is kept: its client, and with it its provider's metadata and keys.
-struct KeepFor {
-    tenant: Duration,
+/// Why a key has no tenant for now.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Negative {
+    /// The loader said so.
+    NoTenant,
+    /// The loader failed: the key's requests get 503 for a moment, without asking it again.
+    Failed,
+}
+
+/// How long a loaded tenant is kept: renewed by each use, up to a limit since it was loaded
+/// (after which the loader is asked again, and the provider's metadata fetched anew).
+struct KeepTenant {
+    idle: Duration,
+    most: Duration,
+}
+
+impl<V> moka::Expiry<String, V> for KeepTenant {
+    fn expire_after_create(&self, _: &String, _: &V, _: Instant) -> Option<Duration> {
+        Some(self.idle.min(self.most))
+    }
+
+    fn expire_after_read(
+        &self,
+        _: &String,
+        _: &V,
+        read_at: Instant,
+        _: Option<Duration>,
+        loaded_at: Instant,
+    ) -> Option<Duration> {
+        Some(self.idle.min(self.most.saturating_sub(read_at.saturating_duration_since(loaded_at))))
+    }
+}
+
+/// How long a key that is no tenant is remembered, and a failed load.
+struct KeepNone {
     none: Duration,
 }
 
-impl moka::Expiry<String, Option<AuthClient>> for KeepFor {
-    fn expire_after_create(&self, _: &String, value: &Option<AuthClient>, _: Instant) -> Option<Duration> {
-        Some(if value.is_some() { self.tenant } else { self.none })
+impl moka::Expiry<String, Negative> for KeepNone {
+    fn expire_after_create(&self, _: &String, value: &Negative, _: Instant) -> Option<Duration> {
+        Some(match value {
+            Negative::NoTenant => self.none,
+            Negative::Failed => KEEP_FAILED.min(self.none),
+        })
     }
 }
 
@@ -102,13 +149,23 @@ pub(crate) enum Resolved {
     Load(String),
     /// None: 400, or the fallback tenant.
     Unknown,
+    /// The loader failed for this key a moment ago: 503.
+    Unavailable,
 }
 
-/// How many loaded keys are kept by default ([`Tenants::keep_loaded`]).
+/// How many loaded tenants are kept by default, and apart from them how many keys that are no
+/// tenant ([`Tenants::keep_loaded`]).
 const KEEP_LOADED: u64 = 1_000;
-/// How long a loaded tenant is kept by default: its provider's metadata and keys are fetched
-/// again after that (a key rotation is picked up sooner, by its client's refetch).
+/// How long a loaded tenant is kept by default when unused: each use renews it.
 const KEEP_TENANT: Duration = Duration::from_secs(3600);
+/// How long a loaded tenant is kept at most, used or not: the loader is then asked again and its
+/// provider's metadata and keys fetched anew (a key rotation is picked up sooner, by its
+/// client's refetch).
+const KEEP_TENANT_MOST: Duration = Duration::from_secs(24 * 3600);
+/// How long a key whose load failed answers 503 without asking the loader again.
+const KEEP_FAILED: Duration = Duration::from_secs(5);
+/// How many loader calls may run at once; more first requests wait for a turn.
+const MAX_LOADS: usize = 8;
 /// How long a key that is no tenant is remembered by default (a tenant added since shows up
 /// after that, or at once with [`Tenants::forget`]).
 const KEEP_NONE: Duration = Duration::from_secs(60);
@@ -121,7 +178,7 @@ impl std::fmt::Debug for Tenants {
         f.debug_struct("Tenants")
             .field("tenants", &self.by_id.keys().collect::<Vec<_>>())
             .field("hosts", &self.by_host.keys().collect::<Vec<_>>())
-            .field("loaded", &self.loaded.as_ref().map(|loaded| loaded.cache.entry_count()))
+            .field("loaded", &self.loaded.as_ref().map(|loaded| loaded.tenants.entry_count()))
             .finish_non_exhaustive()
     }
 }
@@ -196,12 +253,24 @@ impl Tenants {
     /// [`AuthConfigBuilder::tenant`](crate::AuthConfigBuilder::tenant) set), `None` for no
     /// tenant, or an error when it cannot tell (its database is down: the request gets 503).
     ///
-    /// Configured tenants are found first. A loaded tenant is kept for an hour, a key that is no
-    /// tenant for a minute, at most 1,000 keys, least recently used first out (see
-    /// [`keep_loaded`](Self::keep_loaded)); a key is loaded once at a time, whatever the number
-    /// of requests waiting for it; [`forget`](Self::forget) drops one at once (a tenant changed
-    /// its provider, or was added). Providers are discovered only when the loader builds their
+    /// Configured tenants are found first. A loaded tenant is kept an hour after its last use
+    /// (a day at most, then the loader is asked again), at most 1,000 tenants, least recently
+    /// used first out; keys that are no tenant are remembered for a minute, 1,000 of them apart
+    /// from the tenants, so made-up `Host` values never push a tenant out (see
+    /// [`keep_loaded`](Self::keep_loaded)). A key is loaded once at a time, whatever the number of
+    /// requests waiting for it, and at most 8 loads run at once; a load whose requests are all
+    /// cancelled leaves nothing behind, and a failed one answers 503 for 5 seconds without
+    /// asking again. [`forget`](Self::forget) drops a key at once (a tenant changed its
+    /// provider, or was added). Providers are discovered only when the loader builds their
     /// clients: never for an issuer a request or a token names.
+    ///
+    /// A loaded tenant's logout markers, used logout tokens and refresh leases must outlive its
+    /// place in the cache, or a logout would be undone by a reload. Give its client a
+    /// [`SharedState`](crate::SharedState) in Redis or PostgreSQL (a fleet needs that anyway); a
+    /// client whose state is in itself ([`SharedState::in_memory`](crate::SharedState::in_memory),
+    /// the default with cookie sessions) is kept for its tenant in this process, and served again
+    /// when the loader gives that tenant at the same provider and client id (its provider
+    /// metadata then stays that of its first load).
     ///
     /// A session records its tenant and its provider: once a tenant moves to another provider,
     /// the sessions and logins of the old one are no longer accepted there.
@@ -255,14 +324,17 @@ impl Tenants {
         self
     }
 
-    /// Drops what the loader gave for `key`: the next request for it loads it again.
+    /// Drops what the loader gave for `key` (compared without regard to case, as requests'
+    /// keys are): the next request for it loads it again.
     ///
     /// In this process only: behind a load balancer, each instance keeps what it loaded until
     /// it calls `forget` too (from the app's own notice that the tenant changed) or until the
-    /// tenant's time is up (`keep_loaded`, an hour by default).
+    /// tenant's time is up (`keep_loaded`, an hour after its last use by default).
     pub fn forget(&self, key: &str) {
         if let Some(loaded) = &self.loaded {
-            loaded.cache.invalidate(&key.to_ascii_lowercase());
+            let key = load_key(key);
+            loaded.tenants.invalidate(&key);
+            loaded.none.invalidate(&key);
         }
     }
 
@@ -285,7 +357,7 @@ impl Tenants {
                 None => (None, None),
             },
             None => match self.host(headers, uri) {
-                Some(host) => (self.by_host_name(host), Some(host.trim().to_ascii_lowercase())),
+                Some(host) => (self.by_host_name(host), Some(host.to_owned())),
                 None => (None, None),
             },
         };
@@ -295,9 +367,13 @@ impl Tenants {
         if let (Some(loaded), Some(key)) = (&self.loaded, key)
             && key.len() <= MAX_KEY
         {
-            return match loaded.cache.get(&key) {
-                Some(Some(client)) => Resolved::Client(client),
-                Some(None) => self.or_fallback(),
+            let key = load_key(&key);
+            if let Some(client) = loaded.tenants.get(&key) {
+                return Resolved::Client(client);
+            }
+            return match loaded.none.get(&key) {
+                Some(Negative::NoTenant) => self.or_fallback(),
+                Some(Negative::Failed) => Resolved::Unavailable,
                 None => Resolved::Load(key),
             };
         }
@@ -312,35 +388,32 @@ impl Tenants {
         }
     }
 
-    /// Asks the loader for `key`'s tenant (once, however many ask at the same time) and keeps
-    /// the answer. An error is not kept: the next request asks again.
+    /// Asks the loader for `key`'s tenant (once, however many ask at the same time, and at most
+    /// [`MAX_LOADS`] keys at once) and keeps the answer. An error is remembered for
+    /// [`KEEP_FAILED`]. Cancellation-safe: a request dropped while waiting leaves no entry behind
+    /// (the last one out removes it), and a waiter left takes the load over.
     pub(crate) async fn load(&self, key: String) -> Result<Option<AuthClient>, crate::error::Cause> {
         let Some(loaded) = &self.loaded else { return Ok(None) };
-        let cell = loaded.loading.lock().unwrap_or_else(|e| e.into_inner()).entry(key.clone()).or_default().clone();
+        let turn = LoadTurn::new(loaded, &key);
+        let Some(cell) = turn.cell.as_deref() else { return Ok(None) };
         let answer = cell
             .get_or_try_init(|| async {
-                if let Some(kept) = loaded.cache.get(&key) {
-                    return Ok(kept);
+                if let Some(kept) = loaded.tenants.get(&key) {
+                    return Ok(Some(kept));
                 }
-                let client = (loaded.load)(key.clone()).await?;
-                if let Some(client) = &client
-                    && client.config().tenant().is_none()
-                {
-                    return Err(crate::error::Cause::from(Box::<dyn std::error::Error + Send + Sync>::from(format!(
-                        "the loader gave a client of {} that names no tenant: set AuthConfigBuilder::tenant, so that its secrets are its own",
-                        client.config().issuer()
-                    ))));
+                let _permit =
+                    loaded.permits.acquire().await.map_err(|e| crate::error::Cause::from(Box::new(e) as BoxError))?;
+                match (loaded.load)(key.clone()).await {
+                    Ok(client) => loaded.keep(&key, client),
+                    Err(err) => {
+                        loaded.none.insert(key.clone(), Negative::Failed);
+                        Err(err)
+                    }
                 }
-                loaded.cache.insert(key.clone(), client.clone());
-                tracing::info!(?key, tenant = ?client.as_ref().and_then(|c| c.config().tenant()), "tenant loaded");
-                Ok(client)
             })
             .await
             .cloned();
-        let mut loading = loaded.loading.lock().unwrap_or_else(|e| e.into_inner());
-        if loading.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-            loading.remove(&key);
-        }
+        drop(turn);
         answer
     }
 
@@ -372,16 +445,100 @@ impl Loaded {
     fn new(load: Load, capacity: u64, tenant: Duration, none: Duration) -> Self {
         Self {
             load,
-            // Least recently used out: a tenant in use is never refused a place by a flood of
-            // hosts that are none (moka's default admission would weigh them by frequency).
-            cache: moka::sync::Cache::builder()
+            // Least recently used out: a new tenant is never refused a place (moka's default
+            // admission weighs entries by how often they were asked for).
+            tenants: moka::sync::Cache::builder()
                 .max_capacity(capacity)
                 .eviction_policy(moka::policy::EvictionPolicy::lru())
-                .expire_after(KeepFor { tenant, none })
+                .expire_after(KeepTenant { idle: tenant, most: KEEP_TENANT_MOST.max(tenant) })
+                .build(),
+            none: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
+                .expire_after(KeepNone { none })
                 .build(),
             loading: Mutex::default(),
+            permits: tokio::sync::Semaphore::new(MAX_LOADS),
+            kept: Mutex::default(),
         }
     }
+
+    /// Keeps what the loader gave for `key`, and gives the client to serve it with: for a tenant
+    /// whose state is in its client, the client kept from an earlier load of it, when that one
+    /// is of the same provider and client id.
+    fn keep(&self, key: &str, client: Option<AuthClient>) -> Result<Option<AuthClient>, crate::error::Cause> {
+        let Some(client) = client else {
+            self.none.insert(key.to_owned(), Negative::NoTenant);
+            return Ok(None);
+        };
+        let Some(id) = client.config().tenant().map(str::to_owned) else {
+            return Err(crate::error::Cause::from(Box::<dyn std::error::Error + Send + Sync>::from(format!(
+                "the loader gave a client of {} that names no tenant: set AuthConfigBuilder::tenant, so that its secrets are its own",
+                client.config().issuer()
+            ))));
+        };
+        let client = if client.state_in_client() {
+            let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+            match kept.get(&id) {
+                Some(earlier) if same_party(earlier, &client) => earlier.clone(),
+                earlier => {
+                    if earlier.is_some() {
+                        tracing::warn!(
+                            tenant = ?id,
+                            "loaded tenant changed its client: its logout markers in this process start anew; give loaded tenants a SharedState in Redis or PostgreSQL"
+                        );
+                    }
+                    kept.insert(id.clone(), client.clone());
+                    client
+                }
+            }
+        } else {
+            client
+        };
+        self.none.invalidate(key);
+        self.tenants.insert(key.to_owned(), client.clone());
+        tracing::info!(key = ?key, tenant = ?id, "tenant loaded");
+        Ok(Some(client))
+    }
+}
+
+/// Whether two clients are the same relying party: one provider, one client id and secret.
+fn same_party(a: &AuthClient, b: &AuthClient) -> bool {
+    let (a, b) = (a.config(), b.config());
+    a.issuer() == b.issuer() && a.client_id() == b.client_id() && a.client_secret == b.client_secret
+}
+
+/// A request's place among those waiting for one key's load. Dropped, however the request ends
+/// (answered, or cancelled mid-load), it gives up its share of the load, and the last one out
+/// removes the key's entry: nothing stays behind a load nobody waits for.
+struct LoadTurn<'a> {
+    loaded: &'a Loaded,
+    key: &'a str,
+    cell: Option<Arc<tokio::sync::OnceCell<Option<AuthClient>>>>,
+}
+
+impl<'a> LoadTurn<'a> {
+    fn new(loaded: &'a Loaded, key: &'a str) -> Self {
+        let cell = loaded.loading.lock().unwrap_or_else(|e| e.into_inner()).entry(key.to_owned()).or_default().clone();
+        Self { loaded, key, cell: Some(cell) }
+    }
+}
+
+impl Drop for LoadTurn<'_> {
+    fn drop(&mut self) {
+        let mut loading = self.loaded.loading.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(cell) = self.cell.take() else { return };
+        let ours = loading.get(self.key).is_some_and(|c| Arc::ptr_eq(c, &cell));
+        // Under the lock, as every share is taken and given up: the map's is the last but ours.
+        if ours && Arc::strong_count(&cell) == 2 {
+            loading.remove(self.key);
+        }
+    }
+}
+
+/// The key a request's host or id is loaded and forgotten by: trimmed and lowercased.
+fn load_key(raw: &str) -> String {
+    raw.trim().to_ascii_lowercase()
 }
 
 /// The `iss` a back-channel logout request's token claims, read without checking anything:
@@ -432,8 +589,8 @@ mod tests {
         for name in ["one.example", "two.example", "three.example"] {
             assert_eq!(tenants.load(key(&tenants, name).unwrap()).await.unwrap().map(|c| c.issuer().to_owned()), None);
         }
-        tenants.loaded.as_ref().unwrap().cache.run_pending_tasks();
-        assert!(tenants.loaded.as_ref().unwrap().cache.entry_count() <= 2, "at most 2 keys kept");
+        tenants.loaded.as_ref().unwrap().none.run_pending_tasks();
+        assert!(tenants.loaded.as_ref().unwrap().none.entry_count() <= 2, "at most 2 keys kept");
         assert_eq!(key(&tenants, "one.example").as_deref(), Some("one.example"), "the least recent is out");
         assert!(key(&tenants, "three.example").is_none(), "the latest is kept: answered without a load");
         std::thread::sleep(Duration::from_millis(400));
@@ -442,28 +599,105 @@ mod tests {
     }
 
     #[test]
-    fn by_default_1000_keys_a_tenant_for_an_hour_and_none_for_a_minute() {
+    fn by_default_1000_tenants_and_apart_1000_keys_that_are_none_a_tenant_an_hour_after_its_last_use() {
         use moka::Expiry;
         let (tenants, _) = loader();
         let loaded = tenants.loaded.as_ref().unwrap();
-        assert_eq!(loaded.cache.policy().max_capacity(), Some(1_000));
-        let keep = KeepFor { tenant: KEEP_TENANT, none: KEEP_NONE };
-        assert_eq!(keep.expire_after_create(&"x".into(), &None, Instant::now()), Some(Duration::from_secs(60)));
+        assert_eq!(loaded.tenants.policy().max_capacity(), Some(1_000));
+        assert_eq!(loaded.none.policy().max_capacity(), Some(1_000));
+        let none = KeepNone { none: KEEP_NONE };
+        assert_eq!(
+            none.expire_after_create(&"x".into(), &Negative::NoTenant, Instant::now()),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            none.expire_after_create(&"x".into(), &Negative::Failed, Instant::now()),
+            Some(Duration::from_secs(5))
+        );
         assert_eq!(KEEP_TENANT, Duration::from_secs(3600));
+        // Each use renews an hour, up to a day after the load.
+        let keep = KeepTenant { idle: KEEP_TENANT, most: KEEP_TENANT_MOST };
+        let loaded_at = Instant::now();
+        let renew = |after: Duration| {
+            let (read_at, key) = (loaded_at + after, String::new());
+            moka::Expiry::<String, ()>::expire_after_read(&keep, &key, &(), read_at, None, loaded_at)
+        };
+        assert_eq!(renew(Duration::from_secs(7_000)), Some(KEEP_TENANT), "used after 2 hours: an hour more");
+        assert_eq!(renew(Duration::from_secs(23 * 3600 + 1800)), Some(Duration::from_secs(1800)), "the day's end");
+        assert_eq!(renew(Duration::from_secs(25 * 3600)), Some(Duration::ZERO));
     }
 
     #[tokio::test]
-    async fn a_failed_load_is_not_kept_and_keys_are_lowercased_and_bounded() {
+    async fn a_failed_load_answers_503_for_a_moment_without_asking_again_and_keys_are_lowercased() {
         let (tenants, asked) = loader();
         assert_eq!(key(&tenants, "Down.Example").as_deref(), Some("down.example"));
         assert!(tenants.load("down.example".into()).await.is_err());
-        assert!(tenants.load("down.example".into()).await.is_err());
-        assert_eq!(asked.lock().unwrap()["down.example"], 2, "an error is asked again, never kept as none");
+        for _ in 0..3 {
+            assert!(matches!(tenants.resolve(&host("down.example"), &Uri::from_static("/")), Resolved::Unavailable));
+        }
+        assert_eq!(asked.lock().unwrap()["down.example"], 1, "not asked again within the moment");
         assert!(key(&tenants, &format!("{}.example", "a".repeat(300))).is_none(), "a key too long is no tenant");
         tenants.load("gone.example".into()).await.unwrap();
         assert!(key(&tenants, "gone.example").is_none());
         tenants.forget("GONE.example");
         assert!(key(&tenants, "gone.example").is_some(), "forgotten: loaded again");
+    }
+
+    #[tokio::test]
+    async fn forget_and_the_apps_rule_agree_on_key_case() {
+        let (tenants, asked) = loader();
+        let tenants = tenants.pick_with(|headers, _| headers.get("x-customer")?.to_str().ok().map(str::to_owned));
+        let customer = |id: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-customer", http::HeaderValue::from_static(id));
+            headers
+        };
+        let Resolved::Load(key) = tenants.resolve(&customer("Acme"), &Uri::from_static("/")) else { panic!("a load") };
+        assert_eq!(key, "acme");
+        tenants.load(key).await.unwrap();
+        assert!(matches!(tenants.resolve(&customer("ACME"), &Uri::from_static("/")), Resolved::Unknown));
+        tenants.forget("Acme");
+        assert!(matches!(tenants.resolve(&customer("acme"), &Uri::from_static("/")), Resolved::Load(_)));
+        assert_eq!(asked.lock().unwrap()["acme"], 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn thousands_of_cancelled_first_requests_leave_nothing_behind_and_loads_are_bounded() {
+        let running = Arc::new(AtomicU64::new(0));
+        let most = Arc::new(AtomicU64::new(0));
+        let (now, top) = (running.clone(), most.clone());
+        let tenants = Arc::new(Tenants::new().load_with(move |_key: String| {
+            let (now, top) = (now.clone(), top.clone());
+            async move {
+                let at_once = now.fetch_add(1, Ordering::SeqCst) + 1;
+                top.fetch_max(at_once, Ordering::SeqCst);
+                // A loader that hangs (its database does not answer): cancelled from outside.
+                struct Done(Arc<AtomicU64>);
+                impl Drop for Done {
+                    fn drop(&mut self) {
+                        self.0.fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+                let _done = Done(now);
+                std::future::pending::<()>().await;
+                Ok(None)
+            }
+        }));
+        let mut requests = tokio::task::JoinSet::new();
+        for i in 0..3_000 {
+            let tenants = tenants.clone();
+            // 2,000 hosts of one request each, and 1,000 requests for one host.
+            let key = if i % 3 == 0 { "one.example".to_owned() } else { format!("h{i}.example") };
+            requests.spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_millis(20), tenants.load(key)).await;
+            });
+        }
+        requests.join_all().await;
+        let loaded = tenants.loaded.as_ref().unwrap();
+        assert_eq!(loaded.loading.lock().unwrap().len(), 0, "an entry stayed behind a cancelled load");
+        assert!(most.load(Ordering::SeqCst) <= MAX_LOADS as u64, "{} loads at once", most.load(Ordering::SeqCst));
+        assert_eq!(running.load(Ordering::SeqCst), 0, "every cancelled load was dropped");
+        assert_eq!(loaded.permits.available_permits(), MAX_LOADS);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
