@@ -189,8 +189,9 @@ pub(crate) struct OptionalRoutes {
     pub(crate) backchannel_logout: bool,
 }
 
-/// The validated configuration of an [`AuthClient`](crate::AuthClient) and its layer.
-#[derive(Debug, Clone)]
+/// The validated configuration of an [`AuthClient`](crate::AuthClient) and its layer. Its
+/// `Debug` prints no secret, key or client secret.
+#[derive(Clone)]
 pub struct AuthConfig {
     /// The tenant this configuration is, in a multi-tenant app.
     pub(crate) tenant: Option<String>,
@@ -225,6 +226,47 @@ pub struct AuthConfig {
     pub(crate) renew_below: Duration,
     pub(crate) token_endpoint_auth: TokenEndpointAuth,
     pub(crate) clock: Clock,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("tenant", &self.tenant)
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &crate::seal::Redacted::of(&self.client_secret))
+            .field(
+                "client_assertion",
+                &self.client_assertion.as_ref().map(|(_, alg, kid)| (crate::seal::REDACTED, alg, kid)),
+            )
+            .field("secrets", &crate::seal::Redacted::count(self.secrets.len()))
+            .field("base_url", &self.base_url)
+            .field("scope", &self.scope)
+            .field("audience", &self.audience)
+            .field("authorization_params", &self.authorization_params)
+            .field("login_query_params", &self.login_query_params)
+            .field("logout_params", &self.logout_params)
+            .field("route_prefix", &self.route_prefix)
+            .field("routes", &self.routes)
+            .field("logout_by_get", &self.logout_by_get)
+            .field("logout_strategy", &self.logout_strategy)
+            .field("pushed_authorization", &self.pushed_authorization)
+            .field("fetch_userinfo", &self.fetch_userinfo)
+            .field("attempt_silent_login", &self.attempt_silent_login)
+            .field("acr_values_essential", &self.acr_values_essential)
+            .field("cookies", &self.cookies)
+            .field("secure_cookies", &self.secure_cookies)
+            .field("absolute_duration", &self.absolute_duration)
+            .field("inactivity_duration", &self.inactivity_duration)
+            .field("transaction_duration", &self.transaction_duration)
+            .field("clock_skew", &self.clock_skew)
+            .field("logout_token_max_age", &self.logout_token_max_age)
+            .field("refresh_buffer", &self.refresh_buffer)
+            .field("renew_below", &self.renew_below)
+            .field("token_endpoint_auth", &self.token_endpoint_auth)
+            .field("clock", &self.clock)
+            .finish()
+    }
 }
 
 impl AuthConfig {
@@ -334,8 +376,8 @@ impl AuthConfig {
     }
 }
 
-/// Builds an [`AuthConfig`]; see [`AuthConfig::builder`].
-#[derive(Debug, Default, Clone)]
+/// Builds an [`AuthConfig`]; see [`AuthConfig::builder`]. Its `Debug` prints no secret.
+#[derive(Default, Clone)]
 #[must_use]
 pub struct AuthConfigBuilder {
     tenant: Option<String>,
@@ -368,6 +410,46 @@ pub struct AuthConfigBuilder {
     renew_below: Option<Duration>,
     token_endpoint_auth: TokenEndpointAuth,
     clock: Option<Clock>,
+}
+
+impl std::fmt::Debug for AuthConfigBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfigBuilder")
+            .field("tenant", &self.tenant)
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret.as_ref().map(crate::seal::Redacted::of))
+            .field(
+                "client_assertion",
+                &self.client_assertion.as_ref().map(|(_, alg, kid)| (crate::seal::REDACTED, alg, kid)),
+            )
+            .field("secrets", &crate::seal::Redacted::count(self.secrets.len()))
+            .field("base_url", &self.base_url)
+            .field("scope", &self.scope)
+            .field("audience", &self.audience)
+            .field("authorization_params", &self.authorization_params)
+            .field("login_query_params", &self.login_query_params)
+            .field("logout_params", &self.logout_params)
+            .field("route_prefix", &self.route_prefix)
+            .field("routes", &self.routes)
+            .field("logout_by_get", &self.logout_by_get)
+            .field("logout_strategy", &self.logout_strategy)
+            .field("pushed_authorization", &self.pushed_authorization)
+            .field("fetch_userinfo", &self.fetch_userinfo)
+            .field("attempt_silent_login", &self.attempt_silent_login)
+            .field("acr_values_essential", &self.acr_values_essential)
+            .field("cookies", &self.cookies)
+            .field("absolute_duration", &self.absolute_duration)
+            .field("inactivity_duration", &self.inactivity_duration)
+            .field("transaction_duration", &self.transaction_duration)
+            .field("clock_skew", &self.clock_skew)
+            .field("logout_token_max_age", &self.logout_token_max_age)
+            .field("refresh_buffer", &self.refresh_buffer)
+            .field("renew_below", &self.renew_below)
+            .field("token_endpoint_auth", &self.token_endpoint_auth)
+            .field("clock", &self.clock)
+            .finish()
+    }
 }
 
 impl AuthConfigBuilder {

@@ -83,11 +83,31 @@ fn normalized_sslmode(url: &str) -> String {
     url.replace("sslmode=verify-full", "sslmode=require").replace("sslmode=verify-ca", "sslmode=require")
 }
 
+/// The first host of `config` that is neither a Unix socket nor a loopback address: where a
+/// connection without TLS would cross a network.
+fn remote_host(config: &tokio_postgres::Config) -> Option<String> {
+    config.get_hosts().iter().find_map(|host| match host {
+        tokio_postgres::config::Host::Tcp(name) => {
+            let loopback = name.eq_ignore_ascii_case("localhost")
+                || name.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            (!loopback).then(|| name.clone())
+        }
+        _ => None,
+    })
+}
+
 /// The TLS that `config`'s `sslmode` (or a given CA) asks for.
 fn tls_for(config: &tokio_postgres::Config, root_ca_pem: Option<&[u8]>) -> Result<Tls, StoreError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     if root_ca_pem.is_none() && !matches!(config.get_ssl_mode(), SslMode::Require) {
+        if let Some(host) = remote_host(config) {
+            tracing::warn!(
+                host = ?host,
+                "PostgreSQL: connecting without TLS to a host that is not this machine; sessions and tokens cross the network \
+                 readable. Add sslmode=require (or verify-full) to the URL, or give PostgresOptions a root CA"
+            );
+        }
         return Ok(Tls::Off);
     }
     let mut roots = rustls::RootCertStore::empty();
@@ -573,5 +593,26 @@ impl Backend for PostgresBackend {
 
     async fn notify(&self, channel: &str) -> Result<(), StoreError> {
         self.send_notice(&channel_name(channel), CHANGED).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_host_off_this_machine_is_warned_of_when_tls_is_off() {
+        let host = |url: &str| remote_host(&url.parse::<tokio_postgres::Config>().unwrap());
+        assert_eq!(host("postgres://app:pw@db.internal:5432/app").as_deref(), Some("db.internal"));
+        assert_eq!(host("postgres://app@10.0.0.7/app").as_deref(), Some("10.0.0.7"));
+        assert_eq!(host("host=localhost,db.internal user=app").as_deref(), Some("db.internal"), "any remote host");
+        for local in [
+            "postgres://postgres@127.0.0.1:5432/test",
+            "postgres://postgres@localhost/test",
+            "postgres://postgres@[::1]/test",
+            "host=/var/run/postgresql user=postgres",
+        ] {
+            assert_eq!(host(local), None, "{local}");
+        }
     }
 }

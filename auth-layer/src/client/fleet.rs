@@ -110,14 +110,20 @@ impl Fleet {
         Self { backend: state.backend.clone(), results: TypedStore::new(state.backend.clone(), secrets) }
     }
 
-    /// Whether the logout token `jti` of `issuer` was used already.
-    pub(crate) async fn logout_token_seen(&self, issuer: &str, jti: &str) -> Result<bool, StoreError> {
-        Ok(self.backend.get(&jti_key(issuer, jti)).await?.is_some())
+    /// Whether the logout token `jti` that `issuer` sent to `client_id` was used already.
+    pub(crate) async fn logout_token_seen(&self, issuer: &str, client_id: &str, jti: &str) -> Result<bool, StoreError> {
+        Ok(self.backend.get(&jti_key(issuer, client_id, jti)).await?.is_some())
     }
 
-    /// Records that the logout token `jti` of `issuer` was used, for `ttl`.
-    pub(crate) async fn record_logout_token(&self, issuer: &str, jti: &str, ttl: Duration) -> Result<(), StoreError> {
-        self.backend.put(&jti_key(issuer, jti), Bytes::from_static(b"1"), Some(ttl), Vec::new()).await
+    /// Records that the logout token `jti` that `issuer` sent to `client_id` was used, for `ttl`.
+    pub(crate) async fn record_logout_token(
+        &self,
+        issuer: &str,
+        client_id: &str,
+        jti: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.backend.put(&jti_key(issuer, client_id, jti), Bytes::from_static(b"1"), Some(ttl), Vec::new()).await
     }
 
     /// Waits for the refresh lease of `session_id`, or for the result of the refresh `key`
@@ -171,9 +177,12 @@ impl Fleet {
     }
 }
 
-/// The key of a used logout token: its issuer and `jti`, hashed to a fixed length.
-fn jti_key(issuer: &str, jti: &str) -> String {
-    format!("logout-jti:{}", hashed(&[issuer, jti]))
+/// The key of a used logout token: its issuer, the client it was sent to and its `jti`, hashed
+/// to a fixed length. The client is part of it: two apps of one provider sharing a backend each
+/// receive their own token of a logout, and `jti`s are unique only per issuer's tokens, not
+/// across the audiences a provider may give one `jti`.
+fn jti_key(issuer: &str, client_id: &str, jti: &str) -> String {
+    format!("logout-jti:{}", hashed(&[issuer, client_id, jti]))
 }
 
 /// SHA-256 of `parts` (each length-prefixed), in hex: fixed-length keys that reveal nothing of
@@ -186,4 +195,20 @@ pub(crate) fn hashed(parts: &[&str]) -> String {
         hash.update(part.as_bytes());
     }
     hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_used_logout_token_is_recorded_for_its_issuer_and_client_only() {
+        let fleet = Fleet::new(&SharedState::in_memory(), &["0123456789abcdef0123456789abcdef"]);
+        let ttl = Duration::from_secs(60);
+        fleet.record_logout_token("https://op.example", "app-a", "jti-1", ttl).await.unwrap();
+        assert!(fleet.logout_token_seen("https://op.example", "app-a", "jti-1").await.unwrap());
+        assert!(!fleet.logout_token_seen("https://op.example", "app-b", "jti-1").await.unwrap(), "another client");
+        assert!(!fleet.logout_token_seen("https://other.example", "app-a", "jti-1").await.unwrap(), "another issuer");
+        assert!(!fleet.logout_token_seen("https://op.example", "app-a", "jti-2").await.unwrap());
+    }
 }

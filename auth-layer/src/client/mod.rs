@@ -185,8 +185,8 @@ impl AccessTokenOptions {
     }
 }
 
-/// An access token, as [`AuthClient::access_token`] gives it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+/// An access token, as [`AuthClient::access_token`] gives it. `Debug` leaves the token out.
+#[derive(Clone, PartialEq, serde::Serialize)]
 pub struct AccessToken {
     /// The token.
     pub access_token: String,
@@ -194,6 +194,16 @@ pub struct AccessToken {
     pub expires_at: Option<u64>,
     /// The scope granted.
     pub scope: String,
+}
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessToken")
+            .field("access_token", &crate::seal::Redacted::of(&self.access_token))
+            .field("expires_at", &self.expires_at)
+            .field("scope", &self.scope)
+            .finish()
+    }
 }
 
 // A hook run on a session before it is saved at login or after a refresh: filter or add claims.
@@ -803,13 +813,14 @@ impl AuthClient {
     pub async fn handle_backchannel_logout(&self, logout_token: &str) -> Result<(), AuthError> {
         let claims = self.inner.rp.verify_logout_token(logout_token).await?;
         let issuer = self.inner.rp.issuer();
-        if self.inner.fleet.logout_token_seen(issuer, &claims.jti).await? {
+        let client_id = self.inner.config.client_id();
+        if self.inner.fleet.logout_token_seen(issuer, client_id, &claims.jti).await? {
             return Err(AuthError::Provider(ProviderError::InvalidLogoutToken("jti already used (replay)".into())));
         }
         let target = LogoutTarget { iss: issuer.to_owned(), sub: claims.sub, sid: claims.sid };
         self.inner.session_store.delete_by_logout_token(&target).await?;
         let ttl = Duration::from_secs(claims.replayable_until.saturating_sub(self.inner.config.clock.now()).max(1));
-        self.inner.fleet.record_logout_token(issuer, &claims.jti, ttl).await?;
+        self.inner.fleet.record_logout_token(issuer, client_id, &claims.jti, ttl).await?;
         tracing::info!(sid = target.sid.as_deref(), sub = target.sub.as_deref(), "back-channel logout handled");
         Ok(())
     }
@@ -937,6 +948,75 @@ impl CallbackParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_of_config_sessions_transactions_tokens_and_contexts_prints_no_secret() {
+        let secrets = [
+            "client-secret-0001",
+            "app-secret-0123456789abcdef0123456789",
+            "-----BEGIN PRIVATE KEY-----pem",
+            "id-token-0002",
+            "refresh-token-0003",
+            "access-token-0004",
+            "nonce-0005",
+            "verifier-0006",
+            "sealed-cookie-0007",
+        ];
+        let builder = AuthConfig::builder()
+            .issuer("https://i.example/")
+            .client_id("c")
+            .client_secret(secrets[0])
+            .client_assertion_key(secrets[2], crate::ClientAssertionAlg::Rs256, Some("kid-1".into()))
+            .secret(secrets[1])
+            .base_url("https://app.example");
+        let builder_debug = format!("{builder:?}");
+        let config = builder.build().unwrap();
+        let mut session = SessionData::new(User::from_id_token_claims(Default::default()), secrets[3].into(), 1);
+        session.refresh_token = Some(secrets[4].into());
+        session.token_sets.push(TokenSet {
+            audience: None,
+            scope: "openid".into(),
+            access_token: secrets[5].into(),
+            expires_at: None,
+        });
+        let transaction = TransactionData {
+            state: "st".into(),
+            nonce: secrets[6].into(),
+            code_verifier: secrets[7].into(),
+            return_to: "/".into(),
+            app_state: None,
+            created_at: 1,
+            audience: None,
+            scope: "openid".into(),
+            max_age: None,
+            organization: None,
+            essential_acr_values: None,
+            step_up: false,
+            silent: false,
+            tenant: None,
+            issuer: None,
+        };
+        let token = AccessToken { access_token: secrets[5].into(), expires_at: None, scope: "openid".into() };
+        let ctx =
+            StoreContext::from_cookie_headers([&http::HeaderValue::from_static("_a0_session=sealed-cookie-0007")]);
+        let printed = [
+            builder_debug,
+            format!("{config:?}"),
+            format!("{session:?}"),
+            format!("{transaction:?}"),
+            format!("{token:?}"),
+            format!("{ctx:?}"),
+            format!("{:?}", CookieSessionStore::new(&config)),
+            format!("{:?}", CookieTransactionStore::new(&config)),
+        ];
+        for text in &printed {
+            for secret in secrets {
+                assert!(!text.contains(secret), "{secret} in {text}");
+            }
+        }
+        assert!(printed[1].contains("https://i.example/") && printed[5].contains("_a0_session"), "{printed:?}");
+        assert!(session.id().len() > 16 && !printed[2].contains(session.id()), "the session id is a secret too");
+    }
 
     fn config(renew_below: Option<u64>) -> AuthConfig {
         let mut builder = AuthConfig::builder()

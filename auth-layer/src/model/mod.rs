@@ -145,8 +145,8 @@ impl User {
     }
 }
 
-/// An access token for one audience and scope, with its expiry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An access token for one audience and scope, with its expiry. `Debug` leaves the token out.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenSet {
     /// The audience it was issued for, when one was asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -161,11 +161,22 @@ pub struct TokenSet {
     pub expires_at: Option<u64>,
 }
 
+impl std::fmt::Debug for TokenSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSet")
+            .field("audience", &self.audience)
+            .field("scope", &self.scope)
+            .field("access_token", &crate::seal::Redacted::of(&self.access_token))
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
 /// A session: who is logged in and the tokens the provider gave.
 ///
 /// Kept whole in the session cookie by the cookie store, or by a server-side store under a
 /// keyed hash of `session:{id}` (sealed, and indexed by `sub` and `sid` for back-channel logout).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, auth_derive::Store)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, auth_derive::Store)]
 #[store(key = "session:{id}", name = "session", encrypt, codec = crate::model::compact)]
 #[doc(alias = "StateData")]
 pub struct SessionData {
@@ -201,6 +212,24 @@ pub struct SessionData {
     /// under any other tenant, it is no session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) tenant: Option<String>,
+}
+
+impl std::fmt::Debug for SessionData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionData")
+            .field("id", &crate::seal::Redacted::of(&self.id))
+            .field("sub", &self.sub)
+            .field("sid", &self.sid)
+            .field("user", &self.user)
+            .field("id_token", &crate::seal::Redacted::of(&self.id_token))
+            .field("refresh_token", &self.refresh_token.as_ref().map(crate::seal::Redacted::of))
+            .field("token_sets", &self.token_sets)
+            .field("created_at", &self.created_at)
+            .field("touched_at", &self.touched_at)
+            .field("markers_seen", &self.markers_seen)
+            .field("tenant", &self.tenant)
+            .finish()
+    }
 }
 
 impl SessionData {
@@ -292,8 +321,9 @@ impl SessionData {
     }
 }
 
-/// A login in flight, between the redirect to the provider and the callback.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, auth_derive::Store)]
+/// A login in flight, between the redirect to the provider and the callback. `Debug` leaves
+/// its nonce and PKCE verifier out.
+#[derive(Clone, PartialEq, Serialize, Deserialize, auth_derive::Store)]
 #[store(key = "transaction:{state}", name = "transaction", ttl = "10m", encrypt)]
 pub struct TransactionData {
     /// The `state` sent to the provider; the transaction's key.
@@ -345,6 +375,28 @@ pub struct TransactionData {
     /// it (its `iss` parameter, the ID token's issuer), never against another tenant's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
+}
+
+impl std::fmt::Debug for TransactionData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransactionData")
+            .field("state", &self.state)
+            .field("nonce", &crate::seal::Redacted::of(&self.nonce))
+            .field("code_verifier", &crate::seal::Redacted::of(&self.code_verifier))
+            .field("return_to", &self.return_to)
+            .field("app_state", &self.app_state)
+            .field("created_at", &self.created_at)
+            .field("audience", &self.audience)
+            .field("scope", &self.scope)
+            .field("max_age", &self.max_age)
+            .field("organization", &self.organization)
+            .field("essential_acr_values", &self.essential_acr_values)
+            .field("step_up", &self.step_up)
+            .field("silent", &self.silent)
+            .field("tenant", &self.tenant)
+            .field("issuer", &self.issuer)
+            .finish()
+    }
 }
 
 #[cfg(test)]

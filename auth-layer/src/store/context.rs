@@ -25,11 +25,22 @@ pub const MAX_COOKIE_BYTES: usize = 64 * 1024;
 /// The request's cookies are not copied: the context keeps the `Cookie` header values (which
 /// share the request's bytes) and where each cookie's name and value lie in them. A request
 /// with one `Cookie` header (HTTP/1.1 sends one) and a few cookies is read without allocating.
-#[derive(Debug, Default)]
+///
+/// `Debug` names the cookies, never their values (sealed sessions are credentials).
+#[derive(Default)]
 pub struct StoreContext {
     headers: SmallVec<[HeaderValue; 1]>,
     request: SmallVec<[RequestCookie; INLINE_COOKIES]>,
     response: Vec<Cookie<'static>>,
+}
+
+impl std::fmt::Debug for StoreContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreContext")
+            .field("request", &self.request_cookie_names().collect::<Vec<_>>())
+            .field("response", &self.response.iter().map(|c| c.name()).collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// How many request cookies a context holds before it allocates.

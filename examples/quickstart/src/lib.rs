@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 /// `redis` (at `REDIS_URL`, default `redis://127.0.0.1:6379`), `postgres` (at `DATABASE_URL`,
 /// default `postgres://postgres@127.0.0.1:5432/postgres`) or `sqlite` (the file at
 /// `SQLITE_PATH`, default `sessions.sqlite3`: the `sqlite-backend` example's backend).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub enum StoreChoice {
     /// The whole session sealed in the cookie.
     #[default]
@@ -34,6 +34,44 @@ pub enum StoreChoice {
     /// In the SQLite file at this path, only an id in the cookie: survives a restart, with
     /// nothing else to run; processes of one machine can share the file.
     Sqlite(String),
+}
+
+/// Printed without the password of a database URL: `Debug` is what the start-up line logs.
+impl std::fmt::Debug for StoreChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cookie => f.write_str("Cookie"),
+            Self::Memory => f.write_str("Memory"),
+            Self::Redis(url) => f.debug_tuple("Redis").field(&without_password(url)).finish(),
+            Self::Postgres(url) => f.debug_tuple("Postgres").field(&without_password(url)).finish(),
+            Self::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+        }
+    }
+}
+
+/// Printed without the password of a database URL.
+impl std::fmt::Debug for SharedChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Default => f.write_str("Default"),
+            Self::Memory => f.write_str("Memory"),
+            Self::Redis(url) => f.debug_tuple("Redis").field(&without_password(url)).finish(),
+            Self::Postgres(url) => f.debug_tuple("Postgres").field(&without_password(url)).finish(),
+        }
+    }
+}
+
+/// `url` with any password replaced by `***` (a URL that does not parse is not printed).
+fn without_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "<not a URL>".to_owned(),
+    }
 }
 
 impl StoreChoice {
@@ -56,7 +94,7 @@ impl StoreChoice {
 /// `postgres` (at `DATABASE_URL`). Unset: the session store's own backend (Redis or
 /// PostgreSQL), or this process's memory for the cookie and memory stores: right for one
 /// instance; run several behind a load balancer with `redis` or `postgres`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub enum SharedChoice {
     /// As the session store says.
     #[default]
@@ -298,7 +336,21 @@ async fn private(user: User) -> Html<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{SharedChoice, listen_addr};
+    use super::{SharedChoice, StoreChoice, listen_addr};
+
+    #[test]
+    fn the_start_up_line_prints_database_urls_without_their_passwords() {
+        let printed = [
+            format!("{:?}", StoreChoice::Postgres("postgres://app:hunter2@db.internal:5432/app".into())),
+            format!("{:?}", StoreChoice::Redis("rediss://:hunter2@cache.internal:6380".into())),
+            format!("{:?}", SharedChoice::Postgres("postgres://app:hunter2@db.internal/app".into())),
+            format!("{:?}", SharedChoice::Redis("redis://default:hunter2@cache.internal".into())),
+        ];
+        for text in &printed {
+            assert!(!text.contains("hunter2") && text.contains(".internal"), "{text}");
+        }
+        assert_eq!(format!("{:?}", StoreChoice::Sqlite("s.db".into())), "Sqlite(\"s.db\")");
+    }
 
     #[test]
     fn shared_state_is_read_from_shared_state_with_the_backends_urls() {
