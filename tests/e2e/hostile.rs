@@ -437,3 +437,26 @@ async fn a_step_up_that_comes_back_short_is_refused_once_not_sent_round_again() 
     let paid = browser.get(&env.url("/pay")).await;
     assert_eq!((paid.status(), paid.text().await.unwrap()), (StatusCode::OK, "paid".to_owned()));
 }
+
+/// A refresh that brings a new ID token (without the claims userinfo gave at login) keeps those
+/// claims; the new ID token's own win.
+#[tokio::test]
+async fn claims_userinfo_gave_at_login_survive_a_refresh_with_a_new_id_token() {
+    use auth_layer::{AccessTokenOptions, StoreContext};
+    let env = TestEnv::start_hostile_configured(|c| c.fetch_userinfo(true)).await;
+    let browser = Browser::new();
+    let callback = browser.start_and_authorize(&env.app_url, "mallory", "/auth/login").await;
+    assert_eq!(browser.get(&callback).await.status(), StatusCode::FOUND);
+    let cookie = browser.cookie_header(&env.url("/"));
+    let mut ctx = StoreContext::from_cookie_headers([&cookie.parse().unwrap()]);
+    let before = env.client.session(&mut ctx).await.unwrap().unwrap();
+    assert_eq!(before.user.claims()["favourite_color"], "green");
+    let mut ctx = StoreContext::from_cookie_headers([&cookie.parse().unwrap()]);
+    env.client.access_token(&mut ctx, AccessTokenOptions::default().force_refresh()).await.unwrap();
+    let refreshed = auth_layer_tests::cookies_after(ctx).expect("the refreshed session's cookie");
+    let mut ctx = StoreContext::from_cookie_headers([&refreshed.parse().unwrap()]);
+    let after = env.client.session(&mut ctx).await.unwrap().unwrap();
+    assert_ne!(after.id_token, before.id_token, "a new ID token");
+    assert_eq!(after.user.claims()["favourite_color"], "green", "kept: {:?}", after.user.claims());
+    assert_eq!(after.user.claims()["name"], "Mallory");
+}

@@ -792,7 +792,7 @@ impl AuthClient {
         }
         if let Some((id_token, claims)) = tokens.id_token {
             session.id_token = id_token;
-            session.user = User::from_id_token_claims(claims);
+            session.user = User::from_id_token_claims(refreshed_claims(session.user.claims(), claims));
         }
         if let Some(hook) = &self.inner.before_save {
             hook(&mut session);
@@ -836,6 +836,21 @@ struct RefreshNeed<'a> {
     audience: Option<&'a str>,
     scope: Option<&'a str>,
     force: bool,
+}
+
+/// The claims of a session after a refresh that brought a new ID token: the new token's, and
+/// the session's claims it does not have (those userinfo added at login, or a `before_save`
+/// hook), as at login, where the ID token's win.
+fn refreshed_claims(
+    before: &serde_json::Map<String, Value>,
+    mut claims: serde_json::Map<String, Value>,
+) -> serde_json::Map<String, Value> {
+    for (name, value) in before {
+        if !claims.contains_key(name) {
+            claims.insert(name.clone(), value.clone());
+        }
+    }
+    claims
 }
 
 /// OpenID Connect Core §3.1.2.1 and §3.1.3.7: a login that sent `max_age` needs the ID
@@ -948,6 +963,17 @@ impl CallbackParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refresh_keeps_claims_userinfo_added_and_the_new_id_tokens_win() {
+        let before = serde_json::json!({"sub": "u1", "name": "Old", "favourite_color": "green", "iat": 1});
+        let new = serde_json::json!({"sub": "u1", "name": "New", "iat": 2});
+        let merged = refreshed_claims(before.as_object().unwrap(), new.as_object().unwrap().clone());
+        assert_eq!(
+            serde_json::Value::Object(merged),
+            serde_json::json!({"sub": "u1", "name": "New", "favourite_color": "green", "iat": 2})
+        );
+    }
 
     #[test]
     fn debug_of_config_sessions_transactions_tokens_and_contexts_prints_no_secret() {
