@@ -18,12 +18,13 @@ use crate::record::TypedStore;
 /// results): past it the least recently used go.
 pub const DEFAULT_MAX_SHARED_ENTRIES: u64 = 1_000_000;
 
-/// How long a refresh lease is held at most: twice the provider calls' timeout (10 s), so a
-/// holder's lease never lapses while its call is still running; a holder that dies frees it
-/// when it expires.
+/// How long a refresh lease lasts unless its holder renews it: the holder renews it every third
+/// of that while it works (a slow provider, a JWKS refetch, a slow `before_save_async`), so it
+/// never lapses under a holder that is still running; a holder that dies frees it when it
+/// expires.
 pub(crate) const LEASE_TTL: Duration = Duration::from_secs(20);
 /// How long a request waits for another process's refresh of its session before giving up
-/// with 503 (the lease's life, and a margin for the result to be written).
+/// with 503 (never sending the refresh token itself while the lease is held).
 const LEASE_WAIT: Duration = Duration::from_secs(22);
 /// How often a waiting request looks for the result or the lease.
 const LEASE_POLL: Duration = Duration::from_millis(25);
@@ -95,19 +96,50 @@ struct Refreshed {
 pub(crate) struct Fleet {
     backend: Arc<dyn Backend>,
     results: TypedStore<Refreshed, Arc<dyn Backend>>,
+    lease_ttl: Duration,
+    lease_wait: Duration,
 }
 
 /// What [`Fleet::lease`] gives: the lease, or a result another process left.
 pub(crate) enum Lease {
     /// This process holds the refresh lease of the session; [`Fleet::release`] it.
-    Held(String),
+    Held(HeldLease),
     /// Another process finished this very refresh while this one waited.
     Done(Arc<SessionData>),
 }
 
+/// A refresh lease this process holds: its key, the owner id written under it (only the owner
+/// renews or frees it), and the task renewing it while held.
+pub(crate) struct HeldLease {
+    key: String,
+    owner: Bytes,
+    renewal: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        // A holder dropped mid-refresh (its request cancelled) stops renewing: the lease then
+        // lapses by itself, after which the result or the newest token is read as usual.
+        self.renewal.abort();
+    }
+}
+
 impl Fleet {
     pub(crate) fn new(state: &SharedState, secrets: &[impl AsRef<[u8]>]) -> Self {
-        Self { backend: state.backend.clone(), results: TypedStore::new(state.backend.clone(), secrets) }
+        Self {
+            backend: state.backend.clone(),
+            results: TypedStore::new(state.backend.clone(), secrets),
+            lease_ttl: LEASE_TTL,
+            lease_wait: LEASE_WAIT,
+        }
+    }
+
+    /// The same, with a lease that lasts `ttl` unrenewed and waiters that give up after `wait`.
+    #[cfg(test)]
+    fn with_lease(mut self, ttl: Duration, wait: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self.lease_wait = wait;
+        self
     }
 
     /// Whether the logout token `jti` that `issuer` sent to `client_id` was used already.
@@ -131,13 +163,16 @@ impl Fleet {
     /// backend does, or when neither comes within the lease's life.
     pub(crate) async fn lease(&self, session_id: &str, key: &str) -> Result<Lease, StoreError> {
         let lease_key = format!("refresh-lease:{}", hashed(&[session_id]));
-        let gave_up_at = Instant::now() + LEASE_WAIT;
+        let owner = Bytes::from(crate::seal::random_token(16));
+        let gave_up_at = Instant::now() + self.lease_wait;
         loop {
             if let Some(done) = self.result(key).await? {
                 return Ok(Lease::Done(done));
             }
-            if self.backend.insert(&lease_key, Bytes::from_static(b"1"), Some(LEASE_TTL), Vec::new()).await? {
-                return Ok(Lease::Held(lease_key));
+            if self.backend.insert(&lease_key, owner.clone(), Some(self.lease_ttl), Vec::new()).await? {
+                let renewal =
+                    tokio::spawn(renew(self.backend.clone(), lease_key.clone(), owner.clone(), self.lease_ttl));
+                return Ok(Lease::Held(HeldLease { key: lease_key, owner, renewal }));
             }
             if Instant::now() >= gave_up_at {
                 return Err(StoreError::unavailable(
@@ -149,10 +184,18 @@ impl Fleet {
         }
     }
 
-    /// Frees a lease [`lease`](Self::lease) gave (it expires by itself otherwise).
-    pub(crate) async fn release(&self, lease_key: &str) {
-        if let Err(err) = self.backend.delete(lease_key).await {
-            tracing::warn!(%err, "could not free a refresh lease; it expires by itself");
+    /// Frees a lease [`lease`](Self::lease) gave, if it is still this holder's (it expires by
+    /// itself otherwise): a lease that lapsed and was taken by another process stays theirs.
+    pub(crate) async fn release(&self, lease: HeldLease) {
+        lease.renewal.abort();
+        match self.backend.get(&lease.key).await {
+            Ok(Some(owner)) if owner == lease.owner => {
+                if let Err(err) = self.backend.delete(&lease.key).await {
+                    tracing::warn!(%err, "could not free a refresh lease; it expires by itself");
+                }
+            }
+            Ok(_) => tracing::warn!("a refresh lease lapsed before its holder was done; left to its new holder"),
+            Err(err) => tracing::warn!(%err, "could not free a refresh lease; it expires by itself"),
         }
     }
 
@@ -174,6 +217,23 @@ impl Fleet {
         self.results.set_with_ttl(&newest, Some(ttl)).await?;
         let done = Refreshed { key: format!("done:{key}"), session: newest.session };
         self.results.set_with_ttl(&done, Some(ttl)).await
+    }
+}
+
+/// Renews the lease `key` every third of `ttl` while it is `owner`'s; stops when it is not (it
+/// lapsed and another process took it, or it was freed) or when the holder aborts it.
+async fn renew(backend: Arc<dyn Backend>, key: String, owner: Bytes, ttl: Duration) {
+    loop {
+        tokio::time::sleep(ttl / 3).await;
+        match backend.get(&key).await {
+            Ok(Some(held)) if held == owner => {
+                if let Err(err) = backend.update(&key, owner.clone(), Some(ttl), Vec::new()).await {
+                    tracing::warn!(%err, "could not renew a refresh lease");
+                }
+            }
+            Ok(_) => return,
+            Err(err) => tracing::warn!(%err, "could not renew a refresh lease"),
+        }
     }
 }
 
@@ -200,6 +260,34 @@ pub(crate) fn hashed(parts: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_lease_outlives_a_holder_slower_than_its_ttl_and_only_its_owner_frees_it() {
+        let backend = SharedState::in_memory();
+        let secrets = ["0123456789abcdef0123456789abcdef"];
+        let ttl = Duration::from_millis(300);
+        let a = Fleet::new(&backend, &secrets).with_lease(ttl, Duration::from_millis(200));
+        let b = Fleet::new(&backend, &secrets).with_lease(ttl, Duration::from_millis(200));
+        let Lease::Held(held) = a.lease("s1", "k1").await.unwrap() else { panic!("a lease") };
+        // A's refresh takes four times the lease's life: B never gets the lease meanwhile.
+        for _ in 0..4 {
+            tokio::time::sleep(ttl).await;
+            assert!(b.lease("s1", "k2").await.is_err(), "B took the lease of a holder still at work");
+        }
+        a.release(held).await;
+        let Lease::Held(b_held) = b.lease("s1", "k2").await.unwrap() else { panic!("B's lease") };
+
+        // A holder whose lease lapsed (its process stalled: no renewal) frees nothing of B's.
+        let Lease::Held(c_held) = a.lease("s2", "k3").await.unwrap() else { panic!("a lease") };
+        c_held.renewal.abort();
+        tokio::time::sleep(ttl * 2).await;
+        let Lease::Held(d_held) = b.lease("s2", "k4").await.unwrap() else { panic!("taken after it lapsed") };
+        a.release(c_held).await;
+        assert!(a.lease("s2", "k5").await.is_err(), "the late holder's release freed the new holder's lease");
+        b.release(d_held).await;
+        b.release(b_held).await;
+        assert!(matches!(a.lease("s2", "k6").await.unwrap(), Lease::Held(_)), "freed by its owner");
+    }
 
     #[tokio::test]
     async fn a_used_logout_token_is_recorded_for_its_issuer_and_client_only() {

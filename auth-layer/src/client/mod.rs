@@ -729,7 +729,7 @@ impl AuthClient {
             Lease::Held(lease) => lease,
         };
         let result = self.refresh_holding_lease(session, key, need).await;
-        self.inner.fleet.release(&lease).await;
+        self.inner.fleet.release(lease).await;
         result
     }
 
