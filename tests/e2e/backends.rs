@@ -170,9 +170,29 @@ async fn redis_cluster_passes_the_same_suite() {
     let cluster = RedisCluster::start();
     let b = RedisBackend::connect_cluster(&cluster.urls).await.expect("cluster connection");
     check_backend(|| async { b.clone() }).await.unwrap();
-    // Two namespaces land on different nodes, and both work.
+    // Two namespaces (each one hash tag: slots 3546 and 10979 of the three nodes' thirds) land
+    // on different nodes, and both work.
     let other = RedisBackend::connect_cluster(&cluster.urls).await.unwrap().with_namespace("another-app");
     check_backend(|| async { other.clone() }).await.unwrap();
+    b.put("probe", Bytes::from_static(b"1"), None, vec![]).await.unwrap();
+    other.put("probe", Bytes::from_static(b"1"), None, vec![]).await.unwrap();
+    let holder = |namespace: &str| {
+        let holders: Vec<usize> = cluster
+            .urls
+            .iter()
+            .enumerate()
+            .filter(|(_, url)| {
+                let port = url.rsplit(':').next().unwrap();
+                let keys =
+                    std::process::Command::new("redis-cli").args(["-p", port, "--raw", "KEYS", "*probe"]).output();
+                String::from_utf8_lossy(&keys.expect("redis-cli").stdout).lines().any(|k| k.starts_with(namespace))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(holders.len(), 1, "{namespace} keys on one node: {holders:?}");
+        holders[0]
+    };
+    assert_ne!(holder("{auth-layer}"), holder("{another-app}"), "the two namespaces share a node");
 }
 
 async fn outage_fails_fast_then_recovers_with_nothing_lost<B: Backend>(

@@ -72,7 +72,13 @@ async fn algorithm_the_provider_did_not_announce_is_rejected() {
 
 #[tokio::test]
 async fn key_not_in_the_providers_jwks_is_rejected_after_one_refetch() {
-    assert_rejected("unknown-kid", StatusCode::BAD_REQUEST, "invalid_id_token").await;
+    let (env, browser, status, code) = login_under("unknown-kid").await;
+    // (login_under started the provider afresh: its count starts at this app's discovery.)
+    assert_eq!((status, code.as_deref()), (StatusCode::BAD_REQUEST, Some("invalid_id_token")));
+    // Discovery fetched the keys once; the unknown kid made exactly one refetch.
+    assert_eq!(env.provider.jwks_fetches().await, 2, "one refetch for the unknown kid");
+    let profile = browser.http.get(env.url("/auth/profile")).send().await.unwrap();
+    assert_eq!(profile.status(), StatusCode::UNAUTHORIZED, "no session afterwards");
 }
 
 #[tokio::test]

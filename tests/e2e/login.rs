@@ -141,9 +141,19 @@ async fn logout_ends_the_session_and_lands_on_the_providers_end_session_page() {
     assert_eq!(back, env.url("/"));
     assert!(browser.get(&back).await.text().await.unwrap().contains("Logged out"));
 
-    // The cookie the browser had before logout is the cookie store's limit: it still opens until
-    // it expires (revocation needs logout markers or a server-side store).
-    assert!(!before.is_empty());
+    // The cookie the browser had before logout, replayed (a copy taken earlier): the logout
+    // marker refuses it, here and through the client.
+    let replayed = reqwest::Client::new()
+        .get(env.url("/auth/profile"))
+        .header("cookie", before.as_str())
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replayed.status(), StatusCode::UNAUTHORIZED, "a copy of the logged-out cookie");
+    assert!(before.starts_with("_a0_session"), "{before}");
+    let mut ctx = StoreContext::from_cookie_headers([&before.parse().unwrap()]);
+    assert!(env.client.session(&mut ctx).await.unwrap().is_none());
 }
 
 #[tokio::test]

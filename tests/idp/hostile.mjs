@@ -31,6 +31,7 @@ const publicJwk = ({ kty, n, e, kid, use, alg }) => ({ kty, n, e, kid, use, alg 
 
 let scenario = 'ok';
 let refreshGrants = 0;
+let jwksFetches = 0;
 // The one refresh token that works in the 'strict-rotation' scenario.
 let latestRefresh = 'rt-hostile';
 const codes = new Map();
@@ -149,7 +150,10 @@ const server = http.createServer(async (req, res) => {
         code_challenge_methods_supported: ['S256'],
       });
     }
-    if (url.pathname === '/jwks') return send(res, 200, { keys: [publicJwk(published)] });
+    if (url.pathname === '/jwks') {
+      jwksFetches += 1;
+      return send(res, 200, { keys: [publicJwk(published)] });
+    }
     if (url.pathname === '/authorize') {
       const code = randomBytes(16).toString('hex');
       codes.set(code, { nonce: url.searchParams.get('nonce') });
@@ -189,7 +193,7 @@ const server = http.createServer(async (req, res) => {
       return send(res, 200, { scenario });
     }
     if (url.pathname === '/__stats' || url.pathname === '/__test/stats') {
-      return send(res, 200, { refresh_grants: refreshGrants });
+      return send(res, 200, { refresh_grants: refreshGrants, jwks_fetches: jwksFetches });
     }
     return send(res, 404, { error: 'not_found' });
   } catch (err) {
