@@ -2,6 +2,8 @@
 //! loopback), the example apps served on free loopback ports, and a scripted browser that keeps
 //! cookies (paths honoured) and follows the provider's login, consent and logout forms.
 
+#[rustfmt::skip]
+pub mod readme;
 pub mod servers;
 
 use std::collections::BTreeSet;

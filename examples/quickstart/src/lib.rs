@@ -185,17 +185,25 @@ pub async fn client_with(
     Ok(client)
 }
 
-/// Where to listen: `LISTEN_ADDR` (`host:port`, e.g. `0.0.0.0:8080`), else `PORT` on all
+/// Where to listen: `LISTEN_ADDR` (`host:port`, e.g. `0.0.0.0:8080` or `localhost:8080`), else `PORT` on all
 /// interfaces, else the host and port of the public `base` URL (a local run). Behind a load
 /// balancer or in a container the public URL is not an address of this machine: set one of the
 /// first two.
 pub fn listen_addr(base: &url::Url, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
     let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
     if let Some(addr) = get("LISTEN_ADDR") {
-        return addr
-            .parse::<std::net::SocketAddr>()
-            .map(|a| a.to_string())
-            .map_err(|_| format!("LISTEN_ADDR=`{addr}`: expected host:port, e.g. 0.0.0.0:8080"));
+        if let Ok(socket) = addr.parse::<std::net::SocketAddr>() {
+            return Ok(socket.to_string());
+        }
+        // A host name (`localhost:8080`), resolved when the listener binds.
+        return match addr.rsplit_once(':') {
+            Some((host, port))
+                if !host.is_empty() && !host.contains([':', '/', ' ']) && port.parse::<u16>().is_ok() =>
+            {
+                Ok(addr)
+            }
+            _ => Err(format!("LISTEN_ADDR=`{addr}`: expected host:port, e.g. 0.0.0.0:8080 or localhost:8080")),
+        };
     }
     if let Some(port) = get("PORT") {
         let port: u16 = port.parse().map_err(|_| format!("PORT=`{port}`: expected a port number"))?;
@@ -383,6 +391,11 @@ mod tests {
         let local: url::Url = "http://127.0.0.1:3000".parse().unwrap();
         assert_eq!(listen_addr(&local, env(&[])).unwrap(), "127.0.0.1:3000");
         assert!(listen_addr(&public, env(&[("LISTEN_ADDR", "app.example.com")])).unwrap_err().contains("LISTEN_ADDR"));
+        assert_eq!(listen_addr(&public, env(&[("LISTEN_ADDR", "localhost:8080")])).unwrap(), "localhost:8080");
+        for bad in ["localhost:http", ":8080", "local host:80", "localhost:99999"] {
+            let lookup = move |name: &str| (name == "LISTEN_ADDR").then(|| bad.to_owned());
+            assert!(listen_addr(&public, lookup).is_err(), "{bad}");
+        }
         assert!(listen_addr(&public, env(&[("PORT", "http")])).unwrap_err().contains("PORT"));
     }
 }

@@ -1,0 +1,163 @@
+//! README.md's Rust code, compiled: each block of README.md is here word for word (inside a
+//! function that gives it the variables the README's prose names), and a test fails when a
+//! block of README.md is found nowhere here. The kit example also runs.
+//!
+//! Not formatted by rustfmt (`lib.rs` skips it), so that the blocks stay as README.md shows them.
+#![allow(unused_variables, unused_must_use, dead_code, unused_imports, clippy::all)]
+
+use auth_layer::store::ServerSessionStore;
+use auth_layer::{AuthClient, AuthConfig, AuthLayer, Tenants};
+use serde::{Deserialize, Serialize};
+use sqlite_backend::{SessionsTable, SqliteBackend};
+
+type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// "Use it".
+pub async fn use_it() -> Result {
+use auth_layer::{AuthLayer, User};
+use axum::{Router, routing::get};
+
+let auth = AuthLayer::from_env().await?;  // AUTH_ROUTES=profile also serves /auth/profile
+let app = Router::new()
+    .route("/", get(|user: Option<User>| async move { format!("{:?}", user.map(|u| u.sub().to_owned())) }))
+    .route("/private", get(|user: User| async move { format!("hello {}", user.sub()) }))
+    .layer(auth);
+    let _: axum::Router = app;
+    Ok(())
+}
+
+/// "Session stores".
+pub async fn memory_store(config: AuthConfig) -> Result {
+let store = ServerSessionStore::in_memory(&config);
+let layer = AuthLayer::new(AuthClient::builder(config).with_session_store(store).build().await?);
+    Ok(())
+}
+
+/// "Tenants and custom domains".
+pub async fn configured_tenants(customers: Vec<(&str, &str, &str, &str)>, app_secret: String) -> Result {
+let mut tenants = Tenants::new();
+for (host, issuer, client_id, client_secret) in customers {
+    let config = AuthConfig::builder()
+        .tenant(host)                       // this tenant's own secrets, namespace, iss required
+        .issuer(issuer).client_id(client_id).client_secret(client_secret)
+        .secret(&app_secret)
+        .base_url(format!("https://{host}"))
+        .build()?;
+    tenants = tenants.tenant(AuthClient::new(config).await?, [host])?;
+}
+let layer = AuthLayer::tenants(tenants)?;   // or .fallback("id"), .host_header(..), .pick_with(..)
+    Ok(())
+}
+
+/// The app's own records of its customers, as the README's loader reads them.
+#[derive(Clone)]
+pub struct Db;
+
+/// A customer's provider.
+pub struct Customer {
+    issuer: String,
+    client_id: String,
+    client_secret: String,
+}
+
+impl Db {
+    async fn customer_by_host(&self, host: &str) -> std::io::Result<Option<Customer>> {
+        Ok(None)
+    }
+}
+
+/// "Tenants looked up when first asked for".
+pub async fn loaded_tenants(db: Db, app_secret: String) -> Result {
+let tenants = Tenants::new().load_with(move |host: String| {
+    let (db, app_secret) = (db.clone(), app_secret.clone());
+    async move {
+        let Some(customer) = db.customer_by_host(&host).await? else { return Ok(None) };  // 400
+        let config = AuthConfig::builder()
+            .tenant(&host)
+            .issuer(customer.issuer).client_id(customer.client_id).client_secret(customer.client_secret)
+            .secret(&app_secret)
+            .base_url(format!("https://{host}"))
+            .build()?;
+        Ok(Some(AuthClient::new(config).await?))
+    }
+});
+let layer = AuthLayer::tenants(tenants.clone())?;
+// when a customer changes its provider:
+tenants.forget("acme.example.com");
+    Ok(())
+}
+
+/// An item of the README's cart.
+#[derive(Serialize, Deserialize)]
+pub struct Item {
+    sku: String,
+}
+
+/// "Typed stores of your own".
+pub async fn typed_store(backend: auth_layer::backend::MokaBackend, secret: String) -> Result {
+let cart = Cart { user_id: "u-1".into(), org_id: "acme".into(), items: Vec::new() };
+use auth_layer::Store;
+
+#[derive(Serialize, Deserialize, Store)]
+#[store(key = "cart:{user_id}", ttl = "30m", encrypt)]
+struct Cart { user_id: String, #[store(index)] org_id: String, items: Vec<Item> }
+
+let carts = Cart::store();                          // TypedStore<Cart, MokaBackend>
+let carts = Cart::store_in(backend, &[secret]);     // any Backend
+carts.set(&cart).await?;
+let cart: Option<Cart> = carts.get("u-1").await?;   // by the key's fields
+carts.delete("u-1").await?;
+carts.delete_by(Cart::ORG_ID, "acme").await?;      // one constant per indexed field
+carts.find_by(Cart::ORG_ID, "acme").await?;
+    Ok(())
+}
+
+/// "A store of your own": the kit example, run (its database file in this crate's folder).
+#[cfg(test)]
+mod kit_example {
+use super::*;
+// Cargo.toml: [dev-dependencies] auth-layer = { version = "0.1", features = ["testing"] }
+use auth_layer::testing::{check_backend, check_session_store};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn my_store_keeps_every_rule() {
+    // Every call returns a handle on the same data, as each process of the app would open it.
+    check_backend(|| async { SqliteBackend::open("kit.sqlite3").unwrap() }).await.unwrap();
+    check_session_store(|config| async move { SessionsTable::open("kit.sqlite3", &config).unwrap() })
+        .await
+        .unwrap();
+}
+}
+
+#[cfg(test)]
+mod tests {
+    /// The Rust blocks of `markdown`, each as its lines without leading and trailing blanks.
+    fn rust_blocks(markdown: &str) -> Vec<Vec<&str>> {
+        let mut blocks = Vec::new();
+        let mut current: Option<Vec<&str>> = None;
+        for line in markdown.lines() {
+            match (&mut current, line.trim_start()) {
+                (None, fence) if fence.starts_with("```rust") => current = Some(Vec::new()),
+                (Some(_), "```") => blocks.push(current.take().unwrap_or_default()),
+                (Some(block), text) => block.push(line.trim()),
+                (None, _) => {}
+            }
+        }
+        blocks.into_iter().map(|b| b.into_iter().filter(|l| !l.is_empty()).collect()).collect()
+    }
+
+    #[test]
+    fn every_rust_block_of_the_readme_is_compiled_here() {
+        let readme = include_str!("../README.md");
+        let here: Vec<&str> = include_str!("readme.rs").lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let blocks = rust_blocks(readme);
+        assert!(blocks.len() >= 6, "the README's Rust blocks were not found: {}", blocks.len());
+        for block in blocks {
+            assert!(
+                here.windows(block.len()).any(|window| window == block.as_slice()),
+                "this README block is compiled nowhere (copy it into tests/readme.rs word for word):\n{}",
+                block.join("\n")
+            );
+        }
+    }
+}
