@@ -189,6 +189,36 @@ pub(crate) struct OptionalRoutes {
     pub(crate) backchannel_logout: bool,
 }
 
+/// What `Debug` prints in place of a secret, key or token.
+pub(crate) const REDACTED: &str = "<redacted>";
+
+/// A secret in a `Debug` output: its length at most, never its text.
+pub(crate) enum Redacted {
+    /// One secret of this many bytes.
+    One(usize),
+    /// This many secrets.
+    Count(usize),
+}
+
+impl Redacted {
+    pub(crate) fn of(secret: impl AsRef<str>) -> Self {
+        Self::One(secret.as_ref().len())
+    }
+
+    pub(crate) fn count(n: usize) -> Self {
+        Self::Count(n)
+    }
+}
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::One(len) => write!(f, "{REDACTED} ({len} bytes)"),
+            Self::Count(n) => write!(f, "{REDACTED} ({n})"),
+        }
+    }
+}
+
 /// The validated configuration of an [`AuthClient`](crate::AuthClient) and its layer. Its
 /// `Debug` prints no secret, key or client secret.
 #[derive(Clone)]
@@ -215,6 +245,7 @@ pub struct AuthConfig {
     pub(crate) fetch_userinfo: bool,
     pub(crate) attempt_silent_login: bool,
     pub(crate) acr_values_essential: bool,
+    pub(crate) allow_private_endpoints: bool,
     pub(crate) cookies: CookieOptions,
     pub(crate) secure_cookies: bool,
     pub(crate) absolute_duration: Duration,
@@ -234,12 +265,12 @@ impl std::fmt::Debug for AuthConfig {
             .field("tenant", &self.tenant)
             .field("issuer", &self.issuer)
             .field("client_id", &self.client_id)
-            .field("client_secret", &crate::seal::Redacted::of(&self.client_secret))
+            .field("client_secret", &crate::config::Redacted::of(&self.client_secret))
             .field(
                 "client_assertion",
-                &self.client_assertion.as_ref().map(|(_, alg, kid)| (crate::seal::REDACTED, alg, kid)),
+                &self.client_assertion.as_ref().map(|(_, alg, kid)| (crate::config::REDACTED, alg, kid)),
             )
-            .field("secrets", &crate::seal::Redacted::count(self.secrets.len()))
+            .field("secrets", &crate::config::Redacted::count(self.secrets.len()))
             .field("base_url", &self.base_url)
             .field("scope", &self.scope)
             .field("audience", &self.audience)
@@ -254,6 +285,7 @@ impl std::fmt::Debug for AuthConfig {
             .field("fetch_userinfo", &self.fetch_userinfo)
             .field("attempt_silent_login", &self.attempt_silent_login)
             .field("acr_values_essential", &self.acr_values_essential)
+            .field("allow_private_endpoints", &self.allow_private_endpoints)
             .field("cookies", &self.cookies)
             .field("secure_cookies", &self.secure_cookies)
             .field("absolute_duration", &self.absolute_duration)
@@ -400,6 +432,7 @@ pub struct AuthConfigBuilder {
     fetch_userinfo: bool,
     attempt_silent_login: bool,
     acr_values_essential: bool,
+    allow_private_endpoints: bool,
     cookies: CookieOptions,
     absolute_duration: Option<Duration>,
     inactivity_duration: Option<Duration>,
@@ -418,12 +451,12 @@ impl std::fmt::Debug for AuthConfigBuilder {
             .field("tenant", &self.tenant)
             .field("issuer", &self.issuer)
             .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret.as_ref().map(crate::seal::Redacted::of))
+            .field("client_secret", &self.client_secret.as_ref().map(crate::config::Redacted::of))
             .field(
                 "client_assertion",
-                &self.client_assertion.as_ref().map(|(_, alg, kid)| (crate::seal::REDACTED, alg, kid)),
+                &self.client_assertion.as_ref().map(|(_, alg, kid)| (crate::config::REDACTED, alg, kid)),
             )
-            .field("secrets", &crate::seal::Redacted::count(self.secrets.len()))
+            .field("secrets", &crate::config::Redacted::count(self.secrets.len()))
             .field("base_url", &self.base_url)
             .field("scope", &self.scope)
             .field("audience", &self.audience)
@@ -438,6 +471,7 @@ impl std::fmt::Debug for AuthConfigBuilder {
             .field("fetch_userinfo", &self.fetch_userinfo)
             .field("attempt_silent_login", &self.attempt_silent_login)
             .field("acr_values_essential", &self.acr_values_essential)
+            .field("allow_private_endpoints", &self.allow_private_endpoints)
             .field("cookies", &self.cookies)
             .field("absolute_duration", &self.absolute_duration)
             .field("inactivity_duration", &self.inactivity_duration)
@@ -690,6 +724,17 @@ impl AuthConfigBuilder {
         self
     }
 
+    /// Lets the provider's endpoints be plain `http` on any host and at private, link-local or
+    /// otherwise non-public addresses: a provider inside the app's own network. Off by default:
+    /// the issuer and every URL its metadata names must be `https` (or `http` to this machine),
+    /// and no name may resolve to an address that is not public (this machine's own excepted).
+    /// Keep it off where a tenant's provider comes from a customer
+    /// ([`Tenants::load_with`](crate::Tenants::load_with)).
+    pub fn allow_private_endpoints(mut self, allow: bool) -> Self {
+        self.allow_private_endpoints = allow;
+        self
+    }
+
     /// Treats a login's `acr_values` as essential (off by default): its ID token's `acr` must
     /// then be one of them, or the login is refused (400 `invalid_id_token`). Off, the `acr`
     /// reached is only exposed ([`User::acr`](crate::User::acr)), as OpenID Connect makes
@@ -903,6 +948,7 @@ impl AuthConfigBuilder {
             fetch_userinfo: self.fetch_userinfo,
             attempt_silent_login: self.attempt_silent_login,
             acr_values_essential: self.acr_values_essential,
+            allow_private_endpoints: self.allow_private_endpoints,
             cookies: self.cookies,
             secure_cookies,
             absolute_duration,

@@ -15,7 +15,7 @@
 //! | session model | `model` | [`SessionData`], [`TransactionData`], [`User`], [`TokenSet`], the compact session codec |
 //! | typed records | [`record`] | the [`record::Store`] trait (derived) and [`record::TypedStore`]: generic, it names no auth type |
 //! | backends | [`backend`] | [`backend::Backend`]: bytes by key with a TTL and index tags; moka, Redis, PostgreSQL |
-//! | foundations | `config`, `seal`, `return_to`, `error` | [`AuthConfig`], sealing (XChaCha20-Poly1305, HKDF sub-keys), `returnTo` checks, every error type |
+//! | foundations | `config`, `endpoint`, `seal`, `return_to`, `error` | [`AuthConfig`], the endpoint policy (where the provider's HTTP client may connect), sealing (XChaCha20-Poly1305, HKDF sub-keys), `returnTo` checks, every error type |
 //!
 //! One request: [`AuthService`] answers `/auth/*` itself through [`AuthClient`]; any other
 //! request gets a [`Session`] handle in its extensions and goes on to the app. The handle reads
@@ -126,13 +126,14 @@ extern crate self as auth_layer;
 
 // Listed in rustfmt's (alphabetical) order. The dependency order, in which a module uses only
 // those below it, is top to bottom: http; client, testing; oidc, store; model; record; backend;
-// config, seal, return_to; error (tests/layout.rs checks it and says what each level owns).
+// config, endpoint, seal, return_to; error (tests/layout.rs checks it and says what each level owns).
 #[cfg(test)]
 #[allow(unsafe_code)]
 mod alloc_count;
 pub mod backend;
 mod client;
 mod config;
+mod endpoint;
 mod error;
 #[cfg(any(fuzzing, test))]
 #[doc(hidden)]

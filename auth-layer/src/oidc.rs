@@ -151,19 +151,55 @@ pub(crate) struct RelyingParty {
     config: AuthConfig,
 }
 
+/// An endpoint-policy refusal, naming the setting that lifts it.
+fn policy(why: String) -> String {
+    format!("{why}: refused by the endpoint policy (AuthConfigBuilder::allow_private_endpoints allows it)")
+}
+
 impl RelyingParty {
-    /// Discovers the provider and fetches its keys.
+    /// Discovers the provider and fetches its keys, under the endpoint policy
+    /// ([`crate::endpoint`]) unless the configuration allows private endpoints.
     pub(crate) async fn discover(config: &AuthConfig) -> Result<Self, ProviderError> {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             // Never follow redirects from the provider's endpoints (SSRF, token leakage).
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| ProviderError::Discovery(cause(e)))?;
+            .timeout(Duration::from_secs(10));
+        if !config.allow_private_endpoints {
+            http = http.dns_resolver(std::sync::Arc::new(crate::endpoint::PolicyResolver));
+        }
+        let http = http.build().map_err(|e| ProviderError::Discovery(cause(e)))?;
         let issuer = IssuerUrl::new(config.issuer.clone()).map_err(|e| ProviderError::Discovery(cause(e)))?;
-        let metadata = ProviderMetadata::discover_async(issuer.clone(), &http)
+        // Discovery fetches the metadata, then the keys its `jwks_uri` names: each URL is checked
+        // against the endpoint policy before it is fetched.
+        let allow_private = config.allow_private_endpoints;
+        let guarded = |request: openidconnect::HttpRequest| {
+            let http = http.clone();
+            async move {
+                if !allow_private {
+                    let url = url::Url::parse(&request.uri().to_string())
+                        .map_err(|e| openidconnect::HttpClientError::Other(e.to_string()))?;
+                    crate::endpoint::check(&url).map_err(|why| openidconnect::HttpClientError::Other(policy(why)))?;
+                }
+                openidconnect::AsyncHttpClient::call(&http, request).await
+            }
+        };
+        let metadata = ProviderMetadata::discover_async(issuer.clone(), &guarded)
             .await
-            .map_err(|e| ProviderError::Discovery(cause(e)))?;
+            .map_err(|e| ProviderError::Discovery(cause(format!("{e}: {}", Chain(&e)))))?;
+        if !allow_private {
+            let extras = metadata.additional_metadata();
+            let pushed = extras.pushed_authorization_request_endpoint.as_deref().and_then(|u| url::Url::parse(u).ok());
+            let named = [
+                Some(metadata.authorization_endpoint().url()),
+                metadata.token_endpoint().map(|u| u.url()),
+                metadata.userinfo_endpoint().map(|u| u.url()),
+                extras.end_session_endpoint.as_ref().map(|u| u.url()),
+                pushed.as_ref(),
+            ];
+            for url in named.into_iter().flatten() {
+                crate::endpoint::check(url).map_err(|why| ProviderError::Discovery(cause(policy(why))))?;
+            }
+        }
         let token_url = metadata
             .token_endpoint()
             .cloned()

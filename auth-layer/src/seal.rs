@@ -28,36 +28,6 @@ pub struct Sealer {
     keys: Vec<XChaCha20Poly1305>,
 }
 
-/// What `Debug` prints in place of a secret, key or token.
-pub(crate) const REDACTED: &str = "<redacted>";
-
-/// A secret in a `Debug` output: its length at most, never its text.
-pub(crate) enum Redacted {
-    /// One secret of this many bytes.
-    One(usize),
-    /// This many secrets.
-    Count(usize),
-}
-
-impl Redacted {
-    pub(crate) fn of(secret: impl AsRef<str>) -> Self {
-        Self::One(secret.as_ref().len())
-    }
-
-    pub(crate) fn count(n: usize) -> Self {
-        Self::Count(n)
-    }
-}
-
-impl std::fmt::Debug for Redacted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::One(len) => write!(f, "{REDACTED} ({len} bytes)"),
-            Self::Count(n) => write!(f, "{REDACTED} ({n})"),
-        }
-    }
-}
-
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sealer").field("keys", &self.keys.len()).finish()

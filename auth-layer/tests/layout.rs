@@ -9,7 +9,7 @@
 //! model                     SessionData, TransactionData, User, TokenSet and the session codec
 //! record                    typed records over a backend (generic: names no auth type)
 //! backend                   bytes by key
-//! config | seal | return_to configuration, sealing, return-path checks
+//! config | endpoint | seal | return_to  configuration, the endpoint policy, sealing, return-path checks
 //! error                     every error type
 //! ```
 //!
@@ -32,6 +32,7 @@ const LEVELS: &[(&str, u8)] = &[
     ("record", 3),
     ("backend", 2),
     ("config", 1),
+    ("endpoint", 1),
     ("seal", 1),
     ("return_to", 1),
     ("error", 0),

@@ -628,3 +628,57 @@ async fn a_logout_stays_final_through_a_flood_of_unknown_hosts_and_a_reload_of_t
     assert_eq!(profile(&url, &again.cookie_header(&url)).await.0, StatusCode::OK, "a new login works");
     server.abort();
 }
+
+/// A provider's URLs are checked against the endpoint policy before anything is fetched from
+/// them: an issuer, or a URL its metadata names, that is plain http off this machine or at a
+/// private or link-local address fails discovery with the reason, so a loaded tenant whose
+/// customer names such a provider never makes the app's server call into its own network.
+#[tokio::test]
+async fn a_provider_at_a_private_address_or_naming_one_is_refused_before_it_is_called() {
+    use auth_layer::{AuthClient, AuthConfig};
+    let config = |issuer: &str| {
+        AuthConfig::builder()
+            .tenant("t")
+            .issuer(issuer)
+            .client_id("test-app")
+            .client_secret(auth_layer_tests::CLIENT_SECRET)
+            .secret(auth_layer_tests::SECRET)
+            .base_url("http://127.0.0.1:9")
+            .build()
+            .unwrap()
+    };
+    for issuer in ["https://10.0.0.7/", "http://provider.example/", "https://169.254.169.254/"] {
+        let err = AuthClient::new(config(issuer)).await.unwrap_err();
+        let chain = format!("{err}: {:?}", std::error::Error::source(&err));
+        assert!(chain.contains("endpoint policy"), "{issuer}: {chain}");
+    }
+
+    // A provider on this machine whose metadata names a cloud metadata address for its keys.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let metadata = json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/authorize"),
+        "token_endpoint": format!("{issuer}/token"),
+        "jwks_uri": "http://169.254.169.254/latest/meta-data/iam",
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+    });
+    let served = Arc::new(AtomicU64::new(0));
+    let count = served.clone();
+    let app = axum::Router::new().route(
+        "/.well-known/openid-configuration",
+        axum::routing::get(move || {
+            count.fetch_add(1, Ordering::SeqCst);
+            let metadata = metadata.clone();
+            async move { ([("content-type", "application/json")], metadata.to_string()) }
+        }),
+    );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let err = AuthClient::new(config(&issuer)).await.unwrap_err();
+    let chain = format!("{err}: {:?}", std::error::Error::source(&err));
+    assert!(chain.contains("endpoint policy") && chain.contains("169.254.169.254"), "{chain}");
+    assert_eq!(served.load(Ordering::SeqCst), 1, "the metadata was read; the key URL never called");
+    server.abort();
+}

@@ -199,7 +199,7 @@ pub struct AccessToken {
 impl std::fmt::Debug for AccessToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AccessToken")
-            .field("access_token", &crate::seal::Redacted::of(&self.access_token))
+            .field("access_token", &crate::config::Redacted::of(&self.access_token))
             .field("expires_at", &self.expires_at)
             .field("scope", &self.scope)
             .finish()

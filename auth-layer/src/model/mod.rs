@@ -166,7 +166,7 @@ impl std::fmt::Debug for TokenSet {
         f.debug_struct("TokenSet")
             .field("audience", &self.audience)
             .field("scope", &self.scope)
-            .field("access_token", &crate::seal::Redacted::of(&self.access_token))
+            .field("access_token", &crate::config::Redacted::of(&self.access_token))
             .field("expires_at", &self.expires_at)
             .finish()
     }
@@ -217,12 +217,12 @@ pub struct SessionData {
 impl std::fmt::Debug for SessionData {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionData")
-            .field("id", &crate::seal::Redacted::of(&self.id))
+            .field("id", &crate::config::Redacted::of(&self.id))
             .field("sub", &self.sub)
             .field("sid", &self.sid)
             .field("user", &self.user)
-            .field("id_token", &crate::seal::Redacted::of(&self.id_token))
-            .field("refresh_token", &self.refresh_token.as_ref().map(crate::seal::Redacted::of))
+            .field("id_token", &crate::config::Redacted::of(&self.id_token))
+            .field("refresh_token", &self.refresh_token.as_ref().map(crate::config::Redacted::of))
             .field("token_sets", &self.token_sets)
             .field("created_at", &self.created_at)
             .field("touched_at", &self.touched_at)
@@ -381,8 +381,8 @@ impl std::fmt::Debug for TransactionData {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TransactionData")
             .field("state", &self.state)
-            .field("nonce", &crate::seal::Redacted::of(&self.nonce))
-            .field("code_verifier", &crate::seal::Redacted::of(&self.code_verifier))
+            .field("nonce", &crate::config::Redacted::of(&self.nonce))
+            .field("code_verifier", &crate::config::Redacted::of(&self.code_verifier))
             .field("return_to", &self.return_to)
             .field("app_state", &self.app_state)
             .field("created_at", &self.created_at)
