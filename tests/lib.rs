@@ -355,19 +355,8 @@ impl TestEnv {
     pub async fn start_hostile_configured(
         configure: impl FnOnce(auth_layer::AuthConfigBuilder) -> auth_layer::AuthConfigBuilder,
     ) -> Self {
-        let (port, listener) = bind();
-        let app_url = format!("http://127.0.0.1:{port}");
-        let provider = Provider::start_hostile(&app_url).await;
-        let clock_offset = Arc::new(AtomicU64::new(0));
-        let builder = config_builder(&provider, &app_url, TokenEndpointAuth::ClientSecretBasic, clock_offset.clone());
-        let config = configure(builder).build().expect("test configuration");
-        let auth = quickstart::auth_layer(config, quickstart::StoreChoice::Cookie).await.expect("discovery");
-        let client = auth.client().expect("a single-provider layer").clone();
-        let app = quickstart::app(auth);
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        Self { provider, app_url, client, clock_offset, server }
+        // The quickstart's app over the client (cookie sessions, as `quickstart::auth_layer` builds them).
+        Self::start_hostile_custom(configure, |client| quickstart::app(auth_layer::AuthLayer::new(client))).await
     }
 
     /// Serves `router` (an axum app the test wrote) against the hostile test provider.
