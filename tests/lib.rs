@@ -330,7 +330,7 @@ impl TestEnv {
         let config = config(&provider, &app_url, options.token_auth, clock_offset.clone());
         let auth =
             quickstart::auth_layer(config, options.store.clone()).await.expect("discovery and the session store");
-        let client = auth.client().expect("a single-provider layer").clone();
+        let client = auth.client().clone();
         let server = match options.app {
             AppKind::Quickstart => {
                 let app = quickstart::app(auth);
@@ -390,7 +390,7 @@ impl TestEnv {
         let clock_offset = Arc::new(AtomicU64::new(0));
         let config = config(&provider, &app_url, TokenEndpointAuth::ClientSecretBasic, clock_offset.clone());
         let auth = build(config).await.expect("discovery against the test provider");
-        let client = auth.client().expect("a single-provider layer").clone();
+        let client = auth.client().clone();
         let app = quickstart::app(auth);
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();

@@ -6,7 +6,7 @@
 #![allow(unused_variables, unused_must_use, dead_code, unused_imports, clippy::all)]
 
 use auth_layer::store::ServerSessionStore;
-use auth_layer::{AuthClient, AuthConfig, AuthLayer, Tenants};
+use auth_layer::{AuthClient, AuthConfig, AuthLayer, TenantLayer, Tenants};
 use serde::{Deserialize, Serialize};
 use sqlite_backend::{SessionsTable, SqliteBackend};
 
@@ -45,7 +45,7 @@ for (host, issuer, client_id, client_secret) in customers {
         .build()?;
     tenants = tenants.tenant(AuthClient::new(config).await?, [host])?;
 }
-let layer = AuthLayer::tenants(tenants)?;   // or .fallback("id"), .host_header(..), .pick_with(..)
+let layer = TenantLayer::new(tenants)?;   // or .fallback("id"), .host_header(..), .pick_with(..)
     Ok(())
 }
 
@@ -81,7 +81,7 @@ let tenants = Tenants::new().load_with(move |host: String| {
         Ok(Some(AuthClient::new(config).await?))
     }
 });
-let layer = AuthLayer::tenants(tenants.clone())?;
+let layer = TenantLayer::new(tenants.clone())?;
 // when a customer changes its provider:
 tenants.forget("acme.example.com");
     Ok(())

@@ -161,7 +161,10 @@ pub use error::{AuthError, Cause, ProviderError, StoreError};
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use http::axum;
-pub use http::{AuthBody, AuthLayer, AuthService, RequireAuth, RequireAuthLayer, ResponseFuture, Session, Tenants};
+pub use http::{
+    AuthBody, AuthLayer, AuthService, RequireAuth, RequireAuthLayer, ResponseFuture, Session, TenantFuture,
+    TenantLayer, TenantService, Tenants,
+};
 pub use model::{SessionData, TokenSet, TransactionData, User};
 pub use return_to::validate as validate_return_to;
 pub use store::StoreContext;

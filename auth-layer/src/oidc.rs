@@ -899,6 +899,13 @@ pub(crate) fn parse_jwt(token: &str) -> Result<JwtParts<'_>, ProviderError> {
     Ok((header, claims, signature, signing_input))
 }
 
+/// The `iss` a JWT claims, read without checking anything: only to pick which of several
+/// clients then verifies it.
+pub(crate) fn unverified_issuer(token: &str) -> Option<String> {
+    let (_, claims, _, _) = parse_jwt(token).ok()?;
+    claims.get("iss")?.as_str().map(str::to_owned)
+}
+
 /// A logout token's header checks: `typ` (when present) and an algorithm that is not `none`.
 pub(crate) fn check_logout_header(header: &Map<String, Value>) -> Result<CoreJwsSigningAlgorithm, ProviderError> {
     let bad = |why: &str| ProviderError::InvalidLogoutToken(why.to_owned());

@@ -180,3 +180,30 @@ fn the_checker_sees_grouped_imports_and_root_reaches() {
         ]
     );
 }
+
+/// The single-provider service's files, which must not know about tenants: several providers
+/// are a service of their own (`http/tenancy.rs`) in front of it.
+const SINGLE_PROVIDER: &[&str] = &["http/service.rs", "http/future.rs", "http/routes.rs", "http/session.rs"];
+
+/// Every line of the single-provider service's code that names tenants, as `file: line`.
+fn tenant_code(src: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for name in SINGLE_PROVIDER {
+        let text = fs::read_to_string(src.join(name)).unwrap();
+        for line in graph_code(&text).lines() {
+            if line.contains("tenants") || line.contains("Tenant") {
+                found.push(format!("{name}: {}", line.trim()));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_single_provider_service_knows_nothing_of_tenants() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let found = tenant_code(&src);
+    assert!(found.is_empty(), "tenant code in the single-provider service:\n{}", found.join("\n"));
+    // The check sees what it looks for: the tenancy service itself is full of it.
+    assert!(fs::read_to_string(src.join("http/tenancy.rs")).unwrap().contains("Tenants"));
+}

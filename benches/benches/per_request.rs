@@ -257,7 +257,7 @@ fn service(c: &mut Criterion, rt: &Runtime, issuer: &str) {
         req
     };
     // Each layer answers the minted session before it is timed, on `/public` and `/me` of tenant A.
-    let mut bench_tenants = |name: &str, layer: AuthLayer| {
+    let mut bench_tenants = |name: &str, layer: auth_layer::TenantLayer| {
         let mut svc = layer.layer(App);
         let answer =
             rt.block_on(async { body(svc.ready().await.unwrap().call(at_a("/me", &cookie)).await.unwrap()).await });
@@ -272,7 +272,7 @@ fn service(c: &mut Criterion, rt: &Runtime, issuer: &str) {
             });
         }
     };
-    bench_tenants("cookie-tenants", AuthLayer::tenants(tenants).expect("a layer"));
+    bench_tenants("cookie-tenants", auth_layer::TenantLayer::new(tenants).expect("a layer"));
     // The same tenant given by a loader (`Tenants::load_with`), loaded by the first request:
     // every later request finds it with one cache lookup.
     let loaded_client = client_a;
@@ -280,7 +280,7 @@ fn service(c: &mut Criterion, rt: &Runtime, issuer: &str) {
         let client = loaded_client.clone();
         async move { Ok((host == "a.example").then_some(client)) }
     });
-    bench_tenants("cookie-tenants-loaded", AuthLayer::tenants(loaded).expect("a layer"));
+    bench_tenants("cookie-tenants-loaded", auth_layer::TenantLayer::new(loaded).expect("a layer"));
     group.finish();
 }
 

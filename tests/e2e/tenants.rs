@@ -296,7 +296,7 @@ async fn login_goes_to(app: &axum::Router, headers: &[(&str, &str)]) -> Result<S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_is_found_by_host_trusted_header_or_the_apps_rule_and_misconfigurations_are_refused() {
-    use auth_layer::{AuthClient, AuthConfig, AuthLayer, Tenants};
+    use auth_layer::{AuthClient, AuthConfig, TenantLayer, Tenants};
     use auth_layer_tests::{CLIENT_SECRET, Provider, ProviderOptions, SECRET};
     let options = ProviderOptions::default();
     let (a, b) =
@@ -327,7 +327,7 @@ async fn a_tenant_is_found_by_host_trusted_header_or_the_apps_rule_and_misconfig
     };
 
     // By host, without regard to case; an unknown host is refused.
-    let app = quickstart::app(AuthLayer::tenants(two()).unwrap());
+    let app = quickstart::app(TenantLayer::new(two()).unwrap());
     assert!(login_goes_to(&app, &[("host", "A.EXAMPLE")]).await.unwrap().starts_with(&a.issuer));
     assert!(login_goes_to(&app, &[("host", "b.example:8080")]).await.unwrap().starts_with(&b.issuer));
     assert_eq!(login_goes_to(&app, &[("host", "c.example")]).await, Err(StatusCode::BAD_REQUEST));
@@ -335,7 +335,7 @@ async fn a_tenant_is_found_by_host_trusted_header_or_the_apps_rule_and_misconfig
 
     // By a trusted proxy's header (the Host it reached us with is its own), with a fallback.
     let app = quickstart::app(
-        AuthLayer::tenants(
+        TenantLayer::new(
             two().host_header(axum::http::HeaderName::from_static("x-forwarded-host")).fallback("a").unwrap(),
         )
         .unwrap(),
@@ -347,7 +347,7 @@ async fn a_tenant_is_found_by_host_trusted_header_or_the_apps_rule_and_misconfig
 
     // By the app's own rule.
     let app = quickstart::app(
-        AuthLayer::tenants(
+        TenantLayer::new(
             two().pick_with(|headers, _| headers.get("x-customer").and_then(|v| v.to_str().ok()).map(str::to_owned)),
         )
         .unwrap(),
@@ -365,12 +365,12 @@ async fn a_tenant_is_found_by_host_trusted_header_or_the_apps_rule_and_misconfig
         let b = loaded_b.clone();
         async move { Ok((host == "b.example").then_some(b)) }
     });
-    let app = quickstart::app(AuthLayer::tenants(with_loader.clone()).unwrap());
+    let app = quickstart::app(TenantLayer::new(with_loader.clone()).unwrap());
     assert!(login_goes_to(&app, &[("host", "a.example")]).await.unwrap().starts_with(&a.issuer));
     assert_eq!(asked.load(Ordering::SeqCst), 0, "a configured tenant is not asked of the loader");
     assert!(login_goes_to(&app, &[("host", "B.example")]).await.unwrap().starts_with(&b.issuer));
     assert_eq!(login_goes_to(&app, &[("host", "c.example")]).await, Err(StatusCode::BAD_REQUEST));
-    let app = quickstart::app(AuthLayer::tenants(with_loader.fallback("a").unwrap()).unwrap());
+    let app = quickstart::app(TenantLayer::new(with_loader.fallback("a").unwrap()).unwrap());
     assert!(login_goes_to(&app, &[("host", "d.example")]).await.unwrap().starts_with(&a.issuer), "the fallback");
     assert_eq!(asked.load(Ordering::SeqCst), 3, "b, c and d, each asked once");
 
@@ -381,7 +381,7 @@ async fn a_tenant_is_found_by_host_trusted_header_or_the_apps_rule_and_misconfig
     let other_a = client(Some("a2"), &a.issuer, "a.example").await;
     assert!(two().tenant(other_a, ["A.example"]).is_err(), "a host taken");
     assert!(two().fallback("nobody").is_err(), "a fallback that is no tenant");
-    assert!(AuthLayer::tenants(Tenants::new()).is_err(), "no tenant at all");
+    assert!(TenantLayer::new(Tenants::new()).is_err(), "no tenant at all");
 }
 
 /// Two tenants given one in-memory store by mistake (ids neither hashed nor namespaced there):
@@ -389,7 +389,7 @@ async fn a_tenant_is_found_by_host_trusted_header_or_the_apps_rule_and_misconfig
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_read_on_another_tenant_through_a_shared_store_is_no_session() {
     use auth_layer::store::ServerSessionStore;
-    use auth_layer::{AuthClient, AuthConfig, AuthLayer, Tenants};
+    use auth_layer::{AuthClient, AuthConfig, TenantLayer, Tenants};
     use auth_layer_tests::{CLIENT_SECRET, Provider, ProviderOptions, SECRET};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -416,7 +416,7 @@ async fn a_session_read_on_another_tenant_through_a_shared_store_is_no_session()
         .tenant(client_a, [format!("127.0.0.1:{port}")])
         .and_then(|t| t.tenant(client_b, [format!("localhost:{port}")]))
         .unwrap();
-    let app = quickstart::app(AuthLayer::tenants(tenants).unwrap());
+    let app = quickstart::app(TenantLayer::new(tenants).unwrap());
     let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let at_a = Browser::new();
@@ -472,7 +472,7 @@ impl TenantTable {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_the_loader_gives_are_discovered_when_first_asked_for_once_and_kept() {
-    use auth_layer::AuthLayer;
+    use auth_layer::TenantLayer;
     use auth_layer_tests::{Provider, ProviderOptions};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -484,7 +484,7 @@ async fn tenants_the_loader_gives_are_discovered_when_first_asked_for_once_and_k
     table.set(&a_host, &a.issuer);
     table.set(&b_host, &b.issuer);
     let tenants = table.tenants();
-    let app = quickstart::app(AuthLayer::tenants(tenants.clone()).unwrap());
+    let app = quickstart::app(TenantLayer::new(tenants.clone()).unwrap());
     let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     assert_eq!((a.jwks_fetches().await, b.jwks_fetches().await), (0, 0), "nothing discovered before it is asked for");
 
@@ -546,7 +546,7 @@ async fn tenants_the_loader_gives_are_discovered_when_first_asked_for_once_and_k
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_that_moves_to_another_provider_keeps_none_of_the_old_ones_sessions_or_logins() {
-    use auth_layer::AuthLayer;
+    use auth_layer::TenantLayer;
     use auth_layer_tests::{Provider, ProviderOptions};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -557,7 +557,7 @@ async fn a_tenant_that_moves_to_another_provider_keeps_none_of_the_old_ones_sess
     let table = TenantTable::default();
     table.set(&host, &old.issuer);
     let tenants = table.tenants();
-    let app = quickstart::app(AuthLayer::tenants(tenants.clone()).unwrap());
+    let app = quickstart::app(TenantLayer::new(tenants.clone()).unwrap());
     let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let user = shared_user();
@@ -591,7 +591,7 @@ async fn a_tenant_that_moves_to_another_provider_keeps_none_of_the_old_ones_sess
 /// time is up) and is loaded again, a cookie logged out before is still refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logout_stays_final_through_a_flood_of_unknown_hosts_and_a_reload_of_the_tenant() {
-    use auth_layer::AuthLayer;
+    use auth_layer::TenantLayer;
     use auth_layer_tests::{Provider, ProviderOptions};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -602,7 +602,7 @@ async fn a_logout_stays_final_through_a_flood_of_unknown_hosts_and_a_reload_of_t
     table.set(&host, &provider.issuer);
     let idle = std::time::Duration::from_secs(2);
     let tenants = table.tenants().keep_loaded(4, idle, std::time::Duration::from_secs(60));
-    let app = quickstart::app(AuthLayer::tenants(tenants.clone()).unwrap());
+    let app = quickstart::app(TenantLayer::new(tenants.clone()).unwrap());
     let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let browser = Browser::new();

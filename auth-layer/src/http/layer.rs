@@ -35,10 +35,9 @@
 
 use tower_layer::Layer;
 
-use super::service::{AuthService, Clients};
-use super::tenants::Tenants;
+use super::service::AuthService;
 use crate::client::AuthClient;
-use crate::config::{AuthConfig, ConfigError};
+use crate::config::AuthConfig;
 use crate::error::AuthError;
 
 /// Mounts the auth routes and the per-request session on a service.
@@ -46,34 +45,18 @@ use crate::error::AuthError;
 /// Routes, under the configured prefix (`/auth` by default): `GET login?returnTo=`,
 /// `GET callback`, `GET logout?returnTo=`, and, when the configuration turns them on,
 /// `GET profile`, `GET access-token` and `POST backchannel-logout`.
+///
+/// One provider; several in one app take a [`TenantLayer`](super::TenantLayer) instead.
 #[derive(Clone, Debug)]
 pub struct AuthLayer {
-    clients: Clients,
+    client: AuthClient,
 }
 
 impl AuthLayer {
     /// A layer over an [`AuthClient`] (built with the stores and hooks of your choice by
     /// [`AuthClient::builder`]). Its routes are those its configuration turns on.
     pub fn new(client: AuthClient) -> Self {
-        Self { clients: Clients::One(client) }
-    }
-
-    /// A layer for several providers: each request is served by the client of its tenant (see
-    /// [`Tenants`]), and a request that matches none gets 400 unless a fallback is set.
-    /// Refused without tenants (configured, or a loader).
-    pub fn tenants(tenants: Tenants) -> Result<Self, ConfigError> {
-        if tenants.clients().is_empty() && !tenants.loads() {
-            return Err(ConfigError::Missing("a tenant (Tenants::tenant or Tenants::load_with)"));
-        }
-        Ok(Self { clients: Clients::Tenants(std::sync::Arc::new(tenants)) })
-    }
-
-    /// The tenants, for a layer made by [`tenants`](Self::tenants).
-    pub fn tenant_list(&self) -> Option<&Tenants> {
-        match &self.clients {
-            Clients::One(_) => None,
-            Clients::Tenants(tenants) => Some(tenants),
-        }
+        Self { client }
     }
 
     /// Reads [`AuthConfig::from_env`], discovers the provider, and keeps sessions in the
@@ -88,13 +71,9 @@ impl AuthLayer {
         Ok(Self::new(AuthClient::new(config).await?))
     }
 
-    /// The client behind the layer; with [`tenants`](Self::tenants), the first configured
-    /// tenant's, and `None` when every tenant is loaded ([`Tenants::load_with`]).
-    pub fn client(&self) -> Option<&AuthClient> {
-        match &self.clients {
-            Clients::One(client) => Some(client),
-            Clients::Tenants(tenants) => tenants.clients().first(),
-        }
+    /// The client behind the layer.
+    pub fn client(&self) -> &AuthClient {
+        &self.client
     }
 }
 
@@ -108,6 +87,6 @@ impl<S> Layer<S> for AuthLayer {
     type Service = AuthService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService::new(inner, self.clients.clone())
+        AuthService::new(inner, self.client.clone())
     }
 }

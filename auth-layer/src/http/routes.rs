@@ -64,6 +64,40 @@ pub(crate) enum RouteBody {
     Failed,
 }
 
+/// Reads a back-channel logout request's body, at most [`MAX_LOGOUT_BODY`] bytes.
+pub(crate) async fn read_body<B>(body: B) -> RouteBody
+where
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(body, MAX_LOGOUT_BODY).collect().await {
+        Ok(collected) => RouteBody::Read(collected.to_bytes()),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => RouteBody::TooLarge,
+        Err(_) => RouteBody::Failed,
+    }
+}
+
+/// The one `logout_token` of a back-channel logout request's form body, or why there is none.
+pub(crate) fn logout_token(headers: &http::HeaderMap, body: &RouteBody) -> Result<String, &'static str> {
+    let form = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+    });
+    match (form, body) {
+        (false, _) => Err("the body must be application/x-www-form-urlencoded"),
+        (true, RouteBody::TooLarge) => Err("the body is too large"),
+        (true, RouteBody::None | RouteBody::Failed) => Err("the body could not be read"),
+        (true, RouteBody::Read(bytes)) => {
+            let mut tokens = url::form_urlencoded::parse(bytes).filter(|(k, _)| k == "logout_token").map(|(_, v)| v);
+            match (tokens.next(), tokens.next()) {
+                (Some(token), None) => Ok(token.into_owned()),
+                (None, _) => Err("logout_token is missing"),
+                (Some(_), Some(_)) => Err("logout_token is repeated"),
+            }
+        }
+    }
+}
+
 /// Answers one auth route, inside a span of its own: `.instrument` (not a span guard held over
 /// `.await`) so that on a multi-threaded runtime no other request's events land in it.
 pub(crate) async fn handle(client: AuthClient, route: Route, parts: Parts, body: RouteBody) -> Response<Full<Bytes>> {
@@ -279,25 +313,7 @@ async fn access_token(client: &AuthClient, ctx: &mut StoreContext) -> Result<Res
 /// `POST {prefix}/backchannel-logout`: `200` with `Cache-Control: no-store` once every session
 /// the token names is gone, `400 {"error":"invalid_request",...}` for a bad request or token.
 async fn backchannel_logout(client: &AuthClient, parts: &Parts, body: RouteBody) -> Response<Full<Bytes>> {
-    let form = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
-        v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
-    });
-    let token = match (form, body) {
-        (false, _) => Err("the body must be application/x-www-form-urlencoded"),
-        (true, RouteBody::TooLarge) => Err("the body is too large"),
-        (true, RouteBody::None | RouteBody::Failed) => Err("the body could not be read"),
-        (true, RouteBody::Read(bytes)) => {
-            let tokens: Vec<String> = url::form_urlencoded::parse(&bytes)
-                .filter(|(k, _)| k == "logout_token")
-                .map(|(_, v)| v.into_owned())
-                .collect();
-            match tokens.as_slice() {
-                [token] => Ok(token.clone()),
-                [] => Err("logout_token is missing"),
-                _ => Err("logout_token is repeated"),
-            }
-        }
-    };
+    let token = logout_token(&parts.headers, &body);
     let result = match token {
         Ok(token) => client.handle_backchannel_logout(&token).await,
         Err(why) => Err(AuthError::InvalidRequest(why.into())),

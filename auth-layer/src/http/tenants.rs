@@ -27,7 +27,7 @@ type Load = Arc<dyn Fn(String) -> LoadFuture + Send + Sync>;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The tenants of a multi-tenant app, each an [`AuthClient`] of its own (its provider, client,
-/// base URL, stores), and how a request finds its tenant. Given to [`AuthLayer::tenants`](crate::AuthLayer::tenants).
+/// base URL, stores), and how a request finds its tenant. Given to [`TenantLayer::new`](crate::TenantLayer::new).
 ///
 /// Each tenant's configuration names it ([`AuthConfigBuilder::tenant`](crate::AuthConfigBuilder::tenant)): its secrets are then
 /// derived for it alone, so a session or login of one tenant never opens on another, even where
@@ -44,7 +44,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-/// use auth_layer::{AuthClient, AuthConfig, AuthLayer, Tenants};
+/// use auth_layer::{AuthClient, AuthConfig, TenantLayer, Tenants};
 ///
 /// let mut tenants = Tenants::new();
 /// for (host, issuer, client_id, secret) in [
@@ -61,7 +61,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 ///         .build()?;
 ///     tenants = tenants.tenant(AuthClient::new(config).await?, [host])?;
 /// }
-/// let layer = AuthLayer::tenants(tenants)?;
+/// let layer = TenantLayer::new(tenants)?;
 /// # let _ = layer; Ok(()) }
 /// ```
 #[derive(Clone, Default)]
@@ -277,7 +277,7 @@ impl Tenants {
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    /// use auth_layer::{AuthClient, AuthConfig, AuthLayer, Tenants};
+    /// use auth_layer::{AuthClient, AuthConfig, TenantLayer, Tenants};
     ///
     /// // The app's own record of its customers' providers (a database table, say).
     /// async fn customer_of(host: &str) -> Option<(String, String, String)> {
@@ -296,7 +296,7 @@ impl Tenants {
     ///         .build()?;
     ///     Ok(Some(AuthClient::new(config).await?))
     /// });
-    /// let layer = AuthLayer::tenants(tenants.clone())?;
+    /// let layer = TenantLayer::new(tenants.clone())?;
     /// // Later, when acme changes its provider:
     /// tenants.forget("acme.example.com");
     /// # let _ = layer; Ok(()) }
@@ -541,17 +541,6 @@ fn load_key(raw: &str) -> String {
     raw.trim().to_ascii_lowercase()
 }
 
-/// The `iss` a back-channel logout request's token claims, read without checking anything:
-/// only to pick, among the configured tenants, the one whose client then checks the token.
-pub(crate) fn logout_token_issuer(body: &[u8]) -> Option<String> {
-    use base64::Engine;
-    let token = url::form_urlencoded::parse(body).find(|(name, _)| name == "logout_token")?.1;
-    let payload = token.split('.').nth(1)?;
-    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&claims).ok()?;
-    claims.get("iss")?.as_str().map(str::to_owned)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -733,7 +722,7 @@ mod tests {
             seen.fetch_add(1, Ordering::SeqCst);
             async { Ok::<_, std::convert::Infallible>(http::Response::new(Empty::<bytes::Bytes>::new())) }
         });
-        let service = crate::AuthLayer::tenants(tenants).unwrap().layer(app);
+        let service = crate::TenantLayer::new(tenants).unwrap().layer(app);
         for (name, status, code) in [
             ("down.example", http::StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"),
             ("nobody.example", http::StatusCode::BAD_REQUEST, "unknown_tenant"),

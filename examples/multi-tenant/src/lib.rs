@@ -12,7 +12,7 @@
 //! (`AUTH_SECRET`, `LISTEN_ADDR`, `SESSION_STORE`, ...), shared by the tenants; each tenant's
 //! sessions are its own all the same (see `auth_layer::Tenants`).
 
-use auth_layer::{AuthConfigBuilder, AuthLayer, Tenants};
+use auth_layer::{AuthConfigBuilder, TenantLayer, Tenants};
 use quickstart::{SharedChoice, StoreChoice};
 use serde::Deserialize;
 
@@ -62,7 +62,7 @@ pub async fn layer(
     lookup: impl Fn(&str) -> Option<String>,
     store: StoreChoice,
     shared: SharedChoice,
-) -> Result<AuthLayer, Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<TenantLayer, Box<dyn std::error::Error + Send + Sync>> {
     let mut all = Tenants::new();
     for tenant in tenants {
         let config = AuthConfigBuilder::from_lookup(&lookup)?
@@ -79,5 +79,5 @@ pub async fn layer(
         tracing::info!(host = %tenant.host, issuer = %tenant.issuer, "tenant ready");
         all = all.tenant(client, [tenant.host.as_str()])?;
     }
-    Ok(AuthLayer::tenants(all)?)
+    Ok(TenantLayer::new(all)?)
 }

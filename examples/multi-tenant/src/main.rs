@@ -7,7 +7,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let tenants = multi_tenant::tenants_from(&lookup)?;
     let store = quickstart::StoreChoice::from_env()?;
     let layer = multi_tenant::layer(&tenants, lookup, store, quickstart::SharedChoice::from_env()?).await?;
-    let base = layer.client().ok_or("AUTH_TENANTS names no tenant")?.config().base_url().clone();
+    let base = layer.tenants().clients().first().ok_or("AUTH_TENANTS names no tenant")?.config().base_url().clone();
     let addr = quickstart::listen_addr(&base, lookup)?;
     let listener = tokio::net::TcpListener::bind(addr.as_str()).await?;
     tracing::info!(%addr, tenants = tenants.len(), "listening");

@@ -11,10 +11,16 @@ use auth_layer::{
     AccessTokenOptions, AuthClient, AuthConfig, AuthConfigBuilder, AuthError, AuthLayer, ConfigError, Session,
     SharedState, User,
 };
+use std::convert::Infallible;
+
 use axum::Router;
+use axum::extract::Request;
 use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::Route;
 use axum::routing::{get, post};
+use tower_layer::Layer;
+use tower_service::Service;
 
 /// Where the quickstart keeps sessions: `SESSION_STORE=cookie` (the default), `memory`,
 /// `redis` (at `REDIS_URL`, default `redis://127.0.0.1:6379`), `postgres` (at `DATABASE_URL`,
@@ -241,8 +247,15 @@ pub fn init_logging() {
         .init();
 }
 
-/// The app's routes with `auth` stacked on them.
-pub fn app(auth: AuthLayer) -> Router {
+/// The app's routes with `auth` stacked on them: an [`AuthLayer`] (one provider) or a
+/// [`TenantLayer`](auth_layer::TenantLayer) (several).
+pub fn app<L>(auth: L) -> Router
+where
+    L: Layer<Route> + Clone + Send + Sync + 'static,
+    L::Service: Service<Request, Error = Infallible> + Clone + Send + Sync + 'static,
+    <L::Service as Service<Request>>::Response: IntoResponse + 'static,
+    <L::Service as Service<Request>>::Future: Send + 'static,
+{
     Router::new()
         .route("/", get(home))
         .route("/private", get(private))
