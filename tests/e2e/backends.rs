@@ -455,3 +455,96 @@ async fn postgres_over_tls_from_the_urls_sslmode_with_a_private_ca() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A tenant's configuration, as a loaded tenant's cookie store gets it.
+fn tenant_config(tenant: &str) -> auth_layer::AuthConfig {
+    auth_layer::AuthConfig::builder()
+        .tenant(tenant)
+        .issuer(format!("https://{tenant}.issuer.example/"))
+        .client_id("c")
+        .client_secret("s")
+        .secret("listener-secret-listener-secret-listener-0")
+        .base_url(format!("https://{tenant}.example"))
+        .build()
+        .unwrap()
+}
+
+/// Polls `count` every 100 ms for up to 10 s until it gives `want`; the last count.
+async fn settles_at(want: u64, count: impl Fn() -> u64) -> u64 {
+    let mut seen = count();
+    for _ in 0..100 {
+        if seen == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        seen = count();
+    }
+    seen
+}
+
+/// The connections of the app named `app` that are listening (their last statement a `LISTEN`).
+fn postgres_listeners(app: &str) -> u64 {
+    let output = std::process::Command::new("psql")
+        .arg(database_url())
+        .arg("-Atc")
+        .arg(format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app}' AND query LIKE 'LISTEN %'"
+        ))
+        .output()
+        .expect("psql must be installed (scripts/services installs postgresql-client)");
+    let said = String::from_utf8_lossy(&output.stdout);
+    said.trim().parse().unwrap_or_else(|_| panic!("psql said {said:?}"))
+}
+
+/// Subscribers of the Redis channels whose names contain `part`.
+fn redis_subscribers(part: &str) -> u64 {
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new("redis-cli").args(args).output().expect("redis-cli must be installed");
+        String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let channels = cli(&["pubsub", "channels", &format!("*{part}*")]);
+    let channels: Vec<&str> = channels.iter().map(String::as_str).filter(|c| !c.is_empty()).collect();
+    if channels.is_empty() {
+        return 0;
+    }
+    let mut args = vec!["pubsub", "numsub"];
+    args.extend(&channels);
+    // Name, count, name, count, ...
+    cli(&args).iter().skip(1).step_by(2).map(|n| n.parse::<u64>().unwrap_or(0)).sum()
+}
+
+/// Fifty loaded tenants' cookie stores over one PostgreSQL backend: one listening connection,
+/// not fifty; gone once the stores are; a new one when a store watches again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_tenants_cookie_stores_over_one_postgresql_backend_share_one_listening_connection() {
+    let app = format!("auth-layer-listen-{}", auth_layer_tests::free_port());
+    let url = format!("{}?application_name={app}", database_url());
+    let backend = PostgresBackend::connect(&url).await.expect("PostgreSQL");
+    let stores: Vec<_> = (0..50)
+        .map(|i| CookieSessionStore::new(&tenant_config(&format!("t{i}"))).with_marker_backend(backend.clone()))
+        .collect();
+    assert_eq!(settles_at(1, || postgres_listeners(&app)).await, 1, "one listener connects");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(postgres_listeners(&app), 1, "fifty stores, one listening connection");
+    drop(stores);
+    assert_eq!(settles_at(0, || postgres_listeners(&app)).await, 0, "no store left: the listener closes");
+    let again = CookieSessionStore::new(&tenant_config("t0")).with_marker_backend(backend.clone());
+    assert_eq!(settles_at(1, || postgres_listeners(&app)).await, 1, "watched again: listening again");
+    drop(again);
+}
+
+/// The same over Redis: one subscriber for the fifty stores' channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_tenants_cookie_stores_over_one_redis_backend_share_one_subscriber() {
+    let backend = redis().await;
+    let namespace = prefix();
+    let backend = backend.with_namespace(&namespace);
+    let stores: Vec<_> = (0..50)
+        .map(|i| CookieSessionStore::new(&tenant_config(&format!("t{i}"))).with_marker_backend(backend.clone()))
+        .collect();
+    assert_eq!(settles_at(1, || redis_subscribers(&namespace)).await, 1, "one subscriber");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(redis_subscribers(&namespace), 1, "fifty stores, one subscriber");
+    drop(stores);
+    assert_eq!(settles_at(0, || redis_subscribers(&namespace)).await, 0, "no store left: unsubscribed");
+}

@@ -215,6 +215,50 @@ impl Notices {
     }
 }
 
+/// The notices a backend has given out, by channel: one listener for a channel however many
+/// stores (and clones of the backend) watch it. A listener asks [`keep_listening`](Self::keep_listening)
+/// before each (re)connection and stops when no one holds its notices any more; the answer and
+/// a later `watch` are decided under one lock, so a channel never has two listeners, nor
+/// watchers without one.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Watchers {
+    channels: Arc<std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<NoticeState>>>>,
+}
+
+impl Watchers {
+    /// The notices of `channel`: those of its listener, or new ones that `start` begins
+    /// listening for.
+    pub(crate) fn watch(&self, channel: &str, start: impl FnOnce(Notices)) -> Notices {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(state) = channels.get(channel).and_then(std::sync::Weak::upgrade) {
+            return Notices { state };
+        }
+        let notices = Notices::new();
+        channels.insert(channel.to_owned(), Arc::downgrade(&notices.state));
+        start(notices.clone());
+        notices
+    }
+
+    /// Whether the listener of `channel` holding `notices` goes on: someone else holds them.
+    /// When no one does, the channel is forgotten (its next `watch` starts a new listener).
+    pub(crate) fn keep_listening(&self, channel: &str, notices: &Notices) -> bool {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if notices.is_watched() {
+            return true;
+        }
+        if channels.get(channel).is_some_and(|weak| std::ptr::eq(weak.as_ptr(), Arc::as_ptr(&notices.state))) {
+            channels.remove(channel);
+        }
+        false
+    }
+
+    /// How many channels have a listener.
+    #[cfg(test)]
+    fn listening(&self) -> usize {
+        self.channels.lock().unwrap().values().filter(|weak| weak.strong_count() > 0).count()
+    }
+}
+
 /// When a backend's write goes ahead, by what the key holds at that moment: `put`, `update` and
 /// `insert` are one write under three conditions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -304,5 +348,29 @@ mod tests {
         assert_eq!(notices.version(), None, "silent too long: a dead connection cannot hide notices");
         notices.heard();
         assert_eq!(notices.version(), Some(again), "a heartbeat: the version stands");
+    }
+
+    #[test]
+    fn a_channel_has_one_listener_however_many_watch_it_and_a_new_one_once_all_left() {
+        let watchers = Watchers::default();
+        let started = std::cell::RefCell::new(Vec::new());
+        let watch = |channel: &str| watchers.watch(channel, |notices| started.borrow_mut().push(notices));
+        let stores: Vec<Notices> = (0..50).map(|_| watch("logout-markers")).collect();
+        let other = watch("other");
+        assert_eq!(started.borrow().len(), 2, "one listener per channel");
+        assert_eq!(watchers.listening(), 2);
+        // The listener's own handle (the one `start` was given), as its task holds it.
+        let listener = started.borrow_mut().remove(0);
+        listener.connected();
+        let before = stores[7].version();
+        listener.changed();
+        assert_ne!(stores[7].version(), before, "every watcher sees the one listener's notices");
+        assert!(watchers.keep_listening("logout-markers", &listener));
+        drop(stores);
+        assert!(!watchers.keep_listening("logout-markers", &listener), "no one watches: it stops");
+        drop(listener);
+        let _again = watch("logout-markers");
+        assert_eq!(started.borrow().len(), 2, "watched again: a new listener");
+        assert!(watchers.keep_listening("other", &started.borrow()[0]), "{other:?} still watched");
     }
 }

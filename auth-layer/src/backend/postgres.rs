@@ -13,7 +13,7 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{NoTls, Socket};
 
-use super::{Backend, Notices, When};
+use super::{Backend, Notices, Watchers, When};
 use crate::error::StoreError;
 
 /// The schema, one migration per version, applied in order and recorded in
@@ -202,7 +202,7 @@ where
 /// reports notices and heartbeats to `notices`, reconnects after a loss, and stops once no one
 /// holds `notices` any more.
 async fn listen(config: tokio_postgres::Config, notifier: PostgresBackend, channel: String, notices: Notices) {
-    while notices.is_watched() {
+    while notifier.watchers.keep_listening(&channel, &notices) {
         let connected = match &notifier.tls {
             Tls::Off => open_listener(&config, NoTls, notifier.timeout).await,
             Tls::On(make) => open_listener(&config, make.clone(), notifier.timeout).await,
@@ -254,6 +254,8 @@ pub struct PostgresBackend {
     config: tokio_postgres::Config,
     tls: Tls,
     timeout: Duration,
+    /// The notices given out, one listening connection per channel (shared by every clone).
+    watchers: Watchers,
     _purge: Option<Arc<PurgeTask>>,
 }
 
@@ -325,7 +327,8 @@ impl PostgresBackend {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(unavailable)?;
-        let mut backend = Self { pool, config, tls, timeout: options.timeout, _purge: None };
+        let mut backend =
+            Self { pool, config, tls, timeout: options.timeout, watchers: Watchers::default(), _purge: None };
         if options.migrate_on_connect {
             backend.migrate().await?;
         }
@@ -583,12 +586,14 @@ impl Backend for PostgresBackend {
     }
 
     /// A connection of its own that `LISTEN`s (PostgreSQL's `NOTIFY`), reconnecting by itself,
-    /// and notifies itself a heartbeat every [`Notices::HEARTBEAT`].
+    /// and notifies itself a heartbeat every [`Notices::HEARTBEAT`]. One connection per
+    /// channel, however many stores and clones of this backend watch it.
     fn watch(&self, channel: &str) -> Option<Notices> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
-        let notices = Notices::new();
-        runtime.spawn(listen(self.config.clone(), self.clone(), channel_name(channel), notices.clone()));
-        Some(notices)
+        let channel = channel_name(channel);
+        Some(self.watchers.watch(&channel, |notices| {
+            runtime.spawn(listen(self.config.clone(), self.clone(), channel.clone(), notices));
+        }))
     }
 
     async fn notify(&self, channel: &str) -> Result<(), StoreError> {

@@ -22,7 +22,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{RedisError, Script};
 use tokio::sync::oneshot;
 
-use super::{Backend, Notices};
+use super::{Backend, Notices, Watchers};
 use crate::error::StoreError;
 
 /// How long a command may take before the store counts as unavailable.
@@ -265,7 +265,7 @@ const CHANGED: &str = "changed";
 /// to `notices`, reconnects after a loss, and stops once no one holds `notices` any more.
 async fn listen(client: redis::Client, publisher: RedisBackend, channel: String, notices: Notices) {
     use futures_util::StreamExt;
-    while notices.is_watched() {
+    while publisher.watchers.keep_listening(&channel, &notices) {
         let subscribed = async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
@@ -318,6 +318,8 @@ pub struct RedisBackend {
     /// The standalone server's client, for the subscriber connection of [`Backend::watch`];
     /// `None` on a cluster (no notices: callers ask every time).
     client: Option<redis::Client>,
+    /// The notices given out, one subscriber per channel (shared by every clone).
+    watchers: Watchers,
     /// Reads waiting to be sent together; `None` exactly when there is a client-side cache,
     /// whose reads are mostly answered in this process and go one by one.
     gathered: Option<Arc<Gathered>>,
@@ -496,6 +498,7 @@ impl RedisBackend {
         Self {
             connection,
             client: None,
+            watchers: Watchers::default(),
             gathered: Some(Arc::default()),
             namespace: "{auth-layer}".into(),
             put: Script::new(PUT),
@@ -632,13 +635,15 @@ impl Backend for RedisBackend {
     }
 
     /// A subscriber connection of its own (Redis pub/sub), reconnecting by itself, which also
-    /// publishes itself a heartbeat every [`Notices::HEARTBEAT`]; on a cluster, `None`.
+    /// publishes itself a heartbeat every [`Notices::HEARTBEAT`]; on a cluster, `None`. One
+    /// subscriber per channel, however many stores and clones of this backend watch it.
     fn watch(&self, channel: &str) -> Option<Notices> {
         let client = self.client.clone()?;
         let runtime = tokio::runtime::Handle::try_current().ok()?;
-        let notices = Notices::new();
-        runtime.spawn(listen(client, self.clone(), self.channel_key(channel), notices.clone()));
-        Some(notices)
+        let channel = self.channel_key(channel);
+        Some(self.watchers.watch(&channel, |notices| {
+            runtime.spawn(listen(client, self.clone(), channel.clone(), notices));
+        }))
     }
 
     async fn notify(&self, channel: &str) -> Result<(), StoreError> {
