@@ -492,6 +492,17 @@ impl Fleet {
         shared: quickstart::SharedChoice,
         provider: ProviderOptions,
     ) -> Self {
+        Self::start_with(count, store, shared, provider, |builder| builder).await
+    }
+
+    /// The same, each instance's client builder given to `customize` (the app's hooks).
+    pub async fn start_with(
+        count: usize,
+        store: quickstart::StoreChoice,
+        shared: quickstart::SharedChoice,
+        provider: ProviderOptions,
+        customize: impl Fn(auth_layer::AuthClientBuilder) -> auth_layer::AuthClientBuilder,
+    ) -> Self {
         let listeners: Vec<_> = (0..count).map(|_| bind()).collect();
         let app_url = format!("http://127.0.0.1:{}", listeners[0].0);
         let provider = Provider::start(&app_url, &provider).await;
@@ -500,10 +511,9 @@ impl Fleet {
         let mut servers = Vec::new();
         for (port, listener) in listeners {
             let config = config(&provider, &app_url, TokenEndpointAuth::ClientSecretBasic, clock_offset.clone());
-            let auth = quickstart::auth_layer_with(config, store.clone(), shared.clone())
-                .await
-                .expect("discovery and the stores");
-            let app = quickstart::app(auth);
+            let builder = quickstart::builder_with(config, store.clone(), shared.clone()).await.expect("the stores");
+            let client = customize(builder).build().await.expect("discovery");
+            let app = quickstart::app(auth_layer::AuthLayer::new(client));
             servers.push(tokio::spawn(async move {
                 axum::serve(listener, app).await.unwrap();
             }));

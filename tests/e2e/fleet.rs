@@ -194,6 +194,87 @@ async fn a_logout_on_one_instance_stays_final_while_the_others_renew() {
     }
 }
 
+/// How long the app's `before_save_async` takes at a refresh in the slow-holder test: longer
+/// than the refresh lease's 20 s and than the 22 s another instance waits for it.
+const SLOW_SAVE: Duration = Duration::from_secs(25);
+
+async fn a_refresh_slower_than_its_lease_is_sent_once(store: StoreChoice, shared: SharedChoice) {
+    let slow = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hook_slow = slow.clone();
+    let provider = ProviderOptions { rotate_refresh: true, ..ProviderOptions::default() };
+    let fleet = Fleet::start_with(3, store.clone(), shared.clone(), provider, move |builder| {
+        let slow = hook_slow.clone();
+        builder.before_save_async(move |session| {
+            let slow = slow.load(std::sync::atomic::Ordering::SeqCst);
+            async move {
+                // The app's own database, slow today: longer than the lease lasts unrenewed.
+                if slow {
+                    tokio::time::sleep(SLOW_SAVE).await;
+                }
+                Ok(session)
+            }
+        })
+    })
+    .await;
+    let browser = Browser::new();
+    browser.login(&fleet.app_url, &unique_user("lea")).await;
+    let cookie = browser.cookie_header(&fleet.url(0, "/"));
+    slow.store(true, std::sync::atomic::Ordering::SeqCst);
+    fleet.advance_clock(Duration::from_secs(3600 - 30));
+    let access_token = |i: usize| {
+        let (url, cookie) = (fleet.url(i, "/auth/access-token"), cookie.clone());
+        async move {
+            let response = reqwest::Client::new()
+                .get(url)
+                .header("accept", "application/json")
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            (status, body["access_token"].as_str().map(str::to_owned))
+        }
+    };
+    // One user's requests on the three instances at once, each needing the refresh.
+    let requests: Vec<_> = (0..6).map(|i| tokio::spawn(access_token(i % 3))).collect();
+    let mut refreshed = Vec::new();
+    for request in requests {
+        match request.await.unwrap() {
+            (StatusCode::OK, Some(token)) => refreshed.push(token),
+            // An instance that waited the 22 s it waits for another's refresh: a retry gets it.
+            (StatusCode::SERVICE_UNAVAILABLE, _) => {}
+            other => panic!("{store:?}/{shared:?}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        fleet.provider.refresh_grants().await,
+        1,
+        "{store:?}/{shared:?}: a second instance sent the refresh token while the first was still at work"
+    );
+    assert!(!refreshed.is_empty(), "{store:?}/{shared:?}: the holder's request got the refreshed token");
+    assert!(refreshed.iter().all(|t| *t == refreshed[0]), "{store:?}/{shared:?}: one refreshed token");
+    // The grant is alive (with rotation, a reused refresh token would have revoked it): every
+    // instance now serves the refreshed token, with no further grant.
+    slow.store(false, std::sync::atomic::Ordering::SeqCst);
+    for i in 0..3 {
+        assert_eq!(access_token(i).await, (StatusCode::OK, Some(refreshed[0].clone())), "{store:?}/{shared:?}: {i}");
+    }
+    assert_eq!(fleet.provider.refresh_grants().await, 1);
+}
+
+/// The refresh lease's holder at work longer than the lease lasts unrenewed (a slow
+/// `before_save_async`, 25 s against a 20 s lease): it renews the lease, so no other instance
+/// sends the same refresh token meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_holder_slower_than_the_lease_keeps_it_and_the_token_is_sent_once() {
+    let [cookie_redis, _, _, postgres, _] = setups();
+    tokio::join!(
+        a_refresh_slower_than_its_lease_is_sent_once(cookie_redis.0, cookie_redis.1),
+        a_refresh_slower_than_its_lease_is_sent_once(postgres.0, postgres.1),
+    );
+}
+
 async fn post_logout_token(fleet: &Fleet, i: usize, token: &str) -> StatusCode {
     reqwest::Client::new()
         .post(fleet.url(i, "/auth/backchannel-logout"))

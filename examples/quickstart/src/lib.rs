@@ -8,8 +8,8 @@
 use auth_layer::backend::{PostgresBackend, RedisBackend};
 use auth_layer::store::ServerSessionStore;
 use auth_layer::{
-    AccessTokenOptions, AuthClient, AuthConfig, AuthConfigBuilder, AuthError, AuthLayer, ConfigError, Session,
-    SharedState, User,
+    AccessTokenOptions, AuthClient, AuthClientBuilder, AuthConfig, AuthConfigBuilder, AuthError, AuthLayer,
+    ConfigError, Session, SharedState, User,
 };
 use std::convert::Infallible;
 
@@ -168,27 +168,33 @@ pub async fn client_with(
     store: StoreChoice,
     shared: SharedChoice,
 ) -> Result<AuthClient, AuthError> {
+    builder_with(config, store, shared).await?.build().await
+}
+
+/// The client builder for `config` with sessions in `store` and shared state in `shared`, for
+/// an app to add its hooks to.
+pub async fn builder_with(
+    config: AuthConfig,
+    store: StoreChoice,
+    shared: SharedChoice,
+) -> Result<AuthClientBuilder, AuthError> {
     let mut builder = AuthClient::builder(config.clone());
     if let Some(state) = shared.state().await? {
         builder = builder.with_shared_state(state);
     }
-    let client = match store {
-        StoreChoice::Cookie => builder.build().await?,
-        StoreChoice::Memory => builder.with_session_store(ServerSessionStore::in_memory(&config)).build().await?,
+    Ok(match store {
+        StoreChoice::Cookie => builder,
+        StoreChoice::Memory => builder.with_session_store(ServerSessionStore::in_memory(&config)),
         StoreChoice::Redis(url) => {
-            let backend = RedisBackend::connect(&url).await?;
-            builder.with_session_store(ServerSessionStore::new(backend, &config)).build().await?
+            builder.with_session_store(ServerSessionStore::new(RedisBackend::connect(&url).await?, &config))
         }
         StoreChoice::Postgres(url) => {
-            let backend = PostgresBackend::connect(&url).await?;
-            builder.with_session_store(ServerSessionStore::new(backend, &config)).build().await?
+            builder.with_session_store(ServerSessionStore::new(PostgresBackend::connect(&url).await?, &config))
         }
         StoreChoice::Sqlite(path) => {
-            let backend = sqlite_backend::SqliteBackend::open(&path)?;
-            builder.with_session_store(ServerSessionStore::new(backend, &config)).build().await?
+            builder.with_session_store(ServerSessionStore::new(sqlite_backend::SqliteBackend::open(&path)?, &config))
         }
-    };
-    Ok(client)
+    })
 }
 
 /// Where to listen: `LISTEN_ADDR` (`host:port`, e.g. `0.0.0.0:8080` or `localhost:8080`), else `PORT` on all
