@@ -168,11 +168,41 @@ struct EnvelopeIn<T> {
     d: Option<T>,
 }
 
+/// The memory an allocation of `len` bytes takes: the allocator's chunk (glibc's and most
+/// others': the size and an 8-byte header, rounded up to 16, at least 32).
+pub(crate) fn chunk(len: usize) -> usize {
+    if len == 0 { 0 } else { (len + 8).next_multiple_of(16).max(32) }
+}
+
+/// The memory a key of a [`DecodedCache`] holds beyond itself.
+pub(crate) trait KeyMemory {
+    /// Bytes on the heap, in allocator chunks.
+    fn heap(&self) -> usize;
+}
+
+impl KeyMemory for String {
+    fn heap(&self) -> usize {
+        chunk(self.capacity())
+    }
+}
+
+impl<const N: usize> KeyMemory for [u8; N] {
+    fn heap(&self) -> usize {
+        0
+    }
+}
+
+/// What moka keeps for each entry of a weighed cache beside the key and value it is given: its
+/// entry and its bookkeeping (access order, the key's own `Arc`, the hash table's share),
+/// measured (`the_bound_counts_the_memory_the_cache_holds`).
+const MOKA_ENTRY: usize = 352;
+
 /// Values decoded from stored bytes, kept by key with the bytes they came from, so that a read
 /// finding the same bytes again gets the value without opening or decoding them: the one
 /// decoded-value cache of the crate (typed stores by full key, the cookie store by sealed value).
-/// Bytes that differ from the kept ones are a miss, never an old value. Bounded by weight (the
-/// bytes and, about as large, the value), the least used entries making room.
+/// Bytes that differ from the kept ones are a miss, never an old value. Bounded by the memory
+/// an entry holds (moka's entry, the key, the bytes and the decoded value, as the cache's owner
+/// counts it), the least used entries making room.
 ///
 /// In front of that bounded cache sits a small table of the entries found last, one slot per
 /// hash of the key: a session read again and again (every request of a logged-in user) is found
@@ -215,24 +245,44 @@ impl<K, V> Clone for DecodedCache<K, V> {
 
 impl<K, V> DecodedCache<K, V>
 where
-    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    K: std::hash::Hash + Eq + Clone + KeyMemory + Send + Sync + 'static,
     V: Send + Sync + 'static,
 {
-    /// A cache of about `max_bytes`; `None` for 0 (no cache).
-    pub(crate) fn new(max_bytes: u64) -> Option<Self> {
+    /// A cache holding about `max_bytes` of memory, each value counted as `memory` says it
+    /// holds behind its `Arc` (given the value and the length of the bytes it came from);
+    /// `None` for 0 (no cache).
+    pub(crate) fn new(max_bytes: u64, memory: fn(&V, usize) -> usize) -> Option<Self> {
         (max_bytes > 0).then(|| {
             let slots = (max_bytes / RECENT_SHARE).clamp(1, MAX_RECENT).next_power_of_two();
+            let recent = Arc::new(Recent {
+                slots: (0..slots).map(|_| Mutex::new(None)).collect(),
+                hasher: foldhash::fast::RandomState::default(),
+            });
+            let evicted = Arc::downgrade(&recent);
             Self {
                 entries: moka::sync::Cache::builder()
                     .max_capacity(max_bytes)
-                    .weigher(|_key: &K, entry: &Arc<Decoded<K, V>>| {
-                        u32::try_from(64 + 2 * entry.stored.len()).unwrap_or(u32::MAX)
+                    .weigher(move |key: &K, entry: &Arc<Decoded<K, V>>| {
+                        // The key twice (moka's copy and the entry's), the entry, its bytes, the value.
+                        let held = MOKA_ENTRY
+                            + 2 * key.heap()
+                            + chunk(16 + std::mem::size_of::<Decoded<K, V>>())
+                            + chunk(entry.stored.len())
+                            + memory(&entry.value, entry.stored.len());
+                        u32::try_from(held).unwrap_or(u32::MAX)
+                    })
+                    // An entry the bound lets go leaves the recent table too: nothing is kept
+                    // beyond the bound.
+                    .eviction_listener(move |key: Arc<K>, entry: Arc<Decoded<K, V>>, _cause| {
+                        if let Some(recent) = evicted.upgrade() {
+                            let mut slot = lock(recent.slot(&*key));
+                            if slot.as_ref().is_some_and(|kept| Arc::ptr_eq(kept, &entry)) {
+                                *slot = None;
+                            }
+                        }
                     })
                     .build(),
-                recent: Arc::new(Recent {
-                    slots: (0..slots).map(|_| Mutex::new(None)).collect(),
-                    hasher: foldhash::fast::RandomState::default(),
-                }),
+                recent,
             }
         })
     }
@@ -274,6 +324,12 @@ where
         }
         drop(recent);
         self.entries.invalidate(key);
+    }
+
+    /// The weight of what the bounded cache holds, after its pending evictions.
+    pub(crate) fn weighed_size(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.weighted_size()
     }
 
     /// How many entries the recent table holds (for tests).
@@ -403,7 +459,8 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
     /// The least used entries make room for new ones.
     /// `0` turns the cache off.
     pub fn with_opened_cache(mut self, max_bytes: u64) -> Self {
-        self.opened = DecodedCache::new(max_bytes);
+        // A record of the app's type, decoded, is taken to be about as large as its bytes.
+        self.opened = DecodedCache::new(max_bytes, |_: &T, stored| chunk(16 + std::mem::size_of::<T>()) + stored);
         self
     }
 
@@ -762,7 +819,7 @@ mod tests {
     #[test]
     fn the_recent_table_serves_only_the_key_and_bytes_it_was_given() {
         // 64 KiB: a table of one slot, so every key shares it.
-        let cache = DecodedCache::<String, u32>::new(RECENT_SHARE).expect("a cache");
+        let cache = DecodedCache::<String, u32>::new(RECENT_SHARE, |_, _| 0).expect("a cache");
         assert_eq!(cache.recent.slots.len(), 1);
         cache.insert("a".into(), Bytes::from_static(b"bytes of a"), Arc::new(1));
         assert_eq!(cache.get("a", b"bytes of a").as_deref(), Some(&1), "found in the slot");
@@ -778,12 +835,35 @@ mod tests {
     }
 
     #[test]
+    fn what_the_bound_lets_go_leaves_the_recent_table_too() {
+        // A table of 8 slots, and room for about five entries of 100 KB: most entries a slot
+        // was given are let go by the bound.
+        let bound = 8 * RECENT_SHARE;
+        let cache = DecodedCache::<String, u32>::new(bound, |_, stored| stored).expect("a cache");
+        assert_eq!(cache.recent.slots.len(), 8);
+        for i in 0..50 {
+            cache.insert(format!("key {i}"), Bytes::from(vec![b'x'; 100_000]), Arc::new(i));
+        }
+        let held = cache.weighed_size();
+        assert!(held <= bound, "the bound holds: {held}");
+        let kept = cache.entries.entry_count();
+        assert!((1..=5).contains(&kept), "{kept} entries kept");
+        for slot in cache.recent.slots.iter() {
+            if let Some(entry) = lock(slot).as_ref() {
+                assert!(cache.entries.contains_key(&entry.key), "the recent table kept {} past the bound", entry.key);
+            }
+        }
+        assert!(cache.recent_len() as u64 <= kept);
+    }
+
+    #[test]
     fn the_recent_table_grows_with_the_bound_and_no_further() {
-        let slots = |max_bytes| DecodedCache::<String, u32>::new(max_bytes).expect("a cache").recent.slots.len();
+        let slots =
+            |max_bytes| DecodedCache::<String, u32>::new(max_bytes, |_, _| 0).expect("a cache").recent.slots.len();
         assert_eq!(slots(1), 1);
         assert_eq!(slots(crate::store::DEFAULT_OPENED_CACHE), 512);
         assert_eq!(slots(1 << 40), MAX_RECENT as usize);
-        let cache = DecodedCache::<String, u32>::new(4 * RECENT_SHARE).expect("a cache");
+        let cache = DecodedCache::<String, u32>::new(4 * RECENT_SHARE, |_, _| 0).expect("a cache");
         for i in 0..100 {
             cache.insert(format!("key {i}"), Bytes::from(format!("bytes {i}")), Arc::new(i));
         }

@@ -5,6 +5,7 @@
 pub(crate) mod compact;
 
 use crate::config::AuthConfig;
+use crate::record::chunk;
 
 use std::sync::{Arc, OnceLock};
 
@@ -232,7 +233,63 @@ impl std::fmt::Debug for SessionData {
     }
 }
 
+/// The memory a claim value holds beyond its own 32 bytes.
+fn value_heap(value: &Value) -> usize {
+    match value {
+        Value::String(text) => chunk(text.capacity()),
+        Value::Array(items) => {
+            chunk(items.capacity() * std::mem::size_of::<Value>()) + items.iter().map(value_heap).sum::<usize>()
+        }
+        Value::Object(map) => map_heap(map),
+        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+    }
+}
+
+/// The memory a claims map holds: its B-tree's nodes (11 entries each, about two thirds full
+/// once it has more than one), each key and each value's own.
+fn map_heap(map: &Map<String, Value>) -> usize {
+    /// A leaf of `BTreeMap<String, Value>`: 11 keys, 11 values, a parent link and lengths.
+    const NODE: usize = 8 + 11 * (std::mem::size_of::<String>() + std::mem::size_of::<Value>()) + 8;
+    let nodes = match map.len() {
+        0 => 0,
+        1..=11 => 1,
+        n => n.div_ceil(7),
+    };
+    nodes * chunk(NODE) + map.iter().map(|(key, value)| chunk(key.capacity()) + value_heap(value)).sum::<usize>()
+}
+
+fn text_heap(text: &str) -> usize {
+    chunk(text.len())
+}
+
 impl SessionData {
+    /// About how much memory this session takes when kept decoded behind an `Arc` (as the
+    /// stores' caches keep it): the struct, and every allocation it holds with the allocator's
+    /// overhead. What those caches count against their bounds.
+    pub(crate) fn memory_size(&self) -> usize {
+        let claims = chunk(16 + std::mem::size_of::<Claims>()) + map_heap(&self.user.claims.map);
+        let sub_once = self.user.claims.sub.get().map_or(0, |sub| text_heap(sub));
+        let tokens = chunk(self.token_sets.capacity() * std::mem::size_of::<TokenSet>())
+            + self
+                .token_sets
+                .iter()
+                .map(|set| {
+                    set.audience.as_deref().map_or(0, text_heap) + text_heap(&set.scope) + text_heap(&set.access_token)
+                })
+                .sum::<usize>();
+        chunk(16 + std::mem::size_of::<Self>())
+            + text_heap(&self.id)
+            + text_heap(&self.sub)
+            + self.sid.as_deref().map_or(0, text_heap)
+            + claims
+            + sub_once
+            + text_heap(&self.id_token)
+            + self.refresh_token.as_deref().map_or(0, text_heap)
+            + tokens
+            + chunk(self.markers_seen.capacity() * 8)
+            + self.tenant.as_deref().map_or(0, text_heap)
+    }
+
     /// A new session for `user`, with a fresh random id, created `now`.
     pub fn new(user: User, id_token: String, now: u64) -> Self {
         Self {
@@ -402,6 +459,76 @@ impl std::fmt::Debug for TransactionData {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sessions of every shape a cache keeps: small, the benches' realistic one, many claims
+    /// (nested ones too), several token sets.
+    fn sessions_of_every_shape() -> Vec<SessionData> {
+        let filler = |n: usize| "x".repeat(n);
+        let small = SessionData::new(
+            User::from_id_token_claims(serde_json::json!({"sub": "u"}).as_object().unwrap().clone()),
+            filler(300),
+            1,
+        );
+        let mut realistic = SessionData::new(
+            User::from_id_token_claims(
+                serde_json::json!({
+                    "sub": "auth0|5f7c8ec7c33c6c004bbafe82", "sid": "s-1", "name": "Bench User", "nickname": "bench",
+                    "email": "bench.user@example.com", "email_verified": true,
+                    "picture": "https://example.com/avatars/bench-user.png", "updated_at": "2026-11-01T12:00:00.000Z",
+                })
+                .as_object()
+                .unwrap()
+                .clone(),
+            ),
+            filler(894),
+            1,
+        );
+        realistic.refresh_token = Some(filler(43));
+        realistic.token_sets.push(TokenSet {
+            audience: Some("https://api.example.com".into()),
+            scope: "openid profile email offline_access read:orders".into(),
+            access_token: filler(704),
+            expires_at: Some(2),
+        });
+        let mut claims = serde_json::Map::new();
+        for i in 0..60 {
+            claims.insert(format!("https://app.example.com/claim-{i}"), format!("value number {i}").into());
+        }
+        claims.insert("sub".into(), "many".into());
+        claims.insert("groups".into(), serde_json::json!(["admins", "billing", {"org": "acme", "roles": ["a", "b"]}]));
+        let mut many = SessionData::new(User::from_id_token_claims(claims), filler(2_000), 1);
+        many.sid = Some("sid".into());
+        many.tenant = Some("acme.example.com".into());
+        many.markers_seen = vec![1, 2, 3];
+        for i in 0..4 {
+            many.token_sets.push(TokenSet {
+                audience: Some(format!("https://api-{i}.example.com")),
+                scope: "read write".into(),
+                access_token: filler(1_200),
+                expires_at: None,
+            });
+        }
+        vec![small, realistic, many]
+    }
+
+    #[test]
+    fn a_sessions_memory_size_is_what_its_decoded_copy_holds() {
+        for session in sessions_of_every_shape() {
+            let plain = compact::encode(&session).unwrap();
+            let (decoded, held) = crate::alloc_count::memory_kept_by(|| {
+                let decoded = Arc::new(compact::decode(&plain).unwrap());
+                decoded.user.sub();
+                decoded
+            });
+            let estimate = decoded.memory_size() as f64;
+            let ratio = estimate / held as f64;
+            assert!(
+                (0.9..=1.1).contains(&ratio),
+                "{} claims: estimated {estimate} bytes, held {held} ({ratio:.2})",
+                decoded.user.claims().len()
+            );
+        }
+    }
 
     #[test]
     fn sub_follows_claims_changed_after_it_was_read() {

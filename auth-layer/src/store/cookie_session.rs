@@ -45,6 +45,13 @@ struct Opened {
     markers_checked: AtomicU64,
 }
 
+impl Opened {
+    /// The memory it holds behind its `Arc`: itself and its session.
+    fn memory(&self, _stored: usize) -> usize {
+        crate::record::chunk(16 + std::mem::size_of::<Self>()) + self.session.memory_size()
+    }
+}
+
 /// A logout recorded for cookie sessions: sessions of `target` (`id:...`, `sid:...` or
 /// `sub:...`) that existed when it was written are over.
 ///
@@ -123,7 +130,7 @@ impl CookieSessionStore<MokaBackend> {
             markers: TypedStore::in_memory_bounded(DEFAULT_MAX_MARKERS),
             local_marker_writes: Some(Arc::default()),
             marker_notices: None,
-            opened: DecodedCache::new(DEFAULT_OPENED_CACHE),
+            opened: DecodedCache::new(DEFAULT_OPENED_CACHE, Opened::memory),
             config: config.clone(),
         }
     }
@@ -170,8 +177,15 @@ impl<M: Backend> CookieSessionStore<M> {
     /// The same store, keeping up to about `max_bytes` of opened sessions (0: none; every read
     /// opens the cookie).
     pub fn with_opened_cache(mut self, max_bytes: u64) -> Self {
-        self.opened = DecodedCache::new(max_bytes);
+        self.opened = DecodedCache::new(max_bytes, Opened::memory);
         self
+    }
+
+    /// How much the cache of opened sessions holds now, in the bytes its bound counts (after
+    /// its pending evictions): at most about the bound [`with_opened_cache`](Self::with_opened_cache)
+    /// set. For an app's metrics, and the benches.
+    pub fn opened_cache_bytes(&self) -> u64 {
+        self.opened.as_ref().map_or(0, DecodedCache::weighed_size)
     }
 
     /// The session sealed in `sealed`: from the opened cache when this exact value was opened
@@ -665,6 +679,29 @@ mod tests {
         let mut ctx = StoreContext::default();
         store.set(&mut ctx, data).await.unwrap();
         browser_round_trip(ctx).0
+    }
+
+    #[test]
+    fn the_bound_counts_the_memory_the_cache_holds() {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let store = CookieSessionStore::new(&config()).with_opened_cache(1 << 30);
+        let cookies: Vec<Vec<String>> = (0..2_000)
+            .map(|i| {
+                let mut data = session(300 + i % 1_500);
+                data.id = format!("id-{i}");
+                data.sid = Some(format!("sid-{i}"));
+                data.refresh_token = Some("r".repeat(43));
+                runtime.block_on(sealed(&store, &data))
+            })
+            .collect();
+        let (counted, held) = crate::alloc_count::memory_kept_by(|| {
+            for set in &cookies {
+                assert!(runtime.block_on(store.get(&mut replay(set))).unwrap().is_some());
+            }
+            store.opened_cache_bytes()
+        });
+        let ratio = counted as f64 / held as f64;
+        assert!((0.9..=1.1).contains(&ratio), "the bound counts {counted} bytes of the {held} the cache holds");
     }
 
     #[tokio::test]
