@@ -6,29 +6,14 @@
 //! `cargo bench -p auth-layer-benches --bench cookie_cache_rss`; exits non-zero when the
 //! process grew more than 1.15 times the bound.
 
-use auth_layer::AuthConfig;
 use auth_layer::store::{CookieSessionStore, SessionStore, StoreContext};
-use auth_layer_benches::test_session_of;
-
-/// Resident set size of this process, in bytes.
-fn rss() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
-}
+use auth_layer_benches::{bench_config, rss, test_session_of};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let count: usize = std::env::var("SESSIONS").ok().and_then(|n| n.parse().ok()).unwrap_or(30_000);
     let bound: u64 = std::env::var("BOUND_MIB").ok().and_then(|n| n.parse().ok()).unwrap_or(32) << 20;
-    let config = AuthConfig::builder()
-        .issuer("https://op.example.com")
-        .client_id("bench")
-        .client_secret("bench-client-secret")
-        .secret("bench-secret-bench-secret-bench-secret-00")
-        .base_url("https://app.example.com")
-        .build()
-        .unwrap();
+    let config = bench_config();
     let store = CookieSessionStore::new(&config).with_opened_cache(bound);
     let mut cookie_len = 0;
     let before = rss();

@@ -9,33 +9,18 @@
 
 use std::sync::Arc;
 
-use auth_layer::AuthConfig;
 use auth_layer::store::{ServerSessionStore, SessionStore, StoreContext};
-use auth_layer_benches::test_session_of;
+use auth_layer_benches::{bench_config, rss, test_session_of};
 use http::HeaderValue;
 use http::header::SET_COOKIE;
 
 /// Length of a session id (256 bits, base64url).
 const ID_LEN: usize = 43;
 
-/// Resident set size of this process, in bytes.
-fn rss() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let count: usize = std::env::var("SESSIONS").ok().and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
-    let config = AuthConfig::builder()
-        .issuer("https://op.example.com")
-        .client_id("bench")
-        .client_secret("bench-client-secret")
-        .secret("bench-secret-bench-secret-bench-secret-00")
-        .base_url("https://app.example.com")
-        .build()
-        .unwrap();
+    let config = bench_config();
     let store = Arc::new(ServerSessionStore::in_memory(&config));
     let json = serde_json::to_vec(&test_session_of("user-0000000", "sid-0000000")).unwrap().len();
 

@@ -12,6 +12,25 @@ fn filler(n: usize, seed: u8) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// Resident set size of this process, in bytes (Linux).
+pub fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).expect("statm's second field");
+    pages * 4096
+}
+
+/// The benches' app configuration (no provider is reached).
+pub fn bench_config() -> auth_layer::AuthConfig {
+    auth_layer::AuthConfig::builder()
+        .issuer("https://op.example.com")
+        .client_id("bench")
+        .client_secret("bench-client-secret")
+        .secret("bench-secret-bench-secret-bench-secret-00")
+        .base_url("https://app.example.com")
+        .build()
+        .expect("a valid configuration")
+}
+
 /// A realistic session of a test user: the usual profile claims, an RS256-sized ID token
 /// (~900 bytes), an access token (~700 bytes) and a refresh token. About 2 KB as JSON.
 pub fn test_session() -> SessionData {

@@ -38,16 +38,20 @@ fn setups() -> [(StoreChoice, SharedChoice); 5] {
     ]
 }
 
-/// `/auth/profile` on instance `i` with `cookie`: 200 with a session, 401 without.
-async fn profile_status(fleet: &Fleet, i: usize, cookie: &str) -> StatusCode {
+/// A `GET` of `url` sending `cookie`, asking for JSON.
+async fn get_json(url: impl reqwest::IntoUrl, cookie: impl AsRef<str>) -> reqwest::Response {
     reqwest::Client::new()
-        .get(fleet.url(i, "/auth/profile"))
+        .get(url)
         .header("accept", "application/json")
-        .header("cookie", cookie)
+        .header("cookie", cookie.as_ref())
         .send()
         .await
         .unwrap()
-        .status()
+}
+
+/// `/auth/profile` on instance `i` with `cookie`: 200 with a session, 401 without.
+async fn profile_status(fleet: &Fleet, i: usize, cookie: &str) -> StatusCode {
+    get_json(fleet.url(i, "/auth/profile"), cookie).await.status()
 }
 
 async fn a_provider_logout_reaching_one_instance_ends_the_session_on_all(store: StoreChoice, shared: SharedChoice) {
@@ -92,15 +96,7 @@ async fn fifty_requests_over_three_instances_share_one_refresh(store: StoreChoic
     };
     let access_token = |i: usize, cookie: String| {
         let url = fleet.url(i, "/auth/access-token");
-        async move {
-            reqwest::Client::new()
-                .get(url)
-                .header("accept", "application/json")
-                .header("cookie", cookie)
-                .send()
-                .await
-                .unwrap()
-        }
+        async move { get_json(url, cookie).await }
     };
     let first = token(access_token(0, cookie.clone()).await).await;
 
@@ -149,13 +145,7 @@ async fn a_logout_on_one_instance_stays_final_while_others_renew(store: StoreCho
     for n in 0..30 {
         let (url, cookie) = (fleet.url(1 + n % 2, "/auth/profile"), cookie.clone());
         reads.push(tokio::spawn(async move {
-            let response = reqwest::Client::new()
-                .get(url)
-                .header("accept", "application/json")
-                .header("cookie", cookie)
-                .send()
-                .await
-                .unwrap();
+            let response = get_json(url, cookie).await;
             let set: Vec<String> = response
                 .headers()
                 .get_all("set-cookie")
@@ -224,13 +214,7 @@ async fn a_refresh_slower_than_its_lease_is_sent_once(store: StoreChoice, shared
     let access_token = |i: usize| {
         let (url, cookie) = (fleet.url(i, "/auth/access-token"), cookie.clone());
         async move {
-            let response = reqwest::Client::new()
-                .get(url)
-                .header("accept", "application/json")
-                .header("cookie", cookie)
-                .send()
-                .await
-                .unwrap();
+            let response = get_json(url, cookie).await;
             let status = response.status();
             let body: Value = response.json().await.unwrap_or(Value::Null);
             (status, body["access_token"].as_str().map(str::to_owned))
