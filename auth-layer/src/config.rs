@@ -149,6 +149,28 @@ pub enum SameSite {
     None,
 }
 
+/// How the provider returns the authorization response to `{prefix}/callback`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ResponseMode {
+    /// A redirect with the response in the query (`GET`), unless the provider's metadata lists
+    /// `form_post` in `response_modes_supported` and not `query`: then [`FormPost`](Self::FormPost).
+    #[default]
+    Query,
+    /// `response_mode=form_post`: the provider's page posts the response to the callback
+    /// (`POST`, a form body), so the code never appears in a URL, a log line or a `Referer`. On
+    /// https the login's transaction cookie is then `SameSite=None; Secure` (that one cookie
+    /// only: the post comes from the provider's site, which a `Lax` cookie is not sent to);
+    /// the session cookie keeps its own `SameSite`. A `GET` of the callback is refused.
+    FormPost,
+}
+
+/// The JWS algorithms an ID token or logout token may be signed with
+/// ([`AuthConfigBuilder::id_token_signed_response_alg`]); `none` is not one of them.
+pub const ID_TOKEN_SIGNING_ALGS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "HS256", "HS384", "HS512",
+];
+
 /// Names and attributes of the cookies auth-layer sets. Start from the defaults and change the
 /// fields you need: `let mut cookies = CookieOptions::default(); cookies.domain = Some(..);`.
 #[derive(Debug, Clone)]
@@ -187,6 +209,8 @@ pub(crate) struct OptionalRoutes {
     pub(crate) profile: bool,
     pub(crate) access_token: bool,
     pub(crate) backchannel_logout: bool,
+    /// `{prefix}/logout/callback`, served with [`AuthConfigBuilder::logout_state`].
+    pub(crate) logout_callback: bool,
 }
 
 /// What `Debug` prints in place of a secret, key or token.
@@ -246,6 +270,13 @@ pub struct AuthConfig {
     pub(crate) attempt_silent_login: bool,
     pub(crate) acr_values_essential: bool,
     pub(crate) allow_private_endpoints: bool,
+    /// The response mode asked for; once the client is built, [`ResponseMode::FormPost`] also
+    /// where the provider requires it.
+    pub(crate) response_mode: ResponseMode,
+    /// The one algorithm ID tokens and logout tokens are accepted under.
+    pub(crate) id_token_alg: String,
+    /// Whether RP-initiated logout sends `state` and returns through `{prefix}/logout/callback`.
+    pub(crate) logout_state: bool,
     pub(crate) cookies: CookieOptions,
     pub(crate) secure_cookies: bool,
     pub(crate) absolute_duration: Duration,
@@ -286,6 +317,9 @@ impl std::fmt::Debug for AuthConfig {
             .field("attempt_silent_login", &self.attempt_silent_login)
             .field("acr_values_essential", &self.acr_values_essential)
             .field("allow_private_endpoints", &self.allow_private_endpoints)
+            .field("response_mode", &self.response_mode)
+            .field("id_token_alg", &self.id_token_alg)
+            .field("logout_state", &self.logout_state)
             .field("cookies", &self.cookies)
             .field("secure_cookies", &self.secure_cookies)
             .field("absolute_duration", &self.absolute_duration)
@@ -323,6 +357,10 @@ impl AuthConfig {
     /// | `AUTH_CLIENT_ASSERTION_KID` | optional: the key's `kid` at the provider |
     /// | `AUTH_LOGOUT_STRATEGY` | optional: `auto` (default), `oidc`, `v2` or `local` ([`LogoutStrategy`]) |
     /// | `AUTH_LOGIN_PARAMS` | optional: the query parameters `/auth/login` passes on, comma-separated (default [`DEFAULT_LOGIN_QUERY_PARAMS`]) |
+    /// | `AUTH_RESPONSE_MODE` | optional: `query` (default) or `form_post` ([`ResponseMode`]) |
+    /// | `AUTH_ID_TOKEN_SIGNED_RESPONSE_ALG` | optional: the one algorithm ID and logout tokens are accepted under (default `RS256`) |
+    /// | `AUTH_FETCH_USERINFO` | optional: `true` calls the userinfo endpoint at login ([`AuthConfigBuilder::fetch_userinfo`]) |
+    /// | `AUTH_LOGOUT_STATE` | optional: `true` sends `state` with RP-initiated logout ([`AuthConfigBuilder::logout_state`]) |
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -376,6 +414,18 @@ impl AuthConfig {
     /// The registered callback: `{base_url}{prefix}/callback`.
     pub fn callback_url(&self) -> Url {
         self.app_url(&format!("{}/callback", self.route_prefix))
+    }
+
+    /// Where the provider sends the browser back after an RP-initiated logout with
+    /// [`logout_state`](AuthConfigBuilder::logout_state): `{base_url}{prefix}/logout/callback`.
+    pub fn logout_callback_url(&self) -> Url {
+        self.app_url(&format!("{}/logout/callback", self.route_prefix))
+    }
+
+    /// The response mode logins use ([`AuthClient::config`](crate::AuthClient::config) answers
+    /// what was settled at discovery).
+    pub fn response_mode(&self) -> ResponseMode {
+        self.response_mode
     }
 
     /// The cookie names and attributes.
@@ -433,6 +483,9 @@ pub struct AuthConfigBuilder {
     attempt_silent_login: bool,
     acr_values_essential: bool,
     allow_private_endpoints: bool,
+    response_mode: ResponseMode,
+    id_token_alg: Option<String>,
+    logout_state: bool,
     cookies: CookieOptions,
     absolute_duration: Option<Duration>,
     inactivity_duration: Option<Duration>,
@@ -472,6 +525,9 @@ impl std::fmt::Debug for AuthConfigBuilder {
             .field("attempt_silent_login", &self.attempt_silent_login)
             .field("acr_values_essential", &self.acr_values_essential)
             .field("allow_private_endpoints", &self.allow_private_endpoints)
+            .field("response_mode", &self.response_mode)
+            .field("id_token_alg", &self.id_token_alg)
+            .field("logout_state", &self.logout_state)
             .field("cookies", &self.cookies)
             .field("absolute_duration", &self.absolute_duration)
             .field("inactivity_duration", &self.inactivity_duration)
@@ -558,6 +614,31 @@ impl AuthConfigBuilder {
                     ));
                 }
             });
+        }
+        if let Some(mode) = get("AUTH_RESPONSE_MODE") {
+            builder = builder.response_mode(match mode.as_str() {
+                "query" => ResponseMode::Query,
+                "form_post" => ResponseMode::FormPost,
+                other => {
+                    return Err(invalid("AUTH_RESPONSE_MODE", format!("`{other}`: expected query or form_post")));
+                }
+            });
+        }
+        if let Some(alg) = get("AUTH_ID_TOKEN_SIGNED_RESPONSE_ALG") {
+            builder = builder.id_token_signed_response_alg(alg);
+        }
+        for (name, set) in [
+            ("AUTH_FETCH_USERINFO", Self::fetch_userinfo as fn(Self, bool) -> Self),
+            ("AUTH_LOGOUT_STATE", Self::logout_state),
+        ] {
+            if let Some(value) = get(name) {
+                let on = match value.as_str() {
+                    "1" | "true" | "on" => true,
+                    "0" | "false" | "off" => false,
+                    other => return Err(invalid(name, format!("`{other}`: expected true or false"))),
+                };
+                builder = set(builder, on);
+            }
         }
         if let Some(list) = get("AUTH_LOGIN_PARAMS") {
             builder = builder.login_query_params(list.split(',').map(str::trim).filter(|p| !p.is_empty()));
@@ -744,6 +825,36 @@ impl AuthConfigBuilder {
         self
     }
 
+    /// How the provider returns to the callback: [`ResponseMode::Query`] by default (which
+    /// becomes [`ResponseMode::FormPost`] with a provider that only offers that).
+    pub fn response_mode(mut self, mode: ResponseMode) -> Self {
+        self.response_mode = mode;
+        self
+    }
+
+    /// The algorithm the client registered for ID tokens (`id_token_signed_response_alg`),
+    /// `RS256` unless set: ID tokens and back-channel logout tokens are accepted signed with it
+    /// only, not with whatever else the provider's metadata lists (a token signed with another
+    /// algorithm, even by a key the provider publishes, is refused). One of
+    /// [`ID_TOKEN_SIGNING_ALGS`]; never `none`: unsigned ID tokens are refused whatever is
+    /// configured. Discovery fails when the provider does not announce it.
+    pub fn id_token_signed_response_alg(mut self, alg: impl Into<String>) -> Self {
+        self.id_token_alg = Some(alg.into());
+        self
+    }
+
+    /// RP-initiated logout with `state` (off by default): the logout sends the provider a fresh
+    /// `state` and `post_logout_redirect_uri={base}{prefix}/logout/callback` (register it at
+    /// the provider), keeps the state and the page to land on in a short-lived sealed cookie,
+    /// and `{prefix}/logout/callback` sends the browser to that page only when the provider
+    /// returns the same `state`. Returned without it, or with another (a forged or stale
+    /// return), the browser lands on the app's root and a warning is logged; the local logout
+    /// is complete either way.
+    pub fn logout_state(mut self, enabled: bool) -> Self {
+        self.logout_state = enabled;
+        self
+    }
+
     /// Where logging out sends the browser: [`LogoutStrategy::Auto`] by default.
     pub fn logout_strategy(mut self, strategy: LogoutStrategy) -> Self {
         self.logout_strategy = strategy;
@@ -923,6 +1034,25 @@ impl AuthConfigBuilder {
         {
             return Err(invalid("authorization_param", format!("`{reserved}` is set by auth-layer itself")));
         }
+        let id_token_alg = self.id_token_alg.unwrap_or_else(|| "RS256".into());
+        if id_token_alg.eq_ignore_ascii_case("none") {
+            return Err(invalid(
+                "id_token_signed_response_alg",
+                "unsigned ID tokens (`none`) are never accepted: register the client for a signing algorithm",
+            ));
+        }
+        if !ID_TOKEN_SIGNING_ALGS.contains(&id_token_alg.as_str()) {
+            return Err(invalid(
+                "id_token_signed_response_alg",
+                format!("`{id_token_alg}`: expected one of {}", ID_TOKEN_SIGNING_ALGS.join(", ")),
+            ));
+        }
+        if id_token_alg.starts_with("HS") && self.token_endpoint_auth == TokenEndpointAuth::PrivateKeyJwt {
+            return Err(invalid(
+                "id_token_signed_response_alg",
+                "an HMAC-signed ID token needs a client secret, which private_key_jwt has not",
+            ));
+        }
         let secrets = match &self.tenant {
             Some(tenant) => self.secrets.iter().map(|secret| tenant_secret(secret, tenant)).collect(),
             None => self.secrets,
@@ -941,7 +1071,7 @@ impl AuthConfigBuilder {
             login_query_params,
             logout_params: self.logout_params,
             route_prefix,
-            routes: self.routes,
+            routes: OptionalRoutes { logout_callback: self.logout_state, ..self.routes },
             logout_by_get: self.logout_by_get.unwrap_or(true),
             logout_strategy: self.logout_strategy,
             pushed_authorization: self.pushed_authorization,
@@ -949,6 +1079,9 @@ impl AuthConfigBuilder {
             attempt_silent_login: self.attempt_silent_login,
             acr_values_essential: self.acr_values_essential,
             allow_private_endpoints: self.allow_private_endpoints,
+            response_mode: self.response_mode,
+            id_token_alg,
+            logout_state: self.logout_state,
             cookies: self.cookies,
             secure_cookies,
             absolute_duration,

@@ -155,7 +155,7 @@ pub use client::{
 };
 pub use config::{
     AuthConfig, AuthConfigBuilder, ClientAssertionAlg, Clock, ConfigError, CookieOptions, DEFAULT_LOGIN_QUERY_PARAMS,
-    LogoutStrategy, MIN_SECRET_LEN, SameSite, TokenEndpointAuth,
+    ID_TOKEN_SIGNING_ALGS, LogoutStrategy, MIN_SECRET_LEN, ResponseMode, SameSite, TokenEndpointAuth,
 };
 pub use error::{AuthError, Cause, ProviderError, StoreError};
 #[cfg(feature = "axum")]

@@ -23,7 +23,7 @@ use openidconnect::{
 use serde_json::{Map, Value};
 use url::Url;
 
-use crate::config::{AuthConfig, LogoutStrategy, TokenEndpointAuth};
+use crate::config::{AuthConfig, LogoutStrategy, ResponseMode, TokenEndpointAuth};
 use crate::error::{AuthError, Chain, ProviderError, cause};
 
 /// Who asks for a JWKS refetch, for an unknown `kid`. Each has a budget of its own, so that
@@ -136,7 +136,10 @@ pub(crate) struct RelyingParty {
     last_jwks_refetch: tokio::sync::Mutex<Option<Instant>>,
     /// The same, for refetches asked for by logout tokens (a budget of their own).
     last_logout_jwks_refetch: tokio::sync::Mutex<Option<Instant>>,
+    /// The algorithm the client registered (one: `allowed_algs` of openidconnect's verifier).
     allowed_algs: Vec<CoreJwsSigningAlgorithm>,
+    /// Whether authorization responses come as a form post (`response_mode=form_post`).
+    form_post: bool,
     /// Where a logout sends the browser, by the configured strategy.
     logout: LogoutTarget,
     /// Where authorization requests are pushed first (RFC 9126), when they are.
@@ -204,15 +207,27 @@ impl RelyingParty {
             .token_endpoint()
             .cloned()
             .ok_or_else(|| ProviderError::Discovery(cause("the provider announces no token_endpoint")))?;
-        let mut allowed_algs: Vec<CoreJwsSigningAlgorithm> = metadata
-            .id_token_signing_alg_values_supported()
-            .iter()
-            .filter(|alg| !matches!(alg, CoreJwsSigningAlgorithm::None))
-            .cloned()
-            .collect();
-        if allowed_algs.is_empty() {
-            return Err(ProviderError::Discovery(cause("the provider announces no usable ID-token signing algorithm")));
+        // The one algorithm the client registered, not any the provider lists (a token signed
+        // with another, even by a published key, is refused: the back-channel plan's `wrong-alg`).
+        let pinned: CoreJwsSigningAlgorithm = serde_json::from_value(Value::String(config.id_token_alg.clone()))
+            .map_err(|_| ProviderError::Discovery(cause(format!("unknown algorithm `{}`", config.id_token_alg))))?;
+        if matches!(pinned, CoreJwsSigningAlgorithm::None) {
+            return Err(ProviderError::Discovery(cause("unsigned ID tokens are never accepted")));
         }
+        if !metadata.id_token_signing_alg_values_supported().contains(&pinned) {
+            return Err(ProviderError::Discovery(cause(format!(
+                "the provider does not announce {} for ID tokens (id_token_signing_alg_values_supported); \
+                 configure the algorithm the client is registered for (id_token_signed_response_alg)",
+                config.id_token_alg
+            ))));
+        }
+        let allowed_algs = vec![pinned];
+        // form_post when asked for, or when the provider offers it and not the query.
+        let form_post = config.response_mode == ResponseMode::FormPost
+            || metadata.response_modes_supported().is_some_and(|modes| {
+                modes.contains(&openidconnect::core::CoreResponseMode::FormPost)
+                    && !modes.contains(&openidconnect::core::CoreResponseMode::Query)
+            });
         let announced = metadata.additional_metadata().end_session_endpoint.as_ref().map(|u| u.url().clone());
         let logout = logout_target(config.logout_strategy, announced, issuer.url())?;
         let userinfo_endpoint = match (config.fetch_userinfo, metadata.userinfo_endpoint()) {
@@ -243,18 +258,8 @@ impl RelyingParty {
             None => None,
         };
         // With private_key_jwt there is no secret: the client id goes in the body with the
-        // assertion (and an HMAC-signed ID token could only be checked against an empty key).
+        // assertion (an HMAC-signed ID token is refused by the configuration then).
         let secret = assertion.is_none().then(|| client_secret.clone());
-        if assertion.is_some() {
-            allowed_algs.retain(|alg| {
-                !matches!(
-                    alg,
-                    CoreJwsSigningAlgorithm::HmacSha256
-                        | CoreJwsSigningAlgorithm::HmacSha384
-                        | CoreJwsSigningAlgorithm::HmacSha512
-                )
-            });
-        }
         let client = CoreClient::from_provider_metadata(metadata, client_id.clone(), secret)
             .set_token_uri(token_url)
             .set_redirect_uri(redirect)
@@ -273,6 +278,7 @@ impl RelyingParty {
             last_jwks_refetch: tokio::sync::Mutex::new(None),
             last_logout_jwks_refetch: tokio::sync::Mutex::new(None),
             allowed_algs,
+            form_post,
             logout,
             par_endpoint,
             userinfo_endpoint,
@@ -287,6 +293,11 @@ impl RelyingParty {
     /// authorization response without `iss` is refused (RFC 9207, 2.4).
     pub(crate) fn requires_iss(&self) -> bool {
         self.requires_iss
+    }
+
+    /// Whether authorization responses come as a form post to the callback.
+    pub(crate) fn form_post(&self) -> bool {
+        self.form_post
     }
 
     /// The provider's issuer, as discovered.
@@ -318,6 +329,9 @@ impl RelyingParty {
         }
         if let Some(audience) = audience {
             request = request.add_extra_param("audience", audience.to_owned());
+        }
+        if self.form_post {
+            request = request.add_extra_param("response_mode", "form_post");
         }
         // The caller has taken `scope` and `audience` out and refused the reserved ones.
         for (name, value) in extra {
@@ -517,7 +531,7 @@ impl RelyingParty {
         let (header, claims, signature, signing_input) = parse_jwt(token)?;
         let alg = check_logout_header(&header)?;
         if !self.allowed_algs.contains(&alg) {
-            return Err(bad("alg is not one the provider announced"));
+            return Err(bad("alg is not the one the client registered (id_token_signed_response_alg)"));
         }
         let kid = header.get("kid").and_then(Value::as_str);
         if let Some(kid) = kid
@@ -549,7 +563,7 @@ impl RelyingParty {
     }
 
     /// Every ID-token check: signature by `kid` (refetching the JWKS once for an unknown one),
-    /// an announced algorithm (never `none`), `iss`, `aud`, `azp` with several audiences, `exp`
+    /// the registered algorithm (never `none`), `iss`, `aud`, `azp` with several audiences, `exp`
     /// and `iat` within the clock tolerance, `nonce`, `sub`. Returns all the token's claims.
     async fn verify_id_token(
         &self,
@@ -652,6 +666,7 @@ impl RelyingParty {
         &self,
         id_token: Option<&str>,
         post_logout_redirect_uri: &Url,
+        state: Option<&str>,
         extra: &[(String, String)],
     ) -> Option<Url> {
         let (mut url, oidc) = match &self.logout {
@@ -667,6 +682,9 @@ impl RelyingParty {
                     query.append_pair("id_token_hint", hint);
                 }
                 query.append_pair("post_logout_redirect_uri", post_logout_redirect_uri.as_str());
+                if let Some(state) = state {
+                    query.append_pair("state", state);
+                }
             } else {
                 query.append_pair("returnTo", post_logout_redirect_uri.as_str());
             }

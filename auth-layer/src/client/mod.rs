@@ -4,6 +4,7 @@
 
 mod fleet;
 mod login;
+mod logout;
 
 pub use fleet::{DEFAULT_MAX_SHARED_ENTRIES, SharedState};
 
@@ -339,8 +340,12 @@ impl AuthClientBuilder {
     }
 
     /// Discovers the provider and builds the client.
-    pub async fn build(self) -> Result<AuthClient, AuthError> {
+    pub async fn build(mut self) -> Result<AuthClient, AuthError> {
         let rp = RelyingParty::discover(&self.config).await?;
+        if rp.form_post() {
+            // Settled at discovery (a provider may require it): the stores built below see it.
+            self.config.response_mode = crate::config::ResponseMode::FormPost;
+        }
         let session_store: Arc<dyn SessionStore> = match (self.session_store, &self.shared_state) {
             (Some(store), _) => store,
             // The default cookie store keeps its logout markers with the rest of the shared state.
@@ -616,7 +621,8 @@ impl AuthClient {
         let reserved = ["id_token_hint", "post_logout_redirect_uri", "client_id", "returnTo"];
         let mut extra = self.inner.config.logout_params.clone();
         extra.extend(options.extra_params);
-        if let Some((name, _)) = extra.iter().find(|(n, _)| reserved.contains(&n.as_str())) {
+        let state_reserved = |n: &str| n == "state" && self.inner.config.logout_state;
+        if let Some((name, _)) = extra.iter().find(|(n, _)| reserved.contains(&n.as_str()) || state_reserved(n)) {
             return Err(AuthError::InvalidRequest(format!("the logout parameter `{name}` is set by auth-layer")));
         }
         let session = self.inner.session_store.get(ctx).await?;
@@ -624,7 +630,25 @@ impl AuthClient {
         self.inner.transaction_store.delete_all(ctx).await?;
         let back = self.inner.config.app_url(return_to);
         let id_token = session.as_ref().map(|s| s.id_token.as_str());
-        Ok(self.inner.rp.end_session_url(id_token, &back, &extra).unwrap_or(back))
+        if self.inner.config.logout_state {
+            let mut pending = StoreContext::default();
+            let state = logout::begin(&self.inner.config, &mut pending, return_to);
+            let callback = self.inner.config.logout_callback_url();
+            if let Some(url) = self.inner.rp.end_session_url(id_token, &callback, Some(&state), &extra) {
+                ctx.absorb(pending);
+                return Ok(url);
+            }
+        }
+        Ok(self.inner.rp.end_session_url(id_token, &back, None, &extra).unwrap_or(back))
+    }
+
+    /// Where the provider's return from an RP-initiated logout (`query`, at
+    /// `{prefix}/logout/callback`) sends the browser, with
+    /// [`logout_state`](crate::AuthConfigBuilder::logout_state): the page the logout named when
+    /// the provider returned the `state` it was sent, else the app's root (logged as
+    /// `logout_state_mismatch`). The local session ended at [`logout`](Self::logout) either way.
+    pub fn complete_logout(&self, ctx: &mut StoreContext, query: &str) -> Url {
+        logout::finish(&self.inner.config, ctx, query)
     }
 
     /// An access token for the request's session: the stored one while fresh, else a refreshed

@@ -10,14 +10,14 @@ use tracing::Instrument;
 
 use super::response::{error_response, redirect};
 use crate::client::{AccessTokenOptions, AuthClient, LoginOptions, LogoutOptions};
-use crate::config::{OptionalRoutes, RESERVED_AUTHORIZATION_PARAMS};
+use crate::config::{OptionalRoutes, RESERVED_AUTHORIZATION_PARAMS, ResponseMode};
 use crate::error::{AuthError, Chain};
 use crate::store::StoreContext;
 
 /// The longest query string the login and logout routes read.
 const MAX_QUERY: usize = 4 * 1024;
 
-/// The largest back-channel logout request body read.
+/// The largest request body a route reads (a back-channel logout, a form post's response).
 pub(crate) const MAX_LOGOUT_BODY: usize = 16 * 1024;
 
 /// A route the layer answers itself.
@@ -26,6 +26,7 @@ pub(crate) enum Route {
     Login,
     Callback,
     Logout,
+    LogoutCallback,
     Profile,
     AccessToken,
     BackchannelLogout,
@@ -38,6 +39,7 @@ impl Route {
             "/login" => Some(Self::Login),
             "/callback" => Some(Self::Callback),
             "/logout" => Some(Self::Logout),
+            "/logout/callback" if optional.logout_callback => Some(Self::LogoutCallback),
             "/profile" if optional.profile => Some(Self::Profile),
             "/access-token" if optional.access_token => Some(Self::AccessToken),
             "/backchannel-logout" if optional.backchannel_logout => Some(Self::BackchannelLogout),
@@ -45,14 +47,22 @@ impl Route {
         }
     }
 
-    /// The methods the route answers (`logout_by_get`: whether `GET` logs out).
-    fn methods(self, logout_by_get: bool) -> &'static [Method] {
+    /// The methods the route answers under `config` (whether `GET` logs out, whether the
+    /// authorization response comes as a form post).
+    fn methods(self, config: &crate::config::AuthConfig) -> &'static [Method] {
         match self {
             Self::BackchannelLogout => &[Method::POST],
-            Self::Logout if logout_by_get => &[Method::GET, Method::HEAD, Method::POST],
+            Self::Logout if config.logout_by_get => &[Method::GET, Method::HEAD, Method::POST],
             Self::Logout => &[Method::POST],
+            Self::Callback if config.response_mode == ResponseMode::FormPost => &[Method::POST],
             _ => &[Method::GET, Method::HEAD],
         }
+    }
+
+    /// Whether the route reads the request's body: a back-channel logout's token, a form post's
+    /// authorization response.
+    pub(crate) fn reads_body(self, method: &Method) -> bool {
+        self == Self::BackchannelLogout || (self == Self::Callback && method == Method::POST)
     }
 }
 
@@ -64,7 +74,8 @@ pub(crate) enum RouteBody {
     Failed,
 }
 
-/// Reads a back-channel logout request's body, at most [`MAX_LOGOUT_BODY`] bytes.
+/// Reads the body of a route that takes one ([`Route::reads_body`]), at most
+/// [`MAX_LOGOUT_BODY`] bytes.
 pub(crate) async fn read_body<B>(body: B) -> RouteBody
 where
     B: http_body::Body,
@@ -78,8 +89,8 @@ where
     }
 }
 
-/// The one `logout_token` of a back-channel logout request's form body, or why there is none.
-pub(crate) fn logout_token(headers: &http::HeaderMap, body: &RouteBody) -> Result<String, &'static str> {
+/// A form-encoded request body as text, or why there is none.
+fn form_body<'a>(headers: &http::HeaderMap, body: &'a RouteBody) -> Result<&'a str, &'static str> {
     let form = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
         v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
     });
@@ -87,14 +98,18 @@ pub(crate) fn logout_token(headers: &http::HeaderMap, body: &RouteBody) -> Resul
         (false, _) => Err("the body must be application/x-www-form-urlencoded"),
         (true, RouteBody::TooLarge) => Err("the body is too large"),
         (true, RouteBody::None | RouteBody::Failed) => Err("the body could not be read"),
-        (true, RouteBody::Read(bytes)) => {
-            let mut tokens = url::form_urlencoded::parse(bytes).filter(|(k, _)| k == "logout_token").map(|(_, v)| v);
-            match (tokens.next(), tokens.next()) {
-                (Some(token), None) => Ok(token.into_owned()),
-                (None, _) => Err("logout_token is missing"),
-                (Some(_), Some(_)) => Err("logout_token is repeated"),
-            }
-        }
+        (true, RouteBody::Read(bytes)) => std::str::from_utf8(bytes).map_err(|_| "the body is not UTF-8"),
+    }
+}
+
+/// The one `logout_token` of a back-channel logout request's form body, or why there is none.
+pub(crate) fn logout_token(headers: &http::HeaderMap, body: &RouteBody) -> Result<String, &'static str> {
+    let form = form_body(headers, body)?;
+    let mut tokens = url::form_urlencoded::parse(form.as_bytes()).filter(|(k, _)| k == "logout_token").map(|(_, v)| v);
+    match (tokens.next(), tokens.next()) {
+        (Some(token), None) => Ok(token.into_owned()),
+        (None, _) => Err("logout_token is missing"),
+        (Some(_), Some(_)) => Err("logout_token is repeated"),
     }
 }
 
@@ -106,7 +121,7 @@ pub(crate) async fn handle(client: AuthClient, route: Route, parts: Parts, body:
 }
 
 async fn answer(client: AuthClient, route: Route, parts: Parts, body: RouteBody) -> Response<Full<Bytes>> {
-    let methods = route.methods(client.config().logout_by_get);
+    let methods = route.methods(client.config());
     if !methods.contains(&parts.method) {
         let allow = methods.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
         let mut response = error_response(
@@ -133,8 +148,13 @@ async fn answer(client: AuthClient, route: Route, parts: Parts, body: RouteBody)
     let mut ctx = StoreContext::from_headers(&parts.headers);
     let result = match route {
         Route::Login => login(&client, &mut ctx, query).await,
+        Route::Callback if parts.method == Method::POST => match form_body(&parts.headers, &body) {
+            Ok(form) => callback(&client, &mut ctx, form).await,
+            Err(why) => Err(AuthError::InvalidRequest(why.into())),
+        },
         Route::Callback => callback(&client, &mut ctx, query).await,
         Route::Logout => logout(&client, &mut ctx, query).await,
+        Route::LogoutCallback => Ok(redirect(client.complete_logout(&mut ctx, query).as_str())),
         Route::Profile => profile(&client, &mut ctx).await,
         Route::AccessToken => access_token(&client, &mut ctx).await,
         // Answered in the back-channel format, without the session cookies of a browser.
@@ -147,7 +167,23 @@ async fn answer(client: AuthClient, route: Route, parts: Parts, body: RouteBody)
 }
 
 async fn login(client: &AuthClient, ctx: &mut StoreContext, query: &str) -> Result<Response<Full<Bytes>>, AuthError> {
-    let return_to = query_param(query, "returnTo")?;
+    let mut return_to = query_param(query, "returnTo")?;
+    // Third-party initiated login (OpenID Connect Core 4, the client's `initiate_login_uri`):
+    // `iss` must be this app's provider (or this tenant's), and `target_link_uri` a page of
+    // this app, which then is where the login returns. `login_hint` passes on as any allowed
+    // parameter does.
+    if let Some(iss) = query_param(query, "iss")?
+        && iss != client.issuer()
+    {
+        tracing::warn!(iss = iss.as_str(), "third-party initiated login from another issuer refused");
+        return Err(AuthError::InvalidRequest("`iss` is not this app's provider".into()));
+    }
+    if let Some(target) = query_param(query, "target_link_uri")? {
+        if return_to.is_some() {
+            return Err(AuthError::InvalidRequest("`returnTo` and `target_link_uri` are both given".into()));
+        }
+        return_to = Some(own_page(client.config(), &target)?);
+    }
     let options = LoginOptions {
         return_to,
         query_params: login_params(query, &client.config().login_query_params)?,
@@ -155,6 +191,28 @@ async fn login(client: &AuthClient, ctx: &mut StoreContext, query: &str) -> Resu
     };
     let url = client.start_login(ctx, options).await?;
     Ok(redirect(url.as_str()))
+}
+
+/// `target` (a third-party initiated login's `target_link_uri`) as a path of this app: an
+/// absolute URL of the app's own origin, or a path. Anything else is refused (400): a login
+/// link may not send the user elsewhere.
+fn own_page(config: &crate::config::AuthConfig, target: &str) -> Result<String, AuthError> {
+    let refused = || AuthError::InvalidRequest("`target_link_uri` is not a page of this app".into());
+    let url = match url::Url::parse(target) {
+        Ok(url) => url,
+        Err(url::ParseError::RelativeUrlWithoutBase) if target.starts_with('/') => {
+            return crate::return_to::validate(target).map(str::to_owned).map_err(|_| refused());
+        }
+        Err(_) => return Err(refused()),
+    };
+    if url.origin() != config.base_url().origin() || url.fragment().is_some() {
+        return Err(refused());
+    }
+    let path = match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_owned(),
+    };
+    crate::return_to::validate(&path).map(str::to_owned).map_err(|_| refused())
 }
 
 /// Whether a state-changing request comes from the app's own pages: `Sec-Fetch-Site` (sent by
@@ -392,7 +450,7 @@ mod tests {
     #[test]
     fn only_exact_paths_under_the_prefix_are_routes() {
         let none = OptionalRoutes::default();
-        let all = OptionalRoutes { profile: true, access_token: true, backchannel_logout: true };
+        let all = OptionalRoutes { profile: true, access_token: true, backchannel_logout: true, logout_callback: true };
         assert_eq!(Route::matching("/auth/login", "/auth", none), Some(Route::Login));
         assert_eq!(Route::matching("/auth/callback", "/auth", none), Some(Route::Callback));
         assert_eq!(Route::matching("/auth/profile", "/auth", none), None);
@@ -401,6 +459,8 @@ mod tests {
         assert_eq!(Route::matching("/auth/profile", "/auth", all), Some(Route::Profile));
         assert_eq!(Route::matching("/auth/access-token", "/auth", all), Some(Route::AccessToken));
         assert_eq!(Route::matching("/auth/backchannel-logout", "/auth", all), Some(Route::BackchannelLogout));
+        assert_eq!(Route::matching("/auth/logout/callback", "/auth", none), None);
+        assert_eq!(Route::matching("/auth/logout/callback", "/auth", all), Some(Route::LogoutCallback));
         assert_eq!(Route::matching("/auth/login/x", "/auth", all), None);
         assert_eq!(Route::matching("/authlogin", "/auth", all), None);
         assert_eq!(Route::matching("/private", "/auth", all), None);
@@ -432,6 +492,25 @@ mod tests {
             &[("x-purpose", "preview")],
         ] {
             assert!(!user_clicked(&headers(not)), "{not:?}");
+        }
+    }
+
+    #[test]
+    fn a_target_link_uri_is_held_to_the_apps_own_pages() {
+        let config = crate::config::test_config(Default::default()).build().unwrap();
+        assert_eq!(own_page(&config, "https://app.example/orders/7?tab=2").unwrap(), "/orders/7?tab=2");
+        assert_eq!(own_page(&config, "/orders").unwrap(), "/orders");
+        for refused in [
+            "https://evil.example/orders",
+            "http://app.example/orders",
+            "https://app.example:8443/orders",
+            "https://app.example.evil.example/",
+            "//evil.example/x",
+            "javascript:alert(1)",
+            "orders",
+            "https://app.example/x#frag",
+        ] {
+            assert!(own_page(&config, refused).is_err(), "{refused}");
         }
     }
 

@@ -2,8 +2,8 @@
 
 use async_trait::async_trait;
 
-use super::{StoreContext, StoreError, TransactionStore, auth_cookie, removal_cookie};
-use crate::config::AuthConfig;
+use super::{StoreContext, StoreError, TransactionStore, auth_cookie};
+use crate::config::{AuthConfig, ResponseMode};
 use crate::model::TransactionData;
 use crate::seal::Sealer;
 
@@ -20,6 +20,17 @@ impl CookieTransactionStore {
     /// A store sealing with a key derived from `config`'s secrets.
     pub fn new(config: &AuthConfig) -> Self {
         Self { sealer: Sealer::new(&config.secrets, "auth-layer transaction cookie v1"), config: config.clone() }
+    }
+
+    /// A transaction cookie: auth-layer's attributes, but `SameSite=None` when logins return as
+    /// a form post on https (the post comes from the provider's site, where a `Lax` cookie is
+    /// not sent; `None` needs `Secure`, so on plain http it stays as configured).
+    fn cookie(&self, name: String, value: String, ttl: u64) -> cookie::Cookie<'static> {
+        let mut cookie = auth_cookie(&self.config, name, value, &self.config.route_prefix, ttl);
+        if self.config.response_mode == ResponseMode::FormPost && self.config.secure_cookies {
+            cookie.set_same_site(cookie::SameSite::None);
+        }
+        cookie
     }
 
     fn cookie_name(&self, state: &str) -> String {
@@ -72,24 +83,24 @@ impl TransactionStore for CookieTransactionStore {
         let live = self.request_transactions(ctx);
         let excess = (live.len() + 1).saturating_sub(MAX_TRANSACTIONS);
         for oldest in live.iter().take(excess.min(MAX_REMOVALS)) {
-            ctx.push_cookie(removal_cookie(&self.config, oldest.clone(), &self.config.route_prefix));
+            ctx.push_cookie(self.cookie(oldest.clone(), String::new(), 0));
         }
         let name = self.cookie_name(&data.state);
         let plain = serde_json::to_vec(data).map_err(|e| StoreError::encode("transaction", e))?;
         let sealed = self.sealer.seal(&name, &plain);
         let ttl = self.config.transaction_duration.as_secs();
-        ctx.push_cookie(auth_cookie(&self.config, name, sealed, &self.config.route_prefix, ttl));
+        ctx.push_cookie(self.cookie(name, sealed, ttl));
         Ok(())
     }
 
     async fn delete(&self, ctx: &mut StoreContext, state: &str) -> Result<(), StoreError> {
-        ctx.push_cookie(removal_cookie(&self.config, self.cookie_name(state), &self.config.route_prefix));
+        ctx.push_cookie(self.cookie(self.cookie_name(state), String::new(), 0));
         Ok(())
     }
 
     async fn delete_all(&self, ctx: &mut StoreContext) -> Result<(), StoreError> {
         for name in self.request_transactions(ctx).into_iter().take(MAX_REMOVALS) {
-            ctx.push_cookie(removal_cookie(&self.config, name, &self.config.route_prefix));
+            ctx.push_cookie(self.cookie(name, String::new(), 0));
         }
         Ok(())
     }
@@ -128,6 +139,30 @@ mod tests {
     }
 
     use crate::store::browser_round_trip as returned;
+
+    #[tokio::test]
+    async fn a_form_post_login_on_https_gets_a_same_site_none_transaction_cookie_and_only_then() {
+        let build = |base: &str, mode: ResponseMode| {
+            let config = crate::config::test_config(Default::default()).base_url(base).response_mode(mode);
+            CookieTransactionStore::new(&config.build().unwrap())
+        };
+        for (base, mode, same_site) in [
+            ("https://app.example", ResponseMode::FormPost, "SameSite=None"),
+            ("http://127.0.0.1:3000", ResponseMode::FormPost, "SameSite=Lax"),
+            ("https://app.example", ResponseMode::Query, "SameSite=Lax"),
+        ] {
+            let store = build(base, mode);
+            let mut ctx = StoreContext::default();
+            store.set(&mut ctx, &tx("state-a")).await.unwrap();
+            store.delete(&mut ctx, "state-b").await.unwrap();
+            let (set, _) = returned(ctx);
+            assert_eq!(set.len(), 2);
+            for line in &set {
+                assert!(line.contains(same_site), "{base} {mode:?}: {line}");
+                assert_eq!(line.contains("Secure"), base.starts_with("https"), "{line}");
+            }
+        }
+    }
 
     #[tokio::test]
     async fn parallel_logins_each_keep_their_own_transaction() {
