@@ -112,13 +112,39 @@ impl Provider {
 
     /// Starts the hostile test provider (`tests/idp/hostile.mjs`): the rejection cases.
     pub async fn start_hostile(app_url: &str) -> Self {
+        Self::start_hostile_under(app_url, "ok").await
+    }
+
+    /// [`start_hostile`](Self::start_hostile), misbehaving by `scenario` from its first answer
+    /// (its discovery document and first JWKS included).
+    pub async fn start_hostile_under(app_url: &str, scenario: &str) -> Self {
         let (child, port) = launch(|| {
             let mut command = node("hostile.mjs", 0);
-            command.env("CLIENT_ID", "test-app").env("CLIENT_SECRET", CLIENT_SECRET);
+            command.env("CLIENT_ID", "test-app").env("CLIENT_SECRET", CLIENT_SECRET).env("SCENARIO", scenario);
             command
         })
         .await;
         Self { issuer: format!("http://127.0.0.1:{port}"), port, app_url: app_url.to_owned(), child }
+    }
+
+    /// The hostile provider's counters and what the last requests carried (`/__test/stats`).
+    pub async fn stats(&self) -> serde_json::Value {
+        reqwest::get(format!("{}/__test/stats", self.issuer)).await.unwrap().json().await.unwrap()
+    }
+
+    /// Has the hostile provider sign a back-channel logout token for its last session, spoiled
+    /// as `variant` says, and post it to `to`; returns the status and body it got.
+    pub async fn send_logout_token(&self, variant: &str, to: &str) -> (u16, String) {
+        let answer: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/__test/backchannel", self.issuer))
+            .json(&serde_json::json!({ "variant": variant, "to": to }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (answer["status"].as_u64().unwrap() as u16, answer["body"].as_str().unwrap_or_default().to_owned())
     }
 
     /// Tells the hostile provider how to misbehave from now on.
@@ -364,18 +390,40 @@ impl TestEnv {
         configure: impl FnOnce(auth_layer::AuthConfigBuilder) -> auth_layer::AuthConfigBuilder,
         build: impl FnOnce(AuthClient) -> axum::Router,
     ) -> Self {
-        let (port, listener) = bind();
-        let app_url = format!("http://127.0.0.1:{port}");
-        let provider = Provider::start_hostile(&app_url).await;
-        let clock_offset = Arc::new(AtomicU64::new(0));
-        let builder = config_builder(&provider, &app_url, TokenEndpointAuth::ClientSecretBasic, clock_offset.clone());
-        let config = configure(builder).build().expect("test configuration");
-        let client = AuthClient::new(config).await.expect("discovery against the hostile provider");
+        Self::start_hostile_from("ok", configure, build).await
+    }
+
+    /// [`start_hostile_custom`](Self::start_hostile_custom), the provider misbehaving by
+    /// `scenario` from its first answer (discovery included).
+    pub async fn start_hostile_from(
+        scenario: &str,
+        configure: impl FnOnce(auth_layer::AuthConfigBuilder) -> auth_layer::AuthConfigBuilder,
+        build: impl FnOnce(AuthClient) -> axum::Router,
+    ) -> Self {
+        let (provider, app_url, listener, clock_offset, client) = Self::hostile_discovery(scenario, configure).await;
+        let client = client.expect("discovery against the hostile provider");
         let app = build(client.clone());
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
         Self { provider, app_url, client, clock_offset, server }
+    }
+
+    /// The hostile provider started under `scenario` and the outcome of discovering it (no app
+    /// served): for the checks discovery itself makes.
+    #[allow(clippy::type_complexity)]
+    pub async fn hostile_discovery(
+        scenario: &str,
+        configure: impl FnOnce(auth_layer::AuthConfigBuilder) -> auth_layer::AuthConfigBuilder,
+    ) -> (Provider, String, tokio::net::TcpListener, Arc<AtomicU64>, Result<AuthClient, auth_layer::AuthError>) {
+        let (port, listener) = bind();
+        let app_url = format!("http://127.0.0.1:{port}");
+        let provider = Provider::start_hostile_under(&app_url, scenario).await;
+        let clock_offset = Arc::new(AtomicU64::new(0));
+        let builder = config_builder(&provider, &app_url, TokenEndpointAuth::ClientSecretBasic, clock_offset.clone());
+        let config = configure(builder).build().expect("test configuration");
+        let client = AuthClient::new(config).await;
+        (provider, app_url, listener, clock_offset, client)
     }
 
     /// The quickstart app over a layer the test builds from the configuration.

@@ -123,6 +123,9 @@ type ProviderMetadata = openidconnect::ProviderMetadata<
     openidconnect::core::CoreSubjectIdentifierType,
 >;
 
+/// The most published keys an ID token without `kid` is tried against.
+const MAX_KEYS_TRIED: usize = 8;
+
 /// The relying party for one provider and one client.
 pub(crate) struct RelyingParty {
     client: Client,
@@ -582,30 +585,47 @@ impl RelyingParty {
         let keys = self.keys();
         let now = self.config.clock.now() as i64;
         let skew = self.config.clock_skew.as_secs() as i64;
-        let verifier = CoreIdTokenVerifier::new_confidential_client(
-            self.client_id.clone(),
-            self.client_secret.clone(),
-            self.issuer.clone(),
-            (*keys).clone(),
-        )
-        .set_allowed_algs(self.allowed_algs.clone())
-        // Extra audiences are allowed only with `azp`, checked below.
-        .set_other_audience_verifier_fn(|_| true)
-        // `exp` is compared with this time: the tolerance lets a token expire `skew` late.
-        .set_time_fn(move || timestamp(now - skew))
-        .set_issue_time_verifier_fn(move |iat| {
-            if iat.timestamp() > now + skew {
-                Err(format!("issued in the future ({})", iat.timestamp()))
-            } else {
-                Ok(())
+        // A header without `kid` over several published keys: each key is tried in turn, a
+        // bounded number (openidconnect's verifier refuses the ambiguity; the keys are the
+        // provider's own, so whichever verifies is the provider's signature).
+        let candidates: Vec<CoreJsonWebKeySet> = if header_kid(&raw).is_none() && keys.keys().len() > 1 {
+            keys.keys().iter().take(MAX_KEYS_TRIED).map(|k| CoreJsonWebKeySet::new(vec![k.clone()])).collect()
+        } else {
+            vec![(*keys).clone()]
+        };
+        let mut outcome = Err(ProviderError::InvalidIdToken("the provider publishes no key".into()));
+        for set in candidates {
+            let verifier = CoreIdTokenVerifier::new_confidential_client(
+                self.client_id.clone(),
+                self.client_secret.clone(),
+                self.issuer.clone(),
+                set,
+            )
+            .set_allowed_algs(self.allowed_algs.clone())
+            // Extra audiences are allowed only with `azp`, checked below.
+            .set_other_audience_verifier_fn(|_| true)
+            // `exp` is compared with this time: the tolerance lets a token expire `skew` late.
+            .set_time_fn(move || timestamp(now - skew))
+            .set_issue_time_verifier_fn(move |iat| {
+                if iat.timestamp() > now + skew {
+                    Err(format!("issued in the future ({})", iat.timestamp()))
+                } else {
+                    Ok(())
+                }
+            });
+            let verified = match nonce {
+                Some(nonce) => id_token.claims(&verifier, &Nonce::new(nonce.to_owned())),
+                // A refreshed ID token: no nonce was sent, so none is required.
+                None => id_token.claims(&verifier, |_: Option<&Nonce>| Ok(())),
+            };
+            let another_key_may_verify =
+                matches!(verified, Err(openidconnect::ClaimsVerificationError::SignatureVerification(_)));
+            outcome = verified.map_err(|e| ProviderError::InvalidIdToken(e.to_string()));
+            if !another_key_may_verify {
+                break;
             }
-        });
-        let verified = match nonce {
-            Some(nonce) => id_token.claims(&verifier, &Nonce::new(nonce.to_owned())),
-            // A refreshed ID token: no nonce was sent, so none is required.
-            None => id_token.claims(&verifier, |_: Option<&Nonce>| Ok(())),
         }
-        .map_err(|e| ProviderError::InvalidIdToken(e.to_string()))?;
+        let verified = outcome?;
         let audiences = verified.audiences();
         match verified.authorized_party() {
             Some(azp) if azp.as_str() != self.client_id.as_str() => {

@@ -3,8 +3,15 @@
 // (no login page) and a token endpoint whose answer a test spoils by naming a scenario
 // ('strict-rotation': only the newest refresh token works, a used one is refused, slowly):
 //
-//   POST /__scenario {"name": "..."}   the next answers follow that scenario
-//   GET  /__stats (or /__test/stats)   {"refresh_grants": n}
+//   POST /__scenario {"name": "..."}   the next answers follow that scenario (SCENARIO: the
+//                                      first, for those discovery and the first JWKS fetch see)
+//   GET  /__stats (or /__test/stats)   counters, and what the last requests carried (the
+//                                      authorization request's parameters, how the client
+//                                      authenticated, how userinfo got the access token, the
+//                                      end-session request's parameters, the last session id)
+//   POST /__test/backchannel {"variant": "...", "to": "URL"}
+//                                      signs a logout token for the last session, spoiled as the
+//                                      variant says, posts it to `to` and answers its status
 //
 //   PORT, CLIENT_ID, CLIENT_SECRET     where it listens (0: a free port the system picks) and
 //                                      the one client it knows; stdout announces the port:
@@ -24,32 +31,73 @@ function rsaKey(kid) {
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   return { ...privateKey.export({ format: 'jwk' }), kid, use: 'sig', alg: 'RS256' };
 }
-const published = rsaKey('hostile-key');
+function ecKey(kid) {
+  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  return { ...privateKey.export({ format: 'jwk' }), kid, use: 'sig', alg: 'ES256' };
+}
+let published = rsaKey('hostile-key');
 const impostor = rsaKey('hostile-key');
 const unpublished = rsaKey('never-published');
-const publicJwk = ({ kty, n, e, kid, use, alg }) => ({ kty, n, e, kid, use, alg });
+// Published too: a key of another algorithm (the discovery document lists ES256 as well), for
+// tokens signed with an algorithm the client did not register.
+const publishedEc = ecKey('hostile-ec-key');
+const publicJwk = ({ kty, n, e, crv, x, y, kid, use, alg }) => ({ kty, n, e, crv, x, y, kid, use, alg });
+const withoutKid = ({ kid, ...rest }) => rest;
+// More RSA keys, published without a `kid` with `published` in 'kid-absent-multiple'.
+const extraRsa = [rsaKey('extra-1'), rsaKey('extra-2')];
+// A path of its own per start, for 'jwks-random-path' (the RP must use the discovered jwks_uri).
+const jwksSuffix = randomBytes(6).toString('hex');
 
-let scenario = 'ok';
+let scenario = process.env.SCENARIO || 'ok';
 let refreshGrants = 0;
 let jwksFetches = 0;
+let userinfoCalls = 0;
+let authorizeCalls = 0;
+let idTokensIssued = 0;
+// What the last requests carried.
+let lastAuthorize = null;
+let tokenAuth = null;
+let userinfoAuth = null;
+let lastEndSession = null;
+let lastSid = null;
 // The one refresh token that works in the 'strict-rotation' scenario.
 let latestRefresh = 'rt-hostile';
 const codes = new Map();
 const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
 const now = () => Math.floor(Date.now() / 1000);
 
-async function sign(claims, { key = published, alg = 'RS256', header = {} } = {}) {
+async function sign(claims, { key = published, alg = 'RS256', header = {}, kid = true } = {}) {
   if (alg === 'none') return `${b64({ alg: 'none', ...header })}.${b64(claims)}.`;
   if (alg === 'HS256') {
     return new SignJWT(claims).setProtectedHeader({ alg, ...header }).sign(new TextEncoder().encode(clientSecret));
   }
-  return new SignJWT(claims).setProtectedHeader({ alg, kid: key.kid, ...header }).sign(await importJWK(key, alg));
+  const protectedHeader = kid ? { alg, kid: key.kid, ...header } : { alg, ...header };
+  return new SignJWT(claims).setProtectedHeader(protectedHeader).sign(await importJWK(key, alg));
 }
 
-async function idToken(nonce) {
-  const claims = { iss: issuer, aud: clientId, sub: 'mallory', name: 'Mallory', nonce, iat: now(), exp: now() + 300 };
-  const options = {};
+// The JWKS the provider publishes under the scenario.
+function jwks() {
   switch (scenario) {
+    case 'kid-absent-single': return [withoutKid(publicJwk(published))];
+    case 'kid-absent-multiple':
+      return [published, ...extraRsa].map((k) => withoutKid(publicJwk(k))).concat([withoutKid(publicJwk(publishedEc))]);
+    default: return [publicJwk(published), publicJwk(publishedEc)];
+  }
+}
+
+async function idToken(nonce, sid) {
+  const claims = { iss: issuer, aud: clientId, sub: 'mallory', name: 'Mallory', nonce, sid, iat: now(), exp: now() + 300 };
+  const options = {};
+  idTokensIssued += 1;
+  switch (scenario) {
+    case 'es256': options.alg = 'ES256'; options.key = publishedEc; break;
+    case 'kid-absent-single': case 'kid-absent-multiple': options.kid = false; break;
+    // A new key (a new kid) just before signing: the RP must refetch the JWKS.
+    case 'rotate-before-signing': published = rsaKey(`rotated-${randomBytes(4).toString('hex')}`); break;
+    // The first ID token with the key discovery saw, then a new one for every later token.
+    case 'rotate-after-first':
+      if (idTokensIssued > 1) published = rsaKey(`rotated-${randomBytes(4).toString('hex')}`);
+      break;
     case 'bad-signature': options.key = impostor; break;
     case 'alg-none': options.alg = 'none'; break;
     case 'alg-hs256': options.alg = 'HS256'; break;
@@ -78,6 +126,38 @@ async function idToken(nonce) {
   return sign(claims, options);
 }
 
+function jwksPath() {
+  return scenario === 'jwks-random-path' ? `/jwks-${jwksSuffix}` : '/jwks';
+}
+
+// A back-channel logout token for the last session, spoiled as `variant` says (the modules of
+// the OpenID Foundation's Back-Channel Logout RP plan).
+async function logoutToken(variant) {
+  const claims = {
+    iss: issuer,
+    aud: clientId,
+    iat: now(),
+    exp: now() + 120,
+    jti: randomBytes(12).toString('hex'),
+    sub: 'mallory',
+    sid: lastSid,
+    events: { 'http://schemas.openid.net/event/backchannel-logout': {} },
+  };
+  const options = { header: { typ: 'logout+jwt' } };
+  switch (variant) {
+    case 'valid': break;
+    case 'alg-none': options.alg = 'none'; break;
+    case 'no-event': delete claims.events; break;
+    case 'with-nonce': claims.nonce = randomBytes(8).toString('hex'); break;
+    case 'wrong-alg': options.alg = 'ES256'; options.key = publishedEc; break;
+    case 'wrong-aud': claims.aud = `${clientId}INVALID`; break;
+    case 'wrong-event': claims.events = { 'http://schemas.openid.net/event/foobar': {} }; break;
+    case 'wrong-iss': claims.iss = `${issuer}INVALID`; break;
+    default: throw new Error(`unknown logout token variant ${variant}`);
+  }
+  return sign(claims, options);
+}
+
 function send(res, status, body, type = 'application/json') {
   res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });
   res.end(typeof body === 'string' ? body : JSON.stringify(body));
@@ -92,6 +172,10 @@ async function readBody(req) {
 async function token(req, res) {
   const form = new URLSearchParams(await readBody(req));
   const grant = form.get('grant_type');
+  const basic = (req.headers.authorization || '').startsWith('Basic ');
+  tokenAuth = basic ? 'client_secret_basic'
+    : form.has('client_assertion') ? 'private_key_jwt'
+      : form.has('client_secret') ? 'client_secret_post' : 'none';
   if (grant === 'refresh_token') {
     refreshGrants += 1;
     if (scenario === 'strict-rotation') {
@@ -126,7 +210,7 @@ async function token(req, res) {
         token_type: 'Bearer',
         expires_in: 3600,
         refresh_token: 'rt-hostile',
-        id_token: await idToken(entry.nonce),
+        id_token: await idToken(entry.nonce, entry.sid),
       });
   }
 }
@@ -136,31 +220,46 @@ const server = http.createServer(async (req, res) => {
     const url = new URL(req.url, issuer);
     if (url.pathname === '/.well-known/openid-configuration') {
       return send(res, 200, {
-        issuer,
+        // 'discovery-issuer-mismatch': another issuer than the URL the document came from.
+        issuer: scenario === 'discovery-issuer-mismatch' ? `${issuer}/INVALID` : issuer,
         authorization_endpoint: `${issuer}/authorize`,
         token_endpoint: `${issuer}/token`,
-        jwks_uri: `${issuer}/jwks`,
+        jwks_uri: `${issuer}${jwksPath()}`,
         end_session_endpoint: `${issuer}/session/end`,
         pushed_authorization_request_endpoint: `${issuer}/par`,
         userinfo_endpoint: `${issuer}/userinfo`,
         response_types_supported: ['code'],
         subject_types_supported: ['public'],
-        id_token_signing_alg_values_supported: ['RS256'],
+        id_token_signing_alg_values_supported: ['RS256', 'ES256'],
+        response_modes_supported: scenario === 'form-post-only' ? ['form_post'] : ['query', 'form_post'],
         token_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post'],
         code_challenge_methods_supported: ['S256'],
       });
     }
-    if (url.pathname === '/jwks') {
+    if (url.pathname === jwksPath()) {
       jwksFetches += 1;
-      return send(res, 200, { keys: [publicJwk(published)] });
+      return send(res, 200, { keys: jwks() });
     }
     if (url.pathname === '/authorize') {
+      authorizeCalls += 1;
+      lastAuthorize = Object.fromEntries(url.searchParams);
       const code = randomBytes(16).toString('hex');
-      codes.set(code, { nonce: url.searchParams.get('nonce') });
+      lastSid = `sid-${randomBytes(8).toString('hex')}`;
+      codes.set(code, { nonce: url.searchParams.get('nonce'), sid: lastSid });
+      const answer = scenario === 'authorize-login-required'
+        ? { error: 'login_required', state: url.searchParams.get('state'), iss: issuer }
+        : { code, state: url.searchParams.get('state'), iss: issuer };
+      if (url.searchParams.get('response_mode') === 'form_post') {
+        // The page a provider answers in form_post mode: a form the browser posts at once.
+        const escape = (v) => String(v).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+        const fields = Object.entries(answer)
+          .map(([k, v]) => `<input type="hidden" name="${escape(k)}" value="${escape(v)}">`).join('');
+        const target = escape(url.searchParams.get('redirect_uri'));
+        return send(res, 200, `<!doctype html><html><body onload="document.forms[0].submit()">
+<form method="post" action="${target}">${fields}<noscript><button>Continue</button></noscript></form></body></html>`, 'text/html');
+      }
       const back = new URL(url.searchParams.get('redirect_uri'));
-      back.searchParams.set('code', code);
-      back.searchParams.set('state', url.searchParams.get('state'));
-      back.searchParams.set('iss', issuer);
+      for (const [k, v] of Object.entries(answer)) back.searchParams.set(k, v);
       res.writeHead(302, { location: back.href });
       return res.end();
     }
@@ -176,6 +275,10 @@ const server = http.createServer(async (req, res) => {
       }
     }
     if (url.pathname === '/userinfo') {
+      userinfoCalls += 1;
+      const body = req.method === 'POST' ? new URLSearchParams(await readBody(req)) : new URLSearchParams();
+      userinfoAuth = (req.headers.authorization || '').startsWith('Bearer ') ? 'header'
+        : body.has('access_token') ? 'body' : url.searchParams.has('access_token') ? 'query' : 'none';
       switch (scenario) {
         case 'userinfo-other-sub': return send(res, 200, { sub: 'eve', name: 'Eve' });
         case 'userinfo-500': return send(res, 500, 'internal error', 'text/plain');
@@ -184,16 +287,46 @@ const server = http.createServer(async (req, res) => {
       }
     }
     if (url.pathname === '/session/end') {
-      const back = url.searchParams.get('post_logout_redirect_uri');
-      res.writeHead(back ? 302 : 200, back ? { location: back } : { 'content-type': 'text/plain' });
-      return res.end(back ? '' : 'logged out');
+      lastEndSession = Object.fromEntries(url.searchParams);
+      const to = url.searchParams.get('post_logout_redirect_uri');
+      if (!to) {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        return res.end('logged out');
+      }
+      const back = new URL(to);
+      const state = url.searchParams.get('state');
+      // 'logout-other-state': the state comes back changed; 'logout-no-state': not at all.
+      if (state !== null && scenario === 'logout-other-state') back.searchParams.set('state', `${state}_INVALID`);
+      else if (state !== null && scenario !== 'logout-no-state') back.searchParams.set('state', state);
+      res.writeHead(302, { location: back.href });
+      return res.end();
+    }
+    if (url.pathname === '/__test/backchannel' && req.method === 'POST') {
+      const { variant, to } = JSON.parse(await readBody(req));
+      const token = await logoutToken(variant);
+      const answer = await fetch(to, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ logout_token: token }).toString(),
+      });
+      return send(res, 200, { status: answer.status, body: await answer.text() });
     }
     if (url.pathname === '/__scenario' && req.method === 'POST') {
       scenario = JSON.parse(await readBody(req)).name;
       return send(res, 200, { scenario });
     }
     if (url.pathname === '/__stats' || url.pathname === '/__test/stats') {
-      return send(res, 200, { refresh_grants: refreshGrants, jwks_fetches: jwksFetches });
+      return send(res, 200, {
+        refresh_grants: refreshGrants,
+        jwks_fetches: jwksFetches,
+        userinfo_calls: userinfoCalls,
+        authorize_calls: authorizeCalls,
+        authorize: lastAuthorize,
+        token_auth: tokenAuth,
+        userinfo_auth: userinfoAuth,
+        end_session: lastEndSession,
+        sid: lastSid,
+      });
     }
     return send(res, 404, { error: 'not_found' });
   } catch (err) {
