@@ -259,7 +259,7 @@ fn provider_command(port: u16, app_url: &str, options: &ProviderOptions) -> Comm
         "client_id": "test-app",
         "client_secret": CLIENT_SECRET,
         "redirect_uris": [format!("{app_url}/auth/callback")],
-        "post_logout_redirect_uris": [format!("{app_url}/")],
+        "post_logout_redirect_uris": [format!("{app_url}/"), format!("{app_url}/auth/logout/callback")],
         "grant_types": if options.no_refresh { vec!["authorization_code"] } else { vec!["authorization_code", "refresh_token"] },
         "token_endpoint_auth_method": options.auth_method.unwrap_or("client_secret_basic"),
         "backchannel_logout_uri": format!("{app_url}/auth/backchannel-logout"),

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use auth_layer_tests::{TestEnv, free_port};
+use auth_layer_tests::{ProviderOptions, TestEnv, free_port};
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 
@@ -156,6 +156,51 @@ async fn a_person_logs_in_refreshes_the_token_and_logs_out_in_chromium() {
     confirm.click().await.unwrap();
     text_when(&client, "#status", "back at the app, logged out", |t| t == "Logged out").await;
     steps.shot(&client, "home-logged-out-again").await;
+
+    client.close().await.unwrap();
+    let _ = std::fs::remove_dir_all(&profile);
+}
+
+/// The Form Post RP flow in a real browser against the real provider: the provider's page posts
+/// the authorization response to the callback (no code in any URL the browser visits), and the
+/// RP-initiated logout returns through `/auth/logout/callback` with the `state` it was sent.
+#[tokio::test]
+async fn a_person_logs_in_by_form_post_and_logs_out_with_state_in_chromium() {
+    let env = TestEnv::start_custom_with(
+        ProviderOptions::default(),
+        |c| c.response_mode(auth_layer::ResponseMode::FormPost).logout_state(true),
+        |client| quickstart::app(auth_layer::AuthLayer::new(client)),
+    )
+    .await;
+    let driver = chromedriver().await;
+    let profile = std::env::temp_dir().join(format!("auth-layer-chromium-{}", free_port()));
+    let client = browser(&driver, &profile).await;
+
+    client.goto(&env.url("/")).await.unwrap();
+    text_when(&client, "#status", "the app starts logged out", |t| t == "Logged out").await;
+    client.find(Locator::Css("#login")).await.unwrap().click().await.unwrap();
+    let login = client.wait().for_element(Locator::Css("input[name=login]")).await.unwrap();
+    login.send_keys("alice").await.unwrap();
+    client.find(Locator::Css("input[name=password]")).await.unwrap().send_keys("any password").await.unwrap();
+    client.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
+    client.wait().for_element(Locator::Css("input[name=prompt][value=consent]")).await.unwrap();
+    client.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
+
+    text_when(&client, "#name", "posted back to the app, logged in", |t| t == "Alice").await;
+    let here = client.current_url().await.unwrap();
+    assert!(here.as_str().starts_with(&env.app_url), "{here}");
+    assert!(!here.as_str().contains("code="), "the code never appears in a URL: {here}");
+
+    // The callback refuses a GET in form_post mode: had the provider answered with a redirect,
+    // the login would have stopped there with 405.
+
+    // A logout naming a page: reached only through the logout callback with the sent state.
+    client.goto(&env.url("/auth/logout?returnTo=%2F%3Fbye%3D1")).await.unwrap();
+    let confirm = client.wait().for_element(Locator::Css("button[name=logout][value=yes]")).await.unwrap();
+    confirm.click().await.unwrap();
+    text_when(&client, "#status", "back at the app through the logout callback, logged out", |t| t == "Logged out")
+        .await;
+    assert_eq!(client.current_url().await.unwrap().as_str(), env.url("/?bye=1"), "the state came back");
 
     client.close().await.unwrap();
     let _ = std::fs::remove_dir_all(&profile);

@@ -42,11 +42,8 @@ fn form_of(html: &str) -> (String, Vec<(String, String)>) {
     };
     let form = &html[html.find("<form").expect("a form")..];
     let action = attr(&form[..form.find('>').unwrap()], "action").expect("the form's action");
-    let fields = form
-        .split("<input")
-        .skip(1)
-        .filter_map(|input| Some((attr(input, "name")?, attr(input, "value")?)))
-        .collect();
+    let fields =
+        form.split("<input").skip(1).filter_map(|input| Some((attr(input, "name")?, attr(input, "value")?))).collect();
     (action, fields)
 }
 

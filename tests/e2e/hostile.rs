@@ -1,5 +1,7 @@
 //! Every ID-token and token-endpoint check of conformance.md's "Login" section, against a test
-//! provider that misbehaves on purpose (`tests/idp/hostile.mjs`). Each test is named after the
+//! provider that misbehaves on purpose (`tests/idp/hostile.mjs`); those the OpenID Foundation's
+//! RP plans name (issuer, audience, `iat`, `sub`, nonce, signature, `alg: none`, userinfo `sub`)
+//! are their modules' tests in `conformance.rs`. Each test is named after the
 //! attack or fault it stops, and asserts a clean 4xx (or 5xx for a broken provider), that no
 //! session exists afterwards, and that the server still serves.
 
@@ -55,16 +57,6 @@ async fn a_well_formed_login_from_this_provider_is_accepted() {
 }
 
 #[tokio::test]
-async fn forged_signature_is_rejected() {
-    assert_rejected("bad-signature", StatusCode::BAD_REQUEST, "invalid_id_token").await;
-}
-
-#[tokio::test]
-async fn unsigned_token_alg_none_is_rejected() {
-    assert_rejected("alg-none", StatusCode::BAD_REQUEST, "invalid_id_token").await;
-}
-
-#[tokio::test]
 async fn algorithm_the_provider_did_not_announce_is_rejected() {
     // HS256 with the client secret: a classic key-confusion attack on RS256 verifiers.
     assert_rejected("alg-hs256", StatusCode::BAD_REQUEST, "invalid_id_token").await;
@@ -79,16 +71,6 @@ async fn key_not_in_the_providers_jwks_is_rejected_after_one_refetch() {
     assert_eq!(env.provider.jwks_fetches().await, 2, "one refetch for the unknown kid");
     let profile = browser.http.get(env.url("/auth/profile")).send().await.unwrap();
     assert_eq!(profile.status(), StatusCode::UNAUTHORIZED, "no session afterwards");
-}
-
-#[tokio::test]
-async fn token_from_another_issuer_is_rejected() {
-    assert_rejected("wrong-iss", StatusCode::BAD_REQUEST, "invalid_id_token").await;
-}
-
-#[tokio::test]
-async fn token_for_another_client_is_rejected() {
-    assert_rejected("wrong-aud", StatusCode::BAD_REQUEST, "invalid_id_token").await;
 }
 
 #[tokio::test]
@@ -122,23 +104,8 @@ async fn token_issued_in_the_future_is_rejected() {
 }
 
 #[tokio::test]
-async fn token_without_iat_is_rejected() {
-    assert_rejected("no-iat", StatusCode::BAD_REQUEST, "invalid_id_token").await;
-}
-
-#[tokio::test]
-async fn replayed_token_with_another_nonce_is_rejected() {
-    assert_rejected("wrong-nonce", StatusCode::BAD_REQUEST, "invalid_id_token").await;
-}
-
-#[tokio::test]
 async fn token_without_the_nonce_is_rejected() {
     assert_rejected("no-nonce", StatusCode::BAD_REQUEST, "invalid_id_token").await;
-}
-
-#[tokio::test]
-async fn token_without_sub_is_rejected() {
-    assert_rejected("no-sub", StatusCode::BAD_REQUEST, "invalid_id_token").await;
 }
 
 #[tokio::test]
