@@ -103,6 +103,7 @@ async function idToken(nonce, sid) {
     case 'alg-hs256': options.alg = 'HS256'; break;
     case 'unknown-kid': options.key = unpublished; break;
     case 'wrong-iss': claims.iss = 'https://evil.example'; break;
+    case 'other-sub': claims.sub = 'eve'; break;
     case 'wrong-aud': claims.aud = 'another-client'; break;
     case 'multi-aud-no-azp': claims.aud = [clientId, 'another-client']; break;
     case 'multi-aud-wrong-azp': claims.aud = [clientId, 'another-client']; claims.azp = 'another-client'; break;

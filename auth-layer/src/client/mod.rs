@@ -700,6 +700,14 @@ impl AuthClient {
                 Ok(refreshed) => break refreshed,
                 Err(err) => {
                     let err = AuthError::clone(&err);
+                    if let AuthError::Provider(ProviderError::InvalidIdToken(why)) = &err {
+                        // The provider's answer names another issuer or user, or fails a check:
+                        // nothing of it is kept, and the session it was for does not go on
+                        // (its refresh token may be spent); the user logs in again.
+                        tracing::warn!(sub = session.sub(), why, "refreshed ID token refused; the session ends");
+                        self.inner.session_store.delete(ctx).await?;
+                        return Err(err);
+                    }
                     if !matches!(err, AuthError::Provider(ProviderError::InvalidGrant(_))) {
                         return Err(err);
                     }
