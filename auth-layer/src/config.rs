@@ -1178,6 +1178,36 @@ mod tests {
     }
 
     #[test]
+    fn the_environment_turns_on_what_the_conformance_plans_exercise() {
+        let plain = AuthConfig::from_lookup(vars(GOOD)).unwrap();
+        assert_eq!(plain.response_mode, ResponseMode::Query);
+        assert_eq!(plain.id_token_alg, "RS256");
+        assert!(!plain.fetch_userinfo && !plain.logout_state && !plain.routes.logout_callback);
+        let config = AuthConfig::from_lookup(vars(&with(&[
+            ("AUTH_RESPONSE_MODE", "form_post"),
+            ("AUTH_ID_TOKEN_SIGNED_RESPONSE_ALG", "PS256"),
+            ("AUTH_FETCH_USERINFO", "true"),
+            ("AUTH_LOGOUT_STATE", "1"),
+        ])))
+        .unwrap();
+        assert_eq!(config.response_mode, ResponseMode::FormPost);
+        assert_eq!(config.id_token_alg, "PS256");
+        assert!(config.fetch_userinfo && config.logout_state && config.routes.logout_callback);
+        assert_eq!(config.logout_callback_url().as_str(), "https://app.example/auth/logout/callback");
+        for (name, value) in [
+            ("AUTH_RESPONSE_MODE", "fragment"),
+            ("AUTH_ID_TOKEN_SIGNED_RESPONSE_ALG", "none"),
+            ("AUTH_ID_TOKEN_SIGNED_RESPONSE_ALG", "RS257"),
+            ("AUTH_FETCH_USERINFO", "yes please"),
+            ("AUTH_LOGOUT_STATE", "2"),
+        ] {
+            let err = AuthConfig::from_lookup(vars(&with(&[(name, value)]))).unwrap_err().to_string();
+            let named = if name == "AUTH_ID_TOKEN_SIGNED_RESPONSE_ALG" { "id_token_signed_response_alg" } else { name };
+            assert!(err.contains(named), "{name}={value}: {err}");
+        }
+    }
+
+    #[test]
     fn auth0_domain_becomes_an_https_issuer() {
         let config =
             AuthConfig::from_lookup(vars(&with(&[("AUTH_ISSUER", ""), ("AUTH0_DOMAIN", "tenant.eu.auth0.com")])))

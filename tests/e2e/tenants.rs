@@ -194,6 +194,23 @@ async fn an_authorization_response_of_the_other_provider_or_without_iss_is_refus
     assert_eq!(profile(&env.a_url, &at_a.cookie_header(&env.a_url)).await.0, StatusCode::OK);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_third_party_initiated_login_names_the_tenants_own_provider_or_is_refused() {
+    let env = Tenants2::start(StoreChoice::Cookie, SharedChoice::Default).await;
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    // B's issuer at A's initiate_login_uri: refused, nothing sent to either provider.
+    let wrong = Browser::new().http.get(format!("{}/auth/login?iss={}", env.a_url, enc(&env.b.issuer)));
+    let wrong = wrong.header("accept", "application/json").send().await.unwrap();
+    assert_eq!(error_code(wrong).await, (StatusCode::BAD_REQUEST, "invalid_request".into()));
+    // Each tenant's own issuer starts a login at its own provider.
+    for (url, provider) in [(&env.a_url, &env.a), (&env.b_url, &env.b)] {
+        let start = Browser::new().get(&format!("{url}/auth/login?iss={}", enc(&provider.issuer))).await;
+        assert_eq!(start.status(), StatusCode::FOUND, "{url}");
+        let to = start.headers()["location"].to_str().unwrap();
+        assert!(to.starts_with(&provider.issuer), "{url} goes to its own provider: {to}");
+    }
+}
+
 /// A server that counts the connections it is offered and answers none.
 async fn counting_server() -> (String, Arc<AtomicU64>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

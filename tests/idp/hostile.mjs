@@ -209,7 +209,8 @@ async function token(req, res) {
       return send(res, 200, {
         access_token: `at-${randomBytes(8).toString('hex')}`,
         token_type: 'Bearer',
-        expires_in: 3600,
+        // 'short-access': an access token already within the RP's refresh buffer.
+        expires_in: scenario === 'short-access' ? 30 : 3600,
         refresh_token: 'rt-hostile',
         id_token: await idToken(entry.nonce, entry.sid),
       });
