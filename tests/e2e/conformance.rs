@@ -315,7 +315,7 @@ async fn oidcc_client_test_discovery_jwks_uri_keys() {
 async fn oidcc_client_test_discovery_issuer_mismatch() {
     let (provider, _, _, _, client) =
         TestEnv::hostile_discovery("discovery-issuer-mismatch", |c| c.fetch_userinfo(true)).await;
-    let err = client.err().expect("a document naming another issuer is refused");
+    let Err(err) = client else { panic!("a document naming another issuer must be refused") };
     let mut chain = err.to_string();
     let mut source = std::error::Error::source(&err);
     while let Some(cause) = source {

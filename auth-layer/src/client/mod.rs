@@ -611,6 +611,9 @@ impl AuthClient {
     /// [`LogoutStrategy`](crate::LogoutStrategy): the provider's end-session endpoint (with
     /// `id_token_hint`, `post_logout_redirect_uri` and `client_id`), Auth0's `/v2/logout`, or
     /// straight back to `return_to`. A refused `return_to` or extra parameter ends nothing.
+    /// With [`logout_state`](crate::AuthConfigBuilder::logout_state) and an end-session
+    /// endpoint, the provider is sent a fresh `state` and returns to `{prefix}/logout/callback`
+    /// ([`complete_logout`](Self::complete_logout)), which goes on to `return_to`.
     pub async fn logout(&self, ctx: &mut StoreContext, options: LogoutOptions) -> Result<Url, AuthError> {
         let return_to = match options.return_to.as_deref() {
             Some(target) => return_to::validate(target).map_err(|e| AuthError::InvalidRequest(e.into()))?,
