@@ -284,6 +284,34 @@ async fn a_form_post_login_refuses_the_response_in_a_query_and_a_body_that_is_no
 }
 
 #[tokio::test]
+async fn a_form_post_login_clears_the_session_cookies_the_browser_withheld_from_it() {
+    // Logged in once (a session in one cookie), then a second login whose session needs chunks.
+    let env = start("ok", ResponseMode::FormPost).await;
+    let browser = Browser::new();
+    assert_eq!(log_in(&env, &browser).await.status(), StatusCode::FOUND);
+    env.provider.set_scenario("big-claims").await;
+    let start = browser.get(&env.url("/auth/login")).await;
+    let authorize = start.headers()["location"].to_str().unwrap().to_owned();
+    let (action, fields) = form_of(&browser.get(&authorize).await.text().await.unwrap());
+    // The post comes from the provider's site: on https a browser sends the transaction cookie
+    // (SameSite=None) and withholds the session cookie (SameSite=Lax).
+    let cookies = browser.cookie_header(&env.url("/auth/callback"));
+    let sent: Vec<&str> = cookies.split("; ").filter(|c| c.starts_with("_a0_tx.")).collect();
+    assert_eq!(sent.len(), 1, "{cookies}");
+    let post = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let answer = post.post(&action).header("cookie", sent[0]).form(&fields).send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::FOUND);
+    let app = url::Url::parse(&env.app_url).unwrap();
+    for set in answer.headers().get_all("set-cookie") {
+        reqwest::cookie::CookieStore::set_cookies(&*browser.jar, &mut std::iter::once(set), &app);
+    }
+    // The old single cookie is gone and the new chunks are read: the second login's session.
+    assert!(!browser.cookie_header(&env.app_url).split("; ").any(|c| c.starts_with("_a0_session=")));
+    let me: Value = browser.http.get(env.url("/auth/profile")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["bio"].as_str().map(str::len), Some(6000), "the new session, not the old one");
+}
+
+#[tokio::test]
 async fn a_provider_that_offers_only_form_post_gets_form_posts_without_configuration() {
     let env = start_configured("form-post-only", |c| c).await;
     assert_eq!(env.client.config().response_mode(), ResponseMode::FormPost);

@@ -104,6 +104,8 @@ async function idToken(nonce, sid) {
     case 'unknown-kid': options.key = unpublished; break;
     case 'wrong-iss': claims.iss = 'https://evil.example'; break;
     case 'other-sub': claims.sub = 'eve'; break;
+    // A session too large for one cookie: the RP splits it into chunks.
+    case 'big-claims': claims.bio = 'b'.repeat(6000); break;
     case 'wrong-aud': claims.aud = 'another-client'; break;
     case 'multi-aud-no-azp': claims.aud = [clientId, 'another-client']; break;
     case 'multi-aud-wrong-azp': claims.aud = [clientId, 'another-client']; claims.azp = 'another-client'; break;

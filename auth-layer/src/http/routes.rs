@@ -18,7 +18,7 @@ use crate::store::StoreContext;
 const MAX_QUERY: usize = 4 * 1024;
 
 /// The largest request body a route reads (a back-channel logout, a form post's response).
-pub(crate) const MAX_LOGOUT_BODY: usize = 16 * 1024;
+pub(crate) const MAX_ROUTE_BODY: usize = 16 * 1024;
 
 /// A route the layer answers itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,14 +75,14 @@ pub(crate) enum RouteBody {
 }
 
 /// Reads the body of a route that takes one ([`Route::reads_body`]), at most
-/// [`MAX_LOGOUT_BODY`] bytes.
+/// [`MAX_ROUTE_BODY`] bytes.
 pub(crate) async fn read_body<B>(body: B) -> RouteBody
 where
     B: http_body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     use http_body_util::BodyExt;
-    match http_body_util::Limited::new(body, MAX_LOGOUT_BODY).collect().await {
+    match http_body_util::Limited::new(body, MAX_ROUTE_BODY).collect().await {
         Ok(collected) => RouteBody::Read(collected.to_bytes()),
         Err(err) if err.is::<http_body_util::LengthLimitError>() => RouteBody::TooLarge,
         Err(_) => RouteBody::Failed,
@@ -149,7 +149,11 @@ async fn answer(client: AuthClient, route: Route, parts: Parts, body: RouteBody)
     let result = match route {
         Route::Login => login(&client, &mut ctx, query).await,
         Route::Callback if parts.method == Method::POST => match form_body(&parts.headers, &body) {
-            Ok(form) => callback(&client, &mut ctx, form).await,
+            Ok(form) => {
+                let answer = callback(&client, &mut ctx, form).await;
+                clear_withheld_session_cookies(client.config(), &mut ctx);
+                answer
+            }
             Err(why) => Err(AuthError::InvalidRequest(why.into())),
         },
         Route::Callback => callback(&client, &mut ctx, query).await,
@@ -213,6 +217,24 @@ fn own_page(config: &crate::config::AuthConfig, target: &str) -> Result<String, 
         None => url.path().to_owned(),
     };
     crate::return_to::validate(&path).map(str::to_owned).map_err(|_| refused())
+}
+
+/// After a form post's callback that started a session: removes every session cookie name the
+/// new session did not set. The post comes from the provider's site, so a browser withholds the
+/// app's `SameSite=Lax` cookies from it, and the store could not see (to clear) the cookies of a
+/// session from before: an old single cookie would otherwise be read before the new chunks, and
+/// an old extra chunk would spoil the new set.
+fn clear_withheld_session_cookies(config: &crate::config::AuthConfig, ctx: &mut StoreContext) {
+    let name = &config.cookies.session_name;
+    if !(ctx.sets_cookie(name) || ctx.sets_cookie(&format!("{name}.0"))) {
+        return;
+    }
+    let chunks = (0..crate::store::MAX_SESSION_CHUNKS).map(|i| format!("{name}.{i}"));
+    for candidate in std::iter::once(name.clone()).chain(chunks) {
+        if !ctx.sets_cookie(&candidate) {
+            ctx.remove_cookie(config, &candidate);
+        }
+    }
 }
 
 /// Whether a state-changing request comes from the app's own pages: `Sec-Fetch-Site` (sent by

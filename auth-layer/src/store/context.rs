@@ -164,6 +164,11 @@ impl StoreContext {
         }
     }
 
+    /// Whether the response sets cookie `name` (not as a removal).
+    pub(crate) fn sets_cookie(&self, name: &str) -> bool {
+        self.response.iter().any(|c| c.name() == name && !is_removal(c))
+    }
+
     /// Whether the response sets or removes any cookie.
     pub fn has_response_cookies(&self) -> bool {
         !self.response.is_empty()

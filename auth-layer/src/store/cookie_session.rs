@@ -24,7 +24,7 @@ use crate::seal::Sealer;
 /// browsers accept per cookie.
 const CHUNK_SIZE: usize = 3_800;
 /// The most chunks read: bounds the cookie bytes a request can make us decrypt.
-const MAX_CHUNKS: usize = 8;
+pub(crate) const MAX_CHUNKS: usize = 8;
 /// The leading characters of a sealed value that key the opened cache: the format version and
 /// 23 bytes of the value's random nonce, so two values that differ there are never confused.
 const OPENED_KEY_LEN: usize = 32;

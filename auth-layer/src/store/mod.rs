@@ -15,6 +15,8 @@ mod server;
 #[cfg(test)]
 pub(crate) use context::browser_round_trip;
 pub use context::{MAX_COOKIE_BYTES, StoreContext};
+/// The most chunks a session cookie is split into (`{name}.0` to `{name}.7`).
+pub(crate) use cookie_session::MAX_CHUNKS as MAX_SESSION_CHUNKS;
 pub use cookie_session::{CookieSessionStore, DEFAULT_MAX_MARKERS};
 pub use cookie_transaction::{CookieTransactionStore, MAX_TRANSACTIONS};
 pub use server::{DEFAULT_MAX_SESSIONS, ServerSessionStore};
