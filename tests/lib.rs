@@ -135,16 +135,14 @@ impl Provider {
     /// Has the hostile provider sign a back-channel logout token for its last session, spoiled
     /// as `variant` says, and post it to `to`; returns the status and body it got.
     pub async fn send_logout_token(&self, variant: &str, to: &str) -> (u16, String) {
-        let answer: serde_json::Value = reqwest::Client::new()
-            .post(format!("{}/__test/backchannel", self.issuer))
-            .json(&serde_json::json!({ "variant": variant, "to": to }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let answer = self.post_json("/__test/backchannel", &serde_json::json!({ "variant": variant, "to": to })).await;
         (answer["status"].as_u64().unwrap() as u16, answer["body"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// `POST {issuer}{path}` with a JSON `body`, for the test endpoints; its JSON answer.
+    async fn post_json(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        let answer = reqwest::Client::new().post(format!("{}{path}", self.issuer)).json(body).send().await.unwrap();
+        answer.json().await.unwrap()
     }
 
     /// Tells the hostile provider how to misbehave from now on.
@@ -187,16 +185,9 @@ impl Provider {
     /// A JWT with `claims` and extra `header` fields, signed with the provider's own key
     /// (`key: "provider"`), another key of the same `kid` (`"other"`), or unsigned (`"none"`).
     pub async fn sign(&self, header: serde_json::Value, claims: serde_json::Value, key: &str) -> String {
-        let body = serde_json::json!({ "header": header, "claims": claims, "key": key });
-        let answer: serde_json::Value = reqwest::Client::new()
-            .post(format!("{}/__test/sign", self.issuer))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let answer = self
+            .post_json("/__test/sign", &serde_json::json!({ "header": header, "claims": claims, "key": key }))
+            .await;
         answer["jwt"].as_str().unwrap().to_owned()
     }
 }
