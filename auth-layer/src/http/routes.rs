@@ -59,10 +59,12 @@ impl Route {
         }
     }
 
-    /// Whether the route reads the request's body: a back-channel logout's token, a form post's
-    /// authorization response.
-    pub(crate) fn reads_body(self, method: &Method) -> bool {
-        self == Self::BackchannelLogout || (self == Self::Callback && method == Method::POST)
+    /// Whether the route reads the request's body under `config`: a back-channel logout's
+    /// token, a form post's authorization response (only in form_post mode: a `POST` of the
+    /// callback otherwise gets 405 without its body being read).
+    pub(crate) fn reads_body(self, method: &Method, config: &crate::config::AuthConfig) -> bool {
+        self == Self::BackchannelLogout
+            || (self == Self::Callback && method == Method::POST && config.response_mode == ResponseMode::FormPost)
     }
 }
 

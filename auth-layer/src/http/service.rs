@@ -57,7 +57,7 @@ where
     let config = client.config();
     if let Some(route) = Route::matching(req.uri().path(), config.route_prefix(), config.routes) {
         let (parts, body) = req.into_parts();
-        if !route.reads_body(&parts.method) {
+        if !route.reads_body(&parts.method, config) {
             drop(body);
             return ResponseFuture::route(Box::pin(routes::handle(client, route, parts, routes::RouteBody::None)));
         }
