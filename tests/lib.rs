@@ -75,6 +75,13 @@ pub struct ProviderOptions {
     pub require_par: bool,
     /// The client's public key (PEM) and its `kid`, registered for `private_key_jwt`.
     pub client_public_key: Option<(String, String)>,
+    /// Register the client with `dpop_bound_access_tokens`: tokens only with a DPoP proof.
+    pub dpop_bound: bool,
+    /// Require a provider-given nonce in every DPoP proof.
+    pub dpop_nonce: bool,
+    /// The FAPI 2.0 profile: ID tokens signed PS256, the client registered for it (PAR
+    /// required, `private_key_jwt` with PS256 or ES256, DPoP-bound tokens).
+    pub fapi2: bool,
 }
 
 /// A running `oidc-provider`, stopped when dropped.
@@ -246,7 +253,7 @@ fn node(script: &str, port: u16) -> Command {
 }
 
 fn provider_command(port: u16, app_url: &str, options: &ProviderOptions) -> Command {
-    let clients = serde_json::json!([{
+    let mut clients = serde_json::json!([{
         "client_id": "test-app",
         "client_secret": CLIENT_SECRET,
         "redirect_uris": [format!("{app_url}/auth/callback")],
@@ -258,6 +265,14 @@ fn provider_command(port: u16, app_url: &str, options: &ProviderOptions) -> Comm
         "public_key_pem": options.client_public_key.as_ref().map(|(pem, _)| pem),
         "public_key_kid": options.client_public_key.as_ref().map(|(_, kid)| kid),
     }]);
+    let client = &mut clients[0];
+    if options.dpop_bound || options.fapi2 {
+        client["dpop_bound_access_tokens"] = true.into();
+    }
+    if options.fapi2 {
+        client["id_token_signed_response_alg"] = "PS256".into();
+        client["require_pushed_authorization_requests"] = true.into();
+    }
     let mut command = node("provider.mjs", port);
     command.env("CLIENTS", clients.to_string());
     if let Some(kid) = &options.signing_kid {
@@ -271,6 +286,12 @@ fn provider_command(port: u16, app_url: &str, options: &ProviderOptions) -> Comm
     }
     if options.require_par {
         command.env("REQUIRE_PAR", "1");
+    }
+    if options.dpop_nonce {
+        command.env("DPOP_NONCE", "1");
+    }
+    if options.fapi2 {
+        command.env("FAPI2", "1");
     }
     command
 }

@@ -21,6 +21,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use url::Url;
 
+use crate::dpop::DpopKey;
+
 /// The shortest secret accepted, in characters.
 pub const MIN_SECRET_LEN: usize = 32;
 
@@ -171,6 +173,18 @@ pub const ID_TOKEN_SIGNING_ALGS: &[&str] = &[
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "HS256", "HS384", "HS512",
 ];
 
+/// The ID token algorithms the FAPI 2.0 profile ([`AuthConfigBuilder::fapi2`]) allows.
+pub const FAPI2_SIGNING_ALGS: &[&str] = &["PS256", "ES256", "EdDSA"];
+
+/// Where the keys of DPoP-bound tokens live ([`AuthConfigBuilder::dpop`]).
+#[derive(Debug, Clone)]
+pub(crate) enum DpopMode {
+    /// A fresh key at each login, sealed with the session.
+    PerSession,
+    /// One key for every session of the process.
+    PerProcess(Arc<DpopKey>),
+}
+
 /// Names and attributes of the cookies auth-layer sets. Start from the defaults and change the
 /// fields you need: `let mut cookies = CookieOptions::default(); cookies.domain = Some(..);`.
 #[derive(Debug, Clone)]
@@ -277,6 +291,10 @@ pub struct AuthConfig {
     pub(crate) id_token_alg: String,
     /// Whether RP-initiated logout sends `state` and returns through `{prefix}/logout/callback`.
     pub(crate) logout_state: bool,
+    /// DPoP-bound tokens: with a key per session, or the process's.
+    pub(crate) dpop: Option<DpopMode>,
+    /// The FAPI 2.0 Security Profile, enforced.
+    pub(crate) fapi2: bool,
     pub(crate) cookies: CookieOptions,
     pub(crate) secure_cookies: bool,
     pub(crate) absolute_duration: Duration,
@@ -320,6 +338,8 @@ impl std::fmt::Debug for AuthConfig {
             .field("response_mode", &self.response_mode)
             .field("id_token_alg", &self.id_token_alg)
             .field("logout_state", &self.logout_state)
+            .field("dpop", &self.dpop)
+            .field("fapi2", &self.fapi2)
             .field("cookies", &self.cookies)
             .field("secure_cookies", &self.secure_cookies)
             .field("absolute_duration", &self.absolute_duration)
@@ -422,6 +442,16 @@ impl AuthConfig {
         self.app_url(&format!("{}/logout/callback", self.route_prefix))
     }
 
+    /// Whether tokens are DPoP-bound ([`AuthConfigBuilder::dpop`]).
+    pub fn dpop(&self) -> bool {
+        self.dpop.is_some()
+    }
+
+    /// Whether the FAPI 2.0 profile is enforced ([`AuthConfigBuilder::fapi2`]).
+    pub fn fapi2(&self) -> bool {
+        self.fapi2
+    }
+
     /// The response mode logins use ([`AuthClient::config`](crate::AuthClient::config) answers
     /// what was settled at discovery).
     pub fn response_mode(&self) -> ResponseMode {
@@ -486,6 +516,9 @@ pub struct AuthConfigBuilder {
     response_mode: ResponseMode,
     id_token_alg: Option<String>,
     logout_state: bool,
+    dpop: Option<bool>,
+    dpop_key: Option<DpopKey>,
+    fapi2: bool,
     cookies: CookieOptions,
     absolute_duration: Option<Duration>,
     inactivity_duration: Option<Duration>,
@@ -528,6 +561,9 @@ impl std::fmt::Debug for AuthConfigBuilder {
             .field("response_mode", &self.response_mode)
             .field("id_token_alg", &self.id_token_alg)
             .field("logout_state", &self.logout_state)
+            .field("dpop", &self.dpop)
+            .field("dpop_key", &self.dpop_key)
+            .field("fapi2", &self.fapi2)
             .field("cookies", &self.cookies)
             .field("absolute_duration", &self.absolute_duration)
             .field("inactivity_duration", &self.inactivity_duration)
@@ -627,9 +663,15 @@ impl AuthConfigBuilder {
         if let Some(alg) = get("AUTH_ID_TOKEN_SIGNED_RESPONSE_ALG") {
             builder = builder.id_token_signed_response_alg(alg);
         }
+        if let Some(key) = get("AUTH_DPOP_KEY") {
+            let key = DpopKey::from_pem(&key).map_err(|e| invalid("AUTH_DPOP_KEY", e.to_string()))?;
+            builder = builder.dpop_key(key);
+        }
         for (name, set) in [
             ("AUTH_FETCH_USERINFO", Self::fetch_userinfo as fn(Self, bool) -> Self),
             ("AUTH_LOGOUT_STATE", Self::logout_state),
+            ("AUTH_DPOP", Self::dpop),
+            ("AUTH_FAPI2", Self::fapi2),
         ] {
             if let Some(value) = get(name) {
                 let on = match value.as_str() {
@@ -855,6 +897,40 @@ impl AuthConfigBuilder {
         self
     }
 
+    /// Sender-constrained tokens with DPoP (RFC 9449): a fresh key at each login, kept sealed
+    /// with the session; the pushed authorization request (or `dpop_jkt`), the code exchange,
+    /// refreshes and userinfo carry proofs by it, a `DPoP-Nonce` the provider asks for is
+    /// sent with one retry, and a token that comes back other than `DPoP` is refused.
+    /// [`AccessToken::dpop_proof`](crate::AccessToken::dpop_proof) signs the proofs an app
+    /// sends with the token to its API. Off by default; on with [`fapi2`](Self::fapi2).
+    pub fn dpop(mut self, enabled: bool) -> Self {
+        self.dpop = Some(enabled);
+        self
+    }
+
+    /// DPoP ([`dpop`](Self::dpop)) with one key for every session of this process instead of
+    /// one per session: give every instance of a fleet the same key
+    /// ([`DpopKey::from_pem`]), or the sessions of one cannot refresh on another. Sessions
+    /// then carry no key, only its thumbprint.
+    pub fn dpop_key(mut self, key: DpopKey) -> Self {
+        self.dpop = Some(true);
+        self.dpop_key = Some(key);
+        self
+    }
+
+    /// Enforces the FAPI 2.0 Security Profile: pushed authorization requests, PKCE S256 (always
+    /// sent), `private_key_jwt` with PS256 or ES256 assertions whose only audience is the issuer,
+    /// DPoP, `iss` required in every authorization response, ID tokens signed PS256 (the default
+    /// then), ES256 or EdDSA, an https issuer (loopback excepted, for tests), and no silent login: `prompt` is not taken from
+    /// the login URL's query and [`attempt_silent_login`](Self::attempt_silent_login) is refused.
+    /// [`build`](Self::build) fails naming every setting that falls short; discovery fails when
+    /// the provider cannot meet it (no PAR endpoint, no `private_key_jwt`, no S256, no ES256
+    /// DPoP proofs).
+    pub fn fapi2(mut self, enabled: bool) -> Self {
+        self.fapi2 = enabled;
+        self
+    }
+
     /// Where logging out sends the browser: [`LogoutStrategy::Auto`] by default.
     pub fn logout_strategy(mut self, strategy: LogoutStrategy) -> Self {
         self.logout_strategy = strategy;
@@ -1024,7 +1100,11 @@ impl AuthConfigBuilder {
         }
         let login_query_params = self
             .login_query_params
-            .unwrap_or_else(|| DEFAULT_LOGIN_QUERY_PARAMS.iter().map(|p| (*p).to_owned()).collect());
+            .unwrap_or_else(|| {
+                // FAPI 2.0: no login turns silent because of a link's query.
+                let params = DEFAULT_LOGIN_QUERY_PARAMS.iter().filter(|p| !(self.fapi2 && **p == "prompt"));
+                params.map(|p| (*p).to_owned()).collect()
+            });
         if let Some(reserved) = login_query_params.iter().find(|p| RESERVED_AUTHORIZATION_PARAMS.contains(&p.as_str()))
         {
             return Err(invalid("login_query_params", format!("`{reserved}` is set by auth-layer itself")));
@@ -1034,7 +1114,7 @@ impl AuthConfigBuilder {
         {
             return Err(invalid("authorization_param", format!("`{reserved}` is set by auth-layer itself")));
         }
-        let id_token_alg = self.id_token_alg.unwrap_or_else(|| "RS256".into());
+        let id_token_alg = self.id_token_alg.unwrap_or_else(|| if self.fapi2 { "PS256" } else { "RS256" }.into());
         if id_token_alg.eq_ignore_ascii_case("none") {
             return Err(invalid(
                 "id_token_signed_response_alg",
@@ -1052,6 +1132,43 @@ impl AuthConfigBuilder {
                 "id_token_signed_response_alg",
                 "an HMAC-signed ID token needs a client secret, which private_key_jwt has not",
             ));
+        }
+        let dpop = match (self.dpop.unwrap_or(self.fapi2), self.dpop_key) {
+            (false, _) => None,
+            (true, Some(key)) => Some(DpopMode::PerProcess(Arc::new(key))),
+            (true, None) => Some(DpopMode::PerSession),
+        };
+        if self.fapi2 {
+            let mut short = Vec::new();
+            if self.token_endpoint_auth != TokenEndpointAuth::PrivateKeyJwt {
+                short.push("private_key_jwt client authentication (client_assertion_key)".to_owned());
+            }
+            if let Some((_, ClientAssertionAlg::Rs256, _)) = &self.client_assertion {
+                short.push("client assertions signed PS256 or ES256, not RS256 (client_assertion_key)".to_owned());
+            }
+            if self.pushed_authorization == Some(false) {
+                short.push("pushed authorization requests, turned off (pushed_authorization_requests)".to_owned());
+            }
+            if dpop.is_none() {
+                short.push("DPoP, turned off (dpop)".to_owned());
+            }
+            if !FAPI2_SIGNING_ALGS.contains(&id_token_alg.as_str()) {
+                short.push(format!(
+                    "ID tokens signed {}, not {id_token_alg} (id_token_signed_response_alg)",
+                    FAPI2_SIGNING_ALGS.join(", ")
+                ));
+            }
+            // Loopback is for tests (the endpoint policy lets it through too).
+            let loopback = matches!(issuer_url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+            if issuer_url.scheme() != "https" && !loopback && !self.allow_private_endpoints {
+                short.push("an https issuer (AUTH_ISSUER)".to_owned());
+            }
+            if self.attempt_silent_login {
+                short.push("no silent login, but attempt_silent_login is on".to_owned());
+            }
+            if !short.is_empty() {
+                return Err(invalid("fapi2", format!("the FAPI 2.0 profile needs {}", short.join("; "))));
+            }
         }
         let secrets = match &self.tenant {
             Some(tenant) => self.secrets.iter().map(|secret| tenant_secret(secret, tenant)).collect(),
@@ -1074,7 +1191,7 @@ impl AuthConfigBuilder {
             routes: OptionalRoutes { logout_callback: self.logout_state, ..self.routes },
             logout_by_get: self.logout_by_get.unwrap_or(true),
             logout_strategy: self.logout_strategy,
-            pushed_authorization: self.pushed_authorization,
+            pushed_authorization: if self.fapi2 { Some(true) } else { self.pushed_authorization },
             fetch_userinfo: self.fetch_userinfo,
             attempt_silent_login: self.attempt_silent_login,
             acr_values_essential: self.acr_values_essential,
@@ -1082,6 +1199,8 @@ impl AuthConfigBuilder {
             response_mode: self.response_mode,
             id_token_alg,
             logout_state: self.logout_state,
+            dpop,
+            fapi2: self.fapi2,
             cookies: self.cookies,
             secure_cookies,
             absolute_duration,
@@ -1333,6 +1452,85 @@ mod tests {
         ])))
         .unwrap_err();
         assert!(err.to_string().contains("AUTH_CLIENT_ASSERTION_ALG"), "{err}");
+    }
+
+    #[test]
+    fn fapi2_names_every_setting_that_falls_short_and_turns_on_what_it_needs() {
+        let base = || {
+            AuthConfig::builder()
+                .issuer("https://issuer.example/")
+                .client_id("c")
+                .client_secret("s")
+                .secret("0123456789abcdef0123456789abcdef")
+                .base_url("https://app.example")
+                .fapi2(true)
+        };
+        // Everything short at once: each named, with the setting to change.
+        let err = base()
+            .issuer("http://issuer.example/")
+            .pushed_authorization_requests(false)
+            .dpop(false)
+            .id_token_signed_response_alg("RS256")
+            .attempt_silent_login(true)
+            .build()
+            .unwrap_err()
+            .to_string();
+        for named in [
+            "private_key_jwt",
+            "pushed_authorization_requests",
+            "DPoP, turned off (dpop)",
+            "not RS256 (id_token_signed_response_alg)",
+            "https issuer",
+            "attempt_silent_login",
+        ] {
+            assert!(err.contains(named), "`{named}` missing from: {err}");
+        }
+        let rs256 = base().client_assertion_key("pem", ClientAssertionAlg::Rs256, None).build().unwrap_err();
+        assert!(rs256.to_string().contains("PS256 or ES256, not RS256"), "{rs256}");
+
+        // Met: PAR, DPoP (a key per session) and PS256 ID tokens are on without saying so, and
+        // `prompt` is no longer taken from the login URL.
+        let config = base().client_assertion_key("pem", ClientAssertionAlg::Es256, None).build().unwrap();
+        assert!(config.fapi2() && config.dpop());
+        assert!(matches!(config.dpop, Some(DpopMode::PerSession)));
+        assert_eq!(config.pushed_authorization, Some(true));
+        assert_eq!(config.id_token_alg, "PS256");
+        assert!(!config.login_query_params.iter().any(|p| p == "prompt"));
+        assert!(DEFAULT_LOGIN_QUERY_PARAMS.contains(&"prompt"), "still passed on outside FAPI 2.0");
+        let eddsa = base()
+            .client_assertion_key("pem", ClientAssertionAlg::Ps256, None)
+            .id_token_signed_response_alg("EdDSA")
+            .build()
+            .unwrap();
+        assert_eq!(eddsa.id_token_alg, "EdDSA");
+        // Loopback http is for tests.
+        assert!(base().client_assertion_key("pem", ClientAssertionAlg::Es256, None).issuer("http://127.0.0.1:9/").build().is_ok());
+
+        let from_env = AuthConfig::from_lookup(vars(&with(&[
+            ("AUTH_FAPI2", "true"),
+            ("AUTH_CLIENT_ASSERTION_KEY", "pem"),
+            ("AUTH_CLIENT_ASSERTION_ALG", "ES256"),
+        ])))
+        .unwrap();
+        assert!(from_env.fapi2() && from_env.dpop());
+    }
+
+    #[test]
+    fn dpop_is_off_by_default_per_session_when_on_and_per_process_with_a_key() {
+        let now = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        assert!(test_config(now.clone()).build().unwrap().dpop.is_none());
+        assert!(matches!(test_config(now.clone()).dpop(true).build().unwrap().dpop, Some(DpopMode::PerSession)));
+        let key = DpopKey::generate();
+        let config = test_config(now.clone()).dpop_key(key.clone()).build().unwrap();
+        assert!(matches!(&config.dpop, Some(DpopMode::PerProcess(k)) if k.thumbprint() == key.thumbprint()));
+        let jwk = r#"{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0","d":"jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI"}"#;
+        let from_env = AuthConfig::from_lookup(vars(&with(&[("AUTH_DPOP_KEY", jwk)]))).unwrap();
+        assert!(matches!(from_env.dpop, Some(DpopMode::PerProcess(_))));
+        assert!(!format!("{from_env:?}").contains("jpsQnnGQmL"), "Debug prints no DPoP key");
+        let on = AuthConfig::from_lookup(vars(&with(&[("AUTH_DPOP", "on")]))).unwrap();
+        assert!(matches!(on.dpop, Some(DpopMode::PerSession)));
+        let err = AuthConfig::from_lookup(vars(&with(&[("AUTH_DPOP_KEY", "not a key")]))).unwrap_err();
+        assert!(err.to_string().contains("AUTH_DPOP_KEY"), "{err}");
     }
 
     #[test]

@@ -133,6 +133,7 @@ mod alloc_count;
 pub mod backend;
 mod client;
 mod config;
+mod dpop;
 mod endpoint;
 mod error;
 #[cfg(any(fuzzing, test))]
@@ -155,8 +156,9 @@ pub use client::{
 };
 pub use config::{
     AuthConfig, AuthConfigBuilder, ClientAssertionAlg, Clock, ConfigError, CookieOptions, DEFAULT_LOGIN_QUERY_PARAMS,
-    ID_TOKEN_SIGNING_ALGS, LogoutStrategy, MIN_SECRET_LEN, ResponseMode, SameSite, TokenEndpointAuth,
+    FAPI2_SIGNING_ALGS, ID_TOKEN_SIGNING_ALGS, LogoutStrategy, MIN_SECRET_LEN, ResponseMode, SameSite, TokenEndpointAuth,
 };
+pub use dpop::{DPOP_ALG, DpopKey, DpopKeyError};
 pub use error::{AuthError, Cause, ProviderError, StoreError};
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]

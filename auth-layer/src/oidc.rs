@@ -24,6 +24,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use crate::config::{AuthConfig, LogoutStrategy, ResponseMode, TokenEndpointAuth};
+use crate::dpop::{DPOP_ALG, DpopKey};
 use crate::error::{AuthError, Chain, ProviderError, cause};
 
 /// Who asks for a JWKS refetch, for an unknown `kid`. Each has a budget of its own, so that
@@ -103,6 +104,12 @@ struct ProviderExtras {
     /// RFC 9126: the provider takes no authorization request that was not pushed.
     #[serde(default)]
     require_pushed_authorization_requests: bool,
+    /// RFC 9449: the algorithms of the DPoP proofs the provider takes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dpop_signing_alg_values_supported: Option<Vec<String>>,
+    /// RFC 8414: the PKCE methods the provider takes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    code_challenge_methods_supported: Option<Vec<String>>,
 }
 
 impl openidconnect::AdditionalProviderMetadata for ProviderExtras {}
@@ -122,6 +129,36 @@ type ProviderMetadata = openidconnect::ProviderMetadata<
     openidconnect::core::CoreResponseType,
     openidconnect::core::CoreSubjectIdentifierType,
 >;
+
+/// The HTTP client of token requests: openidconnect's requests, sent by
+/// [`RelyingParty::token_call`] (with a DPoP proof when there is a key).
+struct TokenClient<'a> {
+    rp: &'a RelyingParty,
+    key: Option<&'a DpopKey>,
+}
+
+impl<'c> openidconnect::AsyncHttpClient<'c> for TokenClient<'_> {
+    type Error = openidconnect::HttpClientError<reqwest::Error>;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<openidconnect::HttpResponse, Self::Error>> + Send + 'c>,
+    >;
+
+    fn call(&'c self, request: openidconnect::HttpRequest) -> Self::Future {
+        Box::pin(self.rp.token_call(self.key, request))
+    }
+}
+
+/// The longest DPoP nonce kept, in bytes.
+const MAX_DPOP_NONCE: usize = 512;
+
+/// Which of the provider's servers a DPoP nonce is of: each gives its own (RFC 9449, 8 and 9).
+#[derive(Debug, Clone, Copy)]
+enum NonceOf {
+    /// The authorization server: the token and pushed authorization request endpoints.
+    AuthorizationServer = 0,
+    /// The userinfo endpoint, a resource server.
+    Userinfo = 1,
+}
 
 /// The most published keys an ID token without `kid` is tried against.
 const MAX_KEYS_TRIED: usize = 8;
@@ -153,6 +190,8 @@ pub(crate) struct RelyingParty {
     assertion: Option<ClientAssertion>,
     /// Whether every authorization response must carry `iss` (RFC 9207, 2.4).
     requires_iss: bool,
+    /// The last DPoP nonce each of the provider's servers gave (RFC 9449, 8 and 9).
+    dpop_nonces: [RwLock<Option<String>>; 2],
     http: reqwest::Client,
     config: AuthConfig,
 }
@@ -248,9 +287,12 @@ impl RelyingParty {
             extras.pushed_authorization_request_endpoint.as_deref(),
             extras.require_pushed_authorization_requests,
         )?;
-        // With several providers (a tenant), `iss` is the mix-up defence: required (RFC 9207).
-        let requires_iss =
-            metadata.additional_metadata().authorization_response_iss_parameter_supported || config.tenant.is_some();
+        check_profile(config, &metadata)?;
+        // With several providers (a tenant), `iss` is the mix-up defence: required (RFC 9207);
+        // and FAPI 2.0 requires it always.
+        let requires_iss = metadata.additional_metadata().authorization_response_iss_parameter_supported
+            || config.tenant.is_some()
+            || config.fapi2;
         let jwks_uri = metadata.jwks_uri().clone();
         let jwks = metadata.jwks().clone();
         let client_id = ClientId::new(config.client_id.clone());
@@ -287,9 +329,107 @@ impl RelyingParty {
             userinfo_endpoint,
             assertion,
             requires_iss,
+            dpop_nonces: Default::default(),
             http,
             config: config.clone(),
         })
+    }
+
+    /// The nonce `server` last gave, for the next proof sent to it.
+    fn dpop_nonce(&self, server: NonceOf) -> Option<String> {
+        self.dpop_nonces[server as usize].read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Keeps the `DPoP-Nonce` of an answer of `server` (a token-sized printable value only),
+    /// and returns it when it is new.
+    fn remember_dpop_nonce(&self, server: NonceOf, headers: &reqwest::header::HeaderMap) -> Option<String> {
+        let fresh = headers.get("dpop-nonce")?.to_str().ok()?;
+        // RFC 9449, 8.1: `nonce = 1*NQCHAR` (printable ASCII but `"` and `\`).
+        if fresh.is_empty() || fresh.len() > MAX_DPOP_NONCE || fresh.bytes().any(|b| !(0x21..=0x7e).contains(&b) || b == b'"' || b == b'\\') {
+            return None;
+        }
+        let mut slot = self.dpop_nonces[server as usize].write().unwrap_or_else(|e| e.into_inner());
+        if slot.as_deref() == Some(fresh) {
+            return None;
+        }
+        *slot = Some(fresh.to_owned());
+        Some(fresh.to_owned())
+    }
+
+    /// Sends a request built by `build` to `url`, with a DPoP proof by `key` when there is one
+    /// (for `access_token` when the request carries it), the nonce `server` gave last, and
+    /// once more with a new nonce when the answer asks for one. The answer's status, headers
+    /// and body.
+    async fn send_proved(
+        &self,
+        build: impl Fn() -> Result<reqwest::RequestBuilder, AuthError>,
+        key: Option<&DpopKey>,
+        (method, url): (&str, &Url),
+        access_token: Option<&str>,
+        server: NonceOf,
+    ) -> Result<(reqwest::StatusCode, reqwest::header::HeaderMap, bytes::Bytes), AuthError> {
+        let unreachable = |e: reqwest::Error| AuthError::Provider(ProviderError::Unreachable(cause(e)));
+        let mut nonce = self.dpop_nonce(server);
+        let mut retried = false;
+        loop {
+            let mut request = build()?;
+            if let Some(key) = key {
+                let proof = key.proof(method, url.as_str(), access_token, nonce.as_deref(), self.config.clock.now());
+                request = request.header("dpop", proof);
+            }
+            let response = request.send().await.map_err(unreachable)?;
+            let (status, headers) = (response.status(), response.headers().clone());
+            let body = response.bytes().await.map_err(unreachable)?;
+            if key.is_none() {
+                return Ok((status, headers, body));
+            }
+            let fresh = self.remember_dpop_nonce(server, &headers);
+            let challenge = headers.get(reqwest::header::WWW_AUTHENTICATE).and_then(|h| h.to_str().ok());
+            if !retried && status.is_client_error() && fresh.is_some() && crate::dpop::asks_for_nonce(challenge, &body) {
+                tracing::debug!(%url, "the provider asks for a DPoP nonce; sending the proof again with it");
+                retried = true;
+                nonce = fresh;
+                continue;
+            }
+            return Ok((status, headers, body));
+        }
+    }
+
+    /// A request to the token endpoint (openidconnect's), with a DPoP proof by `key` when there
+    /// is one, retried once with the provider's nonce when it asks for one.
+    async fn token_call(
+        &self,
+        key: Option<&DpopKey>,
+        request: openidconnect::HttpRequest,
+    ) -> Result<openidconnect::HttpResponse, openidconnect::HttpClientError<reqwest::Error>> {
+        let Some(key) = key else { return openidconnect::AsyncHttpClient::call(&self.http, request).await };
+        let (parts, body) = request.into_parts();
+        let url = parts.uri.to_string();
+        let mut nonce = self.dpop_nonce(NonceOf::AuthorizationServer);
+        let mut retried = false;
+        loop {
+            let proof = key.proof(parts.method.as_str(), &url, None, nonce.as_deref(), self.config.clock.now());
+            let mut request = openidconnect::HttpRequest::new(body.clone());
+            *request.method_mut() = parts.method.clone();
+            *request.uri_mut() = parts.uri.clone();
+            *request.headers_mut() = parts.headers.clone();
+            let proof = proof.parse().map_err(|_| openidconnect::HttpClientError::Other("DPoP proof header".into()))?;
+            request.headers_mut().insert("dpop", proof);
+            let response = openidconnect::AsyncHttpClient::call(&self.http, request).await?;
+            let fresh = self.remember_dpop_nonce(NonceOf::AuthorizationServer, response.headers());
+            let challenge = response.headers().get(reqwest::header::WWW_AUTHENTICATE).and_then(|h| h.to_str().ok());
+            if !retried
+                && response.status().is_client_error()
+                && fresh.is_some()
+                && crate::dpop::asks_for_nonce(challenge, response.body())
+            {
+                tracing::debug!("the token endpoint asks for a DPoP nonce; sending the proof again with it");
+                retried = true;
+                nonce = fresh;
+                continue;
+            }
+            return Ok(response);
+        }
     }
 
     /// Whether the provider announced `authorization_response_iss_parameter_supported`: then an
@@ -314,6 +454,7 @@ impl RelyingParty {
         scope: &str,
         audience: Option<&str>,
         extra: &[(String, String)],
+        dpop: Option<&DpopKey>,
     ) -> AuthorizationRequest {
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let state = crate::seal::random_token(32);
@@ -336,6 +477,11 @@ impl RelyingParty {
         if self.form_post {
             request = request.add_extra_param("response_mode", "form_post");
         }
+        // RFC 9449, 10: the code is bound to the key that must then prove it at the exchange
+        // (a pushed request carries a proof as well).
+        if let Some(key) = dpop {
+            request = request.add_extra_param("dpop_jkt", key.thumbprint().to_owned());
+        }
         // The caller has taken `scope` and `audience` out and refused the reserved ones.
         for (name, value) in extra {
             request = request.add_extra_param(name.clone(), value.clone());
@@ -347,30 +493,31 @@ impl RelyingParty {
     /// `request` as the browser's redirect: as it is, or, with pushed authorization requests,
     /// its parameters posted to the provider (with the client's credentials) and the redirect
     /// reduced to `client_id` and the `request_uri` the provider answered.
-    pub(crate) async fn redirect_for(&self, request: &AuthorizationRequest) -> Result<Url, AuthError> {
+    pub(crate) async fn redirect_for(
+        &self,
+        request: &AuthorizationRequest,
+        dpop: Option<&DpopKey>,
+    ) -> Result<Url, AuthError> {
         let Some(endpoint) = &self.par_endpoint else { return Ok(request.url.clone()) };
         let params: Vec<(String, String)> = request.url.query_pairs().into_owned().collect();
-        let mut post = self.http.post(endpoint.clone()).header(reqwest::header::ACCEPT, "application/json");
-        match self.config.token_endpoint_auth {
-            TokenEndpointAuth::PrivateKeyJwt => {
-                post = post.form(&[params.as_slice(), &self.assertion_params()?].concat());
-            }
-            TokenEndpointAuth::ClientSecretPost => {
-                post = post.form(
+        // A fresh client assertion at each attempt: the provider may refuse a replayed `jti`.
+        let build = || -> Result<reqwest::RequestBuilder, AuthError> {
+            let post = self.http.post(endpoint.clone()).header(reqwest::header::ACCEPT, "application/json");
+            Ok(match self.config.token_endpoint_auth {
+                TokenEndpointAuth::PrivateKeyJwt => post.form(&[params.as_slice(), &self.assertion_params()?].concat()),
+                TokenEndpointAuth::ClientSecretPost => post.form(
                     &[params.as_slice(), &[("client_secret".into(), self.client_secret.secret().clone())]].concat(),
-                );
-            }
-            _ => {
-                // RFC 6749 2.3.1: both form-encoded before Basic.
-                let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-                post = post
-                    .basic_auth(encode(self.client_id.as_str()), Some(encode(self.client_secret.secret())))
-                    .form(&params);
-            }
-        }
-        let response = post.send().await.map_err(|e| AuthError::Provider(ProviderError::Unreachable(cause(e))))?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(|e| AuthError::Provider(ProviderError::Unreachable(cause(e))))?;
+                ),
+                _ => {
+                    // RFC 6749 2.3.1: both form-encoded before Basic.
+                    let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+                    post.basic_auth(encode(self.client_id.as_str()), Some(encode(self.client_secret.secret())))
+                        .form(&params)
+                }
+            })
+        };
+        let (status, _, body) =
+            self.send_proved(build, dpop, ("POST", endpoint), None, NonceOf::AuthorizationServer).await?;
         let json: Option<Value> = serde_json::from_slice(&body).ok();
         if status.is_client_error()
             && let Some(error) = json.as_ref().and_then(|j| j.get("error")).and_then(Value::as_str)
@@ -406,19 +553,21 @@ impl RelyingParty {
         &self,
         access_token: &str,
         claims: &mut Map<String, Value>,
+        dpop: Option<&DpopKey>,
     ) -> Result<(), AuthError> {
         let Some(endpoint) = &self.userinfo_endpoint else { return Ok(()) };
         let bad = |why: String| AuthError::Provider(ProviderError::BadTokenResponse(why));
-        let response = self
-            .http
-            .get(endpoint.clone())
-            .bearer_auth(access_token)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| AuthError::Provider(ProviderError::Unreachable(cause(e))))?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(|e| AuthError::Provider(ProviderError::Unreachable(cause(e))))?;
+        // RFC 9449, 7.1: a DPoP-bound token goes with the `DPoP` scheme and a proof.
+        let scheme = if dpop.is_some() { "DPoP" } else { "Bearer" };
+        let build = || {
+            Ok(self
+                .http
+                .get(endpoint.clone())
+                .header(reqwest::header::AUTHORIZATION, format!("{scheme} {access_token}"))
+                .header(reqwest::header::ACCEPT, "application/json"))
+        };
+        let (status, _, body) =
+            self.send_proved(build, dpop, ("GET", endpoint), Some(access_token), NonceOf::Userinfo).await?;
         if !status.is_success() {
             return Err(bad(format!("the userinfo endpoint answered {status}")));
         }
@@ -454,6 +603,7 @@ impl RelyingParty {
         code: &str,
         code_verifier: &str,
         nonce: &str,
+        dpop: Option<&DpopKey>,
     ) -> Result<LoginTokens, ProviderError> {
         let assertion = self.assertion_params().map_err(|e| ProviderError::BadTokenResponse(e.to_string()))?;
         let mut request = self
@@ -463,12 +613,13 @@ impl RelyingParty {
         for (name, value) in assertion {
             request = request.add_extra_param(name, value);
         }
-        let response: CoreTokenResponse =
-            request.request_async(&self.http).await.map_err(|err| match token_error(err) {
-                // At the code exchange, `invalid_grant` means a bad or used code, not a dead session.
-                ProviderError::InvalidGrant(why) => ProviderError::TokenRefused(why),
-                other => other,
-            })?;
+        let send = TokenClient { rp: self, key: dpop };
+        let response: CoreTokenResponse = request.request_async(&send).await.map_err(|err| match token_error(err) {
+            // At the code exchange, `invalid_grant` means a bad or used code, not a dead session.
+            ProviderError::InvalidGrant(why) => ProviderError::TokenRefused(why),
+            other => other,
+        })?;
+        check_token_type(&response, dpop.is_some())?;
         let id_token = response
             .id_token()
             .ok_or_else(|| ProviderError::BadTokenResponse("no id_token in the token response".into()))?;
@@ -492,6 +643,7 @@ impl RelyingParty {
         audience: Option<&str>,
         scope: Option<&str>,
         sub: &str,
+        dpop: Option<&DpopKey>,
     ) -> Result<RefreshedTokens, ProviderError> {
         let token = openidconnect::RefreshToken::new(refresh_token.to_owned());
         let mut request = self.client.exchange_refresh_token(&token);
@@ -506,7 +658,9 @@ impl RelyingParty {
         if let Some(audience) = audience {
             request = request.add_extra_param("audience", audience.to_owned());
         }
-        let response: CoreTokenResponse = request.request_async(&self.http).await.map_err(token_error)?;
+        let send = TokenClient { rp: self, key: dpop };
+        let response: CoreTokenResponse = request.request_async(&send).await.map_err(token_error)?;
+        check_token_type(&response, dpop.is_some())?;
         let now = self.config.clock.now();
         let id_token = match response.id_token() {
             Some(id_token) => {
@@ -841,6 +995,46 @@ fn par_endpoint(setting: Option<bool>, announced: Option<&str>, required: bool) 
     }
 }
 
+/// What DPoP and the FAPI 2.0 profile need of the provider's metadata: ES256 DPoP proofs
+/// (when it lists what it takes; under FAPI 2.0 it must list them), and under FAPI 2.0
+/// `private_key_jwt` and PKCE S256 (pushed requests are checked with their endpoint).
+fn check_profile(config: &AuthConfig, metadata: &ProviderMetadata) -> Result<(), ProviderError> {
+    let short = |why: String| Err(ProviderError::Discovery(cause(why)));
+    let extras = metadata.additional_metadata();
+    if config.dpop.is_some() {
+        match &extras.dpop_signing_alg_values_supported {
+            Some(algs) if !algs.iter().any(|a| a == DPOP_ALG) => {
+                return short(format!(
+                    "DPoP is on but the provider takes no {DPOP_ALG} proofs (dpop_signing_alg_values_supported: {})",
+                    algs.join(", ")
+                ));
+            }
+            None if config.fapi2 => {
+                return short("the FAPI 2.0 profile needs DPoP, and the provider announces none \
+                     (dpop_signing_alg_values_supported)"
+                    .into());
+            }
+            _ => {}
+        }
+    }
+    if !config.fapi2 {
+        return Ok(());
+    }
+    if let Some(methods) = metadata.token_endpoint_auth_methods_supported()
+        && !methods.contains(&openidconnect::core::CoreClientAuthMethod::PrivateKeyJwt)
+    {
+        return short("the FAPI 2.0 profile needs private_key_jwt, which the provider does not announce \
+             (token_endpoint_auth_methods_supported)"
+            .into());
+    }
+    if !extras.code_challenge_methods_supported.as_ref().is_some_and(|m| m.iter().any(|m| m == "S256")) {
+        return short("the FAPI 2.0 profile needs PKCE S256, which the provider does not announce \
+             (code_challenge_methods_supported)"
+            .into());
+    }
+    Ok(())
+}
+
 /// Where a logout sends the browser.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum LogoutTarget {
@@ -904,6 +1098,18 @@ fn token_error(err: TokenError) -> ProviderError {
         RequestTokenError::Parse(e, _) => ProviderError::BadTokenResponse(e.to_string()),
         RequestTokenError::Other(e) => ProviderError::BadTokenResponse(e),
     }
+}
+
+/// A token asked for with a DPoP proof must come back bound (`token_type` `DPoP`, RFC 9449,
+/// 5): a Bearer token would then be sent where the app expects a sender-constrained one. And a
+/// DPoP-bound token asked for without a proof is of no use (no key proves it).
+fn check_token_type(response: &CoreTokenResponse, dpop: bool) -> Result<(), ProviderError> {
+    let kind = response.token_type().as_ref();
+    if kind.eq_ignore_ascii_case("DPoP") == dpop {
+        return Ok(());
+    }
+    let asked = if dpop { "a DPoP-bound token" } else { "a Bearer token" };
+    Err(ProviderError::BadTokenResponse(format!("the token endpoint answered a `{kind}` token where {asked} was asked for")))
 }
 
 fn has_id_token(body: &[u8]) -> bool {

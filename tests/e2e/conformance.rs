@@ -563,3 +563,207 @@ async fn oidcc_client_test_3rd_party_init_login() {
     }
     assert_eq!(stat(&env, "authorize_calls").await, calls);
 }
+
+// ---- FAPI 2.0 Security Profile (Final) client plan: private_key_jwt + DPoP, unsigned
+// requests, plain responses ----
+
+/// The client's key for `private_key_jwt` (ES256; the hostile provider takes any assertion):
+/// RFC 7515 appendix A.3's P-256 key.
+const FAPI_CLIENT_KEY: &str = r#"{"kty":"EC","crv":"P-256","kid":"fapi-client",
+    "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+    "d":"jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI"}"#;
+
+/// The app as a FAPI 2.0 client against the hostile provider playing the FAPI 2.0 client
+/// plan's provider (PS256 ID tokens, DPoP checked with nonces required) in `scenario`.
+async fn start_fapi2(scenario: &str) -> TestEnv {
+    start_configured(&format!("fapi2:{scenario}"), |c| {
+        c.fapi2(true).client_assertion_key(FAPI_CLIENT_KEY, auth_layer::ClientAssertionAlg::Es256, None)
+    })
+    .await
+}
+
+/// A FAPI 2.0 module the client must refuse with `code`.
+async fn fapi2_refused(scenario: &str, code: &str) {
+    let env = start_fapi2(scenario).await;
+    assert_refused(&env, &Browser::new(), code, scenario).await;
+}
+
+/// A FAPI 2.0 module the client must complete; the provider's record of it.
+async fn fapi2_accepted(scenario: &str) -> (TestEnv, Value) {
+    let env = start_fapi2(scenario).await;
+    assert_accepted(&env, &Browser::new(), scenario).await;
+    let stats = env.provider.stats().await;
+    (env, stats)
+}
+
+#[tokio::test]
+async fn fapi2_security_profile_final_client_test_happy_path() {
+    let (_env, stats) = fapi2_accepted("ok").await;
+    // Pushed (the browser carried only client_id and request_uri), with PKCE S256 and the
+    // key's thumbprint; private_key_jwt; proofs at PAR, token and userinfo, each sent again
+    // once with the nonce the provider asked for (the token endpoint got the PAR's at once).
+    let authorize = stats["authorize"].as_object().unwrap();
+    assert_eq!(authorize.keys().collect::<Vec<_>>(), ["client_id", "request_uri"], "{stats}");
+    assert_eq!(stats["par"]["code_challenge_method"], "S256");
+    assert_eq!(stats["par"]["dpop_jkt"], stats["dpop"]["/token"]["jkt"], "the code is bound to the key the exchange proves");
+    assert_eq!(stats["token_auth"], "private_key_jwt");
+    assert_eq!(stats["userinfo_auth"], "dpop", "the token goes with the DPoP scheme");
+    assert_eq!(stats["use_dpop_nonce"]["/par"], 1);
+    assert_eq!(stats["use_dpop_nonce"]["/userinfo"], 1);
+    assert!(stats["use_dpop_nonce"].get("/token").is_none(), "the nonce is kept for the provider");
+    assert_eq!(stats["dpop"]["/token"]["nonced"], 1);
+}
+
+#[tokio::test]
+async fn fapi2_security_profile_final_client_test_happy_path_no_dpop_nonce() {
+    let (_env, stats) = fapi2_accepted("no-dpop-nonce").await;
+    assert_eq!(stats["use_dpop_nonce"], serde_json::json!({}), "no nonce asked for, none needed");
+    assert_eq!(stats["dpop"]["/token"]["count"], 1);
+}
+
+#[tokio::test]
+async fn fapi2_security_profile_final_client_test_discovery_issuer_mismatch() {
+    let (.., client) = TestEnv::hostile_discovery("fapi2:discovery-issuer-mismatch", |c| {
+        c.fapi2(true).client_assertion_key(FAPI_CLIENT_KEY, auth_layer::ClientAssertionAlg::Es256, None)
+    })
+    .await;
+    assert!(client.is_err(), "an issuer other than the discovery URL's is refused");
+}
+
+#[tokio::test]
+async fn fapi2_security_profile_final_client_test_invalid_iss() {
+    fapi2_refused("wrong-iss", "invalid_id_token").await;
+}
+
+#[tokio::test]
+async fn fapi2_security_profile_final_client_test_invalid_aud() {
+    fapi2_refused("wrong-aud", "invalid_id_token").await;
+}
+
+#[tokio::test]
+async fn fapi2_security_profile_final_client_test_invalid_secondary_aud() {
+    fapi2_refused("multi-aud-no-azp", "invalid_id_token").await;
+}
+
+#[tokio::test]
+async fn fapi2_security_profile_final_client_test_invalid_null_alg() {
+    fapi2_refused("alg-none", "invalid_id_token").await;
+}
+
+#[tokio::test]
+async fn fapi2_security_profile_final_client_test_invalid_alternate_alg() {
+    // RS256 by a key the provider publishes: not PS256, ES256 or EdDSA.
+    fapi2_refused("alternate-alg", "invalid_id_token").await;
+}
+
+#[tokio::test]
+async fn fapi2_security_profile_final_client_test_invalid_expired_exp() {
+    fapi2_refused("expired", "invalid_id_token").await;
+}
+
+#[tokio::test]
+async fn fapi2_security_profile_final_client_test_invalid_missing_exp() {
+    fapi2_refused("no-exp", "invalid_id_token").await;
+}
+
+#[tokio::test]
+async fn fapi2_security_profile_final_client_test_invalid_missing_aud() {
+    fapi2_refused("no-aud", "invalid_id_token").await;
+}
+
+#[tokio::test]
+async fn fapi2_security_profile_final_client_test_invalid_missing_iss() {
+    fapi2_refused("no-iss", "invalid_id_token").await;
+}
+
+#[tokio::test]
+async fn fapi2_security_profile_final_client_test_valid_aud_as_array() {
+    fapi2_accepted("aud-array").await;
+}
+
+#[tokio::test]
+async fn fapi2_security_profile_final_client_test_invalid_nonce() {
+    fapi2_refused("wrong-nonce", "invalid_id_token").await;
+}
+
+#[tokio::test]
+async fn fapi2_security_profile_final_client_test_invalid_missing_nonce() {
+    fapi2_refused("no-nonce", "invalid_id_token").await;
+}
+
+#[tokio::test]
+async fn fapi2_security_profile_final_client_test_invalid_authorization_response_iss() {
+    fapi2_refused("authz-iss-wrong", "issuer_mismatch").await;
+    assert_eq!(start_fapi2("ok").await.provider.stats().await["token_auth"], Value::Null, "no code exchanged");
+}
+
+#[tokio::test]
+async fn fapi2_security_profile_final_client_test_remove_authorization_response_iss() {
+    // FAPI 2.0 requires `iss` whatever the provider's metadata says.
+    fapi2_refused("authz-iss-missing", "issuer_mismatch").await;
+}
+
+/// A FAPI 2.0 login whose authorization response's `state` is changed by `spoil`: refused with
+/// `code` before any code exchange.
+async fn fapi2_state_spoiled(spoil: impl Fn(&mut Vec<(String, String)>), code: &str) {
+    let env = start_fapi2("ok").await;
+    let browser = Browser::new();
+    let start = browser.get(&env.url("/auth/login")).await;
+    let answer = browser.get(start.headers()["location"].to_str().unwrap()).await;
+    let mut callback = url::Url::parse(answer.headers()["location"].to_str().unwrap()).unwrap();
+    let mut pairs: Vec<(String, String)> = callback.query_pairs().into_owned().collect();
+    spoil(&mut pairs);
+    callback.query_pairs_mut().clear().extend_pairs(&pairs);
+    let refused = browser.http.get(callback.as_str()).header("accept", "application/json").send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(refused.json::<Value>().await.unwrap()["error"], code);
+    assert_eq!(profile(&env, &browser).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(stat(&env, "token_auth").await, Value::Null, "the code was not exchanged");
+}
+
+#[tokio::test]
+async fn fapi2_security_profile_final_client_test_ensure_authorization_response_with_invalid_state_fails() {
+    fapi2_state_spoiled(
+        |pairs| pairs.iter_mut().filter(|(k, _)| k == "state").for_each(|(_, v)| v.push_str("INVALID")),
+        "missing_transaction",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn fapi2_security_profile_final_client_test_ensure_authorization_response_with_invalid_missing_state_fails() {
+    fapi2_state_spoiled(|pairs| pairs.retain(|(k, _)| k != "state"), "invalid_request").await;
+}
+
+#[tokio::test]
+async fn fapi2_security_profile_final_client_test_token_endpoint_response_without_expires_in() {
+    fapi2_accepted("no-expires-in").await;
+}
+
+#[tokio::test]
+async fn fapi2_security_profile_final_client_test_token_type_case_insensitivity() {
+    // `dpOP`: the token type is compared without regard to case (RFC 6749, 5.1).
+    fapi2_accepted("token-type-inverted").await;
+}
+
+#[tokio::test]
+async fn fapi2_security_profile_final_client_test_rs_dpop_auth_scheme_case_insensitivity() {
+    // The userinfo endpoint's nonce challenge names the scheme `dpop`.
+    let (_env, stats) = fapi2_accepted("rs-scheme-case").await;
+    assert_eq!(stats["use_dpop_nonce"]["/userinfo"], 1, "challenged, and answered with the nonce");
+}
+
+#[tokio::test]
+async fn fapi2_security_profile_final_client_refresh_token_test() {
+    let env = start_fapi2("short-access").await;
+    let browser = Browser::new();
+    assert_eq!(log_in(&env, &browser).await.status(), StatusCode::FOUND);
+    let answer = browser.http.get(env.url("/auth/access-token")).send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let token: Value = answer.json().await.unwrap();
+    assert_eq!(token["token_type"], "DPoP", "{token}");
+    assert_eq!(env.provider.refresh_grants().await, 1);
+    let stats = env.provider.stats().await;
+    assert_eq!(stats["dpop"]["/token"]["count"], 2, "code exchange and refresh, each with a proof: {stats}");
+    assert_eq!(stats["dpop"]["/token"]["nonced"], 2);
+}

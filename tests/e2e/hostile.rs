@@ -240,7 +240,9 @@ async fn pushed_authorization_request_failures_are_clean_errors_and_save_no_tran
     let pushed = Browser::new().get(&env.url("/auth/login")).await;
     assert_eq!(pushed.status(), StatusCode::FOUND);
     let location = pushed.headers()["location"].to_str().unwrap();
-    assert!(location.contains("request_uri=urn%3Aietf%3Aparams%3Aoauth%3Arequest_uri%3Ahostile"), "{location}");
+    let request_uri = env.provider.stats().await["par"].clone();
+    assert_eq!(request_uri["client_id"], "test-app", "the parameters were pushed");
+    assert!(location.contains("request_uri=urn%3Aietf%3Aparams%3Aoauth%3Arequest_uri%3A"), "{location}");
 }
 
 #[tokio::test]

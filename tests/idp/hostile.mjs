@@ -13,14 +13,20 @@
 //                                      signs a logout token for the last session, spoiled as the
 //                                      variant says, posts it to `to` and answers its status
 //
+//   SCENARIO                           the first scenario; `fapi2:NAME` plays the FAPI 2.0
+//                                      client plan's provider in scenario NAME: ID tokens
+//                                      signed PS256, `private_key_jwt` announced, and DPoP proofs
+//                                      checked at PAR, token and userinfo, with a nonce required
+//                                      (but in 'no-dpop-nonce'); a request with a proof gets a
+//                                      `DPoP` token (any profile)
 //   PORT, CLIENT_ID, CLIENT_SECRET     where it listens (0: a free port the system picks) and
 //                                      the one client it knows; stdout announces the port:
 //                                      `hostile provider listening on http://127.0.0.1:PORT`
 //
 // Never use it for anything but tests: it signs whatever it is told to.
 import http from 'node:http';
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { SignJWT, importJWK } from 'jose';
+import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { EmbeddedJWK, SignJWT, calculateJwkThumbprint, importJWK, jwtVerify } from 'jose';
 
 // Known once the socket is bound (PORT may be 0); no request arrives before it is announced.
 let issuer;
@@ -48,7 +54,21 @@ const extraRsa = [rsaKey('extra-1'), rsaKey('extra-2')];
 // A path of its own per start, for 'jwks-random-path' (the RP must use the discovered jwks_uri).
 const jwksSuffix = randomBytes(6).toString('hex');
 
-let scenario = process.env.SCENARIO || 'ok';
+const [profile, firstScenario] = (process.env.SCENARIO || 'ok').includes(':')
+  ? process.env.SCENARIO.split(':')
+  : ['oidc', process.env.SCENARIO || 'ok'];
+let scenario = firstScenario;
+const fapi2 = profile === 'fapi2';
+// The FAPI 2.0 profile's signing key (PS256), published with the others.
+const publishedPs = { ...rsaKey('hostile-ps-key'), alg: 'PS256' };
+// The DPoP nonce this provider's servers give (one for all, as oidc-provider's).
+const dpopNonce = `nonce-${randomBytes(12).toString('base64url')}`;
+// What the DPoP proofs carried, by path: {count, nonced, jkt}; and the nonce challenges.
+const dpopSeen = {};
+const nonceChallenges = {};
+let parParams = null;
+// Pushed authorization requests, by the request_uri they were given.
+const pushed = new Map();
 let refreshGrants = 0;
 let jwksFetches = 0;
 let userinfoCalls = 0;
@@ -81,13 +101,13 @@ function jwks() {
     case 'kid-absent-single': return [withoutKid(publicJwk(published))];
     case 'kid-absent-multiple':
       return [published, ...extraRsa].map((k) => withoutKid(publicJwk(k))).concat([withoutKid(publicJwk(publishedEc))]);
-    default: return [publicJwk(published), publicJwk(publishedEc)];
+    default: return [publicJwk(published), publicJwk(publishedEc), publicJwk(publishedPs)];
   }
 }
 
 async function idToken(nonce, sid) {
   const claims = { iss: issuer, aud: clientId, sub: 'mallory', name: 'Mallory', nonce, sid, iat: now(), exp: now() + 300 };
-  const options = {};
+  const options = fapi2 ? { alg: 'PS256', key: publishedPs } : {};
   idTokensIssued += 1;
   switch (scenario) {
     case 'es256': options.alg = 'ES256'; options.key = publishedEc; break;
@@ -103,6 +123,12 @@ async function idToken(nonce, sid) {
     case 'alg-hs256': options.alg = 'HS256'; break;
     case 'unknown-kid': options.key = unpublished; break;
     case 'wrong-iss': claims.iss = 'https://evil.example'; break;
+    // FAPI 2.0: RS256 by a published key, where the client expects PS256.
+    case 'alternate-alg': options.alg = 'RS256'; options.key = published; break;
+    case 'no-iss': delete claims.iss; break;
+    case 'no-aud': delete claims.aud; break;
+    case 'no-exp': delete claims.exp; break;
+    case 'aud-array': claims.aud = [clientId]; break;
     case 'other-sub': claims.sub = 'eve'; break;
     // A session too large for one cookie: the RP splits it into chunks.
     case 'big-claims': claims.bio = 'b'.repeat(6000); break;
@@ -172,7 +198,58 @@ async function readBody(req) {
   return Buffer.concat(chunks).toString();
 }
 
+// Checks the DPoP proof of a request to `path` (RFC 9449, 4.3), for `accessToken` when the
+// request carries one: its answer, when it refuses the proof or asks for a nonce; else null,
+// with `req.dpopJkt` set to the proof key's thumbprint. A request without a proof: null.
+async function checkDpop(req, res, path, accessToken, asResource) {
+  const proof = req.headers.dpop;
+  if (!proof) return null;
+  const seen = dpopSeen[path] || (dpopSeen[path] = { count: 0, nonced: 0, jkt: null });
+  seen.count += 1;
+  const refuse = (error, description, nonce) => {
+    const headers = { 'content-type': 'application/json', 'cache-control': 'no-store' };
+    if (nonce) headers['dpop-nonce'] = dpopNonce;
+    if (error === 'use_dpop_nonce') nonceChallenges[path] = (nonceChallenges[path] || 0) + 1;
+    if (asResource) {
+      // 'rs-scheme-case': the challenge's scheme in another case (RFC 9110: case-insensitive).
+      const scheme = scenario === 'rs-scheme-case' ? 'dpop' : 'DPoP';
+      headers['www-authenticate'] = `${scheme} error="${error}", algs="ES256"`;
+      res.writeHead(401, headers);
+    } else {
+      res.writeHead(400, headers);
+    }
+    res.end(JSON.stringify({ error, error_description: description }));
+    return true;
+  };
+  let payload;
+  let protectedHeader;
+  try {
+    ({ payload, protectedHeader } = await jwtVerify(proof, EmbeddedJWK, { typ: 'dpop+jwt', algorithms: ['ES256'] }));
+  } catch (err) {
+    return refuse('invalid_dpop_proof', `bad proof: ${err.message}`);
+  }
+  if (payload.htm !== req.method || payload.htu !== `${issuer}${path}`) return refuse('invalid_dpop_proof', 'htm/htu');
+  if (typeof payload.jti !== 'string' || typeof payload.iat !== 'number') return refuse('invalid_dpop_proof', 'jti/iat');
+  if (accessToken !== undefined) {
+    const ath = createHash('sha256').update(accessToken).digest('base64url');
+    if (payload.ath !== ath) return refuse('invalid_dpop_proof', 'ath');
+  }
+  const nonceRequired = fapi2 && scenario !== 'no-dpop-nonce';
+  if (payload.nonce !== undefined) seen.nonced += 1;
+  if (nonceRequired && payload.nonce !== dpopNonce) return refuse('use_dpop_nonce', 'a nonce is required', true);
+  seen.jkt = await calculateJwkThumbprint(protectedHeader.jwk);
+  req.dpopJkt = seen.jkt;
+  return null;
+}
+
+// The token type of an answer to a request with a proof (or without), by the scenario.
+function tokenType(req) {
+  if (!req.dpopJkt || scenario === 'token-type-bearer') return 'Bearer';
+  return scenario === 'token-type-inverted' ? 'dpOP' : 'DPoP';
+}
+
 async function token(req, res) {
+  if (await checkDpop(req, res, '/token')) return undefined;
   const form = new URLSearchParams(await readBody(req));
   const grant = form.get('grant_type');
   const basic = (req.headers.authorization || '').startsWith('Basic ');
@@ -188,12 +265,12 @@ async function token(req, res) {
         return setTimeout(() => send(res, 400, { error: 'invalid_grant', error_description: 'used' }), 600);
       }
       latestRefresh = `rt-${randomBytes(8).toString('hex')}`;
-      const answer = { access_token: `at-${randomBytes(8).toString('hex')}`, token_type: 'Bearer', expires_in: 3600 };
+      const answer = { access_token: `at-${randomBytes(8).toString('hex')}`, token_type: tokenType(req), expires_in: 3600 };
       answer.refresh_token = latestRefresh;
       answer.id_token = await idToken(undefined);
       return setTimeout(() => send(res, 200, answer), 100);
     }
-    const answer = { access_token: `at-${randomBytes(8).toString('hex')}`, token_type: 'Bearer', expires_in: 3600 };
+    const answer = { access_token: `at-${randomBytes(8).toString('hex')}`, token_type: tokenType(req), expires_in: 3600 };
     if (scenario !== 'refresh-without-id-token') answer.id_token = await idToken(undefined);
     return send(res, 200, answer);
   }
@@ -210,9 +287,10 @@ async function token(req, res) {
     default:
       return send(res, 200, {
         access_token: `at-${randomBytes(8).toString('hex')}`,
-        token_type: 'Bearer',
-        // 'short-access': an access token already within the RP's refresh buffer.
-        expires_in: scenario === 'short-access' ? 30 : 3600,
+        token_type: tokenType(req),
+        // 'short-access': an access token already within the RP's refresh buffer;
+        // 'no-expires-in': none said.
+        expires_in: scenario === 'no-expires-in' ? undefined : scenario === 'short-access' ? 30 : 3600,
         refresh_token: 'rt-hostile',
         id_token: await idToken(entry.nonce, entry.sid),
       });
@@ -234,10 +312,17 @@ const server = http.createServer(async (req, res) => {
         userinfo_endpoint: `${issuer}/userinfo`,
         response_types_supported: ['code'],
         subject_types_supported: ['public'],
-        id_token_signing_alg_values_supported: ['RS256', 'ES256'],
+        id_token_signing_alg_values_supported: ['RS256', 'ES256', 'PS256'],
         response_modes_supported: scenario === 'form-post-only' ? ['form_post'] : ['query', 'form_post'],
-        token_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post'],
+        token_endpoint_auth_methods_supported: fapi2 ? ['private_key_jwt']
+          : ['client_secret_basic', 'client_secret_post'],
         code_challenge_methods_supported: ['S256'],
+        ...(fapi2 ? {
+          dpop_signing_alg_values_supported: ['ES256'],
+          // Left out in 'authz-iss-missing': FAPI 2.0 requires `iss` whatever is announced.
+          authorization_response_iss_parameter_supported: scenario !== 'authz-iss-missing',
+          require_pushed_authorization_requests: true,
+        } : {}),
       });
     }
     if (url.pathname === jwksPath()) {
@@ -247,12 +332,21 @@ const server = http.createServer(async (req, res) => {
     if (url.pathname === '/authorize') {
       authorizeCalls += 1;
       lastAuthorize = Object.fromEntries(url.searchParams);
+      // A pushed request: its parameters are those pushed under the request_uri.
+      const pushedParams = pushed.get(url.searchParams.get('request_uri'));
+      if (pushedParams) {
+        pushed.delete(url.searchParams.get('request_uri'));
+        for (const [k, v] of Object.entries(pushedParams)) url.searchParams.set(k, v);
+      }
       const code = randomBytes(16).toString('hex');
       lastSid = `sid-${randomBytes(8).toString('hex')}`;
       codes.set(code, { nonce: url.searchParams.get('nonce'), sid: lastSid });
       const answer = scenario === 'authorize-login-required'
         ? { error: 'login_required', state: url.searchParams.get('state'), iss: issuer }
         : { code, state: url.searchParams.get('state'), iss: issuer };
+      // RFC 9207's `iss` in the authorization response: another issuer's, or none.
+      if (scenario === 'authz-iss-wrong') answer.iss = `${issuer}/INVALID`;
+      if (scenario === 'authz-iss-missing') delete answer.iss;
       if (url.searchParams.get('response_mode') === 'form_post') {
         // The page a provider answers in form_post mode: a form the browser posts at once.
         const escape = (v) => String(v).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -269,20 +363,30 @@ const server = http.createServer(async (req, res) => {
     }
     if (url.pathname === '/token' && req.method === 'POST') return token(req, res);
     if (url.pathname === '/par' && req.method === 'POST') {
-      await readBody(req);
+      const body = await readBody(req);
+      if (await checkDpop(req, res, '/par')) return undefined;
+      parParams = Object.fromEntries(new URLSearchParams(body));
+      delete parParams.client_assertion;
       switch (scenario) {
         case 'par-400': return send(res, 400, { error: 'invalid_request', error_description: 'no such redirect' });
         case 'par-500': return send(res, 500, 'internal error', 'text/plain');
         case 'par-garbage': return send(res, 201, '<html>not json</html>', 'text/html');
         case 'par-no-uri': return send(res, 201, { expires_in: 60 });
-        default: return send(res, 201, { request_uri: 'urn:ietf:params:oauth:request_uri:hostile', expires_in: 60 });
+        default: {
+          const requestUri = `urn:ietf:params:oauth:request_uri:${randomBytes(12).toString('hex')}`;
+          pushed.set(requestUri, parParams);
+          return send(res, 201, { request_uri: requestUri, expires_in: 60 });
+        }
       }
     }
     if (url.pathname === '/userinfo') {
       userinfoCalls += 1;
       const body = req.method === 'POST' ? new URLSearchParams(await readBody(req)) : new URLSearchParams();
-      userinfoAuth = (req.headers.authorization || '').startsWith('Bearer ') ? 'header'
-        : body.has('access_token') ? 'body' : url.searchParams.has('access_token') ? 'query' : 'none';
+      const authorization = req.headers.authorization || '';
+      userinfoAuth = authorization.startsWith('Bearer ') ? 'header'
+        : /^dpop /i.test(authorization) ? 'dpop'
+          : body.has('access_token') ? 'body' : url.searchParams.has('access_token') ? 'query' : 'none';
+      if (userinfoAuth === 'dpop' && await checkDpop(req, res, '/userinfo', authorization.slice(5), true)) return undefined;
       switch (scenario) {
         case 'userinfo-other-sub': return send(res, 200, { sub: 'eve', name: 'Eve' });
         case 'userinfo-500': return send(res, 500, 'internal error', 'text/plain');
@@ -328,6 +432,9 @@ const server = http.createServer(async (req, res) => {
         authorize: lastAuthorize,
         token_auth: tokenAuth,
         userinfo_auth: userinfoAuth,
+        dpop: dpopSeen,
+        use_dpop_nonce: nonceChallenges,
+        par: parParams,
         end_session: lastEndSession,
         sid: lastSid,
       });

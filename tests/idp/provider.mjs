@@ -11,13 +11,20 @@
 //   NO_END_SESSION when 1, announce no end_session_endpoint (tests of local-only logout)
 //   ROTATE_REFRESH when 1, every refresh returns a new refresh token and the old one is dead
 //   REQUIRE_PAR    when 1, only pushed authorization requests (RFC 9126) are taken
+//   DPOP_NONCE     when 1, every DPoP proof must carry a nonce the provider gave (RFC 9449, 8
+//                  and 9): the first proof to each endpoint is answered `use_dpop_nonce`
+//   FAPI2          when 1, the FAPI 2.0 profile is on, and ID tokens are signed PS256
 //   EXIT_WITH_STDIN when 1, exit as soon as standard input closes: the harness keeps a pipe to
 //                  it open, and the pipe closes however the process that started it ends
 //                  (SIGKILL included), so no provider outlives a test run or a benchmark
 //
 // Test-only routes (loopback only, never in a real provider):
-//   GET  /__test/stats  {"refresh_grants": n, "jwks_fetches": n, "userinfo_calls": n}: refresh-
-//                       token grants, JWKS fetches and userinfo calls served so far
+//   GET  /__test/stats  {"refresh_grants": n, "jwks_fetches": n, "userinfo_calls": n,
+//                       "dpop_proofs": {path: n}, "use_dpop_nonce": {path: n}, "dpop_jkt": s}:
+//                       refresh-token grants, JWKS fetches and userinfo calls served so far,
+//                       requests that carried a DPoP proof and answers that asked for a nonce,
+//                       by path, and the last `dpop_jkt` a pushed or plain authorization
+//                       request named
 //   POST /__test/sign   {"header": {...}, "claims": {...}, "key": "provider"|"other"|"none"}: a JWT
 //                       signed with the provider's own key (or another key, or unsigned), so tests
 //                       can send logout tokens with one defect each
@@ -31,7 +38,7 @@
 // of an organization, Auth0-style claims in the ID token ("ann.acme": org_id org_acme, org_name
 // acme).
 import http from 'node:http';
-import { createPublicKey, generateKeyPairSync } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { SignJWT, importJWK } from 'jose';
 import Provider from 'oidc-provider';
 
@@ -64,9 +71,11 @@ function claimsFor(id) {
   return claims;
 }
 
+const fapi2 = process.env.FAPI2 === '1';
+
 function signingKey(kid) {
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  return { ...privateKey.export({ format: 'jwk' }), kid, use: 'sig', alg: 'RS256' };
+  return { ...privateKey.export({ format: 'jwk' }), kid, use: 'sig', alg: fapi2 ? 'PS256' : 'RS256' };
 }
 
 const kid = process.env.SIGNING_KID || 'key-1';
@@ -75,15 +84,20 @@ const otherKey = signingKey(kid);
 let refreshGrants = 0;
 let jwksFetches = 0;
 let userinfoCalls = 0;
+const dpopProofs = {};
+const useDpopNonce = {};
+let dpopJkt = null;
+const count = (counter, key) => { counter[key] = (counter[key] || 0) + 1; };
 
 const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
 
 async function sign({ header = {}, claims = {}, key = 'provider' }) {
-  const protectedHeader = { alg: 'RS256', kid, ...header };
+  const alg = fapi2 ? 'PS256' : 'RS256';
+  const protectedHeader = { alg, kid, ...header };
   if (key === 'none') {
     return `${b64({ ...protectedHeader, alg: 'none' })}.${b64(claims)}.`;
   }
-  const jwk = await importJWK(key === 'other' ? otherKey : providerKey, 'RS256');
+  const jwk = await importJWK(key === 'other' ? otherKey : providerKey, alg);
   return new SignJWT(claims).setProtectedHeader(protectedHeader).sign(jwk);
 }
 
@@ -116,6 +130,10 @@ const configuration = {
     backchannelLogout: { enabled: true },
     revocation: { enabled: true },
     pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: process.env.REQUIRE_PAR === '1' },
+    dPoP: process.env.DPOP_NONCE === '1'
+      ? { enabled: true, nonceSecret: randomBytes(32), requireNonce: () => true }
+      : { enabled: true },
+    fapi: fapi2 ? { enabled: true, profile: '2.0' } : { enabled: false },
   },
   issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
   async findAccount(ctx, id) {
@@ -133,9 +151,17 @@ function serve(issuer) {
   provider.on('backchannel.error', (ctx, err, client) => console.error('back-channel logout to', client.clientId, 'failed:', err.message));
   provider.use(async (ctx, next) => {
     if (ctx.path === '/__test/stats') {
-      ctx.body = { refresh_grants: refreshGrants, jwks_fetches: jwksFetches, userinfo_calls: userinfoCalls };
+      ctx.body = {
+        refresh_grants: refreshGrants,
+        jwks_fetches: jwksFetches,
+        userinfo_calls: userinfoCalls,
+        dpop_proofs: dpopProofs,
+        use_dpop_nonce: useDpopNonce,
+        dpop_jkt: dpopJkt,
+      };
       return;
     }
+    if (ctx.get('DPoP')) count(dpopProofs, ctx.path);
     if (ctx.path === '/jwks') jwksFetches += 1;
     if (ctx.path === '/me') userinfoCalls += 1;
     if (ctx.path === '/__test/sign' && ctx.method === 'POST') {
@@ -143,6 +169,9 @@ function serve(issuer) {
       return;
     }
     await next();
+    if (ctx.oidc?.params?.dpop_jkt) dpopJkt = ctx.oidc.params.dpop_jkt;
+    const challenge = ctx.response.get('WWW-Authenticate') || '';
+    if (ctx.body?.error === 'use_dpop_nonce' || challenge.includes('use_dpop_nonce')) count(useDpopNonce, ctx.path);
   });
   return provider.callback();
 }

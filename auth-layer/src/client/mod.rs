@@ -15,10 +15,11 @@ use serde_json::Value;
 use url::Url;
 
 use self::fleet::{Fleet, Lease};
-use crate::config::AuthConfig;
+use crate::config::{AuthConfig, DpopMode};
+use crate::dpop::DpopKey;
 use crate::error::AuthError;
 use crate::error::ProviderError;
-use crate::model::{SessionData, TokenSet, TransactionData, User};
+use crate::model::{DpopBinding, SessionData, TokenSet, TransactionData, User};
 use crate::oidc::RelyingParty;
 use crate::return_to;
 use crate::store::{
@@ -187,6 +188,19 @@ impl AccessTokenOptions {
 }
 
 /// An access token, as [`AuthClient::access_token`] gives it. `Debug` leaves the token out.
+///
+/// A DPoP-bound token ([`AuthConfigBuilder::dpop`](crate::AuthConfigBuilder::dpop)) is sent
+/// to an API with a proof of the session's key for each request:
+///
+/// ```
+/// # fn call(token: &auth_layer::AccessToken, http: &reqwest::Client) -> Result<(), auth_layer::AuthError> {
+/// let url = "https://api.example.com/orders";
+/// let mut request = http.get(url).header("authorization", token.authorization());
+/// if let Some(proof) = token.dpop_proof("GET", url, None)? {
+///     request = request.header("dpop", proof);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, PartialEq, serde::Serialize)]
 pub struct AccessToken {
     /// The token.
@@ -195,6 +209,58 @@ pub struct AccessToken {
     pub expires_at: Option<u64>,
     /// The scope granted.
     pub scope: String,
+    /// `DPoP` for a DPoP-bound token, else `Bearer`.
+    pub token_type: &'static str,
+    /// The key the token is bound to.
+    #[serde(skip)]
+    dpop: Option<crate::dpop::DpopKey>,
+    /// The clock proofs are dated by.
+    #[serde(skip)]
+    now: u64,
+}
+
+impl AccessToken {
+    /// A Bearer token.
+    pub fn bearer(access_token: impl Into<String>, expires_at: Option<u64>, scope: impl Into<String>) -> Self {
+        Self { access_token: access_token.into(), expires_at, scope: scope.into(), token_type: "Bearer", dpop: None, now: 0 }
+    }
+
+    fn of(set: &TokenSet, dpop: Option<crate::dpop::DpopKey>, now: u64) -> Self {
+        Self {
+            access_token: set.access_token.clone(),
+            expires_at: set.expires_at,
+            scope: set.scope.clone(),
+            token_type: if dpop.is_some() { "DPoP" } else { "Bearer" },
+            dpop,
+            now,
+        }
+    }
+
+    /// Whether the token is DPoP-bound: an API takes it only with a proof
+    /// ([`dpop_proof`](Self::dpop_proof)).
+    pub fn is_dpop(&self) -> bool {
+        self.dpop.is_some()
+    }
+
+    /// The `Authorization` header's value: `DPoP <token>` or `Bearer <token>` (RFC 9449, 7.1).
+    pub fn authorization(&self) -> String {
+        format!("{} {}", self.token_type, self.access_token)
+    }
+
+    /// For a DPoP-bound token, a proof for one request to `method` `url` (RFC 9449, 4.2), with
+    /// the token's hash (`ath`) and the API's `nonce` when it gave one (send again with it when
+    /// it answers `use_dpop_nonce`); `None` for a Bearer token. Each proof is for one request.
+    pub fn dpop_proof(&self, method: &str, url: &str, nonce: Option<&str>) -> Result<Option<String>, AuthError> {
+        let Some(key) = &self.dpop else { return Ok(None) };
+        let parsed = Url::parse(url).map_err(|e| AuthError::InvalidRequest(format!("DPoP proof URL: {e}")))?;
+        if !matches!(parsed.scheme(), "https" | "http") {
+            return Err(AuthError::InvalidRequest("a DPoP proof is for an http(s) URL".into()));
+        }
+        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(AuthError::InvalidRequest(format!("`{method}` is not an HTTP method in upper case")));
+        }
+        Ok(Some(key.proof(method, parsed.as_str(), Some(&self.access_token), nonce, self.now)))
+    }
 }
 
 impl std::fmt::Debug for AccessToken {
@@ -203,6 +269,7 @@ impl std::fmt::Debug for AccessToken {
             .field("access_token", &crate::config::Redacted::of(&self.access_token))
             .field("expires_at", &self.expires_at)
             .field("scope", &self.scope)
+            .field("token_type", &self.token_type)
             .finish()
     }
 }
@@ -437,9 +504,16 @@ impl AuthClient {
             None => "/".to_owned(),
         };
         let merged = login::LoginParams::merge(&self.inner.config, &options)?;
-        let request = self.inner.rp.authorization_request(&merged.scope, merged.audience.as_deref(), &merged.params);
+        let dpop = match &self.inner.config.dpop {
+            None => None,
+            Some(DpopMode::PerSession) => Some(DpopKey::generate()),
+            Some(DpopMode::PerProcess(key)) => Some(DpopKey::clone(key)),
+        };
+        let request =
+            self.inner.rp.authorization_request(&merged.scope, merged.audience.as_deref(), &merged.params, dpop.as_ref());
         // Pushed first when the provider takes pushed requests: a refusal saves no transaction.
-        let redirect = self.inner.rp.redirect_for(&request).await?;
+        let redirect = self.inner.rp.redirect_for(&request, dpop.as_ref()).await?;
+        let per_session = matches!(self.inner.config.dpop, Some(DpopMode::PerSession));
         let transaction = TransactionData {
             state: request.state,
             nonce: request.nonce,
@@ -456,6 +530,7 @@ impl AuthClient {
             silent: options.silent,
             tenant: self.inner.config.tenant.clone(),
             issuer: self.inner.config.tenant.is_some().then(|| self.issuer().to_owned()),
+            dpop_key: dpop.filter(|_| per_session).map(|key| key.secret()),
         };
         self.inner.transaction_store.set(ctx, &transaction).await?;
         Ok(redirect)
@@ -500,13 +575,16 @@ impl AuthClient {
             _ => {}
         }
         let code = params.code.ok_or_else(|| AuthError::InvalidRequest("the callback has no code".into()))?;
-        let mut tokens = self.inner.rp.exchange_code(&code, &transaction.code_verifier, &transaction.nonce).await?;
-        self.inner.rp.merge_userinfo(&tokens.access_token, &mut tokens.claims).await?;
+        let (dpop, binding) = self.login_dpop_key(&transaction)?;
+        let mut tokens =
+            self.inner.rp.exchange_code(&code, &transaction.code_verifier, &transaction.nonce, dpop.as_ref()).await?;
+        self.inner.rp.merge_userinfo(&tokens.access_token, &mut tokens.claims, dpop.as_ref()).await?;
         let now = self.inner.config.clock.now();
         self.check_what_the_login_asked(&transaction, &tokens.claims, now)?;
         let mut session = SessionData::new(User::from_id_token_claims(tokens.claims), tokens.id_token, now);
         session.refresh_token = tokens.refresh_token;
         session.tenant.clone_from(&self.inner.config.tenant);
+        session.dpop = binding;
         // Filed under what this login asked for (a transaction of an earlier version has no
         // scope recorded: the configuration's then).
         let (audience, asked) = if transaction.scope.is_empty() {
@@ -533,6 +611,45 @@ impl AuthClient {
             hook(&result);
         }
         Ok(result)
+    }
+
+    /// The DPoP key a login's code is bound to, and what its session keeps of it: by the
+    /// configuration when the login started (a login started before DPoP was turned on, or
+    /// off, is refused: the user logs in again).
+    fn login_dpop_key(&self, transaction: &TransactionData) -> Result<(Option<DpopKey>, Option<DpopBinding>), AuthError> {
+        let changed = || {
+            tracing::warn!("a login started under another DPoP setting reached the callback; refused");
+            Err(AuthError::MissingTransaction)
+        };
+        match (&self.inner.config.dpop, &transaction.dpop_key) {
+            (None, None) => Ok((None, None)),
+            (Some(DpopMode::PerSession), Some(secret)) => {
+                let key = DpopKey::from_secret_text(secret).map_err(|e| AuthError::InvalidRequest(e.to_string()))?;
+                Ok((Some(key), Some(DpopBinding::Key(secret.clone()))))
+            }
+            (Some(DpopMode::PerProcess(key)), None) => {
+                Ok((Some(DpopKey::clone(key)), Some(DpopBinding::Process(key.thumbprint().to_owned()))))
+            }
+            _ => changed(),
+        }
+    }
+
+    /// The key `session`'s tokens are bound to: its own, or this process's when the session
+    /// names it. A session bound to another process's key cannot be refreshed here.
+    fn session_dpop_key(&self, session: &SessionData) -> Result<Option<DpopKey>, AuthError> {
+        match &session.dpop {
+            None => Ok(None),
+            Some(DpopBinding::Key(secret)) => DpopKey::from_secret_text(secret)
+                .map(Some)
+                .map_err(|e| AuthError::Provider(ProviderError::InvalidGrant(e.to_string()))),
+            Some(DpopBinding::Process(thumbprint)) => match &self.inner.config.dpop {
+                Some(DpopMode::PerProcess(key)) if key.thumbprint() == thumbprint => Ok(Some(DpopKey::clone(key))),
+                _ => Err(AuthError::Provider(ProviderError::InvalidGrant(
+                    "the session's tokens are bound to another process's DPoP key (give every instance the same dpop_key)"
+                        .into(),
+                ))),
+            },
+        }
     }
 
     /// The checks a login's own parameters call for: `max_age` (the ID token's `auth_time`),
@@ -689,11 +806,7 @@ impl AuthClient {
                 && !options.force_refresh
                 && self.is_fresh(set)
             {
-                return Ok(AccessToken {
-                    access_token: set.access_token.clone(),
-                    expires_at: set.expires_at,
-                    scope: set.scope.clone(),
-                });
+                return Ok(AccessToken::of(set, self.session_dpop_key(&session)?, config.clock.now()));
             }
             let refresh_token = session.refresh_token.as_deref().ok_or(AuthError::MissingRefreshToken)?;
             let key = refresh_key(&session, refresh_token, current, audience, scope);
@@ -742,7 +855,7 @@ impl AuthClient {
         let set = find_token_set(&refreshed.token_sets, audience, scope).ok_or_else(|| {
             AuthError::InvalidRequest("the provider granted no token for this audience and scope".into())
         })?;
-        Ok(AccessToken { access_token: set.access_token.clone(), expires_at: set.expires_at, scope: set.scope.clone() })
+        Ok(AccessToken::of(set, self.session_dpop_key(&refreshed)?, self.inner.config.clock.now()))
     }
 
     /// Whether `set` is good for longer than the refresh buffer.
@@ -809,7 +922,8 @@ impl AuthClient {
         scope: Option<&str>,
     ) -> Result<Arc<SessionData>, AuthError> {
         tracing::debug!(sub = session.sub(), "refreshing the access token");
-        let tokens = self.inner.rp.refresh(&refresh_token, audience, scope, session.sub()).await?;
+        let dpop = self.session_dpop_key(&session)?;
+        let tokens = self.inner.rp.refresh(&refresh_token, audience, scope, session.sub(), dpop.as_ref()).await?;
         let granted = tokens.scope.or_else(|| scope.map(str::to_owned)).unwrap_or_else(|| {
             find_token_set(&session.token_sets, audience, None).map(|s| s.scope.clone()).unwrap_or_default()
         });
@@ -1056,8 +1170,9 @@ mod tests {
             silent: false,
             tenant: None,
             issuer: None,
+            dpop_key: None,
         };
-        let token = AccessToken { access_token: secrets[5].into(), expires_at: None, scope: "openid".into() };
+        let token = AccessToken::bearer(secrets[5], None, "openid");
         let ctx =
             StoreContext::from_cookie_headers([&http::HeaderValue::from_static("_a0_session=sealed-cookie-0007")]);
         let printed = [

@@ -18,10 +18,21 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
-use crate::model::{SessionData, TokenSet, User};
+use crate::model::{DpopBinding, SessionData, TokenSet, User};
 
 /// The first byte of a compact plaintext. JSON, the format before it, starts with `{`.
 const COMPACT: u8 = 2;
+/// The first byte of a compact plaintext followed by a [`Tail`]: a session with a DPoP key.
+/// Sessions without one are still written as [`COMPACT`], byte for byte as before.
+const COMPACT_WITH_TAIL: u8 = 3;
+
+/// What follows the compact session in the [`COMPACT_WITH_TAIL`] form.
+#[derive(Serialize, Deserialize)]
+struct Tail<'a> {
+    markers_seen: Cow<'a, [u64]>,
+    tenant: Option<Cow<'a, str>>,
+    dpop: Option<DpopBinding>,
+}
 
 /// A token: its segments' bytes when every dot-separated segment is canonical base64url (a JWT,
 /// most opaque tokens), else its text.
@@ -122,6 +133,16 @@ pub(crate) fn encode(data: &SessionData) -> Result<Vec<u8>, StoreError> {
         created_at: data.created_at,
         touched_at: data.touched_at,
     };
+    if data.dpop.is_some() {
+        let out =
+            postcard::to_extend(&compact, vec![COMPACT_WITH_TAIL]).map_err(|e| StoreError::encode("session", e))?;
+        let tail = Tail {
+            markers_seen: Cow::Borrowed(&data.markers_seen),
+            tenant: data.tenant.as_deref().map(Cow::Borrowed),
+            dpop: data.dpop.clone(),
+        };
+        return postcard::to_extend(&tail, out).map_err(|e| StoreError::encode("session", e));
+    }
     let mut out = postcard::to_extend(&compact, vec![COMPACT]).map_err(|e| StoreError::encode("session", e))?;
     // Added after the first compact form, as a trailing part written only when present: a
     // session without it is byte for byte what earlier versions wrote, and theirs still decode.
@@ -138,10 +159,19 @@ pub(crate) fn encode(data: &SessionData) -> Result<Vec<u8>, StoreError> {
 /// The session in `plain`: the compact form, or the JSON of earlier cookies.
 pub(crate) fn decode(plain: &[u8]) -> Result<SessionData, DecodeError> {
     match plain.first() {
-        Some(&COMPACT) => {
+        Some(&format @ (COMPACT | COMPACT_WITH_TAIL)) => {
             let (compact, rest) = postcard::take_from_bytes::<Compact<'_>>(&plain[1..])
                 .map_err(|e| DecodeError(format!("compact session does not decode: {e}")))?;
-            let (markers_seen, tenant) = if rest.is_empty() {
+            let mut dpop = None;
+            let (markers_seen, tenant) = if format == COMPACT_WITH_TAIL {
+                match postcard::take_from_bytes::<Tail<'_>>(rest) {
+                    Ok((tail, [])) => {
+                        dpop = tail.dpop;
+                        (tail.markers_seen.into_owned(), tail.tenant.map(Cow::into_owned))
+                    }
+                    _ => return Err(DecodeError("the compact session's tail does not decode".into())),
+                }
+            } else if rest.is_empty() {
                 (Vec::new(), None)
             } else {
                 // The markers, written only when not empty or before a tenant; then the
@@ -178,6 +208,7 @@ pub(crate) fn decode(plain: &[u8]) -> Result<SessionData, DecodeError> {
                 touched_at: compact.touched_at,
                 markers_seen,
                 tenant,
+                dpop,
             })
         }
         Some(b'{') => match serde_json::from_slice::<Envelope>(plain) {
@@ -262,6 +293,28 @@ pub(crate) mod tests {
         let mut empty_markers = before.clone();
         empty_markers.push(0);
         assert!(decode(&empty_markers).is_err());
+    }
+
+    #[test]
+    fn a_dpop_key_survives_with_markers_and_tenant_and_sessions_without_one_are_written_as_before() {
+        let mut data = realistic();
+        let before = encode(&data).unwrap();
+        data.dpop = Some(DpopBinding::Key(crate::dpop::DpopKey::generate().secret()));
+        let with = encode(&data).unwrap();
+        assert_eq!(with[0], COMPACT_WITH_TAIL);
+        assert_eq!(decode(&with).unwrap(), data);
+        data.markers_seen = vec![9, 1];
+        data.tenant = Some("acme".into());
+        assert_eq!(decode(&encode(&data).unwrap()).unwrap(), data);
+        data.dpop = Some(DpopBinding::Process("thumbprint".into()));
+        let mut process = encode(&data).unwrap();
+        assert_eq!(decode(&process).unwrap(), data);
+        process.push(0);
+        assert!(decode(&process).is_err(), "a byte after the tail is not ours");
+        data.dpop = None;
+        data.markers_seen.clear();
+        data.tenant = None;
+        assert_eq!(encode(&data).unwrap(), before, "no key: the earlier form, byte for byte");
     }
 
     #[test]

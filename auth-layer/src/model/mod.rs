@@ -213,6 +213,28 @@ pub struct SessionData {
     /// under any other tenant, it is no session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) tenant: Option<String>,
+    /// The DPoP key its tokens are bound to, when they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) dpop: Option<DpopBinding>,
+}
+
+/// The DPoP key a session's tokens are bound to ([`AuthConfigBuilder::dpop`](crate::AuthConfigBuilder::dpop)).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum DpopBinding {
+    /// The session's own key: its private scalar, base64url (sealed with the session).
+    Key(String),
+    /// The process's key, by its thumbprint.
+    Process(String),
+}
+
+impl std::fmt::Debug for DpopBinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Key(secret) => f.debug_tuple("Key").field(&crate::config::Redacted::of(secret)).finish(),
+            Self::Process(thumbprint) => f.debug_tuple("Process").field(thumbprint).finish(),
+        }
+    }
 }
 
 impl std::fmt::Debug for SessionData {
@@ -229,6 +251,7 @@ impl std::fmt::Debug for SessionData {
             .field("touched_at", &self.touched_at)
             .field("markers_seen", &self.markers_seen)
             .field("tenant", &self.tenant)
+            .field("dpop", &self.dpop)
             .finish()
     }
 }
@@ -288,6 +311,9 @@ impl SessionData {
             + tokens
             + chunk(self.markers_seen.capacity() * 8)
             + self.tenant.as_deref().map_or(0, text_heap)
+            + self.dpop.as_ref().map_or(0, |d| match d {
+                DpopBinding::Key(text) | DpopBinding::Process(text) => text_heap(text),
+            })
     }
 
     /// A new session for `user`, with a fresh random id, created `now`.
@@ -304,7 +330,14 @@ impl SessionData {
             touched_at: now,
             markers_seen: Vec::new(),
             tenant: None,
+            dpop: None,
         }
+    }
+
+    /// Whether its access tokens are DPoP-bound: sent with a proof of the key it holds (or the
+    /// process's).
+    pub fn is_dpop_bound(&self) -> bool {
+        self.dpop.is_some()
     }
 
     /// The session's id.
@@ -432,6 +465,11 @@ pub struct TransactionData {
     /// it (its `iss` parameter, the ID token's issuer), never against another tenant's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
+    /// The DPoP key this login's code is bound to (its private scalar, base64url), when tokens
+    /// are DPoP-bound with a key per session: the code exchange proves it, and the session
+    /// keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_key: Option<String>,
 }
 
 impl std::fmt::Debug for TransactionData {
@@ -452,6 +490,7 @@ impl std::fmt::Debug for TransactionData {
             .field("silent", &self.silent)
             .field("tenant", &self.tenant)
             .field("issuer", &self.issuer)
+            .field("dpop_key", &self.dpop_key.as_ref().map(crate::config::Redacted::of))
             .finish()
     }
 }
@@ -622,6 +661,7 @@ mod tests {
             created_at: 1,
             tenant: Some("acme".into()),
             issuer: Some("https://acme.example/".into()),
+            dpop_key: None,
         };
         assert_eq!(tx.key(), "transaction:st");
         assert_eq!(TransactionData::TTL, Some(std::time::Duration::from_secs(600)));

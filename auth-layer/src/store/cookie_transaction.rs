@@ -135,6 +135,7 @@ mod tests {
             created_at: 1_000,
             tenant: None,
             issuer: None,
+            dpop_key: None,
         }
     }
 
