@@ -1098,13 +1098,11 @@ impl AuthConfigBuilder {
         if self.cookies.session_name.starts_with("__Host-") && host_only {
             return Err(invalid("cookie names", "a __Host- cookie needs Secure (https), no Domain and Path=/"));
         }
-        let login_query_params = self
-            .login_query_params
-            .unwrap_or_else(|| {
-                // FAPI 2.0: no login turns silent because of a link's query.
-                let params = DEFAULT_LOGIN_QUERY_PARAMS.iter().filter(|p| !(self.fapi2 && **p == "prompt"));
-                params.map(|p| (*p).to_owned()).collect()
-            });
+        let login_query_params = self.login_query_params.unwrap_or_else(|| {
+            // FAPI 2.0: no login turns silent because of a link's query.
+            let params = DEFAULT_LOGIN_QUERY_PARAMS.iter().filter(|p| !(self.fapi2 && **p == "prompt"));
+            params.map(|p| (*p).to_owned()).collect()
+        });
         if let Some(reserved) = login_query_params.iter().find(|p| RESERVED_AUTHORIZATION_PARAMS.contains(&p.as_str()))
         {
             return Err(invalid("login_query_params", format!("`{reserved}` is set by auth-layer itself")));
@@ -1504,7 +1502,13 @@ mod tests {
             .unwrap();
         assert_eq!(eddsa.id_token_alg, "EdDSA");
         // Loopback http is for tests.
-        assert!(base().client_assertion_key("pem", ClientAssertionAlg::Es256, None).issuer("http://127.0.0.1:9/").build().is_ok());
+        assert!(
+            base()
+                .client_assertion_key("pem", ClientAssertionAlg::Es256, None)
+                .issuer("http://127.0.0.1:9/")
+                .build()
+                .is_ok()
+        );
 
         let from_env = AuthConfig::from_lookup(vars(&with(&[
             ("AUTH_FAPI2", "true"),

@@ -156,7 +156,8 @@ pub use client::{
 };
 pub use config::{
     AuthConfig, AuthConfigBuilder, ClientAssertionAlg, Clock, ConfigError, CookieOptions, DEFAULT_LOGIN_QUERY_PARAMS,
-    FAPI2_SIGNING_ALGS, ID_TOKEN_SIGNING_ALGS, LogoutStrategy, MIN_SECRET_LEN, ResponseMode, SameSite, TokenEndpointAuth,
+    FAPI2_SIGNING_ALGS, ID_TOKEN_SIGNING_ALGS, LogoutStrategy, MIN_SECRET_LEN, ResponseMode, SameSite,
+    TokenEndpointAuth,
 };
 pub use dpop::{DPOP_ALG, DpopKey, DpopKeyError};
 pub use error::{AuthError, Cause, ProviderError, StoreError};

@@ -345,7 +345,10 @@ impl RelyingParty {
     fn remember_dpop_nonce(&self, server: NonceOf, headers: &reqwest::header::HeaderMap) -> Option<String> {
         let fresh = headers.get("dpop-nonce")?.to_str().ok()?;
         // RFC 9449, 8.1: `nonce = 1*NQCHAR` (printable ASCII but `"` and `\`).
-        if fresh.is_empty() || fresh.len() > MAX_DPOP_NONCE || fresh.bytes().any(|b| !(0x21..=0x7e).contains(&b) || b == b'"' || b == b'\\') {
+        if fresh.is_empty()
+            || fresh.len() > MAX_DPOP_NONCE
+            || fresh.bytes().any(|b| !(0x21..=0x7e).contains(&b) || b == b'"' || b == b'\\')
+        {
             return None;
         }
         let mut slot = self.dpop_nonces[server as usize].write().unwrap_or_else(|e| e.into_inner());
@@ -385,7 +388,8 @@ impl RelyingParty {
             }
             let fresh = self.remember_dpop_nonce(server, &headers);
             let challenge = headers.get(reqwest::header::WWW_AUTHENTICATE).and_then(|h| h.to_str().ok());
-            if !retried && status.is_client_error() && fresh.is_some() && crate::dpop::asks_for_nonce(challenge, &body) {
+            if !retried && status.is_client_error() && fresh.is_some() && crate::dpop::asks_for_nonce(challenge, &body)
+            {
                 tracing::debug!(%url, "the provider asks for a DPoP nonce; sending the proof again with it");
                 retried = true;
                 nonce = fresh;
@@ -1010,9 +1014,11 @@ fn check_profile(config: &AuthConfig, metadata: &ProviderMetadata) -> Result<(),
                 ));
             }
             None if config.fapi2 => {
-                return short("the FAPI 2.0 profile needs DPoP, and the provider announces none \
+                return short(
+                    "the FAPI 2.0 profile needs DPoP, and the provider announces none \
                      (dpop_signing_alg_values_supported)"
-                    .into());
+                        .into(),
+                );
             }
             _ => {}
         }
@@ -1023,14 +1029,18 @@ fn check_profile(config: &AuthConfig, metadata: &ProviderMetadata) -> Result<(),
     if let Some(methods) = metadata.token_endpoint_auth_methods_supported()
         && !methods.contains(&openidconnect::core::CoreClientAuthMethod::PrivateKeyJwt)
     {
-        return short("the FAPI 2.0 profile needs private_key_jwt, which the provider does not announce \
+        return short(
+            "the FAPI 2.0 profile needs private_key_jwt, which the provider does not announce \
              (token_endpoint_auth_methods_supported)"
-            .into());
+                .into(),
+        );
     }
     if !extras.code_challenge_methods_supported.as_ref().is_some_and(|m| m.iter().any(|m| m == "S256")) {
-        return short("the FAPI 2.0 profile needs PKCE S256, which the provider does not announce \
+        return short(
+            "the FAPI 2.0 profile needs PKCE S256, which the provider does not announce \
              (code_challenge_methods_supported)"
-            .into());
+                .into(),
+        );
     }
     Ok(())
 }
@@ -1109,7 +1119,9 @@ fn check_token_type(response: &CoreTokenResponse, dpop: bool) -> Result<(), Prov
         return Ok(());
     }
     let asked = if dpop { "a DPoP-bound token" } else { "a Bearer token" };
-    Err(ProviderError::BadTokenResponse(format!("the token endpoint answered a `{kind}` token where {asked} was asked for")))
+    Err(ProviderError::BadTokenResponse(format!(
+        "the token endpoint answered a `{kind}` token where {asked} was asked for"
+    )))
 }
 
 fn has_id_token(body: &[u8]) -> bool {

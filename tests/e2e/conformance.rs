@@ -605,7 +605,10 @@ async fn fapi2_security_profile_final_client_test_happy_path() {
     let authorize = stats["authorize"].as_object().unwrap();
     assert_eq!(authorize.keys().collect::<Vec<_>>(), ["client_id", "request_uri"], "{stats}");
     assert_eq!(stats["par"]["code_challenge_method"], "S256");
-    assert_eq!(stats["par"]["dpop_jkt"], stats["dpop"]["/token"]["jkt"], "the code is bound to the key the exchange proves");
+    assert_eq!(
+        stats["par"]["dpop_jkt"], stats["dpop"]["/token"]["jkt"],
+        "the code is bound to the key the exchange proves"
+    );
     assert_eq!(stats["token_auth"], "private_key_jwt");
     assert_eq!(stats["userinfo_auth"], "dpop", "the token goes with the DPoP scheme");
     assert_eq!(stats["use_dpop_nonce"]["/par"], 1);

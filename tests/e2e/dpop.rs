@@ -35,8 +35,9 @@ fn context(browser: &Browser, env: &TestEnv) -> StoreContext {
 /// `GET {issuer}/me` with `token` under `scheme` and `proof`: the provider's userinfo endpoint,
 /// an API that takes DPoP-bound tokens. Its status and `DPoP-Nonce`.
 async fn call_userinfo(env: &TestEnv, scheme: &str, token: &str, proof: Option<&str>) -> (StatusCode, Option<String>) {
-    let mut request =
-        reqwest::Client::new().get(format!("{}/me", env.provider.issuer)).header("authorization", format!("{scheme} {token}"));
+    let mut request = reqwest::Client::new()
+        .get(format!("{}/me", env.provider.issuer))
+        .header("authorization", format!("{scheme} {token}"));
     if let Some(proof) = proof {
         request = request.header("dpop", proof);
     }
@@ -230,3 +231,49 @@ fn base64_decode(text: &str) -> Vec<u8> {
 }
 
 use url::Url;
+
+/// A client key for `private_key_jwt` (ES256) as a JWK: RFC 7515 appendix A.3's P-256 key.
+const CLIENT_JWK: &str = r#"{"kty":"EC","crv":"P-256","kid":"k",
+    "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+    "d":"jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI"}"#;
+
+#[tokio::test]
+async fn a_fapi2_client_does_not_start_against_a_provider_that_cannot_meet_the_profile() {
+    let fapi2 = |c: auth_layer::AuthConfigBuilder| {
+        c.fapi2(true).client_assertion_key(CLIENT_JWK, ClientAssertionAlg::Es256, None)
+    };
+    // The hostile provider outside its FAPI 2.0 mode announces no DPoP algorithms and no
+    // private_key_jwt.
+    let (.., client) = TestEnv::hostile_discovery("ok", fapi2).await;
+    let err = client.err().expect("refused at start");
+    // The reason is in the error's chain of causes.
+    let mut err: &dyn std::error::Error = &err;
+    let mut text = err.to_string();
+    while let Some(source) = err.source() {
+        text = format!("{text}: {source}");
+        err = source;
+    }
+    let err = text;
+    assert!(err.contains("dpop_signing_alg_values_supported"), "{err}");
+    // DPoP alone is fine there: proofs are offered, and the answer's token type is checked.
+    let (.., client) = TestEnv::hostile_discovery("ok", |c| c.dpop(true)).await;
+    assert!(client.is_ok());
+    // In its FAPI 2.0 mode, it starts.
+    let (.., client) = TestEnv::hostile_discovery("fapi2:ok", fapi2).await;
+    assert!(client.is_ok(), "{:?}", client.err());
+}
+
+#[tokio::test]
+async fn under_fapi2_a_link_cannot_make_a_login_silent() {
+    let env = TestEnv::start_hostile_from(
+        "fapi2:ok",
+        |c| c.fapi2(true).client_assertion_key(CLIENT_JWK, ClientAssertionAlg::Es256, None),
+        app,
+    )
+    .await;
+    let start = Browser::new().get(&env.url("/auth/login?prompt=none&login_hint=ann")).await;
+    assert_eq!(start.status(), StatusCode::FOUND);
+    let pushed = stats(&env).await["par"].clone();
+    assert_eq!(pushed["login_hint"], "ann", "other per-login parameters still pass: {pushed}");
+    assert!(pushed.get("prompt").is_none(), "prompt is not taken from the URL under FAPI 2.0: {pushed}");
+}

@@ -222,7 +222,14 @@ pub struct AccessToken {
 impl AccessToken {
     /// A Bearer token.
     pub fn bearer(access_token: impl Into<String>, expires_at: Option<u64>, scope: impl Into<String>) -> Self {
-        Self { access_token: access_token.into(), expires_at, scope: scope.into(), token_type: "Bearer", dpop: None, now: 0 }
+        Self {
+            access_token: access_token.into(),
+            expires_at,
+            scope: scope.into(),
+            token_type: "Bearer",
+            dpop: None,
+            now: 0,
+        }
     }
 
     fn of(set: &TokenSet, dpop: Option<crate::dpop::DpopKey>, now: u64) -> Self {
@@ -509,8 +516,12 @@ impl AuthClient {
             Some(DpopMode::PerSession) => Some(DpopKey::generate()),
             Some(DpopMode::PerProcess(key)) => Some(DpopKey::clone(key)),
         };
-        let request =
-            self.inner.rp.authorization_request(&merged.scope, merged.audience.as_deref(), &merged.params, dpop.as_ref());
+        let request = self.inner.rp.authorization_request(
+            &merged.scope,
+            merged.audience.as_deref(),
+            &merged.params,
+            dpop.as_ref(),
+        );
         // Pushed first when the provider takes pushed requests: a refusal saves no transaction.
         let redirect = self.inner.rp.redirect_for(&request, dpop.as_ref()).await?;
         let per_session = matches!(self.inner.config.dpop, Some(DpopMode::PerSession));
@@ -616,7 +627,10 @@ impl AuthClient {
     /// The DPoP key a login's code is bound to, and what its session keeps of it: by the
     /// configuration when the login started (a login started before DPoP was turned on, or
     /// off, is refused: the user logs in again).
-    fn login_dpop_key(&self, transaction: &TransactionData) -> Result<(Option<DpopKey>, Option<DpopBinding>), AuthError> {
+    fn login_dpop_key(
+        &self,
+        transaction: &TransactionData,
+    ) -> Result<(Option<DpopKey>, Option<DpopBinding>), AuthError> {
         let changed = || {
             tracing::warn!("a login started under another DPoP setting reached the callback; refused");
             Err(AuthError::MissingTransaction)
