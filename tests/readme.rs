@@ -26,6 +26,40 @@ let app = Router::new()
     Ok(())
 }
 
+/// "DPoP and FAPI 2.0".
+pub async fn fapi2_client(app_secret: String) -> Result {
+use auth_layer::{AccessToken, AuthClient, AuthConfig, AuthLayer, ClientAssertionAlg};
+
+let config = AuthConfig::builder()
+    .issuer("https://bank.example/").client_id("my-app")
+    .client_assertion_key(std::fs::read_to_string("client-key.pem")?, ClientAssertionAlg::Es256, Some("key-1".into()))
+    .secret(&app_secret)
+    .base_url("https://app.example.com")
+    .fapi2(true)          // PAR, PKCE S256, private_key_jwt, DPoP, iss, PS256/ES256/EdDSA, or no start
+    .build()?;
+let auth = AuthLayer::new(AuthClient::new(config).await?);
+
+// A handler's call to the bank's API with the session's DPoP-bound token.
+async fn accounts(token: AccessToken, http: reqwest::Client) -> Result<reqwest::Response> {
+    let url = "https://api.bank.example/accounts";
+    let mut nonce = None;
+    loop {
+        let mut request = http.get(url).header("authorization", token.authorization());
+        if let Some(proof) = token.dpop_proof("GET", url, nonce.as_deref())? {
+            request = request.header("dpop", proof);   // a fresh proof for each request
+        }
+        let response = request.send().await?;
+        let asked = response.headers().get("dpop-nonce").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        if response.status() == 401 && nonce.is_none() && asked.is_some() {
+            nonce = asked;                             // use_dpop_nonce: once more, with its nonce
+            continue;
+        }
+        return Ok(response);
+    }
+}
+    Ok(())
+}
+
 /// "Session stores".
 pub async fn memory_store(config: AuthConfig) -> Result {
 let store = ServerSessionStore::in_memory(&config);

@@ -245,7 +245,7 @@ async fn a_fapi2_client_does_not_start_against_a_provider_that_cannot_meet_the_p
     // The hostile provider outside its FAPI 2.0 mode announces no DPoP algorithms and no
     // private_key_jwt.
     let (.., client) = TestEnv::hostile_discovery("ok", fapi2).await;
-    let err = client.err().expect("refused at start");
+    let Err(err) = client else { panic!("a FAPI 2.0 client started against a provider short of the profile") };
     // The reason is in the error's chain of causes.
     let mut err: &dyn std::error::Error = &err;
     let mut text = err.to_string();
