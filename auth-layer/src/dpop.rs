@@ -150,6 +150,17 @@ fn random_id() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// The longest server nonce kept, in bytes.
+const MAX_NONCE: usize = 512;
+
+/// Whether `nonce` is a server nonce a proof may carry (RFC 9449, 8.1: `1*NQCHAR`, printable
+/// ASCII but `"` and `\`), and of a size worth keeping.
+pub(crate) fn valid_nonce(nonce: &str) -> bool {
+    !nonce.is_empty()
+        && nonce.len() <= MAX_NONCE
+        && nonce.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+}
+
 /// Whether an error answer asks for a proof with the server's nonce (RFC 9449, 8 and 9): a
 /// JSON body with `error` `use_dpop_nonce` (token and PAR endpoints), or a `WWW-Authenticate`
 /// challenge naming it (resource servers such as userinfo).
@@ -223,6 +234,16 @@ mod tests {
         assert!(DpopKey::from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----").is_err());
         assert!(DpopKey::from_secret(&[0u8; 32]).is_err(), "zero is no scalar");
         assert!(DpopKey::from_secret_text("not base64!").is_err());
+    }
+
+    #[test]
+    fn only_printable_nonces_of_a_sane_size_are_kept() {
+        assert!(valid_nonce("eyJ7S_zG.9Ts-~"));
+        for bad in ["", "with space", "quote\"", "back\\slash", "tab\t", "é"] {
+            assert!(!valid_nonce(bad), "{bad:?}");
+        }
+        assert!(valid_nonce(&"n".repeat(512)));
+        assert!(!valid_nonce(&"n".repeat(513)));
     }
 
     #[test]

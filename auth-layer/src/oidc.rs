@@ -148,9 +148,6 @@ impl<'c> openidconnect::AsyncHttpClient<'c> for TokenClient<'_> {
     }
 }
 
-/// The longest DPoP nonce kept, in bytes.
-const MAX_DPOP_NONCE: usize = 512;
-
 /// Which of the provider's servers a DPoP nonce is of: each gives its own (RFC 9449, 8 and 9).
 #[derive(Debug, Clone, Copy)]
 enum NonceOf {
@@ -344,11 +341,7 @@ impl RelyingParty {
     /// and returns it when it is new.
     fn remember_dpop_nonce(&self, server: NonceOf, headers: &reqwest::header::HeaderMap) -> Option<String> {
         let fresh = headers.get("dpop-nonce")?.to_str().ok()?;
-        // RFC 9449, 8.1: `nonce = 1*NQCHAR` (printable ASCII but `"` and `\`).
-        if fresh.is_empty()
-            || fresh.len() > MAX_DPOP_NONCE
-            || fresh.bytes().any(|b| !(0x21..=0x7e).contains(&b) || b == b'"' || b == b'\\')
-        {
+        if !crate::dpop::valid_nonce(fresh) {
             return None;
         }
         let mut slot = self.dpop_nonces[server as usize].write().unwrap_or_else(|e| e.into_inner());
