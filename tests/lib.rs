@@ -228,7 +228,7 @@ async fn announced_port(child: &mut Child) -> u16 {
     let port = match tokio::time::timeout(Duration::from_secs(30), announced).await {
         Ok(Some(port)) => port,
         Ok(None) => panic!("the test provider exited before listening: {:?}", child.try_wait()),
-        Err(_) => panic!("the test provider did not listen within 30 s"),
+        Err(_) => panic!("the test provider did not listen within 30 s (its state: {:?})", child.try_wait()),
     };
     // Whatever else it prints is read, so it never writes to a closed pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });

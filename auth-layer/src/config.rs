@@ -1454,15 +1454,7 @@ mod tests {
 
     #[test]
     fn fapi2_names_every_setting_that_falls_short_and_turns_on_what_it_needs() {
-        let base = || {
-            AuthConfig::builder()
-                .issuer("https://issuer.example/")
-                .client_id("c")
-                .client_secret("s")
-                .secret("0123456789abcdef0123456789abcdef")
-                .base_url("https://app.example")
-                .fapi2(true)
-        };
+        let base = || test_config(std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0))).fapi2(true);
         // Everything short at once: each named, with the setting to change.
         let err = base()
             .issuer("http://issuer.example/")

@@ -107,3 +107,55 @@ async fn no_secret_appears_and_no_request_text_forges_a_line_in_the_logs_of_a_wh
         assert!(!text.contains(probe), "the {what} appears in the logs");
     }
 }
+
+#[test]
+fn the_quickstart_colours_its_log_only_on_a_terminal_and_writes_json_by_setting() {
+    use quickstart::{LogFormat, log_settings};
+    let env = |pairs: &'static [(&'static str, &'static str)]| {
+        move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+    };
+    assert_eq!(log_settings(env(&[]), true).unwrap(), (LogFormat::Text, true), "a terminal: colour");
+    assert_eq!(log_settings(env(&[]), false).unwrap(), (LogFormat::Text, false), "a file or a collector: none");
+    assert_eq!(log_settings(env(&[("NO_COLOR", "1")]), true).unwrap(), (LogFormat::Text, false));
+    assert_eq!(log_settings(env(&[("LOG_FORMAT", "json")]), true).unwrap(), (LogFormat::Json, false));
+    let err = log_settings(env(&[("LOG_FORMAT", "xml")]), false).unwrap_err();
+    assert!(err.contains("LOG_FORMAT"), "{err}");
+
+    // What each setting writes: colour codes only when asked for.
+    let written = |format, ansi| {
+        let logs = Captured::default();
+        let subscriber = quickstart::log_subscriber(format, ansi, "info", logs.clone());
+        tracing::subscriber::with_default(
+            subscriber,
+            || tracing::info!(target: "auth_layer", user = "jo", "login completed"),
+        );
+        String::from_utf8(logs.0.lock().unwrap().clone()).unwrap()
+    };
+    assert!(written(LogFormat::Text, true).contains('\x1b'), "coloured on a terminal");
+    let plain = written(LogFormat::Text, false);
+    assert!(!plain.contains('\x1b') && plain.contains("login completed"), "{plain}");
+    let json = written(LogFormat::Json, false);
+    let line: serde_json::Value = serde_json::from_str(json.trim()).expect("one JSON object per line");
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["target"], "auth_layer");
+    assert_eq!(line["fields"]["message"], "login completed");
+    assert_eq!(line["fields"]["user"], "jo");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_whole_login_logs_json_lines_with_the_spans_they_happened_in() {
+    let logs = Captured::default();
+    let subscriber = quickstart::log_subscriber(quickstart::LogFormat::Json, false, "auth_layer=debug", logs.clone());
+    let _scope = tracing::subscriber::set_default(subscriber);
+    // The app runs on this thread (a current-thread runtime): everything it logs is captured.
+    let env = TestEnv::start().await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "jo").await;
+    assert_eq!(browser.get(&env.url("/auth/profile")).await.status(), StatusCode::OK);
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(!text.contains('\x1b'));
+    let lines: Vec<serde_json::Value> =
+        text.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))).collect();
+    assert!(lines.iter().all(|l| l["timestamp"].is_string() && l["level"].is_string()), "{text}");
+    assert!(lines.iter().any(|l| l["fields"]["message"] == "login completed" && l["fields"]["sub"] == "jo"), "{text}");
+}

@@ -245,12 +245,57 @@ pub async fn serve(
     Ok(())
 }
 
-/// Logs to stderr, `RUST_LOG` filtering (default `info`).
-pub fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+/// How the log is written: `LOG_FORMAT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (`LOG_FORMAT=text`, the default).
+    Text,
+    /// One JSON object per line (`LOG_FORMAT=json`): `timestamp`, `level`, `target`, the
+    /// event's `fields`, and the `span` and `spans` it happened in with their fields, as a log
+    /// collector indexes them.
+    Json,
+}
+
+/// The log's format and whether it is coloured, from `LOG_FORMAT` and `NO_COLOR` in `lookup`:
+/// colour codes only when `terminal` (standard error is one) and `NO_COLOR` is unset, never in
+/// a file or a container's log collector.
+pub fn log_settings(lookup: impl Fn(&str) -> Option<String>, terminal: bool) -> Result<(LogFormat, bool), String> {
+    let format = match lookup("LOG_FORMAT").as_deref().map(str::trim) {
+        None | Some("" | "text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => return Err(format!("LOG_FORMAT is invalid: `{other}`: expected text or json")),
+    };
+    let no_color = lookup("NO_COLOR").is_some_and(|v| !v.is_empty());
+    Ok((format, terminal && !no_color && format == LogFormat::Text))
+}
+
+/// A subscriber writing `format` to `writer`, coloured when `ansi`, filtered by `filter`
+/// (`RUST_LOG`'s syntax).
+pub fn log_subscriber<W>(
+    format: LogFormat,
+    ansi: bool,
+    filter: &str,
+    writer: W,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = tracing_subscriber::EnvFilter::new(filter);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
+    match format {
+        LogFormat::Text => Box::new(builder.finish()),
+        LogFormat::Json => Box::new(builder.json().with_current_span(true).with_span_list(true).finish()),
+    }
+}
+
+/// Logs to standard error, filtered by `RUST_LOG` (default `info`), as `LOG_FORMAT` says, in
+/// colour only on a terminal ([`log_settings`]).
+pub fn init_logging() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use std::io::IsTerminal;
+    let (format, ansi) = log_settings(|name| std::env::var(name).ok(), std::io::stderr().is_terminal())?;
+    let filter = std::env::var("RUST_LOG").ok().filter(|f| !f.trim().is_empty()).unwrap_or_else(|| "info".into());
+    tracing::subscriber::set_global_default(log_subscriber(format, ansi, &filter, std::io::stderr))?;
+    Ok(())
 }
 
 /// The app's routes with `auth` stacked on them: an [`AuthLayer`] (one provider) or a
