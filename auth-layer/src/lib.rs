@@ -146,6 +146,7 @@ pub mod record;
 mod return_to;
 mod seal;
 pub mod store;
+mod telemetry;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
@@ -171,6 +172,7 @@ pub use http::{
 pub use model::{SessionData, TokenSet, TransactionData, User};
 pub use return_to::validate as validate_return_to;
 pub use store::StoreContext;
+pub use telemetry::{METRICS, Metric, MetricKind, describe_metrics};
 
 /// Derives [`record::Store`] for a struct: see [`record`]. The trait and its derive share the
 /// name, as serde's do.

@@ -26,6 +26,7 @@ use url::Url;
 use crate::config::{AuthConfig, LogoutStrategy, ResponseMode, TokenEndpointAuth};
 use crate::dpop::{DPOP_ALG, DpopKey};
 use crate::error::{AuthError, Chain, ProviderError, cause};
+use crate::telemetry;
 
 /// Who asks for a JWKS refetch, for an unknown `kid`. Each has a budget of its own, so that
 /// input anyone can send (a forged logout token naming made-up keys) cannot spend the one
@@ -144,7 +145,18 @@ impl<'c> openidconnect::AsyncHttpClient<'c> for TokenClient<'_> {
     >;
 
     fn call(&'c self, request: openidconnect::HttpRequest) -> Self::Future {
-        Box::pin(self.rp.token_call(self.key, request))
+        Box::pin(async move {
+            let started = Instant::now();
+            let answer = self.rp.token_call(self.key, request).await;
+            let outcome = answer.as_ref().map_or("error", |r| telemetry::http_outcome(r.status().as_u16()));
+            telemetry::time2(
+                telemetry::PROVIDER_REQUEST_DURATION,
+                ("endpoint", "token"),
+                ("outcome", outcome),
+                started.elapsed(),
+            );
+            answer
+        })
     }
 }
 
@@ -363,6 +375,28 @@ impl RelyingParty {
         (method, url): (&str, &Url),
         access_token: Option<&str>,
         server: NonceOf,
+        endpoint: &'static str,
+    ) -> Result<(reqwest::StatusCode, reqwest::header::HeaderMap, bytes::Bytes), AuthError> {
+        let started = Instant::now();
+        let answer = self.send_proved_untimed(build, key, (method, url), access_token, server).await;
+        let outcome = answer.as_ref().map_or("error", |(status, ..)| telemetry::http_outcome(status.as_u16()));
+        telemetry::time2(
+            telemetry::PROVIDER_REQUEST_DURATION,
+            ("endpoint", endpoint),
+            ("outcome", outcome),
+            started.elapsed(),
+        );
+        answer
+    }
+
+    /// [`send_proved`](Self::send_proved)'s work, which it times.
+    async fn send_proved_untimed(
+        &self,
+        build: impl Fn() -> Result<reqwest::RequestBuilder, AuthError>,
+        key: Option<&DpopKey>,
+        (method, url): (&str, &Url),
+        access_token: Option<&str>,
+        server: NonceOf,
     ) -> Result<(reqwest::StatusCode, reqwest::header::HeaderMap, bytes::Bytes), AuthError> {
         let unreachable = |e: reqwest::Error| AuthError::Provider(ProviderError::Unreachable(cause(e)));
         let mut nonce = self.dpop_nonce(server);
@@ -514,7 +548,7 @@ impl RelyingParty {
             })
         };
         let (status, _, body) =
-            self.send_proved(build, dpop, ("POST", endpoint), None, NonceOf::AuthorizationServer).await?;
+            self.send_proved(build, dpop, ("POST", endpoint), None, NonceOf::AuthorizationServer, "par").await?;
         let json: Option<Value> = serde_json::from_slice(&body).ok();
         if status.is_client_error()
             && let Some(error) = json.as_ref().and_then(|j| j.get("error")).and_then(Value::as_str)
@@ -564,7 +598,7 @@ impl RelyingParty {
                 .header(reqwest::header::ACCEPT, "application/json"))
         };
         let (status, _, body) =
-            self.send_proved(build, dpop, ("GET", endpoint), Some(access_token), NonceOf::Userinfo).await?;
+            self.send_proved(build, dpop, ("GET", endpoint), Some(access_token), NonceOf::Userinfo, "userinfo").await?;
         if !status.is_success() {
             return Err(bad(format!("the userinfo endpoint answered {status}")));
         }
@@ -825,10 +859,28 @@ impl RelyingParty {
         }
         *last = Some(Instant::now());
         tracing::info!(kid, ?need, "token names an unknown key; refetching the provider's JWKS");
-        match CoreJsonWebKeySet::fetch_async(&self.jwks_uri, &self.http).await {
-            Ok(jwks) => *self.jwks.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(jwks),
-            Err(err) => tracing::warn!(error = ?Chain(&err), "JWKS refetch failed"),
-        }
+        let for_ = match need {
+            KeyNeed::IdToken => "id_token",
+            KeyNeed::LogoutToken => "logout_token",
+        };
+        telemetry::count_by(telemetry::JWKS_REFETCHES, "for", for_);
+        let started = Instant::now();
+        let outcome = match CoreJsonWebKeySet::fetch_async(&self.jwks_uri, &self.http).await {
+            Ok(jwks) => {
+                *self.jwks.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(jwks);
+                "ok"
+            }
+            Err(err) => {
+                tracing::warn!(error = ?Chain(&err), "JWKS refetch failed");
+                "error"
+            }
+        };
+        telemetry::time2(
+            telemetry::PROVIDER_REQUEST_DURATION,
+            ("endpoint", "jwks"),
+            ("outcome", outcome),
+            started.elapsed(),
+        );
     }
 
     /// The provider's logout URL for this ID token, or `None` when the strategy logs out here

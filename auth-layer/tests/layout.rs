@@ -37,6 +37,7 @@ const LEVELS: &[(&str, u8)] = &[
     ("return_to", 1),
     ("error", 0),
     ("dpop", 0),
+    ("telemetry", 0),
 ];
 
 /// Paths under `crate::` that are not modules of the graph but the crate's own plumbing.

@@ -164,12 +164,16 @@ impl Fleet {
     pub(crate) async fn lease(&self, session_id: &str, key: &str) -> Result<Lease, StoreError> {
         let lease_key = format!("refresh-lease:{}", hashed(&[session_id]));
         let owner = Bytes::from(crate::seal::random_token(16));
-        let gave_up_at = Instant::now() + self.lease_wait;
+        let started = Instant::now();
+        let gave_up_at = started + self.lease_wait;
+        let waited = || crate::telemetry::time(crate::telemetry::REFRESH_WAIT, ("scope", "fleet"), started.elapsed());
         loop {
             if let Some(done) = self.result(key).await? {
+                waited();
                 return Ok(Lease::Done(done));
             }
             if self.backend.insert(&lease_key, owner.clone(), Some(self.lease_ttl), Vec::new()).await? {
+                waited();
                 let renewal =
                     tokio::spawn(renew(self.backend.clone(), lease_key.clone(), owner.clone(), self.lease_ttl));
                 return Ok(Lease::Held(HeldLease { key: lease_key, owner, renewal }));

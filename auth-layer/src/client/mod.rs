@@ -25,6 +25,7 @@ use crate::return_to;
 use crate::store::{
     CookieSessionStore, CookieTransactionStore, LogoutTarget, SessionStore, StoreContext, TransactionStore,
 };
+use crate::telemetry;
 
 /// Options of [`AuthClient::start_login`]: `LoginOptions::default().return_to("/orders")`.
 #[derive(Debug, Clone, Default)]
@@ -544,6 +545,7 @@ impl AuthClient {
             dpop_key: dpop.filter(|_| per_session).map(|key| key.secret()),
         };
         self.inner.transaction_store.set(ctx, &transaction).await?;
+        telemetry::count(telemetry::LOGINS_STARTED);
         Ok(redirect)
     }
 
@@ -551,6 +553,29 @@ impl AuthClient {
     /// exchanges the code, checks the ID token, and saves a new session (a new id, the old
     /// session replaced).
     pub async fn complete_login(&self, ctx: &mut StoreContext, callback_query: &str) -> Result<LoginResult, AuthError> {
+        let started = std::time::Instant::now();
+        let result = self.complete_login_checked(ctx, callback_query).await;
+        let outcome = match &result {
+            Ok(_) => {
+                telemetry::count(telemetry::LOGINS_COMPLETED);
+                telemetry::count(telemetry::SESSIONS_CREATED);
+                "completed"
+            }
+            Err(err) => {
+                telemetry::count_by(telemetry::LOGINS_REFUSED, "reason", err.code());
+                "refused"
+            }
+        };
+        telemetry::time(telemetry::CALLBACK_DURATION, ("outcome", outcome), started.elapsed());
+        result
+    }
+
+    /// [`complete_login`](Self::complete_login)'s work, which it counts and times.
+    async fn complete_login_checked(
+        &self,
+        ctx: &mut StoreContext,
+        callback_query: &str,
+    ) -> Result<LoginResult, AuthError> {
         let params = CallbackParams::parse(callback_query)?;
         let state = params.state.ok_or_else(|| AuthError::InvalidRequest("the callback has no state".into()))?;
         if state.len() > 128 || !state.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
@@ -761,6 +786,9 @@ impl AuthClient {
         }
         let session = self.inner.session_store.get(ctx).await?;
         self.inner.session_store.delete(ctx).await?;
+        if session.is_some() {
+            telemetry::count_by(telemetry::SESSIONS_ENDED, "cause", "logout");
+        }
         self.inner.transaction_store.delete_all(ctx).await?;
         let back = self.inner.config.app_url(return_to);
         let id_token = session.as_ref().map(|s| s.id_token.as_str());
@@ -825,7 +853,9 @@ impl AuthClient {
             let refresh_token = session.refresh_token.as_deref().ok_or(AuthError::MissingRefreshToken)?;
             let key = refresh_key(&session, refresh_token, current, audience, scope);
             let need = RefreshNeed { audience, scope, force: options.force_refresh };
+            let waiting = std::time::Instant::now();
             let outcome = self.inner.refreshes.try_get_with(key.clone(), self.refresh_once(&session, &key, need)).await;
+            telemetry::time(telemetry::REFRESH_WAIT, ("scope", "process"), waiting.elapsed());
             match outcome {
                 Ok(refreshed) => break refreshed,
                 Err(err) => {
@@ -836,6 +866,7 @@ impl AuthClient {
                         // (its refresh token may be spent); the user logs in again.
                         tracing::warn!(sub = session.sub(), why, "refreshed ID token refused; the session ends");
                         self.inner.session_store.delete(ctx).await?;
+                        telemetry::count_by(telemetry::SESSIONS_ENDED, "cause", "refresh_refused");
                         return Err(err);
                     }
                     if !matches!(err, AuthError::Provider(ProviderError::InvalidGrant(_))) {
@@ -858,6 +889,7 @@ impl AuthClient {
                     }
                     tracing::warn!(sub = session.sub(), "refresh token refused; the session ends");
                     self.inner.session_store.delete(ctx).await?;
+                    telemetry::count_by(telemetry::SESSIONS_ENDED, "cause", "refresh_refused");
                     return Err(err);
                 }
             }
@@ -937,7 +969,14 @@ impl AuthClient {
     ) -> Result<Arc<SessionData>, AuthError> {
         tracing::debug!(sub = session.sub(), "refreshing the access token");
         let dpop = self.session_dpop_key(&session)?;
-        let tokens = self.inner.rp.refresh(&refresh_token, audience, scope, session.sub(), dpop.as_ref()).await?;
+        let tokens = self.inner.rp.refresh(&refresh_token, audience, scope, session.sub(), dpop.as_ref()).await;
+        let outcome = match &tokens {
+            Ok(_) => "granted",
+            Err(ProviderError::InvalidGrant(_) | ProviderError::InvalidIdToken(_)) => "refused",
+            Err(_) => "failed",
+        };
+        telemetry::count_by(telemetry::REFRESHES, "outcome", outcome);
+        let tokens = tokens?;
         let granted = tokens.scope.or_else(|| scope.map(str::to_owned)).unwrap_or_else(|| {
             find_token_set(&session.token_sets, audience, None).map(|s| s.scope.clone()).unwrap_or_default()
         });
@@ -974,6 +1013,22 @@ impl AuthClient {
     /// provider's retry of the same token is not mistaken for a replay, and ends them. Ending
     /// sessions twice (two copies of one token at once) does no harm.
     pub async fn handle_backchannel_logout(&self, logout_token: &str) -> Result<(), AuthError> {
+        let result = self.end_sessions_by_logout_token(logout_token).await;
+        let outcome = match &result {
+            Ok(()) => {
+                telemetry::count_by(telemetry::SESSIONS_ENDED, "cause", "backchannel");
+                "ended"
+            }
+            Err(AuthError::Provider(ProviderError::InvalidLogoutToken(why))) if why.contains("replay") => "replayed",
+            Err(AuthError::Provider(_)) => "refused",
+            Err(_) => "failed",
+        };
+        telemetry::count_by(telemetry::BACKCHANNEL_LOGOUTS, "outcome", outcome);
+        result
+    }
+
+    /// [`handle_backchannel_logout`](Self::handle_backchannel_logout)'s work, which it counts.
+    async fn end_sessions_by_logout_token(&self, logout_token: &str) -> Result<(), AuthError> {
         let claims = self.inner.rp.verify_logout_token(logout_token).await?;
         let issuer = self.inner.rp.issuer();
         let client_id = self.inner.config.client_id();

@@ -19,6 +19,7 @@ use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::Route;
 use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -234,6 +235,12 @@ pub async fn serve(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let base = config.base_url().clone();
     let addr = listen_addr(&base, |name| std::env::var(name).ok())?;
+    if let Some(metrics_addr) = std::env::var("METRICS_ADDR").ok().filter(|a| !a.trim().is_empty()) {
+        let handle = install_metrics()?;
+        let listener = tokio::net::TcpListener::bind(metrics_addr.trim()).await?;
+        tracing::info!(addr = %metrics_addr, "metrics in Prometheus' text format at /metrics");
+        tokio::spawn(serve_metrics(listener, handle));
+    }
     let auth = auth_layer_with(config, store.clone(), shared).await?;
     let listener = tokio::net::TcpListener::bind(addr.as_str()).await?;
     tracing::info!(?store, %addr, "listening; open {base}");
@@ -243,6 +250,35 @@ pub async fn serve(
         })
         .await?;
     Ok(())
+}
+
+/// Installs a Prometheus recorder for the process's metrics and describes auth-layer's
+/// ([`auth_layer::METRICS`]); the handle renders them. Once per process.
+pub fn install_metrics() -> Result<PrometheusHandle, Box<dyn std::error::Error + Send + Sync>> {
+    // Prometheus' naming (`_total`, `_seconds`) and histograms, which add up over a fleet's
+    // instances (summaries' quantiles do not).
+    let buckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_recommended_naming(true)
+        .set_buckets(&buckets)?
+        .install_recorder()?;
+    auth_layer::describe_metrics();
+    Ok(handle)
+}
+
+/// Serves `GET /metrics` (Prometheus' text format) on `listener`: the address an operator's
+/// scraper reaches, apart from the app's (`METRICS_ADDR`, off by default).
+pub async fn serve_metrics(listener: tokio::net::TcpListener, handle: PrometheusHandle) {
+    let router = Router::new().route(
+        "/metrics",
+        get(move || {
+            let handle = handle.clone();
+            async move { ([("content-type", "text/plain; version=0.0.4")], handle.render()) }
+        }),
+    );
+    if let Err(err) = axum::serve(listener, router).await {
+        tracing::error!(%err, "the metrics listener stopped");
+    }
 }
 
 /// How the log is written: `LOG_FORMAT`.

@@ -1,0 +1,176 @@
+//! What auth-layer counts and times, through the [`metrics`](https://docs.rs/metrics) facade:
+//! logins, the provider's latency, refreshes and the time requests wait on them, back-channel
+//! logouts, sessions created and ended, JWKS refetches.
+//!
+//! Why `metrics` and not OpenTelemetry's metrics API: with no recorder installed, a `metrics`
+//! call is a load of a global and a no-op (no allocation, no lock), which keeps the per-request
+//! path as it was for apps that export nothing; a recorder is one line in the app
+//! (`metrics-exporter-prometheus`, or `metrics-exporter-opentelemetry` for OTLP), and the names
+//! and units here follow OpenTelemetry's conventions (`auth_layer.*`, seconds), so either
+//! exporter names them as an operator expects. [`METRICS`] lists every one; no label takes an
+//! unbounded value (no user, no session id, no path): each label's values are fixed here or an
+//! [`AuthError::code`](crate::AuthError::code).
+
+use std::time::Duration;
+
+/// What kind of instrument a metric is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MetricKind {
+    /// A count that only grows.
+    Counter,
+    /// A distribution of values (durations, in seconds).
+    Histogram,
+    /// A value that goes up and down.
+    Gauge,
+}
+
+/// One metric auth-layer records: its name, kind, unit, labels and meaning.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Metric {
+    /// Its name (OpenTelemetry's dotted form; Prometheus exporters write `_` for `.` and add
+    /// the unit and `_total` suffixes).
+    pub name: &'static str,
+    /// Counter, histogram or gauge.
+    pub kind: MetricKind,
+    /// Its unit: `s` for durations, `{login}`-style annotations for counts.
+    pub unit: &'static str,
+    /// Its labels and the values each takes.
+    pub labels: &'static str,
+    /// What it counts.
+    pub description: &'static str,
+}
+
+const fn metric(
+    name: &'static str,
+    kind: MetricKind,
+    unit: &'static str,
+    labels: &'static str,
+    description: &'static str,
+) -> Metric {
+    Metric { name, kind, unit, labels, description }
+}
+
+pub(crate) const LOGINS_STARTED: &str = "auth_layer.logins.started";
+pub(crate) const LOGINS_COMPLETED: &str = "auth_layer.logins.completed";
+pub(crate) const LOGINS_REFUSED: &str = "auth_layer.logins.refused";
+pub(crate) const CALLBACK_DURATION: &str = "auth_layer.callback.duration";
+pub(crate) const PROVIDER_REQUEST_DURATION: &str = "auth_layer.provider.request.duration";
+pub(crate) const REFRESHES: &str = "auth_layer.refreshes";
+pub(crate) const REFRESH_WAIT: &str = "auth_layer.refresh.wait.duration";
+pub(crate) const BACKCHANNEL_LOGOUTS: &str = "auth_layer.backchannel_logouts";
+pub(crate) const SESSIONS_CREATED: &str = "auth_layer.sessions.created";
+pub(crate) const SESSIONS_ENDED: &str = "auth_layer.sessions.ended";
+pub(crate) const JWKS_REFETCHES: &str = "auth_layer.jwks.refetches";
+
+/// Every metric auth-layer records.
+pub const METRICS: &[Metric] = &[
+    metric(LOGINS_STARTED, MetricKind::Counter, "{login}", "", "logins sent to the provider"),
+    metric(LOGINS_COMPLETED, MetricKind::Counter, "{login}", "", "logins that came back and made a session"),
+    metric(
+        LOGINS_REFUSED,
+        MetricKind::Counter,
+        "{login}",
+        "`reason`: the error code (`invalid_id_token`, `missing_transaction`, `provider_refused`, ...)",
+        "callbacks that made no session, by why",
+    ),
+    metric(
+        CALLBACK_DURATION,
+        MetricKind::Histogram,
+        "s",
+        "`outcome`: `completed`, `refused`",
+        "how long the callback took: code exchange, checks, userinfo, the session saved",
+    ),
+    metric(
+        PROVIDER_REQUEST_DURATION,
+        MetricKind::Histogram,
+        "s",
+        "`endpoint`: `token`, `par`, `userinfo`, `jwks`; `outcome`: `ok`, `refused` (4xx), `error` (5xx, unreachable)",
+        "requests to the provider, DPoP nonce retries included",
+    ),
+    metric(
+        REFRESHES,
+        MetricKind::Counter,
+        "{refresh}",
+        "`outcome`: `granted`, `refused` (`invalid_grant`: the session ends), `failed`",
+        "refresh-token grants this process sent",
+    ),
+    metric(
+        REFRESH_WAIT,
+        MetricKind::Histogram,
+        "s",
+        "`scope`: `process` (a request waiting on its session's refresh), `fleet` (waiting for the lease)",
+        "time requests waited on a refresh, their own included",
+    ),
+    metric(
+        BACKCHANNEL_LOGOUTS,
+        MetricKind::Counter,
+        "{logout}",
+        "`outcome`: `ended`, `refused` (a bad logout token), `replayed`, `failed` (the store)",
+        "back-channel logout tokens received",
+    ),
+    metric(SESSIONS_CREATED, MetricKind::Counter, "{session}", "", "sessions made by logins"),
+    metric(
+        SESSIONS_ENDED,
+        MetricKind::Counter,
+        "{session}",
+        "`cause`: `logout`, `backchannel`, `refresh_refused`",
+        "sessions ended (a back-channel logout counts once, whatever it ends)",
+    ),
+    metric(
+        JWKS_REFETCHES,
+        MetricKind::Counter,
+        "{fetch}",
+        "`for`: `id_token`, `logout_token`",
+        "JWKS refetches for an unknown key",
+    ),
+];
+
+/// Describes every metric of [`METRICS`] (unit and meaning) to the installed recorder: call it
+/// once after installing one, so that exporters write the units and help texts.
+pub fn describe_metrics() {
+    for m in METRICS {
+        let unit = match m.unit {
+            "s" => Some(metrics::Unit::Seconds),
+            _ => None,
+        };
+        let description = m.description;
+        match (m.kind, unit) {
+            (MetricKind::Counter, _) => metrics::describe_counter!(m.name, description),
+            (MetricKind::Histogram, Some(unit)) => metrics::describe_histogram!(m.name, unit, description),
+            (MetricKind::Histogram, None) => metrics::describe_histogram!(m.name, description),
+            (MetricKind::Gauge, _) => metrics::describe_gauge!(m.name, description),
+        }
+    }
+}
+
+pub(crate) fn count(name: &'static str) {
+    metrics::counter!(name).increment(1);
+}
+
+pub(crate) fn count_by(name: &'static str, label: &'static str, value: &'static str) {
+    metrics::counter!(name, label => value).increment(1);
+}
+
+pub(crate) fn time(name: &'static str, label: (&'static str, &'static str), elapsed: Duration) {
+    metrics::histogram!(name, label.0 => label.1).record(elapsed.as_secs_f64());
+}
+
+pub(crate) fn time2(
+    name: &'static str,
+    first: (&'static str, &'static str),
+    second: (&'static str, &'static str),
+    elapsed: Duration,
+) {
+    metrics::histogram!(name, first.0 => first.1, second.0 => second.1).record(elapsed.as_secs_f64());
+}
+
+/// The `outcome` of a provider's HTTP answer.
+pub(crate) fn http_outcome(status: u16) -> &'static str {
+    match status {
+        200..=399 => "ok",
+        400..=499 => "refused",
+        _ => "error",
+    }
+}

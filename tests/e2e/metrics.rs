@@ -1,0 +1,77 @@
+//! The quickstart's metrics (`METRICS_ADDR`): after a scripted refused callback, login, refresh
+//! and logout against the real provider, the Prometheus scrape shows each counter moved by
+//! exactly what happened. One test per process: a process has one metrics recorder.
+
+use std::time::Duration;
+
+use auth_layer_tests::{Browser, TestEnv};
+use reqwest::StatusCode;
+
+/// The sum of the series of `name` whose labels include all of `labels`, in a scrape.
+fn value(scrape: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .filter(|(series, _)| {
+            let (series_name, series_labels) = series.split_once('{').unwrap_or((series, ""));
+            series_name == name && labels.iter().all(|(k, v)| series_labels.contains(&format!("{k}=\"{v}\"")))
+        })
+        .map(|(_, v)| v.parse::<f64>().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_scrape_after_a_login_a_refresh_and_a_logout_shows_each_counted() {
+    let handle = quickstart::install_metrics().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_url = format!("http://{}/metrics", listener.local_addr().unwrap());
+    tokio::spawn(quickstart::serve_metrics(listener, handle));
+
+    let env = TestEnv::start().await;
+    let browser = Browser::new();
+    // A callback no login started: refused.
+    let forged = browser.get(&env.url("/auth/callback?state=forged&code=stolen")).await;
+    assert_eq!(forged.status(), StatusCode::BAD_REQUEST);
+    browser.login(&env.app_url, "kim").await;
+    // A refresh (forced: the clock stays, so that the provider's logout token is fresh).
+    let cookie = browser.cookie_header(&env.url("/"));
+    let mut ctx = auth_layer::StoreContext::from_cookie_headers([&cookie.parse().unwrap()]);
+    let options = auth_layer::AccessTokenOptions::default().force_refresh();
+    assert!(env.client.access_token(&mut ctx, options).await.is_ok(), "refreshed");
+    let logout = browser.get(&env.url("/auth/logout")).await;
+    let end_session = logout.headers()["location"].to_str().unwrap().to_owned();
+    browser.confirm_provider_logout(&end_session).await;
+    // The provider's back-channel logout reaches the app as the confirmation is answered.
+    let mut scrape = String::new();
+    for _ in 0..50 {
+        scrape = reqwest::get(&metrics_url).await.unwrap().text().await.unwrap();
+        if value(&scrape, "auth_layer_backchannel_logouts_total", &[]) > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let expect = |name: &str, labels: &[(&str, &str)], expected: f64| {
+        assert_eq!(value(&scrape, name, labels), expected, "{name} {labels:?} in:\n{scrape}");
+    };
+    expect("auth_layer_logins_started_total", &[], 1.0);
+    expect("auth_layer_logins_completed_total", &[], 1.0);
+    expect("auth_layer_logins_refused_total", &[("reason", "missing_transaction")], 1.0);
+    expect("auth_layer_callback_duration_seconds_count", &[("outcome", "completed")], 1.0);
+    expect("auth_layer_callback_duration_seconds_count", &[("outcome", "refused")], 1.0);
+    expect("auth_layer_provider_request_duration_seconds_count", &[("endpoint", "token"), ("outcome", "ok")], 2.0);
+    expect("auth_layer_refreshes_total", &[("outcome", "granted")], 1.0);
+    expect("auth_layer_refresh_wait_duration_seconds_count", &[("scope", "process")], 1.0);
+    expect("auth_layer_refresh_wait_duration_seconds_count", &[("scope", "fleet")], 1.0);
+    expect("auth_layer_sessions_created_total", &[], 1.0);
+    expect("auth_layer_sessions_ended_total", &[("cause", "logout")], 1.0);
+    expect("auth_layer_backchannel_logouts_total", &[("outcome", "ended")], 1.0);
+    expect("auth_layer_sessions_ended_total", &[("cause", "backchannel")], 1.0);
+    // Histograms with buckets (they add up over a fleet), help texts, and no label naming a
+    // user or a session.
+    let buckets = value(&scrape, "auth_layer_callback_duration_seconds_bucket", &[("le", "+Inf")]);
+    assert_eq!(buckets, 2.0, "{scrape}");
+    assert!(scrape.contains("# HELP auth_layer_logins_started_total"), "{scrape}");
+    assert!(!scrape.contains("kim"), "no user in a label");
+}
