@@ -164,6 +164,28 @@ async fn my_store_keeps_every_rule() {
 }
 
 #[cfg(test)]
+mod metrics_table {
+    /// Every metric auth-layer records is a row of README.md's table, with its kind and unit,
+    /// and the table has no row of a metric it does not record.
+    #[test]
+    fn the_readme_lists_every_metric_and_no_other() {
+        let readme = include_str!("../README.md");
+        for m in auth_layer::METRICS {
+            let kind = format!("{:?}", m.kind).to_lowercase();
+            let row = format!("| `{}` | {kind} | {} |", m.name, m.unit);
+            assert!(readme.contains(&row), "README.md lacks the row `{row}`");
+        }
+        let rows = readme.lines().filter(|l| l.starts_with("| `auth_layer.")).count();
+        assert_eq!(rows, auth_layer::METRICS.len(), "README.md lists a metric auth-layer does not record");
+        let mut names: Vec<&str> = auth_layer::METRICS.iter().map(|m| m.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), auth_layer::METRICS.len(), "two metrics of one name");
+        assert!(names.iter().all(|n| n.starts_with("auth_layer.")));
+    }
+}
+
+#[cfg(test)]
 mod tests {
     /// The Rust blocks of `markdown`, each as its lines without leading and trailing blanks.
     fn rust_blocks(markdown: &str) -> Vec<Vec<&str>> {

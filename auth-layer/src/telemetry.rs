@@ -63,6 +63,8 @@ pub(crate) const BACKCHANNEL_LOGOUTS: &str = "auth_layer.backchannel_logouts";
 pub(crate) const SESSIONS_CREATED: &str = "auth_layer.sessions.created";
 pub(crate) const SESSIONS_ENDED: &str = "auth_layer.sessions.ended";
 pub(crate) const JWKS_REFETCHES: &str = "auth_layer.jwks.refetches";
+pub(crate) const STORE_OPERATION_DURATION: &str = "auth_layer.store.operation.duration";
+pub(crate) const STORE_ERRORS: &str = "auth_layer.store.errors";
 
 /// Every metric auth-layer records.
 pub const METRICS: &[Metric] = &[
@@ -119,6 +121,20 @@ pub const METRICS: &[Metric] = &[
         "sessions ended (a back-channel logout counts once, whatever it ends)",
     ),
     metric(
+        STORE_OPERATION_DURATION,
+        MetricKind::Histogram,
+        "s",
+        "`backend`: `redis`, `postgres`; `operation`: `get`, `put`, `update`, `insert`, `delete`, `delete_by_tag`, `keys_by_tag`, `notify`; `outcome`: `ok`, `error`",
+        "operations of the shared backends (the in-memory one answers in nanoseconds and is not timed)",
+    ),
+    metric(
+        STORE_ERRORS,
+        MetricKind::Counter,
+        "{error}",
+        "`backend`, `operation`: as above",
+        "backend operations that failed (the request got 503)",
+    ),
+    metric(
         JWKS_REFETCHES,
         MetricKind::Counter,
         "{fetch}",
@@ -164,6 +180,23 @@ pub(crate) fn time2(
     elapsed: Duration,
 ) {
     metrics::histogram!(name, first.0 => first.1, second.0 => second.1).record(elapsed.as_secs_f64());
+}
+
+/// Runs a backend's `operation`, timing it and counting its failure.
+pub(crate) async fn store_op<T, E>(
+    backend: &'static str,
+    operation: &'static str,
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let started = std::time::Instant::now();
+    let result = work.await;
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    metrics::histogram!(STORE_OPERATION_DURATION, "backend" => backend, "operation" => operation, "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
+    if result.is_err() {
+        metrics::counter!(STORE_ERRORS, "backend" => backend, "operation" => operation).increment(1);
+    }
+    result
 }
 
 /// The `outcome` of a provider's HTTP answer.

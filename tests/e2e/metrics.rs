@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
+use auth_layer::backend::{Backend, PostgresBackend, RedisBackend};
 use auth_layer_tests::{Browser, TestEnv};
+use bytes::Bytes;
 use reqwest::StatusCode;
 
 /// The sum of the series of `name` whose labels include all of `labels`, in a scrape.
@@ -68,6 +70,27 @@ async fn a_scrape_after_a_login_a_refresh_and_a_logout_shows_each_counted() {
     expect("auth_layer_sessions_ended_total", &[("cause", "logout")], 1.0);
     expect("auth_layer_backchannel_logouts_total", &[("outcome", "ended")], 1.0);
     expect("auth_layer_sessions_ended_total", &[("cause", "backchannel")], 1.0);
+    // The shared backends' operations, timed, and their failures counted: a private Redis
+    // server, stopped halfway; PostgreSQL.
+    let mut redis = auth_layer_tests::servers::RedisServer::start();
+    let backend = RedisBackend::connect(&redis.url()).await.unwrap();
+    backend.put("metrics-test", Bytes::from_static(b"v"), None, Vec::new()).await.unwrap();
+    assert!(backend.get("metrics-test").await.unwrap().is_some());
+    redis.stop();
+    assert!(backend.get("metrics-test").await.is_err(), "Redis is down");
+    let postgres = PostgresBackend::connect(&auth_layer_tests::servers::database_url()).await.unwrap();
+    assert!(postgres.get("metrics-test-absent").await.unwrap().is_none());
+    let scrape = reqwest::get(&metrics_url).await.unwrap().text().await.unwrap();
+    let expect = |name: &str, labels: &[(&str, &str)], expected: f64| {
+        assert_eq!(value(&scrape, name, labels), expected, "{name} {labels:?} in:\n{scrape}");
+    };
+    let timed = "auth_layer_store_operation_duration_seconds_count";
+    expect(timed, &[("backend", "redis"), ("operation", "put"), ("outcome", "ok")], 1.0);
+    expect(timed, &[("backend", "redis"), ("operation", "get"), ("outcome", "ok")], 1.0);
+    expect(timed, &[("backend", "redis"), ("operation", "get"), ("outcome", "error")], 1.0);
+    expect("auth_layer_store_errors_total", &[("backend", "redis"), ("operation", "get")], 1.0);
+    expect(timed, &[("backend", "postgres"), ("operation", "get"), ("outcome", "ok")], 1.0);
+
     // Histograms with buckets (they add up over a fleet), help texts, and no label naming a
     // user or a session.
     let buckets = value(&scrape, "auth_layer_callback_duration_seconds_bucket", &[("le", "+Inf")]);

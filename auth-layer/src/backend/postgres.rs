@@ -15,6 +15,7 @@ use tokio_postgres::{NoTls, Socket};
 
 use super::{Backend, Notices, Watchers, When};
 use crate::error::StoreError;
+use crate::telemetry;
 
 /// The schema, one migration per version, applied in order and recorded in
 /// `auth_layer_migrations`. Never edit one that has shipped: add the next.
@@ -511,6 +512,7 @@ impl PostgresBackend {
 #[async_trait]
 impl Backend for PostgresBackend {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        telemetry::store_op("postgres", "get", async {
         let client = self.client().await?;
         let row = self
             .timed(|| async {
@@ -523,10 +525,15 @@ impl Backend for PostgresBackend {
             })
             .await?;
         Ok(row.map(|row| Bytes::from(row.get::<_, Vec<u8>>(0))))
+        })
+        .await
     }
 
     async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>, tags: Vec<String>) -> Result<(), StoreError> {
-        self.write(key, &value, ttl, &tags, When::Always).await.map(|_| ())
+        telemetry::store_op("postgres", "put", async {
+            self.write(key, &value, ttl, &tags, When::Always).await.map(|_| ())
+        })
+        .await
     }
 
     async fn update(
@@ -536,7 +543,8 @@ impl Backend for PostgresBackend {
         ttl: Option<Duration>,
         tags: Vec<String>,
     ) -> Result<bool, StoreError> {
-        self.write(key, &value, ttl, &tags, When::Present).await
+        telemetry::store_op("postgres", "update", async { self.write(key, &value, ttl, &tags, When::Present).await })
+            .await
     }
 
     async fn insert(
@@ -546,43 +554,54 @@ impl Backend for PostgresBackend {
         ttl: Option<Duration>,
         tags: Vec<String>,
     ) -> Result<bool, StoreError> {
-        self.write(key, &value, ttl, &tags, When::Absent).await
+        telemetry::store_op("postgres", "insert", async { self.write(key, &value, ttl, &tags, When::Absent).await })
+            .await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        self.timed(|| async { client.execute("DELETE FROM auth_layer_records WHERE key = $1", &[&key]).await }).await?;
-        Ok(())
+        telemetry::store_op("postgres", "delete", async {
+            let client = self.client().await?;
+            self.timed(|| async { client.execute("DELETE FROM auth_layer_records WHERE key = $1", &[&key]).await })
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn delete_by_tag(&self, tag: &str) -> Result<u64, StoreError> {
-        let client = self.client().await?;
-        self.timed(|| async {
-            client
-                .execute(
-                    "DELETE FROM auth_layer_records WHERE key IN (SELECT key FROM auth_layer_tags WHERE tag = $1)
+        telemetry::store_op("postgres", "delete_by_tag", async {
+            let client = self.client().await?;
+            self.timed(|| async {
+                client
+                    .execute(
+                        "DELETE FROM auth_layer_records WHERE key IN (SELECT key FROM auth_layer_tags WHERE tag = $1)
                      AND (expires_at IS NULL OR expires_at > now())",
-                    &[&tag],
-                )
-                .await
+                        &[&tag],
+                    )
+                    .await
+            })
+            .await
         })
         .await
     }
 
     async fn keys_by_tag(&self, tag: &str) -> Result<Vec<String>, StoreError> {
-        let client = self.client().await?;
-        let rows = self
-            .timed(|| async {
-                client
-                    .query(
-                        "SELECT t.key FROM auth_layer_tags t JOIN auth_layer_records r ON r.key = t.key
+        telemetry::store_op("postgres", "keys_by_tag", async {
+            let client = self.client().await?;
+            let rows = self
+                .timed(|| async {
+                    client
+                        .query(
+                            "SELECT t.key FROM auth_layer_tags t JOIN auth_layer_records r ON r.key = t.key
                          WHERE t.tag = $1 AND (r.expires_at IS NULL OR r.expires_at > now())",
-                        &[&tag],
-                    )
-                    .await
-            })
-            .await?;
-        Ok(rows.iter().map(|row| row.get(0)).collect())
+                            &[&tag],
+                        )
+                        .await
+                })
+                .await?;
+            Ok(rows.iter().map(|row| row.get(0)).collect())
+        })
+        .await
     }
 
     /// A connection of its own that `LISTEN`s (PostgreSQL's `NOTIFY`), reconnecting by itself,
@@ -597,7 +616,8 @@ impl Backend for PostgresBackend {
     }
 
     async fn notify(&self, channel: &str) -> Result<(), StoreError> {
-        self.send_notice(&channel_name(channel), CHANGED).await
+        telemetry::store_op("postgres", "notify", async { self.send_notice(&channel_name(channel), CHANGED).await })
+            .await
     }
 }
 

@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 
 use super::{Backend, Notices, Watchers};
 use crate::error::StoreError;
+use crate::telemetry;
 
 /// How long a command may take before the store counts as unavailable.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -568,18 +569,22 @@ impl RedisBackend {
 #[async_trait]
 impl Backend for RedisBackend {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        if let Some(gathered) = &self.gathered {
-            let answer = gathered.read(&self.connection, self.value_key(key));
-            return answer.await.unwrap_or_else(|_| Err(StoreError::unavailable("Redis", "the read was dropped")));
-        }
-        let mut connection = self.connection.clone();
-        let value: Option<Vec<u8>> =
-            redis::cmd("GET").arg(self.value_key(key)).query_async(&mut connection).await.map_err(unavailable)?;
-        Ok(value.map(Bytes::from))
+        telemetry::store_op("redis", "get", async {
+            if let Some(gathered) = &self.gathered {
+                let answer = gathered.read(&self.connection, self.value_key(key));
+                return answer.await.unwrap_or_else(|_| Err(StoreError::unavailable("Redis", "the read was dropped")));
+            }
+            let mut connection = self.connection.clone();
+            let value: Option<Vec<u8>> =
+                redis::cmd("GET").arg(self.value_key(key)).query_async(&mut connection).await.map_err(unavailable)?;
+            Ok(value.map(Bytes::from))
+        })
+        .await
     }
 
     async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>, tags: Vec<String>) -> Result<(), StoreError> {
-        self.write(&self.put, key, &value, ttl, &tags).await.map(|_| ())
+        telemetry::store_op("redis", "put", async { self.write(&self.put, key, &value, ttl, &tags).await.map(|_| ()) })
+            .await
     }
 
     async fn update(
@@ -589,7 +594,7 @@ impl Backend for RedisBackend {
         ttl: Option<Duration>,
         tags: Vec<String>,
     ) -> Result<bool, StoreError> {
-        self.write(&self.update, key, &value, ttl, &tags).await
+        telemetry::store_op("redis", "update", async { self.write(&self.update, key, &value, ttl, &tags).await }).await
     }
 
     async fn insert(
@@ -599,39 +604,48 @@ impl Backend for RedisBackend {
         ttl: Option<Duration>,
         tags: Vec<String>,
     ) -> Result<bool, StoreError> {
-        self.write(&self.insert, key, &value, ttl, &tags).await
+        telemetry::store_op("redis", "insert", async { self.write(&self.insert, key, &value, ttl, &tags).await }).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        let mut connection = self.connection.clone();
-        let _: i64 = self
-            .delete
-            .key(self.value_key(key))
-            .key(self.tags_key(key))
-            .arg(key)
-            .invoke_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
-        self.settle().await
+        telemetry::store_op("redis", "delete", async {
+            let mut connection = self.connection.clone();
+            let _: i64 = self
+                .delete
+                .key(self.value_key(key))
+                .key(self.tags_key(key))
+                .arg(key)
+                .invoke_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            self.settle().await
+        })
+        .await
     }
 
     async fn delete_by_tag(&self, tag: &str) -> Result<u64, StoreError> {
-        let mut connection = self.connection.clone();
-        let deleted = self
-            .delete_by_tag
-            .key(self.index_key(tag))
-            .arg(&self.namespace)
-            .arg(tag)
-            .invoke_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
-        self.settle().await?;
-        Ok(deleted)
+        telemetry::store_op("redis", "delete_by_tag", async {
+            let mut connection = self.connection.clone();
+            let deleted = self
+                .delete_by_tag
+                .key(self.index_key(tag))
+                .arg(&self.namespace)
+                .arg(tag)
+                .invoke_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            self.settle().await?;
+            Ok(deleted)
+        })
+        .await
     }
 
     async fn keys_by_tag(&self, tag: &str) -> Result<Vec<String>, StoreError> {
-        let mut connection = self.connection.clone();
-        self.keys_by_tag.key(self.index_key(tag)).invoke_async(&mut connection).await.map_err(unavailable)
+        telemetry::store_op("redis", "keys_by_tag", async {
+            let mut connection = self.connection.clone();
+            self.keys_by_tag.key(self.index_key(tag)).invoke_async(&mut connection).await.map_err(unavailable)
+        })
+        .await
     }
 
     /// A subscriber connection of its own (Redis pub/sub), reconnecting by itself, which also
@@ -647,6 +661,6 @@ impl Backend for RedisBackend {
     }
 
     async fn notify(&self, channel: &str) -> Result<(), StoreError> {
-        self.publish(&self.channel_key(channel), CHANGED).await
+        telemetry::store_op("redis", "notify", async { self.publish(&self.channel_key(channel), CHANGED).await }).await
     }
 }
