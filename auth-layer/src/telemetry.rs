@@ -143,9 +143,16 @@ pub const METRICS: &[Metric] = &[
     ),
 ];
 
-/// Describes every metric of [`METRICS`] (unit and meaning) to the installed recorder: call it
-/// once after installing one, so that exporters write the units and help texts.
+/// Whether backend operations are timed: from [`describe_metrics`] on. Until then the
+/// per-request path reads no clock for them.
+static STORE_TIMING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Describes every metric of [`METRICS`] (unit and meaning) to the installed recorder, and
+/// turns on the timing of the shared backends' operations (`auth_layer.store.*`), which sit on
+/// the per-request path and cost nothing until then: call it once, after installing a recorder.
+/// Every other metric is recorded whether it is called or not.
 pub fn describe_metrics() {
+    STORE_TIMING.store(true, std::sync::atomic::Ordering::Relaxed);
     for m in METRICS {
         let unit = match m.unit {
             "s" => Some(metrics::Unit::Seconds),
@@ -182,19 +189,54 @@ pub(crate) fn time2(
     metrics::histogram!(name, first.0 => first.1, second.0 => second.1).record(elapsed.as_secs_f64());
 }
 
-/// Runs a backend's `operation`, timing it and counting its failure.
+/// The labels of one backend operation: of its duration when it succeeds, when it fails, and
+/// of its failure count. Static, so that recording them allocates nothing (a backend's reads are
+/// on the per-request path).
+pub(crate) type StoreLabels = (&'static [metrics::Label], &'static [metrics::Label], &'static [metrics::Label]);
+
+/// [`StoreLabels`] of `backend`'s `operation`, as constants.
+macro_rules! store_labels {
+    ($backend:literal, $operation:literal) => {{
+        use metrics::Label;
+        const OK: &[Label] = &[
+            Label::from_static_parts("backend", $backend),
+            Label::from_static_parts("operation", $operation),
+            Label::from_static_parts("outcome", "ok"),
+        ];
+        const ERROR: &[Label] = &[
+            Label::from_static_parts("backend", $backend),
+            Label::from_static_parts("operation", $operation),
+            Label::from_static_parts("outcome", "error"),
+        ];
+        const FAILED: &[Label] =
+            &[Label::from_static_parts("backend", $backend), Label::from_static_parts("operation", $operation)];
+        (OK, ERROR, FAILED)
+    }};
+}
+pub(crate) use store_labels;
+
+/// Where auth-layer's metrics are registered from.
+static METADATA: metrics::Metadata<'static> =
+    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+/// Runs a backend operation, timing it under `labels` ([`store_labels!`]) and counting its
+/// failure, once [`describe_metrics`] has been called.
 pub(crate) async fn store_op<T, E>(
-    backend: &'static str,
-    operation: &'static str,
+    labels: StoreLabels,
     work: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
+    if !STORE_TIMING.load(std::sync::atomic::Ordering::Relaxed) {
+        return work.await;
+    }
     let started = std::time::Instant::now();
     let result = work.await;
-    let outcome = if result.is_ok() { "ok" } else { "error" };
-    metrics::histogram!(STORE_OPERATION_DURATION, "backend" => backend, "operation" => operation, "outcome" => outcome)
-        .record(started.elapsed().as_secs_f64());
+    let elapsed = started.elapsed().as_secs_f64();
+    let (ok, error, failed) = labels;
+    let timed = metrics::Key::from_static_parts(STORE_OPERATION_DURATION, if result.is_ok() { ok } else { error });
+    metrics::with_recorder(|recorder| recorder.register_histogram(&timed, &METADATA).record(elapsed));
     if result.is_err() {
-        metrics::counter!(STORE_ERRORS, "backend" => backend, "operation" => operation).increment(1);
+        let key = metrics::Key::from_static_parts(STORE_ERRORS, failed);
+        metrics::with_recorder(|recorder| recorder.register_counter(&key, &METADATA).increment(1));
     }
     result
 }

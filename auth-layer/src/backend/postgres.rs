@@ -512,7 +512,7 @@ impl PostgresBackend {
 #[async_trait]
 impl Backend for PostgresBackend {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        telemetry::store_op("postgres", "get", async {
+        telemetry::store_op(telemetry::store_labels!("postgres", "get"), async {
         let client = self.client().await?;
         let row = self
             .timed(|| async {
@@ -530,7 +530,7 @@ impl Backend for PostgresBackend {
     }
 
     async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>, tags: Vec<String>) -> Result<(), StoreError> {
-        telemetry::store_op("postgres", "put", async {
+        telemetry::store_op(telemetry::store_labels!("postgres", "put"), async {
             self.write(key, &value, ttl, &tags, When::Always).await.map(|_| ())
         })
         .await
@@ -543,8 +543,10 @@ impl Backend for PostgresBackend {
         ttl: Option<Duration>,
         tags: Vec<String>,
     ) -> Result<bool, StoreError> {
-        telemetry::store_op("postgres", "update", async { self.write(key, &value, ttl, &tags, When::Present).await })
-            .await
+        telemetry::store_op(telemetry::store_labels!("postgres", "update"), async {
+            self.write(key, &value, ttl, &tags, When::Present).await
+        })
+        .await
     }
 
     async fn insert(
@@ -554,12 +556,14 @@ impl Backend for PostgresBackend {
         ttl: Option<Duration>,
         tags: Vec<String>,
     ) -> Result<bool, StoreError> {
-        telemetry::store_op("postgres", "insert", async { self.write(key, &value, ttl, &tags, When::Absent).await })
-            .await
+        telemetry::store_op(telemetry::store_labels!("postgres", "insert"), async {
+            self.write(key, &value, ttl, &tags, When::Absent).await
+        })
+        .await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        telemetry::store_op("postgres", "delete", async {
+        telemetry::store_op(telemetry::store_labels!("postgres", "delete"), async {
             let client = self.client().await?;
             self.timed(|| async { client.execute("DELETE FROM auth_layer_records WHERE key = $1", &[&key]).await })
                 .await?;
@@ -569,7 +573,7 @@ impl Backend for PostgresBackend {
     }
 
     async fn delete_by_tag(&self, tag: &str) -> Result<u64, StoreError> {
-        telemetry::store_op("postgres", "delete_by_tag", async {
+        telemetry::store_op(telemetry::store_labels!("postgres", "delete_by_tag"), async {
             let client = self.client().await?;
             self.timed(|| async {
                 client
@@ -586,7 +590,7 @@ impl Backend for PostgresBackend {
     }
 
     async fn keys_by_tag(&self, tag: &str) -> Result<Vec<String>, StoreError> {
-        telemetry::store_op("postgres", "keys_by_tag", async {
+        telemetry::store_op(telemetry::store_labels!("postgres", "keys_by_tag"), async {
             let client = self.client().await?;
             let rows = self
                 .timed(|| async {
@@ -616,8 +620,10 @@ impl Backend for PostgresBackend {
     }
 
     async fn notify(&self, channel: &str) -> Result<(), StoreError> {
-        telemetry::store_op("postgres", "notify", async { self.send_notice(&channel_name(channel), CHANGED).await })
-            .await
+        telemetry::store_op(telemetry::store_labels!("postgres", "notify"), async {
+            self.send_notice(&channel_name(channel), CHANGED).await
+        })
+        .await
     }
 }
 

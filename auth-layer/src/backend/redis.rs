@@ -569,7 +569,7 @@ impl RedisBackend {
 #[async_trait]
 impl Backend for RedisBackend {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        telemetry::store_op("redis", "get", async {
+        telemetry::store_op(telemetry::store_labels!("redis", "get"), async {
             if let Some(gathered) = &self.gathered {
                 let answer = gathered.read(&self.connection, self.value_key(key));
                 return answer.await.unwrap_or_else(|_| Err(StoreError::unavailable("Redis", "the read was dropped")));
@@ -583,8 +583,10 @@ impl Backend for RedisBackend {
     }
 
     async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>, tags: Vec<String>) -> Result<(), StoreError> {
-        telemetry::store_op("redis", "put", async { self.write(&self.put, key, &value, ttl, &tags).await.map(|_| ()) })
-            .await
+        telemetry::store_op(telemetry::store_labels!("redis", "put"), async {
+            self.write(&self.put, key, &value, ttl, &tags).await.map(|_| ())
+        })
+        .await
     }
 
     async fn update(
@@ -594,7 +596,10 @@ impl Backend for RedisBackend {
         ttl: Option<Duration>,
         tags: Vec<String>,
     ) -> Result<bool, StoreError> {
-        telemetry::store_op("redis", "update", async { self.write(&self.update, key, &value, ttl, &tags).await }).await
+        telemetry::store_op(telemetry::store_labels!("redis", "update"), async {
+            self.write(&self.update, key, &value, ttl, &tags).await
+        })
+        .await
     }
 
     async fn insert(
@@ -604,11 +609,14 @@ impl Backend for RedisBackend {
         ttl: Option<Duration>,
         tags: Vec<String>,
     ) -> Result<bool, StoreError> {
-        telemetry::store_op("redis", "insert", async { self.write(&self.insert, key, &value, ttl, &tags).await }).await
+        telemetry::store_op(telemetry::store_labels!("redis", "insert"), async {
+            self.write(&self.insert, key, &value, ttl, &tags).await
+        })
+        .await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        telemetry::store_op("redis", "delete", async {
+        telemetry::store_op(telemetry::store_labels!("redis", "delete"), async {
             let mut connection = self.connection.clone();
             let _: i64 = self
                 .delete
@@ -624,7 +632,7 @@ impl Backend for RedisBackend {
     }
 
     async fn delete_by_tag(&self, tag: &str) -> Result<u64, StoreError> {
-        telemetry::store_op("redis", "delete_by_tag", async {
+        telemetry::store_op(telemetry::store_labels!("redis", "delete_by_tag"), async {
             let mut connection = self.connection.clone();
             let deleted = self
                 .delete_by_tag
@@ -641,7 +649,7 @@ impl Backend for RedisBackend {
     }
 
     async fn keys_by_tag(&self, tag: &str) -> Result<Vec<String>, StoreError> {
-        telemetry::store_op("redis", "keys_by_tag", async {
+        telemetry::store_op(telemetry::store_labels!("redis", "keys_by_tag"), async {
             let mut connection = self.connection.clone();
             self.keys_by_tag.key(self.index_key(tag)).invoke_async(&mut connection).await.map_err(unavailable)
         })
@@ -661,6 +669,9 @@ impl Backend for RedisBackend {
     }
 
     async fn notify(&self, channel: &str) -> Result<(), StoreError> {
-        telemetry::store_op("redis", "notify", async { self.publish(&self.channel_key(channel), CHANGED).await }).await
+        telemetry::store_op(telemetry::store_labels!("redis", "notify"), async {
+            self.publish(&self.channel_key(channel), CHANGED).await
+        })
+        .await
     }
 }

@@ -36,6 +36,11 @@ use axum::routing::{MethodRouter, get};
 #[tokio::main]
 async fn main() {
     let mode = std::env::args().nth(1).unwrap_or_default();
+    // LOADBENCH_METRICS=prometheus: the quickstart's Prometheus recorder installed, to measure
+    // what recording costs (without it, every metric call is a no-op).
+    if std::env::var("LOADBENCH_METRICS").is_ok_and(|v| v == "prometheus") {
+        quickstart::install_metrics().expect("a metrics recorder");
+    }
     let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3100);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let app_url = format!("http://{addr}");
