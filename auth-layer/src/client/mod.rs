@@ -215,32 +215,21 @@ pub struct AccessToken {
     /// The key the token is bound to.
     #[serde(skip)]
     dpop: Option<crate::dpop::DpopKey>,
-    /// The clock proofs are dated by.
-    #[serde(skip)]
-    now: u64,
 }
 
 impl AccessToken {
     /// A Bearer token.
     pub fn bearer(access_token: impl Into<String>, expires_at: Option<u64>, scope: impl Into<String>) -> Self {
-        Self {
-            access_token: access_token.into(),
-            expires_at,
-            scope: scope.into(),
-            token_type: "Bearer",
-            dpop: None,
-            now: 0,
-        }
+        Self { access_token: access_token.into(), expires_at, scope: scope.into(), token_type: "Bearer", dpop: None }
     }
 
-    fn of(set: &TokenSet, dpop: Option<crate::dpop::DpopKey>, now: u64) -> Self {
+    fn of(set: &TokenSet, dpop: Option<crate::dpop::DpopKey>) -> Self {
         Self {
             access_token: set.access_token.clone(),
             expires_at: set.expires_at,
             scope: set.scope.clone(),
             token_type: if dpop.is_some() { "DPoP" } else { "Bearer" },
             dpop,
-            now,
         }
     }
 
@@ -257,7 +246,8 @@ impl AccessToken {
 
     /// For a DPoP-bound token, a proof for one request to `method` `url` (RFC 9449, 4.2), with
     /// the token's hash (`ath`) and the API's `nonce` when it gave one (send again with it when
-    /// it answers `use_dpop_nonce`); `None` for a Bearer token. Each proof is for one request.
+    /// it answers `use_dpop_nonce`); `None` for a Bearer token. Each proof is for one request,
+    /// dated by the system clock (the API's server compares it with its own).
     pub fn dpop_proof(&self, method: &str, url: &str, nonce: Option<&str>) -> Result<Option<String>, AuthError> {
         let Some(key) = &self.dpop else { return Ok(None) };
         let parsed = Url::parse(url).map_err(|e| AuthError::InvalidRequest(format!("DPoP proof URL: {e}")))?;
@@ -267,7 +257,8 @@ impl AccessToken {
         if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
             return Err(AuthError::InvalidRequest(format!("`{method}` is not an HTTP method in upper case")));
         }
-        Ok(Some(key.proof(method, parsed.as_str(), Some(&self.access_token), nonce, self.now)))
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        Ok(Some(key.proof(method, parsed.as_str(), Some(&self.access_token), nonce, now)))
     }
 }
 
@@ -848,7 +839,7 @@ impl AuthClient {
                 && !options.force_refresh
                 && self.is_fresh(set)
             {
-                return Ok(AccessToken::of(set, self.session_dpop_key(&session)?, config.clock.now()));
+                return Ok(AccessToken::of(set, self.session_dpop_key(&session)?));
             }
             let refresh_token = session.refresh_token.as_deref().ok_or(AuthError::MissingRefreshToken)?;
             let key = refresh_key(&session, refresh_token, current, audience, scope);
@@ -901,7 +892,7 @@ impl AuthClient {
         let set = find_token_set(&refreshed.token_sets, audience, scope).ok_or_else(|| {
             AuthError::InvalidRequest("the provider granted no token for this audience and scope".into())
         })?;
-        Ok(AccessToken::of(set, self.session_dpop_key(&refreshed)?, self.inner.config.clock.now()))
+        Ok(AccessToken::of(set, self.session_dpop_key(&refreshed)?))
     }
 
     /// Whether `set` is good for longer than the refresh buffer.
