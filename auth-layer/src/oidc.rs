@@ -145,18 +145,10 @@ impl<'c> openidconnect::AsyncHttpClient<'c> for TokenClient<'_> {
     >;
 
     fn call(&'c self, request: openidconnect::HttpRequest) -> Self::Future {
-        Box::pin(async move {
-            let started = Instant::now();
-            let answer = self.rp.token_call(self.key, request).await;
-            let outcome = answer.as_ref().map_or("error", |r| telemetry::http_outcome(r.status().as_u16()));
-            telemetry::time2(
-                telemetry::PROVIDER_REQUEST_DURATION,
-                ("endpoint", "token"),
-                ("outcome", outcome),
-                started.elapsed(),
-            );
-            answer
-        })
+        let outcome = |answer: &Result<openidconnect::HttpResponse, Self::Error>| {
+            answer.as_ref().map_or("error", |r| telemetry::http_outcome(r.status().as_u16()))
+        };
+        Box::pin(telemetry::provider_call("token", outcome, self.rp.token_call(self.key, request)))
     }
 }
 
@@ -377,53 +369,42 @@ impl RelyingParty {
         server: NonceOf,
         endpoint: &'static str,
     ) -> Result<(reqwest::StatusCode, reqwest::header::HeaderMap, bytes::Bytes), AuthError> {
-        let started = Instant::now();
-        let answer = self.send_proved_untimed(build, key, (method, url), access_token, server).await;
-        let outcome = answer.as_ref().map_or("error", |(status, ..)| telemetry::http_outcome(status.as_u16()));
-        telemetry::time2(
-            telemetry::PROVIDER_REQUEST_DURATION,
-            ("endpoint", endpoint),
-            ("outcome", outcome),
-            started.elapsed(),
-        );
-        answer
-    }
-
-    /// [`send_proved`](Self::send_proved)'s work, which it times.
-    async fn send_proved_untimed(
-        &self,
-        build: impl Fn() -> Result<reqwest::RequestBuilder, AuthError>,
-        key: Option<&DpopKey>,
-        (method, url): (&str, &Url),
-        access_token: Option<&str>,
-        server: NonceOf,
-    ) -> Result<(reqwest::StatusCode, reqwest::header::HeaderMap, bytes::Bytes), AuthError> {
-        let unreachable = |e: reqwest::Error| AuthError::Provider(ProviderError::Unreachable(cause(e)));
-        let mut nonce = self.dpop_nonce(server);
-        let mut retried = false;
-        loop {
-            let mut request = build()?;
-            if let Some(key) = key {
-                let proof = key.proof(method, url.as_str(), access_token, nonce.as_deref(), self.config.clock.now());
-                request = request.header("dpop", proof);
-            }
-            let response = request.send().await.map_err(unreachable)?;
-            let (status, headers) = (response.status(), response.headers().clone());
-            let body = response.bytes().await.map_err(unreachable)?;
-            if key.is_none() {
+        let outcome = |answer: &Result<(reqwest::StatusCode, _, _), _>| {
+            answer.as_ref().map_or("error", |(status, ..)| telemetry::http_outcome(status.as_u16()))
+        };
+        telemetry::provider_call(endpoint, outcome, async {
+            let unreachable = |e: reqwest::Error| AuthError::Provider(ProviderError::Unreachable(cause(e)));
+            let mut nonce = self.dpop_nonce(server);
+            let mut retried = false;
+            loop {
+                let mut request = build()?;
+                if let Some(key) = key {
+                    let proof =
+                        key.proof(method, url.as_str(), access_token, nonce.as_deref(), self.config.clock.now());
+                    request = request.header("dpop", proof);
+                }
+                let response = request.send().await.map_err(unreachable)?;
+                let (status, headers) = (response.status(), response.headers().clone());
+                let body = response.bytes().await.map_err(unreachable)?;
+                if key.is_none() {
+                    return Ok((status, headers, body));
+                }
+                let fresh = self.remember_dpop_nonce(server, &headers);
+                let challenge = headers.get(reqwest::header::WWW_AUTHENTICATE).and_then(|h| h.to_str().ok());
+                if !retried
+                    && status.is_client_error()
+                    && fresh.is_some()
+                    && crate::dpop::asks_for_nonce(challenge, &body)
+                {
+                    tracing::debug!(%url, "the provider asks for a DPoP nonce; sending the proof again with it");
+                    retried = true;
+                    nonce = fresh;
+                    continue;
+                }
                 return Ok((status, headers, body));
             }
-            let fresh = self.remember_dpop_nonce(server, &headers);
-            let challenge = headers.get(reqwest::header::WWW_AUTHENTICATE).and_then(|h| h.to_str().ok());
-            if !retried && status.is_client_error() && fresh.is_some() && crate::dpop::asks_for_nonce(challenge, &body)
-            {
-                tracing::debug!(%url, "the provider asks for a DPoP nonce; sending the proof again with it");
-                retried = true;
-                nonce = fresh;
-                continue;
-            }
-            return Ok((status, headers, body));
-        }
+        })
+        .await
     }
 
     /// A request to the token endpoint (openidconnect's), with a DPoP proof by `key` when there
@@ -864,23 +845,13 @@ impl RelyingParty {
             KeyNeed::LogoutToken => "logout_token",
         };
         telemetry::count_by(telemetry::JWKS_REFETCHES, "for", for_);
-        let started = Instant::now();
-        let outcome = match CoreJsonWebKeySet::fetch_async(&self.jwks_uri, &self.http).await {
-            Ok(jwks) => {
-                *self.jwks.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(jwks);
-                "ok"
-            }
-            Err(err) => {
-                tracing::warn!(error = ?Chain(&err), "JWKS refetch failed");
-                "error"
-            }
-        };
-        telemetry::time2(
-            telemetry::PROVIDER_REQUEST_DURATION,
-            ("endpoint", "jwks"),
-            ("outcome", outcome),
-            started.elapsed(),
-        );
+        let outcome = |answer: &Result<_, _>| if answer.is_ok() { "ok" } else { "error" };
+        let fetched =
+            telemetry::provider_call("jwks", outcome, CoreJsonWebKeySet::fetch_async(&self.jwks_uri, &self.http)).await;
+        match fetched {
+            Ok(jwks) => *self.jwks.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(jwks),
+            Err(err) => tracing::warn!(error = ?Chain(&err), "JWKS refetch failed"),
+        }
     }
 
     /// The provider's logout URL for this ID token, or `None` when the strategy logs out here

@@ -180,13 +180,18 @@ pub(crate) fn time(name: &'static str, label: (&'static str, &'static str), elap
     metrics::histogram!(name, label.0 => label.1).record(elapsed.as_secs_f64());
 }
 
-pub(crate) fn time2(
-    name: &'static str,
-    first: (&'static str, &'static str),
-    second: (&'static str, &'static str),
-    elapsed: Duration,
-) {
-    metrics::histogram!(name, first.0 => first.1, second.0 => second.1).record(elapsed.as_secs_f64());
+/// Runs a request to the provider's `endpoint`, timing it under the `outcome` its answer gives.
+pub(crate) async fn provider_call<T>(
+    endpoint: &'static str,
+    outcome: impl FnOnce(&T) -> &'static str,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let started = std::time::Instant::now();
+    let answer = work.await;
+    let outcome = outcome(&answer);
+    metrics::histogram!(PROVIDER_REQUEST_DURATION, "endpoint" => endpoint, "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
+    answer
 }
 
 /// The labels of one backend operation: of its duration when it succeeds, when it fails, and
