@@ -61,6 +61,7 @@ pub(crate) const REFRESHES: &str = "auth_layer.refreshes";
 pub(crate) const REFRESH_WAIT: &str = "auth_layer.refresh.wait.duration";
 pub(crate) const BACKCHANNEL_LOGOUTS: &str = "auth_layer.backchannel_logouts";
 pub(crate) const SESSIONS_CREATED: &str = "auth_layer.sessions.created";
+pub(crate) const SESSIONS_RENEWED: &str = "auth_layer.sessions.renewed";
 pub(crate) const SESSIONS_ENDED: &str = "auth_layer.sessions.ended";
 pub(crate) const JWKS_REFETCHES: &str = "auth_layer.jwks.refetches";
 pub(crate) const STORE_OPERATION_DURATION: &str = "auth_layer.store.operation.duration";
@@ -114,10 +115,17 @@ pub const METRICS: &[Metric] = &[
     ),
     metric(SESSIONS_CREATED, MetricKind::Counter, "{session}", "", "sessions made by logins"),
     metric(
+        SESSIONS_RENEWED,
+        MetricKind::Counter,
+        "{session}",
+        "",
+        "rolling renewals: a session saved again as less than `renew_below` of its idle time was left",
+    ),
+    metric(
         SESSIONS_ENDED,
         MetricKind::Counter,
         "{session}",
-        "`cause`: `logout`, `backchannel`, `refresh_refused`",
+        "`cause`: `logout`, `backchannel`, `refresh_refused`, `expired` (found past a limit when read)",
         "sessions ended (a back-channel logout counts once, whatever it ends)",
     ),
     metric(

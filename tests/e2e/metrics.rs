@@ -70,6 +70,17 @@ async fn a_scrape_after_a_login_a_refresh_and_a_logout_shows_each_counted() {
     expect("auth_layer_sessions_ended_total", &[("cause", "logout")], 1.0);
     expect("auth_layer_backchannel_logouts_total", &[("outcome", "ended")], 1.0);
     expect("auth_layer_sessions_ended_total", &[("cause", "backchannel")], 1.0);
+    // A session renewed once less than half its idle time is left, then found expired.
+    let lee = Browser::new();
+    lee.login(&env.app_url, "lee").await;
+    env.advance_clock(Duration::from_secs(13 * 3600));
+    assert_eq!(lee.get(&env.url("/auth/profile")).await.status(), StatusCode::OK, "renewed");
+    env.advance_clock(Duration::from_secs(25 * 3600));
+    assert_eq!(lee.get(&env.url("/auth/profile")).await.status(), StatusCode::UNAUTHORIZED, "idle too long");
+    let scrape = reqwest::get(&metrics_url).await.unwrap().text().await.unwrap();
+    assert_eq!(value(&scrape, "auth_layer_sessions_renewed_total", &[]), 1.0, "{scrape}");
+    assert_eq!(value(&scrape, "auth_layer_sessions_ended_total", &[("cause", "expired")]), 1.0, "{scrape}");
+
     // The shared backends' operations, timed, and their failures counted: a private Redis
     // server, stopped halfway; PostgreSQL.
     let mut redis = auth_layer_tests::servers::RedisServer::start();
@@ -94,7 +105,7 @@ async fn a_scrape_after_a_login_a_refresh_and_a_logout_shows_each_counted() {
     // Histograms with buckets (they add up over a fleet), help texts, and no label naming a
     // user or a session.
     let buckets = value(&scrape, "auth_layer_callback_duration_seconds_bucket", &[("le", "+Inf")]);
-    assert_eq!(buckets, 2.0, "{scrape}");
+    assert_eq!(buckets, 3.0, "the refused callback and both logins: {scrape}");
     assert!(scrape.contains("# HELP auth_layer_logins_started_total"), "{scrape}");
     assert!(!scrape.contains("kim"), "no user in a label");
 }

@@ -736,6 +736,7 @@ impl AuthClient {
         if session.is_expired(&self.inner.config, now) {
             tracing::info!(sub = session.user.sub(), "session expired");
             self.inner.session_store.delete(ctx).await?;
+            telemetry::count_by(telemetry::SESSIONS_ENDED, "cause", "expired");
             return Ok(None);
         }
         if session.renewal_due(&self.inner.config, now) {
@@ -744,6 +745,7 @@ impl AuthClient {
                 // Ended (logged out) since this request read it: never brought back.
                 return Ok(None);
             }
+            telemetry::count(telemetry::SESSIONS_RENEWED);
         }
         Ok(Some(session))
     }
