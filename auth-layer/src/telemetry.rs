@@ -64,6 +64,8 @@ pub(crate) const SESSIONS_CREATED: &str = "auth_layer.sessions.created";
 pub(crate) const SESSIONS_RENEWED: &str = "auth_layer.sessions.renewed";
 pub(crate) const SESSIONS_ENDED: &str = "auth_layer.sessions.ended";
 pub(crate) const JWKS_REFETCHES: &str = "auth_layer.jwks.refetches";
+pub(crate) const TENANT_LOADS: &str = "auth_layer.tenants.loads";
+pub(crate) const TENANT_CACHE_HITS: &str = "auth_layer.tenants.cache_hits";
 pub(crate) const STORE_OPERATION_DURATION: &str = "auth_layer.store.operation.duration";
 pub(crate) const STORE_ERRORS: &str = "auth_layer.store.errors";
 
@@ -141,6 +143,20 @@ pub const METRICS: &[Metric] = &[
         "{error}",
         "`backend`, `operation`: as above",
         "backend operations that failed (the request got 503)",
+    ),
+    metric(
+        TENANT_LOADS,
+        MetricKind::Counter,
+        "{load}",
+        "`outcome`: `tenant`, `none` (the loader knows no tenant for the key), `failed`",
+        "calls of the app's tenant loader (`Tenants::load_with`)",
+    ),
+    metric(
+        TENANT_CACHE_HITS,
+        MetricKind::Counter,
+        "{request}",
+        "",
+        "requests served by a loaded tenant kept from an earlier load",
     ),
     metric(
         JWKS_REFETCHES,

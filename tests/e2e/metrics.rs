@@ -81,6 +81,35 @@ async fn a_scrape_after_a_login_a_refresh_and_a_logout_shows_each_counted() {
     assert_eq!(value(&scrape, "auth_layer_sessions_renewed_total", &[]), 1.0, "{scrape}");
     assert_eq!(value(&scrape, "auth_layer_sessions_ended_total", &[("cause", "expired")]), 1.0, "{scrape}");
 
+    // A tenant loader: loaded once (a tenant), then served from the cache; a host it knows
+    // nothing of (none).
+    let tenant = auth_layer::AuthConfig::builder()
+        .tenant("b.example")
+        .issuer(env.provider.issuer.clone())
+        .client_id("test-app")
+        .client_secret(auth_layer_tests::CLIENT_SECRET)
+        .secret(auth_layer_tests::SECRET)
+        .base_url(env.app_url.clone())
+        .build()
+        .unwrap();
+    let tenant = auth_layer::AuthClient::new(tenant).await.unwrap();
+    let tenants = auth_layer::Tenants::new().load_with(move |host: String| {
+        let tenant = tenant.clone();
+        async move { Ok((host == "b.example").then_some(tenant)) }
+    });
+    let app = quickstart::app(auth_layer::TenantLayer::new(tenants).unwrap());
+    for host in ["b.example", "b.example", "b.example", "nobody.example"] {
+        use tower::ServiceExt;
+        let request = axum::http::Request::get("/auth/login").header("host", host);
+        let response = app.clone().oneshot(request.body(axum::body::Body::empty()).unwrap()).await.unwrap();
+        let expected = if host == "b.example" { StatusCode::FOUND } else { StatusCode::BAD_REQUEST };
+        assert_eq!(response.status().as_u16(), expected.as_u16(), "{host}");
+    }
+    let scrape = reqwest::get(&metrics_url).await.unwrap().text().await.unwrap();
+    assert_eq!(value(&scrape, "auth_layer_tenants_loads_total", &[("outcome", "tenant")]), 1.0, "{scrape}");
+    assert_eq!(value(&scrape, "auth_layer_tenants_loads_total", &[("outcome", "none")]), 1.0, "{scrape}");
+    assert_eq!(value(&scrape, "auth_layer_tenants_cache_hits_total", &[]), 2.0, "{scrape}");
+
     // The shared backends' operations, timed, and their failures counted: a private Redis
     // server, stopped halfway; PostgreSQL.
     let mut redis = auth_layer_tests::servers::RedisServer::start();

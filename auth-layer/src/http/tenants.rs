@@ -14,6 +14,7 @@ use http::{HeaderMap, HeaderName, Uri};
 
 use crate::client::AuthClient;
 use crate::config::ConfigError;
+use crate::telemetry;
 
 /// The app's own rule: the tenant id (one of the configured [`AuthConfig::tenant`]s) a request
 /// is for, from its headers and URI.
@@ -369,6 +370,7 @@ impl Tenants {
         {
             let key = load_key(&key);
             if let Some(client) = loaded.tenants.get(&key) {
+                telemetry::count(telemetry::TENANT_CACHE_HITS);
                 return Resolved::Client(client);
             }
             return match loaded.none.get(&key) {
@@ -404,8 +406,13 @@ impl Tenants {
                 let _permit =
                     loaded.permits.acquire().await.map_err(|e| crate::error::Cause::from(Box::new(e) as BoxError))?;
                 match (loaded.load)(key.clone()).await {
-                    Ok(client) => loaded.keep(&key, client),
+                    Ok(client) => {
+                        let outcome = if client.is_some() { "tenant" } else { "none" };
+                        telemetry::count_by(telemetry::TENANT_LOADS, "outcome", outcome);
+                        loaded.keep(&key, client)
+                    }
                     Err(err) => {
+                        telemetry::count_by(telemetry::TENANT_LOADS, "outcome", "failed");
                         loaded.none.insert(key.clone(), Negative::Failed);
                         Err(err)
                     }
