@@ -356,6 +356,20 @@ impl RelyingParty {
         Some(fresh.to_owned())
     }
 
+    /// The nonce to send a proof again with, when an answer of `server` (its status, headers
+    /// and body) asks for one (RFC 9449, 8 and 9) and gives a new one; keeps any nonce it gives.
+    fn nonce_to_retry_with(
+        &self,
+        server: NonceOf,
+        status: http::StatusCode,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> Option<String> {
+        let fresh = self.remember_dpop_nonce(server, headers)?;
+        let challenge = headers.get(http::header::WWW_AUTHENTICATE).and_then(|h| h.to_str().ok());
+        (status.is_client_error() && crate::dpop::asks_for_nonce(challenge, body)).then_some(fresh)
+    }
+
     /// Sends a request built by `build` to `url`, with a DPoP proof by `key` when there is one
     /// (for `access_token` when the request carries it), the nonce `server` gave last, and
     /// once more with a new nonce when the answer asks for one. The answer's status, headers
@@ -389,16 +403,11 @@ impl RelyingParty {
                 if key.is_none() {
                     return Ok((status, headers, body));
                 }
-                let fresh = self.remember_dpop_nonce(server, &headers);
-                let challenge = headers.get(reqwest::header::WWW_AUTHENTICATE).and_then(|h| h.to_str().ok());
-                if !retried
-                    && status.is_client_error()
-                    && fresh.is_some()
-                    && crate::dpop::asks_for_nonce(challenge, &body)
-                {
+                let asked = self.nonce_to_retry_with(server, status, &headers, &body);
+                if !retried && asked.is_some() {
                     tracing::debug!(%url, "the provider asks for a DPoP nonce; sending the proof again with it");
                     retried = true;
-                    nonce = fresh;
+                    nonce = asked;
                     continue;
                 }
                 return Ok((status, headers, body));
@@ -408,18 +417,22 @@ impl RelyingParty {
     }
 
     /// A request to the token endpoint (openidconnect's), with a DPoP proof by `key` when there
-    /// is one, retried once with the provider's nonce when it asks for one.
+    /// is one, retried once with the provider's nonce when it asks for one: with a fresh client
+    /// assertion then, as a provider may refuse one it has seen (RFC 7523, 3: `jti`).
     async fn token_call(
         &self,
         key: Option<&DpopKey>,
         request: openidconnect::HttpRequest,
     ) -> Result<openidconnect::HttpResponse, openidconnect::HttpClientError<reqwest::Error>> {
         let Some(key) = key else { return openidconnect::AsyncHttpClient::call(&self.http, request).await };
-        let (parts, body) = request.into_parts();
+        let (parts, mut body) = request.into_parts();
         let url = parts.uri.to_string();
         let mut nonce = self.dpop_nonce(NonceOf::AuthorizationServer);
         let mut retried = false;
         loop {
+            if retried {
+                body = self.with_fresh_assertion(&body)?;
+            }
             let proof = key.proof(parts.method.as_str(), &url, None, nonce.as_deref(), self.config.clock.now());
             let mut request = openidconnect::HttpRequest::new(body.clone());
             *request.method_mut() = parts.method.clone();
@@ -428,20 +441,36 @@ impl RelyingParty {
             let proof = proof.parse().map_err(|_| openidconnect::HttpClientError::Other("DPoP proof header".into()))?;
             request.headers_mut().insert("dpop", proof);
             let response = openidconnect::AsyncHttpClient::call(&self.http, request).await?;
-            let fresh = self.remember_dpop_nonce(NonceOf::AuthorizationServer, response.headers());
-            let challenge = response.headers().get(reqwest::header::WWW_AUTHENTICATE).and_then(|h| h.to_str().ok());
-            if !retried
-                && response.status().is_client_error()
-                && fresh.is_some()
-                && crate::dpop::asks_for_nonce(challenge, response.body())
-            {
+            let asked = self.nonce_to_retry_with(
+                NonceOf::AuthorizationServer,
+                response.status(),
+                response.headers(),
+                response.body(),
+            );
+            if !retried && asked.is_some() {
                 tracing::debug!("the token endpoint asks for a DPoP nonce; sending the proof again with it");
                 retried = true;
-                nonce = fresh;
+                nonce = asked;
                 continue;
             }
             return Ok(response);
         }
+    }
+
+    /// A token request's form `body` with its `client_assertion` (if it has one) replaced by a
+    /// fresh one.
+    fn with_fresh_assertion(&self, body: &[u8]) -> Result<Vec<u8>, openidconnect::HttpClientError<reqwest::Error>> {
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
+        if !pairs.iter().any(|(name, _)| name == "client_assertion") {
+            return Ok(body.to_vec());
+        }
+        let fresh = self.assertion_params().map_err(|e| openidconnect::HttpClientError::Other(e.to_string()))?;
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        for (name, value) in &pairs {
+            let replaced = fresh.iter().find(|(fresh_name, _)| fresh_name == name).map_or(value, |(_, v)| v);
+            form.append_pair(name, replaced);
+        }
+        Ok(form.finish().into_bytes())
     }
 
     /// Whether the provider announced `authorization_response_iss_parameter_supported`: then an

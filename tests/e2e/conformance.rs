@@ -770,3 +770,15 @@ async fn fapi2_security_profile_final_client_refresh_token_test() {
     assert_eq!(stats["dpop"]["/token"]["count"], 2, "code exchange and refresh, each with a proof: {stats}");
     assert_eq!(stats["dpop"]["/token"]["nonced"], 2);
 }
+
+/// Beyond the plan: a provider whose nonce changed between PAR and the token request asks for
+/// the new one there; the code exchange is sent again with it, and with a client assertion of
+/// its own (a provider may refuse an assertion `jti` it has seen).
+#[tokio::test]
+async fn a_token_request_sent_again_for_a_new_nonce_carries_a_fresh_client_assertion() {
+    let (_env, stats) = fapi2_accepted("nonce-rotates").await;
+    assert_eq!(stats["use_dpop_nonce"]["/token"], 1, "{stats}");
+    let jtis = stats["token_assertion_jtis"].as_array().unwrap();
+    assert_eq!(jtis.len(), 2, "the exchange and its retry: {stats}");
+    assert_ne!(jtis[0], jtis[1], "each attempt its own assertion");
+}

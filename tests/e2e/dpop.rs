@@ -160,6 +160,33 @@ async fn a_process_key_binds_every_session_and_an_instance_with_another_key_cann
         "{refused:?}"
     );
     assert_eq!(stats(&env).await["refresh_grants"], 1, "no refresh was tried with a key the tokens are not bound to");
+    assert!(other.session(&mut ctx).await.unwrap().is_none(), "the session ended there");
+}
+
+#[tokio::test]
+async fn a_session_started_before_dpop_was_turned_on_keeps_its_bearer_tokens() {
+    let env = TestEnv::start_custom_with(ProviderOptions::default(), |c| c, app).await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "pat").await;
+    // The same app restarted with DPoP on (the same secret reads the same cookie).
+    assert!(!env.client.config().dpop());
+    let with_dpop = auth_layer::AuthConfig::builder()
+        .issuer(env.provider.issuer.clone())
+        .client_id("test-app")
+        .client_secret(auth_layer_tests::CLIENT_SECRET)
+        .secret(auth_layer_tests::SECRET)
+        .base_url(env.app_url.clone())
+        .dpop(true)
+        .build()
+        .unwrap();
+    let restarted = auth_layer::AuthClient::new(with_dpop).await.unwrap();
+    let mut ctx = context(&browser, &env);
+    assert!(!restarted.session(&mut ctx).await.unwrap().unwrap().is_dpop_bound());
+    let token = restarted.access_token(&mut ctx, AccessTokenOptions::default().force_refresh()).await.unwrap();
+    assert!(!token.is_dpop(), "refreshed as it was issued: Bearer");
+    assert_eq!(token.token_type, "Bearer");
+    assert_eq!(stats(&env).await["refresh_grants"], 1);
+    assert_eq!(counted(&stats(&env).await, "/token").0, 0, "no proof for a session without a key");
 }
 
 #[tokio::test]

@@ -62,7 +62,11 @@ const fapi2 = profile === 'fapi2';
 // The FAPI 2.0 profile's signing key (PS256), published with the others.
 const publishedPs = { ...rsaKey('hostile-ps-key'), alg: 'PS256' };
 // The DPoP nonce this provider's servers give (one for all, as oidc-provider's).
-const dpopNonce = `nonce-${randomBytes(12).toString('base64url')}`;
+// 'nonce-rotates': a new one before the first token request, which is then asked to use it.
+let dpopNonce = `nonce-${randomBytes(12).toString('base64url')}`;
+let nonceRotated = false;
+// The `jti` of each client assertion the token endpoint received, in order.
+const tokenAssertionJtis = [];
 // What the DPoP proofs carried, by path: {count, nonced, jkt}; and the nonce challenges.
 const dpopSeen = {};
 const nonceChallenges = {};
@@ -249,8 +253,14 @@ function tokenType(req) {
 }
 
 async function token(req, res) {
-  if (await checkDpop(req, res, '/token')) return undefined;
   const form = new URLSearchParams(await readBody(req));
+  const assertion = form.get('client_assertion');
+  if (assertion) tokenAssertionJtis.push(JSON.parse(Buffer.from(assertion.split('.')[1], 'base64url')).jti);
+  if (scenario === 'nonce-rotates' && !nonceRotated) {
+    nonceRotated = true;
+    dpopNonce = `nonce-${randomBytes(12).toString('base64url')}`;
+  }
+  if (await checkDpop(req, res, '/token')) return undefined;
   const grant = form.get('grant_type');
   const basic = (req.headers.authorization || '').startsWith('Basic ');
   tokenAuth = basic ? 'client_secret_basic'
@@ -435,6 +445,7 @@ const server = http.createServer(async (req, res) => {
         dpop: dpopSeen,
         use_dpop_nonce: nonceChallenges,
         par: parParams,
+        token_assertion_jtis: tokenAssertionJtis,
         end_session: lastEndSession,
         sid: lastSid,
       });
