@@ -42,15 +42,18 @@ function ecKey(kid) {
   return { ...privateKey.export({ format: 'jwk' }), kid, use: 'sig', alg: 'ES256' };
 }
 let published = rsaKey('hostile-key');
-const impostor = rsaKey('hostile-key');
-const unpublished = rsaKey('never-published');
+// Keys only some scenarios use are made when first needed, then kept: an RSA key costs a
+// noticeable part of a second, and a start that made them all was slow on a busy machine.
+const once = (make) => { let key; return () => (key ??= make()); };
+const impostor = once(() => rsaKey('hostile-key'));
+const unpublished = once(() => rsaKey('never-published'));
 // Published too: a key of another algorithm (the discovery document lists ES256 as well), for
 // tokens signed with an algorithm the client did not register.
 const publishedEc = ecKey('hostile-ec-key');
 const publicJwk = ({ kty, n, e, crv, x, y, kid, use, alg }) => ({ kty, n, e, crv, x, y, kid, use, alg });
 const withoutKid = ({ kid, ...rest }) => rest;
 // More RSA keys, published without a `kid` with `published` in 'kid-absent-multiple'.
-const extraRsa = [rsaKey('extra-1'), rsaKey('extra-2')];
+const extraRsa = once(() => [rsaKey('extra-1'), rsaKey('extra-2')]);
 // A path of its own per start, for 'jwks-random-path' (the RP must use the discovered jwks_uri).
 const jwksSuffix = randomBytes(6).toString('hex');
 
@@ -60,7 +63,7 @@ const [profile, firstScenario] = (process.env.SCENARIO || 'ok').includes(':')
 let scenario = firstScenario;
 const fapi2 = profile === 'fapi2';
 // The FAPI 2.0 profile's signing key (PS256), published with the others.
-const publishedPs = { ...rsaKey('hostile-ps-key'), alg: 'PS256' };
+const publishedPs = once(() => ({ ...rsaKey('hostile-ps-key'), alg: 'PS256' }));
 // The DPoP nonce this provider's servers give (one for all, as oidc-provider's).
 // 'nonce-rotates': a new one before the first token request, which is then asked to use it.
 let dpopNonce = `nonce-${randomBytes(12).toString('base64url')}`;
@@ -104,14 +107,15 @@ function jwks() {
   switch (scenario) {
     case 'kid-absent-single': return [withoutKid(publicJwk(published))];
     case 'kid-absent-multiple':
-      return [published, ...extraRsa].map((k) => withoutKid(publicJwk(k))).concat([withoutKid(publicJwk(publishedEc))]);
-    default: return [publicJwk(published), publicJwk(publishedEc), publicJwk(publishedPs)];
+      return [published, ...extraRsa()].map((k) => withoutKid(publicJwk(k))).concat([withoutKid(publicJwk(publishedEc))]);
+    // The FAPI 2.0 profile's PS256 key is published in that profile only.
+    default: return [publicJwk(published), publicJwk(publishedEc)].concat(fapi2 ? [publicJwk(publishedPs())] : []);
   }
 }
 
 async function idToken(nonce, sid) {
   const claims = { iss: issuer, aud: clientId, sub: 'mallory', name: 'Mallory', nonce, sid, iat: now(), exp: now() + 300 };
-  const options = fapi2 ? { alg: 'PS256', key: publishedPs } : {};
+  const options = fapi2 ? { alg: 'PS256', key: publishedPs() } : {};
   idTokensIssued += 1;
   switch (scenario) {
     case 'es256': options.alg = 'ES256'; options.key = publishedEc; break;
@@ -122,10 +126,10 @@ async function idToken(nonce, sid) {
     case 'rotate-after-first':
       if (idTokensIssued > 1) published = rsaKey(`rotated-${randomBytes(4).toString('hex')}`);
       break;
-    case 'bad-signature': options.key = impostor; break;
+    case 'bad-signature': options.key = impostor(); break;
     case 'alg-none': options.alg = 'none'; break;
     case 'alg-hs256': options.alg = 'HS256'; break;
-    case 'unknown-kid': options.key = unpublished; break;
+    case 'unknown-kid': options.key = unpublished(); break;
     case 'wrong-iss': claims.iss = 'https://evil.example'; break;
     // FAPI 2.0: RS256 by a published key, where the client expects PS256.
     case 'alternate-alg': options.alg = 'RS256'; options.key = published; break;
