@@ -82,6 +82,9 @@ pub struct ProviderOptions {
     /// The FAPI 2.0 profile: ID tokens signed PS256, the client registered for it (PAR
     /// required, `private_key_jwt` with PS256 or ES256, DPoP-bound tokens).
     pub fapi2: bool,
+    /// Register the app's callbacks and logout returns at a second origin too: the app's URL
+    /// with `localhost` for `127.0.0.1` (the same server, another origin to a browser).
+    pub localhost_origin: bool,
 }
 
 /// A running `oidc-provider`, stopped when dropped.
@@ -253,11 +256,16 @@ fn node(script: &str, port: u16) -> Command {
 }
 
 fn provider_command(port: u16, app_url: &str, options: &ProviderOptions) -> Command {
+    let mut origins = vec![app_url.to_owned()];
+    if options.localhost_origin {
+        origins.push(app_url.replace("127.0.0.1", "localhost"));
+    }
+    let returns = origins.iter().flat_map(|o| [format!("{o}/"), format!("{o}/auth/logout/callback")]);
     let mut clients = serde_json::json!([{
         "client_id": "test-app",
         "client_secret": CLIENT_SECRET,
-        "redirect_uris": [format!("{app_url}/auth/callback")],
-        "post_logout_redirect_uris": [format!("{app_url}/"), format!("{app_url}/auth/logout/callback")],
+        "redirect_uris": origins.iter().map(|o| format!("{o}/auth/callback")).collect::<Vec<_>>(),
+        "post_logout_redirect_uris": returns.collect::<Vec<_>>(),
         "grant_types": if options.no_refresh { vec!["authorization_code"] } else { vec!["authorization_code", "refresh_token"] },
         "token_endpoint_auth_method": options.auth_method.unwrap_or("client_secret_basic"),
         "backchannel_logout_uri": format!("{app_url}/auth/backchannel-logout"),
@@ -695,12 +703,20 @@ pub async fn provider_for_own_app_with(
     options: ProviderOptions,
     configure: impl FnOnce(auth_layer::AuthConfigBuilder) -> auth_layer::AuthConfigBuilder,
 ) -> (Provider, AuthConfig, String, tokio::net::TcpListener) {
+    provider_for_app_at(options, |config, _| configure(config)).await
+}
+
+/// [`provider_for_own_app_with`], `configure` also given the app's URL.
+pub async fn provider_for_app_at(
+    options: ProviderOptions,
+    configure: impl FnOnce(auth_layer::AuthConfigBuilder, &str) -> auth_layer::AuthConfigBuilder,
+) -> (Provider, AuthConfig, String, tokio::net::TcpListener) {
     let (port, listener) = bind();
     let app_url = format!("http://127.0.0.1:{port}");
     let provider = Provider::start(&app_url, &options).await;
     let builder =
         config_builder(&provider, &app_url, TokenEndpointAuth::ClientSecretBasic, Arc::new(AtomicU64::new(0)));
-    let config = configure(builder).build().expect("test configuration");
+    let config = configure(builder, &app_url).build().expect("test configuration");
     (provider, config, app_url, listener)
 }
 

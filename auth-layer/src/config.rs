@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use url::Url;
 
 use crate::dpop::DpopKey;
+use crate::forwarded::TrustedProxies;
 
 /// The shortest secret accepted, in characters.
 pub const MIN_SECRET_LEN: usize = 32;
@@ -270,6 +271,10 @@ pub struct AuthConfig {
     pub(crate) client_assertion: Option<(String, ClientAssertionAlg, Option<String>)>,
     pub(crate) secrets: Vec<String>,
     pub(crate) base_url: Url,
+    /// Every origin the app is served at: the base URL's first, then
+    /// [`public_origins`](AuthConfigBuilder::public_origins).
+    pub(crate) origins: Vec<Url>,
+    pub(crate) trusted_proxies: TrustedProxies,
     pub(crate) scope: String,
     pub(crate) audience: Option<String>,
     pub(crate) authorization_params: Vec<(String, String)>,
@@ -321,6 +326,8 @@ impl std::fmt::Debug for AuthConfig {
             )
             .field("secrets", &crate::config::Redacted::count(self.secrets.len()))
             .field("base_url", &self.base_url)
+            .field("origins", &self.origins)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("scope", &self.scope)
             .field("audience", &self.audience)
             .field("authorization_params", &self.authorization_params)
@@ -436,6 +443,44 @@ impl AuthConfig {
         self.app_url(&format!("{}/callback", self.route_prefix))
     }
 
+    /// The callback at the app's origin number `origin`.
+    pub(crate) fn callback_url_at(&self, origin: u8) -> Url {
+        self.app_url_at(origin, &format!("{}/callback", self.route_prefix))
+    }
+
+    /// Every origin the app is served at: the base URL's, then the
+    /// [`public_origins`](AuthConfigBuilder::public_origins). Each has a callback
+    /// (`{origin}{prefix}/callback`) to register with the provider.
+    pub fn origins(&self) -> &[Url] {
+        &self.origins
+    }
+
+    /// The peers whose forwarded headers are read ([`AuthConfigBuilder::trusted_proxies`]).
+    pub fn trusted_proxies(&self) -> &TrustedProxies {
+        &self.trusted_proxies
+    }
+
+    /// The number of the listed origin a request was sent to, read from its URI, `Host` and
+    /// (from a trusted proxy only) forwarded headers; `None` for a host not listed, or a
+    /// scheme other than the listed origin's. With one origin, 0 whatever the request says:
+    /// then every URL the layer makes is the base URL's, and the request's host is not read.
+    pub(crate) fn origin_of(
+        &self,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+        extensions: &http::Extensions,
+    ) -> Option<u8> {
+        if self.origins.len() == 1 {
+            return Some(0);
+        }
+        let seen = crate::forwarded::destination(uri, headers, extensions, &self.trusted_proxies, None)?;
+        let found = self.origins.iter().position(|origin| {
+            crate::forwarded::host_matches(seen.host, origin)
+                && seen.scheme.is_none_or(|scheme| scheme.eq_ignore_ascii_case(origin.scheme()))
+        })?;
+        u8::try_from(found).ok()
+    }
+
     /// Where the provider sends the browser back after an RP-initiated logout with
     /// [`logout_state`](AuthConfigBuilder::logout_state): `{base_url}{prefix}/logout/callback`.
     pub fn logout_callback_url(&self) -> Url {
@@ -480,7 +525,13 @@ impl AuthConfig {
 
     /// A path of this app as an absolute URL. `path` must start with `/`.
     pub(crate) fn app_url(&self, path: &str) -> Url {
-        let mut url = self.base_url.clone();
+        self.app_url_at(0, path)
+    }
+
+    /// `path` (and any query) at the app's origin number `origin` ([`Self::origins`]); the
+    /// base URL's for an index past the list.
+    pub(crate) fn app_url_at(&self, origin: u8, path: &str) -> Url {
+        let mut url = self.origins.get(usize::from(origin)).unwrap_or(&self.base_url).clone();
         let (path, query) = path.split_once('?').map_or((path, None), |(p, q)| (p, Some(q)));
         url.set_path(path);
         url.set_query(query);
@@ -499,6 +550,8 @@ pub struct AuthConfigBuilder {
     client_assertion: Option<(String, ClientAssertionAlg, Option<String>)>,
     secrets: Vec<String>,
     base_url: Option<String>,
+    public_origins: Vec<String>,
+    trusted_proxies: TrustedProxies,
     scope: Option<String>,
     audience: Option<String>,
     authorization_params: Vec<(String, String)>,
@@ -544,6 +597,8 @@ impl std::fmt::Debug for AuthConfigBuilder {
             )
             .field("secrets", &crate::config::Redacted::count(self.secrets.len()))
             .field("base_url", &self.base_url)
+            .field("public_origins", &self.public_origins)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("scope", &self.scope)
             .field("audience", &self.audience)
             .field("authorization_params", &self.authorization_params)
@@ -619,6 +674,12 @@ impl AuthConfigBuilder {
             .map(|s| s.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect())
             .unwrap_or_default();
         builder.base_url = get("APP_BASE_URL");
+        if let Some(list) = get("AUTH_PUBLIC_ORIGINS") {
+            builder = builder.public_origins(list.split([',', ' ']).filter(|o| !o.is_empty()));
+        }
+        if let Some(list) = get("AUTH_TRUSTED_PROXIES") {
+            builder.trusted_proxies = list.parse().map_err(|why| invalid("AUTH_TRUSTED_PROXIES", why))?;
+        }
         if let Some(scope) = get("AUTH_SCOPE") {
             builder = builder.scope(scope);
         }
@@ -759,6 +820,49 @@ impl AuthConfigBuilder {
     /// Where the app is served, e.g. `https://app.example.com`; cookies are `Secure` when https.
     pub fn base_url(mut self, base_url: impl Into<String>) -> Self {
         self.base_url = Some(base_url.into());
+        self
+    }
+
+    /// Further origins the app is served at besides the base URL's (a custom domain, a preview
+    /// URL), each like `https://custom.example.com`, with the base URL's scheme; also
+    /// `AUTH_PUBLIC_ORIGINS` (comma-separated). Each login's `redirect_uri`, the page it
+    /// returns to and a logout's return follow the origin the request was sent to, and its
+    /// cookies stay there (host-only). With several origins, a request to a host not listed
+    /// gets 400 `unknown_host`. Register `{origin}{prefix}/callback` of each with the provider.
+    ///
+    /// Which origin a request was sent to is read from its `Host`, or, behind a load balancer
+    /// that rewrites it, from the forwarded headers of a peer in
+    /// [`trusted_proxies`](Self::trusted_proxies).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), auth_layer::ConfigError> {
+    /// let config = auth_layer::AuthConfig::builder()
+    ///     .issuer("https://tenant.example.auth0.com/")
+    ///     .client_id("client")
+    ///     .client_secret("client-secret")
+    ///     .secret("a-long-random-secret-of-32-chars-or-more")
+    ///     .base_url("https://app.example.com")
+    ///     .public_origins(["https://www.customer.example"])
+    ///     .trusted_proxies("10.0.0.0/8".parse().expect("a list of ranges"))
+    ///     .build()?;
+    /// assert_eq!(config.origins().len(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn public_origins<I, S>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.public_origins.extend(origins.into_iter().map(Into::into));
+        self
+    }
+
+    /// The load balancers and reverse proxies whose forwarded headers (`Forwarded`,
+    /// `X-Forwarded-Proto`, `X-Forwarded-Host`) say which origin a request was sent to; also
+    /// `AUTH_TRUSTED_PROXIES` (addresses and ranges, comma-separated). From any other peer
+    /// those headers are ignored. See [`TrustedProxies`] for where the peer's address comes from.
+    pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.trusted_proxies = proxies;
         self
     }
 
@@ -1063,6 +1167,38 @@ impl AuthConfigBuilder {
                 "must be an origin such as https://app.example.com, without a path or query",
             ));
         }
+        let mut origins = vec![base_url.clone()];
+        for origin in &self.public_origins {
+            let url = Url::parse(origin).map_err(|e| invalid("AUTH_PUBLIC_ORIGINS", format!("`{origin}`: {e}")))?;
+            if url.scheme() != base_url.scheme()
+                || url.host_str().is_none()
+                || url.path() != "/"
+                || url.query().is_some()
+                || url.fragment().is_some()
+                || !url.username().is_empty()
+            {
+                return Err(invalid(
+                    "AUTH_PUBLIC_ORIGINS",
+                    format!(
+                        "`{origin}`: each must be an origin such as {}://custom.example.com (the base URL's \
+                         scheme, so that cookies are Secure alike), without a path",
+                        base_url.scheme()
+                    ),
+                ));
+            }
+            if !origins.iter().any(|o| o.origin() == url.origin()) {
+                origins.push(url);
+            }
+        }
+        if origins.len() > usize::from(u8::MAX) {
+            return Err(invalid("AUTH_PUBLIC_ORIGINS", "at most 255 origins"));
+        }
+        if origins.len() > 1 && self.cookies.domain.is_some() {
+            return Err(invalid(
+                "AUTH_PUBLIC_ORIGINS",
+                "a cookie Domain cannot follow several origins: leave cookies host-only (no domain)",
+            ));
+        }
         let route_prefix = self.route_prefix.unwrap_or_else(|| "/auth".into());
         if !route_prefix.starts_with('/')
             || route_prefix.len() < 2
@@ -1180,6 +1316,8 @@ impl AuthConfigBuilder {
             client_assertion: self.client_assertion,
             secrets,
             base_url,
+            origins,
+            trusted_proxies: self.trusted_proxies,
             scope,
             audience: self.audience,
             authorization_params: self.authorization_params,

@@ -136,6 +136,7 @@ mod config;
 mod dpop;
 mod endpoint;
 mod error;
+mod forwarded;
 #[cfg(any(fuzzing, test))]
 #[doc(hidden)]
 pub mod fuzz_entry;
@@ -162,6 +163,7 @@ pub use config::{
 };
 pub use dpop::{DPOP_ALG, DpopKey, DpopKeyError};
 pub use error::{AuthError, Cause, ProviderError, StoreError};
+pub use forwarded::{PeerAddr, TrustedProxies};
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use http::axum;

@@ -496,6 +496,7 @@ impl RelyingParty {
         audience: Option<&str>,
         extra: &[(String, String)],
         dpop: Option<&DpopKey>,
+        redirect: Option<Url>,
     ) -> AuthorizationRequest {
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let state = crate::seal::random_token(32);
@@ -509,6 +510,9 @@ impl RelyingParty {
                 move || Nonce::new(nonce_for_url),
             )
             .set_pkce_challenge(challenge);
+        if let Some(redirect) = redirect {
+            request = request.set_redirect_uri(std::borrow::Cow::Owned(RedirectUrl::from_url(redirect)));
+        }
         for scope in scope.split_whitespace().filter(|s| *s != "openid") {
             request = request.add_scope(Scope::new(scope.to_owned()));
         }
@@ -645,12 +649,16 @@ impl RelyingParty {
         code_verifier: &str,
         nonce: &str,
         dpop: Option<&DpopKey>,
+        redirect: Option<Url>,
     ) -> Result<LoginTokens, ProviderError> {
         let assertion = self.assertion_params().map_err(|e| ProviderError::BadTokenResponse(e.to_string()))?;
         let mut request = self
             .client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .set_pkce_verifier(PkceCodeVerifier::new(code_verifier.to_owned()));
+        if let Some(redirect) = redirect {
+            request = request.set_redirect_uri(std::borrow::Cow::Owned(RedirectUrl::from_url(redirect)));
+        }
         for (name, value) in assertion {
             request = request.add_extra_param(name, value);
         }

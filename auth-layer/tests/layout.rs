@@ -37,6 +37,7 @@ const LEVELS: &[(&str, u8)] = &[
     ("return_to", 1),
     ("error", 0),
     ("dpop", 0),
+    ("forwarded", 0),
     ("telemetry", 0),
 ];
 

@@ -302,7 +302,13 @@ async fn login_goes_to(app: &axum::Router, headers: &[(&str, &str)]) -> Result<S
     use tower::ServiceExt;
     let mut request = axum::http::Request::get("/auth/login");
     for (name, value) in headers {
-        request = request.header(*name, *value);
+        request = match *name {
+            // The address the request came from, as a server puts it in the extensions.
+            "peer" => {
+                request.extension(auth_layer::PeerAddr(std::net::SocketAddr::new(value.parse().unwrap(), 50_000)))
+            }
+            _ => request.header(*name, *value),
+        };
     }
     let response = app.clone().oneshot(request.body(axum::body::Body::empty()).unwrap()).await.unwrap();
     match response.headers().get("location") {
@@ -350,17 +356,39 @@ async fn a_tenant_is_found_by_host_trusted_header_or_the_apps_rule_and_misconfig
     assert_eq!(login_goes_to(&app, &[("host", "c.example")]).await, Err(StatusCode::BAD_REQUEST));
     assert_eq!(login_goes_to(&app, &[]).await, Err(StatusCode::BAD_REQUEST), "no host at all");
 
-    // By a trusted proxy's header (the Host it reached us with is its own), with a fallback.
+    // By a trusted proxy's header (the Host it reached us with is its own), with a fallback;
+    // the same header from any other peer, or one whose address is unknown, is ignored.
+    let proxies: auth_layer::TrustedProxies = "10.0.0.0/8".parse().unwrap();
     let app = quickstart::app(
         TenantLayer::new(
-            two().host_header(axum::http::HeaderName::from_static("x-forwarded-host")).fallback("a").unwrap(),
+            two()
+                .host_header(axum::http::HeaderName::from_static("x-original-host"))
+                .trusted_proxies(proxies.clone())
+                .fallback("a")
+                .unwrap(),
         )
         .unwrap(),
     );
-    let via = |forwarded: &'static str| [("host", "internal:80"), ("x-forwarded-host", forwarded)];
-    assert!(login_goes_to(&app, &via("b.example:8080")).await.unwrap().starts_with(&b.issuer));
-    assert!(login_goes_to(&app, &via("c.example")).await.unwrap().starts_with(&a.issuer), "the fallback");
-    assert!(login_goes_to(&app, &[("host", "b.example:8080")]).await.unwrap().starts_with(&a.issuer), "Host ignored");
+    let via = |peer: &'static str, forwarded: &'static str| {
+        [("peer", peer), ("host", "internal:80"), ("x-original-host", forwarded)]
+    };
+    assert!(login_goes_to(&app, &via("10.0.0.9", "b.example:8080")).await.unwrap().starts_with(&b.issuer));
+    assert!(login_goes_to(&app, &via("10.0.0.9", "c.example")).await.unwrap().starts_with(&a.issuer), "the fallback");
+    let spoofed = [("peer", "198.51.100.7"), ("host", "a.example"), ("x-original-host", "b.example:8080")];
+    assert!(login_goes_to(&app, &spoofed).await.unwrap().starts_with(&a.issuer), "an untrusted peer's header");
+    let unknown = [("host", "a.example"), ("x-original-host", "b.example:8080")];
+    assert!(login_goes_to(&app, &unknown).await.unwrap().starts_with(&a.issuer), "a peer of unknown address");
+    // The standard headers from a trusted proxy, without the app naming one.
+    let app = quickstart::app(TenantLayer::new(two().trusted_proxies(proxies)).unwrap());
+    let forwarded =
+        [("peer", "10.1.1.1"), ("host", "internal:80"), ("forwarded", "host=\"b.example:8080\";proto=http")];
+    assert!(login_goes_to(&app, &forwarded).await.unwrap().starts_with(&b.issuer));
+    let xfh = [("peer", "10.1.1.1"), ("host", "internal:80"), ("x-forwarded-host", "a.example")];
+    assert!(login_goes_to(&app, &xfh).await.unwrap().starts_with(&a.issuer));
+    let spoofed = [("peer", "192.0.2.1"), ("host", "c.example"), ("x-forwarded-host", "a.example")];
+    assert_eq!(login_goes_to(&app, &spoofed).await, Err(StatusCode::BAD_REQUEST), "untrusted: its Host, no tenant");
+    let header = axum::http::HeaderName::from_static("x-original-host");
+    assert!(TenantLayer::new(two().host_header(header)).is_err(), "a host header with no proxy trusted to set it");
 
     // By the app's own rule.
     let app = quickstart::app(

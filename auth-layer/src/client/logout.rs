@@ -62,7 +62,7 @@ pub(crate) fn finish(config: &AuthConfig, ctx: &mut StoreContext, query: &str) -
         _ => None,
     };
     match (pending, returned) {
-        (Some(pending), Some(state)) if pending.state == state => config.app_url(&pending.return_to),
+        (Some(pending), Some(state)) if pending.state == state => config.app_url_at(ctx.origin, &pending.return_to),
         (pending, returned) => {
             let why = match (&pending, &returned) {
                 (None, _) => "no logout in flight in this browser (or it expired)",
@@ -70,7 +70,7 @@ pub(crate) fn finish(config: &AuthConfig, ctx: &mut StoreContext, query: &str) -
                 (Some(_), Some(_)) => "the provider returned another state",
             };
             tracing::warn!(code = "logout_state_mismatch", why, "logout return not matched; landing on the app's root");
-            config.app_url("/")
+            config.app_url_at(ctx.origin, "/")
         }
     }
 }

@@ -508,11 +508,15 @@ impl AuthClient {
             Some(DpopMode::PerSession) => Some(DpopKey::generate()),
             Some(DpopMode::PerProcess(key)) => Some(DpopKey::clone(key)),
         };
+        // With several origins, the callback is at the origin this login started on: its
+        // cookies live there.
+        let origin = (ctx.origin != 0).then(|| self.inner.config.app_url_at(ctx.origin, "/"));
         let request = self.inner.rp.authorization_request(
             &merged.scope,
             merged.audience.as_deref(),
             &merged.params,
             dpop.as_ref(),
+            origin.is_some().then(|| self.inner.config.callback_url_at(ctx.origin)),
         );
         // Pushed first when the provider takes pushed requests: a refusal saves no transaction.
         let redirect = self.inner.rp.redirect_for(&request, dpop.as_ref()).await?;
@@ -534,6 +538,7 @@ impl AuthClient {
             tenant: self.inner.config.tenant.clone(),
             issuer: self.inner.config.tenant.is_some().then(|| self.issuer().to_owned()),
             dpop_key: dpop.filter(|_| per_session).map(|key| key.secret()),
+            origin: origin.map(|url| url.origin().ascii_serialization()),
         };
         self.inner.transaction_store.set(ctx, &transaction).await?;
         telemetry::count(telemetry::LOGINS_STARTED);
@@ -602,9 +607,11 @@ impl AuthClient {
             _ => {}
         }
         let code = params.code.ok_or_else(|| AuthError::InvalidRequest("the callback has no code".into()))?;
+        let redirect = self.login_redirect(ctx, &transaction)?;
         let (dpop, binding) = self.login_dpop_key(&transaction)?;
+        let verifier = &transaction.code_verifier;
         let mut tokens =
-            self.inner.rp.exchange_code(&code, &transaction.code_verifier, &transaction.nonce, dpop.as_ref()).await?;
+            self.inner.rp.exchange_code(&code, verifier, &transaction.nonce, dpop.as_ref(), redirect).await?;
         self.inner.rp.merge_userinfo(&tokens.access_token, &mut tokens.claims, dpop.as_ref()).await?;
         let now = self.inner.config.clock.now();
         self.check_what_the_login_asked(&transaction, &tokens.claims, now)?;
@@ -643,6 +650,28 @@ impl AuthClient {
     /// The DPoP key a login's code is bound to, and what its session keeps of it: by the
     /// configuration when the login started (a login started before DPoP was turned on, or
     /// off, is refused: the user logs in again).
+    /// The `redirect_uri` the login's code exchange names: the callback at the origin the login
+    /// started on, when that is not the base URL's (`None`: the base URL's). A callback at
+    /// another origin than the login's, or an origin the app no longer lists, is refused.
+    fn login_redirect(&self, ctx: &StoreContext, transaction: &TransactionData) -> Result<Option<Url>, AuthError> {
+        let config = &self.inner.config;
+        let started = match &transaction.origin {
+            None => 0,
+            Some(origin) => {
+                let listed = config.origins.iter().position(|o| o.origin().ascii_serialization() == *origin);
+                listed.and_then(|i| u8::try_from(i).ok()).ok_or_else(|| {
+                    tracing::warn!(origin = origin.as_str(), "login started at an origin the app no longer lists");
+                    AuthError::InvalidRequest("the login started at an origin this app does not serve".into())
+                })?
+            }
+        };
+        if started != ctx.origin {
+            tracing::warn!(started = ?transaction.origin, "callback at another origin than its login's; refused");
+            return Err(AuthError::InvalidRequest("the callback came to another origin than the login".into()));
+        }
+        Ok((started != 0).then(|| config.callback_url_at(started)))
+    }
+
     fn login_dpop_key(
         &self,
         transaction: &TransactionData,
@@ -783,12 +812,15 @@ impl AuthClient {
             telemetry::count_by(telemetry::SESSIONS_ENDED, "cause", "logout");
         }
         self.inner.transaction_store.delete_all(ctx).await?;
-        let back = self.inner.config.app_url(return_to);
+        let back = self.inner.config.app_url_at(ctx.origin, return_to);
         let id_token = session.as_ref().map(|s| s.id_token.as_str());
         if self.inner.config.logout_state {
             let mut pending = StoreContext::default();
             let state = logout::begin(&self.inner.config, &mut pending, return_to);
-            let callback = self.inner.config.logout_callback_url();
+            let callback = self
+                .inner
+                .config
+                .app_url_at(ctx.origin, &format!("{}/logout/callback", self.inner.config.route_prefix));
             if let Some(url) = self.inner.rp.end_session_url(id_token, &callback, Some(&state), &extra) {
                 ctx.absorb(pending);
                 return Ok(url);
@@ -1233,6 +1265,7 @@ mod tests {
             tenant: None,
             issuer: None,
             dpop_key: None,
+            origin: None,
         };
         let token = AccessToken::bearer(secrets[5], None, "openid");
         let ctx =

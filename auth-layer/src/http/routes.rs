@@ -117,12 +117,25 @@ pub(crate) fn logout_token(headers: &http::HeaderMap, body: &RouteBody) -> Resul
 
 /// Answers one auth route, inside a span of its own: `.instrument` (not a span guard held over
 /// `.await`) so that on a multi-threaded runtime no other request's events land in it.
-pub(crate) async fn handle(client: AuthClient, route: Route, parts: Parts, body: RouteBody) -> Response<Full<Bytes>> {
+pub(crate) async fn handle(
+    client: AuthClient,
+    route: Route,
+    parts: Parts,
+    body: RouteBody,
+    origin: u8,
+) -> Response<Full<Bytes>> {
     let span = tracing::info_span!("auth_route", route = ?route);
-    answer(client, route, parts, body).instrument(span).await
+    answer(client, route, parts, body, origin).instrument(span).await
 }
 
-async fn answer(client: AuthClient, route: Route, parts: Parts, body: RouteBody) -> Response<Full<Bytes>> {
+/// The answer to a request for a host the app does not list, when it lists several
+/// ([`public_origins`](crate::AuthConfigBuilder::public_origins)): 400, before anything else.
+pub(crate) fn unknown_host(headers: &http::HeaderMap) -> Response<Full<Bytes>> {
+    tracing::warn!(host = ?headers.get(http::header::HOST), "request for a host the app does not list; refused");
+    error_response(StatusCode::BAD_REQUEST, "unknown_host", "this host is not one of the app's origins", headers)
+}
+
+async fn answer(client: AuthClient, route: Route, parts: Parts, body: RouteBody, origin: u8) -> Response<Full<Bytes>> {
     let methods = route.methods(client.config());
     if !methods.contains(&parts.method) {
         let allow = methods.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
@@ -138,7 +151,7 @@ async fn answer(client: AuthClient, route: Route, parts: Parts, body: RouteBody)
         tracing::warn!(method = ?parts.method, path = parts.uri.path(), "auth route called with a wrong method");
         return response;
     }
-    if route == Route::Logout && parts.method == Method::POST && !same_origin(&parts.headers, client.config()) {
+    if route == Route::Logout && parts.method == Method::POST && !same_origin(&parts.headers, client.config(), origin) {
         tracing::warn!("cross-site POST to the logout route refused");
         return error_response(StatusCode::FORBIDDEN, "cross_site", "cross-site request refused", &parts.headers);
     }
@@ -148,6 +161,7 @@ async fn answer(client: AuthClient, route: Route, parts: Parts, body: RouteBody)
     }
     let query = parts.uri.query().unwrap_or("");
     let mut ctx = StoreContext::from_headers(&parts.headers);
+    ctx.origin = origin;
     let result = match route {
         Route::Login => login(&client, &mut ctx, query).await,
         Route::Callback if parts.method == Method::POST => match form_body(&parts.headers, &body) {
@@ -188,7 +202,7 @@ async fn login(client: &AuthClient, ctx: &mut StoreContext, query: &str) -> Resu
         if return_to.is_some() {
             return Err(AuthError::InvalidRequest("`returnTo` and `target_link_uri` are both given".into()));
         }
-        return_to = Some(own_page(client.config(), &target)?);
+        return_to = Some(own_page(client.config(), &target, ctx.origin)?);
     }
     let options = LoginOptions {
         return_to,
@@ -202,7 +216,7 @@ async fn login(client: &AuthClient, ctx: &mut StoreContext, query: &str) -> Resu
 /// `target` (a third-party initiated login's `target_link_uri`) as a path of this app: an
 /// absolute URL of the app's own origin, or a path. Anything else is refused (400): a login
 /// link may not send the user elsewhere.
-fn own_page(config: &crate::config::AuthConfig, target: &str) -> Result<String, AuthError> {
+fn own_page(config: &crate::config::AuthConfig, target: &str, origin: u8) -> Result<String, AuthError> {
     let refused = || AuthError::InvalidRequest("`target_link_uri` is not a page of this app".into());
     let url = match url::Url::parse(target) {
         Ok(url) => url,
@@ -211,7 +225,7 @@ fn own_page(config: &crate::config::AuthConfig, target: &str) -> Result<String, 
         }
         Err(_) => return Err(refused()),
     };
-    if url.origin() != config.base_url().origin() || url.fragment().is_some() {
+    if url.origin() != config.app_url_at(origin, "/").origin() || url.fragment().is_some() {
         return Err(refused());
     }
     let path = match url.query() {
@@ -241,14 +255,15 @@ fn clear_withheld_session_cookies(config: &crate::config::AuthConfig, ctx: &mut 
 
 /// Whether a state-changing request comes from the app's own pages: `Sec-Fetch-Site` (sent by
 /// every current browser) is `same-origin` or `none` (typed by the user), or, without it, the
-/// `Origin` is the app's. A request with neither is no browser's cross-site form (browsers
-/// send one of them with every POST) and passes.
-pub(crate) fn same_origin(headers: &http::HeaderMap, config: &crate::config::AuthConfig) -> bool {
+/// `Origin` is the app's origin the request was sent to (number `origin`). A request with
+/// neither is no browser's cross-site form (browsers send one of them with every POST) and
+/// passes.
+pub(crate) fn same_origin(headers: &http::HeaderMap, config: &crate::config::AuthConfig, origin: u8) -> bool {
     if let Some(site) = headers.get("sec-fetch-site") {
         return matches!(site.as_bytes(), b"same-origin" | b"none");
     }
     match headers.get(http::header::ORIGIN).and_then(|o| o.to_str().ok()) {
-        Some(origin) => origin == config.base_url().origin().ascii_serialization(),
+        Some(sent) => sent == config.app_url_at(origin, "/").origin().ascii_serialization(),
         None => true,
     }
 }
@@ -316,10 +331,10 @@ async fn callback(
     query: &str,
 ) -> Result<Response<Full<Bytes>>, AuthError> {
     match client.complete_login(ctx, query).await {
-        Ok(result) => Ok(redirect(client.config().app_url(&result.return_to).as_str())),
+        Ok(result) => Ok(redirect(client.config().app_url_at(ctx.origin, &result.return_to).as_str())),
         // A silent login that found no login at the provider: back to the page, anonymous.
         Err(AuthError::SilentLoginDeclined { return_to, .. }) => {
-            Ok(redirect(client.config().app_url(&return_to).as_str()))
+            Ok(redirect(client.config().app_url_at(ctx.origin, &return_to).as_str()))
         }
         Err(err) => Err(err),
     }
@@ -352,8 +367,10 @@ pub(crate) async fn silent_login(
     client: AuthClient,
     headers: http::HeaderMap,
     return_to: String,
+    origin: u8,
 ) -> Response<Full<Bytes>> {
     let mut ctx = StoreContext::from_headers(&headers);
+    ctx.origin = origin;
     let config = client.config();
     ctx.set_cookie(config, &silent_cookie_name(config), "1", SILENT_LOGIN_PAUSE);
     let mut response = match client.start_silent_login(&mut ctx, return_to).await {
@@ -522,8 +539,8 @@ mod tests {
     #[test]
     fn a_target_link_uri_is_held_to_the_apps_own_pages() {
         let config = crate::config::test_config(Default::default()).build().unwrap();
-        assert_eq!(own_page(&config, "https://app.example/orders/7?tab=2").unwrap(), "/orders/7?tab=2");
-        assert_eq!(own_page(&config, "/orders").unwrap(), "/orders");
+        assert_eq!(own_page(&config, "https://app.example/orders/7?tab=2", 0).unwrap(), "/orders/7?tab=2");
+        assert_eq!(own_page(&config, "/orders", 0).unwrap(), "/orders");
         for refused in [
             "https://evil.example/orders",
             "http://app.example/orders",
@@ -534,7 +551,7 @@ mod tests {
             "orders",
             "https://app.example/x#frag",
         ] {
-            assert!(own_page(&config, refused).is_err(), "{refused}");
+            assert!(own_page(&config, refused, 0).is_err(), "{refused}");
         }
     }
 

@@ -55,15 +55,20 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let config = client.config();
+    let Some(origin) = config.origin_of(req.uri(), req.headers(), req.extensions()) else {
+        let response = routes::unknown_host(req.headers());
+        return ResponseFuture::route(Box::pin(std::future::ready(response)));
+    };
     if let Some(route) = Route::matching(req.uri().path(), config.route_prefix(), config.routes) {
         let (parts, body) = req.into_parts();
         if !route.reads_body(&parts.method, config) {
             drop(body);
-            return ResponseFuture::route(Box::pin(routes::handle(client, route, parts, routes::RouteBody::None)));
+            let answer = routes::handle(client, route, parts, routes::RouteBody::None, origin);
+            return ResponseFuture::route(Box::pin(answer));
         }
         return ResponseFuture::route(Box::pin(async move {
             let body = routes::read_body(body).await;
-            routes::handle(client, route, parts, body).await
+            routes::handle(client, route, parts, body, origin).await
         }));
     }
     if req.method() == http::Method::GET
@@ -72,7 +77,7 @@ where
         && crate::return_to::validate(&here).is_ok()
     {
         let headers = req.headers().clone();
-        return ResponseFuture::route(Box::pin(routes::silent_login(client, headers, here)));
+        return ResponseFuture::route(Box::pin(routes::silent_login(client, headers, here, origin)));
     }
     let session = Session::new(client, CookieHeaders::of(req.headers()));
     req.extensions_mut().insert(session.clone());

@@ -49,6 +49,12 @@ impl TenantLayer {
         if tenants.clients().is_empty() && !tenants.loads() {
             return Err(ConfigError::Missing("a tenant (Tenants::tenant or Tenants::load_with)"));
         }
+        if tenants.trusts_nobody_with_host_header() {
+            return Err(ConfigError::Invalid {
+                name: "host_header",
+                reason: "anyone can send it: name the proxies that set it (Tenants::trusted_proxies)".into(),
+            });
+        }
         Ok(Self { tenants: Arc::new(tenants) })
     }
 
@@ -93,7 +99,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let future = match self.tenants.resolve(req.headers(), req.uri()) {
+        let future = match self.tenants.resolve(req.headers(), req.uri(), req.extensions()) {
             Resolved::Client(client) => serve(&mut self.inner, &self.tenants, client, req),
             Resolved::Unknown => unknown_tenant(req.headers()),
             Resolved::Unavailable => tenant_unavailable(req.headers()),
@@ -152,7 +158,7 @@ where
             },
             None => client,
         };
-        routes::handle(client, Route::BackchannelLogout, parts, body).await
+        routes::handle(client, Route::BackchannelLogout, parts, body, 0).await
     }))
 }
 

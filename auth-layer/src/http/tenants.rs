@@ -9,11 +9,11 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http::header::HOST;
 use http::{HeaderMap, HeaderName, Uri};
 
 use crate::client::AuthClient;
 use crate::config::ConfigError;
+use crate::forwarded::TrustedProxies;
 use crate::telemetry;
 
 /// The app's own rule: the tenant id (one of the configured [`AuthConfig::tenant`]s) a request
@@ -37,8 +37,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// issuers configured here: never from one a request or a token names.
 ///
 /// A request's tenant is its host (the `Host` header, or the URI's authority in HTTP/2), as the
-/// browser sends it, port included; or the header a trusted proxy sets
-/// ([`host_header`](Self::host_header)); or the app's rule ([`pick_with`](Self::pick_with)). A
+/// browser sends it, port included; behind a load balancer, the host it forwarded, read only
+/// from the peers in [`trusted_proxies`](Self::trusted_proxies) (`Forwarded`,
+/// `X-Forwarded-Host`, or the header named by [`host_header`](Self::host_header)); or the
+/// app's rule ([`pick_with`](Self::pick_with)). A
 /// request that matches no tenant gets 400, or the [`fallback`](Self::fallback) tenant when the
 /// app set one: never a tenant chosen by accident. Back-channel logouts go to the tenant whose
 /// issuer the logout token names (among the configured ones), whichever host they reach.
@@ -72,6 +74,7 @@ pub struct Tenants {
     by_id: HashMap<String, usize>,
     fallback: Option<usize>,
     host_header: Option<HeaderName>,
+    trusted_proxies: TrustedProxies,
     pick: Option<Pick>,
     loaded: Option<Arc<Loaded>>,
 }
@@ -233,12 +236,29 @@ impl Tenants {
         Ok(self)
     }
 
-    /// Reads the host from `header` (e.g. `x-forwarded-host`) instead of `Host`: only when a
-    /// proxy the app trusts sets it on every request and drops the client's own, since anyone
-    /// can send it.
+    /// Reads the host a trusted proxy forwarded from `header` (e.g. `x-original-host`) rather
+    /// than from `Forwarded` or `X-Forwarded-Host`. Read only on requests from a peer in
+    /// [`trusted_proxies`](Self::trusted_proxies) (anyone can send it): [`TenantLayer::new`]
+    /// refuses it without them.
+    ///
+    /// [`TenantLayer::new`]: crate::TenantLayer::new
     pub fn host_header(mut self, header: HeaderName) -> Self {
         self.host_header = Some(header);
         self
+    }
+
+    /// The load balancers and reverse proxies whose forwarded host (`Forwarded`,
+    /// `X-Forwarded-Host`, or [`host_header`](Self::host_header)) picks the tenant; from any
+    /// other peer the `Host` header does. None by default.
+    pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.trusted_proxies = proxies;
+        self
+    }
+
+    /// Whether the tenant is read from a header that only trusted proxies may set, but none
+    /// are named (a configuration [`TenantLayer::new`](crate::TenantLayer::new) refuses).
+    pub(crate) fn trusts_nobody_with_host_header(&self) -> bool {
+        self.host_header.is_some() && self.trusted_proxies.is_empty()
     }
 
     /// Picks the tenant with the app's own rule, which returns a configured tenant's id (an
@@ -351,13 +371,13 @@ impl Tenants {
 
     /// The client of the tenant a request with these headers and URI is for, when it is known
     /// without waiting; else the key to load it by.
-    pub(crate) fn resolve(&self, headers: &HeaderMap, uri: &Uri) -> Resolved {
+    pub(crate) fn resolve(&self, headers: &HeaderMap, uri: &Uri, extensions: &http::Extensions) -> Resolved {
         let (found, key) = match &self.pick {
             Some(pick) => match pick(headers, uri) {
                 Some(id) => (self.by_id.get(&id).copied(), Some(id)),
                 None => (None, None),
             },
-            None => match self.host(headers, uri) {
+            None => match self.host(headers, uri, extensions) {
                 Some(host) => (self.by_host_name(host), Some(host.to_owned())),
                 None => (None, None),
             },
@@ -429,11 +449,9 @@ impl Tenants {
         self.clients.iter().find(|client| client.issuer() == issuer)
     }
 
-    fn host<'r>(&self, headers: &'r HeaderMap, uri: &'r Uri) -> Option<&'r str> {
-        match &self.host_header {
-            Some(header) => headers.get(header).and_then(|v| v.to_str().ok()),
-            None => uri.authority().map(|a| a.as_str()).or_else(|| headers.get(HOST).and_then(|v| v.to_str().ok())),
-        }
+    fn host<'r>(&self, headers: &'r HeaderMap, uri: &'r Uri, extensions: &http::Extensions) -> Option<&'r str> {
+        let trusted = &self.trusted_proxies;
+        Some(crate::forwarded::destination(uri, headers, extensions, trusted, self.host_header.as_ref())?.host)
     }
 
     /// One lookup; a second, lowercased, only for a host sent with capitals.
@@ -551,6 +569,7 @@ fn load_key(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::HOST;
     use std::sync::atomic::{AtomicU64, Ordering};
 
     /// Tenants whose loader knows no tenant (`None` for every key), or fails for keys starting
@@ -572,7 +591,7 @@ mod tests {
     }
 
     fn key(tenants: &Tenants, name: &str) -> Option<String> {
-        match tenants.resolve(&host(name), &Uri::from_static("/")) {
+        match tenants.resolve(&host(name), &Uri::from_static("/"), &Default::default()) {
             Resolved::Load(key) => Some(key),
             _ => None,
         }
@@ -629,7 +648,10 @@ mod tests {
         assert_eq!(key(&tenants, "Down.Example").as_deref(), Some("down.example"));
         assert!(tenants.load("down.example".into()).await.is_err());
         for _ in 0..3 {
-            assert!(matches!(tenants.resolve(&host("down.example"), &Uri::from_static("/")), Resolved::Unavailable));
+            assert!(matches!(
+                tenants.resolve(&host("down.example"), &Uri::from_static("/"), &Default::default()),
+                Resolved::Unavailable
+            ));
         }
         assert_eq!(asked.lock().unwrap()["down.example"], 1, "not asked again within the moment");
         assert!(key(&tenants, &format!("{}.example", "a".repeat(300))).is_none(), "a key too long is no tenant");
@@ -648,12 +670,21 @@ mod tests {
             headers.insert("x-customer", http::HeaderValue::from_static(id));
             headers
         };
-        let Resolved::Load(key) = tenants.resolve(&customer("Acme"), &Uri::from_static("/")) else { panic!("a load") };
+        let Resolved::Load(key) = tenants.resolve(&customer("Acme"), &Uri::from_static("/"), &Default::default())
+        else {
+            panic!("a load")
+        };
         assert_eq!(key, "acme");
         tenants.load(key).await.unwrap();
-        assert!(matches!(tenants.resolve(&customer("ACME"), &Uri::from_static("/")), Resolved::Unknown));
+        assert!(matches!(
+            tenants.resolve(&customer("ACME"), &Uri::from_static("/"), &Default::default()),
+            Resolved::Unknown
+        ));
         tenants.forget("Acme");
-        assert!(matches!(tenants.resolve(&customer("acme"), &Uri::from_static("/")), Resolved::Load(_)));
+        assert!(matches!(
+            tenants.resolve(&customer("acme"), &Uri::from_static("/"), &Default::default()),
+            Resolved::Load(_)
+        ));
         assert_eq!(asked.lock().unwrap()["acme"], 1);
     }
 

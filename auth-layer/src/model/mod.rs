@@ -470,6 +470,11 @@ pub struct TransactionData {
     /// keeps it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dpop_key: Option<String>,
+    /// The origin this login started at, when the app is served at several
+    /// ([`public_origins`](crate::AuthConfigBuilder::public_origins)) and it was not the base
+    /// URL's: its `redirect_uri` was there, and the code exchange names the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 impl std::fmt::Debug for TransactionData {
@@ -491,6 +496,7 @@ impl std::fmt::Debug for TransactionData {
             .field("tenant", &self.tenant)
             .field("issuer", &self.issuer)
             .field("dpop_key", &self.dpop_key.as_ref().map(crate::config::Redacted::of))
+            .field("origin", &self.origin)
             .finish()
     }
 }
@@ -662,6 +668,7 @@ mod tests {
             tenant: Some("acme".into()),
             issuer: Some("https://acme.example/".into()),
             dpop_key: None,
+            origin: None,
         };
         assert_eq!(tx.key(), "transaction:st");
         assert_eq!(TransactionData::TTL, Some(std::time::Duration::from_secs(600)));

@@ -32,6 +32,10 @@ pub struct StoreContext {
     headers: SmallVec<[HeaderValue; 1]>,
     request: SmallVec<[RequestCookie; INLINE_COOKIES]>,
     response: Vec<Cookie<'static>>,
+    /// The number of the app's origin the request was sent to
+    /// ([`AuthConfig::origins`](crate::AuthConfig::origins)): 0, the base URL's, unless the
+    /// layer found another.
+    pub(crate) origin: u8,
 }
 
 impl std::fmt::Debug for StoreContext {

@@ -136,6 +136,7 @@ mod tests {
             tenant: None,
             issuer: None,
             dpop_key: None,
+            origin: None,
         }
     }
 

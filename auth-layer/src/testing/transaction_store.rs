@@ -90,6 +90,7 @@ fn transaction(config: &AuthConfig, return_to: &str) -> TransactionData {
         tenant: config.tenant().map(str::to_owned),
         issuer: config.tenant().map(|_| config.issuer().to_owned()),
         dpop_key: None,
+        origin: None,
     }
 }
 

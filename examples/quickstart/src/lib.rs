@@ -244,7 +244,9 @@ pub async fn serve(
     let auth = auth_layer_with(config, store.clone(), shared).await?;
     let listener = tokio::net::TcpListener::bind(addr.as_str()).await?;
     tracing::info!(?store, %addr, "listening; open {base}");
-    axum::serve(listener, app(auth))
+    // The peer's address, for `AUTH_TRUSTED_PROXIES`.
+    let service = app(auth).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
