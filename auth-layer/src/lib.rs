@@ -153,8 +153,8 @@ mod telemetry;
 pub mod testing;
 
 pub use client::{
-    AccessToken, AccessTokenOptions, AuthClient, AuthClientBuilder, DEFAULT_MAX_SHARED_ENTRIES, LoginOptions,
-    LoginResult, LogoutOptions, SharedState,
+    AccessToken, AccessTokenOptions, AuthClient, AuthClientBuilder, Check, DEFAULT_MAX_SHARED_ENTRIES, LoginOptions,
+    LoginResult, LogoutOptions, READINESS_TIMEOUT, Readiness, SharedState,
 };
 pub use config::{
     AuthConfig, AuthConfigBuilder, ClientAssertionAlg, Clock, ConfigError, CookieOptions, DEFAULT_LOGIN_QUERY_PARAMS,

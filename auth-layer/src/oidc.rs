@@ -851,6 +851,11 @@ impl RelyingParty {
             .ok_or_else(|| ProviderError::InvalidIdToken("payload is not a JSON object".into()))
     }
 
+    /// How many keys the provider's key set holds now.
+    pub(crate) fn signing_keys(&self) -> usize {
+        self.keys().keys().len()
+    }
+
     fn keys(&self) -> Arc<CoreJsonWebKeySet> {
         self.jwks.read().unwrap_or_else(|e| e.into_inner()).clone()
     }

@@ -68,6 +68,8 @@ pub(crate) const TENANT_LOADS: &str = "auth_layer.tenants.loads";
 pub(crate) const TENANT_CACHE_HITS: &str = "auth_layer.tenants.cache_hits";
 pub(crate) const STORE_OPERATION_DURATION: &str = "auth_layer.store.operation.duration";
 pub(crate) const STORE_ERRORS: &str = "auth_layer.store.errors";
+pub(crate) const NOTICES_CONNECTED: &str = "auth_layer.notices.connected";
+pub(crate) const NOTICES_SILENCES: &str = "auth_layer.notices.silences";
 
 /// Every metric auth-layer records.
 pub const METRICS: &[Metric] = &[
@@ -127,7 +129,7 @@ pub const METRICS: &[Metric] = &[
         SESSIONS_ENDED,
         MetricKind::Counter,
         "{session}",
-        "`cause`: `logout`, `backchannel`, `refresh_refused`, `expired` (found past a limit when read)",
+        "`cause`: `logout`, `backchannel`, `refresh_refused`, `expired` (found past a limit when read), `replaced` (a login over a session the browser held)",
         "sessions ended (a back-channel logout counts once, whatever it ends)",
     ),
     metric(
@@ -165,6 +167,20 @@ pub const METRICS: &[Metric] = &[
         "`for`: `id_token`, `logout_token`",
         "JWKS refetches for an unknown key",
     ),
+    metric(
+        NOTICES_CONNECTED,
+        MetricKind::Gauge,
+        "{listener}",
+        "",
+        "notice listeners (Redis pub/sub, PostgreSQL `LISTEN`) connected now; one per channel a store watches",
+    ),
+    metric(
+        NOTICES_SILENCES,
+        MetricKind::Counter,
+        "{silence}",
+        "",
+        "times a connected listener was found silent past `Notices::SILENCE_LIMIT` (reads then asked the backend)",
+    ),
 ];
 
 /// Whether backend operations are timed: from [`describe_metrics`] on. Until then the
@@ -190,6 +206,11 @@ pub fn describe_metrics() {
             (MetricKind::Gauge, _) => metrics::describe_gauge!(m.name, description),
         }
     }
+}
+
+/// Moves the gauge `name` by `by`.
+pub(crate) fn gauge_add(name: &'static str, by: f64) {
+    metrics::gauge!(name).increment(by);
 }
 
 pub(crate) fn count(name: &'static str) {

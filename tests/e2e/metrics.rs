@@ -73,6 +73,9 @@ async fn a_scrape_after_a_login_a_refresh_and_a_logout_shows_each_counted() {
     // A session renewed once less than half its idle time is left, then found expired.
     let lee = Browser::new();
     lee.login(&env.app_url, "lee").await;
+    // A login over the session the browser holds replaces it.
+    let again = lee.login(&env.app_url, "lee").await;
+    assert_eq!(again.status(), StatusCode::FOUND);
     env.advance_clock(Duration::from_secs(13 * 3600));
     assert_eq!(lee.get(&env.url("/auth/profile")).await.status(), StatusCode::OK, "renewed");
     env.advance_clock(Duration::from_secs(25 * 3600));
@@ -80,6 +83,7 @@ async fn a_scrape_after_a_login_a_refresh_and_a_logout_shows_each_counted() {
     let scrape = reqwest::get(&metrics_url).await.unwrap().text().await.unwrap();
     assert_eq!(value(&scrape, "auth_layer_sessions_renewed_total", &[]), 1.0, "{scrape}");
     assert_eq!(value(&scrape, "auth_layer_sessions_ended_total", &[("cause", "expired")]), 1.0, "{scrape}");
+    assert_eq!(value(&scrape, "auth_layer_sessions_ended_total", &[("cause", "replaced")]), 1.0, "{scrape}");
 
     // A tenant loader: loaded once (a tenant), then served from the cache; a host it knows
     // nothing of (none).
@@ -116,6 +120,37 @@ async fn a_scrape_after_a_login_a_refresh_and_a_logout_shows_each_counted() {
     let backend = RedisBackend::connect(&redis.url()).await.unwrap();
     backend.put("metrics-test", Bytes::from_static(b"v"), None, Vec::new()).await.unwrap();
     assert!(backend.get("metrics-test").await.unwrap().is_some());
+
+    // Notices: a listener connected is in the gauge; one frozen past the silence limit is
+    // counted once, however often it is read; a stopped one leaves the gauge.
+    let connected = "auth_layer_notices_connected";
+    let notices = backend.watch("metrics-notices").expect("Redis pushes notices");
+    let heard = async {
+        while notices.version().is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), heard).await.expect("the listener connects");
+    let scrape = reqwest::get(&metrics_url).await.unwrap().text().await.unwrap();
+    assert_eq!(value(&scrape, connected, &[]), 1.0, "{scrape}");
+    redis.pause();
+    tokio::time::sleep(auth_layer::backend::Notices::SILENCE_LIMIT + Duration::from_millis(500)).await;
+    assert_eq!(notices.version(), None, "silent past the limit");
+    assert_eq!(notices.version(), None);
+    redis.resume();
+    let scrape = reqwest::get(&metrics_url).await.unwrap().text().await.unwrap();
+    assert_eq!(value(&scrape, "auth_layer_notices_silences_total", &[]), 1.0, "{scrape}");
+    drop(notices);
+    let left = async {
+        loop {
+            let scrape = reqwest::get(&metrics_url).await.unwrap().text().await.unwrap();
+            if value(&scrape, connected, &[]) == 0.0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), left).await.expect("the stopped listener leaves the gauge");
     redis.stop();
     assert!(backend.get("metrics-test").await.is_err(), "Redis is down");
     let postgres = PostgresBackend::connect(&auth_layer_tests::servers::database_url()).await.unwrap();
@@ -134,7 +169,7 @@ async fn a_scrape_after_a_login_a_refresh_and_a_logout_shows_each_counted() {
     // Histograms with buckets (they add up over a fleet), help texts, and no label naming a
     // user or a session.
     let buckets = value(&scrape, "auth_layer_callback_duration_seconds_bucket", &[("le", "+Inf")]);
-    assert_eq!(buckets, 3.0, "the refused callback and both logins: {scrape}");
+    assert_eq!(buckets, 4.0, "the refused callback and the three logins: {scrape}");
     assert!(scrape.contains("# HELP auth_layer_logins_started_total"), "{scrape}");
     assert!(!scrape.contains("kim"), "no user in a label");
 }

@@ -27,6 +27,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::error::StoreError;
+use crate::telemetry;
 
 /// Bytes by key, with a time to live and index tags: where [`ServerSessionStore`] keeps
 /// sessions, typed stores their records, and [`SharedState`] what a fleet shares. Implement it
@@ -148,6 +149,17 @@ struct NoticeState {
     /// Milliseconds from `since` to the last sign of life.
     heard_ms: AtomicU64,
     live: AtomicBool,
+    /// Whether the current silence was counted (`auth_layer.notices.silences`).
+    silence_counted: AtomicBool,
+}
+
+impl Drop for NoticeState {
+    /// Listeners connected leave the gauge when dropped without a `disconnected`.
+    fn drop(&mut self) {
+        if *self.live.get_mut() {
+            telemetry::gauge_add(telemetry::NOTICES_CONNECTED, -1.0);
+        }
+    }
 }
 
 impl Default for Notices {
@@ -171,6 +183,7 @@ impl Notices {
                 version: AtomicU64::new(0),
                 heard_ms: AtomicU64::new(0),
                 live: AtomicBool::new(false),
+                silence_counted: AtomicBool::new(false),
             }),
         }
     }
@@ -183,13 +196,24 @@ impl Notices {
         let version = state.version.load(Ordering::Acquire);
         let silent_ms =
             (state.since.elapsed().as_millis() as u64).saturating_sub(state.heard_ms.load(Ordering::Acquire));
-        (state.live.load(Ordering::Acquire) && silent_ms < Self::SILENCE_LIMIT.as_millis() as u64).then_some(version)
+        let live = state.live.load(Ordering::Acquire);
+        if live && silent_ms >= Self::SILENCE_LIMIT.as_millis() as u64 {
+            // Counted once per silence (a sign of life re-arms it), not once per read.
+            if !state.silence_counted.swap(true, Ordering::Relaxed) {
+                tracing::warn!(silent_ms, "notices: the listener was not heard from lately; reads ask the backend");
+                telemetry::count(telemetry::NOTICES_SILENCES);
+            }
+            return None;
+        }
+        live.then_some(version)
     }
 
     /// Listening (again): everything kept so far is stale.
     pub fn connected(&self) {
         self.changed();
-        self.state.live.store(true, Ordering::Release);
+        if !self.state.live.swap(true, Ordering::AcqRel) {
+            telemetry::gauge_add(telemetry::NOTICES_CONNECTED, 1.0);
+        }
     }
 
     /// A notice arrived (or this process changed something itself).
@@ -201,11 +225,14 @@ impl Notices {
     /// A sign of life from the listener's connection.
     pub fn heard(&self) {
         self.state.heard_ms.store(self.state.since.elapsed().as_millis() as u64, Ordering::Release);
+        self.state.silence_counted.store(false, Ordering::Relaxed);
     }
 
-    /// The listener lost its connection: no version until it is back.
+    /// The listener lost its connection, or stopped: no version until it is back.
     pub fn disconnected(&self) {
-        self.state.live.store(false, Ordering::Release);
+        if self.state.live.swap(false, Ordering::AcqRel) {
+            telemetry::gauge_add(telemetry::NOTICES_CONNECTED, -1.0);
+        }
         self.state.version.fetch_add(1, Ordering::AcqRel);
     }
 

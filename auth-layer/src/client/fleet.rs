@@ -125,6 +125,11 @@ impl Drop for HeldLease {
 }
 
 impl Fleet {
+    /// For a readiness check: whether the backend answers (a read of a key never written).
+    pub(crate) async fn ping(&self) -> Result<bool, StoreError> {
+        self.backend.get(crate::store::PROBE_KEY).await.map(|_| true)
+    }
+
     pub(crate) fn new(state: &SharedState, secrets: &[impl AsRef<[u8]>]) -> Self {
         Self {
             backend: state.backend.clone(),

@@ -3,10 +3,12 @@
 //! `session`, `logout`). The layer's routes are thin wrappers over these.
 
 mod fleet;
+mod health;
 mod login;
 mod logout;
 
 pub use fleet::{DEFAULT_MAX_SHARED_ENTRIES, SharedState};
+pub use health::{Check, READINESS_TIMEOUT, Readiness};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -637,6 +639,14 @@ impl AuthClient {
         }
         if let Some(hook) = &self.inner.before_save_async {
             session = hook(session).await?;
+        }
+        // A login over a session this browser still holds replaces it: counted as ended. Read
+        // only when a session cookie came with the callback (a first login reads nothing).
+        let name = &self.inner.config.cookies.session_name;
+        if (ctx.cookie(name).is_some() || ctx.cookie(&format!("{name}.0")).is_some())
+            && let Ok(Some(_)) = self.inner.session_store.get(&mut ctx.request_only()).await
+        {
+            telemetry::count_by(telemetry::SESSIONS_ENDED, "cause", "replaced");
         }
         self.inner.session_store.set(ctx, &session).await?;
         tracing::info!(sub = session.user.sub(), "login completed");

@@ -52,7 +52,7 @@ const INLINE_COOKIES: usize = 6;
 
 /// Where one request cookie lies: in `headers[header]`, its name and value byte ranges (within
 /// [`MAX_COOKIE_BYTES`], so `u32` holds them).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct RequestCookie {
     header: u32,
     name: Range<u32>,
@@ -162,6 +162,17 @@ impl StoreContext {
     }
 
     /// Takes the response cookies of `other`, which override this context's of the same name.
+    /// A context with this one's request cookies and no response: for a read whose cookie
+    /// changes (a stale session's removal) must not reach the response.
+    pub(crate) fn request_only(&self) -> StoreContext {
+        StoreContext {
+            headers: self.headers.clone(),
+            request: self.request.clone(),
+            response: Vec::new(),
+            origin: self.origin,
+        }
+    }
+
     pub(crate) fn absorb(&mut self, other: StoreContext) {
         for cookie in other.response {
             self.push_cookie(cookie);

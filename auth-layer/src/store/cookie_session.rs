@@ -445,6 +445,11 @@ impl<M: Backend> SessionStore for CookieSessionStore<M> {
     fn shared_backend(&self) -> Option<Arc<dyn Backend>> {
         self.local_marker_writes.is_none().then(|| self.markers.shared_backend() as Arc<dyn Backend>)
     }
+
+    /// The notices of logout markers, when the markers' backend pushes them.
+    fn notices(&self) -> Option<Notices> {
+        self.marker_notices.clone()
+    }
 }
 
 #[cfg(test)]

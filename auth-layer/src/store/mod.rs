@@ -111,7 +111,28 @@ pub trait SessionStore: Send + Sync + 'static {
     fn shared_backend(&self) -> Option<Arc<dyn Backend>> {
         None
     }
+    /// For a readiness check: whether the store reaches where it keeps sessions. `Ok(true)`:
+    /// it answered; `Ok(false)`: there is nothing to reach (this process's memory); an error:
+    /// it cannot serve now. The default reads a key never written from the
+    /// [`shared_backend`](Self::shared_backend), if any. A store of the app's own over another
+    /// database answers for it (a `SELECT 1`).
+    async fn ready(&self) -> Result<bool, StoreError> {
+        match self.shared_backend() {
+            Some(backend) => backend.get(PROBE_KEY).await.map(|_| true),
+            None => Ok(false),
+        }
+    }
+    /// The notices of changes the store relies on to keep answers between reads
+    /// ([`Backend::watch`]), for a readiness check to see whether they are connected. `None`
+    /// (the default): the store does not rely on any.
+    fn notices(&self) -> Option<crate::backend::Notices> {
+        None
+    }
 }
+
+/// The key a readiness probe reads ([`SessionStore::ready`]): never written, so a read costs
+/// one lookup.
+pub(crate) const PROBE_KEY: &str = "auth-layer:readiness-probe";
 
 /// What [`SessionStore::get`] returns, written out (`#[async_trait]` boxes the future).
 type BoxedRead<'f> =
@@ -145,6 +166,12 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
     }
     fn shared_backend(&self) -> Option<Arc<dyn Backend>> {
         (**self).shared_backend()
+    }
+    async fn ready(&self) -> Result<bool, StoreError> {
+        (**self).ready().await
+    }
+    fn notices(&self) -> Option<crate::backend::Notices> {
+        (**self).notices()
     }
 }
 
