@@ -3,7 +3,8 @@
 //! `/` is public: logged out, a login button; logged in, the user's name and claims, when the
 //! session and the access token expire, a button that refreshes the token, and a logout button.
 //! `/private` needs a login. The layer adds `/auth/login`, `/auth/callback`, `/auth/logout`,
-//! `/auth/profile`, `/auth/access-token` and `/auth/backchannel-logout`.
+//! `/auth/profile`, `/auth/access-token` and `/auth/backchannel-logout`. Beside the app,
+//! `/healthz` and `/readyz` for a load balancer; on SIGTERM it drains ([`serve_until`]).
 
 use auth_layer::backend::{PostgresBackend, RedisBackend};
 use auth_layer::store::ServerSessionStore;
@@ -12,10 +13,13 @@ use auth_layer::{
     ConfigError, Session, SharedState, User,
 };
 use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Request;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::Route;
 use axum::routing::{get, post};
@@ -226,8 +230,9 @@ pub fn listen_addr(base: &url::Url, lookup: impl Fn(&str) -> Option<String>) -> 
     Ok(format!("{host}:{}", base.port_or_known_default().unwrap_or(3000)))
 }
 
-/// Serves the app until Ctrl-C, sessions in `store`, shared state in `shared`, on
-/// [`listen_addr`] from the environment.
+/// Serves the app until SIGTERM or Ctrl-C, then drains ([`serve_until`]): sessions in `store`,
+/// shared state in `shared`, on [`listen_addr`] from the environment, with `/healthz` and
+/// `/readyz` ([`health_routes`]) beside the app.
 pub async fn serve(
     config: AuthConfig,
     store: StoreChoice,
@@ -241,16 +246,143 @@ pub async fn serve(
         tracing::info!(addr = %metrics_addr, "metrics in Prometheus' text format at /metrics");
         tokio::spawn(serve_metrics(listener, handle));
     }
+    let drain = Drain::from_lookup(|name| std::env::var(name).ok())?;
     let auth = auth_layer_with(config, store.clone(), shared).await?;
+    let client = auth.client().clone();
     let listener = tokio::net::TcpListener::bind(addr.as_str()).await?;
     tracing::info!(?store, %addr, "listening; open {base}");
-    // The peer's address, for `AUTH_TRUSTED_PROXIES`.
-    let service = app(auth).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, service)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
+    serve_until(listener, app(auth), client, drain, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// How [`serve_until`] stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drain {
+    /// How long `/readyz` answers 503 before the listener closes, so that the load balancer
+    /// stops sending new requests first (`DRAIN_DELAY_SECS`, default 0; a few seconds behind
+    /// a balancer that checks readiness every few seconds).
+    pub delay: Duration,
+    /// The longest in-flight requests get to finish once the listener is closed
+    /// (`DRAIN_TIMEOUT_SECS`, default 30); whatever still runs then is dropped.
+    pub timeout: Duration,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self { delay: Duration::ZERO, timeout: Duration::from_secs(30) }
+    }
+}
+
+impl Drain {
+    /// `DRAIN_DELAY_SECS` and `DRAIN_TIMEOUT_SECS` from `lookup`; a bad value is an error
+    /// naming it.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let seconds = |name: &str, default: Duration| match lookup(name).map(|v| v.trim().to_owned()) {
+            None => Ok(default),
+            Some(v) if v.is_empty() => Ok(default),
+            Some(v) => v
+                .parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s >= 0.0 && *s <= 3600.0)
+                .map(Duration::from_secs_f64)
+                .ok_or_else(|| format!("{name}=`{v}`: expected seconds, from 0 to 3600")),
+        };
+        let default = Self::default();
+        Ok(Self {
+            delay: seconds("DRAIN_DELAY_SECS", default.delay)?,
+            timeout: seconds("DRAIN_TIMEOUT_SECS", default.timeout)?,
         })
-        .await?;
+    }
+}
+
+/// Completes on SIGTERM (what an orchestrator sends to stop a process) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot listen for SIGTERM; Ctrl-C only");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+/// `GET /healthz` (liveness: 200 while the process answers at all) and `GET /readyz`
+/// (readiness: [`AuthClient::readiness`] as JSON, 200 when ready, else 503; 503 at once when
+/// `draining` is set). Outside the auth layer: a balancer's probe needs no session and may use
+/// any host.
+pub fn health_routes(client: AuthClient, draining: Arc<AtomicBool>) -> Router {
+    Router::new().route("/healthz", get(|| async { "ok" })).route(
+        "/readyz",
+        get(move || {
+            let (client, draining) = (client.clone(), draining.clone());
+            async move {
+                let json = [("content-type", "application/json"), ("cache-control", "no-store")];
+                if draining.load(Ordering::Acquire) {
+                    let body = r#"{"ready":false,"draining":true}"#.to_owned();
+                    return (StatusCode::SERVICE_UNAVAILABLE, json, body);
+                }
+                let readiness = client.readiness().await;
+                let status = if readiness.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                (status, json, serde_json::to_string(&readiness).unwrap_or_default())
+            }
+        }),
+    )
+}
+
+/// Serves `router` and [`health_routes`] on `listener` (with each peer's address, for
+/// `AUTH_TRUSTED_PROXIES`) until `shutdown` completes, then drains: `/readyz` answers 503 at
+/// once; after `drain.delay` the listener closes (no new connections; idle ones are closed);
+/// requests in flight finish, for `drain.timeout` at most, and release what they hold (a
+/// refresh lease is released by the request that took it); then the app, its client and
+/// their notice listeners are dropped, so each listener stops within a second.
+pub async fn serve_until(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    client: AuthClient,
+    drain: Drain,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let draining = Arc::new(AtomicBool::new(false));
+    // In front of the app, which gets every other request as it is (its layer answers the
+    // auth routes, which are no routes of the app's router).
+    let router = health_routes(client, draining.clone()).fallback_service(router);
+    let close = Arc::new(tokio::sync::Notify::new());
+    let closing = close.clone();
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(async move { closing.notified().await });
+    let mut server = tokio::spawn(std::future::IntoFuture::into_future(server));
+    tokio::select! {
+        ended = &mut server => return ended.map_err(std::io::Error::other)?,
+        () = shutdown => {}
+    }
+    draining.store(true, Ordering::Release);
+    tracing::info!(
+        delay_ms = drain.delay.as_millis() as u64,
+        "stopping: /readyz answers 503, then the listener closes"
+    );
+    tokio::time::sleep(drain.delay).await;
+    close.notify_one();
+    match tokio::time::timeout(drain.timeout, &mut server).await {
+        Ok(ended) => {
+            ended.map_err(std::io::Error::other)??;
+            tracing::info!("drained: requests in flight finished, listener closed");
+        }
+        Err(_) => {
+            server.abort();
+            tracing::warn!(
+                timeout_s = drain.timeout.as_secs_f64(),
+                "requests still in flight after the drain timeout were dropped"
+            );
+        }
+    }
     Ok(())
 }
 
