@@ -145,10 +145,15 @@ impl<'c> openidconnect::AsyncHttpClient<'c> for TokenClient<'_> {
     >;
 
     fn call(&'c self, request: openidconnect::HttpRequest) -> Self::Future {
-        let outcome = |answer: &Result<openidconnect::HttpResponse, Self::Error>| {
-            answer.as_ref().map_or("error", |r| telemetry::http_outcome(r.status().as_u16()))
+        let status = |answer: &Result<openidconnect::HttpResponse, Self::Error>| {
+            answer.as_ref().ok().map(|r| r.status().as_u16())
         };
-        Box::pin(telemetry::provider_call("token", outcome, self.rp.token_call(self.key, request)))
+        let url = url::Url::parse(&request.uri().to_string()).unwrap_or_else(|_| self.rp.issuer.url().clone());
+        let method = request.method().clone();
+        Box::pin(async move {
+            let call = self.rp.token_call(self.key, request);
+            telemetry::provider_call("token", (method.as_str(), &url), status, call).await
+        })
     }
 }
 
@@ -383,10 +388,9 @@ impl RelyingParty {
         server: NonceOf,
         endpoint: &'static str,
     ) -> Result<(reqwest::StatusCode, reqwest::header::HeaderMap, bytes::Bytes), AuthError> {
-        let outcome = |answer: &Result<(reqwest::StatusCode, _, _), _>| {
-            answer.as_ref().map_or("error", |(status, ..)| telemetry::http_outcome(status.as_u16()))
-        };
-        telemetry::provider_call(endpoint, outcome, async {
+        let status =
+            |answer: &Result<(reqwest::StatusCode, _, _), _>| answer.as_ref().ok().map(|(status, ..)| status.as_u16());
+        telemetry::provider_call(endpoint, (method, url), status, async {
             let unreachable = |e: reqwest::Error| AuthError::Provider(ProviderError::Unreachable(cause(e)));
             let mut nonce = self.dpop_nonce(server);
             let mut retried = false;
@@ -887,9 +891,10 @@ impl RelyingParty {
             KeyNeed::LogoutToken => "logout_token",
         };
         telemetry::count_by(telemetry::JWKS_REFETCHES, "for", for_);
-        let outcome = |answer: &Result<_, _>| if answer.is_ok() { "ok" } else { "error" };
-        let fetched =
-            telemetry::provider_call("jwks", outcome, CoreJsonWebKeySet::fetch_async(&self.jwks_uri, &self.http)).await;
+        // The key set's fetch gives no status: 200 when it parsed, none otherwise.
+        let status = |answer: &Result<_, _>| answer.is_ok().then_some(200);
+        let fetch = CoreJsonWebKeySet::fetch_async(&self.jwks_uri, &self.http);
+        let fetched = telemetry::provider_call("jwks", ("GET", self.jwks_uri.url()), status, fetch).await;
         match fetched {
             Ok(jwks) => *self.jwks.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(jwks),
             Err(err) => tracing::warn!(error = ?Chain(&err), "JWKS refetch failed"),

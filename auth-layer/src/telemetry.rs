@@ -225,15 +225,44 @@ pub(crate) fn time(name: &'static str, label: (&'static str, &'static str), elap
     metrics::histogram!(name, label.0 => label.1).record(elapsed.as_secs_f64());
 }
 
-/// Runs a request to the provider's `endpoint`, timing it under the `outcome` its answer gives.
+/// Runs a request to the provider's `endpoint` (`method` at `url`) in a span of its own
+/// (`provider_request`, with OpenTelemetry's HTTP client fields: `http.request.method`,
+/// `server.address`, `server.port`, `url.full` without its query, and the answer's
+/// `http.response.status_code` or `error.type`), timing it under the outcome the status
+/// `status_of` finds in the answer gives (none: it did not arrive).
 pub(crate) async fn provider_call<T>(
     endpoint: &'static str,
-    outcome: impl FnOnce(&T) -> &'static str,
+    (method, url): (&str, &url::Url),
+    status_of: impl FnOnce(&T) -> Option<u16>,
     work: impl std::future::Future<Output = T>,
 ) -> T {
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "provider_request",
+        otel.kind = "client",
+        http.request.method = method,
+        server.address = url.host_str().unwrap_or(""),
+        server.port = url.port_or_known_default(),
+        url.full = &url.as_str()[..url.as_str().find(['?', '#']).unwrap_or(url.as_str().len())],
+        auth_layer.provider.endpoint = endpoint,
+        http.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    );
     let started = std::time::Instant::now();
-    let answer = work.await;
-    let outcome = outcome(&answer);
+    let answer = work.instrument(span.clone()).await;
+    let outcome = match status_of(&answer) {
+        Some(status) => {
+            span.record("http.response.status_code", status);
+            if status >= 400 {
+                span.record("error.type", status);
+            }
+            http_outcome(status)
+        }
+        None => {
+            span.record("error.type", "unreachable");
+            "error"
+        }
+    };
     metrics::histogram!(PROVIDER_REQUEST_DURATION, "endpoint" => endpoint, "outcome" => outcome)
         .record(started.elapsed().as_secs_f64());
     answer
@@ -271,10 +300,30 @@ static METADATA: metrics::Metadata<'static> =
 
 /// Runs a backend operation, timing it under `labels` ([`store_labels!`]) and counting its
 /// failure, once [`describe_metrics`] has been called.
+///
+/// Each runs in a `DEBUG` span (`store_operation`: `db.system.name`, `db.operation.name`, and
+/// `error.type` when it fails): a session read is on the per-request path, so these spans are
+/// made only for a subscriber that asks for `auth_layer=debug`.
 pub(crate) async fn store_op<T, E>(
     labels: StoreLabels,
     work: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
+    use tracing::Instrument;
+    let span = tracing::debug_span!(
+        "store_operation",
+        otel.kind = "client",
+        db.system.name = db_system(labels.2[0].value()),
+        db.operation.name = labels.2[1].value(),
+        error.type = tracing::field::Empty,
+    );
+    let work = async {
+        let result = work.await;
+        if result.is_err() {
+            tracing::Span::current().record("error.type", "unavailable");
+        }
+        result
+    }
+    .instrument(span);
     if !STORE_TIMING.load(std::sync::atomic::Ordering::Relaxed) {
         return work.await;
     }
@@ -289,6 +338,14 @@ pub(crate) async fn store_op<T, E>(
         metrics::with_recorder(|recorder| recorder.register_counter(&key, &METADATA).increment(1));
     }
     result
+}
+
+/// OpenTelemetry's `db.system.name` of a backend label.
+fn db_system(backend: &str) -> &str {
+    match backend {
+        "postgres" => "postgresql",
+        other => other,
+    }
 }
 
 /// The `outcome` of a provider's HTTP answer.

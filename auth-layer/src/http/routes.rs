@@ -33,6 +33,19 @@ pub(crate) enum Route {
 }
 
 impl Route {
+    /// Its name, as spans and logs give it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Login => "login",
+            Self::Callback => "callback",
+            Self::Logout => "logout",
+            Self::LogoutCallback => "logout_callback",
+            Self::Profile => "profile",
+            Self::AccessToken => "access_token",
+            Self::BackchannelLogout => "backchannel_logout",
+        }
+    }
+
     /// The route `path` names under `prefix`, if any.
     pub(crate) fn matching(path: &str, prefix: &str, optional: OptionalRoutes) -> Option<Self> {
         match path.strip_prefix(prefix)? {
@@ -124,8 +137,16 @@ pub(crate) async fn handle(
     body: RouteBody,
     origin: u8,
 ) -> Response<Full<Bytes>> {
-    let span = tracing::info_span!("auth_route", route = ?route);
-    answer(client, route, parts, body, origin).instrument(span).await
+    let span = tracing::info_span!(
+        "auth_route",
+        auth_layer.route = route.name(),
+        http.request.method = parts.method.as_str(),
+        http.route = parts.uri.path(),
+        http.response.status_code = tracing::field::Empty,
+    );
+    let response = answer(client, route, parts, body, origin).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    response
 }
 
 /// The answer to a request for a host the app does not list, when it lists several

@@ -2,7 +2,7 @@
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    quickstart::init_logging()?;
+    let _telemetry = quickstart::init_logging()?;
     let lookup = |name: &str| std::env::var(name).ok();
     let tenants = multi_tenant::tenants_from(&lookup)?;
     let store = quickstart::StoreChoice::from_env()?;

@@ -450,22 +450,116 @@ pub fn log_subscriber<W>(
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
+    use tracing_subscriber::layer::SubscriberExt;
     let filter = tracing_subscriber::EnvFilter::new(filter);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
+    Box::new(tracing_subscriber::registry().with(filter).with(log_layer(format, ansi, writer)))
+}
+
+/// The log's layer: `format` to `writer`, coloured when `ansi`.
+fn log_layer<S, W>(format: LogFormat, ansi: bool, writer: W) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let layer = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(ansi);
     match format {
-        LogFormat::Text => Box::new(builder.finish()),
-        LogFormat::Json => Box::new(builder.json().with_current_span(true).with_span_list(true).finish()),
+        LogFormat::Text => Box::new(layer),
+        LogFormat::Json => Box::new(layer.json().with_current_span(true).with_span_list(true)),
+    }
+}
+
+/// What [`init_logging`] set up that lives as long as the app: with the `otlp` feature, the
+/// span exporter, which sends what it holds when this is dropped. Keep it in `main`.
+#[must_use = "dropping it stops the span exporter"]
+pub struct Telemetry {
+    #[cfg(feature = "otlp")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        #[cfg(feature = "otlp")]
+        if let Some(provider) = self.provider.take()
+            && let Err(err) = provider.shutdown()
+        {
+            eprintln!("the span exporter did not shut down cleanly: {err}");
+        }
     }
 }
 
 /// Logs to standard error, filtered by `RUST_LOG` (default `info`), as `LOG_FORMAT` says, in
-/// colour only on a terminal ([`log_settings`]).
-pub fn init_logging() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// colour only on a terminal ([`log_settings`]); with the `otlp` feature, also exports the
+/// spans over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set ([`otlp`]). Call it in `main`,
+/// within the Tokio runtime, and keep what it returns until the app ends.
+pub fn init_logging() -> Result<Telemetry, Box<dyn std::error::Error + Send + Sync>> {
     use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
     let (format, ansi) = log_settings(|name| std::env::var(name).ok(), std::io::stderr().is_terminal())?;
     let filter = std::env::var("RUST_LOG").ok().filter(|f| !f.trim().is_empty()).unwrap_or_else(|| "info".into());
-    tracing::subscriber::set_global_default(log_subscriber(format, ansi, &filter, std::io::stderr))?;
-    Ok(())
+    let registry = tracing_subscriber::registry().with(tracing_subscriber::EnvFilter::new(&filter)).with(log_layer(
+        format,
+        ansi,
+        std::io::stderr,
+    ));
+    #[cfg(feature = "otlp")]
+    {
+        let provider = otlp::tracer_provider()?;
+        let layer = provider.as_ref().map(otlp::layer);
+        tracing::subscriber::set_global_default(registry.with(layer))?;
+        Ok(Telemetry { provider })
+    }
+    #[cfg(not(feature = "otlp"))]
+    {
+        tracing::subscriber::set_global_default(registry)?;
+        Ok(Telemetry {})
+    }
+}
+
+/// Spans exported over OTLP (feature `otlp`, off by default), as OpenTelemetry's environment
+/// variables say: on when `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT`
+/// is set (the latter gets `/v1/traces` appended) and neither `OTEL_SDK_DISABLED=true` nor
+/// `OTEL_TRACES_EXPORTER=none`; `OTEL_EXPORTER_OTLP_HEADERS` and `_TIMEOUT`, `OTEL_SERVICE_NAME`
+/// and `OTEL_RESOURCE_ATTRIBUTES` as the SDK reads them. The protocol is `http/protobuf`
+/// (`OTEL_EXPORTER_OTLP_PROTOCOL` may say so; another is refused). Spans pass the same
+/// `RUST_LOG` filter as the log: auth-layer's store operations are `DEBUG` spans.
+#[cfg(feature = "otlp")]
+pub mod otlp {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+
+    /// The exporter's tracer provider, when the process's environment turns export on (the
+    /// SDK reads the rest of it there too). Within the Tokio runtime: the exporter's batches
+    /// are sent by a task of it.
+    pub fn tracer_provider() -> Result<Option<SdkTracerProvider>, Box<dyn std::error::Error + Send + Sync>> {
+        let get = |name: &str| std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let endpoint = get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| get("OTEL_EXPORTER_OTLP_ENDPOINT"));
+        let disabled = get("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+            || get("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"));
+        if endpoint.is_none() || disabled {
+            return Ok(None);
+        }
+        for name in ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"] {
+            if let Some(protocol) = get(name).filter(|p| p != "http/protobuf") {
+                return Err(format!("{name}=`{protocol}`: this build exports http/protobuf only").into());
+            }
+        }
+        let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().build()?;
+        let batches = opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
+            exporter,
+            opentelemetry_sdk::runtime::Tokio,
+        )
+        .build();
+        let resource = opentelemetry_sdk::Resource::builder().build();
+        Ok(Some(SdkTracerProvider::builder().with_span_processor(batches).with_resource(resource).build()))
+    }
+
+    /// The layer that hands `tracing`'s spans to `provider`.
+    pub fn layer<S>(provider: &SdkTracerProvider) -> impl tracing_subscriber::Layer<S> + use<S>
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a> + Send + Sync,
+    {
+        tracing_opentelemetry::layer().with_tracer(provider.tracer("auth-layer"))
+    }
 }
 
 /// The app's routes with `auth` stacked on them: an [`AuthLayer`] (one provider) or a

@@ -3,7 +3,7 @@
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    quickstart::init_logging()?;
+    let _telemetry = quickstart::init_logging()?;
     let config = quickstart::config_from_env()?;
     quickstart::serve(config, quickstart::StoreChoice::from_env()?, quickstart::SharedChoice::from_env()?).await
 }
