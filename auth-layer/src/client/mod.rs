@@ -657,9 +657,6 @@ impl AuthClient {
         Ok(result)
     }
 
-    /// The DPoP key a login's code is bound to, and what its session keeps of it: by the
-    /// configuration when the login started (a login started before DPoP was turned on, or
-    /// off, is refused: the user logs in again).
     /// The `redirect_uri` the login's code exchange names: the callback at the origin the login
     /// started on, when that is not the base URL's (`None`: the base URL's). A callback at
     /// another origin than the login's, or an origin the app no longer lists, is refused.
@@ -682,6 +679,9 @@ impl AuthClient {
         Ok((started != 0).then(|| config.callback_url_at(started)))
     }
 
+    /// The DPoP key a login's code is bound to, and what its session keeps of it: by the
+    /// configuration when the login started (a login started before DPoP was turned on, or
+    /// off, is refused: the user logs in again).
     fn login_dpop_key(
         &self,
         transaction: &TransactionData,

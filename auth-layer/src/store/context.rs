@@ -161,7 +161,6 @@ impl StoreContext {
         self.response.push(cookie);
     }
 
-    /// Takes the response cookies of `other`, which override this context's of the same name.
     /// A context with this one's request cookies and no response: for a read whose cookie
     /// changes (a stale session's removal) must not reach the response.
     pub(crate) fn request_only(&self) -> StoreContext {
@@ -173,6 +172,7 @@ impl StoreContext {
         }
     }
 
+    /// Takes the response cookies of `other`, which override this context's of the same name.
     pub(crate) fn absorb(&mut self, other: StoreContext) {
         for cookie in other.response {
             self.push_cookie(cookie);
