@@ -91,7 +91,7 @@ impl AuthClient {
 }
 
 /// `check`'s answer as a [`Check`], failing after [`READINESS_TIMEOUT`].
-async fn probe(check: impl Future<Output = Result<bool, crate::StoreError>>) -> Check {
+async fn probe(check: impl Future<Output = Result<bool, crate::error::StoreError>>) -> Check {
     match tokio::time::timeout(READINESS_TIMEOUT, check).await {
         Ok(Ok(true)) => Check::Ok,
         Ok(Ok(false)) => Check::NotUsed,
