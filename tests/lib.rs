@@ -205,9 +205,18 @@ impl Provider {
 /// Runs `command` (a test provider told to listen on port 0) until the port the system gave it
 /// is one no other test was handed, and returns it with that port.
 async fn launch(command: impl Fn() -> Command) -> (Child, u16) {
+    let mut hung = 0;
     for _ in 0..10 {
         let mut child = command().spawn().expect("node must be installed to run the test provider");
-        let port = announced_port(&mut child).await;
+        let Some(port) = port_within(&mut child, Duration::from_secs(30)).await else {
+            // Seen twice in some hundred starts on a busy 2-core machine: a node process that
+            // never printed. Another start goes through; a provider that never starts still fails.
+            hung += 1;
+            assert!(hung < 3, "the test provider did not listen within 30 s, {hung} times");
+            eprintln!("the test provider did not listen within 30 s; starting another");
+            child.kill().await.unwrap();
+            continue;
+        };
         if claim(port) {
             return (child, port);
         }
@@ -219,6 +228,14 @@ async fn launch(command: impl Fn() -> Command) -> (Child, u16) {
 
 /// The port a test provider announces on stdout once it listens (the provider serves from then on).
 async fn announced_port(child: &mut Child) -> u16 {
+    match port_within(child, Duration::from_secs(30)).await {
+        Some(port) => port,
+        None => panic!("the test provider did not listen within 30 s (its state: {:?})", child.try_wait()),
+    }
+}
+
+/// [`announced_port`], or `None` when none was announced within `limit`.
+async fn port_within(child: &mut Child, limit: Duration) -> Option<u16> {
     let mut lines = BufReader::new(child.stdout.take().expect("the provider's stdout is piped")).lines();
     let announced = async {
         while let Ok(Some(line)) = lines.next_line().await {
@@ -228,14 +245,14 @@ async fn announced_port(child: &mut Child) -> u16 {
         }
         None
     };
-    let port = match tokio::time::timeout(Duration::from_secs(30), announced).await {
+    let port = match tokio::time::timeout(limit, announced).await {
         Ok(Some(port)) => port,
         Ok(None) => panic!("the test provider exited before listening: {:?}", child.try_wait()),
-        Err(_) => panic!("the test provider did not listen within 30 s (its state: {:?})", child.try_wait()),
+        Err(_) => return None,
     };
     // Whatever else it prints is read, so it never writes to a closed pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    port
+    Some(port)
 }
 
 /// `node <script>` in the provider's folder, listening on `port` (0: any), stdout piped. Its
