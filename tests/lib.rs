@@ -4,6 +4,7 @@
 
 #[rustfmt::skip]
 pub mod readme;
+pub mod relay;
 pub mod servers;
 
 use std::collections::BTreeSet;
@@ -85,13 +86,22 @@ pub struct ProviderOptions {
     /// Register the app's callbacks and logout returns at a second origin too: the app's URL
     /// with `localhost` for `127.0.0.1` (the same server, another origin to a browser).
     pub localhost_origin: bool,
+    /// The port the provider is reached at, when not its own (a [`relay::Relay`] in front):
+    /// its issuer and every URL it announces name this port.
+    pub public_port: Option<u16>,
+    /// How long the provider keeps an idle connection (Node's `keepAliveTimeout`; it announces
+    /// `Keep-Alive: timeout=` the whole seconds of it); Node's 5 s when unset.
+    pub keep_alive_ms: Option<u64>,
+    /// Close idle connections after this long without announcing it.
+    pub idle_close_ms: Option<u64>,
 }
 
 /// A running `oidc-provider`, stopped when dropped.
 pub struct Provider {
-    /// Its issuer, `http://127.0.0.1:PORT`.
+    /// Its issuer, `http://127.0.0.1:PORT` (the public port's, with a relay in front).
     pub issuer: String,
-    port: u16,
+    /// The port it listens on itself.
+    pub port: u16,
     app_url: String,
     child: Child,
 }
@@ -105,7 +115,8 @@ impl Provider {
             "the test provider is not installed: run `npm ci --prefix tests/idp` (the README's test command does)"
         );
         let (child, port) = launch(|| provider_command(0, app_url, options)).await;
-        Self { issuer: format!("http://127.0.0.1:{port}"), port, app_url: app_url.to_owned(), child }
+        let public = options.public_port.unwrap_or(port);
+        Self { issuer: format!("http://127.0.0.1:{public}"), port, app_url: app_url.to_owned(), child }
     }
 
     /// Stops the provider and starts it again on the same port with `options` (its in-memory
@@ -169,6 +180,11 @@ impl Provider {
     /// Stops the provider (it is unreachable until [`restart`](Self::restart)).
     pub async fn stop(&mut self) {
         self.child.kill().await.unwrap();
+    }
+
+    /// Requests that reached the token endpoint, whatever their grant and answer.
+    pub async fn token_requests(&self) -> u64 {
+        self.stat("token_requests").await
     }
 
     /// How many refresh-token grants the provider has served.
@@ -317,6 +333,15 @@ fn provider_command(port: u16, app_url: &str, options: &ProviderOptions) -> Comm
     }
     if options.fapi2 {
         command.env("FAPI2", "1");
+    }
+    if let Some(port) = options.public_port {
+        command.env("ISSUER", format!("http://127.0.0.1:{port}"));
+    }
+    if let Some(ms) = options.keep_alive_ms {
+        command.env("KEEP_ALIVE_MS", ms.to_string());
+    }
+    if let Some(ms) = options.idle_close_ms {
+        command.env("IDLE_CLOSE_MS", ms.to_string());
     }
     command
 }
@@ -804,6 +829,19 @@ impl Browser {
         let http = reqwest::Client::builder()
             .cookie_provider(jar.clone())
             .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Self { jar, http }
+    }
+
+    /// A browser that opens a new connection for every request: a test harness's browser that
+    /// must not itself trip over connections a relay holds dead.
+    pub fn fresh_connections() -> Self {
+        let jar = Arc::new(Jar::default());
+        let http = reqwest::Client::builder()
+            .cookie_provider(jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(0)
             .build()
             .unwrap();
         Self { jar, http }

@@ -306,6 +306,9 @@ pub struct AuthConfig {
     pub(crate) inactivity_duration: Duration,
     pub(crate) transaction_duration: Duration,
     pub(crate) clock_skew: Duration,
+    pub(crate) provider_idle_timeout: Duration,
+    pub(crate) provider_connect_timeout: Duration,
+    pub(crate) provider_timeout: Duration,
     pub(crate) logout_token_max_age: Duration,
     pub(crate) refresh_buffer: Duration,
     pub(crate) renew_below: Duration,
@@ -353,6 +356,9 @@ impl std::fmt::Debug for AuthConfig {
             .field("inactivity_duration", &self.inactivity_duration)
             .field("transaction_duration", &self.transaction_duration)
             .field("clock_skew", &self.clock_skew)
+            .field("provider_idle_timeout", &self.provider_idle_timeout)
+            .field("provider_connect_timeout", &self.provider_connect_timeout)
+            .field("provider_timeout", &self.provider_timeout)
             .field("logout_token_max_age", &self.logout_token_max_age)
             .field("refresh_buffer", &self.refresh_buffer)
             .field("renew_below", &self.renew_below)
@@ -577,6 +583,9 @@ pub struct AuthConfigBuilder {
     inactivity_duration: Option<Duration>,
     transaction_duration: Option<Duration>,
     clock_skew: Option<Duration>,
+    provider_idle_timeout: Option<Duration>,
+    provider_connect_timeout: Option<Duration>,
+    provider_timeout: Option<Duration>,
     logout_token_max_age: Option<Duration>,
     refresh_buffer: Option<Duration>,
     renew_below: Option<Duration>,
@@ -624,6 +633,9 @@ impl std::fmt::Debug for AuthConfigBuilder {
             .field("inactivity_duration", &self.inactivity_duration)
             .field("transaction_duration", &self.transaction_duration)
             .field("clock_skew", &self.clock_skew)
+            .field("provider_idle_timeout", &self.provider_idle_timeout)
+            .field("provider_connect_timeout", &self.provider_connect_timeout)
+            .field("provider_timeout", &self.provider_timeout)
             .field("logout_token_max_age", &self.logout_token_max_age)
             .field("refresh_buffer", &self.refresh_buffer)
             .field("renew_below", &self.renew_below)
@@ -676,6 +688,20 @@ impl AuthConfigBuilder {
         builder.base_url = get("APP_BASE_URL");
         if let Some(list) = get("AUTH_PUBLIC_ORIGINS") {
             builder = builder.public_origins(list.split([',', ' ']).filter(|o| !o.is_empty()));
+        }
+        for (name, set) in [
+            ("AUTH_PROVIDER_IDLE_TIMEOUT", Self::provider_idle_timeout as fn(Self, Duration) -> Self),
+            ("AUTH_PROVIDER_CONNECT_TIMEOUT", Self::provider_connect_timeout),
+            ("AUTH_PROVIDER_TIMEOUT", Self::provider_timeout),
+        ] {
+            if let Some(value) = get(name) {
+                let seconds = value
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s >= 0.0 && *s <= 3600.0)
+                    .ok_or_else(|| invalid(name, format!("`{value}`: expected seconds, from 0 to 3600")))?;
+                builder = set(builder, Duration::from_secs_f64(seconds));
+            }
         }
         if let Some(list) = get("AUTH_TRUSTED_PROXIES") {
             builder.trusted_proxies = list.parse().map_err(|why| invalid("AUTH_TRUSTED_PROXIES", why))?;
@@ -1091,6 +1117,30 @@ impl AuthConfigBuilder {
         self
     }
 
+    /// How long a connection to the provider may sit idle and still be reused; default 30 s,
+    /// below the idle limits of common load balancers and NAT gateways (60 s and more). Lowered
+    /// further, for this provider, to what it announces (`Keep-Alive: timeout=N`) less a second.
+    /// Also `AUTH_PROVIDER_IDLE_TIMEOUT` (seconds). See the `egress` notes in README
+    /// ("The provider's network").
+    pub fn provider_idle_timeout(mut self, idle: Duration) -> Self {
+        self.provider_idle_timeout = Some(idle);
+        self
+    }
+
+    /// How long opening a connection to the provider may take; default 5 s. Also
+    /// `AUTH_PROVIDER_CONNECT_TIMEOUT` (seconds).
+    pub fn provider_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.provider_connect_timeout = Some(timeout);
+        self
+    }
+
+    /// How long a whole request to the provider may take, connection included; default 10 s.
+    /// Also `AUTH_PROVIDER_TIMEOUT` (seconds).
+    pub fn provider_timeout(mut self, timeout: Duration) -> Self {
+        self.provider_timeout = Some(timeout);
+        self
+    }
+
     /// How old (by its `iat`, beyond the clock tolerance) a back-channel logout token may be;
     /// default 2 minutes, as Auth0's own verifier allows. A provider posts its logout tokens at
     /// once; an older one is refused, which bounds how long its `jti` must be remembered.
@@ -1165,6 +1215,18 @@ impl AuthConfigBuilder {
             return Err(invalid(
                 "APP_BASE_URL",
                 "must be an origin such as https://app.example.com, without a path or query",
+            ));
+        }
+        let provider_idle_timeout = self.provider_idle_timeout.unwrap_or(Duration::from_secs(30));
+        let provider_connect_timeout = self.provider_connect_timeout.unwrap_or(Duration::from_secs(5));
+        let provider_timeout = self.provider_timeout.unwrap_or(Duration::from_secs(10));
+        if provider_connect_timeout.is_zero() || provider_timeout.is_zero() {
+            return Err(invalid("provider timeouts", "must be longer than zero"));
+        }
+        if provider_connect_timeout > provider_timeout {
+            return Err(invalid(
+                "AUTH_PROVIDER_CONNECT_TIMEOUT",
+                "the connect timeout is part of the whole request's: make it shorter than AUTH_PROVIDER_TIMEOUT",
             ));
         }
         let mut origins = vec![base_url.clone()];
@@ -1343,6 +1405,9 @@ impl AuthConfigBuilder {
             inactivity_duration,
             transaction_duration,
             clock_skew: self.clock_skew.unwrap_or(Duration::from_secs(60)),
+            provider_idle_timeout,
+            provider_connect_timeout,
+            provider_timeout,
             logout_token_max_age: self.logout_token_max_age.unwrap_or(Duration::from_secs(120)),
             refresh_buffer: self.refresh_buffer.unwrap_or(Duration::from_secs(60)),
             renew_below: self.renew_below.unwrap_or(inactivity_duration / 2).min(inactivity_duration),

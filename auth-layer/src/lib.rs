@@ -134,6 +134,7 @@ pub mod backend;
 mod client;
 mod config;
 mod dpop;
+mod egress;
 mod endpoint;
 mod error;
 mod forwarded;

@@ -198,7 +198,7 @@ pub(crate) struct RelyingParty {
     requires_iss: bool,
     /// The last DPoP nonce each of the provider's servers gave (RFC 9449, 8 and 9).
     dpop_nonces: [RwLock<Option<String>>; 2],
-    http: reqwest::Client,
+    http: crate::egress::ProviderHttp,
     config: AuthConfig,
 }
 
@@ -211,20 +211,14 @@ impl RelyingParty {
     /// Discovers the provider and fetches its keys, under the endpoint policy
     /// ([`crate::endpoint`]) unless the configuration allows private endpoints.
     pub(crate) async fn discover(config: &AuthConfig) -> Result<Self, ProviderError> {
-        let mut http = reqwest::Client::builder()
-            // Never follow redirects from the provider's endpoints (SSRF, token leakage).
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(10));
-        if !config.allow_private_endpoints {
-            http = http.dns_resolver(std::sync::Arc::new(crate::endpoint::PolicyResolver));
-        }
-        let http = http.build().map_err(|e| ProviderError::Discovery(cause(e)))?;
+        let http = crate::egress::ProviderHttp::new(config).map_err(|e| ProviderError::Discovery(cause(e)))?;
+        let client = http.client();
         let issuer = IssuerUrl::new(config.issuer.clone()).map_err(|e| ProviderError::Discovery(cause(e)))?;
         // Discovery fetches the metadata, then the keys its `jwks_uri` names: each URL is checked
         // against the endpoint policy before it is fetched.
         let allow_private = config.allow_private_endpoints;
         let guarded = |request: openidconnect::HttpRequest| {
-            let http = http.clone();
+            let http = client.clone();
             async move {
                 if !allow_private {
                     let url = url::Url::parse(&request.uri().to_string())
@@ -381,7 +375,7 @@ impl RelyingParty {
     /// and body.
     async fn send_proved(
         &self,
-        build: impl Fn() -> Result<reqwest::RequestBuilder, AuthError>,
+        build: impl Fn(&reqwest::Client) -> Result<reqwest::RequestBuilder, AuthError>,
         key: Option<&DpopKey>,
         (method, url): (&str, &Url),
         access_token: Option<&str>,
@@ -395,13 +389,17 @@ impl RelyingParty {
             let mut nonce = self.dpop_nonce(server);
             let mut retried = false;
             loop {
-                let mut request = build()?;
-                if let Some(key) = key {
-                    let proof =
-                        key.proof(method, url.as_str(), access_token, nonce.as_deref(), self.config.clock.now());
-                    request = request.header("dpop", proof);
-                }
-                let response = request.send().await.map_err(unreachable)?;
+                // Built again for a resend on a new connection: a fresh proof (`jti`) each time.
+                let proved = |client: &reqwest::Client| {
+                    let mut request = build(client)?;
+                    if let Some(key) = key {
+                        let proof =
+                            key.proof(method, url.as_str(), access_token, nonce.as_deref(), self.config.clock.now());
+                        request = request.header("dpop", proof);
+                    }
+                    Ok::<_, AuthError>(request)
+                };
+                let response = self.http.send(endpoint, proved).await?.map_err(unreachable)?;
                 let (status, headers) = (response.status(), response.headers().clone());
                 let body = response.bytes().await.map_err(unreachable)?;
                 if key.is_none() {
@@ -421,35 +419,50 @@ impl RelyingParty {
     }
 
     /// A request to the token endpoint (openidconnect's), with a DPoP proof by `key` when there
-    /// is one, retried once with the provider's nonce when it asks for one: with a fresh client
-    /// assertion then, as a provider may refuse one it has seen (RFC 7523, 3: `jti`).
+    /// is one, retried once with the provider's nonce when it asks for one; sent through
+    /// [`ProviderHttp::send`](crate::egress::ProviderHttp::send), which sends it once more on a
+    /// new connection when the first failed before an answer. Every send after the first
+    /// carries a fresh client assertion and proof, as a provider may refuse a `jti` it has seen
+    /// (RFC 7523, 3; RFC 9449, 11.1).
     async fn token_call(
         &self,
         key: Option<&DpopKey>,
         request: openidconnect::HttpRequest,
     ) -> Result<openidconnect::HttpResponse, openidconnect::HttpClientError<reqwest::Error>> {
-        let Some(key) = key else { return openidconnect::AsyncHttpClient::call(&self.http, request).await };
-        let (parts, mut body) = request.into_parts();
+        let (parts, body) = request.into_parts();
         let url = parts.uri.to_string();
         let mut nonce = self.dpop_nonce(NonceOf::AuthorizationServer);
+        let sends = std::sync::atomic::AtomicU32::new(0);
         let mut retried = false;
         loop {
-            if retried {
-                body = self.with_fresh_assertion(&body)?;
-            }
-            let proof = key.proof(parts.method.as_str(), &url, None, nonce.as_deref(), self.config.clock.now());
-            let mut request = openidconnect::HttpRequest::new(body.clone());
-            *request.method_mut() = parts.method.clone();
-            *request.uri_mut() = parts.uri.clone();
-            *request.headers_mut() = parts.headers.clone();
-            let proof = proof.parse().map_err(|_| openidconnect::HttpClientError::Other("DPoP proof header".into()))?;
-            request.headers_mut().insert("dpop", proof);
-            let response = openidconnect::AsyncHttpClient::call(&self.http, request).await?;
+            let build = |client: &reqwest::Client| {
+                let body = match sends.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
+                    0 => body.clone(),
+                    _ => self.with_fresh_assertion(&body)?,
+                };
+                let mut request = client.request(parts.method.clone(), &url).headers(parts.headers.clone()).body(body);
+                if let Some(key) = key {
+                    let proof = key.proof(parts.method.as_str(), &url, None, nonce.as_deref(), self.config.clock.now());
+                    request = request.header("dpop", proof);
+                }
+                Ok::<_, openidconnect::HttpClientError<reqwest::Error>>(request)
+            };
+            let response = self
+                .http
+                .send("token", build)
+                .await?
+                .map_err(|e| openidconnect::HttpClientError::Reqwest(Box::new(e)))?;
+            let mut answer = openidconnect::HttpResponse::new(Vec::new());
+            *answer.status_mut() = response.status();
+            *answer.headers_mut() = response.headers().clone();
+            *answer.body_mut() =
+                response.bytes().await.map_err(|e| openidconnect::HttpClientError::Reqwest(Box::new(e)))?.to_vec();
+            let Some(_) = key else { return Ok(answer) };
             let asked = self.nonce_to_retry_with(
                 NonceOf::AuthorizationServer,
-                response.status(),
-                response.headers(),
-                response.body(),
+                answer.status(),
+                answer.headers(),
+                answer.body(),
             );
             if !retried && asked.is_some() {
                 tracing::debug!("the token endpoint asks for a DPoP nonce; sending the proof again with it");
@@ -457,7 +470,7 @@ impl RelyingParty {
                 nonce = asked;
                 continue;
             }
-            return Ok(response);
+            return Ok(answer);
         }
     }
 
@@ -550,8 +563,8 @@ impl RelyingParty {
         let Some(endpoint) = &self.par_endpoint else { return Ok(request.url.clone()) };
         let params: Vec<(String, String)> = request.url.query_pairs().into_owned().collect();
         // A fresh client assertion at each attempt: the provider may refuse a replayed `jti`.
-        let build = || -> Result<reqwest::RequestBuilder, AuthError> {
-            let post = self.http.post(endpoint.clone()).header(reqwest::header::ACCEPT, "application/json");
+        let build = |http: &reqwest::Client| -> Result<reqwest::RequestBuilder, AuthError> {
+            let post = http.post(endpoint.clone()).header(reqwest::header::ACCEPT, "application/json");
             Ok(match self.config.token_endpoint_auth {
                 TokenEndpointAuth::PrivateKeyJwt => post.form(&[params.as_slice(), &self.assertion_params()?].concat()),
                 TokenEndpointAuth::ClientSecretPost => post.form(
@@ -608,9 +621,8 @@ impl RelyingParty {
         let bad = |why: String| AuthError::Provider(ProviderError::BadTokenResponse(why));
         // RFC 9449, 7.1: a DPoP-bound token goes with the `DPoP` scheme and a proof.
         let scheme = if dpop.is_some() { "DPoP" } else { "Bearer" };
-        let build = || {
-            Ok(self
-                .http
+        let build = |http: &reqwest::Client| {
+            Ok(http
                 .get(endpoint.clone())
                 .header(reqwest::header::AUTHORIZATION, format!("{scheme} {access_token}"))
                 .header(reqwest::header::ACCEPT, "application/json"))
@@ -893,7 +905,8 @@ impl RelyingParty {
         telemetry::count_by(telemetry::JWKS_REFETCHES, "for", for_);
         // The key set's fetch gives no status: 200 when it parsed, none otherwise.
         let status = |answer: &Result<_, _>| answer.is_ok().then_some(200);
-        let fetch = CoreJsonWebKeySet::fetch_async(&self.jwks_uri, &self.http);
+        let http = self.http.client();
+        let fetch = CoreJsonWebKeySet::fetch_async(&self.jwks_uri, &http);
         let fetched = telemetry::provider_call("jwks", ("GET", self.jwks_uri.url()), status, fetch).await;
         match fetched {
             Ok(jwks) => *self.jwks.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(jwks),

@@ -68,6 +68,7 @@ pub(crate) const TENANT_LOADS: &str = "auth_layer.tenants.loads";
 pub(crate) const TENANT_CACHE_HITS: &str = "auth_layer.tenants.cache_hits";
 pub(crate) const STORE_OPERATION_DURATION: &str = "auth_layer.store.operation.duration";
 pub(crate) const STORE_ERRORS: &str = "auth_layer.store.errors";
+pub(crate) const PROVIDER_RESENDS: &str = "auth_layer.provider.resends";
 pub(crate) const NOTICES_CONNECTED: &str = "auth_layer.notices.connected";
 pub(crate) const NOTICES_SILENCES: &str = "auth_layer.notices.silences";
 
@@ -95,6 +96,13 @@ pub const METRICS: &[Metric] = &[
         "s",
         "`endpoint`: `token`, `par`, `userinfo`, `jwks`; `outcome`: `ok`, `refused` (4xx), `error` (5xx, unreachable)",
         "requests to the provider, DPoP nonce retries included",
+    ),
+    metric(
+        PROVIDER_RESENDS,
+        MetricKind::Counter,
+        "{request}",
+        "`endpoint`: `token`, `par`, `userinfo`",
+        "requests sent once more on a new connection, the first having failed before any answer arrived",
     ),
     metric(
         REFRESHES,

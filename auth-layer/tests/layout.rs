@@ -31,6 +31,7 @@ const LEVELS: &[(&str, u8)] = &[
     ("model", 4),
     ("record", 3),
     ("backend", 2),
+    ("egress", 2),
     ("config", 1),
     ("endpoint", 1),
     ("seal", 1),

@@ -14,12 +14,18 @@
 //   DPOP_NONCE     when 1, every DPoP proof must carry a nonce the provider gave (RFC 9449, 8
 //                  and 9): the first proof to each endpoint is answered `use_dpop_nonce`
 //   FAPI2          when 1, the FAPI 2.0 profile is on, and ID tokens are signed PS256
+//   ISSUER         the issuer when the provider is reached at another address than its own
+//                  (a relay in front, tests/relay.rs); every URL it announces follows it
+//   KEEP_ALIVE_MS  how long an idle keep-alive connection is kept (Node's keepAliveTimeout,
+//                  announced as `Keep-Alive: timeout=` its whole seconds; Node's 5 s by default)
+//   IDLE_CLOSE_MS  close idle connections after this long without announcing it (no
+//                  Keep-Alive header), as many servers and balancers do
 //   EXIT_WITH_STDIN when 1, exit as soon as standard input closes: the harness keeps a pipe to
 //                  it open, and the pipe closes however the process that started it ends
 //                  (SIGKILL included), so no provider outlives a test run or a benchmark
 //
 // Test-only routes (loopback only, never in a real provider):
-//   GET  /__test/stats  {"refresh_grants": n, "jwks_fetches": n, "userinfo_calls": n,
+//   GET  /__test/stats  {"refresh_grants": n, "token_requests": n, "jwks_fetches": n, "userinfo_calls": n,
 //                       "dpop_proofs": {path: n}, "use_dpop_nonce": {path: n}, "dpop_jkt": s}:
 //                       refresh-token grants, JWKS fetches and userinfo calls served so far,
 //                       requests that carried a DPoP proof and answers that asked for a nonce,
@@ -82,6 +88,7 @@ const kid = process.env.SIGNING_KID || 'key-1';
 const providerKey = signingKey(kid);
 const otherKey = signingKey(kid);
 let refreshGrants = 0;
+let tokenRequests = 0;
 let jwksFetches = 0;
 let userinfoCalls = 0;
 const dpopProofs = {};
@@ -153,6 +160,7 @@ function serve(issuer) {
     if (ctx.path === '/__test/stats') {
       ctx.body = {
         refresh_grants: refreshGrants,
+        token_requests: tokenRequests,
         jwks_fetches: jwksFetches,
         userinfo_calls: userinfoCalls,
         dpop_proofs: dpopProofs,
@@ -163,6 +171,7 @@ function serve(issuer) {
     }
     if (ctx.get('DPoP')) count(dpopProofs, ctx.path);
     if (ctx.path === '/jwks') jwksFetches += 1;
+    if (ctx.path === '/token' && ctx.method === 'POST') tokenRequests += 1;
     if (ctx.path === '/me') userinfoCalls += 1;
     if (ctx.path === '/__test/sign' && ctx.method === 'POST') {
       ctx.body = { jwt: await sign(await readJson(ctx.req)) };
@@ -177,10 +186,19 @@ function serve(issuer) {
 }
 
 const server = http.createServer();
+// KEEP_ALIVE_MS: how long an idle connection is kept (Node announces its whole seconds).
+if (process.env.KEEP_ALIVE_MS) server.keepAliveTimeout = Number(process.env.KEEP_ALIVE_MS);
+// IDLE_CLOSE_MS: idle connections closed after this long without a word (no Keep-Alive header).
+if (process.env.IDLE_CLOSE_MS) {
+  server.keepAliveTimeout = 0;
+  server.on('connection', (socket) => socket.setTimeout(Number(process.env.IDLE_CLOSE_MS), () => socket.destroy()));
+}
 server.listen(Number(process.env.PORT ?? 3001), '127.0.0.1', () => {
-  const issuer = `http://127.0.0.1:${server.address().port}`;
+  const own = `http://127.0.0.1:${server.address().port}`;
+  // ISSUER: the address it is reached at, when something (a relay) sits in front.
+  const issuer = process.env.ISSUER || own;
   server.on('request', serve(issuer));
-  console.log(`oidc-provider listening on ${issuer}`);
+  console.log(`oidc-provider listening on ${own}`);
 });
 const stop = () => server.close(() => process.exit(0));
 process.on('SIGTERM', stop);

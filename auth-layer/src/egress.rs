@@ -1,0 +1,305 @@
+//! The HTTP client of every call to the provider, and how it survives the provider's network:
+//! a pooled connection is used only while the provider (and whatever sits between) still holds
+//! it, and a request that fails on a connection before any byte of its answer arrived is sent
+//! once more on a new one.
+//!
+//! # Why a closed connection fails a request, and what is done
+//!
+//! The client keeps idle connections to reuse them. The provider closes idle ones after its own
+//! keep-alive time (Node's default is 5 s, announced as `Keep-Alive: timeout=5`), and load
+//! balancers, NAT gateways and firewalls on the way drop idle flows, often without a word: the
+//! close then reaches the app only as a reset of its next request on that connection. Two
+//! defences:
+//!
+//! - **No stale reuse.** A connection idle for longer than
+//!   [`provider_idle_timeout`](crate::AuthConfigBuilder::provider_idle_timeout) (30 s by
+//!   default: below the idle limits of common balancers and gateways, 60 s and more) is not
+//!   reused, nor past what the provider announces in `Keep-Alive: timeout=N`, less a margin of
+//!   1 s (the first announcement lowers the limit for this provider's client from then on).
+//! - **One resend on a new connection.** A request whose connection failed before any byte of
+//!   the answer arrived (reset, closed, broken: not a timeout, and not a connection that could
+//!   not be opened) is built again (a fresh DPoP proof and client assertion: a provider may
+//!   refuse a `jti` it has seen) and sent once more on a connection opened for it. A browser
+//!   does the same for the same reason.
+//!
+//! # Why a token request may be sent twice
+//!
+//! A request that failed that way almost always never reached the provider: a connection the
+//! provider closed, or a flow a gateway forgot, refuses the first packet. At the rare edge where
+//! the provider did receive it (the connection broke after the request arrived, before the
+//! answer left), the second request meets a spent grant: an authorization code used twice is
+//! refused (`invalid_grant`: the callback fails, the user logs in again), and a refresh token
+//! used twice under rotation may end the grant (the session ends cleanly, as any `invalid_grant`
+//! ends it everywhere). Nothing is corrupted either way; each resend is logged and counted
+//! (`auth_layer.provider.resends`).
+
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::config::AuthConfig;
+use crate::telemetry;
+
+/// What is taken off an idle time the provider announces, so that the client lets a connection
+/// go before the provider does.
+const MARGIN: Duration = Duration::from_secs(1);
+
+/// The provider's HTTP client: pooled connections under an idle limit, and fresh ones for a
+/// resend.
+pub(crate) struct ProviderHttp {
+    /// Reuses connections idle for at most `idle_ms`.
+    pooled: RwLock<reqwest::Client>,
+    /// The pooled client's idle limit, in milliseconds.
+    idle_ms: AtomicU64,
+    /// Keeps no connection: every request on a new one.
+    fresh: reqwest::Client,
+    connect_timeout: Duration,
+    timeout: Duration,
+    /// Whether the endpoint policy's resolver is left out.
+    allow_private: bool,
+}
+
+impl ProviderHttp {
+    /// The client `config` asks for (its timeouts, its endpoint policy).
+    pub(crate) fn new(config: &AuthConfig) -> Result<Self, reqwest::Error> {
+        let (connect_timeout, timeout) = (config.provider_connect_timeout, config.provider_timeout);
+        let allow_private = config.allow_private_endpoints;
+        let idle = config.provider_idle_timeout;
+        Ok(Self {
+            pooled: RwLock::new(build(connect_timeout, timeout, allow_private, Some(idle))?),
+            idle_ms: AtomicU64::new(idle.as_millis() as u64),
+            fresh: build(connect_timeout, timeout, allow_private, None)?,
+            connect_timeout,
+            timeout,
+            allow_private,
+        })
+    }
+
+    /// The pooled client, for calls made through another crate's client (discovery, key sets).
+    pub(crate) fn client(&self) -> reqwest::Client {
+        self.pooled.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The idle time after which a pooled connection is not reused now.
+    #[cfg(test)]
+    fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_ms.load(Ordering::Relaxed))
+    }
+
+    /// Sends the request `build` makes with the client it is given, on a pooled connection; if
+    /// that fails before any byte of the answer arrived, builds it again and sends it once on a
+    /// new connection (see the module's docs). `endpoint` names the call in logs and metrics.
+    pub(crate) async fn send<E>(
+        &self,
+        endpoint: &'static str,
+        build: impl Fn(&reqwest::Client) -> Result<reqwest::RequestBuilder, E>,
+    ) -> Result<Result<reqwest::Response, reqwest::Error>, E> {
+        let first = build(&self.client())?.send().await;
+        let response = match first {
+            Err(err) if unanswered(&err) => {
+                tracing::info!(endpoint, error = %err, "the provider's connection failed before an answer; sending once more on a new connection");
+                telemetry::count_by(telemetry::PROVIDER_RESENDS, "endpoint", endpoint);
+                build(&self.fresh)?.send().await
+            }
+            other => other,
+        };
+        if let Ok(response) = &response {
+            self.learn(response.headers());
+        }
+        Ok(response)
+    }
+
+    /// Lowers the pooled client's idle limit to what the provider announces
+    /// (`Keep-Alive: timeout=N`), less [`MARGIN`], when that is below the current one.
+    fn learn(&self, headers: &reqwest::header::HeaderMap) {
+        let Some(announced) = headers.get("keep-alive").and_then(|v| v.to_str().ok()).and_then(keep_alive_timeout)
+        else {
+            return;
+        };
+        // Below a second, half of it: a margin must leave something.
+        let limit = if announced > MARGIN { announced - MARGIN } else { announced / 2 };
+        let limit_ms = limit.as_millis() as u64;
+        if limit_ms >= self.idle_ms.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut pooled = self.pooled.write().unwrap_or_else(|e| e.into_inner());
+        // Another request may have lowered it meanwhile.
+        if limit_ms >= self.idle_ms.load(Ordering::Relaxed) {
+            return;
+        }
+        match build(self.connect_timeout, self.timeout, self.allow_private, Some(limit)) {
+            Ok(client) => {
+                *pooled = client;
+                self.idle_ms.store(limit_ms, Ordering::Relaxed);
+                tracing::info!(
+                    announced_s = announced.as_secs_f64(),
+                    idle_limit_s = limit.as_secs_f64(),
+                    "the provider keeps idle connections shorter: reusing them for less"
+                );
+            }
+            Err(err) => tracing::warn!(%err, "could not rebuild the provider's client for a shorter idle limit"),
+        }
+    }
+}
+
+/// A client with these timeouts, under the endpoint policy unless `allow_private`, pooling
+/// connections idle up to `idle` (none: pooling nothing).
+fn build(
+    connect_timeout: Duration,
+    timeout: Duration,
+    allow_private: bool,
+    idle: Option<Duration>,
+) -> Result<reqwest::Client, reqwest::Error> {
+    let mut http = reqwest::Client::builder()
+        // Never follow redirects from the provider's endpoints (SSRF, token leakage).
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(connect_timeout)
+        .timeout(timeout);
+    http = match idle {
+        // Under a tenth of a second (a provider announcing `timeout=0`): no reuse at all.
+        Some(idle) if idle >= Duration::from_millis(100) => http.pool_idle_timeout(idle),
+        _ => http.pool_max_idle_per_host(0),
+    };
+    if !allow_private {
+        http = http.dns_resolver(std::sync::Arc::new(crate::endpoint::PolicyResolver));
+    }
+    http.build()
+}
+
+/// Whether `err` is a failure of the connection before any answer arrived, which a resend on a
+/// new connection may cure: not a timeout (the provider may be working on it), not a connection
+/// that could not be opened (a new one would not open either).
+fn unanswered(err: &reqwest::Error) -> bool {
+    err.is_request() && !err.is_timeout() && !err.is_connect()
+}
+
+/// `timeout=N` of a `Keep-Alive` header value (RFC 9112's predecessor, still sent by Node and
+/// others), if there is one.
+fn keep_alive_timeout(value: &str) -> Option<Duration> {
+    value.split(',').find_map(|part| {
+        let (name, seconds) = part.split_once('=')?;
+        if !name.trim().eq_ignore_ascii_case("timeout") {
+            return None;
+        }
+        let seconds: u64 = seconds.trim().trim_matches('"').parse().ok()?;
+        Some(Duration::from_secs(seconds))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_keep_alive_timeout_is_read_in_any_order_and_case() {
+        assert_eq!(keep_alive_timeout("timeout=5"), Some(Duration::from_secs(5)));
+        assert_eq!(keep_alive_timeout("max=100, Timeout=15"), Some(Duration::from_secs(15)));
+        assert_eq!(keep_alive_timeout("timeout=\"7\""), Some(Duration::from_secs(7)));
+        assert_eq!(keep_alive_timeout("max=100"), None);
+        assert_eq!(keep_alive_timeout("timeout=soon"), None);
+    }
+
+    /// A loopback server answering each request by `answer` (its connection number, counting
+    /// from 0): `None` resets the connection without a byte; how many connections it took.
+    async fn server(answer: fn(usize) -> Option<&'static str>) -> (String, std::sync::Arc<AtomicU64>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/token", listener.local_addr().unwrap());
+        let connections = std::sync::Arc::new(AtomicU64::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let n = counted.fetch_add(1, Ordering::SeqCst) as usize;
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let _ = stream.read(&mut buf).await;
+                    match answer(n) {
+                        Some(response) => {
+                            let _ = stream.write_all(response.as_bytes()).await;
+                        }
+                        None => {
+                            let _ = stream.set_zero_linger();
+                        }
+                    }
+                });
+            }
+        });
+        (url, connections)
+    }
+
+    fn client() -> ProviderHttp {
+        let config = crate::config::test_config(Default::default()).allow_private_endpoints(true).build().unwrap();
+        ProviderHttp::new(&config).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_request_reset_before_an_answer_is_built_again_and_sent_once_more_on_a_new_connection() {
+        let (url, connections) =
+            server(|n| (n > 0).then_some("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")).await;
+        let http = client();
+        let built = AtomicU64::new(0);
+        let response = http
+            .send("token", |client| {
+                built.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, ()>(client.post(&url).body("grant_type=refresh_token"))
+            })
+            .await
+            .unwrap()
+            .expect("the second send is answered");
+        assert_eq!(response.status(), 200);
+        assert_eq!(built.load(Ordering::SeqCst), 2, "built again for the second send");
+        assert_eq!(connections.load(Ordering::SeqCst), 2, "on a connection of its own");
+    }
+
+    #[tokio::test]
+    async fn a_request_answered_even_with_an_error_is_sent_once() {
+        let (url, connections) =
+            server(|_| Some("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"))
+                .await;
+        let http = client();
+        let built = AtomicU64::new(0);
+        let response = http
+            .send("token", |client| {
+                built.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, ()>(client.post(&url).body("grant_type=refresh_token"))
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.status(), 503);
+        assert_eq!((built.load(Ordering::SeqCst), connections.load(Ordering::SeqCst)), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_provider_that_cannot_be_reached_is_not_called_twice() {
+        // A port nothing listens on: the connection is refused, which a resend would not cure.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let http = client();
+        let built = AtomicU64::new(0);
+        let sent = http
+            .send("token", |client| {
+                built.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, ()>(client.post(format!("http://127.0.0.1:{port}/token")))
+            })
+            .await
+            .unwrap();
+        assert!(sent.is_err());
+        assert_eq!(built.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn an_announced_idle_time_lowers_the_limit_with_a_margin_and_never_raises_it() {
+        let config = crate::config::test_config(Default::default()).build().unwrap();
+        let http = ProviderHttp::new(&config).unwrap();
+        assert_eq!(http.idle_timeout(), Duration::from_secs(30), "the default");
+        let announce = |value: &str| {
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert("keep-alive", value.parse().unwrap());
+            http.learn(&headers);
+            http.idle_timeout()
+        };
+        assert_eq!(announce("timeout=5"), Duration::from_secs(4));
+        assert_eq!(announce("timeout=60"), Duration::from_secs(4), "never raised");
+        assert_eq!(announce("timeout=1"), Duration::from_millis(500), "half, below the margin");
+    }
+}

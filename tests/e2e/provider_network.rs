@@ -1,0 +1,107 @@
+//! The provider's network (issue 40): logins and refreshes through a relay in front of the real
+//! provider that resets connections the app reuses after the network forgot them, or that keeps
+//! the provider's close from the app until its next packet. Every login and refresh succeeds;
+//! every token request reaches the provider once; the idle time the provider announces is
+//! honoured.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use auth_layer::{AccessTokenOptions, AuthClient, AuthLayer, StoreContext};
+use auth_layer_tests::relay::{Relay, RelayMode};
+use auth_layer_tests::{Browser, Provider, ProviderOptions, cookies_after, provider_for_app_at};
+use reqwest::StatusCode;
+
+/// The quickstart app whose provider is reached through a relay in `mode`.
+struct Behind {
+    provider: Provider,
+    relay: Relay,
+    client: AuthClient,
+    app_url: String,
+}
+
+async fn behind(mode: RelayMode, options: ProviderOptions) -> Behind {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let options = ProviderOptions { public_port: Some(listener.local_addr().unwrap().port()), ..options };
+    let (provider, config, app_url, app_listener) = provider_for_app_at(options, |config, _| config).await;
+    let relay = Relay::on(listener, SocketAddr::from(([127, 0, 0, 1], provider.port)), mode);
+    let client = AuthClient::new(config).await.expect("discovery through the relay");
+    let app = quickstart::app(AuthLayer::new(client.clone()));
+    tokio::spawn(async move { axum::serve(app_listener, app).await.unwrap() });
+    Behind { provider, relay, client, app_url }
+}
+
+/// Pauses around the network's idle limit (`around`), in turn shorter and longer.
+fn pause(i: usize, around: Duration) -> Duration {
+    around.mul_f64([0.2, 0.8, 1.3, 2.0][i % 4])
+}
+
+/// `logins` logins and then `refreshes` forced refreshes of one session, pausing around
+/// `around` before each; every one must succeed. Returns how many token requests the app made.
+async fn logins_and_refreshes(at: &Behind, logins: usize, refreshes: usize, around: Duration) -> u64 {
+    let mut cookie = String::new();
+    for i in 0..logins {
+        tokio::time::sleep(pause(i, around)).await;
+        // The harness's browser opens a new connection each time: only the app is under test.
+        let browser = Browser::fresh_connections();
+        let done = browser.login(&at.app_url, &format!("user-{i}")).await;
+        assert_eq!(done.status(), StatusCode::FOUND, "login {i}: {:?}", done.text().await);
+        cookie = browser.cookie_header(&at.app_url);
+    }
+    for i in 0..refreshes {
+        tokio::time::sleep(pause(i, around)).await;
+        let mut ctx = StoreContext::from_cookie_headers([&cookie.parse().unwrap()]);
+        let refreshed = at.client.access_token(&mut ctx, AccessTokenOptions::default().force_refresh()).await;
+        assert!(refreshed.is_ok(), "refresh {i}: {refreshed:?}");
+        // The next refresh starts from this one's session (another access token: another
+        // refresh, not this one's result again).
+        cookie = cookies_after(ctx).expect("the refreshed session's cookie");
+    }
+    (logins + refreshes) as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_that_forgets_idle_connections_fails_no_login_and_no_refresh() {
+    // The provider keeps connections 5 s (announced); the network forgets them after 100 ms.
+    let idle = Duration::from_millis(100);
+    let at = behind(RelayMode::ResetIdle(idle), ProviderOptions::default()).await;
+    let made = logins_and_refreshes(&at, 30, 100, idle).await;
+    assert!(at.relay.resets() >= 20, "the relay reset reused connections: {}", at.relay.resets());
+    assert_eq!(at.provider.token_requests().await, made, "each token request reached the provider once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_that_reaches_the_app_only_with_its_next_packet_fails_no_login_and_no_refresh() {
+    // The provider closes idle connections after 200 ms without announcing it; the relay keeps
+    // the close from the app until the app sends on the connection again.
+    let closes = Duration::from_millis(200);
+    let options = ProviderOptions { idle_close_ms: Some(200), ..ProviderOptions::default() };
+    let at = behind(RelayMode::HoldClose, options).await;
+    let made = logins_and_refreshes(&at, 30, 100, closes).await;
+    assert!(at.relay.resets() >= 20, "the app sent on connections the provider had closed: {}", at.relay.resets());
+    assert_eq!(at.provider.token_requests().await, made, "each token request reached the provider once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_is_not_reused_past_the_idle_time_the_provider_announces() {
+    // `Keep-Alive: timeout=2`: reused for 1 s at most (the announcement less a second).
+    let options = ProviderOptions { keep_alive_ms: Some(2_000), ..ProviderOptions::default() };
+    let at = behind(RelayMode::Plain, options).await;
+    let browser = Browser::fresh_connections();
+    assert_eq!(browser.login(&at.app_url, "kai").await.status(), StatusCode::FOUND, "the announcement is heard");
+    let mut cookie = browser.cookie_header(&at.app_url);
+    let refresh = async |cookie: &mut String| {
+        let mut ctx = StoreContext::from_cookie_headers([&cookie.parse().unwrap()]);
+        at.client.access_token(&mut ctx, AccessTokenOptions::default().force_refresh()).await.unwrap();
+        *cookie = cookies_after(ctx).unwrap();
+    };
+    refresh(&mut cookie).await;
+    let opened = at.relay.connections();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    refresh(&mut cookie).await;
+    assert_eq!(at.relay.connections(), opened, "idle 0.3 s: the connection is reused");
+    tokio::time::sleep(Duration::from_millis(1_400)).await;
+    refresh(&mut cookie).await;
+    assert_eq!(at.relay.connections(), opened + 1, "idle 1.4 s, past 2 s less the margin: a new connection");
+    assert_eq!(at.relay.resets(), 0);
+}
