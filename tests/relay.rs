@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,6 +30,7 @@ pub struct Relay {
     pub port: u16,
     connections: Arc<AtomicU64>,
     resets: Arc<AtomicU64>,
+    swallowing: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -45,19 +46,27 @@ impl Relay {
         let port = listener.local_addr().unwrap().port();
         let (connections, resets) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let (opened, reset) = (connections.clone(), resets.clone());
+        let swallowing = Arc::new(AtomicBool::new(false));
+        let swallow = swallowing.clone();
         let task = tokio::spawn(async move {
             while let Ok((app, _)) = listener.accept().await {
                 opened.fetch_add(1, Ordering::SeqCst);
-                let reset = reset.clone();
+                let (reset, swallow) = (reset.clone(), swallow.clone());
                 tokio::spawn(async move {
                     let Ok(provider) = TcpStream::connect(upstream).await else { return };
-                    if relay(app, provider, mode).await {
+                    if relay(app, provider, mode, &swallow).await {
                         reset.fetch_add(1, Ordering::SeqCst);
                     }
                 });
             }
         });
-        Self { port, connections, resets, task }
+        Self { port, connections, resets, swallowing, task }
+    }
+
+    /// While on, what the app sends is dropped and nothing comes back, on open connections and
+    /// new ones alike: a provider that hangs, or a network that lost its route.
+    pub fn swallow(&self, on: bool) {
+        self.swallowing.store(on, Ordering::SeqCst);
     }
 
     /// Connections the app opened through the relay.
@@ -78,7 +87,7 @@ impl Drop for Relay {
 }
 
 /// Relays one connection until it ends; whether it ended by resetting the app's side.
-async fn relay(mut app: TcpStream, mut provider: TcpStream, mode: RelayMode) -> bool {
+async fn relay(mut app: TcpStream, mut provider: TcpStream, mode: RelayMode, swallow: &AtomicBool) -> bool {
     let (mut from_app, mut from_provider) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
     let mut last = Instant::now();
     let mut provider_closed = false;
@@ -90,6 +99,9 @@ async fn relay(mut app: TcpStream, mut provider: TcpStream, mode: RelayMode) -> 
                 let n = read.unwrap_or(0);
                 if n == 0 {
                     break false;
+                }
+                if swallow.load(Ordering::SeqCst) {
+                    continue;
                 }
                 let forgotten = matches!(mode, RelayMode::ResetIdle(idle) if last.elapsed() > idle);
                 if provider_closed || forgotten {

@@ -309,6 +309,7 @@ pub struct AuthConfig {
     pub(crate) provider_idle_timeout: Duration,
     pub(crate) provider_connect_timeout: Duration,
     pub(crate) provider_timeout: Duration,
+    pub(crate) provider_max_calls: usize,
     pub(crate) logout_token_max_age: Duration,
     pub(crate) refresh_buffer: Duration,
     pub(crate) renew_below: Duration,
@@ -359,6 +360,7 @@ impl std::fmt::Debug for AuthConfig {
             .field("provider_idle_timeout", &self.provider_idle_timeout)
             .field("provider_connect_timeout", &self.provider_connect_timeout)
             .field("provider_timeout", &self.provider_timeout)
+            .field("provider_max_calls", &self.provider_max_calls)
             .field("logout_token_max_age", &self.logout_token_max_age)
             .field("refresh_buffer", &self.refresh_buffer)
             .field("renew_below", &self.renew_below)
@@ -586,6 +588,7 @@ pub struct AuthConfigBuilder {
     provider_idle_timeout: Option<Duration>,
     provider_connect_timeout: Option<Duration>,
     provider_timeout: Option<Duration>,
+    provider_max_calls: Option<usize>,
     logout_token_max_age: Option<Duration>,
     refresh_buffer: Option<Duration>,
     renew_below: Option<Duration>,
@@ -636,6 +639,7 @@ impl std::fmt::Debug for AuthConfigBuilder {
             .field("provider_idle_timeout", &self.provider_idle_timeout)
             .field("provider_connect_timeout", &self.provider_connect_timeout)
             .field("provider_timeout", &self.provider_timeout)
+            .field("provider_max_calls", &self.provider_max_calls)
             .field("logout_token_max_age", &self.logout_token_max_age)
             .field("refresh_buffer", &self.refresh_buffer)
             .field("renew_below", &self.renew_below)
@@ -702,6 +706,10 @@ impl AuthConfigBuilder {
                     .ok_or_else(|| invalid(name, format!("`{value}`: expected seconds, from 0 to 3600")))?;
                 builder = set(builder, Duration::from_secs_f64(seconds));
             }
+        }
+        if let Some(value) = get("AUTH_PROVIDER_MAX_CALLS") {
+            let calls = value.parse().map_err(|_| invalid("AUTH_PROVIDER_MAX_CALLS", format!("`{value}`: a count")))?;
+            builder = builder.provider_max_calls(calls);
         }
         if let Some(list) = get("AUTH_TRUSTED_PROXIES") {
             builder.trusted_proxies = list.parse().map_err(|why| invalid("AUTH_TRUSTED_PROXIES", why))?;
@@ -1141,6 +1149,14 @@ impl AuthConfigBuilder {
         self
     }
 
+    /// The most calls in flight to the provider at once (token, pushed authorization and
+    /// userinfo requests); default 64. One past it fails at once with 503 instead of queueing
+    /// behind a provider that hangs. Also `AUTH_PROVIDER_MAX_CALLS`.
+    pub fn provider_max_calls(mut self, calls: usize) -> Self {
+        self.provider_max_calls = Some(calls);
+        self
+    }
+
     /// How old (by its `iat`, beyond the clock tolerance) a back-channel logout token may be;
     /// default 2 minutes, as Auth0's own verifier allows. A provider posts its logout tokens at
     /// once; an older one is refused, which bounds how long its `jti` must be remembered.
@@ -1220,6 +1236,10 @@ impl AuthConfigBuilder {
         let provider_idle_timeout = self.provider_idle_timeout.unwrap_or(Duration::from_secs(30));
         let provider_connect_timeout = self.provider_connect_timeout.unwrap_or(Duration::from_secs(5));
         let provider_timeout = self.provider_timeout.unwrap_or(Duration::from_secs(10));
+        let provider_max_calls = self.provider_max_calls.unwrap_or(64);
+        if provider_max_calls == 0 {
+            return Err(invalid("AUTH_PROVIDER_MAX_CALLS", "must be at least 1"));
+        }
         if provider_connect_timeout.is_zero() || provider_timeout.is_zero() {
             return Err(invalid("provider timeouts", "must be longer than zero"));
         }
@@ -1408,6 +1428,7 @@ impl AuthConfigBuilder {
             provider_idle_timeout,
             provider_connect_timeout,
             provider_timeout,
+            provider_max_calls,
             logout_token_max_age: self.logout_token_max_age.unwrap_or(Duration::from_secs(120)),
             refresh_buffer: self.refresh_buffer.unwrap_or(Duration::from_secs(60)),
             renew_below: self.renew_below.unwrap_or(inactivity_duration / 2).min(inactivity_duration),

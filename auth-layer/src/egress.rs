@@ -32,6 +32,16 @@
 //! used twice under rotation may end the grant (the session ends cleanly, as any `invalid_grant`
 //! ends it everywhere). Nothing is corrupted either way; each resend is logged and counted
 //! (`auth_layer.provider.resends`).
+//!
+//! # A provider that hangs or is gone
+//!
+//! At most [`provider_max_calls`](crate::AuthConfigBuilder::provider_max_calls) calls are in
+//! flight to a provider at once; one past it fails at once (503) instead of queueing behind a
+//! provider that hangs. A call that gets no answer (a timeout, a connection refused, a resend
+//! that failed too) marks the provider down: calls then fail at once with 503 and
+//! `Retry-After`, except one probe every [`PROBE_INTERVAL`], which goes through; the first that
+//! is answered marks it up again. So a provider that comes back is used within half a second of
+//! the next request, and requests that need no provider never wait on it.
 
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,6 +53,21 @@ use crate::telemetry;
 /// What is taken off an idle time the provider announces, so that the client lets a connection
 /// go before the provider does.
 const MARGIN: Duration = Duration::from_secs(1);
+
+/// While the provider is down, how often one call goes through to see whether it is back.
+pub(crate) const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Why a call to the provider got no answer.
+#[derive(Debug)]
+pub(crate) enum SendError<E> {
+    /// The request could not be built.
+    Build(E),
+    /// It was sent and got no answer.
+    Failed(reqwest::Error),
+    /// It was not sent: the provider is down (between probes) or has as many calls in flight
+    /// as allowed.
+    FailingFast(&'static str),
+}
 
 /// The provider's HTTP client: pooled connections under an idle limit, and fresh ones for a
 /// resend.
@@ -57,6 +82,13 @@ pub(crate) struct ProviderHttp {
     timeout: Duration,
     /// Whether the endpoint policy's resolver is left out.
     allow_private: bool,
+    /// Calls in flight, at most `provider_max_calls`.
+    calls: tokio::sync::Semaphore,
+    /// Whether the last call got no answer.
+    down: std::sync::atomic::AtomicBool,
+    /// While down: when (ms since `epoch`) the next probe may go.
+    probe_at_ms: AtomicU64,
+    epoch: std::time::Instant,
 }
 
 impl ProviderHttp {
@@ -72,7 +104,42 @@ impl ProviderHttp {
             connect_timeout,
             timeout,
             allow_private,
+            calls: tokio::sync::Semaphore::new(config.provider_max_calls),
+            down: std::sync::atomic::AtomicBool::new(false),
+            probe_at_ms: AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
         })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Whether a call may go now: the provider is up, or it is down and this call is the probe
+    /// (the first since [`PROBE_INTERVAL`]).
+    fn may_call(&self) -> bool {
+        if !self.down.load(Ordering::Acquire) {
+            return true;
+        }
+        let now = self.now_ms();
+        let due = self.probe_at_ms.load(Ordering::Acquire);
+        let next = now + PROBE_INTERVAL.as_millis() as u64;
+        now >= due && self.probe_at_ms.compare_exchange(due, next, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    /// Records whether a call was answered: the provider is up, or down until a probe is
+    /// answered.
+    fn answered(&self, answered: bool, endpoint: &'static str) {
+        if answered {
+            if self.down.swap(false, Ordering::AcqRel) {
+                tracing::info!(endpoint, "the provider answers again");
+            }
+            return;
+        }
+        self.probe_at_ms.store(self.now_ms() + PROBE_INTERVAL.as_millis() as u64, Ordering::Release);
+        if !self.down.swap(true, Ordering::AcqRel) {
+            tracing::warn!(endpoint, "the provider does not answer: failing its calls fast, probing it every 0.5 s");
+        }
     }
 
     /// The pooled client, for calls made through another crate's client (discovery, key sets).
@@ -89,23 +156,33 @@ impl ProviderHttp {
     /// Sends the request `build` makes with the client it is given, on a pooled connection; if
     /// that fails before any byte of the answer arrived, builds it again and sends it once on a
     /// new connection (see the module's docs). `endpoint` names the call in logs and metrics.
+    ///
+    /// Fails at once, sending nothing, while the provider is down (but for a probe) or has as
+    /// many calls in flight as allowed (see the module's docs).
     pub(crate) async fn send<E>(
         &self,
         endpoint: &'static str,
         build: impl Fn(&reqwest::Client) -> Result<reqwest::RequestBuilder, E>,
-    ) -> Result<Result<reqwest::Response, reqwest::Error>, E> {
-        let first = build(&self.client())?.send().await;
+    ) -> Result<reqwest::Response, SendError<E>> {
+        if !self.may_call() {
+            return Err(SendError::FailingFast("the provider is not answering; calls fail fast until it does"));
+        }
+        let Ok(_permit) = self.calls.try_acquire() else {
+            tracing::warn!(endpoint, "as many calls to the provider in flight as allowed; this one is refused");
+            return Err(SendError::FailingFast("too many calls to the provider are in flight"));
+        };
+        let first = build(&self.client()).map_err(SendError::Build)?.send().await;
         let response = match first {
             Err(err) if unanswered(&err) => {
                 tracing::info!(endpoint, error = %err, "the provider's connection failed before an answer; sending once more on a new connection");
                 telemetry::count_by(telemetry::PROVIDER_RESENDS, "endpoint", endpoint);
-                build(&self.fresh)?.send().await
+                build(&self.fresh).map_err(SendError::Build)?.send().await
             }
             other => other,
         };
-        if let Ok(response) = &response {
-            self.learn(response.headers());
-        }
+        self.answered(response.is_ok(), endpoint);
+        let response = response.map_err(SendError::Failed)?;
+        self.learn(response.headers());
         Ok(response)
     }
 
@@ -244,7 +321,6 @@ mod tests {
                 Ok::<_, ()>(client.post(&url).body("grant_type=refresh_token"))
             })
             .await
-            .unwrap()
             .expect("the second send is answered");
         assert_eq!(response.status(), 200);
         assert_eq!(built.load(Ordering::SeqCst), 2, "built again for the second send");
@@ -264,7 +340,6 @@ mod tests {
                 Ok::<_, ()>(client.post(&url).body("grant_type=refresh_token"))
             })
             .await
-            .unwrap()
             .unwrap();
         assert_eq!(response.status(), 503);
         assert_eq!((built.load(Ordering::SeqCst), connections.load(Ordering::SeqCst)), (1, 1));
@@ -281,10 +356,54 @@ mod tests {
                 built.fetch_add(1, Ordering::SeqCst);
                 Ok::<_, ()>(client.post(format!("http://127.0.0.1:{port}/token")))
             })
-            .await
-            .unwrap();
-        assert!(sent.is_err());
+            .await;
+        assert!(matches!(sent, Err(SendError::Failed(_))));
         assert_eq!(built.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn calls_past_the_bound_fail_at_once_and_a_provider_that_hangs_is_probed_not_waited_on() {
+        // A server that takes connections and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/token", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let config = crate::config::test_config(Default::default())
+            .allow_private_endpoints(true)
+            .provider_max_calls(2)
+            .provider_timeout(Duration::from_millis(300))
+            .provider_connect_timeout(Duration::from_millis(100))
+            .build()
+            .unwrap();
+        let http = std::sync::Arc::new(ProviderHttp::new(&config).unwrap());
+        let call = |http: std::sync::Arc<ProviderHttp>, url: String| async move {
+            let started = std::time::Instant::now();
+            let sent = http.send("token", |client| Ok::<_, ()>(client.post(&url))).await;
+            (sent, started.elapsed())
+        };
+        let calls: Vec<_> = (0..5).map(|_| tokio::spawn(call(http.clone(), url.clone()))).collect();
+        let mut fast = 0;
+        for done in calls {
+            match done.await.unwrap() {
+                (Err(SendError::FailingFast(_)), took) => {
+                    assert!(took < Duration::from_millis(100), "{took:?}");
+                    fast += 1;
+                }
+                (Err(SendError::Failed(err)), _) => assert!(err.is_timeout(), "{err}"),
+                (other, _) => panic!("{:?}", other.map(|r| r.status())),
+            }
+        }
+        assert_eq!(fast, 3, "two calls in flight at most");
+        // Timed out: down. The next call fails at once; after the probe interval one goes.
+        let (sent, took) = call(http.clone(), url.clone()).await;
+        assert!(matches!(sent, Err(SendError::FailingFast(_))) && took < Duration::from_millis(100));
+        tokio::time::sleep(PROBE_INTERVAL).await;
+        let (sent, took) = call(http.clone(), url.clone()).await;
+        assert!(matches!(sent, Err(SendError::Failed(_))) && took >= Duration::from_millis(250), "the probe went");
     }
 
     #[test]

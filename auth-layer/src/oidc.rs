@@ -399,7 +399,13 @@ impl RelyingParty {
                     }
                     Ok::<_, AuthError>(request)
                 };
-                let response = self.http.send(endpoint, proved).await?.map_err(unreachable)?;
+                let response = self.http.send(endpoint, proved).await.map_err(|err| match err {
+                    crate::egress::SendError::Build(err) => err,
+                    crate::egress::SendError::Failed(err) => unreachable(err),
+                    crate::egress::SendError::FailingFast(why) => {
+                        AuthError::Provider(ProviderError::Unreachable(cause(why)))
+                    }
+                })?;
                 let (status, headers) = (response.status(), response.headers().clone());
                 let body = response.bytes().await.map_err(unreachable)?;
                 if key.is_none() {
@@ -447,11 +453,11 @@ impl RelyingParty {
                 }
                 Ok::<_, openidconnect::HttpClientError<reqwest::Error>>(request)
             };
-            let response = self
-                .http
-                .send("token", build)
-                .await?
-                .map_err(|e| openidconnect::HttpClientError::Reqwest(Box::new(e)))?;
+            let response = self.http.send("token", build).await.map_err(|err| match err {
+                crate::egress::SendError::Build(err) => err,
+                crate::egress::SendError::Failed(err) => openidconnect::HttpClientError::Reqwest(Box::new(err)),
+                crate::egress::SendError::FailingFast(why) => openidconnect::HttpClientError::Other(why.into()),
+            })?;
             let mut answer = openidconnect::HttpResponse::new(Vec::new());
             *answer.status_mut() = response.status();
             *answer.headers_mut() = response.headers().clone();

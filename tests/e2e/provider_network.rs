@@ -105,3 +105,78 @@ async fn a_connection_is_not_reused_past_the_idle_time_the_provider_announces() 
     assert_eq!(at.relay.connections(), opened + 1, "idle 1.4 s, past 2 s less the margin: a new connection");
     assert_eq!(at.relay.resets(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_hangs_fails_calls_fast_leaves_sessions_alone_and_is_used_again_once_back() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let options = ProviderOptions { public_port: Some(listener.local_addr().unwrap().port()), ..Default::default() };
+    let (provider, config, app_url, app_listener) = provider_for_app_at(options, |config, _| {
+        config.provider_timeout(Duration::from_secs(1)).provider_connect_timeout(Duration::from_millis(500))
+    })
+    .await;
+    let relay = Relay::on(listener, SocketAddr::from(([127, 0, 0, 1], provider.port)), RelayMode::Plain);
+    let client = AuthClient::new(config).await.unwrap();
+    let app = quickstart::app(AuthLayer::new(client.clone()));
+    tokio::spawn(async move { axum::serve(app_listener, app).await.unwrap() });
+    let browser = Browser::fresh_connections();
+    assert_eq!(browser.login(&app_url, "hana").await.status(), StatusCode::FOUND);
+    let cookie = browser.cookie_header(&app_url);
+    let refresh = |cookie: String| {
+        let client = client.clone();
+        async move {
+            let mut ctx = StoreContext::from_cookie_headers([&cookie.parse().unwrap()]);
+            let started = std::time::Instant::now();
+            let result = client.access_token(&mut ctx, AccessTokenOptions::default().force_refresh()).await;
+            (result.map(|_| cookies_after(ctx).unwrap()), started.elapsed())
+        }
+    };
+    // A login started now, to be completed while the provider hangs.
+    let other = Browser::fresh_connections();
+    let callback = other.start_and_authorize(&app_url, "ines", "/auth/login").await;
+
+    relay.swallow(true);
+    let (first, took) = refresh(cookie.clone()).await;
+    assert!(matches!(first, Err(auth_layer::AuthError::Provider(_))), "{first:?}");
+    assert!(took >= Duration::from_millis(900), "the first call waits out its timeout: {took:?}");
+    // Twenty more at once: they fail at once (one may be the probe, which waits its timeout).
+    let calls = (0..20).map(|_| tokio::spawn(refresh(cookie.clone())));
+    let mut slow = 0;
+    for call in calls {
+        let (result, took) = call.await.unwrap();
+        assert!(result.is_err());
+        if took > Duration::from_millis(200) {
+            slow += 1;
+        }
+    }
+    assert!(slow <= 1, "{slow} calls waited on a provider known to be down");
+    // The callback answers 503 with Retry-After; reading the session needs no provider.
+    let answer = other.get(&callback).await;
+    assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.headers()["retry-after"], "1");
+    let started = std::time::Instant::now();
+    let profile = browser.get(&format!("{app_url}/auth/profile")).await;
+    assert_eq!(profile.status(), StatusCode::OK);
+    assert!(started.elapsed() < Duration::from_millis(300), "the session read waited: {:?}", started.elapsed());
+
+    // Back: a refresh goes through within a second.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    relay.swallow(false);
+    let back = std::time::Instant::now();
+    let mut cookie = cookie;
+    loop {
+        match refresh(cookie.clone()).await {
+            (Ok(next), _) => {
+                cookie = next;
+                break;
+            }
+            (Err(err), _) => {
+                assert!(
+                    back.elapsed() < Duration::from_secs(1),
+                    "still failing 1 s after the provider's return: {err:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    assert!(refresh(cookie).await.0.is_ok(), "and the next one too");
+}

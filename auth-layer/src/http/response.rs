@@ -21,7 +21,12 @@ impl AuthError {
         } else {
             tracing::warn!(code = self.code(), error = ?Chain(self), "auth request refused");
         }
-        error_response(status, self.code(), &self.public_message(), request_headers)
+        let mut response = error_response(status, self.code(), &self.public_message(), request_headers);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // The provider or the store is down: a client may try again in a moment.
+            response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 
