@@ -54,6 +54,20 @@ use crate::telemetry;
 /// go before the provider does.
 const MARGIN: Duration = Duration::from_secs(1);
 
+/// How many times discovery asks a provider that does not answer (or answers 5xx) before the
+/// client cannot be made.
+pub(crate) const DISCOVERY_ATTEMPTS: u32 = 5;
+
+/// The wait before attempt `attempt + 1`: 250 ms doubled at each attempt, at most 4 s, of
+/// which a random half to all (instances started together spread out).
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(250).saturating_mul(1 << attempt.min(4)).min(Duration::from_secs(4));
+    let mut random = [0u8; 4];
+    getrandom::fill(&mut random).expect("the operating system's random generator failed");
+    let share = 0.5 + 0.5 * f64::from(u32::from_le_bytes(random)) / f64::from(u32::MAX);
+    base.mul_f64(share)
+}
+
 /// While the provider is down, how often one call goes through to see whether it is back.
 pub(crate) const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -266,6 +280,16 @@ fn keep_alive_timeout(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_to_four_seconds_and_varies_within_its_upper_half() {
+        for (attempt, base) in [(0, 250), (1, 500), (2, 1000), (3, 2000), (4, 4000), (9, 4000)] {
+            let waits: Vec<Duration> = (0..50).map(|_| backoff(attempt)).collect();
+            let base = Duration::from_millis(base);
+            assert!(waits.iter().all(|w| *w >= base / 2 && *w <= base), "attempt {attempt}: {waits:?}");
+            assert!(waits.iter().any(|w| *w != waits[0]), "jittered");
+        }
+    }
 
     #[test]
     fn the_keep_alive_timeout_is_read_in_any_order_and_case() {

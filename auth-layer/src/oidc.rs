@@ -228,9 +228,21 @@ impl RelyingParty {
                 openidconnect::AsyncHttpClient::call(&http, request).await
             }
         };
-        let metadata = ProviderMetadata::discover_async(issuer.clone(), &guarded)
-            .await
-            .map_err(|e| ProviderError::Discovery(cause(format!("{e}: {}", Chain(&e)))))?;
+        // A provider that did not answer (or answered 5xx) is asked again, after a wait that
+        // grows and varies by instance: a fleet started together does not ask in step.
+        let mut attempt = 0;
+        let metadata = loop {
+            match ProviderMetadata::discover_async(issuer.clone(), &guarded).await {
+                Ok(metadata) => break metadata,
+                Err(err) if attempt + 1 < crate::egress::DISCOVERY_ATTEMPTS && transient(&err) => {
+                    let wait = crate::egress::backoff(attempt);
+                    tracing::warn!(issuer = issuer.as_str(), error = ?Chain(&err), wait_ms = wait.as_millis() as u64, "discovery failed; asking again");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err(err) => return Err(ProviderError::Discovery(cause(format!("{err}: {}", Chain(&err))))),
+            }
+        };
         if !allow_private {
             let extras = metadata.additional_metadata();
             let pushed = extras.pushed_authorization_request_endpoint.as_deref().and_then(|u| url::Url::parse(u).ok());
@@ -1174,6 +1186,16 @@ type TokenError = RequestTokenError<
     openidconnect::HttpClientError<reqwest::Error>,
     openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>,
 >;
+
+/// Whether a discovery failure may pass by itself: no answer, or a 5xx. Not a refusal of the
+/// endpoint policy, nor metadata that is wrong.
+fn transient(err: &openidconnect::DiscoveryError<openidconnect::HttpClientError<reqwest::Error>>) -> bool {
+    match err {
+        openidconnect::DiscoveryError::Request(openidconnect::HttpClientError::Reqwest(_)) => true,
+        openidconnect::DiscoveryError::Response(status, ..) => status.is_server_error(),
+        _ => false,
+    }
+}
 
 fn token_error(err: TokenError) -> ProviderError {
     match err {

@@ -180,3 +180,21 @@ async fn a_provider_that_hangs_fails_calls_fast_leaves_sessions_alone_and_is_use
     }
     assert!(refresh(cookie).await.0.is_ok(), "and the next one too");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_asks_again_until_a_provider_that_is_starting_answers() {
+    // The provider's public port answers nothing at first (connections refused), then, 0.7 s
+    // later, leads to it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let options = ProviderOptions { public_port: Some(port), ..Default::default() };
+    let (provider, config, _, _) = provider_for_app_at(options, |config, _| config).await;
+    let started = std::time::Instant::now();
+    let discovery = tokio::spawn(AuthClient::new(config));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let relay = Relay::on(listener, SocketAddr::from(([127, 0, 0, 1], provider.port)), RelayMode::Plain);
+    let client = discovery.await.unwrap().expect("discovered once the provider answers");
+    assert!(started.elapsed() >= Duration::from_millis(700));
+    assert_eq!(client.config().issuer(), provider.issuer);
+    assert!(relay.connections() >= 1);
+}
