@@ -31,6 +31,7 @@ pub struct Relay {
     connections: Arc<AtomicU64>,
     resets: Arc<AtomicU64>,
     swallowing: Arc<AtomicBool>,
+    dropping: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -48,19 +49,28 @@ impl Relay {
         let (opened, reset) = (connections.clone(), resets.clone());
         let swallowing = Arc::new(AtomicBool::new(false));
         let swallow = swallowing.clone();
+        let dropping = Arc::new(AtomicBool::new(false));
+        let drop_answer = dropping.clone();
         let task = tokio::spawn(async move {
             while let Ok((app, _)) = listener.accept().await {
                 opened.fetch_add(1, Ordering::SeqCst);
-                let (reset, swallow) = (reset.clone(), swallow.clone());
+                let (reset, swallow, drop_answer) = (reset.clone(), swallow.clone(), drop_answer.clone());
                 tokio::spawn(async move {
                     let Ok(provider) = TcpStream::connect(upstream).await else { return };
-                    if relay(app, provider, mode, &swallow).await {
+                    if relay(app, provider, mode, &swallow, &drop_answer).await {
                         reset.fetch_add(1, Ordering::SeqCst);
                     }
                 });
             }
         });
-        Self { port, connections, resets, swallowing, task }
+        Self { port, connections, resets, swallowing, dropping, task }
+    }
+
+    /// The next answer the provider sends, on any connection, is not passed on: the app's
+    /// connection is reset instead. The provider did receive the request: the rare edge where
+    /// a resend reaches it twice.
+    pub fn drop_next_answer(&self) {
+        self.dropping.store(true, Ordering::SeqCst);
     }
 
     /// While on, what the app sends is dropped and nothing comes back, on open connections and
@@ -87,7 +97,13 @@ impl Drop for Relay {
 }
 
 /// Relays one connection until it ends; whether it ended by resetting the app's side.
-async fn relay(mut app: TcpStream, mut provider: TcpStream, mode: RelayMode, swallow: &AtomicBool) -> bool {
+async fn relay(
+    mut app: TcpStream,
+    mut provider: TcpStream,
+    mode: RelayMode,
+    swallow: &AtomicBool,
+    drop_answer: &AtomicBool,
+) -> bool {
     let (mut from_app, mut from_provider) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
     let mut last = Instant::now();
     let mut provider_closed = false;
@@ -121,6 +137,9 @@ async fn relay(mut app: TcpStream, mut provider: TcpStream, mode: RelayMode, swa
                         continue;
                     }
                     break false;
+                }
+                if drop_answer.swap(false, Ordering::SeqCst) {
+                    break true;
                 }
                 if app_write.write_all(&from_provider[..n]).await.is_err() {
                     break false;

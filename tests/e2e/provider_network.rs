@@ -198,3 +198,26 @@ async fn discovery_asks_again_until_a_provider_that_is_starting_answers() {
     assert_eq!(client.config().issuer(), provider.issuer);
     assert!(relay.connections() >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_the_provider_received_before_the_connection_broke_ends_the_session_cleanly_under_rotation() {
+    // Rotation: a refresh token used twice is refused (and the provider ends the grant).
+    let options = ProviderOptions { rotate_refresh: true, ..ProviderOptions::default() };
+    let at = behind(RelayMode::Plain, options).await;
+    let browser = Browser::fresh_connections();
+    assert_eq!(browser.login(&at.app_url, "lou").await.status(), StatusCode::FOUND);
+    let cookie = browser.cookie_header(&at.app_url);
+    let before = at.provider.token_requests().await;
+    // The provider answers the refresh, but the answer never reaches the app: its connection
+    // is reset. The app sends the refresh once more, and the provider sees the token again.
+    at.relay.drop_next_answer();
+    let mut ctx = StoreContext::from_cookie_headers([&cookie.parse().unwrap()]);
+    let refreshed = at.client.access_token(&mut ctx, AccessTokenOptions::default().force_refresh()).await;
+    assert!(
+        matches!(refreshed, Err(auth_layer::AuthError::Provider(auth_layer::ProviderError::InvalidGrant(_)))),
+        "{refreshed:?}"
+    );
+    assert_eq!(at.provider.token_requests().await - before, 2, "sent once more after the reset");
+    assert_eq!(at.relay.resets(), 1);
+    assert_eq!(cookies_after(ctx), None, "the session's cookies are removed: it ended");
+}
