@@ -1784,6 +1784,47 @@ mod tests {
     }
 
     #[test]
+    fn origins_proxies_and_provider_timeouts_are_read_from_the_environment_and_checked() {
+        let config = AuthConfig::from_lookup(vars(&with(&[
+            ("AUTH_PUBLIC_ORIGINS", "https://www.customer.example, https://preview.app.example"),
+            ("AUTH_TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.7"),
+            ("AUTH_PROVIDER_IDLE_TIMEOUT", "15"),
+            ("AUTH_PROVIDER_CONNECT_TIMEOUT", "0.5"),
+            ("AUTH_PROVIDER_TIMEOUT", "4"),
+            ("AUTH_PROVIDER_MAX_CALLS", "8"),
+        ])))
+        .unwrap();
+        let origins: Vec<&str> = config.origins().iter().map(|o| o.as_str()).collect();
+        assert_eq!(origins.len(), 3, "{origins:?}");
+        assert_eq!(origins[1..], ["https://www.customer.example/", "https://preview.app.example/"]);
+        assert!(config.trusted_proxies().trusts("10.2.3.4".parse().unwrap()));
+        assert_eq!(config.provider_idle_timeout, Duration::from_secs(15));
+        assert_eq!(config.provider_connect_timeout, Duration::from_millis(500));
+        assert_eq!(config.provider_timeout, Duration::from_secs(4));
+        assert_eq!(config.provider_max_calls, 8);
+        let defaults = AuthConfig::from_lookup(vars(GOOD)).unwrap();
+        assert_eq!(defaults.origins().len(), 1);
+        assert!(defaults.trusted_proxies().is_empty());
+        let timeouts = (defaults.provider_idle_timeout, defaults.provider_connect_timeout, defaults.provider_timeout);
+        assert_eq!(timeouts, (Duration::from_secs(30), Duration::from_secs(5), Duration::from_secs(10)));
+        for (name, value, says) in [
+            ("AUTH_PUBLIC_ORIGINS", "http://custom.example", "scheme"),
+            ("AUTH_PUBLIC_ORIGINS", "https://custom.example/app", "without a path"),
+            ("AUTH_TRUSTED_PROXIES", "proxy.internal", "proxy.internal"),
+            ("AUTH_PROVIDER_TIMEOUT", "soon", "seconds"),
+            ("AUTH_PROVIDER_CONNECT_TIMEOUT", "20", "shorter"),
+            ("AUTH_PROVIDER_MAX_CALLS", "0", "at least 1"),
+        ] {
+            let err = AuthConfig::from_lookup(vars(&with(&[(name, value)]))).unwrap_err().to_string();
+            assert!(err.contains(name) && err.contains(says), "{name}={value}: {err}");
+        }
+        let with_domain = CookieOptions { domain: Some("app.example".into()), ..CookieOptions::default() };
+        let builder = AuthConfigBuilder::from_lookup(vars(GOOD)).unwrap().cookies(with_domain);
+        let err = builder.public_origins(["https://other.example"]).build().unwrap_err();
+        assert!(err.to_string().contains("Domain"), "{err}");
+    }
+
+    #[test]
     fn same_site_none_needs_secure_cookies() {
         let cookies = CookieOptions { same_site: SameSite::None, ..CookieOptions::default() };
         let builder = AuthConfigBuilder::from_lookup(vars(GOOD)).unwrap().cookies(cookies);
