@@ -921,14 +921,34 @@ impl RelyingParty {
             KeyNeed::LogoutToken => "logout_token",
         };
         telemetry::count_by(telemetry::JWKS_REFETCHES, "for", for_);
-        // The key set's fetch gives no status: 200 when it parsed, none otherwise.
-        let status = |answer: &Result<_, _>| answer.is_ok().then_some(200);
-        let http = self.http.client();
-        let fetch = CoreJsonWebKeySet::fetch_async(&self.jwks_uri, &http);
-        let fetched = telemetry::provider_call("jwks", ("GET", self.jwks_uri.url()), status, fetch).await;
-        match fetched {
-            Ok(jwks) => *self.jwks.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(jwks),
-            Err(err) => tracing::warn!(error = ?Chain(&err), "JWKS refetch failed"),
+        // Through the provider's client: a broken connection is retried on a new one, and a
+        // provider that is down is not waited on.
+        let url = self.jwks_uri.url();
+        let fetch = async {
+            let accept = "application/json, application/jwk-set+json";
+            let get =
+                |client: &reqwest::Client| Ok::<_, ()>(client.get(url.clone()).header(reqwest::header::ACCEPT, accept));
+            let response = self.http.send("jwks", get).await.map_err(|err| match err {
+                crate::egress::SendError::Failed(err) => (None, err.to_string()),
+                crate::egress::SendError::FailingFast(why) => (None, why.to_owned()),
+                crate::egress::SendError::Build(()) => (None, "the request could not be built".to_owned()),
+            })?;
+            let status = response.status().as_u16();
+            if !response.status().is_success() {
+                return Err((Some(status), format!("the key set's endpoint answered {status}")));
+            }
+            let body = response.bytes().await.map_err(|err| (Some(status), err.to_string()))?;
+            let keys =
+                serde_json::from_slice::<CoreJsonWebKeySet>(&body).map_err(|err| (Some(status), err.to_string()))?;
+            Ok((status, keys))
+        };
+        let status = |answer: &Result<(u16, _), (Option<u16>, _)>| match answer {
+            Ok((status, _)) => Some(*status),
+            Err((status, _)) => *status,
+        };
+        match telemetry::provider_call("jwks", ("GET", url), status, fetch).await {
+            Ok((_, jwks)) => *self.jwks.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(jwks),
+            Err((_, why)) => tracing::warn!(error = why.as_str(), "JWKS refetch failed"),
         }
     }
 
