@@ -328,26 +328,28 @@ mod tests {
         (url, connections)
     }
 
-    fn client() -> ProviderHttp {
+    /// A token-like POST to `url` through a new client: what `send` gave, and how many times
+    /// the request was built.
+    async fn post_counting(url: &str) -> (Result<reqwest::Response, SendError<()>>, u64) {
         let config = crate::config::test_config(Default::default()).allow_private_endpoints(true).build().unwrap();
-        ProviderHttp::new(&config).unwrap()
+        let http = ProviderHttp::new(&config).unwrap();
+        let built = AtomicU64::new(0);
+        let sent = http
+            .send("token", |client| {
+                built.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, ()>(client.post(url).body("grant_type=refresh_token"))
+            })
+            .await;
+        (sent, built.load(Ordering::SeqCst))
     }
 
     #[tokio::test]
     async fn a_request_reset_before_an_answer_is_built_again_and_sent_once_more_on_a_new_connection() {
         let (url, connections) =
             server(|n| (n > 0).then_some("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")).await;
-        let http = client();
-        let built = AtomicU64::new(0);
-        let response = http
-            .send("token", |client| {
-                built.fetch_add(1, Ordering::SeqCst);
-                Ok::<_, ()>(client.post(&url).body("grant_type=refresh_token"))
-            })
-            .await
-            .expect("the second send is answered");
-        assert_eq!(response.status(), 200);
-        assert_eq!(built.load(Ordering::SeqCst), 2, "built again for the second send");
+        let (sent, built) = post_counting(&url).await;
+        assert_eq!(sent.expect("the second send is answered").status(), 200);
+        assert_eq!(built, 2, "built again for the second send");
         assert_eq!(connections.load(Ordering::SeqCst), 2, "on a connection of its own");
     }
 
@@ -356,33 +358,18 @@ mod tests {
         let (url, connections) =
             server(|_| Some("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"))
                 .await;
-        let http = client();
-        let built = AtomicU64::new(0);
-        let response = http
-            .send("token", |client| {
-                built.fetch_add(1, Ordering::SeqCst);
-                Ok::<_, ()>(client.post(&url).body("grant_type=refresh_token"))
-            })
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 503);
-        assert_eq!((built.load(Ordering::SeqCst), connections.load(Ordering::SeqCst)), (1, 1));
+        let (sent, built) = post_counting(&url).await;
+        assert_eq!(sent.unwrap().status(), 503);
+        assert_eq!((built, connections.load(Ordering::SeqCst)), (1, 1));
     }
 
     #[tokio::test]
     async fn a_provider_that_cannot_be_reached_is_not_called_twice() {
         // A port nothing listens on: the connection is refused, which a resend would not cure.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let http = client();
-        let built = AtomicU64::new(0);
-        let sent = http
-            .send("token", |client| {
-                built.fetch_add(1, Ordering::SeqCst);
-                Ok::<_, ()>(client.post(format!("http://127.0.0.1:{port}/token")))
-            })
-            .await;
+        let (sent, built) = post_counting(&format!("http://127.0.0.1:{port}/token")).await;
         assert!(matches!(sent, Err(SendError::Failed(_))));
-        assert_eq!(built.load(Ordering::SeqCst), 1);
+        assert_eq!(built, 1);
     }
 
     #[tokio::test]
