@@ -107,6 +107,9 @@ async fn relay(
     let (mut from_app, mut from_provider) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
     let mut last = Instant::now();
     let mut provider_closed = false;
+    // Whether the provider was sent bytes it has not answered yet: its close then comes as a
+    // reset of that request at once (a packet meeting a closed socket), never held.
+    let mut awaiting_answer = false;
     let reset = loop {
         let (mut app_read, mut app_write) = app.split();
         let (mut provider_read, mut provider_write) = provider.split();
@@ -126,11 +129,15 @@ async fn relay(
                 if provider_write.write_all(&from_app[..n]).await.is_err() {
                     break true;
                 }
+                awaiting_answer = true;
                 last = Instant::now();
             }
             read = provider_read.read(&mut from_provider), if !provider_closed => {
                 let n = read.unwrap_or(0);
                 if n == 0 {
+                    if awaiting_answer {
+                        break true;
+                    }
                     if mode == RelayMode::HoldClose {
                         // The app is not told: its next packet meets a reset.
                         provider_closed = true;
@@ -144,6 +151,7 @@ async fn relay(
                 if app_write.write_all(&from_provider[..n]).await.is_err() {
                     break false;
                 }
+                awaiting_answer = false;
                 last = Instant::now();
             }
         }

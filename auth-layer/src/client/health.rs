@@ -10,9 +10,10 @@ use super::AuthClient;
 /// How long a readiness check waits for a store before calling it failing.
 pub const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What one part of a readiness check found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "state", content = "detail")]
+/// What one part of a readiness check found. Serialises as `{"state":"ok"}`, `"not_used"` or
+/// `"failing"`, without the reason: a `/readyz` anyone can reach must not tell them the names
+/// and addresses of the app's servers; [`AuthClient::readiness`] logs the reasons instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Check {
     /// It answers.
     Ok,
@@ -29,8 +30,23 @@ impl Check {
     }
 }
 
+impl Serialize for Check {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let state = match self {
+            Self::Ok => "ok",
+            Self::NotUsed => "not_used",
+            Self::Failing(_) => "failing",
+        };
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry("state", state)?;
+        map.end()
+    }
+}
+
 /// Whether this process is ready to serve, part by part ([`AuthClient::readiness`]). Serialises
-/// as the JSON a `/readyz` route answers: `{"ready":true,"provider":{"state":"ok"},...}`.
+/// as the JSON a `/readyz` route answers: `{"ready":true,"provider":{"state":"ok"},...}`, no
+/// failure's reason included (see [`Check`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Readiness {
@@ -85,7 +101,14 @@ impl AuthClient {
             Some(notices) if notices.version().is_some() => Check::Ok,
             Some(_) => Check::Failing("the listener is not connected, or was not heard from lately".into()),
         };
-        let ready = [&provider, &store, &shared_state, &notices].iter().all(|check| check.passes());
+        let parts =
+            [("provider", &provider), ("store", &store), ("shared_state", &shared_state), ("notices", &notices)];
+        for (part, check) in parts {
+            if let Check::Failing(why) = check {
+                tracing::warn!(part, why = why.as_str(), "not ready");
+            }
+        }
+        let ready = parts.iter().all(|(_, check)| check.passes());
         Readiness { ready, provider, store, shared_state, notices }
     }
 }
@@ -97,5 +120,28 @@ async fn probe(check: impl Future<Output = Result<bool, crate::error::StoreError
         Ok(Ok(false)) => Check::NotUsed,
         Ok(Err(err)) => Check::Failing(crate::error::Chain(&err).to_string()),
         Err(_) => Check::Failing(format!("no answer within {} s", READINESS_TIMEOUT.as_secs())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_part_serialises_its_state_and_never_its_reason() {
+        let why = "the Redis store is unavailable: 10.1.2.3:6379: connection refused";
+        let readiness = Readiness {
+            ready: false,
+            provider: Check::Ok,
+            store: Check::Failing(why.into()),
+            shared_state: Check::NotUsed,
+            notices: Check::Failing(why.into()),
+        };
+        let json = serde_json::to_string(&readiness).unwrap();
+        assert_eq!(
+            json,
+            r#"{"ready":false,"provider":{"state":"ok"},"store":{"state":"failing"},"shared_state":{"state":"not_used"},"notices":{"state":"failing"}}"#
+        );
+        assert!(!json.contains("10.1.2.3"));
     }
 }
