@@ -177,6 +177,12 @@ impl Provider {
         assert!(answer.status().is_success());
     }
 
+    /// The provider's process id (for a bench that freezes it with SIGSTOP); `None` once it
+    /// has exited.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Stops the provider (it is unreachable until [`restart`](Self::restart)).
     pub async fn stop(&mut self) {
         self.child.kill().await.unwrap();
@@ -190,6 +196,53 @@ impl Provider {
     /// How many refresh-token grants the provider has served.
     pub async fn refresh_grants(&self) -> u64 {
         self.stat("refresh_grants").await
+    }
+
+    /// How many token revocation requests (RFC 7009) reached the provider.
+    pub async fn revocations(&self) -> u64 {
+        self.stat("revocations").await
+    }
+
+    /// Waits up to 5 s for the provider to have received `count` revocations (they are sent
+    /// after a logout's answer), then 300 ms more for any beyond them; returns how many came.
+    pub async fn revocations_settled(&self, count: u64) -> u64 {
+        let since = std::time::Instant::now();
+        while self.revocations().await < count && since.elapsed() < std::time::Duration::from_secs(5) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        self.revocations().await
+    }
+
+    /// The provider's answer to a refresh-token grant with `refresh_token` sent as the test
+    /// app's client: its status and JSON body.
+    pub async fn refresh_grant(&self, refresh_token: &str) -> (reqwest::StatusCode, serde_json::Value) {
+        let answer = reqwest::Client::new()
+            .post(format!("{}/token", self.issuer))
+            .basic_auth("test-app", Some(CLIENT_SECRET))
+            .form(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token)])
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status();
+        (status, answer.json().await.unwrap_or_default())
+    }
+
+    /// Freezes the provider (`SIGSTOP`): it accepts connections and answers nothing until
+    /// [`thaw`](Self::thaw).
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes a provider [`freeze`](Self::freeze) stopped.
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.pid().expect("the provider is running");
+        let status = std::process::Command::new("kill").arg(signal).arg(pid.to_string()).status().unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
     }
 
     /// How many userinfo requests the provider has served.
@@ -366,6 +419,8 @@ pub struct EnvOptions {
     pub provider: ProviderOptions,
     /// Where sessions are kept.
     pub store: quickstart::StoreChoice,
+    /// Changes to the test configuration (none by default).
+    pub configure: fn(auth_layer::AuthConfigBuilder) -> auth_layer::AuthConfigBuilder,
 }
 
 impl Default for EnvOptions {
@@ -375,6 +430,7 @@ impl Default for EnvOptions {
             token_auth: TokenEndpointAuth::ClientSecretBasic,
             provider: ProviderOptions::default(),
             store: quickstart::StoreChoice::Cookie,
+            configure: |builder| builder,
         }
     }
 }
@@ -415,7 +471,9 @@ impl TestEnv {
         let provider_options = ProviderOptions { auth_method: Some(method), ..options.provider.clone() };
         let provider = Provider::start(&app_url, &provider_options).await;
         let clock_offset = Arc::new(AtomicU64::new(0));
-        let config = config(&provider, &app_url, options.token_auth, clock_offset.clone());
+        let config = (options.configure)(config_builder(&provider, &app_url, options.token_auth, clock_offset.clone()))
+            .build()
+            .expect("test configuration");
         let auth =
             quickstart::auth_layer(config, options.store.clone()).await.expect("discovery and the session store");
         let client = auth.client().clone();

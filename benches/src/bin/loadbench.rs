@@ -15,8 +15,13 @@
 //! with `tower-sessions-redis-store`, the newest Redis store it has). Every other session holds
 //! the same data: auth-layer's [`SessionData`] of a test user with realistic tokens.
 //!
+//! `cookie-par` is `cookie` with pushed authorization requests: its `GET /auth/login` posts to
+//! the provider before it redirects, the route `scripts/frozenbench` loads beside `/me` while
+//! the provider runs and while it is frozen.
+//!
 //! The auth-layer modes start the test provider (`tests/idp`, installed by `npm ci`) for
-//! discovery; no request under load reaches it.
+//! discovery; no request of `scripts/loadbench` reaches it. The provider's process id is
+//! printed (`provider pid N`) for a script that stops it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,9 +53,13 @@ async fn main() {
     let mut provider = None;
     let app = match mode.as_str() {
         "bare" => App::Layered(bare()),
-        "cookie" | "cookie-small" | "cookie-shared" | "cookie-shared-around" | "memory" | "redis" | "redis-cached" => {
+        "cookie" | "cookie-par" | "cookie-small" | "cookie-shared" | "cookie-shared-around" | "memory" | "redis"
+        | "redis-cached" => {
             let started = Provider::start(&app_url, &ProviderOptions::default()).await;
-            let app = auth_layer_app(&mode, config(&started.issuer, &app_url)).await;
+            if let Some(pid) = started.pid() {
+                eprintln!("provider pid {pid}");
+            }
+            let app = auth_layer_app(&mode, config(&started.issuer, &app_url, mode == "cookie-par")).await;
             provider = Some(started);
             app
         }
@@ -58,7 +67,7 @@ async fn main() {
         "tower-sessions-redis" => App::Layered(peer::redis().await),
         other => {
             eprintln!(
-                "usage: loadbench MODE (bare|cookie|cookie-small|cookie-shared|cookie-shared-around|memory|redis|redis-cached|\
+                "usage: loadbench MODE (bare|cookie|cookie-par|cookie-small|cookie-shared|cookie-shared-around|memory|redis|redis-cached|\
                  tower-sessions|tower-sessions-redis), not `{other}`"
             );
             std::process::exit(2);
@@ -79,15 +88,15 @@ enum App {
     Around(AuthRouter),
 }
 
-fn config(issuer: &str, app_url: &str) -> AuthConfig {
-    AuthConfig::builder()
+fn config(issuer: &str, app_url: &str, pushed_authorization: bool) -> AuthConfig {
+    let builder = AuthConfig::builder()
         .issuer(issuer)
         .client_id("test-app")
         .client_secret(CLIENT_SECRET)
         .secret(SECRET)
-        .base_url(app_url)
-        .build()
-        .expect("bench configuration")
+        .base_url(app_url);
+    let builder = if pushed_authorization { builder.pushed_authorization_requests(true) } else { builder };
+    builder.build().expect("bench configuration")
 }
 
 fn redis_url() -> String {
@@ -115,7 +124,7 @@ fn bare() -> Router {
 
 async fn auth_layer_app(mode: &str, config: AuthConfig) -> App {
     let store: Arc<dyn SessionStore> = match mode {
-        "cookie" | "cookie-small" => Arc::new(CookieSessionStore::new(&config)),
+        "cookie" | "cookie-par" | "cookie-small" => Arc::new(CookieSessionStore::new(&config)),
         // The cookie store of a fleet: logout markers in Redis, which pushes notices of new ones.
         "cookie-shared" | "cookie-shared-around" => {
             let backend = RedisBackend::connect(&redis_url()).await.expect("Redis at REDIS_URL");
