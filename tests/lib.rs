@@ -198,7 +198,7 @@ impl Provider {
         self.stat("refresh_grants").await
     }
 
-    /// How many token revocation requests (RFC 7009) reached the provider.
+    /// How many token revocation requests (RFC 7009) the provider took (answered 200).
     pub async fn revocations(&self) -> u64 {
         self.stat("revocations").await
     }

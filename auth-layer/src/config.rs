@@ -286,6 +286,9 @@ pub struct AuthConfig {
     pub(crate) logout_strategy: LogoutStrategy,
     pub(crate) pushed_authorization: Option<bool>,
     pub(crate) fetch_userinfo: bool,
+    /// Whether a session's refresh token is revoked at the provider when the session ends by a
+    /// logout (RFC 7009).
+    pub(crate) revoke_at_logout: bool,
     pub(crate) attempt_silent_login: bool,
     pub(crate) acr_values_essential: bool,
     pub(crate) allow_private_endpoints: bool,
@@ -343,6 +346,7 @@ impl std::fmt::Debug for AuthConfig {
             .field("logout_strategy", &self.logout_strategy)
             .field("pushed_authorization", &self.pushed_authorization)
             .field("fetch_userinfo", &self.fetch_userinfo)
+            .field("revoke_at_logout", &self.revoke_at_logout)
             .field("attempt_silent_login", &self.attempt_silent_login)
             .field("acr_values_essential", &self.acr_values_essential)
             .field("allow_private_endpoints", &self.allow_private_endpoints)
@@ -395,6 +399,7 @@ impl AuthConfig {
     /// | `AUTH_RESPONSE_MODE` | optional: `query` (default) or `form_post` ([`ResponseMode`]) |
     /// | `AUTH_ID_TOKEN_SIGNED_RESPONSE_ALG` | optional: the one algorithm ID and logout tokens are accepted under (default `RS256`) |
     /// | `AUTH_FETCH_USERINFO` | optional: `true` calls the userinfo endpoint at login ([`AuthConfigBuilder::fetch_userinfo`]) |
+    /// | `AUTH_REVOKE_AT_LOGOUT` | optional: `false` keeps refresh tokens alive at the provider after a logout ([`AuthConfigBuilder::revoke_at_logout`]) |
     /// | `AUTH_LOGOUT_STATE` | optional: `true` sends `state` with RP-initiated logout ([`AuthConfigBuilder::logout_state`]) |
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
@@ -571,6 +576,8 @@ pub struct AuthConfigBuilder {
     logout_strategy: LogoutStrategy,
     pushed_authorization: Option<bool>,
     fetch_userinfo: bool,
+    /// `true` turns revocation at logout off (default: on).
+    keep_refresh_tokens: bool,
     attempt_silent_login: bool,
     acr_values_essential: bool,
     allow_private_endpoints: bool,
@@ -622,6 +629,7 @@ impl std::fmt::Debug for AuthConfigBuilder {
             .field("logout_strategy", &self.logout_strategy)
             .field("pushed_authorization", &self.pushed_authorization)
             .field("fetch_userinfo", &self.fetch_userinfo)
+            .field("keep_refresh_tokens", &self.keep_refresh_tokens)
             .field("attempt_silent_login", &self.attempt_silent_login)
             .field("acr_values_essential", &self.acr_values_essential)
             .field("allow_private_endpoints", &self.allow_private_endpoints)
@@ -764,6 +772,7 @@ impl AuthConfigBuilder {
         }
         for (name, set) in [
             ("AUTH_FETCH_USERINFO", Self::fetch_userinfo as fn(Self, bool) -> Self),
+            ("AUTH_REVOKE_AT_LOGOUT", Self::revoke_at_logout),
             ("AUTH_LOGOUT_STATE", Self::logout_state),
             ("AUTH_DPOP", Self::dpop),
             ("AUTH_FAPI2", Self::fapi2),
@@ -963,6 +972,18 @@ impl AuthConfigBuilder {
     /// exactly when the provider's metadata says `require_pushed_authorization_requests`.
     pub fn pushed_authorization_requests(mut self, enabled: bool) -> Self {
         self.pushed_authorization = Some(enabled);
+        self
+    }
+
+    /// Revokes a session's refresh token at the provider's `revocation_endpoint` (RFC 7009)
+    /// when a logout ends the session (on by default): a refresh token copied before the
+    /// logout is then worth nothing. It is sent once per session across the fleet (the
+    /// [`SharedState`](crate::SharedState) decides which process), after the local logout and
+    /// without delaying its answer: a provider that is down or refuses leaves the logout done,
+    /// and is logged (`revocation_failed`) and counted (`auth_layer.revocations`). Nothing is
+    /// sent for a session without a refresh token or to a provider without the endpoint.
+    pub fn revoke_at_logout(mut self, enabled: bool) -> Self {
+        self.keep_refresh_tokens = !enabled;
         self
     }
 
@@ -1411,6 +1432,7 @@ impl AuthConfigBuilder {
             logout_strategy: self.logout_strategy,
             pushed_authorization: if self.fapi2 { Some(true) } else { self.pushed_authorization },
             fetch_userinfo: self.fetch_userinfo,
+            revoke_at_logout: !self.keep_refresh_tokens,
             attempt_silent_login: self.attempt_silent_login,
             acr_values_essential: self.acr_values_essential,
             allow_private_endpoints: self.allow_private_endpoints,
@@ -1524,6 +1546,9 @@ mod tests {
         assert_eq!(plain.response_mode, ResponseMode::Query);
         assert_eq!(plain.id_token_alg, "RS256");
         assert!(!plain.fetch_userinfo && !plain.logout_state && !plain.routes.logout_callback);
+        assert!(plain.revoke_at_logout, "refresh tokens are revoked at logout by default");
+        let kept = AuthConfig::from_lookup(vars(&with(&[("AUTH_REVOKE_AT_LOGOUT", "false")]))).unwrap();
+        assert!(!kept.revoke_at_logout);
         let config = AuthConfig::from_lookup(vars(&with(&[
             ("AUTH_RESPONSE_MODE", "form_post"),
             ("AUTH_ID_TOKEN_SIGNED_RESPONSE_ALG", "PS256"),

@@ -96,6 +96,9 @@ struct ProviderExtras {
     /// RP-Initiated Logout 1.0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     end_session_endpoint: Option<openidconnect::EndSessionUrl>,
+    /// RFC 7009: where tokens are revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revocation_endpoint: Option<String>,
     /// RFC 9207: the provider puts `iss` in every authorization response.
     #[serde(default)]
     authorization_response_iss_parameter_supported: bool,
@@ -136,6 +139,9 @@ type ProviderMetadata = openidconnect::ProviderMetadata<
 struct TokenClient<'a> {
     rp: &'a RelyingParty,
     key: Option<&'a DpopKey>,
+    /// Whether a 5xx answer is the provider being unavailable (a refresh: the session stays,
+    /// 503) rather than a bad answer (a code exchange: 502).
+    server_error_is_outage: bool,
 }
 
 impl<'c> openidconnect::AsyncHttpClient<'c> for TokenClient<'_> {
@@ -152,7 +158,14 @@ impl<'c> openidconnect::AsyncHttpClient<'c> for TokenClient<'_> {
         let method = request.method().clone();
         Box::pin(async move {
             let call = self.rp.token_call(self.key, request);
-            telemetry::provider_call("token", (method.as_str(), &url), status, call).await
+            let answer = telemetry::provider_call("token", (method.as_str(), &url), status, call).await?;
+            if self.server_error_is_outage && answer.status().is_server_error() {
+                return Err(openidconnect::HttpClientError::Other(format!(
+                    "the provider answered {}",
+                    answer.status()
+                )));
+            }
+            Ok(answer)
         })
     }
 }
@@ -172,6 +185,8 @@ const MAX_KEYS_TRIED: usize = 8;
 /// The relying party for one provider and one client.
 pub(crate) struct RelyingParty {
     client: Client,
+    /// The provider's revocation endpoint (RFC 7009), when it announces one.
+    revocation_endpoint: Option<Url>,
     client_id: ClientId,
     client_secret: ClientSecret,
     issuer: IssuerUrl,
@@ -246,12 +261,14 @@ impl RelyingParty {
         if !allow_private {
             let extras = metadata.additional_metadata();
             let pushed = extras.pushed_authorization_request_endpoint.as_deref().and_then(|u| url::Url::parse(u).ok());
+            let revocation = extras.revocation_endpoint.as_deref().and_then(|u| url::Url::parse(u).ok());
             let named = [
                 Some(metadata.authorization_endpoint().url()),
                 metadata.token_endpoint().map(|u| u.url()),
                 metadata.userinfo_endpoint().map(|u| u.url()),
                 extras.end_session_endpoint.as_ref().map(|u| u.url()),
                 pushed.as_ref(),
+                revocation.as_ref(),
             ];
             for url in named.into_iter().flatten() {
                 crate::endpoint::check(url).map_err(|why| ProviderError::Discovery(cause(policy(why))))?;
@@ -317,6 +334,12 @@ impl RelyingParty {
         // With private_key_jwt there is no secret: the client id goes in the body with the
         // assertion (an HMAC-signed ID token is refused by the configuration then).
         let secret = assertion.is_none().then(|| client_secret.clone());
+        let revocation_endpoint = match metadata.additional_metadata().revocation_endpoint.as_deref() {
+            Some(url) => Some(
+                Url::parse(url).map_err(|e| ProviderError::Discovery(cause(format!("revocation_endpoint: {e}"))))?,
+            ),
+            None => None,
+        };
         let client = CoreClient::from_provider_metadata(metadata, client_id.clone(), secret)
             .set_token_uri(token_url)
             .set_redirect_uri(redirect)
@@ -327,6 +350,7 @@ impl RelyingParty {
         tracing::info!(issuer = %issuer.as_str(), keys = jwks.keys().len(), "discovered OpenID Provider");
         Ok(Self {
             client,
+            revocation_endpoint,
             client_id,
             client_secret,
             issuer,
@@ -581,21 +605,7 @@ impl RelyingParty {
         let Some(endpoint) = &self.par_endpoint else { return Ok(request.url.clone()) };
         let params: Vec<(String, String)> = request.url.query_pairs().into_owned().collect();
         // A fresh client assertion at each attempt: the provider may refuse a replayed `jti`.
-        let build = |http: &reqwest::Client| -> Result<reqwest::RequestBuilder, AuthError> {
-            let post = http.post(endpoint.clone()).header(reqwest::header::ACCEPT, "application/json");
-            Ok(match self.config.token_endpoint_auth {
-                TokenEndpointAuth::PrivateKeyJwt => post.form(&[params.as_slice(), &self.assertion_params()?].concat()),
-                TokenEndpointAuth::ClientSecretPost => post.form(
-                    &[params.as_slice(), &[("client_secret".into(), self.client_secret.secret().clone())]].concat(),
-                ),
-                _ => {
-                    // RFC 6749 2.3.1: both form-encoded before Basic.
-                    let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-                    post.basic_auth(encode(self.client_id.as_str()), Some(encode(self.client_secret.secret())))
-                        .form(&params)
-                }
-            })
-        };
+        let build = |http: &reqwest::Client| self.authenticated(http.post(endpoint.clone()), &params);
         let (status, _, body) =
             self.send_proved(build, dpop, ("POST", endpoint), None, NonceOf::AuthorizationServer, "par").await?;
         let json: Option<Value> = serde_json::from_slice(&body).ok();
@@ -696,7 +706,7 @@ impl RelyingParty {
         for (name, value) in assertion {
             request = request.add_extra_param(name, value);
         }
-        let send = TokenClient { rp: self, key: dpop };
+        let send = TokenClient { rp: self, key: dpop, server_error_is_outage: false };
         let response: CoreTokenResponse = request.request_async(&send).await.map_err(|err| match token_error(err) {
             // At the code exchange, `invalid_grant` means a bad or used code, not a dead session.
             ProviderError::InvalidGrant(why) => ProviderError::TokenRefused(why),
@@ -741,7 +751,7 @@ impl RelyingParty {
         if let Some(audience) = audience {
             request = request.add_extra_param("audience", audience.to_owned());
         }
-        let send = TokenClient { rp: self, key: dpop };
+        let send = TokenClient { rp: self, key: dpop, server_error_is_outage: true };
         let response: CoreTokenResponse = request.request_async(&send).await.map_err(token_error)?;
         check_token_type(&response, dpop.is_some())?;
         let now = self.config.clock.now();
@@ -761,6 +771,65 @@ impl RelyingParty {
             scope: response.scopes().map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),
             refresh_token: response.refresh_token().map(|t| t.secret().clone()),
             id_token,
+        })
+    }
+
+    /// Whether the provider announced a `revocation_endpoint` (RFC 7009).
+    pub(crate) fn revokes(&self) -> bool {
+        self.revocation_endpoint.is_some()
+    }
+
+    /// Revokes `refresh_token` at the provider's revocation endpoint (RFC 7009, 2.1), with the
+    /// client's authentication and a DPoP proof by `dpop` when the session's tokens are bound to
+    /// it. A token the provider no longer knows counts as revoked, by RFC 7009's rule (200).
+    pub(crate) async fn revoke(&self, refresh_token: &str, dpop: Option<&DpopKey>) -> Result<(), AuthError> {
+        let endpoint = self.revocation_endpoint.as_ref().ok_or_else(|| {
+            AuthError::Provider(ProviderError::TokenRefused("the provider announces no revocation_endpoint".into()))
+        })?;
+        let mut params = vec![
+            ("token".to_owned(), refresh_token.to_owned()),
+            ("token_type_hint".to_owned(), "refresh_token".to_owned()),
+        ];
+        if !matches!(self.config.token_endpoint_auth, TokenEndpointAuth::ClientSecretBasic) {
+            params.push(("client_id".to_owned(), self.client_id.as_str().to_owned()));
+        }
+        let build = |http: &reqwest::Client| self.authenticated(http.post(endpoint.clone()), &params);
+        let (status, _, body) =
+            self.send_proved(build, dpop, ("POST", endpoint), None, NonceOf::AuthorizationServer, "revocation").await?;
+        if status.is_success() {
+            return Ok(());
+        }
+        let why = format!(
+            "the revocation endpoint answered {status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        );
+        Err(AuthError::Provider(if status.is_server_error() {
+            ProviderError::Unreachable(cause(why))
+        } else {
+            ProviderError::TokenRefused(why)
+        }))
+    }
+
+    /// `post` with the form `params` and the client's authentication, by the configured method:
+    /// a fresh client assertion (`private_key_jwt`), the secret in the form
+    /// (`client_secret_post`), or HTTP Basic (`client_secret_basic`, both parts form-encoded
+    /// first, RFC 6749 2.3.1).
+    fn authenticated(
+        &self,
+        post: reqwest::RequestBuilder,
+        params: &[(String, String)],
+    ) -> Result<reqwest::RequestBuilder, AuthError> {
+        let post = post.header(reqwest::header::ACCEPT, "application/json");
+        Ok(match self.config.token_endpoint_auth {
+            TokenEndpointAuth::PrivateKeyJwt => post.form(&[params, &self.assertion_params()?].concat()),
+            TokenEndpointAuth::ClientSecretPost => {
+                post.form(&[params, &[("client_secret".into(), self.client_secret.secret().clone())]].concat())
+            }
+            _ => {
+                let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+                post.basic_auth(encode(self.client_id.as_str()), Some(encode(self.client_secret.secret())))
+                    .form(&params)
+            }
         })
     }
 

@@ -59,6 +59,7 @@ pub(crate) const CALLBACK_DURATION: &str = "auth_layer.callback.duration";
 pub(crate) const PROVIDER_REQUEST_DURATION: &str = "auth_layer.provider.request.duration";
 pub(crate) const REFRESHES: &str = "auth_layer.refreshes";
 pub(crate) const REFRESH_WAIT: &str = "auth_layer.refresh.wait.duration";
+pub(crate) const REVOCATIONS: &str = "auth_layer.revocations";
 pub(crate) const BACKCHANNEL_LOGOUTS: &str = "auth_layer.backchannel_logouts";
 pub(crate) const SESSIONS_CREATED: &str = "auth_layer.sessions.created";
 pub(crate) const SESSIONS_RENEWED: &str = "auth_layer.sessions.renewed";
@@ -94,7 +95,7 @@ pub const METRICS: &[Metric] = &[
         PROVIDER_REQUEST_DURATION,
         MetricKind::Histogram,
         "s",
-        "`endpoint`: `token`, `par`, `userinfo`, `jwks`; `outcome`: `ok`, `refused` (4xx), `error` (5xx, unreachable)",
+        "`endpoint`: `token`, `par`, `userinfo`, `jwks`, `revocation`; `outcome`: `ok`, `refused` (4xx), `error` (5xx, unreachable)",
         "requests to the provider, DPoP nonce retries included",
     ),
     metric(
@@ -117,6 +118,13 @@ pub const METRICS: &[Metric] = &[
         "s",
         "`scope`: `process` (a request waiting on its session's refresh), `fleet` (waiting for the lease)",
         "time requests waited on a refresh, their own included",
+    ),
+    metric(
+        REVOCATIONS,
+        MetricKind::Counter,
+        "{revocation}",
+        "`outcome`: `revoked`, `failed` (the provider refused or did not answer; the logout stands)",
+        "refresh tokens revoked at the provider after a logout (RFC 7009), once per session across the fleet",
     ),
     metric(
         BACKCHANNEL_LOGOUTS,

@@ -89,6 +89,11 @@ async fn dpop_bound_tokens_log_in_refresh_and_call_userinfo_with_the_providers_n
     let stranger = DpopKey::generate().proof("GET", &userinfo, Some(&token.access_token), Some(&nonce), now());
     let (status, _) = call_userinfo(&env, "DPoP", &token.access_token, Some(&stranger)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "another key's proof");
+
+    // The logout revokes the session's refresh token, with a proof of its key.
+    let logout = browser.http.get(env.url("/auth/logout")).header("accept", "text/html").send().await.unwrap();
+    assert!(logout.status().is_redirection());
+    assert_eq!(env.provider.revocations_settled(1).await, 1, "the provider took the revocation");
 }
 
 fn now() -> u64 {
@@ -250,6 +255,12 @@ async fn a_fapi2_client_logs_in_and_refreshes_against_the_provider_in_its_fapi2_
     let header = session.id_token.split('.').next().unwrap();
     let header: Value = serde_json::from_slice(&base64_decode(header)).unwrap();
     assert_eq!(header["alg"], "PS256", "ID tokens under the FAPI 2.0 algorithm");
+
+    // The logout revokes the refresh token: a fresh client assertion, and a proof with the
+    // provider's nonce.
+    let logout = browser.http.get(env.url("/auth/logout")).header("accept", "text/html").send().await.unwrap();
+    assert!(logout.status().is_redirection());
+    assert_eq!(env.provider.revocations_settled(1).await, 1, "the provider took the revocation");
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {

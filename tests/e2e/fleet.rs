@@ -393,3 +393,50 @@ async fn logout_markers_shared_through_postgres_cost_no_read_per_request_and_rea
     )
     .await;
 }
+
+async fn a_logout_sent_to_every_instance_at_once_revokes_the_refresh_token_once(
+    store: StoreChoice,
+    shared: SharedChoice,
+) {
+    let fleet = Fleet::start(3, store.clone(), shared.clone(), ProviderOptions::default()).await;
+    let browser = Browser::new();
+    browser.login(&fleet.app_url, &unique_user("lev")).await;
+    let cookie = browser.cookie_header(&fleet.url(0, "/"));
+    for i in 0..3 {
+        assert_eq!(profile_status(&fleet, i, &cookie).await, StatusCode::OK, "{store:?}/{shared:?}: instance {i}");
+    }
+    // Tabs and retries: nine logouts of the one session, three on each instance, at once.
+    let logouts: Vec<_> = (0..9)
+        .map(|n| {
+            let (url, cookie) = (fleet.url(n % 3, "/auth/logout"), cookie.clone());
+            tokio::spawn(async move {
+                reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .unwrap()
+                    .get(url)
+                    .header("accept", "text/html")
+                    .header("cookie", cookie)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    for logout in logouts {
+        let status = logout.await.unwrap();
+        assert!(status.is_redirection(), "{store:?}/{shared:?}: a logout answered {status}");
+    }
+    assert_eq!(fleet.provider.revocations_settled(1).await, 1, "{store:?}/{shared:?}: one revocation for the fleet");
+    for i in 0..3 {
+        assert_eq!(profile_status(&fleet, i, &cookie).await, StatusCode::UNAUTHORIZED, "{store:?}/{shared:?}: {i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_sent_to_three_instances_at_once_revokes_the_refresh_token_once() {
+    for (store, shared) in setups() {
+        a_logout_sent_to_every_instance_at_once_revokes_the_refresh_token_once(store, shared).await;
+    }
+}

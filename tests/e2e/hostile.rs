@@ -435,3 +435,73 @@ async fn claims_userinfo_gave_at_login_survive_a_refresh_with_a_new_id_token() {
     assert_eq!(after.user.claims()["favourite_color"], "green", "kept: {:?}", after.user.claims());
     assert_eq!(after.user.claims()["name"], "Mallory");
 }
+
+/// A process of the hostile provider's app, its sessions in `store`, and a request carrying a
+/// session of `mallory` with `claims`, its access token expired and its refresh token the
+/// provider's (a refresh is due without moving the clock, so the refreshed ID token is fresh).
+async fn due_for_refresh(
+    env: &TestEnv,
+    store: &std::sync::Arc<auth_layer::store::ServerSessionStore>,
+    claims: serde_json::Value,
+) -> (auth_layer::AuthClient, String) {
+    use auth_layer::store::SessionStore;
+    use auth_layer::{AuthClient, SessionData, TokenSet, User};
+    let config = env.client.config().clone();
+    let client = AuthClient::builder(config.clone()).with_session_store(store.clone()).build().await.unwrap();
+    let now = config.clock().now();
+    let mut session =
+        SessionData::new(User::from_id_token_claims(claims.as_object().unwrap().clone()), "id".into(), now);
+    session.refresh_token = Some("rt-hostile".into());
+    session.token_sets.push(TokenSet {
+        audience: None,
+        scope: "openid".into(),
+        access_token: "expired".into(),
+        expires_at: Some(now - 10),
+    });
+    let mut login = auth_layer::StoreContext::default();
+    store.set(&mut login, &session).await.unwrap();
+    (client, auth_layer_tests::cookies_after(login).expect("a session cookie"))
+}
+
+/// OpenID Connect Core 12.2: a refreshed ID token's `auth_time` is the original
+/// authentication's. One naming another authentication is refused and the session ends; the
+/// same answer for a session whose ID token had no `auth_time` is taken.
+#[tokio::test]
+async fn a_refreshed_id_token_with_another_auth_time_ends_the_session() {
+    use auth_layer::store::{ServerSessionStore, SessionStore};
+    let env = TestEnv::start_hostile().await;
+    let store = std::sync::Arc::new(ServerSessionStore::in_memory(env.client.config()));
+    env.provider.set_scenario("stale-auth-time").await;
+    let request = |cookie: &str| auth_layer::StoreContext::from_cookie_headers([&cookie.parse().unwrap()]);
+
+    let (client, cookie) =
+        due_for_refresh(&env, &store, serde_json::json!({"sub": "mallory", "auth_time": 1_000})).await;
+    let err = client.access_token(&mut request(&cookie), Default::default()).await.unwrap_err();
+    assert_eq!(err.code(), "invalid_id_token", "{err}");
+    assert!(store.get(&mut request(&cookie)).await.unwrap().is_none(), "the session ended");
+
+    let (client, cookie) = due_for_refresh(&env, &store, serde_json::json!({"sub": "mallory"})).await;
+    let token = client.access_token(&mut request(&cookie), Default::default()).await;
+    assert!(token.is_ok(), "no auth_time before: nothing to compare ({:?})", token.err());
+    assert_eq!(env.provider.refresh_grants().await, 2);
+}
+
+/// A refresh the provider answers with a 5xx: the provider is failing, not refusing. The
+/// session stays, the error is a 503 (`provider_unavailable`), and the next refresh goes
+/// through.
+#[tokio::test]
+async fn a_refresh_answered_with_a_server_error_keeps_the_session_and_answers_503() {
+    use auth_layer::store::{ServerSessionStore, SessionStore};
+    let env = TestEnv::start_hostile().await;
+    let store = std::sync::Arc::new(ServerSessionStore::in_memory(env.client.config()));
+    let request = |cookie: &str| auth_layer::StoreContext::from_cookie_headers([&cookie.parse().unwrap()]);
+    let (client, cookie) = due_for_refresh(&env, &store, serde_json::json!({"sub": "mallory"})).await;
+    env.provider.set_scenario("refresh-500").await;
+    let err = client.access_token(&mut request(&cookie), Default::default()).await.unwrap_err();
+    assert_eq!((err.code(), err.status()), ("provider_unavailable", StatusCode::SERVICE_UNAVAILABLE), "{err}");
+    assert!(store.get(&mut request(&cookie)).await.unwrap().is_some(), "the session stays");
+    env.provider.set_scenario("default").await;
+    let token = client.access_token(&mut request(&cookie), Default::default()).await;
+    assert!(token.is_ok(), "the provider is back: the refresh goes through ({:?})", token.err());
+    assert_eq!(env.provider.refresh_grants().await, 2);
+}

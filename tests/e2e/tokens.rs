@@ -331,3 +331,92 @@ async fn an_async_before_save_hook_shapes_the_session_at_login_and_refresh_and_c
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert_eq!(access_token(&refused, &env).await.status(), StatusCode::UNAUTHORIZED);
 }
+
+/// A logout through the layer's route: its answer.
+async fn logout(browser: &Browser, env: &TestEnv) -> reqwest::Response {
+    browser.http.get(env.url("/auth/logout")).header("accept", "text/html").send().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_logout_revokes_the_refresh_token_once_and_the_provider_then_refuses_it() {
+    for store in [StoreChoice::Cookie, StoreChoice::Memory] {
+        let env = TestEnv::start_with(EnvOptions { store: store.clone(), ..EnvOptions::default() }).await;
+        let browser = Browser::new();
+        browser.login(&env.app_url, "rhea").await;
+        let refresh_token = session_of(&env, &browser).await.refresh_token.clone().expect("a refresh token");
+        assert_eq!(env.provider.revocations().await, 0);
+        let (status, _) = env.provider.refresh_grant(&refresh_token).await;
+        assert_eq!(status, StatusCode::OK, "{store:?}: the refresh token works before the logout");
+
+        assert!(logout(&browser, &env).await.status().is_redirection());
+        assert_eq!(env.provider.revocations_settled(1).await, 1, "{store:?}: one revocation per logout");
+        let (status, body) = env.provider.refresh_grant(&refresh_token).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{store:?}: {body}");
+        assert_eq!(body["error"], "invalid_grant", "{store:?}: the revoked refresh token is refused");
+        // A second logout of a session already ended sends nothing.
+        assert!(logout(&browser, &env).await.status().is_redirection());
+        assert_eq!(env.provider.revocations_settled(1).await, 1, "{store:?}: nothing to revoke twice");
+    }
+}
+
+#[tokio::test]
+async fn an_app_that_keeps_refresh_tokens_sends_no_revocation() {
+    let env = TestEnv::start_with(EnvOptions {
+        configure: |builder| builder.revoke_at_logout(false),
+        ..EnvOptions::default()
+    })
+    .await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "otto").await;
+    let refresh_token = session_of(&env, &browser).await.refresh_token.clone().expect("a refresh token");
+    assert!(logout(&browser, &env).await.status().is_redirection());
+    assert_eq!(env.provider.revocations_settled(0).await, 0);
+    assert_eq!(env.provider.refresh_grant(&refresh_token).await.0, StatusCode::OK, "the token still works");
+}
+
+#[tokio::test]
+async fn a_frozen_provider_neither_delays_a_logout_nor_undoes_it() {
+    let env = TestEnv::start().await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "ivo").await;
+    let refresh_token = session_of(&env, &browser).await.refresh_token.clone().expect("a refresh token");
+    env.provider.freeze();
+    let started = std::time::Instant::now();
+    let answer = logout(&browser, &env).await;
+    let took = started.elapsed();
+    env.provider.thaw();
+    assert!(answer.status().is_redirection(), "{}", answer.status());
+    // The revocation waits out the provider's 10 s timeout in its own task; the logout did not.
+    assert!(took < Duration::from_secs(5), "the logout waited {took:?} for the provider");
+    let profile = browser.http.get(env.url("/auth/profile")).send().await.unwrap();
+    assert_eq!(profile.status(), StatusCode::UNAUTHORIZED, "the local logout is done");
+    // Thawed within the revocation's timeout: the revocation it held goes through.
+    assert_eq!(env.provider.revocations_settled(1).await, 1);
+    assert_eq!(env.provider.refresh_grant(&refresh_token).await.1["error"], "invalid_grant");
+}
+
+#[tokio::test]
+async fn a_session_ends_at_the_providers_session_expiry_without_a_call_to_the_token_endpoint() {
+    let env = TestEnv::start().await;
+    let browser = Browser::new();
+    // The test provider gives users named `brief…` a `session_expiry` ten minutes away.
+    browser.login(&env.app_url, "brief").await;
+    let bound = session_of(&env, &browser).await.provider_ends_at().expect("the provider's session_expiry");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!((now + 590..=now + 600).contains(&bound), "{bound} vs now {now}");
+    let profile = |browser: &Browser| browser.http.get(env.url("/auth/profile")).send();
+    assert_eq!(profile(&browser).await.unwrap().status(), StatusCode::OK);
+    let token_requests = env.provider.token_requests().await;
+    // Well within the app's own limits (a day idle, a week in all), past the provider's.
+    env.advance_clock(Duration::from_secs(601));
+    assert_eq!(profile(&browser).await.unwrap().status(), StatusCode::UNAUTHORIZED, "ended at the provider's bound");
+    assert_eq!(access_token(&browser, &env).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(env.provider.token_requests().await, token_requests, "no refresh was tried");
+
+    // Another user without the claim: the app's limits alone.
+    let other = Browser::new();
+    other.login(&env.app_url, "lasting").await;
+    assert_eq!(session_of(&env, &other).await.provider_ends_at(), None);
+    env.advance_clock(Duration::from_secs(601));
+    assert_eq!(profile(&other).await.unwrap().status(), StatusCode::OK);
+}

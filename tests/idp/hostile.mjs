@@ -272,6 +272,7 @@ async function token(req, res) {
       : form.has('client_secret') ? 'client_secret_post' : 'none';
   if (grant === 'refresh_token') {
     refreshGrants += 1;
+    if (scenario === 'refresh-500') return send(res, 500, 'internal error', 'text/plain');
     if (scenario === 'strict-rotation') {
       // Rotation where only the newest refresh token works and a used one is refused (without
       // revoking the newest), the refusal coming after the winner's answer.

@@ -65,6 +65,10 @@ function claimsFor(id) {
     email: `${id}@example.test`,
     email_verified: true,
   };
+  // Auth0's `session_expiry`: the provider's bound on the app's session, ten minutes away.
+  if (id.startsWith('brief')) {
+    claims.session_expiry = Math.floor(Date.now() / 1000) + 600;
+  }
   if (id.startsWith('big')) {
     claims.bio = 'x'.repeat(6000);
   }
@@ -91,6 +95,7 @@ let refreshGrants = 0;
 let tokenRequests = 0;
 let jwksFetches = 0;
 let userinfoCalls = 0;
+let revocations = 0;
 const dpopProofs = {};
 const useDpopNonce = {};
 let dpopJkt = null;
@@ -127,7 +132,7 @@ const configuration = {
   pkce: { required: () => true },
   conformIdTokenClaims: false,
   claims: {
-    openid: ['sub', 'org_id', 'org_name'],
+    openid: ['sub', 'org_id', 'org_name', 'session_expiry'],
     email: ['email', 'email_verified'],
     profile: ['name', 'nickname', 'bio'],
   },
@@ -163,6 +168,7 @@ function serve(issuer) {
         token_requests: tokenRequests,
         jwks_fetches: jwksFetches,
         userinfo_calls: userinfoCalls,
+        revocations,
         dpop_proofs: dpopProofs,
         use_dpop_nonce: useDpopNonce,
         dpop_jkt: dpopJkt,
@@ -178,6 +184,8 @@ function serve(issuer) {
       return;
     }
     await next();
+    // Revocations the provider took (RFC 7009: 200), whatever the client's authentication.
+    if (ctx.path === '/token/revocation' && ctx.method === 'POST' && ctx.status === 200) revocations += 1;
     if (ctx.oidc?.params?.dpop_jkt) dpopJkt = ctx.oidc.params.dpop_jkt;
     const challenge = ctx.response.get('WWW-Authenticate') || '';
     if (ctx.body?.error === 'use_dpop_nonce' || challenge.includes('use_dpop_nonce')) count(useDpopNonce, ctx.path);

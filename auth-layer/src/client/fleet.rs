@@ -23,6 +23,9 @@ pub const DEFAULT_MAX_SHARED_ENTRIES: u64 = 1_000_000;
 /// never lapses under a holder that is still running; a holder that dies frees it when it
 /// expires.
 pub(crate) const LEASE_TTL: Duration = Duration::from_secs(20);
+/// How long the claim to revoke an ended session's refresh token is kept: longer than any
+/// retry of its logout (a second claim finds the session ended and nothing to revoke anyway).
+const REVOCATION_CLAIM: Duration = Duration::from_secs(24 * 3600);
 /// How long a request waits for another process's refresh of its session before giving up
 /// with 503 (never sending the refresh token itself while the lease is held).
 const LEASE_WAIT: Duration = Duration::from_secs(22);
@@ -161,6 +164,14 @@ impl Fleet {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         self.backend.put(&jti_key(issuer, client_id, jti), Bytes::from_static(b"1"), Some(ttl), Vec::new()).await
+    }
+
+    /// Whether this process is the one to revoke the refresh token of the ended session
+    /// `session_id` at the provider: `true` for the first caller across the fleet (several
+    /// processes ending one session at once, a logout sent twice), `false` for every other.
+    pub(crate) async fn claim_revocation(&self, session_id: &str) -> Result<bool, StoreError> {
+        let key = format!("revoke:{}", hashed(&[session_id]));
+        self.backend.insert(&key, Bytes::from_static(b"1"), Some(REVOCATION_CLAIM), Vec::new()).await
     }
 
     /// Waits for the refresh lease of `session_id`, or for the result of the refresh `key`

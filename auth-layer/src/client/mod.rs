@@ -822,6 +822,9 @@ impl AuthClient {
             telemetry::count_by(telemetry::SESSIONS_ENDED, "cause", "logout");
         }
         self.inner.transaction_store.delete_all(ctx).await?;
+        if let Some(session) = &session {
+            self.revoke_after_logout(session);
+        }
         let back = self.inner.config.app_url_at(ctx.origin, return_to);
         let id_token = session.as_ref().map(|s| s.id_token.as_str());
         if self.inner.config.logout_state {
@@ -837,6 +840,52 @@ impl AuthClient {
             }
         }
         Ok(self.inner.rp.end_session_url(id_token, &back, None, &extra).unwrap_or(back))
+    }
+
+    /// After a logout ended `session`: its refresh token revoked at the provider (RFC 7009),
+    /// by one process of the fleet (the fleet's revocation claim), in a task of its own, so the
+    /// logout's answer never waits for the provider. A failure is logged and counted; the local
+    /// logout stands whatever the provider does.
+    fn revoke_after_logout(&self, session: &SessionData) {
+        let Some(refresh_token) = session.refresh_token.clone() else { return };
+        if !self.inner.config.revoke_at_logout || !self.inner.rp.revokes() {
+            return;
+        }
+        let dpop = match self.session_dpop_key(session) {
+            Ok(dpop) => dpop,
+            Err(err) => {
+                tracing::warn!(code = "revocation_failed", sub = session.sub(), %err, "refresh token not revoked: its DPoP key is not at hand");
+                telemetry::count_by(telemetry::REVOCATIONS, "outcome", "failed");
+                return;
+            }
+        };
+        let client = self.clone();
+        let (session_id, sub) = (session.id().to_owned(), session.sub().to_owned());
+        tokio::spawn(async move {
+            match client.inner.fleet.claim_revocation(&session_id).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::debug!(sub = %sub, "another process revokes this session's refresh token");
+                    return;
+                }
+                // Revoked without the claim: at worst twice, which the provider answers alike
+                // (RFC 7009, 2.2), rather than not at all.
+                Err(err) => {
+                    tracing::warn!(sub = %sub, %err, "shared state unavailable; revoking without the fleet's claim")
+                }
+            }
+            let outcome = match client.inner.rp.revoke(&refresh_token, dpop.as_ref()).await {
+                Ok(()) => {
+                    tracing::info!(sub = %sub, "refresh token revoked at the provider after logout");
+                    "revoked"
+                }
+                Err(err) => {
+                    tracing::warn!(code = "revocation_failed", sub = %sub, error = %err, "refresh token not revoked at the provider; the logout stands");
+                    "failed"
+                }
+            };
+            telemetry::count_by(telemetry::REVOCATIONS, "outcome", outcome);
+        });
     }
 
     /// Where the provider's return from an RP-initiated logout (`query`, at
@@ -1028,8 +1077,10 @@ impl AuthClient {
             session.refresh_token = Some(rotated);
         }
         if let Some((id_token, claims)) = tokens.id_token {
+            check_refreshed_id_token(session.user.claims(), &claims)?;
             session.id_token = id_token;
             session.user = User::from_id_token_claims(refreshed_claims(session.user.claims(), claims));
+            session.bound_by_claims();
         }
         if let Some(hook) = &self.inner.before_save {
             hook(&mut session);
@@ -1089,6 +1140,24 @@ struct RefreshNeed<'a> {
     audience: Option<&'a str>,
     scope: Option<&'a str>,
     force: bool,
+}
+
+/// OpenID Connect Core 12.2: an ID token a refresh brings names the same issuer (`iss`) as the
+/// session's, and the same authentication (`auth_time`) when both carry one. (Its `sub` and
+/// `aud` are checked with its signature; the relying party refuses any other.)
+fn check_refreshed_id_token(
+    before: &serde_json::Map<String, Value>,
+    claims: &serde_json::Map<String, Value>,
+) -> Result<(), AuthError> {
+    let invalid = |why: String| AuthError::Provider(ProviderError::InvalidIdToken(why));
+    for (claim, what) in [("iss", "issuer"), ("auth_time", "authentication time")] {
+        if let (Some(was), Some(now)) = (before.get(claim), claims.get(claim))
+            && was != now
+        {
+            return Err(invalid(format!("a refreshed ID token names another {what} ({claim} {now}, was {was})")));
+        }
+    }
+    Ok(())
 }
 
 /// The claims of a session after a refresh that brought a new ID token: the new token's, and
@@ -1226,6 +1295,27 @@ mod tests {
             serde_json::Value::Object(merged),
             serde_json::json!({"sub": "u1", "name": "New", "favourite_color": "green", "iat": 2})
         );
+    }
+
+    #[test]
+    fn a_refreshed_id_token_must_keep_the_issuer_and_the_authentication_time() {
+        let json = |v: serde_json::Value| v.as_object().unwrap().clone();
+        let before = json(serde_json::json!({"iss": "https://op", "sub": "u1", "auth_time": 100}));
+        for same in [
+            serde_json::json!({"iss": "https://op", "sub": "u1", "auth_time": 100, "iat": 900}),
+            serde_json::json!({"iss": "https://op", "sub": "u1"}),
+        ] {
+            assert!(check_refreshed_id_token(&before, &json(same.clone())).is_ok(), "{same}");
+        }
+        for other in [
+            serde_json::json!({"iss": "https://op", "sub": "u1", "auth_time": 101}),
+            serde_json::json!({"iss": "https://other", "sub": "u1", "auth_time": 100}),
+        ] {
+            let err = check_refreshed_id_token(&before, &json(other.clone())).unwrap_err();
+            assert_eq!(err.code(), "invalid_id_token", "{other}");
+        }
+        let without = json(serde_json::json!({"iss": "https://op", "sub": "u1"}));
+        assert!(check_refreshed_id_token(&without, &json(serde_json::json!({"auth_time": 5}))).is_ok());
     }
 
     #[test]

@@ -26,6 +26,11 @@ const COMPACT: u8 = 2;
 /// Sessions without one are still written as [`COMPACT`], byte for byte as before.
 const COMPACT_WITH_TAIL: u8 = 3;
 
+/// The first byte of a compact plaintext followed by a [`Tail`] and the provider's bound on the
+/// session ([`SessionData::ends_by`]): written only for a session that has one, so every other
+/// is written as before.
+const COMPACT_WITH_BOUND: u8 = 4;
+
 /// What follows the compact session in the [`COMPACT_WITH_TAIL`] form.
 #[derive(Serialize, Deserialize)]
 struct Tail<'a> {
@@ -133,15 +138,19 @@ pub(crate) fn encode(data: &SessionData) -> Result<Vec<u8>, StoreError> {
         created_at: data.created_at,
         touched_at: data.touched_at,
     };
-    if data.dpop.is_some() {
-        let out =
-            postcard::to_extend(&compact, vec![COMPACT_WITH_TAIL]).map_err(|e| StoreError::encode("session", e))?;
+    if data.dpop.is_some() || data.ends_by.is_some() {
+        let format = if data.ends_by.is_some() { COMPACT_WITH_BOUND } else { COMPACT_WITH_TAIL };
+        let out = postcard::to_extend(&compact, vec![format]).map_err(|e| StoreError::encode("session", e))?;
         let tail = Tail {
             markers_seen: Cow::Borrowed(&data.markers_seen),
             tenant: data.tenant.as_deref().map(Cow::Borrowed),
             dpop: data.dpop.clone(),
         };
-        return postcard::to_extend(&tail, out).map_err(|e| StoreError::encode("session", e));
+        let out = postcard::to_extend(&tail, out).map_err(|e| StoreError::encode("session", e))?;
+        return match data.ends_by {
+            Some(bound) => postcard::to_extend(&bound, out).map_err(|e| StoreError::encode("session", e)),
+            None => Ok(out),
+        };
     }
     let mut out = postcard::to_extend(&compact, vec![COMPACT]).map_err(|e| StoreError::encode("session", e))?;
     // Added after the first compact form, as a trailing part written only when present: a
@@ -159,18 +168,27 @@ pub(crate) fn encode(data: &SessionData) -> Result<Vec<u8>, StoreError> {
 /// The session in `plain`: the compact form, or the JSON of earlier cookies.
 pub(crate) fn decode(plain: &[u8]) -> Result<SessionData, DecodeError> {
     match plain.first() {
-        Some(&format @ (COMPACT | COMPACT_WITH_TAIL)) => {
+        Some(&format @ (COMPACT | COMPACT_WITH_TAIL | COMPACT_WITH_BOUND)) => {
             let (compact, rest) = postcard::take_from_bytes::<Compact<'_>>(&plain[1..])
                 .map_err(|e| DecodeError(format!("compact session does not decode: {e}")))?;
             let mut dpop = None;
-            let (markers_seen, tenant) = if format == COMPACT_WITH_TAIL {
-                match postcard::take_from_bytes::<Tail<'_>>(rest) {
-                    Ok((tail, [])) => {
-                        dpop = tail.dpop;
-                        (tail.markers_seen.into_owned(), tail.tenant.map(Cow::into_owned))
+            let mut ends_by = None;
+            let (markers_seen, tenant) = if format != COMPACT {
+                let tail = match postcard::take_from_bytes::<Tail<'_>>(rest) {
+                    Ok((tail, [])) if format == COMPACT_WITH_TAIL => tail,
+                    Ok((tail, after)) if format == COMPACT_WITH_BOUND => {
+                        match postcard::take_from_bytes::<u64>(after) {
+                            Ok((bound, [])) => {
+                                ends_by = Some(bound);
+                                tail
+                            }
+                            _ => return Err(DecodeError("the compact session's bound does not decode".into())),
+                        }
                     }
                     _ => return Err(DecodeError("the compact session's tail does not decode".into())),
-                }
+                };
+                dpop = tail.dpop;
+                (tail.markers_seen.into_owned(), tail.tenant.map(Cow::into_owned))
             } else if rest.is_empty() {
                 (Vec::new(), None)
             } else {
@@ -209,6 +227,7 @@ pub(crate) fn decode(plain: &[u8]) -> Result<SessionData, DecodeError> {
                 markers_seen,
                 tenant,
                 dpop,
+                ends_by,
             })
         }
         Some(b'{') => match serde_json::from_slice::<Envelope>(plain) {
@@ -293,6 +312,26 @@ pub(crate) mod tests {
         let mut empty_markers = before.clone();
         empty_markers.push(0);
         assert!(decode(&empty_markers).is_err());
+    }
+
+    #[test]
+    fn the_providers_bound_survives_with_or_without_a_dpop_key_and_a_session_without_one_is_written_as_before() {
+        let mut data = realistic();
+        let before = encode(&data).unwrap();
+        assert_eq!(before[0], COMPACT, "no bound: the form of earlier versions");
+        data.ends_by = Some(1_900_000_000);
+        let bound = encode(&data).unwrap();
+        assert_eq!(bound[0], COMPACT_WITH_BOUND);
+        assert_eq!(decode(&bound).unwrap(), data);
+        data.dpop = Some(DpopBinding::Process("thumbprint".into()));
+        data.markers_seen = vec![4];
+        data.tenant = Some("acme".into());
+        let mut all = encode(&data).unwrap();
+        assert_eq!(decode(&all).unwrap(), data);
+        all.push(0);
+        assert!(decode(&all).is_err(), "a byte after the bound is not ours");
+        all.truncate(all.len() - 2);
+        assert!(decode(&all).is_err(), "a bound cut short is refused");
     }
 
     #[test]

@@ -216,6 +216,11 @@ pub struct SessionData {
     /// The DPoP key its tokens are bound to, when they are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) dpop: Option<DpopBinding>,
+    /// The provider's upper bound on the session (seconds since the Unix epoch), when its ID
+    /// token gave one (Auth0's `session_expiry` claim): past it the session ends, whatever the
+    /// app's own limits allow, without a call to the provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ends_by: Option<u64>,
 }
 
 /// The DPoP key a session's tokens are bound to ([`AuthConfigBuilder::dpop`](crate::AuthConfigBuilder::dpop)).
@@ -252,8 +257,15 @@ impl std::fmt::Debug for SessionData {
             .field("markers_seen", &self.markers_seen)
             .field("tenant", &self.tenant)
             .field("dpop", &self.dpop)
+            .field("ends_by", &self.ends_by)
             .finish()
     }
+}
+
+/// The provider's bound on a session of `user`: its `session_expiry` claim (Auth0's), when it is
+/// a time in whole seconds.
+fn provider_bound(user: &User) -> Option<u64> {
+    user.claims().get("session_expiry").and_then(Value::as_u64)
 }
 
 /// The memory a claim value holds beyond its own 32 bytes.
@@ -318,6 +330,7 @@ impl SessionData {
 
     /// A new session for `user`, with a fresh random id, created `now`.
     pub fn new(user: User, id_token: String, now: u64) -> Self {
+        let ends_by = provider_bound(&user);
         Self {
             id: crate::seal::random_token(32),
             sub: user.sub().to_owned(),
@@ -331,7 +344,21 @@ impl SessionData {
             markers_seen: Vec::new(),
             tenant: None,
             dpop: None,
+            ends_by,
         }
+    }
+
+    /// The provider's upper bound on the session, when its ID token gave one (Auth0's
+    /// `session_expiry` claim, seconds since the Unix epoch): the session ends then at the
+    /// latest.
+    pub fn provider_ends_at(&self) -> Option<u64> {
+        self.ends_by
+    }
+
+    /// Takes the provider's bound from the user's claims again (after a refresh brought a new
+    /// ID token).
+    pub(crate) fn bound_by_claims(&mut self) {
+        self.ends_by = provider_bound(&self.user);
     }
 
     /// Whether its access tokens are DPoP-bound: sent with a proof of the key it holds (or the
@@ -386,7 +413,8 @@ impl SessionData {
     /// absolute limit (from login) and its inactivity limit (from the last renewal), in seconds
     /// since the Unix epoch.
     pub fn expires_at(&self, config: &AuthConfig) -> u64 {
-        self.ends_at(config.absolute_duration.as_secs(), config.inactivity_duration.as_secs())
+        let ends = self.ends_at(config.absolute_duration.as_secs(), config.inactivity_duration.as_secs());
+        self.ends_by.map_or(ends, |by| ends.min(by))
     }
 
     /// Whether the session has ended at `now`.
@@ -635,6 +663,31 @@ mod tests {
         data.touched_at = 5_000;
         assert_eq!(data.ends_at(10_000, 100), 5_100);
         assert_eq!(data.ends_at(4_050, 100), 5_050);
+    }
+
+    #[test]
+    fn a_session_ends_by_the_providers_session_expiry_when_it_is_sooner_than_the_apps_limits() {
+        let config = crate::config::test_config(Default::default()).build().unwrap();
+        let user = |claims: serde_json::Value| User::from_id_token_claims(claims.as_object().unwrap().clone());
+        let plain = SessionData::new(user(serde_json::json!({"sub": "u1"})), String::new(), 1_000);
+        assert_eq!(plain.provider_ends_at(), None);
+        let limits = plain.expires_at(&config);
+        assert!(limits > 1_600);
+
+        let mut bound =
+            SessionData::new(user(serde_json::json!({"sub": "u1", "session_expiry": 1_600})), String::new(), 1_000);
+        assert_eq!(bound.provider_ends_at(), Some(1_600));
+        assert_eq!(bound.expires_at(&config), 1_600);
+        assert!(!bound.is_expired(&config, 1_599) && bound.is_expired(&config, 1_600));
+        assert_eq!(bound.seconds_left(&config, 1_500), 100, "a cookie's Max-Age and a record's TTL follow it");
+        // A bound later than the app's limits changes nothing.
+        bound.user = user(serde_json::json!({"sub": "u1", "session_expiry": limits + 1_000}));
+        bound.bound_by_claims();
+        assert_eq!(bound.expires_at(&config), limits);
+        // A claim that is not a time in whole seconds is no bound.
+        bound.user = user(serde_json::json!({"sub": "u1", "session_expiry": "soon"}));
+        bound.bound_by_claims();
+        assert_eq!(bound.provider_ends_at(), None);
     }
 
     #[test]

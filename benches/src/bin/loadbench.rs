@@ -53,7 +53,13 @@ async fn main() {
     let mut provider = None;
     let app = match mode.as_str() {
         "bare" => App::Layered(bare()),
-        "cookie" | "cookie-par" | "cookie-small" | "cookie-shared" | "cookie-shared-around" | "memory" | "redis"
+        "cookie"
+        | "cookie-par"
+        | "cookie-small"
+        | "cookie-shared"
+        | "cookie-shared-around"
+        | "memory"
+        | "redis"
         | "redis-cached" => {
             let started = Provider::start(&app_url, &ProviderOptions::default()).await;
             if let Some(pid) = started.pid() {
