@@ -157,7 +157,7 @@ async fn refresh_without_a_new_id_token_keeps_the_old_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_refused_because_another_process_rotated_first_uses_the_newer_token() {
     use auth_layer::store::{ServerSessionStore, SessionStore};
-    use auth_layer::{AuthClient, SessionData, SharedState, StoreContext, TokenSet, User};
+    use auth_layer::{AuthClient, SharedState, StoreContext};
     use std::sync::Arc;
 
     let env = TestEnv::start_hostile().await;
@@ -173,20 +173,7 @@ async fn a_refresh_refused_because_another_process_rotated_first_uses_the_newer_
             .build()
     };
     let (a, b) = (instance().await.unwrap(), instance().await.unwrap());
-    let now = config.clock().now();
-    let claims = serde_json::json!({ "sub": "mallory" });
-    let mut session =
-        SessionData::new(User::from_id_token_claims(claims.as_object().unwrap().clone()), "id".into(), now);
-    session.refresh_token = Some("rt-hostile".into());
-    session.token_sets.push(TokenSet {
-        audience: None,
-        scope: "openid".into(),
-        access_token: "expired".into(),
-        expires_at: Some(now - 10),
-    });
-    let mut login = StoreContext::default();
-    store.set(&mut login, &session).await.unwrap();
-    let cookie = auth_layer_tests::cookies_after(login).expect("a session cookie");
+    let cookie = session_due_for_refresh(&config, &store, serde_json::json!({ "sub": "mallory" })).await;
     let request = || StoreContext::from_cookie_headers([&cookie.parse().unwrap()]);
 
     let (mut on_a, mut on_b) = (request(), request());
@@ -436,18 +423,16 @@ async fn claims_userinfo_gave_at_login_survive_a_refresh_with_a_new_id_token() {
     assert_eq!(after.user.claims()["name"], "Mallory");
 }
 
-/// A process of the hostile provider's app, its sessions in `store`, and a request carrying a
-/// session of `mallory` with `claims`, its access token expired and its refresh token the
-/// provider's (a refresh is due without moving the clock, so the refreshed ID token is fresh).
-async fn due_for_refresh(
-    env: &TestEnv,
+/// A session of `mallory` with `claims` saved in `store`, its access token expired and its
+/// refresh token the hostile provider's (a refresh is due without moving the clock, so a
+/// refreshed ID token is fresh): the cookie of a request carrying it.
+async fn session_due_for_refresh(
+    config: &auth_layer::AuthConfig,
     store: &std::sync::Arc<auth_layer::store::ServerSessionStore>,
     claims: serde_json::Value,
-) -> (auth_layer::AuthClient, String) {
+) -> String {
     use auth_layer::store::SessionStore;
-    use auth_layer::{AuthClient, SessionData, TokenSet, User};
-    let config = env.client.config().clone();
-    let client = AuthClient::builder(config.clone()).with_session_store(store.clone()).build().await.unwrap();
+    use auth_layer::{SessionData, TokenSet, User};
     let now = config.clock().now();
     let mut session =
         SessionData::new(User::from_id_token_claims(claims.as_object().unwrap().clone()), "id".into(), now);
@@ -460,7 +445,20 @@ async fn due_for_refresh(
     });
     let mut login = auth_layer::StoreContext::default();
     store.set(&mut login, &session).await.unwrap();
-    (client, auth_layer_tests::cookies_after(login).expect("a session cookie"))
+    auth_layer_tests::cookies_after(login).expect("a session cookie")
+}
+
+/// A process of the hostile provider's app keeping its sessions in `store`, and the cookie of
+/// a session of `mallory` with `claims` due for a refresh ([`session_due_for_refresh`]).
+async fn due_for_refresh(
+    env: &TestEnv,
+    store: &std::sync::Arc<auth_layer::store::ServerSessionStore>,
+    claims: serde_json::Value,
+) -> (auth_layer::AuthClient, String) {
+    let config = env.client.config();
+    let client =
+        auth_layer::AuthClient::builder(config.clone()).with_session_store(store.clone()).build().await.unwrap();
+    (client, session_due_for_refresh(config, store, claims).await)
 }
 
 /// OpenID Connect Core 12.2: a refreshed ID token's `auth_time` is the original
