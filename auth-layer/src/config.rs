@@ -226,6 +226,8 @@ pub(crate) struct OptionalRoutes {
     pub(crate) backchannel_logout: bool,
     /// `{prefix}/logout/callback`, served with [`AuthConfigBuilder::logout_state`].
     pub(crate) logout_callback: bool,
+    /// `{prefix}/sessions` and what ends them ([`AuthConfigBuilder::sessions_route`]).
+    pub(crate) sessions: bool,
 }
 
 /// What `Debug` prints in place of a secret, key or token.
@@ -289,6 +291,8 @@ pub struct AuthConfig {
     /// Whether a session's refresh token is revoked at the provider when the session ends by a
     /// logout (RFC 7009).
     pub(crate) revoke_at_logout: bool,
+    /// The most sessions a user keeps at once, when capped: a login past it ends the oldest.
+    pub(crate) max_sessions_per_user: Option<std::num::NonZeroUsize>,
     pub(crate) attempt_silent_login: bool,
     pub(crate) acr_values_essential: bool,
     pub(crate) allow_private_endpoints: bool,
@@ -347,6 +351,7 @@ impl std::fmt::Debug for AuthConfig {
             .field("pushed_authorization", &self.pushed_authorization)
             .field("fetch_userinfo", &self.fetch_userinfo)
             .field("revoke_at_logout", &self.revoke_at_logout)
+            .field("max_sessions_per_user", &self.max_sessions_per_user)
             .field("attempt_silent_login", &self.attempt_silent_login)
             .field("acr_values_essential", &self.acr_values_essential)
             .field("allow_private_endpoints", &self.allow_private_endpoints)
@@ -400,6 +405,7 @@ impl AuthConfig {
     /// | `AUTH_ID_TOKEN_SIGNED_RESPONSE_ALG` | optional: the one algorithm ID and logout tokens are accepted under (default `RS256`) |
     /// | `AUTH_FETCH_USERINFO` | optional: `true` calls the userinfo endpoint at login ([`AuthConfigBuilder::fetch_userinfo`]) |
     /// | `AUTH_REVOKE_AT_LOGOUT` | optional: `false` keeps refresh tokens alive at the provider after a logout ([`AuthConfigBuilder::revoke_at_logout`]) |
+    /// | `AUTH_MAX_SESSIONS_PER_USER` | optional: the most sessions a user keeps at once; a login past it ends the oldest ([`AuthConfigBuilder::max_sessions_per_user`]) |
     /// | `AUTH_LOGOUT_STATE` | optional: `true` sends `state` with RP-initiated logout ([`AuthConfigBuilder::logout_state`]) |
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
@@ -578,6 +584,7 @@ pub struct AuthConfigBuilder {
     fetch_userinfo: bool,
     /// `true` turns revocation at logout off (default: on).
     keep_refresh_tokens: bool,
+    max_sessions_per_user: Option<usize>,
     attempt_silent_login: bool,
     acr_values_essential: bool,
     allow_private_endpoints: bool,
@@ -786,6 +793,10 @@ impl AuthConfigBuilder {
                 builder = set(builder, on);
             }
         }
+        if let Some(max) = get("AUTH_MAX_SESSIONS_PER_USER") {
+            let max = max.parse().map_err(|_| invalid("AUTH_MAX_SESSIONS_PER_USER", format!("`{max}`: expected a number")))?;
+            builder = builder.max_sessions_per_user(max);
+        }
         if let Some(list) = get("AUTH_LOGIN_PARAMS") {
             builder = builder.login_query_params(list.split(',').map(str::trim).filter(|p| !p.is_empty()));
         }
@@ -794,10 +805,11 @@ impl AuthConfigBuilder {
                 "profile" => builder.routes.profile = true,
                 "access-token" => builder.routes.access_token = true,
                 "backchannel-logout" => builder.routes.backchannel_logout = true,
+                "sessions" => builder.routes.sessions = true,
                 other => {
                     return Err(invalid(
                         "AUTH_ROUTES",
-                        format!("`{other}`: expected profile, access-token or backchannel-logout"),
+                        format!("`{other}`: expected profile, access-token, backchannel-logout or sessions"),
                     ));
                 }
             }
@@ -1109,6 +1121,34 @@ impl AuthConfigBuilder {
         self
     }
 
+    /// Serves the user's own sessions (off by default; needs a store that lists them, such as
+    /// [`ServerSessionStore`](crate::store::ServerSessionStore)):
+    ///
+    /// - `GET {prefix}/sessions`: `{"sessions": [...]}`, each one's `handle`, `created_at`,
+    ///   `last_active`, `expires_at`, `device`, `location` and whether it is `current`
+    ///   ([`SessionInfo`](crate::SessionInfo)); 401 without a session.
+    /// - `POST {prefix}/sessions/{handle}/end`: ends that one (204; 404 for a handle that is not
+    ///   one of the user's); ending the current one is a local logout.
+    /// - `POST {prefix}/sessions/end-others`: ends every one but the current (204).
+    ///
+    /// The `POST`s are refused cross-site (403), as `POST {prefix}/logout` is. A handle is a
+    /// keyed hash of a session's id, never the id: a listing hands out nothing that opens a
+    /// session.
+    pub fn sessions_route(mut self, enabled: bool) -> Self {
+        self.routes.sessions = enabled;
+        self
+    }
+
+    /// Caps the sessions one user keeps at once (off by default): a login past `max` ends the
+    /// user's oldest sessions (by when they were created), on every instance sharing the store,
+    /// and revokes their refresh tokens as a logout does. Needs a store that lists a user's
+    /// sessions ([`ServerSessionStore`](crate::store::ServerSessionStore)); building a client
+    /// over one that cannot (the cookie store) fails.
+    pub fn max_sessions_per_user(mut self, max: usize) -> Self {
+        self.max_sessions_per_user = Some(max);
+        self
+    }
+
     /// Serves `POST {prefix}/backchannel-logout`, where the provider ends sessions. Off by
     /// default.
     pub fn backchannel_logout_route(mut self, enabled: bool) -> Self {
@@ -1407,6 +1447,12 @@ impl AuthConfigBuilder {
                 return Err(invalid("fapi2", format!("the FAPI 2.0 profile needs {}", short.join("; "))));
             }
         }
+        let max_sessions_per_user = match self.max_sessions_per_user {
+            None => None,
+            Some(max) => Some(std::num::NonZeroUsize::new(max).ok_or_else(|| {
+                invalid("max_sessions_per_user", "0 would end every session at its login; at least 1")
+            })?),
+        };
         let secrets = match &self.tenant {
             Some(tenant) => self.secrets.iter().map(|secret| tenant_secret(secret, tenant)).collect(),
             None => self.secrets,
@@ -1433,6 +1479,7 @@ impl AuthConfigBuilder {
             pushed_authorization: if self.fapi2 { Some(true) } else { self.pushed_authorization },
             fetch_userinfo: self.fetch_userinfo,
             revoke_at_logout: !self.keep_refresh_tokens,
+            max_sessions_per_user,
             attempt_silent_login: self.attempt_silent_login,
             acr_values_essential: self.acr_values_essential,
             allow_private_endpoints: self.allow_private_endpoints,
@@ -1538,6 +1585,24 @@ mod tests {
         assert_eq!(config.cookies.session_name, "_a0_session");
         assert_eq!(config.token_endpoint_auth, TokenEndpointAuth::ClientSecretBasic);
         assert_eq!(config.callback_url().as_str(), "https://app.example/auth/callback");
+    }
+
+    #[test]
+    fn a_session_cap_and_the_sessions_routes_are_off_by_default_and_a_cap_of_zero_is_refused() {
+        let plain = AuthConfig::from_lookup(vars(GOOD)).unwrap();
+        assert_eq!(plain.max_sessions_per_user, None);
+        assert!(!plain.routes.sessions);
+        let set = AuthConfig::from_lookup(vars(&with(&[
+            ("AUTH_MAX_SESSIONS_PER_USER", "2"),
+            ("AUTH_ROUTES", "profile, sessions"),
+        ])))
+        .unwrap();
+        assert_eq!(set.max_sessions_per_user.map(std::num::NonZeroUsize::get), Some(2));
+        assert!(set.routes.sessions && set.routes.profile);
+        let zero = AuthConfig::from_lookup(vars(&with(&[("AUTH_MAX_SESSIONS_PER_USER", "0")]))).unwrap_err();
+        assert!(zero.to_string().contains("at least 1"), "{zero}");
+        let word = AuthConfig::from_lookup(vars(&with(&[("AUTH_MAX_SESSIONS_PER_USER", "two")]))).unwrap_err();
+        assert!(word.to_string().contains("AUTH_MAX_SESSIONS_PER_USER"), "{word}");
     }
 
     #[test]

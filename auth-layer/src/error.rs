@@ -153,6 +153,10 @@ pub enum AuthError {
     /// that the guard does not send the browser round again. The session from before stays.
     #[error("the step-up login came back short of what the route needs: {0}")]
     StepUpFailed(String),
+    /// The client's parts do not fit together (a feature asked of a store that cannot give
+    /// it, such as a listing of sessions from the cookie store): fixed in code, not by retrying.
+    #[error("misconfigured: {0}")]
+    Misconfigured(String),
 }
 
 impl AuthError {
@@ -176,6 +180,7 @@ impl AuthError {
             Self::SilentLoginDeclined { .. } => "login_required",
             Self::InsufficientAuthentication { .. } | Self::StepUpFailed(_) => "insufficient_user_authentication",
             Self::MissingRefreshToken => "missing_refresh_token",
+            Self::Misconfigured(_) => "misconfigured",
         }
     }
 
@@ -223,6 +228,7 @@ impl AuthError {
             Self::InsufficientAuthentication { .. } => "Please log in again to continue.",
             Self::StepUpFailed(_) => "This page needs a stronger or more recent sign-in than the one just made.",
             Self::MissingRefreshToken => "The access token has expired and cannot be refreshed; please log in again.",
+            Self::Misconfigured(_) => "The app's sign-in is not set up for this.",
         };
         fixed.into()
     }
@@ -240,7 +246,9 @@ impl AuthError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             // The app's configuration, not the store's health nor the request: retrying cannot help.
-            Self::Store(StoreError::TooLarge { .. } | StoreError::Encode { .. }) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Store(StoreError::TooLarge { .. } | StoreError::Encode { .. }) | Self::Misconfigured(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             Self::Provider(ProviderError::BadTokenResponse(_)) => StatusCode::BAD_GATEWAY,
             Self::StepUpFailed(_) => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_REQUEST,

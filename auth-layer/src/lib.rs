@@ -155,7 +155,7 @@ pub mod testing;
 
 pub use client::{
     AccessToken, AccessTokenOptions, AuthClient, AuthClientBuilder, Check, DEFAULT_MAX_SHARED_ENTRIES, LoginOptions,
-    LoginResult, LogoutOptions, READINESS_TIMEOUT, Readiness, SharedState,
+    LoginResult, LogoutOptions, MAX_LOCATION_BYTES, READINESS_TIMEOUT, Readiness, SessionInfo, SharedState,
 };
 pub use config::{
     AuthConfig, AuthConfigBuilder, ClientAssertionAlg, Clock, ConfigError, CookieOptions, DEFAULT_LOGIN_QUERY_PARAMS,

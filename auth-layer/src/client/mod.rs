@@ -6,9 +6,12 @@ mod fleet;
 mod health;
 mod login;
 mod logout;
+mod sessions;
 
 pub use fleet::{DEFAULT_MAX_SHARED_ENTRIES, SharedState};
 pub use health::{Check, READINESS_TIMEOUT, Readiness};
+pub(crate) use sessions::LoginDevice;
+pub use sessions::{MAX_LOCATION_BYTES, SessionInfo};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -279,6 +282,8 @@ impl std::fmt::Debug for AccessToken {
 type BeforeSaveHook = Arc<dyn Fn(&mut SessionData) + Send + Sync>;
 // A hook run after a login completed, with its result.
 type AfterCallbackHook = Arc<dyn Fn(&LoginResult) + Send + Sync>;
+/// What describes where a login came from ([`AuthClientBuilder::session_location`]).
+type LocationHook = Arc<dyn Fn(&http::HeaderMap) -> Option<String> + Send + Sync>;
 // An async hook run on a session before it is saved (after the sync one): it may read the
 // app's database; an error refuses the login (or the refresh).
 type BeforeSaveAsyncHook = Arc<
@@ -295,6 +300,9 @@ struct Inner {
     before_save: Option<BeforeSaveHook>,
     before_save_async: Option<BeforeSaveAsyncHook>,
     after_callback: Option<AfterCallbackHook>,
+    session_location: Option<LocationHook>,
+    /// Names sessions in a listing: a keyed hash of a session's id ([`SessionInfo::handle`]).
+    session_handles: crate::seal::KeyHasher,
     /// Refreshes under way or just done in this process, by session and token: concurrent
     /// requests of one session here share one wait for the fleet's lease and its result.
     refreshes: moka::future::Cache<String, Arc<SessionData>>,
@@ -328,6 +336,7 @@ pub struct AuthClientBuilder {
     before_save: Option<BeforeSaveHook>,
     before_save_async: Option<BeforeSaveAsyncHook>,
     after_callback: Option<AfterCallbackHook>,
+    session_location: Option<LocationHook>,
     shared_state: Option<SharedState>,
 }
 
@@ -407,7 +416,35 @@ impl AuthClientBuilder {
         self
     }
 
-    /// Discovers the provider and builds the client.
+    /// Describes where each login came from, for the user's list of sessions
+    /// ([`AuthClient::list_sessions`]): `hook` gets the callback request's headers and returns
+    /// a place a person recognises ("Lyon, France"), e.g. from a header the app's CDN adds
+    /// (`CF-IPCountry`) or its own lookup of the address. Without it, a listing shows no
+    /// location, and auth-layer never records the user's IP address itself; a hook that returns
+    /// one is the app's choice. At most [`MAX_LOCATION_BYTES`] are kept. Used only with a store
+    /// that lists sessions.
+    ///
+    /// ```no_run
+    /// # async fn run(config: auth_layer::AuthConfig) -> Result<(), auth_layer::AuthError> {
+    /// use auth_layer::AuthClient;
+    ///
+    /// let client = AuthClient::builder(config)
+    ///     .session_location(|headers| {
+    ///         let country = headers.get("cf-ipcountry")?.to_str().ok()?;
+    ///         Some(country.to_owned())
+    ///     })
+    ///     .build()
+    ///     .await?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn session_location(mut self, hook: impl Fn(&http::HeaderMap) -> Option<String> + Send + Sync + 'static) -> Self {
+        self.session_location = Some(Arc::new(hook));
+        self
+    }
+
+    /// Discovers the provider and builds the client. Fails with [`AuthError::Misconfigured`]
+    /// when the configuration asks what the session store cannot give (a cap on sessions per
+    /// user, or the sessions routes, over a store that cannot list a user's sessions).
     pub async fn build(mut self) -> Result<AuthClient, AuthError> {
         let rp = RelyingParty::discover(&self.config).await?;
         if rp.form_post() {
@@ -422,6 +459,20 @@ impl AuthClientBuilder {
             }
             (None, _) => Arc::new(CookieSessionStore::new(&self.config)),
         };
+        if !session_store.lists_sessions() {
+            let asked = if self.config.max_sessions_per_user.is_some() {
+                Some("max_sessions_per_user")
+            } else if self.config.routes.sessions {
+                Some("the sessions routes")
+            } else {
+                None
+            };
+            if let Some(asked) = asked {
+                return Err(AuthError::Misconfigured(format!(
+                    "{asked} need a session store that lists a user's sessions (ServerSessionStore); the cookie store cannot"
+                )));
+            }
+        }
         let shared_state = self.shared_state.unwrap_or_else(|| {
             session_store.shared_backend().map_or_else(SharedState::in_memory, SharedState::in_shared_backend)
         });
@@ -430,6 +481,7 @@ impl AuthClientBuilder {
         let refreshes = moka::future::Cache::builder().time_to_live(REFRESH_SHARING).max_capacity(100_000).build();
         let fleet = Fleet::new(&shared_state, &self.config.secrets);
         let state_in_client = !shared_state.is_shared();
+        let session_handles = crate::seal::KeyHasher::new(&self.config.secrets, "auth-layer session handle");
         tracing::debug!(shared = shared_state.is_shared(), "auth client built");
         Ok(AuthClient {
             inner: Arc::new(Inner {
@@ -440,6 +492,8 @@ impl AuthClientBuilder {
                 before_save: self.before_save,
                 before_save_async: self.before_save_async,
                 after_callback: self.after_callback,
+                session_location: self.session_location,
+                session_handles,
                 refreshes,
                 fleet,
                 state_in_client,
@@ -458,6 +512,7 @@ impl AuthClient {
             before_save: None,
             before_save_async: None,
             after_callback: None,
+            session_location: None,
             shared_state: None,
         }
     }
@@ -621,6 +676,10 @@ impl AuthClient {
         session.refresh_token = tokens.refresh_token;
         session.tenant.clone_from(&self.inner.config.tenant);
         session.dpop = binding;
+        if let Some(device) = ctx.login_device.take() {
+            session.device = device.device;
+            session.location = device.location;
+        }
         // Filed under what this login asked for (a transaction of an earlier version has no
         // scope recorded: the configuration's then).
         let (audience, asked) = if transaction.scope.is_empty() {
@@ -650,6 +709,7 @@ impl AuthClient {
         }
         self.inner.session_store.set(ctx, &session).await?;
         tracing::info!(sub = session.user.sub(), "login completed");
+        self.enforce_session_cap(&session).await;
         let result = LoginResult { session, return_to: transaction.return_to, app_state: transaction.app_state };
         if let Some(hook) = &self.inner.after_callback {
             hook(&result);
@@ -823,7 +883,7 @@ impl AuthClient {
         }
         self.inner.transaction_store.delete_all(ctx).await?;
         if let Some(session) = &session {
-            self.revoke_after_logout(session);
+            self.revoke_ended(session);
         }
         let back = self.inner.config.app_url_at(ctx.origin, return_to);
         let id_token = session.as_ref().map(|s| s.id_token.as_str());
@@ -842,11 +902,11 @@ impl AuthClient {
         Ok(self.inner.rp.end_session_url(id_token, &back, None, &extra).unwrap_or(back))
     }
 
-    /// After a logout ended `session`: its refresh token revoked at the provider (RFC 7009),
-    /// by one process of the fleet (the fleet's revocation claim), in a task of its own, so the
-    /// logout's answer never waits for the provider. A failure is logged and counted; the local
-    /// logout stands whatever the provider does.
-    fn revoke_after_logout(&self, session: &SessionData) {
+    /// After a logout, a listing, a cap or an administrator ended `session`: its refresh token
+    /// revoked at the provider (RFC 7009), by one process of the fleet (the fleet's revocation
+    /// claim), in a task of its own, so the answer never waits for the provider. A failure is
+    /// logged and counted; the session stays ended whatever the provider does.
+    pub(crate) fn revoke_ended(&self, session: &SessionData) {
         let Some(refresh_token) = session.refresh_token.clone() else { return };
         if !self.inner.config.revoke_at_logout || !self.inner.rp.revokes() {
             return;
@@ -876,11 +936,11 @@ impl AuthClient {
             }
             let outcome = match client.inner.rp.revoke(&refresh_token, dpop.as_ref()).await {
                 Ok(()) => {
-                    tracing::info!(sub = %sub, "refresh token revoked at the provider after logout");
+                    tracing::info!(sub = %sub, "refresh token of an ended session revoked at the provider");
                     "revoked"
                 }
                 Err(err) => {
-                    tracing::warn!(code = "revocation_failed", sub = %sub, error = %err, "refresh token not revoked at the provider; the logout stands");
+                    tracing::warn!(code = "revocation_failed", sub = %sub, error = %err, "refresh token not revoked at the provider; the session stays ended");
                     "failed"
                 }
             };

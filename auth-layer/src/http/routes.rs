@@ -1,5 +1,5 @@
-//! The auth routes: login, callback, logout and profile, each a small async function from the
-//! request's parts to a response, over [`AuthClient`].
+//! The auth routes: login, callback, logout, profile and the user's sessions, each a small async
+//! function from the request's parts to a response, over [`AuthClient`].
 
 use bytes::Bytes;
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE};
@@ -30,6 +30,12 @@ pub(crate) enum Route {
     Profile,
     AccessToken,
     BackchannelLogout,
+    /// `GET {prefix}/sessions`.
+    Sessions,
+    /// `POST {prefix}/sessions/{handle}/end`.
+    EndSession,
+    /// `POST {prefix}/sessions/end-others`.
+    EndOtherSessions,
 }
 
 impl Route {
@@ -43,6 +49,9 @@ impl Route {
             Self::Profile => "profile",
             Self::AccessToken => "access_token",
             Self::BackchannelLogout => "backchannel_logout",
+            Self::Sessions => "sessions",
+            Self::EndSession => "end_session",
+            Self::EndOtherSessions => "end_other_sessions",
         }
     }
 
@@ -56,15 +65,24 @@ impl Route {
             "/profile" if optional.profile => Some(Self::Profile),
             "/access-token" if optional.access_token => Some(Self::AccessToken),
             "/backchannel-logout" if optional.backchannel_logout => Some(Self::BackchannelLogout),
+            "/sessions" if optional.sessions => Some(Self::Sessions),
+            "/sessions/end-others" if optional.sessions => Some(Self::EndOtherSessions),
+            rest if optional.sessions && session_handle(rest).is_some() => Some(Self::EndSession),
             _ => None,
         }
+    }
+
+    /// Whether the route changes something on a `POST` that a page of another site must not
+    /// be able to send: refused cross-site.
+    fn refuses_cross_site(self) -> bool {
+        matches!(self, Self::Logout | Self::EndSession | Self::EndOtherSessions)
     }
 
     /// The methods the route answers under `config` (whether `GET` logs out, whether the
     /// authorization response comes as a form post).
     fn methods(self, config: &crate::config::AuthConfig) -> &'static [Method] {
         match self {
-            Self::BackchannelLogout => &[Method::POST],
+            Self::BackchannelLogout | Self::EndSession | Self::EndOtherSessions => &[Method::POST],
             Self::Logout if config.logout_by_get => &[Method::GET, Method::HEAD, Method::POST],
             Self::Logout => &[Method::POST],
             Self::Callback if config.response_mode == ResponseMode::FormPost => &[Method::POST],
@@ -172,8 +190,11 @@ async fn answer(client: AuthClient, route: Route, parts: Parts, body: RouteBody,
         tracing::warn!(method = ?parts.method, path = parts.uri.path(), "auth route called with a wrong method");
         return response;
     }
-    if route == Route::Logout && parts.method == Method::POST && !same_origin(&parts.headers, client.config(), origin) {
-        tracing::warn!("cross-site POST to the logout route refused");
+    if route.refuses_cross_site()
+        && parts.method == Method::POST
+        && !same_origin(&parts.headers, client.config(), origin)
+    {
+        tracing::warn!(route = route.name(), "cross-site POST refused");
         return error_response(StatusCode::FORBIDDEN, "cross_site", "cross-site request refused", &parts.headers);
     }
     if route == Route::Logout && parts.method != Method::POST && !user_clicked(&parts.headers) {
@@ -187,17 +208,26 @@ async fn answer(client: AuthClient, route: Route, parts: Parts, body: RouteBody,
         Route::Login => login(&client, &mut ctx, query).await,
         Route::Callback if parts.method == Method::POST => match form_body(&parts.headers, &body) {
             Ok(form) => {
+                client.describe_login(&mut ctx, &parts.headers);
                 let answer = callback(&client, &mut ctx, form).await;
                 clear_withheld_session_cookies(client.config(), &mut ctx);
                 answer
             }
             Err(why) => Err(AuthError::InvalidRequest(why.into())),
         },
-        Route::Callback => callback(&client, &mut ctx, query).await,
+        Route::Callback => {
+            client.describe_login(&mut ctx, &parts.headers);
+            callback(&client, &mut ctx, query).await
+        }
         Route::Logout => logout(&client, &mut ctx, query).await,
         Route::LogoutCallback => Ok(redirect(client.complete_logout(&mut ctx, query).as_str())),
         Route::Profile => profile(&client, &mut ctx).await,
         Route::AccessToken => access_token(&client, &mut ctx).await,
+        Route::Sessions => sessions(&client, &mut ctx).await,
+        Route::EndSession => end_session(&client, &mut ctx, &parts).await,
+        Route::EndOtherSessions => {
+            client.end_other_sessions(&mut ctx).await.map(|()| no_content())
+        }
         // Answered in the back-channel format, without the session cookies of a browser.
         Route::BackchannelLogout => return backchannel_logout(&client, &parts, body).await,
     };
@@ -414,20 +444,62 @@ async fn logout(client: &AuthClient, ctx: &mut StoreContext, query: &str) -> Res
 
 async fn profile(client: &AuthClient, ctx: &mut StoreContext) -> Result<Response<Full<Bytes>>, AuthError> {
     let user = client.user(ctx).await?.ok_or(AuthError::NotAuthenticated)?;
-    let body = serde_json::to_vec(&user).map_err(|e| AuthError::InvalidRequest(e.to_string()))?;
+    private_json(&user)
+}
+
+async fn access_token(client: &AuthClient, ctx: &mut StoreContext) -> Result<Response<Full<Bytes>>, AuthError> {
+    private_json(&client.access_token(ctx, AccessTokenOptions::default()).await?)
+}
+
+/// `GET {prefix}/sessions`: `{"sessions": [...]}`, the user's sessions newest first.
+async fn sessions(client: &AuthClient, ctx: &mut StoreContext) -> Result<Response<Full<Bytes>>, AuthError> {
+    #[derive(serde::Serialize)]
+    struct Listing {
+        sessions: Vec<crate::client::SessionInfo>,
+    }
+    private_json(&Listing { sessions: client.list_sessions(ctx).await? })
+}
+
+/// `POST {prefix}/sessions/{handle}/end`: 204 once it is ended, 404 when the handle names none
+/// of the user's sessions.
+async fn end_session(
+    client: &AuthClient,
+    ctx: &mut StoreContext,
+    parts: &Parts,
+) -> Result<Response<Full<Bytes>>, AuthError> {
+    let path = parts.uri.path().strip_prefix(client.config().route_prefix()).unwrap_or_default();
+    let handle = session_handle(path).unwrap_or_default();
+    if client.end_session(ctx, handle).await? {
+        return Ok(no_content());
+    }
+    tracing::info!("end of a session the user does not have asked; nothing ended");
+    Ok(error_response(StatusCode::NOT_FOUND, "unknown_session", "No such session of yours.", &parts.headers))
+}
+
+/// The handle in `/sessions/{handle}/end` (the path after the prefix), when it is shaped like
+/// one (base64url, at most 43 characters).
+fn session_handle(path: &str) -> Option<&str> {
+    let handle = path.strip_prefix("/sessions/")?.strip_suffix("/end")?;
+    let shaped = (1..=43).contains(&handle.len())
+        && handle.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    shaped.then_some(handle)
+}
+
+/// `value` as a JSON answer no cache keeps.
+fn private_json(value: &impl serde::Serialize) -> Result<Response<Full<Bytes>>, AuthError> {
+    let body = serde_json::to_vec(value).map_err(|e| AuthError::InvalidRequest(e.to_string()))?;
     let mut response = Response::new(Full::new(Bytes::from(body)));
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
 
-async fn access_token(client: &AuthClient, ctx: &mut StoreContext) -> Result<Response<Full<Bytes>>, AuthError> {
-    let token = client.access_token(ctx, AccessTokenOptions::default()).await?;
-    let body = serde_json::to_vec(&token).map_err(|e| AuthError::InvalidRequest(e.to_string()))?;
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+/// `204 No Content`.
+fn no_content() -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
     response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    response
 }
 
 /// `POST {prefix}/backchannel-logout`: `200` with `Cache-Control: no-store` once every session
@@ -512,7 +584,13 @@ mod tests {
     #[test]
     fn only_exact_paths_under_the_prefix_are_routes() {
         let none = OptionalRoutes::default();
-        let all = OptionalRoutes { profile: true, access_token: true, backchannel_logout: true, logout_callback: true };
+        let all = OptionalRoutes {
+            profile: true,
+            access_token: true,
+            backchannel_logout: true,
+            logout_callback: true,
+            sessions: true,
+        };
         assert_eq!(Route::matching("/auth/login", "/auth", none), Some(Route::Login));
         assert_eq!(Route::matching("/auth/callback", "/auth", none), Some(Route::Callback));
         assert_eq!(Route::matching("/auth/profile", "/auth", none), None);
@@ -526,6 +604,16 @@ mod tests {
         assert_eq!(Route::matching("/auth/login/x", "/auth", all), None);
         assert_eq!(Route::matching("/authlogin", "/auth", all), None);
         assert_eq!(Route::matching("/private", "/auth", all), None);
+        assert_eq!(Route::matching("/auth/sessions", "/auth", none), None);
+        assert_eq!(Route::matching("/auth/sessions/abc_-9/end", "/auth", none), None);
+        assert_eq!(Route::matching("/auth/sessions", "/auth", all), Some(Route::Sessions));
+        assert_eq!(Route::matching("/auth/sessions/end-others", "/auth", all), Some(Route::EndOtherSessions));
+        assert_eq!(Route::matching("/auth/sessions/abc_-9/end", "/auth", all), Some(Route::EndSession));
+        for odd in ["/auth/sessions//end", "/auth/sessions/a.b/end", "/auth/sessions/a/b/end", "/auth/sessions/a"] {
+            assert_eq!(Route::matching(odd, "/auth", all), None, "{odd}");
+        }
+        let long = format!("/auth/sessions/{}/end", "a".repeat(44));
+        assert_eq!(Route::matching(&long, "/auth", all), None);
     }
 
     #[test]

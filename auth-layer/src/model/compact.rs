@@ -31,6 +31,19 @@ const COMPACT_WITH_TAIL: u8 = 3;
 /// is written as before.
 const COMPACT_WITH_BOUND: u8 = 4;
 
+/// The first byte of a compact plaintext followed by a [`Tail`] and an [`About`]: a session a
+/// listing describes (its device or location), written only for one that has either, so every
+/// other is written as before.
+const COMPACT_WITH_ABOUT: u8 = 5;
+
+/// What follows the [`Tail`] in the [`COMPACT_WITH_ABOUT`] form.
+#[derive(Serialize, Deserialize)]
+struct About<'a> {
+    ends_by: Option<u64>,
+    device: Option<Cow<'a, str>>,
+    location: Option<Cow<'a, str>>,
+}
+
 /// What follows the compact session in the [`COMPACT_WITH_TAIL`] form.
 #[derive(Serialize, Deserialize)]
 struct Tail<'a> {
@@ -138,8 +151,13 @@ pub(crate) fn encode(data: &SessionData) -> Result<Vec<u8>, StoreError> {
         created_at: data.created_at,
         touched_at: data.touched_at,
     };
-    if data.dpop.is_some() || data.ends_by.is_some() {
-        let format = if data.ends_by.is_some() { COMPACT_WITH_BOUND } else { COMPACT_WITH_TAIL };
+    let described = data.device.is_some() || data.location.is_some();
+    if data.dpop.is_some() || data.ends_by.is_some() || described {
+        let format = match (described, data.ends_by) {
+            (true, _) => COMPACT_WITH_ABOUT,
+            (false, Some(_)) => COMPACT_WITH_BOUND,
+            (false, None) => COMPACT_WITH_TAIL,
+        };
         let out = postcard::to_extend(&compact, vec![format]).map_err(|e| StoreError::encode("session", e))?;
         let tail = Tail {
             markers_seen: Cow::Borrowed(&data.markers_seen),
@@ -147,6 +165,14 @@ pub(crate) fn encode(data: &SessionData) -> Result<Vec<u8>, StoreError> {
             dpop: data.dpop.clone(),
         };
         let out = postcard::to_extend(&tail, out).map_err(|e| StoreError::encode("session", e))?;
+        if described {
+            let about = About {
+                ends_by: data.ends_by,
+                device: data.device.as_deref().map(Cow::Borrowed),
+                location: data.location.as_deref().map(Cow::Borrowed),
+            };
+            return postcard::to_extend(&about, out).map_err(|e| StoreError::encode("session", e));
+        }
         return match data.ends_by {
             Some(bound) => postcard::to_extend(&bound, out).map_err(|e| StoreError::encode("session", e)),
             None => Ok(out),
@@ -168,11 +194,12 @@ pub(crate) fn encode(data: &SessionData) -> Result<Vec<u8>, StoreError> {
 /// The session in `plain`: the compact form, or the JSON of earlier cookies.
 pub(crate) fn decode(plain: &[u8]) -> Result<SessionData, DecodeError> {
     match plain.first() {
-        Some(&format @ (COMPACT | COMPACT_WITH_TAIL | COMPACT_WITH_BOUND)) => {
+        Some(&format @ (COMPACT | COMPACT_WITH_TAIL | COMPACT_WITH_BOUND | COMPACT_WITH_ABOUT)) => {
             let (compact, rest) = postcard::take_from_bytes::<Compact<'_>>(&plain[1..])
                 .map_err(|e| DecodeError(format!("compact session does not decode: {e}")))?;
             let mut dpop = None;
             let mut ends_by = None;
+            let (mut device, mut location) = (None, None);
             let (markers_seen, tenant) = if format != COMPACT {
                 let tail = match postcard::take_from_bytes::<Tail<'_>>(rest) {
                     Ok((tail, [])) if format == COMPACT_WITH_TAIL => tail,
@@ -185,6 +212,15 @@ pub(crate) fn decode(plain: &[u8]) -> Result<SessionData, DecodeError> {
                             _ => return Err(DecodeError("the compact session's bound does not decode".into())),
                         }
                     }
+                    Ok((tail, after)) if format == COMPACT_WITH_ABOUT => match postcard::take_from_bytes::<About<'_>>(after) {
+                        Ok((about, [])) => {
+                            ends_by = about.ends_by;
+                            device = about.device.map(Cow::into_owned);
+                            location = about.location.map(Cow::into_owned);
+                            tail
+                        }
+                        _ => return Err(DecodeError("the compact session's description does not decode".into())),
+                    },
                     _ => return Err(DecodeError("the compact session's tail does not decode".into())),
                 };
                 dpop = tail.dpop;
@@ -228,6 +264,8 @@ pub(crate) fn decode(plain: &[u8]) -> Result<SessionData, DecodeError> {
                 tenant,
                 dpop,
                 ends_by,
+                device,
+                location,
             })
         }
         Some(b'{') => match serde_json::from_slice::<Envelope>(plain) {
@@ -332,6 +370,27 @@ pub(crate) mod tests {
         assert!(decode(&all).is_err(), "a byte after the bound is not ours");
         all.truncate(all.len() - 2);
         assert!(decode(&all).is_err(), "a bound cut short is refused");
+    }
+
+    #[test]
+    fn a_device_and_location_survive_with_or_without_a_bound_and_a_session_without_them_is_written_as_before() {
+        let plain = realistic();
+        let before = encode(&plain).unwrap();
+        assert_eq!(before[0], COMPACT, "nothing described: the first compact form");
+        let mut described = realistic();
+        described.device = Some("Firefox on Linux".into());
+        described.location = Some("Lyon, FR".into());
+        described.markers_seen = vec![3];
+        let with = encode(&described).unwrap();
+        assert_eq!(with[0], COMPACT_WITH_ABOUT);
+        assert_eq!(decode(&with).unwrap(), described);
+        described.ends_by = Some(1_900_000_000);
+        described.location = None;
+        assert_eq!(decode(&encode(&described).unwrap()).unwrap(), described);
+        let mut extended = encode(&described).unwrap();
+        extended.push(0);
+        assert!(decode(&extended).is_err(), "a byte after the description is not ours");
+        assert!(decode(&with[..with.len() - 2]).is_err(), "a truncated description is refused");
     }
 
     #[test]

@@ -221,6 +221,14 @@ pub struct SessionData {
     /// app's own limits allow, without a call to the provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) ends_by: Option<u64>,
+    /// What a person recognises the login's browser by ("Firefox on Linux"), from its
+    /// `User-Agent`: recorded by stores that list sessions, for the listing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) device: Option<String>,
+    /// Where the login came from, as the app's hook described it
+    /// ([`AuthClientBuilder::session_location`](crate::AuthClientBuilder::session_location)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) location: Option<String>,
 }
 
 /// The DPoP key a session's tokens are bound to ([`AuthConfigBuilder::dpop`](crate::AuthConfigBuilder::dpop)).
@@ -258,6 +266,8 @@ impl std::fmt::Debug for SessionData {
             .field("tenant", &self.tenant)
             .field("dpop", &self.dpop)
             .field("ends_by", &self.ends_by)
+            .field("device", &self.device)
+            .field("location", &self.location)
             .finish()
     }
 }
@@ -326,6 +336,8 @@ impl SessionData {
             + self.dpop.as_ref().map_or(0, |d| match d {
                 DpopBinding::Key(text) | DpopBinding::Process(text) => text_heap(text),
             })
+            + self.device.as_deref().map_or(0, text_heap)
+            + self.location.as_deref().map_or(0, text_heap)
     }
 
     /// A new session for `user`, with a fresh random id, created `now`.
@@ -345,7 +357,21 @@ impl SessionData {
             tenant: None,
             dpop: None,
             ends_by,
+            device: None,
+            location: None,
         }
+    }
+
+    /// The browser and platform of the login, as a short label ("Chrome on Android"), when the
+    /// session was saved by a store that lists sessions.
+    pub fn device(&self) -> Option<&str> {
+        self.device.as_deref()
+    }
+
+    /// Where the login came from, when the app's
+    /// [`session_location`](crate::AuthClientBuilder::session_location) hook said.
+    pub fn location(&self) -> Option<&str> {
+        self.location.as_deref()
     }
 
     /// The provider's upper bound on the session, when its ID token gave one (Auth0's

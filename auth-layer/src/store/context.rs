@@ -36,6 +36,9 @@ pub struct StoreContext {
     /// ([`AuthConfig::origins`](crate::AuthConfig::origins)): 0, the base URL's, unless the
     /// layer found another.
     pub(crate) origin: u8,
+    /// What a login's callback recorded of its browser, for the session a login saves
+    /// ([`AuthClient::describe_login`](crate::AuthClient::describe_login)).
+    pub(crate) login_device: Option<Box<crate::client::LoginDevice>>,
 }
 
 impl std::fmt::Debug for StoreContext {
@@ -169,6 +172,7 @@ impl StoreContext {
             request: self.request.clone(),
             response: Vec::new(),
             origin: self.origin,
+            login_device: None,
         }
     }
 

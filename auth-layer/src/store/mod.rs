@@ -81,6 +81,12 @@ pub struct LogoutTarget {
 ///   `sub`, of the target's issuer ([`LogoutTarget::iss`]; with one provider, every session's). Find them by an index, not by scanning every
 ///   session. A session saved after the logout (the user logging in again, even in the same
 ///   second) is not ended by it.
+/// - **Listing (optional).** A store that can find a user's sessions says so
+///   ([`lists_sessions`](SessionStore::lists_sessions)), and then `sessions_of` returns every
+///   live session of the `sub` by the same index back-channel logout uses, and `end` ends one
+///   from outside its browser's request (a listing's "end", a cap on sessions per user): after
+///   it, no copy of its cookie reads it. A store that cannot list (the cookie store: sessions
+///   live in browsers) keeps the defaults.
 /// - **One app, many processes.** Instances of the store that share a database see one truth: a
 ///   logout on one ends the session on the others (at once, or within seconds for a store that
 ///   caches and is told of changes).
@@ -105,6 +111,24 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn delete(&self, ctx: &mut StoreContext) -> Result<(), StoreError>;
     /// Ends every session a back-channel logout token names.
     async fn delete_by_logout_token(&self, target: &LogoutTarget) -> Result<(), StoreError>;
+    /// Whether this store finds a user's sessions ([`sessions_of`](Self::sessions_of)): what a
+    /// listing of them and a cap on them need. The default, `false`: it cannot.
+    fn lists_sessions(&self) -> bool {
+        false
+    }
+    /// Every session of the user `sub` this store holds (expired ones may be among them; the
+    /// caller checks). The default, for a store that does not
+    /// [`list sessions`](Self::lists_sessions): none.
+    async fn sessions_of(&self, sub: &str) -> Result<Vec<SessionData>, StoreError> {
+        let _ = sub;
+        Ok(Vec::new())
+    }
+    /// Ends `session` wherever it is kept, without its browser's request: no copy of its
+    /// cookie reads it afterwards. Returns whether this store could; the default cannot.
+    async fn end(&self, session: &SessionData) -> Result<bool, StoreError> {
+        let _ = session;
+        Ok(false)
+    }
     /// The backend this store shares with the app's other processes, if any: where the client
     /// keeps the state every process must see alike (used logout tokens, refresh leases) unless
     /// the app chose another place. The default, `None`, keeps that state in memory.
@@ -163,6 +187,15 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
     }
     async fn delete_by_logout_token(&self, target: &LogoutTarget) -> Result<(), StoreError> {
         (**self).delete_by_logout_token(target).await
+    }
+    fn lists_sessions(&self) -> bool {
+        (**self).lists_sessions()
+    }
+    async fn sessions_of(&self, sub: &str) -> Result<Vec<SessionData>, StoreError> {
+        (**self).sessions_of(sub).await
+    }
+    async fn end(&self, session: &SessionData) -> Result<bool, StoreError> {
+        (**self).end(session).await
     }
     fn shared_backend(&self) -> Option<Arc<dyn Backend>> {
         (**self).shared_backend()

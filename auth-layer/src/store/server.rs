@@ -173,6 +173,20 @@ impl<B: Backend> SessionStore for ServerSessionStore<B> {
         Ok(())
     }
 
+    fn lists_sessions(&self) -> bool {
+        true
+    }
+
+    /// By the `sub` index: one lookup, then one read per session of the user.
+    async fn sessions_of(&self, sub: &str) -> Result<Vec<SessionData>, StoreError> {
+        self.sessions.find_by(SessionData::SUB, sub).await
+    }
+
+    async fn end(&self, session: &SessionData) -> Result<bool, StoreError> {
+        self.sessions.delete(session.id()).await?;
+        Ok(true)
+    }
+
     /// The store's backend, unless it is this process's memory.
     fn shared_backend(&self) -> Option<Arc<dyn Backend>> {
         (!self.sessions.is_in_memory()).then(|| self.sessions.shared_backend() as Arc<dyn Backend>)
@@ -300,6 +314,30 @@ mod tests {
         store.delete_by_logout_token(&by_sub).await.unwrap();
         assert_eq!(store.sessions().get(b.id()).await.unwrap(), None);
         assert!(store.sessions().get(c.id()).await.unwrap().is_some(), "another user's session stays");
+    }
+
+    #[tokio::test]
+    async fn a_users_sessions_are_listed_by_the_sub_index_and_one_ended_from_outside_stops_opening() {
+        for store in [ServerSessionStore::in_memory(&config()), ServerSessionStore::new(MokaBackend::new(), &config())] {
+            assert!(store.lists_sessions());
+            let (a, b, c) = (session("u1", "s1"), session("u1", "s2"), session("u2", "s3"));
+            let mut cookies = Vec::new();
+            for data in [&a, &b, &c] {
+                let mut ctx = StoreContext::default();
+                store.set(&mut ctx, data).await.unwrap();
+                cookies.push(next_request(ctx).1);
+            }
+            let mut listed: Vec<String> =
+                store.sessions_of("u1").await.unwrap().iter().map(|s| s.id().to_owned()).collect();
+            listed.sort();
+            let mut expected = vec![a.id().to_owned(), b.id().to_owned()];
+            expected.sort();
+            assert_eq!(listed, expected, "the user's two sessions, not the other user's");
+            assert!(store.end(&a).await.unwrap());
+            assert_eq!(store.get(&mut cookies[0]).await.unwrap(), None, "its cookie opens nothing");
+            assert!(store.get(&mut cookies[1]).await.unwrap().is_some(), "the user's other session stays");
+            assert_eq!(store.sessions_of("u1").await.unwrap().len(), 1);
+        }
     }
 
     #[tokio::test]
