@@ -671,6 +671,19 @@ impl Fleet {
         provider: ProviderOptions,
         customize: impl Fn(auth_layer::AuthClientBuilder) -> auth_layer::AuthClientBuilder,
     ) -> Self {
+        Self::start_configured(count, store, shared, provider, |config| config, customize).await
+    }
+
+    /// The same, each instance's configuration changed by `configure` (a cap on sessions, the
+    /// sessions routes).
+    pub async fn start_configured(
+        count: usize,
+        store: quickstart::StoreChoice,
+        shared: quickstart::SharedChoice,
+        provider: ProviderOptions,
+        configure: fn(auth_layer::AuthConfigBuilder) -> auth_layer::AuthConfigBuilder,
+        customize: impl Fn(auth_layer::AuthClientBuilder) -> auth_layer::AuthClientBuilder,
+    ) -> Self {
         let listeners: Vec<_> = (0..count).map(|_| bind()).collect();
         let app_url = format!("http://127.0.0.1:{}", listeners[0].0);
         let provider = Provider::start(&app_url, &provider).await;
@@ -678,7 +691,10 @@ impl Fleet {
         let mut instances = Vec::new();
         let mut servers = Vec::new();
         for (port, listener) in listeners {
-            let config = config(&provider, &app_url, TokenEndpointAuth::ClientSecretBasic, clock_offset.clone());
+            let config =
+                configure(config_builder(&provider, &app_url, TokenEndpointAuth::ClientSecretBasic, clock_offset.clone()))
+                    .build()
+                    .expect("test configuration");
             let builder = quickstart::builder_with(config, store.clone(), shared.clone()).await.expect("the stores");
             let client = customize(builder).build().await.expect("discovery");
             let app = quickstart::app(auth_layer::AuthLayer::new(client));
@@ -903,6 +919,27 @@ impl Browser {
             .build()
             .unwrap();
         Self { jar, http }
+    }
+
+    /// A browser that names itself `user_agent` in every request.
+    pub fn with_user_agent(user_agent: &str) -> Self {
+        let jar = Arc::new(Jar::default());
+        let http = reqwest::Client::builder()
+            .cookie_provider(jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(user_agent)
+            .build()
+            .unwrap();
+        Self { jar, http }
+    }
+
+    /// Logs in as `user` with the login started at `app_url` and the provider's answer (the
+    /// callback, addressed to `app_url`) delivered to `instance` instead, another process of
+    /// the same app on the same host: a login that completes on that instance.
+    pub async fn login_completed_at(&self, app_url: &str, instance: &str, user: &str) -> Response {
+        let callback = self.start_and_authorize(app_url, user, "/auth/login").await;
+        let at_instance = format!("{instance}{}", callback.strip_prefix(app_url).expect("a callback to the app"));
+        self.get(&at_instance).await
     }
 
     /// `GET url` as a browser would (accepting HTML).

@@ -79,6 +79,13 @@ pub const SESSION_STORE_RULES: &[Rule] = &[
                every time: the check that it is live and the write are one atomic step.",
     },
     Rule {
+        name: "a_listing_names_the_users_sessions_and_ends_one",
+        rule: "a store that says it lists sessions (`lists_sessions`) returns from `sessions_of` every \
+               session of that user and no one else's, and `end` of one makes its cookies read as no \
+               session while the user's others stay: a user's \"sign out that device\" and a cap on \
+               sessions rely on it. A store that does not list returns none and ends none.",
+    },
+    Rule {
         name: "a_logout_on_one_instance_ends_the_session_on_every_other",
         rule: "stores made by the factory are instances of one app over the same data: a session saved \
                on one is read on another, and a back-channel logout on one ends it on the others, at \
@@ -134,6 +141,7 @@ where
     rule!(a_login_after_a_logout_survives_it);
     rule!(a_save_after_a_logout_does_not_bring_it_back);
     rule!(saves_racing_logouts_never_bring_a_session_back);
+    rule!(a_listing_names_the_users_sessions_and_ends_one);
     let (one, other) = (Arc::new(make(config.clone()).await), Arc::new(make(config.clone()).await));
     runner
         .run(
@@ -399,6 +407,33 @@ async fn logout_by_sub_ends_every_session_of_the_user<S: SessionStore>(store: Ar
         ensure!(!opens(&*store, browser).await?, "after a logout by sub, the user's session {name} still reads");
     }
     ensure!(opens(&*store, &other).await?, "a logout by sub ended another user's session");
+    Ok(())
+}
+
+async fn a_listing_names_the_users_sessions_and_ends_one<S: SessionStore>(store: Arc<S>, kit: Kit) -> Outcome {
+    let (first, second, other) = (kit.session("ann", Some("sid-1")), kit.session("ann", None), kit.session("bob", None));
+    let mut browsers = Vec::new();
+    for session in [&first, &second, &other] {
+        browsers.push(login(&*store, session).await?);
+    }
+    let listed = store.sessions_of(first.sub()).await.or_fail("sessions_of")?;
+    if !store.lists_sessions() {
+        ensure!(listed.is_empty(), "a store that does not list sessions listed {}", listed.len());
+        ensure!(!store.end(&first).await.or_fail("end")?, "a store that does not list sessions said it ended one");
+        return Ok(());
+    }
+    let mut ids: Vec<&str> = listed.iter().map(SessionData::id).collect();
+    ids.sort_unstable();
+    let mut expected = vec![first.id(), second.id()];
+    expected.sort_unstable();
+    ensure!(ids == expected, "sessions_of listed {} sessions, not the user's 2 (or others')", ids.len());
+    ensure!(listed.iter().all(|s| s.refresh_token.is_some()), "a listed session lost its refresh token");
+    ensure!(store.end(&first).await.or_fail("end")?, "`end` of a listed session returned false");
+    ensure!(!opens(&*store, &browsers[0]).await?, "the ended session's cookies still read");
+    ensure!(opens(&*store, &browsers[1]).await?, "`end` of one session ended the user's other one");
+    ensure!(opens(&*store, &browsers[2]).await?, "`end` of one session ended another user's");
+    let left = store.sessions_of(first.sub()).await.or_fail("sessions_of")?;
+    ensure!(left.len() == 1, "after `end`, sessions_of listed {} sessions, not 1", left.len());
     Ok(())
 }
 

@@ -201,4 +201,29 @@ impl SessionStore for SessionsTable {
         .await?;
         Ok(())
     }
+
+    /// The `sessions_by_user` index answers a user's list of sessions, and a cap on them.
+    fn lists_sessions(&self) -> bool {
+        true
+    }
+
+    async fn sessions_of(&self, sub: &str) -> Result<Vec<SessionData>, StoreError> {
+        let (issuer, sub, now) = (self.config.issuer().to_owned(), sub.to_owned(), self.config.clock().now() as i64);
+        let rows: Vec<String> = self
+            .run(move |c| {
+                let mut query = c.prepare_cached(
+                    "SELECT data FROM sessions WHERE issuer = ?1 AND user_sub = ?2 AND expires_at > ?3",
+                )?;
+                let rows = query.query_map(params![issuer, sub, now], |row| row.get(0))?;
+                rows.collect()
+            })
+            .await?;
+        Ok(rows.iter().filter_map(|json| serde_json::from_str(json).ok()).collect())
+    }
+
+    async fn end(&self, session: &SessionData) -> Result<bool, StoreError> {
+        let hash = id_hash(session.id());
+        self.run(move |c| c.execute("DELETE FROM sessions WHERE id_hash = ?1", params![hash])).await?;
+        Ok(true)
+    }
 }
