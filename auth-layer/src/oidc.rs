@@ -64,6 +64,8 @@ pub(crate) struct RefreshedTokens {
     pub(crate) scope: Option<String>,
     /// A rotated refresh token, when the provider sent one.
     pub(crate) refresh_token: Option<String>,
+    /// When that refresh token expires, when the answer said.
+    pub(crate) refresh_token_ends_at: Option<u64>,
     /// A new ID token and its claims, when the provider sent one.
     pub(crate) id_token: Option<(String, Map<String, Value>)>,
 }
@@ -85,6 +87,8 @@ pub(crate) struct LoginTokens {
     pub(crate) claims: Map<String, Value>,
     pub(crate) access_token: String,
     pub(crate) refresh_token: Option<String>,
+    /// When the refresh token expires, when the answer said (`refresh_token_expires_in`).
+    pub(crate) refresh_token_ends_at: Option<u64>,
     pub(crate) expires_at: Option<u64>,
     pub(crate) scope: Option<String>,
 }
@@ -142,6 +146,30 @@ struct TokenClient<'a> {
     /// Whether a 5xx answer is the provider being unavailable (a refresh: the session stays,
     /// 503) rather than a bad answer (a code exchange: 502).
     server_error_is_outage: bool,
+    /// The refresh token's lifetime in seconds a successful answer gave
+    /// (`refresh_token_expires_in`, which openidconnect's token response does not keep); 0: none.
+    refresh_token_expires_in: std::sync::atomic::AtomicU64,
+}
+
+impl<'a> TokenClient<'a> {
+    fn new(rp: &'a RelyingParty, key: Option<&'a DpopKey>, server_error_is_outage: bool) -> Self {
+        Self { rp, key, server_error_is_outage, refresh_token_expires_in: 0.into() }
+    }
+
+    /// When the refresh token of the answer expires, if the answer said (seconds since the Unix
+    /// epoch, from `now`).
+    fn refresh_token_ends_at(&self, now: u64) -> Option<u64> {
+        match self.refresh_token_expires_in.load(std::sync::atomic::Ordering::Acquire) {
+            0 => None,
+            seconds => Some(now.saturating_add(seconds)),
+        }
+    }
+}
+
+/// The one member of a token response openidconnect's type drops that auth-layer reads.
+#[derive(serde::Deserialize)]
+struct RefreshLifetime {
+    refresh_token_expires_in: Option<u64>,
 }
 
 impl<'c> openidconnect::AsyncHttpClient<'c> for TokenClient<'_> {
@@ -164,6 +192,12 @@ impl<'c> openidconnect::AsyncHttpClient<'c> for TokenClient<'_> {
                     "the provider answered {}",
                     answer.status()
                 )));
+            }
+            if answer.status().is_success()
+                && let Ok(RefreshLifetime { refresh_token_expires_in: Some(seconds) }) =
+                    serde_json::from_slice(answer.body())
+            {
+                self.refresh_token_expires_in.store(seconds, std::sync::atomic::Ordering::Release);
             }
             Ok(answer)
         })
@@ -706,7 +740,7 @@ impl RelyingParty {
         for (name, value) in assertion {
             request = request.add_extra_param(name, value);
         }
-        let send = TokenClient { rp: self, key: dpop, server_error_is_outage: false };
+        let send = TokenClient::new(self, dpop, false);
         let response: CoreTokenResponse = request.request_async(&send).await.map_err(|err| match token_error(err) {
             // At the code exchange, `invalid_grant` means a bad or used code, not a dead session.
             ProviderError::InvalidGrant(why) => ProviderError::TokenRefused(why),
@@ -723,6 +757,7 @@ impl RelyingParty {
             claims,
             access_token: response.access_token().secret().clone(),
             refresh_token: response.refresh_token().map(|t| t.secret().clone()),
+            refresh_token_ends_at: response.refresh_token().and_then(|_| send.refresh_token_ends_at(now)),
             expires_at: response.expires_in().map(|d| now.saturating_add(d.as_secs())),
             scope: response.scopes().map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),
         })
@@ -751,7 +786,7 @@ impl RelyingParty {
         if let Some(audience) = audience {
             request = request.add_extra_param("audience", audience.to_owned());
         }
-        let send = TokenClient { rp: self, key: dpop, server_error_is_outage: true };
+        let send = TokenClient::new(self, dpop, true);
         let response: CoreTokenResponse = request.request_async(&send).await.map_err(token_error)?;
         check_token_type(&response, dpop.is_some())?;
         let now = self.config.clock.now();
@@ -770,6 +805,7 @@ impl RelyingParty {
             expires_at: response.expires_in().map(|d| now.saturating_add(d.as_secs())),
             scope: response.scopes().map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),
             refresh_token: response.refresh_token().map(|t| t.secret().clone()),
+            refresh_token_ends_at: response.refresh_token().and_then(|_| send.refresh_token_ends_at(now)),
             id_token,
         })
     }

@@ -193,6 +193,13 @@ async fn redis_cluster_passes_the_same_suite() {
         holders[0]
     };
     assert_ne!(holder("{auth-layer}"), holder("{another-app}"), "the two namespaces share a node");
+    // Sessions on the cluster: every store rule, a user's listing and its end among them.
+    check_session_store(|config| {
+        let b = b.clone();
+        async move { ServerSessionStore::new(b, &config) }
+    })
+    .await
+    .unwrap();
 }
 
 async fn outage_fails_fast_then_recovers_with_nothing_lost<B: Backend>(

@@ -397,26 +397,56 @@ async fn a_frozen_provider_neither_delays_a_logout_nor_undoes_it() {
 
 #[tokio::test]
 async fn a_session_ends_at_the_providers_session_expiry_without_a_call_to_the_token_endpoint() {
-    let env = TestEnv::start().await;
-    let browser = Browser::new();
-    // The test provider gives users named `brief…` a `session_expiry` ten minutes away.
-    browser.login(&env.app_url, "brief").await;
-    let bound = session_of(&env, &browser).await.provider_ends_at().expect("the provider's session_expiry");
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    assert!((now + 590..=now + 600).contains(&bound), "{bound} vs now {now}");
-    let profile = |browser: &Browser| browser.http.get(env.url("/auth/profile")).send();
-    assert_eq!(profile(&browser).await.unwrap().status(), StatusCode::OK);
-    let token_requests = env.provider.token_requests().await;
-    // Well within the app's own limits (a day idle, a week in all), past the provider's.
-    env.advance_clock(Duration::from_secs(601));
-    assert_eq!(profile(&browser).await.unwrap().status(), StatusCode::UNAUTHORIZED, "ended at the provider's bound");
-    assert_eq!(access_token(&browser, &env).await.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(env.provider.token_requests().await, token_requests, "no refresh was tried");
+    // The test provider gives users named `brief…` a `session_expiry` ten minutes away, and
+    // users named `short…` refresh tokens of ten minutes (`refresh_token_expires_in`).
+    for (user, store) in [("brief", StoreChoice::Cookie), ("short", StoreChoice::Cookie), ("short", StoreChoice::Memory)] {
+        let env = TestEnv::start_with(EnvOptions { store: store.clone(), ..EnvOptions::default() }).await;
+        let browser = Browser::new();
+        browser.login(&env.app_url, user).await;
+        let session = session_of(&env, &browser).await;
+        let bound = session.provider_ends_at().expect("the provider's bound");
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        assert!((now + 590..=now + 600).contains(&bound), "{user}/{store:?}: {bound} vs now {now}");
+        assert_eq!(env.client.session_expires_at(&session), bound, "{user}/{store:?}: the session ends then");
+        let profile = |browser: &Browser| browser.http.get(env.url("/auth/profile")).send();
+        assert_eq!(profile(&browser).await.unwrap().status(), StatusCode::OK);
+        let token_requests = env.provider.token_requests().await;
+        // Well within the app's own limits (a day idle, a week in all), past the provider's.
+        env.advance_clock(Duration::from_secs(601));
+        let status = profile(&browser).await.unwrap().status();
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{user}/{store:?}: ended at the provider's bound");
+        assert_eq!(access_token(&browser, &env).await.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(env.provider.token_requests().await, token_requests, "{user}/{store:?}: no refresh was tried");
+    }
 
+    let env = TestEnv::start().await;
+    let profile = |browser: &Browser| browser.http.get(env.url("/auth/profile")).send();
     // Another user without the claim: the app's limits alone.
     let other = Browser::new();
     other.login(&env.app_url, "lasting").await;
     assert_eq!(session_of(&env, &other).await.provider_ends_at(), None);
     env.advance_clock(Duration::from_secs(601));
     assert_eq!(profile(&other).await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_rotated_refresh_token_brings_its_own_lifetime_and_the_session_follows_it() {
+    let env = TestEnv::start_with(EnvOptions {
+        store: StoreChoice::Memory,
+        provider: ProviderOptions { rotate_refresh: true, ..ProviderOptions::default() },
+        ..EnvOptions::default()
+    })
+    .await;
+    let browser = Browser::new();
+    browser.login(&env.app_url, "short-rotating").await;
+    let first = session_of(&env, &browser).await.provider_ends_at().expect("the refresh token's expiry");
+    // Two seconds on by the provider's own clock (which the test cannot move), a refresh: the
+    // rotated token's ten minutes, from now, bound the session.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cookie = browser.cookie_header(&env.url("/"));
+    let mut ctx = StoreContext::from_cookie_headers([&cookie.parse().unwrap()]);
+    env.client.access_token(&mut ctx, AccessTokenOptions::default().force_refresh()).await.expect("a refresh");
+    let after = session_of(&env, &browser).await.provider_ends_at().expect("the rotated token's expiry");
+    assert!(after >= first + 2, "the bound moved with the rotated token: {first} then {after}");
+    assert!(after <= first + 10, "{first} then {after}");
 }

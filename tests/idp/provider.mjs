@@ -148,6 +148,11 @@ const configuration = {
     fapi: fapi2 ? { enabled: true, profile: '2.0' } : { enabled: false },
   },
   issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
+  // "short…" users get refresh tokens of ten minutes (announced in the token response as
+  // `refresh_token_expires_in`, below); everyone else oidc-provider's default of 14 days.
+  ttl: {
+    RefreshToken: (ctx, token) => (token.accountId?.startsWith('short') ? 600 : 14 * 24 * 60 * 60),
+  },
   async findAccount(ctx, id) {
     return { accountId: id, claims: async () => claimsFor(id) };
   },
@@ -186,6 +191,14 @@ function serve(issuer) {
     await next();
     // Revocations the provider took (RFC 7009: 200), whatever the client's authentication.
     if (ctx.path === '/token/revocation' && ctx.method === 'POST' && ctx.status === 200) revocations += 1;
+    // A refresh token's own lifetime, as some providers announce it (`refresh_token_expires_in`),
+    // read from the token oidc-provider stored: for the "short…" users.
+    if (ctx.path === '/token' && ctx.status === 200 && ctx.body?.refresh_token) {
+      const stored = await provider.RefreshToken.find(ctx.body.refresh_token);
+      if (stored?.accountId?.startsWith('short')) {
+        ctx.body.refresh_token_expires_in = stored.exp - Math.floor(Date.now() / 1000);
+      }
+    }
     if (ctx.oidc?.params?.dpop_jkt) dpopJkt = ctx.oidc.params.dpop_jkt;
     const challenge = ctx.response.get('WWW-Authenticate') || '';
     if (ctx.body?.error === 'use_dpop_nonce' || challenge.includes('use_dpop_nonce')) count(useDpopNonce, ctx.path);

@@ -674,6 +674,8 @@ impl AuthClient {
         self.check_what_the_login_asked(&transaction, &tokens.claims, now)?;
         let mut session = SessionData::new(User::from_id_token_claims(tokens.claims), tokens.id_token, now);
         session.refresh_token = tokens.refresh_token;
+        session.refresh_token_ends_at = tokens.refresh_token_ends_at;
+        session.bound_by_provider();
         session.tenant.clone_from(&self.inner.config.tenant);
         session.dpop = binding;
         if let Some(device) = ctx.login_device.take() {
@@ -1135,13 +1137,15 @@ impl AuthClient {
         session.token_sets.push(set);
         if let Some(rotated) = tokens.refresh_token {
             session.refresh_token = Some(rotated);
+            // A rotated refresh token brings its own expiry (or none); one kept keeps its own.
+            session.refresh_token_ends_at = tokens.refresh_token_ends_at;
         }
         if let Some((id_token, claims)) = tokens.id_token {
             check_refreshed_id_token(session.user.claims(), &claims)?;
             session.id_token = id_token;
             session.user = User::from_id_token_claims(refreshed_claims(session.user.claims(), claims));
-            session.bound_by_claims();
         }
+        session.bound_by_provider();
         if let Some(hook) = &self.inner.before_save {
             hook(&mut session);
         }

@@ -32,14 +32,15 @@ const COMPACT_WITH_TAIL: u8 = 3;
 const COMPACT_WITH_BOUND: u8 = 4;
 
 /// The first byte of a compact plaintext followed by a [`Tail`] and an [`About`]: a session a
-/// listing describes (its device or location), written only for one that has either, so every
-/// other is written as before.
+/// listing describes (its device or location) or whose refresh token's expiry is known,
+/// written only for one that has any of them, so every other is written as before.
 const COMPACT_WITH_ABOUT: u8 = 5;
 
 /// What follows the [`Tail`] in the [`COMPACT_WITH_ABOUT`] form.
 #[derive(Serialize, Deserialize)]
 struct About<'a> {
     ends_by: Option<u64>,
+    refresh_token_ends_at: Option<u64>,
     device: Option<Cow<'a, str>>,
     location: Option<Cow<'a, str>>,
 }
@@ -151,7 +152,7 @@ pub(crate) fn encode(data: &SessionData) -> Result<Vec<u8>, StoreError> {
         created_at: data.created_at,
         touched_at: data.touched_at,
     };
-    let described = data.device.is_some() || data.location.is_some();
+    let described = data.device.is_some() || data.location.is_some() || data.refresh_token_ends_at.is_some();
     if data.dpop.is_some() || data.ends_by.is_some() || described {
         let format = match (described, data.ends_by) {
             (true, _) => COMPACT_WITH_ABOUT,
@@ -168,6 +169,7 @@ pub(crate) fn encode(data: &SessionData) -> Result<Vec<u8>, StoreError> {
         if described {
             let about = About {
                 ends_by: data.ends_by,
+                refresh_token_ends_at: data.refresh_token_ends_at,
                 device: data.device.as_deref().map(Cow::Borrowed),
                 location: data.location.as_deref().map(Cow::Borrowed),
             };
@@ -199,7 +201,7 @@ pub(crate) fn decode(plain: &[u8]) -> Result<SessionData, DecodeError> {
                 .map_err(|e| DecodeError(format!("compact session does not decode: {e}")))?;
             let mut dpop = None;
             let mut ends_by = None;
-            let (mut device, mut location) = (None, None);
+            let (mut device, mut location, mut refresh_token_ends_at) = (None, None, None);
             let (markers_seen, tenant) = if format != COMPACT {
                 let tail = match postcard::take_from_bytes::<Tail<'_>>(rest) {
                     Ok((tail, [])) if format == COMPACT_WITH_TAIL => tail,
@@ -215,6 +217,7 @@ pub(crate) fn decode(plain: &[u8]) -> Result<SessionData, DecodeError> {
                     Ok((tail, after)) if format == COMPACT_WITH_ABOUT => match postcard::take_from_bytes::<About<'_>>(after) {
                         Ok((about, [])) => {
                             ends_by = about.ends_by;
+                            refresh_token_ends_at = about.refresh_token_ends_at;
                             device = about.device.map(Cow::into_owned);
                             location = about.location.map(Cow::into_owned);
                             tail
@@ -264,6 +267,7 @@ pub(crate) fn decode(plain: &[u8]) -> Result<SessionData, DecodeError> {
                 tenant,
                 dpop,
                 ends_by,
+                refresh_token_ends_at,
                 device,
                 location,
             })
@@ -386,6 +390,12 @@ pub(crate) mod tests {
         assert_eq!(decode(&with).unwrap(), described);
         described.ends_by = Some(1_900_000_000);
         described.location = None;
+        assert_eq!(decode(&encode(&described).unwrap()).unwrap(), described);
+        let mut bounded = realistic();
+        bounded.refresh_token_ends_at = Some(1_800_000_000);
+        bounded.ends_by = Some(1_800_000_000);
+        assert_eq!(encode(&bounded).unwrap()[0], COMPACT_WITH_ABOUT, "a refresh token's expiry is kept too");
+        assert_eq!(decode(&encode(&bounded).unwrap()).unwrap(), bounded);
         assert_eq!(decode(&encode(&described).unwrap()).unwrap(), described);
         let mut extended = encode(&described).unwrap();
         extended.push(0);

@@ -221,6 +221,11 @@ pub struct SessionData {
     /// app's own limits allow, without a call to the provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) ends_by: Option<u64>,
+    /// When its refresh token expires, when the token response said
+    /// (`refresh_token_expires_in`): past it the session cannot be refreshed, and ends
+    /// ([`ends_by`](Self::ends_by) takes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) refresh_token_ends_at: Option<u64>,
     /// What a person recognises the login's browser by ("Firefox on Linux"), from its
     /// `User-Agent`: recorded by stores that list sessions, for the listing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -266,6 +271,7 @@ impl std::fmt::Debug for SessionData {
             .field("tenant", &self.tenant)
             .field("dpop", &self.dpop)
             .field("ends_by", &self.ends_by)
+            .field("refresh_token_ends_at", &self.refresh_token_ends_at)
             .field("device", &self.device)
             .field("location", &self.location)
             .finish()
@@ -357,6 +363,7 @@ impl SessionData {
             tenant: None,
             dpop: None,
             ends_by,
+            refresh_token_ends_at: None,
             device: None,
             location: None,
         }
@@ -374,17 +381,21 @@ impl SessionData {
         self.location.as_deref()
     }
 
-    /// The provider's upper bound on the session, when its ID token gave one (Auth0's
-    /// `session_expiry` claim, seconds since the Unix epoch): the session ends then at the
-    /// latest.
+    /// The provider's upper bound on the session, when it gave one (seconds since the Unix
+    /// epoch): the earlier of its ID token's `session_expiry` claim (Auth0's) and its refresh
+    /// token's own expiry (`refresh_token_expires_in` in the token response). The session ends
+    /// then at the latest.
     pub fn provider_ends_at(&self) -> Option<u64> {
         self.ends_by
     }
 
-    /// Takes the provider's bound from the user's claims again (after a refresh brought a new
-    /// ID token).
-    pub(crate) fn bound_by_claims(&mut self) {
-        self.ends_by = provider_bound(&self.user);
+    /// Takes the provider's bound again, from the user's claims and the refresh token's
+    /// expiry (after a login, or a refresh that brought a new ID token or refresh token).
+    pub(crate) fn bound_by_provider(&mut self) {
+        self.ends_by = match (provider_bound(&self.user), self.refresh_token_ends_at) {
+            (Some(claim), Some(token)) => Some(claim.min(token)),
+            (claim, token) => claim.or(token),
+        };
     }
 
     /// Whether its access tokens are DPoP-bound: sent with a proof of the key it holds (or the
