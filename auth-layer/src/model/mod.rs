@@ -719,12 +719,19 @@ mod tests {
         assert_eq!(bound.seconds_left(&config, 1_500), 100, "a cookie's Max-Age and a record's TTL follow it");
         // A bound later than the app's limits changes nothing.
         bound.user = user(serde_json::json!({"sub": "u1", "session_expiry": limits + 1_000}));
-        bound.bound_by_claims();
+        bound.bound_by_provider();
         assert_eq!(bound.expires_at(&config), limits);
         // A claim that is not a time in whole seconds is no bound.
         bound.user = user(serde_json::json!({"sub": "u1", "session_expiry": "soon"}));
-        bound.bound_by_claims();
+        bound.bound_by_provider();
         assert_eq!(bound.provider_ends_at(), None);
+        // The refresh token's own expiry bounds it too; the earlier of the two wins.
+        bound.refresh_token_ends_at = Some(1_700);
+        bound.bound_by_provider();
+        assert_eq!(bound.expires_at(&config), 1_700);
+        bound.user = user(serde_json::json!({"sub": "u1", "session_expiry": 1_650}));
+        bound.bound_by_provider();
+        assert_eq!(bound.provider_ends_at(), Some(1_650));
     }
 
     #[test]
