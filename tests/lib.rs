@@ -691,10 +691,14 @@ impl Fleet {
         let mut instances = Vec::new();
         let mut servers = Vec::new();
         for (port, listener) in listeners {
-            let config =
-                configure(config_builder(&provider, &app_url, TokenEndpointAuth::ClientSecretBasic, clock_offset.clone()))
-                    .build()
-                    .expect("test configuration");
+            let config = configure(config_builder(
+                &provider,
+                &app_url,
+                TokenEndpointAuth::ClientSecretBasic,
+                clock_offset.clone(),
+            ))
+            .build()
+            .expect("test configuration");
             let builder = quickstart::builder_with(config, store.clone(), shared.clone()).await.expect("the stores");
             let client = customize(builder).build().await.expect("discovery");
             let app = quickstart::app(auth_layer::AuthLayer::new(client));

@@ -67,6 +67,18 @@ let layer = AuthLayer::new(AuthClient::builder(config).with_session_store(store)
     Ok(())
 }
 
+/// "Sessions users manage".
+pub async fn sessions_users_manage(client: AuthClient, headers: http::HeaderMap) -> Result {
+use auth_layer::StoreContext;
+// With the request's cookies (the layer's routes below do the same):
+let mut ctx = StoreContext::from_headers(&headers);
+let sessions = client.list_sessions(&mut ctx).await?; // newest first, `current` marked
+client.end_session(&mut ctx, &sessions[1].handle).await?; // that device is logged out
+client.end_other_sessions(&mut ctx).await?; // every device but this one
+client.end_all_sessions("auth0|user-id").await?; // support staff: every session of a user
+    Ok(())
+}
+
 /// "Tenants and custom domains".
 pub async fn configured_tenants(customers: Vec<(&str, &str, &str, &str)>, app_secret: String) -> Result {
 let mut tenants = Tenants::new();

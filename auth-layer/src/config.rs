@@ -794,7 +794,9 @@ impl AuthConfigBuilder {
             }
         }
         if let Some(max) = get("AUTH_MAX_SESSIONS_PER_USER") {
-            let max = max.parse().map_err(|_| invalid("AUTH_MAX_SESSIONS_PER_USER", format!("`{max}`: expected a number")))?;
+            let max = max
+                .parse()
+                .map_err(|_| invalid("AUTH_MAX_SESSIONS_PER_USER", format!("`{max}`: expected a number")))?;
             builder = builder.max_sessions_per_user(max);
         }
         if let Some(list) = get("AUTH_LOGIN_PARAMS") {

@@ -123,8 +123,8 @@ pub const METRICS: &[Metric] = &[
         REVOCATIONS,
         MetricKind::Counter,
         "{revocation}",
-        "`outcome`: `revoked`, `failed` (the provider refused or did not answer; the logout stands)",
-        "refresh tokens revoked at the provider after a logout (RFC 7009), once per session across the fleet",
+        "`outcome`: `revoked`, `failed` (the provider refused or did not answer; the session stays ended)",
+        "refresh tokens of ended sessions revoked at the provider (RFC 7009), once per session across the fleet",
     ),
     metric(
         BACKCHANNEL_LOGOUTS,
@@ -145,7 +145,7 @@ pub const METRICS: &[Metric] = &[
         SESSIONS_ENDED,
         MetricKind::Counter,
         "{session}",
-        "`cause`: `logout`, `backchannel`, `refresh_refused`, `expired` (found past a limit when read), `replaced` (a login over a session the browser held)",
+        "`cause`: `logout`, `backchannel`, `refresh_refused`, `expired` (found past a limit when read), `replaced` (a login over a session the browser held), `ended_by_user` (from the user's list), `cap` (past `max_sessions_per_user`), `ended_by_admin` (`end_all_sessions`)",
         "sessions ended (a back-channel logout counts once, whatever it ends)",
     ),
     metric(

@@ -18,8 +18,7 @@ fn unique_user(name: &str) -> String {
 }
 
 const FIREFOX_LINUX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
-const CHROME_ANDROID: &str =
-    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36";
+const CHROME_ANDROID: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36";
 const SAFARI_IOS: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
 
 /// The sessions routes on, for a test app.
@@ -29,7 +28,8 @@ fn with_sessions_route(builder: auth_layer::AuthConfigBuilder) -> auth_layer::Au
 
 /// `GET {prefix}/sessions` from `browser`: the status and the listing.
 async fn listing(browser: &Browser, url: &str) -> (StatusCode, Vec<Value>) {
-    let answer = browser.http.get(format!("{url}/auth/sessions")).header("accept", "application/json").send().await.unwrap();
+    let answer =
+        browser.http.get(format!("{url}/auth/sessions")).header("accept", "application/json").send().await.unwrap();
     let status = answer.status();
     let body: Value = answer.json().await.unwrap_or(Value::Null);
     (status, body["sessions"].as_array().cloned().unwrap_or_default())
@@ -258,7 +258,14 @@ async fn on_the_cookie_store_ending_the_other_sessions_ends_every_other_copy_and
     let with = |cookie: String| {
         let url = format!("{}/auth/profile", env.app_url);
         async move {
-            reqwest::Client::new().get(url).header("accept", "application/json").header("cookie", cookie).send().await.unwrap().status()
+            reqwest::Client::new()
+                .get(url)
+                .header("accept", "application/json")
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .status()
         }
     };
     assert_eq!(with(renewed).await, StatusCode::OK, "the laptop's session, saved after the marker, stands");

@@ -399,7 +399,9 @@ async fn a_frozen_provider_neither_delays_a_logout_nor_undoes_it() {
 async fn a_session_ends_at_the_providers_session_expiry_without_a_call_to_the_token_endpoint() {
     // The test provider gives users named `brief…` a `session_expiry` ten minutes away, and
     // users named `short…` refresh tokens of ten minutes (`refresh_token_expires_in`).
-    for (user, store) in [("brief", StoreChoice::Cookie), ("short", StoreChoice::Cookie), ("short", StoreChoice::Memory)] {
+    for (user, store) in
+        [("brief", StoreChoice::Cookie), ("short", StoreChoice::Cookie), ("short", StoreChoice::Memory)]
+    {
         let env = TestEnv::start_with(EnvOptions { store: store.clone(), ..EnvOptions::default() }).await;
         let browser = Browser::new();
         browser.login(&env.app_url, user).await;

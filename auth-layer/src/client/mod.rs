@@ -437,7 +437,10 @@ impl AuthClientBuilder {
     ///     .await?;
     /// # let _ = client; Ok(()) }
     /// ```
-    pub fn session_location(mut self, hook: impl Fn(&http::HeaderMap) -> Option<String> + Send + Sync + 'static) -> Self {
+    pub fn session_location(
+        mut self,
+        hook: impl Fn(&http::HeaderMap) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
         self.session_location = Some(Arc::new(hook));
         self
     }

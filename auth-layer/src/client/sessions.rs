@@ -282,10 +282,7 @@ mod tests {
     #[test]
     fn a_user_agent_becomes_a_short_label_of_browser_and_platform_and_nothing_else_of_it_is_kept() {
         let cases = [
-            (
-                "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
-                Some("Firefox on Linux"),
-            ),
+            ("Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0", Some("Firefox on Linux")),
             (
                 "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0",
                 Some("Edge on Windows"),

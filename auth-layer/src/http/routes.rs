@@ -225,9 +225,7 @@ async fn answer(client: AuthClient, route: Route, parts: Parts, body: RouteBody,
         Route::AccessToken => access_token(&client, &mut ctx).await,
         Route::Sessions => sessions(&client, &mut ctx).await,
         Route::EndSession => end_session(&client, &mut ctx, &parts).await,
-        Route::EndOtherSessions => {
-            client.end_other_sessions(&mut ctx).await.map(|()| no_content())
-        }
+        Route::EndOtherSessions => client.end_other_sessions(&mut ctx).await.map(|()| no_content()),
         // Answered in the back-channel format, without the session cookies of a browser.
         Route::BackchannelLogout => return backchannel_logout(&client, &parts, body).await,
     };
@@ -480,8 +478,8 @@ async fn end_session(
 /// one (base64url, at most 43 characters).
 fn session_handle(path: &str) -> Option<&str> {
     let handle = path.strip_prefix("/sessions/")?.strip_suffix("/end")?;
-    let shaped = (1..=43).contains(&handle.len())
-        && handle.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let shaped =
+        (1..=43).contains(&handle.len()) && handle.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     shaped.then_some(handle)
 }
 

@@ -214,16 +214,18 @@ pub(crate) fn decode(plain: &[u8]) -> Result<SessionData, DecodeError> {
                             _ => return Err(DecodeError("the compact session's bound does not decode".into())),
                         }
                     }
-                    Ok((tail, after)) if format == COMPACT_WITH_ABOUT => match postcard::take_from_bytes::<About<'_>>(after) {
-                        Ok((about, [])) => {
-                            ends_by = about.ends_by;
-                            refresh_token_ends_at = about.refresh_token_ends_at;
-                            device = about.device.map(Cow::into_owned);
-                            location = about.location.map(Cow::into_owned);
-                            tail
+                    Ok((tail, after)) if format == COMPACT_WITH_ABOUT => {
+                        match postcard::take_from_bytes::<About<'_>>(after) {
+                            Ok((about, [])) => {
+                                ends_by = about.ends_by;
+                                refresh_token_ends_at = about.refresh_token_ends_at;
+                                device = about.device.map(Cow::into_owned);
+                                location = about.location.map(Cow::into_owned);
+                                tail
+                            }
+                            _ => return Err(DecodeError("the compact session's description does not decode".into())),
                         }
-                        _ => return Err(DecodeError("the compact session's description does not decode".into())),
-                    },
+                    }
                     _ => return Err(DecodeError("the compact session's tail does not decode".into())),
                 };
                 dpop = tail.dpop;

@@ -318,7 +318,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_users_sessions_are_listed_by_the_sub_index_and_one_ended_from_outside_stops_opening() {
-        for store in [ServerSessionStore::in_memory(&config()), ServerSessionStore::new(MokaBackend::new(), &config())] {
+        for store in [ServerSessionStore::in_memory(&config()), ServerSessionStore::new(MokaBackend::new(), &config())]
+        {
             assert!(store.lists_sessions());
             let (a, b, c) = (session("u1", "s1"), session("u1", "s2"), session("u2", "s3"));
             let mut cookies = Vec::new();

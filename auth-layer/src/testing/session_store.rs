@@ -411,7 +411,8 @@ async fn logout_by_sub_ends_every_session_of_the_user<S: SessionStore>(store: Ar
 }
 
 async fn a_listing_names_the_users_sessions_and_ends_one<S: SessionStore>(store: Arc<S>, kit: Kit) -> Outcome {
-    let (first, second, other) = (kit.session("ann", Some("sid-1")), kit.session("ann", None), kit.session("bob", None));
+    let (first, second, other) =
+        (kit.session("ann", Some("sid-1")), kit.session("ann", None), kit.session("bob", None));
     let mut browsers = Vec::new();
     for session in [&first, &second, &other] {
         browsers.push(login(&*store, session).await?);
