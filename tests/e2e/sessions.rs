@@ -282,3 +282,68 @@ async fn a_cap_or_the_sessions_routes_over_the_cookie_store_fail_at_start() {
         assert!(refused.to_string().contains("lists a user's sessions"), "{refused}");
     }
 }
+
+#[tokio::test]
+async fn a_handler_lists_and_ends_sessions_through_the_requests_session() {
+    use auth_layer::store::ServerSessionStore;
+    use auth_layer::{AuthClient, AuthLayer, Session};
+    use axum::routing::{get, post};
+
+    let (provider, config, url, listener) = auth_layer_tests::provider_for_own_app().await;
+    let store = ServerSessionStore::in_memory(&config);
+    let client = AuthClient::builder(config).with_session_store(store).build().await.unwrap();
+    let app = axum::Router::new()
+        .route(
+            "/devices",
+            get(|session: Session| async move {
+                let devices = session.list_sessions().await.unwrap();
+                devices
+                    .iter()
+                    .map(|d| format!("{}:{}", d.device.as_deref().unwrap_or("?"), d.current))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }),
+        )
+        .route(
+            "/devices/{handle}/end",
+            post(|session: Session, axum::extract::Path(handle): axum::extract::Path<String>| async move {
+                session.end_session(&handle).await.unwrap().to_string()
+            }),
+        )
+        .route(
+            "/devices/end-others",
+            post(|session: Session| async move { session.end_other_sessions().await.is_ok().to_string() }),
+        )
+        .layer(AuthLayer::new(client.clone()));
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let (laptop, phone, tablet) = (
+        Browser::with_user_agent(FIREFOX_LINUX),
+        Browser::with_user_agent(CHROME_ANDROID),
+        Browser::with_user_agent(SAFARI_IOS),
+    );
+    let user = unique_user("hugo");
+    for browser in [&laptop, &phone, &tablet] {
+        browser.login(&url, &user).await;
+    }
+    let text = |browser: &Browser, path: &str, method: reqwest::Method| {
+        let request = browser.http.request(method, format!("{url}{path}"));
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    let listed = text(&laptop, "/devices", reqwest::Method::GET).await;
+    let mut seen: Vec<&str> = listed.split(',').collect();
+    seen.sort_unstable();
+    assert_eq!(seen, ["Chrome on Android:false", "Firefox on Linux:true", "Safari on iOS:false"], "{listed}");
+
+    let mut ctx = StoreContext::from_cookie_headers([&laptop.cookie_header(&url).parse().unwrap()]);
+    let sessions = client.list_sessions(&mut ctx).await.unwrap();
+    let phone_handle = &sessions.iter().find(|s| s.device.as_deref() == Some("Chrome on Android")).unwrap().handle;
+    assert_eq!(text(&laptop, &format!("/devices/{phone_handle}/end"), reqwest::Method::POST).await, "true");
+    assert_eq!(profile(&phone, &url).await, StatusCode::UNAUTHORIZED, "the phone is logged out");
+    assert_eq!(text(&laptop, &format!("/devices/{phone_handle}/end"), reqwest::Method::POST).await, "false");
+    assert_eq!(text(&laptop, "/devices/end-others", reqwest::Method::POST).await, "true");
+    assert_eq!(profile(&tablet, &url).await, StatusCode::UNAUTHORIZED, "the tablet is logged out");
+    assert_eq!(text(&laptop, "/devices", reqwest::Method::GET).await, "Firefox on Linux:true");
+    assert_eq!(provider.revocations_settled(2).await, 2, "both ended sessions revoked");
+    server.abort();
+}

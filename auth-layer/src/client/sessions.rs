@@ -60,6 +60,11 @@ impl AuthClient {
     /// the session store cannot list sessions (the cookie store: they live in browsers).
     pub async fn list_sessions(&self, ctx: &mut StoreContext) -> Result<Vec<SessionInfo>, AuthError> {
         let current = self.session(ctx).await?.ok_or(AuthError::NotAuthenticated)?;
+        self.sessions_beside(&current).await
+    }
+
+    /// The sessions of `current`'s user, `current` marked.
+    pub(crate) async fn sessions_beside(&self, current: &SessionData) -> Result<Vec<SessionInfo>, AuthError> {
         let sessions = self.live_sessions_of(current.sub()).await?;
         Ok(sessions.iter().map(|session| self.info(session, Some(current.id()))).collect())
     }
@@ -76,6 +81,16 @@ impl AuthClient {
     /// local logout (its cookies are cleared in `ctx`).
     pub async fn end_session(&self, ctx: &mut StoreContext, handle: &str) -> Result<bool, AuthError> {
         let current = self.session(ctx).await?.ok_or(AuthError::NotAuthenticated)?;
+        self.end_session_beside(ctx, &current, handle).await
+    }
+
+    /// [`end_session`](Self::end_session) for the request's session `current`.
+    pub(crate) async fn end_session_beside(
+        &self,
+        ctx: &mut StoreContext,
+        current: &SessionData,
+        handle: &str,
+    ) -> Result<bool, AuthError> {
         let sessions = self.live_sessions_of(current.sub()).await?;
         let Some(target) = sessions.into_iter().find(|session| self.handle(session) == handle) else {
             return Ok(false);
@@ -102,10 +117,19 @@ impl AuthClient {
     /// those cookies.
     pub async fn end_other_sessions(&self, ctx: &mut StoreContext) -> Result<(), AuthError> {
         let current = self.session(ctx).await?.ok_or(AuthError::NotAuthenticated)?;
+        self.end_sessions_beside(ctx, &current).await
+    }
+
+    /// [`end_other_sessions`](Self::end_other_sessions) for the request's session `current`.
+    pub(crate) async fn end_sessions_beside(
+        &self,
+        ctx: &mut StoreContext,
+        current: &SessionData,
+    ) -> Result<(), AuthError> {
         let store = &self.inner.session_store;
         if !store.lists_sessions() {
             store.delete_by_logout_token(&self.target_of(current.sub())).await?;
-            store.set(ctx, &current).await?;
+            store.set(ctx, current).await?;
             tracing::info!(sub = current.sub(), "the user's other sessions ended (logout marker)");
             return Ok(());
         }

@@ -103,6 +103,40 @@ impl Session {
         result
     }
 
+    /// The sessions of this request's user, this one marked `current`, newest first (see
+    /// [`AuthClient::list_sessions`]).
+    ///
+    /// ```no_run
+    /// # async fn handler(session: auth_layer::Session) -> Result<String, auth_layer::AuthError> {
+    /// let devices = session.list_sessions().await?;
+    /// let names: Vec<String> = devices.iter().map(|s| s.device.clone().unwrap_or_default()).collect();
+    /// Ok(names.join(", "))
+    /// # }
+    /// ```
+    pub async fn list_sessions(&self) -> Result<Vec<crate::client::SessionInfo>, AuthError> {
+        let session = self.loaded().await?.clone().ok_or(AuthError::NotAuthenticated)?;
+        self.inner.client.sessions_beside(&session).await
+    }
+
+    /// Ends the user's session named by `handle` (see [`AuthClient::end_session`]); `false`
+    /// when it names none of theirs. This request's own: its cookies are cleared.
+    pub async fn end_session(&self, handle: &str) -> Result<bool, AuthError> {
+        let session = self.loaded().await?.clone().ok_or(AuthError::NotAuthenticated)?;
+        let mut ctx = StoreContext::from_cookie_headers(self.inner.cookies.as_slice());
+        let result = self.inner.client.end_session_beside(&mut ctx, &session, handle).await;
+        self.keep_response_cookies(ctx);
+        result
+    }
+
+    /// Ends every session of the user but this one (see [`AuthClient::end_other_sessions`]).
+    pub async fn end_other_sessions(&self) -> Result<(), AuthError> {
+        let session = self.loaded().await?.clone().ok_or(AuthError::NotAuthenticated)?;
+        let mut ctx = StoreContext::from_cookie_headers(self.inner.cookies.as_slice());
+        let result = self.inner.client.end_sessions_beside(&mut ctx, &session).await;
+        self.keep_response_cookies(ctx);
+        result
+    }
+
     /// The client behind this session, for operations beyond reading it.
     pub fn client(&self) -> &AuthClient {
         &self.inner.client
