@@ -1,5 +1,5 @@
 //! Servers the tests start and stop themselves: a private `redis-server` (to kill mid-run), a
-//! three-node Redis Cluster, and a private PostgreSQL cluster (`initdb` + `pg_ctl`), each on free
+//! six-node Redis Cluster (three masters, a replica each), and a private PostgreSQL cluster (`initdb` + `pg_ctl`), each on free
 //! loopback ports and stopped by their own handles; plus the shared servers' URLs, checked.
 
 use std::path::PathBuf;
@@ -132,19 +132,21 @@ impl Drop for RedisServer {
     }
 }
 
-/// A Redis Cluster of three masters on loopback.
+/// A local Redis Cluster of three masters with a replica each, on free loopback ports, with a
+/// node timeout of 2 s so that a failover takes seconds; stopped when dropped.
 pub struct RedisCluster {
-    /// The nodes' URLs.
+    /// The nodes' URLs (masters first, as created; roles change with a failover).
     pub urls: Vec<String>,
-    nodes: Vec<std::process::Child>,
+    ports: Vec<u16>,
+    nodes: Vec<Option<std::process::Child>>,
     dir: PathBuf,
 }
 
 impl RedisCluster {
-    /// Starts three nodes and joins them into a cluster.
+    /// Starts six nodes and joins them into a cluster: three masters, a replica each.
     pub fn start() -> Self {
         let dir = temp_dir("redis-cluster");
-        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
         let mut nodes = Vec::new();
         for port in &ports {
             let node_dir = dir.join(port.to_string());
@@ -152,44 +154,122 @@ impl RedisCluster {
             let child = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
                 .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+                .args(["--cluster-node-timeout", "2000"])
                 .args(["--dir", node_dir.to_str().unwrap()])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("redis-server must be installed");
-            nodes.push(child);
+            nodes.push(Some(child));
         }
         // Owned by the cluster at once, so that a panic below still stops the nodes (on drop).
-        let mut cluster = Self { urls: ports.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect(), nodes, dir };
+        let urls = ports.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect();
+        let mut cluster = Self { urls, ports: ports.clone(), nodes, dir };
         for (node, port) in cluster.nodes.iter_mut().zip(&ports) {
             let port = *port;
-            wait_for("a cluster node", || running(node, port) && redis_ping(port));
+            wait_for("a cluster node", || running(node.as_mut().unwrap(), port) && redis_ping(port));
         }
         let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let created = Command::new("redis-cli")
             .arg("--cluster")
             .arg("create")
             .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
             .output()
             .expect("redis-cli must be installed");
         assert!(created.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&created.stdout));
-        for port in &ports {
-            let port = port.to_string();
-            wait_for("the cluster", || {
-                Command::new("redis-cli")
-                    .args(["-p", &port, "cluster", "info"])
-                    .output()
-                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
-            });
-        }
+        cluster.wait_until_ok();
+        wait_for("a replica for every master", || cluster.replicas().len() == 3);
         cluster
     }
+
+    /// Waits until every node still running says the cluster is ok.
+    pub fn wait_until_ok(&self) {
+        for port in self.running_ports() {
+            wait_for("the cluster", || cluster_info(port).contains("cluster_state:ok"));
+        }
+    }
+
+    fn running_ports(&self) -> Vec<u16> {
+        self.ports.iter().zip(&self.nodes).filter(|(_, node)| node.is_some()).map(|(port, _)| *port).collect()
+    }
+
+    /// `CLUSTER NODES` as a running node sees it: (port, is master, is failed) per node.
+    fn roles(&self) -> Vec<(u16, bool, bool)> {
+        let port = self.running_ports()[0];
+        let out = Command::new("redis-cli").args(["-p", &port.to_string(), "cluster", "nodes"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let port = fields.get(1)?.split(['@', ':']).nth(1)?.parse().ok()?;
+                let flags = fields.get(2)?;
+                Some((port, flags.contains("master"), flags.contains("fail")))
+            })
+            .collect()
+    }
+
+    /// The ports of the masters serving now (not failed).
+    pub fn masters(&self) -> Vec<u16> {
+        self.roles().into_iter().filter(|(_, master, failed)| *master && !failed).map(|(port, ..)| port).collect()
+    }
+
+    /// The ports of the replicas serving now.
+    pub fn replicas(&self) -> Vec<u16> {
+        self.roles().into_iter().filter(|(_, master, failed)| !master && !failed).map(|(port, ..)| port).collect()
+    }
+
+    /// The replica of the master at `master`.
+    pub fn replica_of(&self, master: u16) -> u16 {
+        let out = Command::new("redis-cli").args(["-p", &master.to_string(), "cluster", "myid"]).output().unwrap();
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let port = self.running_ports()[0];
+        let out = Command::new("redis-cli").args(["-p", &port.to_string(), "cluster", "nodes"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|line| line.split_whitespace().nth(3) == Some(id.as_str()))
+            .and_then(|line| line.split_whitespace().nth(1)?.split(['@', ':']).nth(1)?.parse().ok())
+            .expect("the master has a replica")
+    }
+
+    /// How many keys matching `pattern` the node at `port` holds.
+    pub fn count_keys(&self, port: u16, pattern: &str) -> usize {
+        let out = Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "--scan", "--count", "1000", "--pattern", pattern])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    }
+
+    /// `CLUSTER FAILOVER` on the replica at `replica`: it becomes master, its master a replica.
+    pub fn failover(&self, replica: u16) {
+        let out =
+            Command::new("redis-cli").args(["-p", &replica.to_string(), "cluster", "failover"]).output().unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).contains("OK"), "{}", String::from_utf8_lossy(&out.stdout));
+        wait_for("the replica to take over", || self.masters().contains(&replica));
+    }
+
+    /// Kills the node at `port` outright (`SIGKILL`), as a crashed machine.
+    pub fn kill(&mut self, port: u16) {
+        let i = self.ports.iter().position(|p| *p == port).expect("a node of this cluster");
+        if let Some(mut node) = self.nodes[i].take() {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+    }
+}
+
+fn cluster_info(port: u16) -> String {
+    Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "cluster", "info"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
 }
 
 impl Drop for RedisCluster {
     fn drop(&mut self) {
-        for node in &mut self.nodes {
+        for node in self.nodes.iter_mut().flatten() {
             let _ = node.kill();
             let _ = node.wait();
         }

@@ -166,40 +166,37 @@ async fn redis_client_cache_with_max_age_zero_serves_nothing_from_the_cache() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_cluster_passes_the_same_suite() {
+async fn redis_cluster_passes_the_same_suite_in_both_layouts() {
     let cluster = RedisCluster::start();
-    let b = RedisBackend::connect_cluster(&cluster.urls).await.expect("cluster connection");
-    check_backend(|| async { b.clone() }).await.unwrap();
-    // Two namespaces (each one hash tag: slots 3546 and 10979 of the three nodes' thirds) land
-    // on different nodes, and both work.
-    let other = RedisBackend::connect_cluster(&cluster.urls).await.unwrap().with_namespace("another-app");
-    check_backend(|| async { other.clone() }).await.unwrap();
-    b.put("probe", Bytes::from_static(b"1"), None, vec![]).await.unwrap();
-    other.put("probe", Bytes::from_static(b"1"), None, vec![]).await.unwrap();
-    let holder = |namespace: &str| {
-        let holders: Vec<usize> = cluster
-            .urls
-            .iter()
-            .enumerate()
-            .filter(|(_, url)| {
-                let port = url.rsplit(':').next().unwrap();
-                let keys =
-                    std::process::Command::new("redis-cli").args(["-p", port, "--raw", "KEYS", "*probe"]).output();
-                String::from_utf8_lossy(&keys.expect("redis-cli").stdout).lines().any(|k| k.starts_with(namespace))
-            })
-            .map(|(i, _)| i)
-            .collect();
-        assert_eq!(holders.len(), 1, "{namespace} keys on one node: {holders:?}");
-        holders[0]
-    };
-    assert_ne!(holder("{auth-layer}"), holder("{another-app}"), "the two namespaces share a node");
-    // Sessions on the cluster: every store rule, a user's listing and its end among them.
+    // The spread layout, a cluster's default: every backend and session store rule.
+    let spread = RedisBackend::connect_cluster(&cluster.urls).await.expect("cluster connection");
+    assert!(spread.spreads());
+    check_backend(|| async { spread.clone() }).await.unwrap();
     check_session_store(|config| {
-        let b = b.clone();
-        async move { ServerSessionStore::new(b, &config) }
+        let spread = spread.clone();
+        async move { ServerSessionStore::new(spread, &config) }
     })
     .await
     .unwrap();
+    // The one-tag layout: every rule too, and two namespaces (each one hash tag: slots 3546 and
+    // 10979 of the three masters' thirds) on two masters.
+    let one = RedisBackend::connect_cluster(&cluster.urls).await.unwrap().with_one_slot();
+    assert!(!one.spreads());
+    check_backend(|| async { one.clone() }).await.unwrap();
+    let other = RedisBackend::connect_cluster(&cluster.urls).await.unwrap().with_one_slot().with_namespace("another-app");
+    check_backend(|| async { other.clone() }).await.unwrap();
+    one.put("probe", Bytes::from_static(b"1"), None, vec![]).await.unwrap();
+    other.put("probe", Bytes::from_static(b"1"), None, vec![]).await.unwrap();
+    let holder = |namespace: &str| {
+        let holders: Vec<u16> = cluster
+            .masters()
+            .into_iter()
+            .filter(|port| cluster.count_keys(*port, &format!("{namespace}*probe")) > 0)
+            .collect();
+        assert_eq!(holders.len(), 1, "{namespace} keys on one master: {holders:?}");
+        holders[0]
+    };
+    assert_ne!(holder("{auth-layer}"), holder("{another-app}"), "the two namespaces share a master");
 }
 
 async fn outage_fails_fast_then_recovers_with_nothing_lost<B: Backend>(

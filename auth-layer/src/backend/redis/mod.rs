@@ -1,16 +1,26 @@
 //! [`RedisBackend`]: records in Redis (standalone or Cluster), written with their index entries
-//! atomically by Lua scripts, with expiries that agree.
+//! by Lua scripts, with expiries that agree.
 //!
-//! Layout, under one hash tag so that a record and its index entries share a cluster slot (Lua
-//! scripts may only touch keys of one slot): `{ns}:v:{key}` holds the value (with `PX`),
+//! On a standalone Redis, every key is under one hash tag and a record is written with its
+//! index entries by one script. On a cluster, records spread over the slots (see [`spread`]:
+//! each record in a slot of its own, each index in its tag's, the steps that cross slots
+//! ordered so that no logout can miss a record); [`RedisBackend::with_one_slot`] keeps the
+//! one-tag layout there too.
+//!
+//! The one-tag layout, under one hash tag so that a record and its index entries share a slot
+//! (Lua scripts may only touch keys of one slot): `{ns}:v:{key}` holds the value (with `PX`),
 //! `{ns}:k:{key}` the set of its tags, `{ns}:t:{tag}` a sorted set of the keys carrying the tag,
 //! scored by their expiry in milliseconds, so that expired keys are pruned from an index as it is
 //! read. Deleting by tag touches only that tag's keys, in one round trip.
 //!
 //! Reads asked for at about the same moment (the requests a server is handling at once) go to
 //! Redis together, in one `MGET` (see [`Gathered`]): one write and one reply for all of them
-//! instead of one each. Every key shares the namespace's hash tag, so an `MGET` never spans
-//! cluster slots.
+//! instead of one each. In the one-tag layout every key shares the namespace's hash tag, so an
+//! `MGET` never spans slots; in the spread layout redis-rs splits it by slot and sends the parts
+//! to their nodes side by side over each node's one multiplexed connection (one round trip of
+//! waiting per node, not per key).
+
+mod spread;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -325,6 +335,15 @@ pub struct RedisBackend {
     /// whose reads are mostly answered in this process and go one by one.
     gathered: Option<Arc<Gathered>>,
     namespace: String,
+    /// The namespace of the spread layout (without braces).
+    spread_namespace: String,
+    /// Whether records spread over a cluster's slots ([`spread`]); else the one-tag layout.
+    spread: bool,
+    /// Whether records of the one-tag layout may still be there (a cluster that earlier
+    /// versions wrote): read, renewed and deleted where they are.
+    legacy: bool,
+    /// A test's way to stop a spread write between its index entries and its value.
+    stop_after_index: bool,
     put: Script,
     update: Script,
     insert: Script,
@@ -492,7 +511,32 @@ impl RedisBackend {
             .build()
             .map_err(unavailable)?;
         let connection = client.get_async_connection().await.map_err(unavailable)?;
-        Ok(Self::with_connection(Connection::Cluster(connection)))
+        Ok(Self { spread: true, legacy: true, ..Self::with_connection(Connection::Cluster(connection)) })
+    }
+
+    /// On a cluster, the one-tag layout of earlier versions: every key of the namespace in one
+    /// slot, so one shard holds every session (high availability without scale). For comparing
+    /// the layouts, and for a deployment that must keep an app's keys together. A no-op on a
+    /// standalone Redis, which always has it.
+    pub fn with_one_slot(mut self) -> Self {
+        self.spread = false;
+        self.legacy = false;
+        self
+    }
+
+    /// Whether records spread over a cluster's slots (a cluster, without
+    /// [`with_one_slot`](Self::with_one_slot)).
+    pub fn spreads(&self) -> bool {
+        self.spread
+    }
+
+    /// A test's backend whose spread writes stop after the index entries and before the value,
+    /// as a process killed between the two steps would; the write fails.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn stop_writes_after_index(mut self) -> Self {
+        self.stop_after_index = true;
+        self
     }
 
     fn with_connection(connection: Connection) -> Self {
@@ -502,6 +546,10 @@ impl RedisBackend {
             watchers: Watchers::default(),
             gathered: Some(Arc::default()),
             namespace: "{auth-layer}".into(),
+            spread_namespace: "auth-layer".into(),
+            spread: false,
+            legacy: false,
+            stop_after_index: false,
             put: Script::new(PUT),
             update: Script::new(UPDATE),
             insert: Script::new(INSERT),
@@ -525,6 +573,7 @@ impl RedisBackend {
     /// keep two apps apart in one Redis. The braces make it a cluster hash tag.
     pub fn with_namespace(mut self, namespace: &str) -> Self {
         self.namespace = format!("{{{namespace}}}");
+        self.spread_namespace = spread::spread_namespace(namespace);
         self
     }
 
@@ -556,6 +605,54 @@ impl RedisBackend {
             .map_err(unavailable)
     }
 
+    /// The value under the full key `value_key`: gathered with the reads of the moment into one
+    /// `MGET`, or asked alone with a client-side cache.
+    async fn read(&self, value_key: String) -> Result<Option<Bytes>, StoreError> {
+        if let Some(gathered) = &self.gathered {
+            let answer = gathered.read(&self.connection, value_key);
+            return answer.await.unwrap_or_else(|_| Err(StoreError::unavailable("Redis", "the read was dropped")));
+        }
+        let mut connection = self.connection.clone();
+        let value: Option<Vec<u8>> =
+            redis::cmd("GET").arg(value_key).query_async(&mut connection).await.map_err(unavailable)?;
+        Ok(value.map(Bytes::from))
+    }
+
+    /// Deletes `key` with its index entries, in the one-tag layout.
+    async fn one_tag_delete(&self, key: &str) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        let _: i64 = self
+            .delete
+            .key(self.value_key(key))
+            .key(self.tags_key(key))
+            .arg(key)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        self.settle().await
+    }
+
+    /// Deletes every key carrying `tag` in the one-tag layout; how many.
+    async fn one_tag_delete_by_tag(&self, tag: &str) -> Result<u64, StoreError> {
+        let mut connection = self.connection.clone();
+        let deleted = self
+            .delete_by_tag
+            .key(self.index_key(tag))
+            .arg(&self.namespace)
+            .arg(tag)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        self.settle().await?;
+        Ok(deleted)
+    }
+
+    /// The keys carrying `tag` in the one-tag layout.
+    async fn one_tag_keys_by_tag(&self, tag: &str) -> Result<Vec<String>, StoreError> {
+        let mut connection = self.connection.clone();
+        self.keys_by_tag.key(self.index_key(tag)).invoke_async(&mut connection).await.map_err(unavailable)
+    }
+
     /// `{namespace}{kind}{name}`, in one allocation (`format!` costs more on every read).
     fn namespaced(&self, kind: &str, name: &str) -> String {
         let mut key = String::with_capacity(self.namespace.len() + kind.len() + name.len());
@@ -570,20 +667,24 @@ impl RedisBackend {
 impl Backend for RedisBackend {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         telemetry::store_op(telemetry::store_labels!("redis", "get"), async {
-            if let Some(gathered) = &self.gathered {
-                let answer = gathered.read(&self.connection, self.value_key(key));
-                return answer.await.unwrap_or_else(|_| Err(StoreError::unavailable("Redis", "the read was dropped")));
+            if !self.spread {
+                return self.read(self.value_key(key)).await;
             }
-            let mut connection = self.connection.clone();
-            let value: Option<Vec<u8>> =
-                redis::cmd("GET").arg(self.value_key(key)).query_async(&mut connection).await.map_err(unavailable)?;
-            Ok(value.map(Bytes::from))
+            let found = self.read(self.spread_value_key(key)).await?;
+            if found.is_none() && self.legacy {
+                // Written by an earlier version in the one-tag layout, and not since.
+                return self.read(self.value_key(key)).await;
+            }
+            Ok(found)
         })
         .await
     }
 
     async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>, tags: Vec<String>) -> Result<(), StoreError> {
         telemetry::store_op(telemetry::store_labels!("redis", "put"), async {
+            if self.spread {
+                return self.spread_write(spread::Write::Put, key, &value, ttl, &tags).await.map(drop);
+            }
             self.write(&self.put, key, &value, ttl, &tags).await.map(|_| ())
         })
         .await
@@ -597,6 +698,9 @@ impl Backend for RedisBackend {
         tags: Vec<String>,
     ) -> Result<bool, StoreError> {
         telemetry::store_op(telemetry::store_labels!("redis", "update"), async {
+            if self.spread {
+                return self.spread_write(spread::Write::Update, key, &value, ttl, &tags).await;
+            }
             self.write(&self.update, key, &value, ttl, &tags).await
         })
         .await
@@ -610,6 +714,9 @@ impl Backend for RedisBackend {
         tags: Vec<String>,
     ) -> Result<bool, StoreError> {
         telemetry::store_op(telemetry::store_labels!("redis", "insert"), async {
+            if self.spread {
+                return self.spread_write(spread::Write::Insert, key, &value, ttl, &tags).await;
+            }
             self.write(&self.insert, key, &value, ttl, &tags).await
         })
         .await
@@ -617,41 +724,30 @@ impl Backend for RedisBackend {
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         telemetry::store_op(telemetry::store_labels!("redis", "delete"), async {
-            let mut connection = self.connection.clone();
-            let _: i64 = self
-                .delete
-                .key(self.value_key(key))
-                .key(self.tags_key(key))
-                .arg(key)
-                .invoke_async(&mut connection)
-                .await
-                .map_err(unavailable)?;
-            self.settle().await
+            if self.spread {
+                return self.spread_delete(key).await;
+            }
+            self.one_tag_delete(key).await
         })
         .await
     }
 
     async fn delete_by_tag(&self, tag: &str) -> Result<u64, StoreError> {
         telemetry::store_op(telemetry::store_labels!("redis", "delete_by_tag"), async {
-            let mut connection = self.connection.clone();
-            let deleted = self
-                .delete_by_tag
-                .key(self.index_key(tag))
-                .arg(&self.namespace)
-                .arg(tag)
-                .invoke_async(&mut connection)
-                .await
-                .map_err(unavailable)?;
-            self.settle().await?;
-            Ok(deleted)
+            if self.spread {
+                return self.spread_delete_by_tag(tag).await;
+            }
+            self.one_tag_delete_by_tag(tag).await
         })
         .await
     }
 
     async fn keys_by_tag(&self, tag: &str) -> Result<Vec<String>, StoreError> {
         telemetry::store_op(telemetry::store_labels!("redis", "keys_by_tag"), async {
-            let mut connection = self.connection.clone();
-            self.keys_by_tag.key(self.index_key(tag)).invoke_async(&mut connection).await.map_err(unavailable)
+            if self.spread {
+                return self.spread_keys_by_tag(tag).await;
+            }
+            self.one_tag_keys_by_tag(tag).await
         })
         .await
     }
