@@ -232,19 +232,23 @@ impl RedisCluster {
             .expect("the master has a replica")
     }
 
+    /// Waits until the replica of the master at `master` has every write the master took
+    /// (`WAIT 1`).
+    pub fn wait_for_replica(&self, master: u16) {
+        let out = Command::new("redis-cli").args(["-p", &master.to_string(), "wait", "1", "5000"]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "the replica of {master} did not catch up");
+    }
+
     /// How many keys matching `pattern` the node at `port` holds.
     pub fn count_keys(&self, port: u16, pattern: &str) -> usize {
-        let out = Command::new("redis-cli")
-            .args(["-p", &port.to_string(), "--scan", "--count", "1000", "--pattern", pattern])
-            .output()
-            .unwrap();
+        let out =
+            Command::new("redis-cli").args(["-p", &port.to_string(), "--scan", "--pattern", pattern]).output().unwrap();
         String::from_utf8_lossy(&out.stdout).lines().count()
     }
 
     /// `CLUSTER FAILOVER` on the replica at `replica`: it becomes master, its master a replica.
     pub fn failover(&self, replica: u16) {
-        let out =
-            Command::new("redis-cli").args(["-p", &replica.to_string(), "cluster", "failover"]).output().unwrap();
+        let out = Command::new("redis-cli").args(["-p", &replica.to_string(), "cluster", "failover"]).output().unwrap();
         assert!(String::from_utf8_lossy(&out.stdout).contains("OK"), "{}", String::from_utf8_lossy(&out.stdout));
         wait_for("the replica to take over", || self.masters().contains(&replica));
     }

@@ -183,7 +183,8 @@ async fn redis_cluster_passes_the_same_suite_in_both_layouts() {
     let one = RedisBackend::connect_cluster(&cluster.urls).await.unwrap().with_one_slot();
     assert!(!one.spreads());
     check_backend(|| async { one.clone() }).await.unwrap();
-    let other = RedisBackend::connect_cluster(&cluster.urls).await.unwrap().with_one_slot().with_namespace("another-app");
+    let other =
+        RedisBackend::connect_cluster(&cluster.urls).await.unwrap().with_one_slot().with_namespace("another-app");
     check_backend(|| async { other.clone() }).await.unwrap();
     one.put("probe", Bytes::from_static(b"1"), None, vec![]).await.unwrap();
     other.put("probe", Bytes::from_static(b"1"), None, vec![]).await.unwrap();

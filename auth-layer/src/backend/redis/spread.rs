@@ -100,7 +100,9 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         "end\n",
         "return 1\n",
     )),
-    delete: Script::new("local tags = redis.call('SMEMBERS', KEYS[2])\nredis.call('DEL', KEYS[1], KEYS[2])\nreturn tags\n"),
+    delete: Script::new(
+        "local tags = redis.call('SMEMBERS', KEYS[2])\nredis.call('DEL', KEYS[1], KEYS[2])\nreturn tags\n",
+    ),
     delete_if_tagged: Script::new(concat!(
         "if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then return false end\n",
         "local tags = redis.call('SMEMBERS', KEYS[2])\n",
