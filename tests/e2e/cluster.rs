@@ -35,8 +35,8 @@ async fn save_all(store: &Arc<ServerSessionStore<RedisBackend>>, sessions: Vec<S
     let mut cookies = Vec::with_capacity(sessions.len());
     for chunk in sessions.chunks(64) {
         let mut saving = tokio::task::JoinSet::new();
-        for data in chunk.iter().cloned() {
-            let store = store.clone();
+        for data in chunk {
+            let (store, data) = (store.clone(), data.clone());
             saving.spawn(async move { store.set(&mut StoreContext::default(), &data).await.expect("saved") });
         }
         saving.join_all().await;
@@ -214,4 +214,36 @@ async fn a_promoted_replica_and_a_killed_master_lose_no_session_and_reads_resume
         "failover: {} reads failed in all; after the kill, reads failed for {outage_ms} ms",
         reader.failures.load(Ordering::Relaxed)
     );
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, auth_layer::Store)]
+#[store(key = "cart:{user_id}", ttl = "30m", encrypt)]
+struct Cart {
+    user_id: String,
+    #[store(index)]
+    org_id: String,
+    items: Vec<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_stores_spread_too_and_two_namespaces_keep_their_records_apart() {
+    let cluster = RedisCluster::start();
+    const SECRET: &str = "a typed store's secret of 32 bytes or more";
+    let backend = RedisBackend::connect_cluster(&cluster.urls).await.unwrap();
+    let shop = Cart::store_in(backend.clone().with_namespace("shop"), &[SECRET]);
+    let other = Cart::store_in(backend.with_namespace("other-shop"), &[SECRET]);
+    let before: Vec<usize> = cluster.masters().iter().map(|port| cluster.count_keys(*port, "shop:v:*")).collect();
+    for i in 0..300 {
+        let cart = Cart { user_id: format!("u{i}"), org_id: "acme".into(), items: vec![format!("item {i}")] };
+        shop.set(&cart).await.unwrap();
+    }
+    let counts: Vec<usize> = cluster.masters().iter().map(|port| cluster.count_keys(*port, "shop:v:*")).collect();
+    assert_eq!(before, [0, 0, 0]);
+    assert!(counts.iter().all(|n| *n >= 50), "the carts land on every master: {counts:?}");
+    assert_eq!(counts.iter().sum::<usize>(), 300);
+    assert_eq!(shop.find_by(Cart::ORG_ID, "acme").await.unwrap().len(), 300, "one index over every shard");
+    assert_eq!(other.get("u1").await.unwrap(), None, "another namespace does not see them");
+    assert_eq!(other.delete_by(Cart::ORG_ID, "acme").await.unwrap(), 0);
+    assert_eq!(shop.delete_by(Cart::ORG_ID, "acme").await.unwrap(), 300);
+    assert_eq!(shop.get("u7").await.unwrap(), None);
 }

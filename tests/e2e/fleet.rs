@@ -440,3 +440,15 @@ async fn a_logout_sent_to_three_instances_at_once_revokes_the_refresh_token_once
         a_logout_sent_to_every_instance_at_once_revokes_the_refresh_token_once(store, shared).await;
     }
 }
+
+/// The fleet suite on a Redis Cluster of three masters with a replica each, sessions and shared
+/// state (refresh leases, revocation claims, used logout tokens) spread over its slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_suite_passes_on_a_spread_redis_cluster() {
+    let cluster = auth_layer_tests::servers::RedisCluster::start();
+    let store = StoreChoice::RedisCluster(cluster.urls.clone());
+    a_provider_logout_reaching_one_instance_ends_the_session_on_all(store.clone(), SharedChoice::Default).await;
+    fifty_requests_over_three_instances_share_one_refresh(store.clone(), SharedChoice::Default).await;
+    a_logout_on_one_instance_stays_final_while_others_renew(store.clone(), SharedChoice::Default).await;
+    a_logout_sent_to_every_instance_at_once_revokes_the_refresh_token_once(store, SharedChoice::Default).await;
+}

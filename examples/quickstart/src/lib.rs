@@ -30,7 +30,8 @@ use tower_service::Service;
 /// Where the quickstart keeps sessions: `SESSION_STORE=cookie` (the default), `memory`,
 /// `redis` (at `REDIS_URL`, default `redis://127.0.0.1:6379`), `postgres` (at `DATABASE_URL`,
 /// default `postgres://postgres@127.0.0.1:5432/postgres`) or `sqlite` (the file at
-/// `SQLITE_PATH`, default `sessions.sqlite3`: the `sqlite-backend` example's backend).
+/// `SQLITE_PATH`, default `sessions.sqlite3`: the `sqlite-backend` example's backend) or
+/// `redis-cluster` (the nodes at `REDIS_CLUSTER_URLS`, comma-separated).
 #[derive(Clone, PartialEq, Eq, Default)]
 pub enum StoreChoice {
     /// The whole session sealed in the cookie.
@@ -40,6 +41,8 @@ pub enum StoreChoice {
     Memory,
     /// In Redis at this URL, only an id in the cookie.
     Redis(String),
+    /// In the Redis Cluster of these nodes, spread over its slots; only an id in the cookie.
+    RedisCluster(Vec<String>),
     /// In PostgreSQL at this URL, only an id in the cookie.
     Postgres(String),
     /// In the SQLite file at this path, only an id in the cookie: survives a restart, with
@@ -54,6 +57,10 @@ impl std::fmt::Debug for StoreChoice {
             Self::Cookie => f.write_str("Cookie"),
             Self::Memory => f.write_str("Memory"),
             Self::Redis(url) => f.debug_tuple("Redis").field(&without_password(url)).finish(),
+            Self::RedisCluster(urls) => f
+                .debug_tuple("RedisCluster")
+                .field(&urls.iter().map(|u| without_password(u)).collect::<Vec<_>>())
+                .finish(),
             Self::Postgres(url) => f.debug_tuple("Postgres").field(&without_password(url)).finish(),
             Self::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
         }
@@ -95,7 +102,20 @@ impl StoreChoice {
             Some("redis") => Ok(Self::Redis(var("REDIS_URL", "redis://127.0.0.1:6379"))),
             Some("postgres") => Ok(Self::Postgres(var("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"))),
             Some("sqlite") => Ok(Self::Sqlite(var("SQLITE_PATH", "sessions.sqlite3"))),
-            Some(other) => Err(format!("SESSION_STORE=`{other}`: expected cookie, memory, redis, postgres or sqlite")),
+            Some("redis-cluster") => {
+                let urls = var("REDIS_CLUSTER_URLS", "");
+                let urls: Vec<String> =
+                    urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
+                if urls.is_empty() {
+                    return Err(
+                        "SESSION_STORE=redis-cluster needs REDIS_CLUSTER_URLS (the nodes, comma-separated)".into()
+                    );
+                }
+                Ok(Self::RedisCluster(urls))
+            }
+            Some(other) => Err(format!(
+                "SESSION_STORE=`{other}`: expected cookie, memory, redis, redis-cluster, postgres or sqlite"
+            )),
         }
     }
 }
@@ -192,6 +212,9 @@ pub async fn builder_with(
         StoreChoice::Memory => builder.with_session_store(ServerSessionStore::in_memory(&config)),
         StoreChoice::Redis(url) => {
             builder.with_session_store(ServerSessionStore::new(RedisBackend::connect(&url).await?, &config))
+        }
+        StoreChoice::RedisCluster(urls) => {
+            builder.with_session_store(ServerSessionStore::new(RedisBackend::connect_cluster(&urls).await?, &config))
         }
         StoreChoice::Postgres(url) => {
             builder.with_session_store(ServerSessionStore::new(PostgresBackend::connect(&url).await?, &config))

@@ -322,7 +322,11 @@ async fn listen(client: redis::Client, publisher: RedisBackend, channel: String,
 ///
 /// Standalone: [`connect`](Self::connect) with a `redis://` or `rediss://` (TLS, system roots)
 /// URL, user and password in it, or [`connect_with_root_ca`](Self::connect_with_root_ca) for a
-/// private CA. Cluster: [`connect_cluster`](Self::connect_cluster) with the nodes' URLs.
+/// private CA. Cluster: [`connect_cluster`](Self::connect_cluster) with the nodes' URLs; its
+/// records spread over the cluster's slots, with the steps that cross slots ordered so that a
+/// crash between two of them leaves nothing a logout can miss (the `spread` module's
+/// documentation argues each step), and records an earlier version wrote under one hash tag are
+/// still read, renewed and deleted where they are.
 #[derive(Clone)]
 pub struct RedisBackend {
     connection: Connection,
