@@ -155,6 +155,8 @@ impl RedisCluster {
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
                 .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
                 .args(["--cluster-node-timeout", "2000"])
+                // The bus port of its own: the default, 10,000 above, may not exist.
+                .args(["--cluster-port", &free_port().to_string()])
                 .args(["--dir", node_dir.to_str().unwrap()])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

@@ -60,7 +60,9 @@ async fn main() {
         | "cookie-shared-around"
         | "memory"
         | "redis"
-        | "redis-cached" => {
+        | "redis-cached"
+        | "redis-cluster"
+        | "redis-cluster-one-slot" => {
             let started = Provider::start(&app_url, &ProviderOptions::default()).await;
             if let Some(pid) = started.pid() {
                 eprintln!("provider pid {pid}");
@@ -74,6 +76,7 @@ async fn main() {
         other => {
             eprintln!(
                 "usage: loadbench MODE (bare|cookie|cookie-par|cookie-small|cookie-shared|cookie-shared-around|memory|redis|redis-cached|\
+                 redis-cluster|redis-cluster-one-slot|\
                  tower-sessions|tower-sessions-redis), not `{other}`"
             );
             std::process::exit(2);
@@ -142,6 +145,15 @@ async fn auth_layer_app(mode: &str, config: AuthConfig) -> App {
             let backend = RedisBackend::connect_with_client_cache(&redis_url(), cache).await.expect("Redis (RESP3)");
             Arc::new(ServerSessionStore::new(backend, &config))
         }
+        // A Redis Cluster (the nodes at REDIS_CLUSTER_URLS): sessions spread over its slots, or
+        // every key under one hash tag as earlier versions wrote them.
+        "redis-cluster" | "redis-cluster-one-slot" => {
+            let urls = std::env::var("REDIS_CLUSTER_URLS").expect("REDIS_CLUSTER_URLS, the nodes, comma-separated");
+            let urls: Vec<&str> = urls.split(',').collect();
+            let backend = RedisBackend::connect_cluster(&urls).await.expect("the cluster at REDIS_CLUSTER_URLS");
+            let backend = if mode == "redis-cluster-one-slot" { backend.with_one_slot() } else { backend };
+            Arc::new(ServerSessionStore::new(backend, &config))
+        }
         _ => {
             let backend = RedisBackend::connect(&redis_url()).await.expect("Redis at REDIS_URL");
             Arc::new(ServerSessionStore::new(backend, &config))
@@ -165,10 +177,20 @@ async fn auth_layer_app(mode: &str, config: AuthConfig) -> App {
     } else {
         test_session()
     };
+    // The cluster modes mint a new session each time, which the cluster bench sends in turn.
+    let fresh_ids = mode.starts_with("redis-cluster");
     let mint = move || {
         let store = store.clone();
-        let session = session.clone();
+        let mut session = session.clone();
         async move {
+            if fresh_ids {
+                // A session of its own per mint (a new id, so a new key): many users' sessions.
+                let mut fresh = SessionData::new(session.user.clone(), session.id_token.clone(), session.created_at);
+                fresh.refresh_token = session.refresh_token.clone();
+                fresh.token_sets = session.token_sets.clone();
+                fresh.touched_at = session.touched_at;
+                session = fresh;
+            }
             let mut ctx = StoreContext::default();
             store.set(&mut ctx, &session).await.expect("store the bench session");
             let mut headers = HeaderMap::new();
