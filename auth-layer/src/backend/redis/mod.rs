@@ -609,6 +609,29 @@ impl RedisBackend {
             .map_err(unavailable)
     }
 
+    /// `put`, `update` or `insert` (`write`), in this backend's layout, counted and timed.
+    async fn write_as(
+        &self,
+        write: spread::Write,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+        tags: &[String],
+    ) -> Result<bool, StoreError> {
+        let (script, labels) = match write {
+            spread::Write::Put => (&self.put, telemetry::store_labels!("redis", "put")),
+            spread::Write::Update => (&self.update, telemetry::store_labels!("redis", "update")),
+            spread::Write::Insert => (&self.insert, telemetry::store_labels!("redis", "insert")),
+        };
+        telemetry::store_op(labels, async {
+            if self.spread {
+                return self.spread_write(write, key, value, ttl, tags).await;
+            }
+            self.write(script, key, value, ttl, tags).await
+        })
+        .await
+    }
+
     /// The value under the full key `value_key`: gathered with the reads of the moment into one
     /// `MGET`, or asked alone with a client-side cache.
     async fn read(&self, value_key: String) -> Result<Option<Bytes>, StoreError> {
@@ -685,13 +708,7 @@ impl Backend for RedisBackend {
     }
 
     async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>, tags: Vec<String>) -> Result<(), StoreError> {
-        telemetry::store_op(telemetry::store_labels!("redis", "put"), async {
-            if self.spread {
-                return self.spread_write(spread::Write::Put, key, &value, ttl, &tags).await.map(drop);
-            }
-            self.write(&self.put, key, &value, ttl, &tags).await.map(|_| ())
-        })
-        .await
+        self.write_as(spread::Write::Put, key, &value, ttl, &tags).await.map(drop)
     }
 
     async fn update(
@@ -701,13 +718,7 @@ impl Backend for RedisBackend {
         ttl: Option<Duration>,
         tags: Vec<String>,
     ) -> Result<bool, StoreError> {
-        telemetry::store_op(telemetry::store_labels!("redis", "update"), async {
-            if self.spread {
-                return self.spread_write(spread::Write::Update, key, &value, ttl, &tags).await;
-            }
-            self.write(&self.update, key, &value, ttl, &tags).await
-        })
-        .await
+        self.write_as(spread::Write::Update, key, &value, ttl, &tags).await
     }
 
     async fn insert(
@@ -717,13 +728,7 @@ impl Backend for RedisBackend {
         ttl: Option<Duration>,
         tags: Vec<String>,
     ) -> Result<bool, StoreError> {
-        telemetry::store_op(telemetry::store_labels!("redis", "insert"), async {
-            if self.spread {
-                return self.spread_write(spread::Write::Insert, key, &value, ttl, &tags).await;
-            }
-            self.write(&self.insert, key, &value, ttl, &tags).await
-        })
-        .await
+        self.write_as(spread::Write::Insert, key, &value, ttl, &tags).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
