@@ -18,12 +18,16 @@
 //!    deleting by tag check every entry against the record's own tags, so the entry names
 //!    nothing, and it expires with the score it was given. A record is never written before its
 //!    index entries, so no record escapes its index.
-//! 2. Entries of tags a value no longer carries are removed after it is written; a crash before
-//!    that leaves an entry the same check ignores.
+//! 2. Nothing removes an index entry but its expiry: an entry of a record deleted, or no longer
+//!    carrying the tag, names nothing (the same check), and goes once its score passes. Removing
+//!    it sooner cannot be made safe across slots: a write of the same key racing the removal
+//!    (its entry added just before the removal, its value just after) would leave a record its
+//!    index does not name. The price: a deleted record's entries stay until the record would
+//!    have expired (plus a few seconds); those of a record without expiry stay.
 //! 3. A delete by tag reads the index, then ends each key still carrying the tag, each in one
-//!    script on its own slot (the check and the delete together), then removes those entries.
-//!    Every record the index names is ended, whichever shard holds it; a record written after
-//!    the index was read (a login after the logout) is not.
+//!    script on its own slot (the check and the delete together). Every record the index names
+//!    is ended, whichever shard holds it; a record written after the index was read (a login
+//!    after the logout) is not.
 //!
 //! Records of the one-tag layout (every key under `{auth-layer}`, as earlier versions wrote
 //! them on a cluster) are still read, renewed and deleted where they are until they expire: a
@@ -161,8 +165,8 @@ impl RedisBackend {
     }
 
     /// Writes `value` under `key` in the spread layout, as `write` says; whether it was
-    /// written. Index entries first, then the value with its tags, then the entries of tags it
-    /// no longer carries (see the module's documentation).
+    /// written. Index entries first, then the value with its tags (see the module's
+    /// documentation).
     pub(super) async fn spread_write(
         &self,
         write: Write,
@@ -200,14 +204,13 @@ impl RedisBackend {
         }
         let mut connection = self.connection.clone();
         let before: Option<Vec<String>> = invocation.invoke_async(&mut connection).await.map_err(unavailable)?;
-        let Some(before) = before else {
+        if before.is_none() {
             // Not written here: an update may find the record in the one-tag layout.
             return match write {
                 Write::Update if self.legacy => self.write(&self.update, key, value, ttl, tags).await,
                 _ => Ok(false),
             };
-        };
-        self.unindex(key, before.iter().filter(|tag| !tags.contains(tag))).await;
+        }
         if write == Write::Put && self.legacy {
             // A copy in the one-tag layout is stale now; the read would find this one first.
             self.one_tag_delete(key).await?;
@@ -224,31 +227,16 @@ impl RedisBackend {
         redis::cmd("EXISTS").arg(self.value_key(key)).query_async::<bool>(&mut connection).await.map_err(unavailable)
     }
 
-    /// Removes `key` from the indexes of `tags`: a cleanup, which a listing does not rely on (it
-    /// checks every entry), so a failure is only logged.
-    async fn unindex<'t>(&self, key: &str, tags: impl Iterator<Item = &'t String>) {
-        let removed = join_all(tags.map(|tag| {
-            let mut connection = self.connection.clone();
-            let index = self.spread_key(":t:", tag);
-            async move { redis::cmd("ZREM").arg(index).arg(key).query_async::<i64>(&mut connection).await }
-        }))
-        .await;
-        if let Some(Err(err)) = removed.into_iter().find(Result::is_err) {
-            tracing::debug!(%err, "Redis: a stale index entry stays until it expires");
-        }
-    }
-
     /// Deletes `key` in the spread layout (and in the one-tag layout, where it may still be).
     pub(super) async fn spread_delete(&self, key: &str) -> Result<(), StoreError> {
         let mut connection = self.connection.clone();
-        let tags: Vec<String> = SCRIPTS
+        let _tags: Vec<String> = SCRIPTS
             .delete
             .key(self.spread_value_key(key))
             .key(self.spread_key(":k:", key))
             .invoke_async(&mut connection)
             .await
             .map_err(unavailable)?;
-        self.unindex(key, tags.iter()).await;
         if self.legacy {
             self.one_tag_delete(key).await?;
         }
@@ -273,19 +261,9 @@ impl RedisBackend {
         }))
         .await;
         let mut deleted = 0;
-        for (key, outcome) in candidates.iter().zip(ended) {
-            if let Some(mut tags) = outcome.map_err(unavailable)? {
-                let count = if tags.is_empty() { String::new() } else { tags.remove(0) };
-                deleted += u64::from(count == "1");
-                self.unindex(key, tags.iter().filter(|other| *other != tag)).await;
-            }
-        }
-        if !candidates.is_empty() {
-            // Only the entries read: one added since (a login after the logout) stays.
-            let mut connection = self.connection.clone();
-            let index = self.spread_key(":t:", tag);
-            if let Err(err) = redis::cmd("ZREM").arg(index).arg(&candidates).query_async::<i64>(&mut connection).await {
-                tracing::debug!(%err, "Redis: ended keys stay in the index until their entries expire");
+        for outcome in ended {
+            if let Some(tags) = outcome.map_err(unavailable)? {
+                deleted += u64::from(tags.first().is_some_and(|count| count == "1"));
             }
         }
         if self.legacy {
