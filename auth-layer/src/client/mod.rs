@@ -10,7 +10,6 @@ mod sessions;
 
 pub use fleet::{DEFAULT_MAX_SHARED_ENTRIES, SharedState};
 pub use health::{Check, READINESS_TIMEOUT, Readiness};
-pub(crate) use sessions::LoginDevice;
 pub use sessions::{MAX_LOCATION_BYTES, SessionInfo};
 
 use std::sync::Arc;

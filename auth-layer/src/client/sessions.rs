@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::AuthClient;
 use crate::error::AuthError;
 use crate::model::SessionData;
-use crate::store::{LogoutTarget, StoreContext};
+use crate::store::{LoginDevice, LogoutTarget, StoreContext};
 use crate::telemetry;
 
 /// The longest location a [`session_location`](crate::AuthClientBuilder::session_location)
@@ -44,13 +44,6 @@ pub struct SessionInfo {
     pub location: Option<String>,
     /// Whether it is the session of the request that asked.
     pub current: bool,
-}
-
-/// What a login records of the browser it came from, for a listing.
-#[derive(Debug, Default)]
-pub(crate) struct LoginDevice {
-    pub(crate) device: Option<String>,
-    pub(crate) location: Option<String>,
 }
 
 impl AuthClient {

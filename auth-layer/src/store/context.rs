@@ -38,7 +38,7 @@ pub struct StoreContext {
     pub(crate) origin: u8,
     /// What a login's callback recorded of its browser, for the session a login saves
     /// ([`AuthClient::describe_login`](crate::AuthClient::describe_login)).
-    pub(crate) login_device: Option<Box<crate::client::LoginDevice>>,
+    pub(crate) login_device: Option<Box<LoginDevice>>,
 }
 
 impl std::fmt::Debug for StoreContext {
@@ -48,6 +48,14 @@ impl std::fmt::Debug for StoreContext {
             .field("response", &self.response.iter().map(|c| c.name()).collect::<Vec<_>>())
             .finish()
     }
+}
+
+/// What a login's callback records of the browser it came from, for the session the login
+/// saves (a listing of the user's sessions shows it).
+#[derive(Debug, Default)]
+pub(crate) struct LoginDevice {
+    pub(crate) device: Option<String>,
+    pub(crate) location: Option<String>,
 }
 
 /// How many request cookies a context holds before it allocates.

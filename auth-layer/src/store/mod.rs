@@ -12,6 +12,7 @@ mod cookie_session;
 mod cookie_transaction;
 mod server;
 
+pub(crate) use context::LoginDevice;
 #[cfg(test)]
 pub(crate) use context::browser_round_trip;
 pub use context::{MAX_COOKIE_BYTES, StoreContext};
