@@ -64,6 +64,8 @@ async fn a_user_sees_their_sessions_and_ends_one_then_the_others(store: StoreCho
         env.advance_clock(Duration::from_secs(2));
     }
     let (laptop, phone, tablet) = (&browsers[0], &browsers[1], &browsers[2]);
+    let stranger = Browser::with_user_agent(FIREFOX_LINUX);
+    stranger.login(&url, &unique_user("stranger")).await;
     assert_eq!(listing(&Browser::new(), &url).await.0, StatusCode::UNAUTHORIZED, "{store:?}: no session, no list");
 
     // The phone is used again past half its inactivity window: its renewal is its last activity.
@@ -86,6 +88,12 @@ async fn a_user_sees_their_sessions_and_ends_one_then_the_others(store: StoreCho
             assert!(!cookie.contains(handle(entry)), "{store:?}: a handle is not a session id");
         }
     }
+
+    // Another user's handle names none of this user's sessions: nothing ends.
+    let (_, theirs) = listing(&stranger, &url).await;
+    let end_theirs = format!("/auth/sessions/{}/end", handle(&theirs[0]));
+    assert_eq!(post(laptop, &url, &end_theirs, &url).await, StatusCode::NOT_FOUND, "{store:?}");
+    assert_eq!(profile(&stranger, &url).await, StatusCode::OK, "{store:?}: another user's session stays");
 
     // Ending another device: refused cross-site, done same-site, its refresh token revoked.
     let end_phone = format!("/auth/sessions/{}/end", handle(phone_entry));
