@@ -16,9 +16,8 @@
 //! Reads asked for at about the same moment (the requests a server is handling at once) go to
 //! Redis together, in one `MGET` (see [`Gathered`]): one write and one reply for all of them
 //! instead of one each. In the one-tag layout every key shares the namespace's hash tag, so an
-//! `MGET` never spans slots; in the spread layout redis-rs splits it by slot and sends the parts
-//! to their nodes side by side over each node's one multiplexed connection (one round trip of
-//! waiting per node, not per key).
+//! `MGET` never spans slots; in the spread layout redis-rs splits it into one command per slot,
+//! sent at once to the nodes that hold them (a batch is not grouped by node yet).
 
 mod spread;
 
