@@ -247,3 +247,125 @@ async fn typed_stores_spread_too_and_two_namespaces_keep_their_records_apart() {
     assert_eq!(shop.delete_by(Cart::ORG_ID, "acme").await.unwrap(), 300);
     assert_eq!(shop.get("u7").await.unwrap(), None);
 }
+
+/// `INFO` field `name` of `section` on the node at `port` (a number in `INFO stats`, or the
+/// `calls=` of a command in `INFO commandstats`).
+fn info_count(port: u16, section: &str, name: &str) -> u64 {
+    let out =
+        std::process::Command::new("redis-cli").args(["-p", &port.to_string(), "info", section]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let Some(line) = text.lines().find(|line| line.starts_with(&format!("{name}:"))) else { return 0 };
+    let value = &line[name.len() + 1..];
+    let number = value.strip_prefix("calls=").map_or(value, |rest| rest.split(',').next().unwrap());
+    number.trim().parse().unwrap()
+}
+
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli").arg("-p").arg(port.to_string()).args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Per master: `GET`s, `MGET`s and read events (`total_reads_processed`) so far.
+fn read_counts(masters: &[u16]) -> Vec<(u64, u64, u64)> {
+    masters
+        .iter()
+        .map(|port| {
+            (
+                info_count(*port, "commandstats", "cmdstat_get"),
+                info_count(*port, "commandstats", "cmdstat_mget"),
+                info_count(*port, "stats", "total_reads_processed"),
+            )
+        })
+        .collect()
+}
+
+/// Reads every key of `keys` at once and checks each answer. On a current-thread runtime the
+/// reads' tasks all run before the task that sends them: one batch.
+async fn read_at_once(backend: &RedisBackend, keys: &[String]) {
+    let mut reads = tokio::task::JoinSet::new();
+    for key in keys {
+        let (backend, key) = (backend.clone(), key.clone());
+        reads.spawn(async move {
+            let value = backend.get(&key).await.unwrap();
+            assert_eq!(value.as_deref(), Some(format!("value of {key}").as_bytes()), "{key}");
+        });
+    }
+    reads.join_all().await;
+}
+
+#[tokio::test]
+async fn a_batch_of_reads_goes_to_each_master_as_one_pipeline_and_follows_a_moved_slot() {
+    let cluster = RedisCluster::start();
+    let backend = RedisBackend::connect_cluster(&cluster.urls).await.unwrap();
+    let keys: Vec<String> = (0..3000).map(|i| format!("batch-{i}")).collect();
+    for key in &keys {
+        backend.put(key, Bytes::from(format!("value of {key}")), Some(Duration::from_secs(600)), vec![]).await.unwrap();
+    }
+    // The first batch fetches the slot map (and goes by slot meanwhile).
+    read_at_once(&backend, &keys[..3]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let masters = cluster.masters();
+    let held: Vec<usize> = masters.iter().map(|port| cluster.count_keys(*port, "auth-layer:v:*")).collect();
+    // What taking the counts costs in read events (redis-cli's own connections).
+    let idle = read_counts(&masters);
+    let before = read_counts(&masters);
+    read_at_once(&backend, &keys).await;
+    let after = read_counts(&masters);
+    for (i, port) in masters.iter().enumerate() {
+        let (gets, mgets) = (after[i].0 - before[i].0, after[i].1 - before[i].1);
+        let reads = (after[i].2 - before[i].2).saturating_sub(before[i].2 - idle[i].2);
+        eprintln!("master {port}: {} keys, {gets} GETs, {mgets} MGETs, {reads} read events", held[i]);
+        assert_eq!(gets, held[i] as u64, "each key read once, from the master holding it");
+        assert_eq!(mgets, 0, "no MGET split per slot");
+        // At most 128 reads a pipeline, each arriving in one or two read events. Split per
+        // slot (the path before), ~1,000 keys a master took 44 read events.
+        let pipelines = held[i].div_ceil(128) as u64;
+        assert!(reads <= 2 * pipelines, "{reads} read events on master {port} for {} keys", held[i]);
+    }
+
+    // A slot moved to another master behind the map's back: its keys still read (MOVED, then
+    // alone) and the next batch goes by node again with a fresh map.
+    let (from, record) = masters
+        .iter()
+        .find_map(|port| {
+            let found = cli(*port, &["--scan", "--pattern", "auth-layer:v:*}batch-0"]);
+            (!found.is_empty()).then(|| (*port, found))
+        })
+        .expect("the record of batch-0 is on a master");
+    let slot: u16 = cli(from, &["cluster", "keyslot", &record]).parse().unwrap();
+    let to = *masters.iter().find(|port| **port != from).unwrap();
+    move_slot(slot, from, to, &masters);
+    read_at_once(&backend, &keys).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held: Vec<usize> = masters.iter().map(|port| cluster.count_keys(*port, "auth-layer:v:*")).collect();
+    let idle = read_counts(&masters);
+    let before = read_counts(&masters);
+    read_at_once(&backend, &keys).await;
+    let after = read_counts(&masters);
+    for i in 0..masters.len() {
+        let (gets, mgets) = (after[i].0 - before[i].0, after[i].1 - before[i].1);
+        let reads = (after[i].2 - before[i].2).saturating_sub(before[i].2 - idle[i].2);
+        eprintln!("after the move, master {}: {} keys, {gets} GETs, {reads} read events", masters[i], held[i]);
+        assert_eq!((gets, mgets), (held[i] as u64, 0), "with a fresh map, each key read once from its master");
+        assert!(reads <= 2 * held[i].div_ceil(128) as u64, "grouped by node again: {reads} read events");
+    }
+}
+
+/// Moves `slot` with its keys from the master at `from` to the one at `to` (`CLUSTER SETSLOT`
+/// and `MIGRATE`, as `redis-cli --cluster reshard` does), telling every master.
+fn move_slot(slot: u16, from: u16, to: u16, masters: &[u16]) {
+    let (from_id, to_id) = (cli(from, &["cluster", "myid"]), cli(to, &["cluster", "myid"]));
+    let slot = slot.to_string();
+    assert_eq!(cli(to, &["cluster", "setslot", &slot, "importing", &from_id]), "OK");
+    assert_eq!(cli(from, &["cluster", "setslot", &slot, "migrating", &to_id]), "OK");
+    let keys = cli(from, &["cluster", "getkeysinslot", &slot, "1000"]);
+    let mut args = vec!["migrate", "127.0.0.1", "", "", "0", "5000", "KEYS"];
+    let to_port = to.to_string();
+    args[2] = &to_port;
+    args.extend(keys.lines());
+    assert_eq!(cli(from, &args), "OK");
+    for port in masters {
+        assert_eq!(cli(*port, &["cluster", "setslot", &slot, "node", &to_id]), "OK");
+    }
+}

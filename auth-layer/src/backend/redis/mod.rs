@@ -16,12 +16,13 @@
 //! Reads asked for at about the same moment (the requests a server is handling at once) go to
 //! Redis together, in one `MGET` (see [`Gathered`]): one write and one reply for all of them
 //! instead of one each. In the one-tag layout every key shares the namespace's hash tag, so an
-//! `MGET` never spans slots; in the spread layout redis-rs splits it into one command per slot,
-//! sent at once to the nodes that hold them (a batch is not grouped by node yet).
+//! `MGET` never spans slots; in the spread layout a batch is grouped by node instead, one
+//! pipeline of `GET`s to each (see [`gather`]).
 
+mod gather;
 mod spread;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,8 +30,8 @@ use bytes::Bytes;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{RedisError, Script};
-use tokio::sync::oneshot;
 
+use self::gather::Gathered;
 use super::{Backend, Notices, Watchers};
 use crate::error::StoreError;
 use crate::telemetry;
@@ -39,9 +40,6 @@ use crate::telemetry;
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long connecting may take.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
-/// The most reads one `MGET` carries; more reads waiting at once go in further `MGET`s, sent
-/// side by side.
-const MAX_GATHERED: usize = 128;
 
 /// The body of [`PUT`], [`UPDATE`] and [`INSERT`].
 macro_rules! put_script {
@@ -157,113 +155,6 @@ impl ConnectionLike for Connection {
         match self {
             Self::Single(c) => c.get_db(),
             Self::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
-/// Where a gathered read's answer goes.
-type Reply = oneshot::Sender<Result<Option<Bytes>, StoreError>>;
-
-/// Reads waiting to go to Redis together.
-///
-/// The first read to arrive while none waits spawns the task that sends them, and that task
-/// first yields to the runtime once: the other tasks that are ready at that moment (under load,
-/// the other requests the server is handling) run and add their reads, and all of them leave in
-/// one `MGET`. A lone read waits one turn of the scheduler. The sending task does not belong to
-/// any caller, so a caller that gives up (a request cancelled) loses only its own answer.
-#[derive(Default)]
-struct Gathered {
-    waiting: Mutex<Vec<(String, Reply)>>,
-}
-
-impl Gathered {
-    /// Queues a read of `value_key`; the answer arrives on the returned receiver.
-    fn read(
-        self: &Arc<Self>,
-        connection: &Connection,
-        value_key: String,
-    ) -> oneshot::Receiver<Result<Option<Bytes>, StoreError>> {
-        let (reply, answer) = oneshot::channel();
-        let first = {
-            let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-            waiting.push((value_key, reply));
-            waiting.len() == 1
-        };
-        if first {
-            let sender = Sender { gathered: self.clone(), taken: false };
-            tokio::spawn(sender.run(connection.clone()));
-        }
-        answer
-    }
-
-    /// Takes every read waiting.
-    fn take(&self) -> Vec<(String, Reply)> {
-        std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-}
-
-/// The task that sends what waits in [`Gathered`], spawned by the first read.
-struct Sender {
-    gathered: Arc<Gathered>,
-    taken: bool,
-}
-
-impl Sender {
-    async fn run(mut self, connection: Connection) {
-        tokio::task::yield_now().await;
-        let reads = self.gathered.take();
-        self.taken = true;
-        send_gathered(connection, reads).await;
-    }
-}
-
-impl Drop for Sender {
-    /// A sender stopped before it took the queue (its runtime shut down) would leave the reads
-    /// waiting with no one to send them, and every later read queued behind them: they are
-    /// answered with an error instead, and the next read starts afresh.
-    fn drop(&mut self) {
-        if !self.taken {
-            drop(self.gathered.take());
-        }
-    }
-}
-
-/// Sends `reads` in `MGET`s of at most [`MAX_GATHERED`] keys, side by side.
-async fn send_gathered(connection: Connection, mut reads: Vec<(String, Reply)>) {
-    while reads.len() > MAX_GATHERED {
-        let rest = reads.split_off(MAX_GATHERED);
-        tokio::spawn(mget(connection.clone(), reads));
-        reads = rest;
-    }
-    mget(connection, reads).await;
-}
-
-/// One `MGET` for `reads`, each answer sent to its reader.
-async fn mget(mut connection: Connection, reads: Vec<(String, Reply)>) {
-    let mut command = redis::cmd("MGET");
-    for (key, _) in &reads {
-        command.arg(key);
-    }
-    let values: Result<Vec<Option<Vec<u8>>>, StoreError> =
-        command.query_async(&mut connection).await.map_err(unavailable).and_then(|values: Vec<_>| {
-            if values.len() == reads.len() {
-                Ok(values)
-            } else {
-                tracing::warn!(asked = reads.len(), answered = values.len(), "Redis answered MGET with a wrong count");
-                Err(StoreError::unavailable("Redis", "MGET answered with a wrong count"))
-            }
-        });
-    match values {
-        Ok(values) => {
-            for ((_, reply), value) in reads.into_iter().zip(values) {
-                // A reader that gave up no longer listens; the others still get their answers.
-                let _ = reply.send(Ok(value.map(Bytes::from)));
-            }
-        }
-        Err(err) => {
-            for (_, reply) in reads {
-                let _ = reply.send(Err(err.clone()));
-            }
         }
     }
 }
@@ -514,7 +405,8 @@ impl RedisBackend {
             .build()
             .map_err(unavailable)?;
         let connection = client.get_async_connection().await.map_err(unavailable)?;
-        Ok(Self { spread: true, legacy: true, ..Self::with_connection(Connection::Cluster(connection)) })
+        let gathered = Some(Arc::new(Gathered::by_node()));
+        Ok(Self { spread: true, legacy: true, gathered, ..Self::with_connection(Connection::Cluster(connection)) })
     }
 
     /// On a cluster, the one-tag layout of earlier versions: every key of the namespace in one
@@ -524,6 +416,8 @@ impl RedisBackend {
     pub fn with_one_slot(mut self) -> Self {
         self.spread = false;
         self.legacy = false;
+        // Every key in one slot: a batch of reads is one `MGET` again.
+        self.gathered = self.gathered.map(|_| Arc::default());
         self
     }
 
