@@ -292,6 +292,44 @@ impl RelyingParty {
                 Err(err) => return Err(ProviderError::Discovery(cause(format!("{err}: {}", Chain(&err))))),
             }
         };
+        Self::from_metadata(config, http, issuer, metadata)
+    }
+
+    /// A relying party for an app's tests, with no provider behind it (feature `testing`):
+    /// metadata made up from the configured issuer (every endpoint under it, no signing keys).
+    /// Sessions made without a login read and renew; whatever would reach the provider (a
+    /// login's token exchange, a refresh, a revocation) fails as it would with the provider down.
+    #[cfg(feature = "testing")]
+    pub(crate) fn without_provider(config: &AuthConfig) -> Result<Self, ProviderError> {
+        let http = crate::egress::ProviderHttp::new(config).map_err(|e| ProviderError::Discovery(cause(e)))?;
+        let issuer = IssuerUrl::new(config.issuer.clone()).map_err(|e| ProviderError::Discovery(cause(e)))?;
+        let base = config.issuer.trim_end_matches('/');
+        let document = serde_json::json!({
+            "issuer": config.issuer,
+            "authorization_endpoint": format!("{base}/authorize"),
+            "token_endpoint": format!("{base}/oauth/token"),
+            "userinfo_endpoint": format!("{base}/userinfo"),
+            "jwks_uri": format!("{base}/.well-known/jwks.json"),
+            "end_session_endpoint": format!("{base}/oidc/logout"),
+            "revocation_endpoint": format!("{base}/oauth/revoke"),
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": [config.id_token_alg],
+        });
+        let metadata: ProviderMetadata = serde_json::from_value(document)
+            .map_err(|e| ProviderError::Discovery(cause(format!("made-up metadata: {e}"))))?;
+        let metadata = metadata.set_jwks(openidconnect::JsonWebKeySet::new(Vec::new()));
+        Self::from_metadata(config, http, issuer, metadata)
+    }
+
+    /// The relying party of `config` at the provider `metadata` describes (its keys fetched).
+    fn from_metadata(
+        config: &AuthConfig,
+        http: crate::egress::ProviderHttp,
+        issuer: IssuerUrl,
+        metadata: ProviderMetadata,
+    ) -> Result<Self, ProviderError> {
+        let allow_private = config.allow_private_endpoints;
         if !allow_private {
             let extras = metadata.additional_metadata();
             let pushed = extras.pushed_authorization_request_endpoint.as_deref().and_then(|u| url::Url::parse(u).ok());

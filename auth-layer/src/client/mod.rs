@@ -447,8 +447,42 @@ impl AuthClientBuilder {
     /// Discovers the provider and builds the client. Fails with [`AuthError::Misconfigured`]
     /// when the configuration asks what the session store cannot give (a cap on sessions per
     /// user, or the sessions routes, over a store that cannot list a user's sessions).
-    pub async fn build(mut self) -> Result<AuthClient, AuthError> {
+    pub async fn build(self) -> Result<AuthClient, AuthError> {
         let rp = RelyingParty::discover(&self.config).await?;
+        self.build_with(rp)
+    }
+
+    /// Builds the client with no provider behind it, for an app's own tests (feature
+    /// `testing`): sessions minted with [`TestSession`](crate::testing::TestSession) read,
+    /// renew and log out as a login's would, and no request leaves the process for them. What
+    /// needs the provider (a login's token exchange, a refresh, a revocation) fails as it
+    /// would with the provider down (its endpoints are made up, under the configured issuer).
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use auth_layer::{AuthClient, AuthConfig};
+    ///
+    /// let config = AuthConfig::builder()
+    ///     .issuer("https://tenant.example.auth0.com/")
+    ///     .client_id("test-client")
+    ///     .client_secret("test-client-secret")
+    ///     .secret("a test secret of at least thirty-two bytes")
+    ///     .base_url("http://localhost:3000")
+    ///     .build()?;
+    /// let client = AuthClient::builder(config).build_without_provider()?;
+    /// assert_eq!(client.config().issuer(), "https://tenant.example.auth0.com/");
+    /// # Ok(()) }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
+    /// ```
+    #[cfg(feature = "testing")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+    pub fn build_without_provider(self) -> Result<AuthClient, AuthError> {
+        let rp = RelyingParty::without_provider(&self.config)?;
+        self.build_with(rp)
+    }
+
+    /// The client of this builder over `rp`.
+    fn build_with(mut self, rp: RelyingParty) -> Result<AuthClient, AuthError> {
         if rp.form_post() {
             // Settled at discovery (a provider may require it): the stores built below see it.
             self.config.response_mode = crate::config::ResponseMode::FormPost;
@@ -529,6 +563,12 @@ impl AuthClient {
     /// client of the same configuration starts without them.
     pub(crate) fn state_in_client(&self) -> bool {
         self.inner.state_in_client
+    }
+
+    /// The store sessions live in.
+    #[cfg(feature = "testing")]
+    pub(crate) fn session_store(&self) -> &Arc<dyn SessionStore> {
+        &self.inner.session_store
     }
 
     /// The provider's issuer, as discovered.

@@ -196,6 +196,13 @@ impl StoreContext {
         self.response.iter().any(|c| c.name() == name && !is_removal(c))
     }
 
+    /// The name and value of every cookie the response sets (removals left out), whatever its
+    /// `Max-Age`.
+    #[cfg(feature = "testing")]
+    pub(crate) fn response_cookies(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.response.iter().filter(|c| !c.value().is_empty()).map(|c| (c.name(), c.value()))
+    }
+
     /// Whether the response sets or removes any cookie.
     pub fn has_response_cookies(&self) -> bool {
         !self.response.is_empty()

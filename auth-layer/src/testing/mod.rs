@@ -32,10 +32,12 @@
 //! rules race for real. It takes a few seconds: expiry is checked with real time.
 
 mod backend;
+mod mint;
 mod session_store;
 mod transaction_store;
 
 pub use backend::{BACKEND_RULES, check_backend};
+pub use mint::TestSession;
 pub use session_store::{SESSION_STORE_RULES, check_session_store};
 pub use transaction_store::{TRANSACTION_STORE_RULES, check_transaction_store};
 

@@ -1,0 +1,176 @@
+//! [`TestSession`]: sessions made without a login, for an app's tests of its own handlers.
+
+use std::time::Duration;
+
+use http::HeaderValue;
+use serde_json::{Map, Value};
+
+use crate::store::{CookieSessionStore, SessionStore, StoreContext};
+use crate::{AuthClient, AuthConfig, AuthError, SessionData, TokenSet, User};
+
+/// A session for a user, written into the client's session store as a login would write it,
+/// and the `Cookie` header a browser holding it would send: an app tests its guarded handlers
+/// with [`tower::ServiceExt::oneshot`](https://docs.rs/tower/latest/tower/trait.ServiceExt.html#method.oneshot)
+/// and no provider, in whichever store it runs (cookie, memory, Redis, PostgreSQL, its own).
+///
+/// ```
+/// use auth_layer::testing::TestSession;
+/// use auth_layer::{AuthClient, AuthConfig, AuthLayer, User};
+/// use axum::body::Body;
+/// use axum::http::{header, Request, StatusCode};
+/// use axum::{routing::get, Router};
+/// use tower::ServiceExt;
+///
+/// // The app's guarded route: `User` answers 401 without a session.
+/// async fn me(user: User) -> String {
+///     format!("hello {}", user.sub())
+/// }
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = AuthConfig::builder()
+///     .issuer("https://tenant.example.auth0.com/")
+///     .client_id("test-client")
+///     .client_secret("test-client-secret")
+///     .secret("a test secret of at least thirty-two bytes")
+///     .base_url("http://localhost:3000")
+///     .build()?;
+/// let client = AuthClient::builder(config).build_without_provider()?;
+/// let app = Router::new().route("/me", get(me)).layer(AuthLayer::new(client.clone()));
+///
+/// let cookie = TestSession::for_user("auth0|alice").claim("email", "alice@example.com").mint(&client).await?;
+/// let request = Request::get("/me").header(header::COOKIE, cookie).body(Body::empty())?;
+/// let answer = app.clone().oneshot(request).await?;
+/// assert_eq!(answer.status(), StatusCode::OK);
+///
+/// let without = app.clone().oneshot(Request::get("/me").body(Body::empty())?).await?;
+/// assert_eq!(without.status(), StatusCode::UNAUTHORIZED);
+///
+/// let expired = TestSession::for_user("auth0|alice").expired().mint(&client).await?;
+/// let request = Request::get("/me").header(header::COOKIE, expired).body(Body::empty())?;
+/// assert_eq!(app.clone().oneshot(request).await?.status(), StatusCode::UNAUTHORIZED);
+///
+/// let forged = TestSession::for_user("auth0|alice").mint_with_foreign_secret(&client).await?;
+/// let request = Request::get("/me").header(header::COOKIE, forged).body(Body::empty())?;
+/// assert_eq!(app.oneshot(request).await?.status(), StatusCode::UNAUTHORIZED);
+/// # Ok(()) }
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
+/// ```
+///
+/// The client may be one built by [`AuthClientBuilder::build_without_provider`](crate::AuthClientBuilder::build_without_provider)
+/// (no provider at all) or the app's real one (a test that also runs a provider). The session
+/// holds what the app's handlers read: the user's claims (`sub`, any added, and `iss`, `sid`
+/// when given), an access token and a refresh token when asked for. Its ID token is a
+/// placeholder: nothing checks it again after a login, and a logout sends it only as a hint.
+#[derive(Debug, Clone)]
+pub struct TestSession {
+    claims: Map<String, Value>,
+    access_tokens: Vec<TokenSet>,
+    refresh_token: Option<String>,
+    age: Option<Duration>,
+    expired: bool,
+}
+
+impl TestSession {
+    /// A session of the user `sub`, made now.
+    pub fn for_user(sub: impl Into<String>) -> Self {
+        let mut claims = Map::new();
+        claims.insert("sub".into(), Value::String(sub.into()));
+        Self { claims, access_tokens: Vec::new(), refresh_token: None, age: None, expired: false }
+    }
+
+    /// Adds the claim `name` (as the ID token or userinfo would have given it).
+    pub fn claim(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.claims.insert(name.into(), value.into());
+        self
+    }
+
+    /// Gives the session an access token for the login's audience and `scope`, expiring
+    /// `expires_in` from now (what [`Session::access_token`](crate::Session::access_token)
+    /// returns while it lasts).
+    pub fn access_token(mut self, token: impl Into<String>, scope: impl Into<String>, expires_in: Duration) -> Self {
+        let expires_at = now().saturating_add(expires_in.as_secs());
+        self.access_tokens.push(TokenSet {
+            audience: None,
+            scope: scope.into(),
+            access_token: token.into(),
+            expires_at: Some(expires_at),
+        });
+        self
+    }
+
+    /// Gives the session a refresh token (used only if a handler asks for a fresh access token,
+    /// which then goes to the provider).
+    pub fn refresh_token(mut self, token: impl Into<String>) -> Self {
+        self.refresh_token = Some(token.into());
+        self
+    }
+
+    /// Makes the session as if its user logged in `age` ago and has been active since: the
+    /// absolute limit counts from then.
+    pub fn logged_in_ago(mut self, age: Duration) -> Self {
+        self.age = Some(age);
+        self
+    }
+
+    /// Makes the session one past its limits (logged in and last active longer ago than the
+    /// configuration allows): the layer refuses it (401 where a user is required) and deletes it.
+    pub fn expired(mut self) -> Self {
+        self.expired = true;
+        self
+    }
+
+    /// The session this makes for `config`'s client.
+    pub fn data(&self, config: &AuthConfig) -> SessionData {
+        let now = config.clock().now();
+        let created_at = if self.expired {
+            now.saturating_sub(config.absolute_duration.as_secs().max(config.inactivity_duration.as_secs()) + 1)
+        } else {
+            now.saturating_sub(self.age.map_or(0, |age| age.as_secs()))
+        };
+        let user = User::from_id_token_claims(self.claims.clone());
+        let mut session = SessionData::new(user, placeholder_id_token(&self.claims), created_at).with_tenant(config);
+        session.touched_at = if self.expired { created_at } else { now };
+        session.refresh_token = self.refresh_token.clone();
+        session.token_sets = self.access_tokens.clone();
+        session
+    }
+
+    /// Writes the session into `client`'s session store and returns the `Cookie` header that
+    /// carries it (every cookie the store set, chunks included).
+    pub async fn mint(&self, client: &AuthClient) -> Result<HeaderValue, AuthError> {
+        let session = self.data(client.config());
+        let mut ctx = StoreContext::default();
+        client.session_store().set(&mut ctx, &session).await?;
+        Ok(cookie_header(&ctx))
+    }
+
+    /// A session cookie sealed with a secret that is not the app's (as an attacker would forge
+    /// one): every store refuses it, and the request has no session. Nothing is written.
+    pub async fn mint_with_foreign_secret(&self, client: &AuthClient) -> Result<HeaderValue, AuthError> {
+        let config = client.config();
+        let mut foreign = config.clone();
+        foreign.secrets = vec!["a secret that is not the app's, 32 bytes or more".into()];
+        let mut ctx = StoreContext::default();
+        CookieSessionStore::new(&foreign).set(&mut ctx, &self.data(config)).await?;
+        Ok(cookie_header(&ctx))
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// An unsigned token carrying `claims`, in the ID token's place (never checked after a login).
+fn placeholder_id_token(claims: &Map<String, Value>) -> String {
+    use base64::Engine;
+    let encode = |value: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string());
+    let header = serde_json::json!({"alg": "none", "typ": "JWT"});
+    format!("{}.{}.", encode(&header), encode(&Value::Object(claims.clone())))
+}
+
+/// The `Cookie` header a browser would send after the response `ctx` describes: every cookie
+/// it set, whatever its `Max-Age` (an expired session's is still sent, to be refused).
+fn cookie_header(ctx: &StoreContext) -> HeaderValue {
+    let pairs: Vec<String> = ctx.response_cookies().map(|(name, value)| format!("{name}={value}")).collect();
+    HeaderValue::from_str(&pairs.join("; ")).expect("cookie names and values are header-safe")
+}
