@@ -153,6 +153,11 @@ mod telemetry;
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
+// The guide's examples use the axum extractors and the test kit: it is built with both.
+#[cfg(all(feature = "axum", feature = "testing"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "axum", feature = "testing"))))]
+pub mod guide;
+
 pub use client::{
     AccessToken, AccessTokenOptions, AuthClient, AuthClientBuilder, Check, DEFAULT_MAX_SHARED_ENTRIES, LoginOptions,
     LoginResult, LogoutOptions, MAX_LOCATION_BYTES, READINESS_TIMEOUT, Readiness, SessionInfo, SharedState,
