@@ -9,8 +9,8 @@
 //! | layer | module | owns |
 //! | --- | --- | --- |
 //! | HTTP | `http` (private; its items are at the root) | [`AuthLayer`], [`AuthService`], [`ResponseFuture`], [`AuthBody`]; the auth routes; the lazy per-request [`Session`]; [`RequireAuthLayer`]; error pages and the one "redirect to login or 401" decision; `axum` extractors |
+//! | test kits | `testing` (feature `testing`) | beside HTTP: `testing::TestSession` (a session minted through an [`AuthClient`], for an app's own tests); `check_backend`, `check_session_store`, `check_transaction_store`: every store contract's rules, run on a store of the app's own as on the built-in ones |
 //! | client | `client` | [`AuthClient`]: login, callback, session reads with expiry and rolling renewal, access tokens and refresh, logout, back-channel logout; [`SharedState`]: what every process of a fleet must see alike (used logout tokens, the refresh lease) |
-//! | conformance kit | `testing` (feature `testing`) | `check_backend`, `check_session_store`, `check_transaction_store`: every store contract's rules, run on a store of the app's own as on the built-in ones |
 //! | relying party, stores | `oidc`, [`store`] | discovery, keys and every token check; the [`store::SessionStore`] and [`store::TransactionStore`] contracts and the cookie and server-side stores |
 //! | session model | `model` | [`SessionData`], [`TransactionData`], [`User`], [`TokenSet`], the compact session codec |
 //! | typed records | [`record`] | the [`record::Store`] trait (derived) and [`record::TypedStore`]: generic, it names no auth type |
@@ -23,6 +23,9 @@
 //! or a backend read); on the way out, cookies the read or a refresh wants set are appended.
 //!
 //! ## Use
+//!
+//! The guide (`auth_layer::guide`, built with the `axum` and `testing` features, as on docs.rs) has a
+//! chapter for each part; what follows is the short tour.
 //!
 //! Server-side OpenID Connect login for any Tower service (axum, hyper, anything built on
 //! `tower::Service<http::Request<_>>`), with sessions in an encrypted cookie or a store of your

@@ -357,9 +357,35 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct TypedStore<T, B = MokaBackend> {
     /// Shared, so that the app's other state can live in the same backend (one connection).
     backend: Arc<B>,
-    /// Set by [`TypedStore::in_memory`] only: the records are kept as they are in this moka
-    /// cache, neither written in their stored form nor sealed.
-    live: Option<MokaBackend>,
+    /// How records are kept: as they are in memory, or in their stored form in the backend.
+    mode: Mode<T>,
+    /// The name index tags start with: `T::NAME`, after the namespace.
+    tag_name: String,
+    ttl: Option<Duration>,
+    _record: PhantomData<fn() -> T>,
+}
+
+/// The two ways a [`TypedStore`] keeps records; each method of the store matches once.
+enum Mode<T> {
+    /// [`TypedStore::in_memory`]: each record kept as it is (an `Arc<T>`) in this moka cache,
+    /// neither serialized nor sealed.
+    Live(MokaBackend),
+    /// [`TypedStore::new`]: records written to the backend in their stored form.
+    Stored(StoredForm<T>),
+}
+
+impl<T> Clone for Mode<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Live(memory) => Self::Live(memory.clone()),
+            Self::Stored(form) => Self::Stored(form.clone()),
+        }
+    }
+}
+
+/// How a store writes records as bytes: sealed or not, under which keys, and the records it
+/// decoded.
+struct StoredForm<T> {
     sealer: Option<Sealer>,
     /// Set by [`TypedStore::with_hashed_keys`]: records are stored under a keyed hash of
     /// their key, not the key itself.
@@ -369,25 +395,28 @@ pub struct TypedStore<T, B = MokaBackend> {
     /// `{namespace}/` before every stored key, set by [`TypedStore::with_namespace`]; empty
     /// otherwise.
     namespace: String,
-    /// The name index tags start with: `T::NAME`, after the namespace.
-    tag_name: String,
-    ttl: Option<Duration>,
     opened: Option<DecodedCache<String, T>>,
-    _record: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for StoredForm<T> {
+    fn clone(&self) -> Self {
+        Self {
+            sealer: self.sealer.clone(),
+            hashed_keys: self.hashed_keys.clone(),
+            hashed_prefix: self.hashed_prefix.clone(),
+            namespace: self.namespace.clone(),
+            opened: self.opened.clone(),
+        }
+    }
 }
 
 impl<T, B> Clone for TypedStore<T, B> {
     fn clone(&self) -> Self {
         Self {
             backend: self.backend.clone(),
-            live: self.live.clone(),
-            sealer: self.sealer.clone(),
-            hashed_keys: self.hashed_keys.clone(),
-            hashed_prefix: self.hashed_prefix.clone(),
-            namespace: self.namespace.clone(),
+            mode: self.mode.clone(),
             tag_name: self.tag_name.clone(),
             ttl: self.ttl,
-            opened: self.opened.clone(),
             _record: PhantomData,
         }
     }
@@ -415,17 +444,77 @@ impl<T: Store> TypedStore<T, MokaBackend> {
 
     fn in_memory_in(backend: MokaBackend) -> Self {
         Self {
-            live: Some(backend.clone()),
+            mode: Mode::Live(backend.clone()),
             backend: Arc::new(backend),
-            sealer: None,
-            hashed_keys: None,
-            hashed_prefix: String::new(),
-            namespace: String::new(),
             tag_name: T::NAME.to_owned(),
             ttl: T::TTL,
-            opened: None,
             _record: PhantomData,
         }
+    }
+}
+
+impl<T: Store> StoredForm<T> {
+    /// Where the record with full key `key` may be stored, where new writes go first: the key
+    /// itself, or with hashed keys its hash under each secret and then the key (records of
+    /// earlier versions). No allocation without hashed keys: this is every read's path.
+    fn stored_keys<'k>(&'k self, key: &'k str) -> impl Iterator<Item = Cow<'k, str>> + 'k {
+        let hashes = self.hashed_keys.iter().flat_map(move |hasher| hasher.hashes(&self.hashed_prefix, key));
+        let plain =
+            if self.namespace.is_empty() { Cow::Borrowed(key) } else { Cow::Owned(format!("{}{key}", self.namespace)) };
+        hashes.map(Cow::Owned).chain(std::iter::once(plain))
+    }
+
+    /// The record's stored bytes, sealed (bound to the key it is stored under) when the store
+    /// seals.
+    fn serialize_under(&self, stored_key: &str, record: &T) -> Result<Bytes, StoreError> {
+        let plain = record.to_stored()?;
+        Ok(match &self.sealer {
+            Some(sealer) => Bytes::from(sealer.seal_bytes(stored_key, &plain)),
+            None => Bytes::from(plain),
+        })
+    }
+
+    /// The record in `bytes`, found under `key`; `None` (with a log line) when it does not
+    /// open or decode.
+    fn decode(&self, key: &str, bytes: &[u8]) -> Option<T> {
+        let opened;
+        let plain: &[u8] = match &self.sealer {
+            Some(sealer) => {
+                // Stored as bytes; earlier versions stored base64url text, which still opens.
+                let Some(plain) = sealer.open_stored(key, bytes) else {
+                    tracing::warn!(
+                        store = T::NAME,
+                        "record does not open (corrupt, moved or another secret); treated as absent"
+                    );
+                    return None;
+                };
+                opened = plain;
+                &opened
+            }
+            None => bytes,
+        };
+        match T::from_stored(plain) {
+            Ok(record) => Some(record),
+            Err(err) => {
+                tracing::warn!(store = T::NAME, %err, "record does not decode; treated as absent");
+                None
+            }
+        }
+    }
+
+    /// The record in `stored`, found under `key`: from the opened cache when these are the
+    /// bytes it was decoded from.
+    fn open_shared(&self, key: &str, stored: Bytes) -> Option<Arc<T>> {
+        let Some(cache) = &self.opened else { return self.decode(key, &stored).map(Arc::new) };
+        if let Some(hit) = cache.get(key, &stored) {
+            return Some(hit);
+        }
+        let record = self.decode(key, &stored).map(Arc::new);
+        match &record {
+            Some(record) => cache.insert(key.to_owned(), stored, record.clone()),
+            None => cache.invalidate(key),
+        }
+        record
     }
 }
 
@@ -440,14 +529,15 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
         let sealer = T::ENCRYPT.then(|| Sealer::new(secrets, &format!("auth-layer typed store v1: {}", T::NAME)));
         Self {
             backend: Arc::new(backend),
-            live: None,
-            sealer,
-            hashed_keys: None,
-            hashed_prefix: String::new(),
-            namespace: String::new(),
+            mode: Mode::Stored(StoredForm {
+                sealer,
+                hashed_keys: None,
+                hashed_prefix: String::new(),
+                namespace: String::new(),
+                opened: None,
+            }),
             tag_name: T::NAME.to_owned(),
             ttl: T::TTL,
-            opened: None,
             _record: PhantomData,
         }
     }
@@ -457,10 +547,13 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
     /// opening and decoding them again. The backend is still asked on every read (a deleted or
     /// replaced record is never served from this cache): only the work after it is saved.
     /// The least used entries make room for new ones.
-    /// `0` turns the cache off.
+    /// `0` turns the cache off. In memory ([`TypedStore::in_memory`]) nothing is decoded:
+    /// nothing changes.
     pub fn with_opened_cache(mut self, max_bytes: u64) -> Self {
-        // A record of the app's type, decoded, is taken to be about as large as its bytes.
-        self.opened = DecodedCache::new(max_bytes, |_: &T, stored| chunk(16 + std::mem::size_of::<T>()) + stored);
+        if let Mode::Stored(form) = &mut self.mode {
+            // A record of the app's type, decoded, is taken to be about as large as its bytes.
+            form.opened = DecodedCache::new(max_bytes, |_: &T, stored| chunk(16 + std::mem::size_of::<T>()) + stored);
+        }
         self
     }
 
@@ -473,9 +566,9 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
     /// session that is gone does), and expire there; new records go under the current hash.
     /// In memory ([`TypedStore::in_memory`]) there is no keyspace to hide: nothing changes.
     pub fn with_hashed_keys<S: AsRef<[u8]>>(mut self, secrets: &[S]) -> Self {
-        if self.live.is_none() {
-            self.hashed_keys = Some(KeyHasher::new(secrets, &format!("auth-layer typed store keys v1: {}", T::NAME)));
-            self.hashed_prefix = format!("{}{}:h:", self.namespace, T::NAME);
+        if let Mode::Stored(form) = &mut self.mode {
+            form.hashed_keys = Some(KeyHasher::new(secrets, &format!("auth-layer typed store keys v1: {}", T::NAME)));
+            form.hashed_prefix = format!("{}{}:h:", form.namespace, T::NAME);
         }
         self
     }
@@ -485,24 +578,14 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
     /// see, find or delete each other's records. In memory ([`TypedStore::in_memory`]) each
     /// store is its own space already: nothing changes.
     pub fn with_namespace(mut self, namespace: &str) -> Self {
-        if self.live.is_none() {
-            self.namespace = format!("{namespace}/");
+        if let Mode::Stored(form) = &mut self.mode {
+            form.namespace = format!("{namespace}/");
             self.tag_name = format!("{namespace}/{}", T::NAME);
-            if self.hashed_keys.is_some() {
-                self.hashed_prefix = format!("{}{}:h:", self.namespace, T::NAME);
+            if form.hashed_keys.is_some() {
+                form.hashed_prefix = format!("{}{}:h:", form.namespace, T::NAME);
             }
         }
         self
-    }
-
-    /// Where the record with full key `key` may be stored, where new writes go first: the key
-    /// itself, or with hashed keys its hash under each secret and then the key (records of
-    /// earlier versions). No allocation without hashed keys: this is every read's path.
-    fn stored_keys<'k>(&'k self, key: &'k str) -> impl Iterator<Item = Cow<'k, str>> + 'k {
-        let hashes = self.hashed_keys.iter().flat_map(move |hasher| hasher.hashes(&self.hashed_prefix, key));
-        let plain =
-            if self.namespace.is_empty() { Cow::Borrowed(key) } else { Cow::Owned(format!("{}{key}", self.namespace)) };
-        hashes.map(Cow::Owned).chain(std::iter::once(plain))
     }
 
     /// The same store with another time to live (`None`: no expiry) for records set from now on.
@@ -529,7 +612,7 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
 
     /// Whether records live in this process's memory only ([`TypedStore::in_memory`]).
     pub fn is_in_memory(&self) -> bool {
-        self.live.is_some()
+        matches!(self.mode, Mode::Live(_))
     }
 
     /// Stores `record` under its key, with the store's time to live.
@@ -543,58 +626,67 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
     /// so that reads neither decode nor open it; it is copied here by a serialization round
     /// trip (records need not be `Clone`), or not at all with [`set_shared`](Self::set_shared).
     pub async fn set_with_ttl(&self, record: &T, ttl: Option<Duration>) -> Result<(), StoreError> {
-        if self.live.is_some() {
-            return self.set_shared(Arc::new(copy_of(record)?), ttl).await;
+        match &self.mode {
+            Mode::Live(_) => self.set_shared(Arc::new(copy_of(record)?), ttl).await,
+            Mode::Stored(form) => self.put_stored(form, record, ttl).await,
         }
-        self.put_serialized(record, ttl).await
     }
 
     /// Stores a shared `record` under its key for `ttl`: in memory, this very `Arc`, which
     /// [`get_shared`](Self::get_shared) then hands out; elsewhere, serialized (and sealed).
     pub async fn set_shared(&self, record: Arc<T>, ttl: Option<Duration>) -> Result<(), StoreError> {
-        let Some(memory) = &self.live else { return self.put_serialized(&record, ttl).await };
-        let key = record.key();
-        let tags = self.tags_of(&*record);
-        memory.put_live(&key, record, ttl, tags).await;
-        Ok(())
+        match &self.mode {
+            Mode::Live(memory) => {
+                let key = record.key();
+                let tags = self.tags_of(&*record);
+                memory.put_live(&key, record, ttl, tags).await;
+                Ok(())
+            }
+            Mode::Stored(form) => self.put_stored(form, &record, ttl).await,
+        }
     }
 
     /// Replaces the stored record with `record`, for `ttl`, only if its key holds a record
     /// now ([`Backend::update`]); returns whether it did. A record deleted since it was read
     /// is not brought back: what a save of a record read earlier should use.
     pub async fn update(&self, record: &T, ttl: Option<Duration>) -> Result<bool, StoreError> {
-        if self.live.is_some() {
-            return self.update_shared(Arc::new(copy_of(record)?), ttl).await;
+        match &self.mode {
+            Mode::Live(_) => self.update_shared(Arc::new(copy_of(record)?), ttl).await,
+            Mode::Stored(form) => self.update_stored(form, record, ttl).await,
         }
-        self.update_stored(record, ttl).await
-    }
-
-    /// [`Backend::update`] of `record` where it is stored (see
-    /// [`with_hashed_keys`](Self::with_hashed_keys)).
-    async fn update_stored(&self, record: &T, ttl: Option<Duration>) -> Result<bool, StoreError> {
-        let key = record.key();
-        for stored in self.stored_keys(&key) {
-            let (value, tags) = self.serialized_under(&stored, record)?;
-            if self.backend.update(&stored, value, ttl, tags).await? {
-                return Ok(true);
-            }
-        }
-        Ok(false)
     }
 
     /// [`update`](Self::update) of a shared record (kept as this very `Arc` in memory).
     pub async fn update_shared(&self, record: Arc<T>, ttl: Option<Duration>) -> Result<bool, StoreError> {
-        let Some(memory) = &self.live else { return self.update_stored(&record, ttl).await };
-        let key = record.key();
-        let tags = self.tags_of(&*record);
-        Ok(memory.update_live(&key, record, ttl, tags).await)
+        match &self.mode {
+            Mode::Live(memory) => {
+                let key = record.key();
+                let tags = self.tags_of(&*record);
+                Ok(memory.update_live(&key, record, ttl, tags).await)
+            }
+            Mode::Stored(form) => self.update_stored(form, &record, ttl).await,
+        }
     }
 
-    async fn put_serialized(&self, record: &T, ttl: Option<Duration>) -> Result<(), StoreError> {
+    /// [`Backend::put`] of `record` in its stored form, under where new writes go.
+    async fn put_stored(&self, form: &StoredForm<T>, record: &T, ttl: Option<Duration>) -> Result<(), StoreError> {
         let key = record.key();
-        let stored = self.stored_keys(&key).next().unwrap_or(Cow::Borrowed(&key));
-        let (value, tags) = self.serialized_under(&stored, record)?;
-        self.backend.put(&stored, value, ttl, tags).await
+        let stored = form.stored_keys(&key).next().unwrap_or(Cow::Borrowed(&key));
+        let value = form.serialize_under(&stored, record)?;
+        self.backend.put(&stored, value, ttl, self.tags_of(record)).await
+    }
+
+    /// [`Backend::update`] of `record` where it is stored (see
+    /// [`with_hashed_keys`](Self::with_hashed_keys)).
+    async fn update_stored(&self, form: &StoredForm<T>, record: &T, ttl: Option<Duration>) -> Result<bool, StoreError> {
+        let key = record.key();
+        for stored in form.stored_keys(&key) {
+            let value = form.serialize_under(&stored, record)?;
+            if self.backend.update(&stored, value, ttl, self.tags_of(record)).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The backend tags of `record`'s indexed fields.
@@ -602,17 +694,6 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
         let mut entries = Vec::new();
         record.index_entries(&mut entries);
         entries.into_iter().map(|entry| tag(&self.tag_name, &entry)).collect()
-    }
-
-    /// The record's stored (and sealed, bound to the key it is stored under) bytes and tags.
-    fn serialized_under(&self, stored_key: &str, record: &T) -> Result<(Bytes, Vec<String>), StoreError> {
-        let tags = self.tags_of(record);
-        let plain = record.to_stored()?;
-        let value = match &self.sealer {
-            Some(sealer) => Bytes::from(sealer.seal_bytes(stored_key, &plain)),
-            None => Bytes::from(plain),
-        };
-        Ok((value, tags))
     }
 
     /// The record with these key fields, if present. A record that does not decode (corrupt,
@@ -623,17 +704,21 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
 
     /// The record under its full key (as [`Store::key`] gives it), if present.
     pub(crate) async fn get_by_full_key(&self, key: &str) -> Result<Option<T>, StoreError> {
-        if self.live.is_some() {
+        match &self.mode {
             // A copy of the live record, by the same round trip as `set`.
-            let Some(shared) = self.get_shared_by_full_key(key).await? else { return Ok(None) };
-            return copy_of(&*shared).map(Some);
-        }
-        for stored in self.stored_keys(key) {
-            if let Some(bytes) = self.backend.get(&stored).await? {
-                return Ok(self.decode(&stored, &bytes));
+            Mode::Live(memory) => match live_record::<T>(memory, key).await {
+                Some(shared) => copy_of(&*shared).map(Some),
+                None => Ok(None),
+            },
+            Mode::Stored(form) => {
+                for stored in form.stored_keys(key) {
+                    if let Some(bytes) = self.backend.get(&stored).await? {
+                        return Ok(form.decode(&stored, &bytes));
+                    }
+                }
+                Ok(None)
             }
         }
-        Ok(None)
     }
 
     /// The record with these key fields, if present, shared: with
@@ -645,30 +730,17 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
 
     /// [`get_shared`](Self::get_shared) by full key.
     async fn get_shared_by_full_key(&self, key: &str) -> Result<Option<Arc<T>>, StoreError> {
-        if let Some(memory) = &self.live {
-            return Ok(memory.get_live(key).await.and_then(|live| live.downcast::<T>().ok()));
-        }
-        for stored_key in self.stored_keys(key) {
-            if let Some(stored) = self.backend.get(&stored_key).await? {
-                return Ok(self.open_shared(&stored_key, stored));
+        match &self.mode {
+            Mode::Live(memory) => Ok(live_record(memory, key).await),
+            Mode::Stored(form) => {
+                for stored_key in form.stored_keys(key) {
+                    if let Some(stored) = self.backend.get(&stored_key).await? {
+                        return Ok(form.open_shared(&stored_key, stored));
+                    }
+                }
+                Ok(None)
             }
         }
-        Ok(None)
-    }
-
-    /// The record in `stored`, found under `key`: from the opened cache when these are the
-    /// bytes it was decoded from.
-    fn open_shared(&self, key: &str, stored: Bytes) -> Option<Arc<T>> {
-        let Some(cache) = &self.opened else { return self.decode(key, &stored).map(Arc::new) };
-        if let Some(hit) = cache.get(key, &stored) {
-            return Some(hit);
-        }
-        let record = self.decode(key, &stored).map(Arc::new);
-        match &record {
-            Some(record) => cache.insert(key.to_owned(), stored, record.clone()),
-            None => cache.invalidate(key),
-        }
-        record
     }
 
     /// Deletes the record with these key fields.
@@ -678,13 +750,18 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
 
     /// Deletes the record under its full key.
     async fn delete_by_full_key(&self, key: &str) -> Result<(), StoreError> {
-        for stored in self.stored_keys(key) {
-            if let Some(cache) = &self.opened {
-                cache.invalidate(&*stored);
+        match &self.mode {
+            Mode::Live(_) => self.backend.delete(key).await,
+            Mode::Stored(form) => {
+                for stored in form.stored_keys(key) {
+                    if let Some(cache) = &form.opened {
+                        cache.invalidate(&*stored);
+                    }
+                    self.backend.delete(&stored).await?;
+                }
+                Ok(())
             }
-            self.backend.delete(&stored).await?;
         }
-        Ok(())
     }
 
     /// Deletes every record whose `index` field equals `value`; returns how many.
@@ -700,42 +777,24 @@ impl<T: Store, B: Backend> TypedStore<T, B> {
         let mut records = Vec::with_capacity(keys.len());
         // The keys listed are where the records are stored (hashed or not).
         for key in keys {
-            if self.live.is_some() {
-                records.extend(self.get_by_full_key(&key).await?);
-            } else if let Some(bytes) = self.backend.get(&key).await?
-                && let Some(record) = self.decode(&key, &bytes)
-            {
-                records.push(record);
+            match &self.mode {
+                Mode::Live(_) => records.extend(self.get_by_full_key(&key).await?),
+                Mode::Stored(form) => {
+                    if let Some(bytes) = self.backend.get(&key).await?
+                        && let Some(record) = form.decode(&key, &bytes)
+                    {
+                        records.push(record);
+                    }
+                }
             }
         }
         Ok(records)
     }
+}
 
-    fn decode(&self, key: &str, bytes: &[u8]) -> Option<T> {
-        let opened;
-        let plain: &[u8] = match &self.sealer {
-            Some(sealer) => {
-                // Stored as bytes; earlier versions stored base64url text, which still opens.
-                let Some(plain) = sealer.open_stored(key, bytes) else {
-                    tracing::warn!(
-                        store = T::NAME,
-                        "record does not open (corrupt, moved or another secret); treated as absent"
-                    );
-                    return None;
-                };
-                opened = plain;
-                &opened
-            }
-            None => bytes,
-        };
-        match T::from_stored(plain) {
-            Ok(record) => Some(record),
-            Err(err) => {
-                tracing::warn!(store = T::NAME, %err, "record does not decode; treated as absent");
-                None
-            }
-        }
-    }
+/// The live record under `key` in `memory`, if it is a `T`.
+async fn live_record<T: Store>(memory: &MokaBackend, key: &str) -> Option<Arc<T>> {
+    memory.get_live(key).await.and_then(|live| live.downcast::<T>().ok())
 }
 
 /// A copy of `record` by a serialization round trip (records need not be `Clone`).

@@ -3,8 +3,10 @@
 //! (the root only re-exports). The order, top to bottom:
 //!
 //! ```text
-//! http                      the Tower layer, routes, the per-request session, the axum extractors
-//! client | testing          AuthClient: one login, session and token policy | the conformance kit
+//! guide                     the guide's chapters (documentation only: may name anything)
+//! http | testing           the Tower layer, routes, the per-request session, the axum extractors |
+//!                           the conformance kit and `TestSession` (which writes through an AuthClient)
+//! client                    AuthClient: one login, session and token policy
 //! oidc | store              the relying party | the session and transaction stores
 //! model                     SessionData, TransactionData, User, TokenSet and the session codec
 //! record                    typed records over a backend (generic: names no auth type)
@@ -23,9 +25,10 @@ use std::path::{Path, PathBuf};
 
 /// Each module's level: higher uses lower.
 const LEVELS: &[(&str, u8)] = &[
+    ("guide", 8),
     ("http", 7),
     ("client", 6),
-    ("testing", 6),
+    ("testing", 7),
     ("oidc", 5),
     ("store", 5),
     ("model", 4),

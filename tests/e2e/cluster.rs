@@ -330,7 +330,7 @@ async fn a_batch_of_reads_goes_to_each_master_as_one_pipeline_and_follows_a_move
         .iter()
         .find_map(|port| {
             let found = cli(*port, &["--scan", "--pattern", "auth-layer:v:*}batch-0"]);
-            (!found.is_empty()).then(|| (*port, found))
+            (!found.is_empty()).then_some((*port, found))
         })
         .expect("the record of batch-0 is on a master");
     let slot: u16 = cli(from, &["cluster", "keyslot", &record]).parse().unwrap();

@@ -5,8 +5,11 @@ use std::time::Duration;
 use http::HeaderValue;
 use serde_json::{Map, Value};
 
+use crate::client::AuthClient;
+use crate::config::AuthConfig;
+use crate::error::AuthError;
+use crate::model::{SessionData, TokenSet, User};
 use crate::store::{CookieSessionStore, SessionStore, StoreContext};
-use crate::{AuthClient, AuthConfig, AuthError, SessionData, TokenSet, User};
 
 /// A session for a user, written into the client's session store as a login would write it,
 /// and the `Cookie` header a browser holding it would send: an app tests its guarded handlers
