@@ -284,11 +284,13 @@ pub(crate) async fn provider_call<T>(
     answer
 }
 
+#[cfg(any(feature = "redis", feature = "postgres"))]
 /// The labels of one backend operation: of its duration when it succeeds, when it fails, and
 /// of its failure count. Static, so that recording them allocates nothing (a backend's reads are
 /// on the per-request path).
 pub(crate) type StoreLabels = (&'static [metrics::Label], &'static [metrics::Label], &'static [metrics::Label]);
 
+#[cfg(any(feature = "redis", feature = "postgres"))]
 /// [`StoreLabels`] of `backend`'s `operation`, as constants.
 macro_rules! store_labels {
     ($backend:literal, $operation:literal) => {{
@@ -308,12 +310,15 @@ macro_rules! store_labels {
         (OK, ERROR, FAILED)
     }};
 }
+#[cfg(any(feature = "redis", feature = "postgres"))]
 pub(crate) use store_labels;
 
+#[cfg(any(feature = "redis", feature = "postgres"))]
 /// Where auth-layer's metrics are registered from.
 static METADATA: metrics::Metadata<'static> =
     metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
+#[cfg(any(feature = "redis", feature = "postgres"))]
 /// Runs a backend operation, timing it under `labels` ([`store_labels!`]) and counting its
 /// failure, once [`describe_metrics`] has been called.
 ///
@@ -356,6 +361,7 @@ pub(crate) async fn store_op<T, E>(
     result
 }
 
+#[cfg(any(feature = "redis", feature = "postgres"))]
 /// OpenTelemetry's `db.system.name` of a backend label.
 fn db_system(backend: &str) -> &str {
     match backend {

@@ -242,6 +242,7 @@ impl Notices {
     }
 }
 
+#[cfg(any(feature = "redis", feature = "postgres"))]
 /// The notices a backend has given out, by channel: one listener for a channel however many
 /// stores (and clones of the backend) watch it. A listener asks [`keep_listening`](Self::keep_listening)
 /// before each (re)connection and stops when no one holds its notices any more; the answer and
@@ -252,6 +253,7 @@ pub(crate) struct Watchers {
     channels: Arc<std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<NoticeState>>>>,
 }
 
+#[cfg(any(feature = "redis", feature = "postgres"))]
 impl Watchers {
     /// The notices of `channel`: those of its listener, or new ones that `start` begins
     /// listening for.
