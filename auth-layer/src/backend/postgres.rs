@@ -248,6 +248,19 @@ async fn listen(config: tokio_postgres::Config, notifier: PostgresBackend, chann
 /// Keeps records in PostgreSQL, shared by every process of the app. While the server is
 /// unreachable every call fails within the configured timeout with
 /// [`StoreError::Unavailable`] (the layer answers 503); the pool reconnects by itself.
+///
+/// ```no_run
+/// use auth_layer::backend::PostgresBackend;
+/// use auth_layer::store::ServerSessionStore;
+/// use auth_layer::{AuthClient, AuthConfig};
+///
+/// # async fn build(config: AuthConfig) -> Result<(), auth_layer::AuthError> {
+/// // Migrations run at connect; `sslmode=verify-full` checks the server's certificate.
+/// let postgres = PostgresBackend::connect("postgres://app@db.internal/app?sslmode=verify-full").await?;
+/// let store = ServerSessionStore::new(postgres, &config);
+/// let client = AuthClient::builder(config).with_session_store(store).build().await?;
+/// # let _ = client; Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct PostgresBackend {
     pool: Pool,

@@ -42,6 +42,17 @@ const LEASE_POLL: Duration = Duration::from_millis(25);
 /// - [`SharedState::in_backend`]: a [`Backend`] every process reaches (Redis, PostgreSQL): one
 ///   refresh grant per session at a time across the fleet, the others waiting for its result.
 ///
+/// ```no_run
+/// use auth_layer::backend::RedisBackend;
+/// use auth_layer::{AuthClient, AuthConfig, SharedState};
+///
+/// # async fn build(config: AuthConfig) -> Result<(), auth_layer::AuthError> {
+/// // Cookie sessions on a fleet: logout markers, used logout tokens and refresh leases in Redis.
+/// let redis = RedisBackend::connect("redis://redis.internal:6379").await?;
+/// let client = AuthClient::builder(config).with_shared_state(SharedState::in_backend(redis)).build().await?;
+/// # let _ = client; Ok(()) }
+/// ```
+///
 /// The default is the session store's own backend when it is shared (a
 /// [`ServerSessionStore`](crate::store::ServerSessionStore) over Redis or PostgreSQL, or a
 /// [`CookieSessionStore`](crate::store::CookieSessionStore) whose logout markers are in one),

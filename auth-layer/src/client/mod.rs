@@ -84,6 +84,29 @@ struct Inner {
 
 /// The relying party with its stores: start and complete logins, read sessions, log out.
 ///
+/// Every operation takes the request's [`StoreContext`] (its cookies in, the cookies to set out),
+/// for an app that writes its own routes instead of (or beside) the layer's:
+///
+/// ```no_run
+/// use auth_layer::{AuthClient, AuthConfig, LoginOptions, StoreContext};
+///
+/// # async fn routes(headers: http::HeaderMap) -> Result<(), auth_layer::AuthError> {
+/// let client = AuthClient::new(AuthConfig::from_env().expect("configuration")).await?;
+///
+/// // GET /sign-in: where to send the browser, with the transaction cookie to set.
+/// let mut ctx = StoreContext::from_headers(&headers);
+/// let authorize = client.start_login(&mut ctx, LoginOptions::default().return_to("/orders")).await?;
+/// let mut response = http::Response::builder().status(302).header("location", authorize.as_str());
+/// ctx.apply(response.headers_mut().expect("a fresh builder"));
+///
+/// // Any later request: who is logged in.
+/// let mut ctx = StoreContext::from_headers(&headers);
+/// if let Some(user) = client.user(&mut ctx).await? {
+///     println!("{} is logged in", user.sub());
+/// }
+/// # Ok(()) }
+/// ```
+///
 /// Cheap to clone (one `Arc`).
 #[derive(Clone)]
 pub struct AuthClient {

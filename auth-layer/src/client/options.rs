@@ -4,6 +4,17 @@
 use super::*;
 
 /// Options of [`AuthClient::start_login`]: `LoginOptions::default().return_to("/orders")`.
+///
+/// ```
+/// use auth_layer::LoginOptions;
+///
+/// // A "Sign up" button: Auth0's sign-up screen, back to the onboarding page, for one API.
+/// let options = LoginOptions::default()
+///     .return_to("/welcome")
+///     .param("screen_hint", "signup")
+///     .audience("https://orders.example.com");
+/// assert_eq!(options.return_to.as_deref(), Some("/welcome"));
+/// ```
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct LoginOptions {

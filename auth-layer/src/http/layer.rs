@@ -46,6 +46,21 @@ use crate::error::AuthError;
 /// `GET callback`, `GET logout?returnTo=`, and, when the configuration turns them on,
 /// `GET profile`, `GET access-token` and `POST backchannel-logout`.
 ///
+/// ```no_run
+/// use auth_layer::{AuthClient, AuthConfig, AuthLayer};
+/// use auth_layer::store::ServerSessionStore;
+///
+/// # async fn build() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// // Everything from the environment (AUTH_ISSUER, AUTH_CLIENT_ID, ...), cookie sessions:
+/// let auth = AuthLayer::from_env().await?;
+///
+/// // Or a client built in code, with a store of its own:
+/// let config = AuthConfig::from_env()?;
+/// let store = ServerSessionStore::in_memory(&config);
+/// let auth = AuthLayer::new(AuthClient::builder(config).with_session_store(store).build().await?);
+/// # let _ = auth; Ok(()) }
+/// ```
+///
 /// One provider; several in one app take a [`TenantLayer`](super::TenantLayer) instead.
 #[derive(Clone, Debug)]
 pub struct AuthLayer {

@@ -210,6 +210,20 @@ async fn listen(client: redis::Client, publisher: RedisBackend, channel: String,
 /// connection loss; while Redis is unreachable, every call fails fast (2 s at most) with
 /// [`StoreError::Unavailable`], which the layer answers with 503.
 ///
+/// ```no_run
+/// use auth_layer::backend::RedisBackend;
+/// use auth_layer::store::ServerSessionStore;
+/// use auth_layer::{AuthClient, AuthConfig};
+///
+/// # async fn build(config: AuthConfig) -> Result<(), auth_layer::AuthError> {
+/// let redis = RedisBackend::connect("rediss://:password@redis.internal:6380/0").await?;
+/// // or: RedisBackend::connect_cluster(&["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]).await?
+/// let store = ServerSessionStore::new(redis, &config);
+/// // The fleet's shared state (used logout tokens, refresh leases) goes to the same Redis.
+/// let client = AuthClient::builder(config).with_session_store(store).build().await?;
+/// # let _ = client; Ok(()) }
+/// ```
+///
 /// Standalone: [`connect`](Self::connect) with a `redis://` or `rediss://` (TLS, system roots)
 /// URL, user and password in it, or [`connect_with_root_ca`](Self::connect_with_root_ca) for a
 /// private CA. Cluster: [`connect_cluster`](Self::connect_cluster) with the nodes' URLs; its
