@@ -200,6 +200,56 @@ async fn redis_cluster_passes_the_same_suite_in_both_layouts() {
     assert_ne!(holder("{auth-layer}"), holder("{another-app}"), "the two namespaces share a master");
 }
 
+/// Client-side caching on a cluster (one cache per node connection, redis-rs's): every backend
+/// and session store rule, a read right after a write included; reads of an unchanged value
+/// served from the cache; and what another connection changes or deletes, on whichever master,
+/// dropped from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_with_a_client_cache_keeps_every_rule_and_drops_what_another_connection_changes() {
+    let cluster = RedisCluster::start();
+    let cache = || ClientCache::new(std::num::NonZeroUsize::new(1_000).unwrap());
+    let cached = RedisBackend::connect_cluster_with_client_cache(&cluster.urls, cache()).await.expect("cluster");
+    assert!(cached.spreads());
+    check_backend(|| async { cached.clone() }).await.unwrap();
+    check_session_store(|config| {
+        let cached = cached.clone();
+        async move { ServerSessionStore::new(cached, &config) }
+    })
+    .await
+    .unwrap();
+
+    let a = RedisBackend::connect_cluster(&cluster.urls).await.unwrap();
+    let b = RedisBackend::connect_cluster_with_client_cache(&cluster.urls, cache()).await.unwrap();
+    let within = |backend: RedisBackend, key: String, want: Option<&'static [u8]>| async move {
+        for _ in 0..100 {
+            if backend.get(&key).await.unwrap().as_deref() == want {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        false
+    };
+    // Keys on every master (30 of them spread over the slots).
+    let keys: Vec<String> = (0..30).map(|i| format!("cached-{i}")).collect();
+    for key in &keys {
+        a.put(key, Bytes::from_static(b"one"), None, vec!["sid=cached".into()]).await.unwrap();
+        assert_eq!(b.get(key).await.unwrap().as_deref(), Some(&b"one"[..]), "b reads, and caches");
+    }
+    let (hits, _) = b.client_cache_stats().expect("a cache");
+    for key in &keys {
+        assert_eq!(b.get(key).await.unwrap().as_deref(), Some(&b"one"[..]));
+    }
+    assert_eq!(b.client_cache_stats().unwrap().0, hits + 30, "unchanged, every read is served from b's cache");
+    for key in &keys[..10] {
+        a.put(key, Bytes::from_static(b"two"), None, vec!["sid=cached".into()]).await.unwrap();
+        assert!(within(b.clone(), key.clone(), Some(b"two")).await, "b serves the new value of {key} within 200 ms");
+    }
+    assert_eq!(a.delete_by_tag("sid=cached").await.unwrap(), 30);
+    for key in &keys {
+        assert!(within(b.clone(), key.clone(), None).await, "b stops serving the deleted {key} within 200 ms");
+    }
+}
+
 async fn outage_fails_fast_then_recovers_with_nothing_lost<B: Backend>(
     backend: &B,
     stop: impl FnOnce(),

@@ -230,7 +230,9 @@ async fn listen(client: redis::Client, publisher: RedisBackend, channel: String,
 /// records spread over the cluster's slots, with the steps that cross slots ordered so that a
 /// crash between two of them leaves nothing a logout can miss (the `spread` module's
 /// documentation argues each step), and records an earlier version wrote under one hash tag are
-/// still read, renewed and deleted where they are.
+/// still read, renewed and deleted where they are. Either keeps a client-side cache with
+/// [`connect_with_client_cache`](Self::connect_with_client_cache) or
+/// [`connect_cluster_with_client_cache`](Self::connect_cluster_with_client_cache).
 #[derive(Clone)]
 pub struct RedisBackend {
     connection: Connection,
@@ -332,12 +334,25 @@ impl RedisBackend {
     /// old value (a deleted session, for instance). A `PING` on the same connection is
     /// answered after that invalidation, and the connection handles what it reads in order.
     /// Without a cache it costs nothing.
+    ///
+    /// On a cluster a write may change keys on several masters (a record and the index entries
+    /// of a spread write, the records a delete by tag ends), and each master's invalidations come
+    /// on its own connection: the `PING` goes to every master, side by side.
     async fn settle(&self) -> Result<(), StoreError> {
         if self.gathered.is_some() {
             return Ok(());
         }
-        let mut connection = self.connection.clone();
-        redis::cmd("PING").query_async::<()>(&mut connection).await.map_err(unavailable)
+        match &self.connection {
+            Connection::Single(_) => {
+                let mut connection = self.connection.clone();
+                redis::cmd("PING").query_async::<()>(&mut connection).await.map_err(unavailable)
+            }
+            Connection::Cluster(cluster) => {
+                use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+                let every_master = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+                cluster.clone().route_command(redis::cmd("PING"), every_master).await.map(drop).map_err(unavailable)
+            }
+        }
     }
 
     /// Connects to a standalone Redis (`redis://[user:password@]host:port/db`, or `rediss://`
@@ -423,6 +438,46 @@ impl RedisBackend {
         Ok(Self { spread: true, legacy: true, gathered, ..Self::with_connection(Connection::Cluster(connection)) })
     }
 
+    /// [`connect_cluster`](Self::connect_cluster) with a client-side cache, as
+    /// [`connect_with_client_cache`](Self::connect_with_client_cache) keeps one on a standalone
+    /// Redis (RESP3, Redis 6 or later; redis-rs's cache, one per node connection): a read of an
+    /// unchanged session costs no round trip, a value changed or deleted through another
+    /// connection is dropped when its master's invalidation arrives, and in this process a write
+    /// returns only once every master has answered a `PING` after it, so a read after it sees it.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), auth_layer::store::StoreError> {
+    /// use std::num::NonZeroUsize;
+    /// use auth_layer::backend::{ClientCache, RedisBackend};
+    ///
+    /// let cache = ClientCache::new(NonZeroUsize::new(100_000).unwrap());
+    /// let nodes = ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000", "redis://10.0.0.3:7000"];
+    /// let backend = RedisBackend::connect_cluster_with_client_cache(&nodes, cache).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_cluster_with_client_cache<S: AsRef<str>>(
+        nodes: &[S],
+        cache: ClientCache,
+    ) -> Result<Self, StoreError> {
+        let config = redis::caching::CacheConfig::new().set_size(cache.max_keys).set_default_client_ttl(cache.max_age);
+        let nodes: Vec<&str> = nodes.iter().map(AsRef::as_ref).collect();
+        let client = redis::cluster::ClusterClient::builder(nodes)
+            .connection_timeout(CONNECTION_TIMEOUT)
+            .response_timeout(RESPONSE_TIMEOUT)
+            .retries(1)
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .cache_config(config)
+            .build()
+            .map_err(unavailable)?;
+        let connection = client.get_async_connection().await.map_err(unavailable)?;
+        Ok(Self {
+            spread: true,
+            legacy: true,
+            gathered: None,
+            ..Self::with_connection(Connection::Cluster(connection))
+        })
+    }
+
     /// On a cluster, the one-tag layout of earlier versions: every key of the namespace in one
     /// slot, so one shard holds every session (high availability without scale). For comparing
     /// the layouts, and for a deployment that must keep an app's keys together. A no-op on a
@@ -476,7 +531,7 @@ impl RedisBackend {
     pub fn client_cache_stats(&self) -> Option<(usize, usize)> {
         match &self.connection {
             Connection::Single(manager) => manager.get_cache_statistics().map(|s| (s.hit, s.miss)),
-            Connection::Cluster(_) => None,
+            Connection::Cluster(cluster) => cluster.get_cache_statistics().map(|s| (s.hit, s.miss)),
         }
     }
 
