@@ -336,6 +336,8 @@ async fn a_batch_of_reads_goes_to_each_master_as_one_pipeline_and_follows_a_move
     let slot: u16 = cli(from, &["cluster", "keyslot", &record]).parse().unwrap();
     let to = *masters.iter().find(|port| **port != from).unwrap();
     move_slot(slot, from, to, &masters);
+    // Every record at once, batch-0's slot moved: its reads are answered `MOVED` inside their
+    // pipelines and sent again, grouped by a fresh map; every answer is right.
     read_at_once(&backend, &keys).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let held: Vec<usize> = masters.iter().map(|port| cluster.count_keys(*port, "auth-layer:v:*")).collect();

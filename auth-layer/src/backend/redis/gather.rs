@@ -4,9 +4,11 @@
 //! key shares one slot there). In the spread layout every record has a slot of its own, and an
 //! `MGET` across slots is refused by Redis (redis-rs would split it into one command per slot):
 //! there a batch is grouped by the node that serves each key's slot, as the cluster's last
-//! `CLUSTER SLOTS` answer says ([`NodeMap`]), and each node gets one pipeline of `GET`s. A key
-//! whose slot moved meanwhile is answered `MOVED` inside the pipeline; it is asked again alone
-//! (redis-rs follows the redirection) and the map is fetched again.
+//! `CLUSTER SLOTS` answer says ([`NodeMap`]), and each node gets one pipeline of `GET`s. Keys
+//! whose slots moved meanwhile are answered `MOVED` inside the pipelines; the map is fetched
+//! again and they go once more, grouped by it (a slot moved with a batch's first key sends that
+//! whole pipeline elsewhere: this keeps it from becoming hundreds of single reads), and what is
+//! redirected again goes alone, through redis-rs's routing.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -245,40 +247,74 @@ fn slot_of(key: &str) -> u16 {
 }
 
 /// Sends `reads` as one pipeline of `GET`s per node (at most [`MAX_GATHERED`] each), side by
-/// side; keys of slots the map does not name go alone.
+/// side; keys of slots the map does not name go alone. Reads a pipeline's node sent elsewhere
+/// (`MOVED`: a slot moved, a failover) are sent again, grouped by a map fetched then, once;
+/// what is redirected again goes alone, through redis-rs's routing.
 async fn send_by_node(cluster: &ClusterConnection, nodes: &NodeMap, owners: &[u16], reads: Vec<(String, Reply)>) {
+    let redirected = pipelines(cluster, owners, reads).await;
+    if redirected.is_empty() {
+        return;
+    }
+    let fresh = match fetch_owners(&mut cluster.clone()).await {
+        Ok(fresh) => fresh,
+        Err(err) => {
+            tracing::debug!(%err, "Redis Cluster: slot map not fetched after a redirection; reads go alone");
+            nodes.refresh(cluster);
+            return alone(cluster, redirected).await;
+        }
+    };
+    *nodes.owners.lock().unwrap_or_else(|e| e.into_inner()) = Some(fresh.clone());
+    let again = pipelines(cluster, &fresh, redirected).await;
+    if !again.is_empty() {
+        nodes.refresh(cluster);
+        alone(cluster, again).await;
+    }
+}
+
+/// Each of `reads` alone, side by side.
+async fn alone(cluster: &ClusterConnection, reads: Vec<(String, Reply)>) {
+    let sends: Vec<_> =
+        reads.into_iter().map(|(key, reply)| tokio::spawn(get_alone(cluster.clone(), key, reply))).collect();
+    for send in sends {
+        let _ = send.await;
+    }
+}
+
+/// One pipeline per node of `owners`' map, side by side; the reads their nodes redirected.
+async fn pipelines(cluster: &ClusterConnection, owners: &[u16], reads: Vec<(String, Reply)>) -> Vec<(String, Reply)> {
     let mut by_node: HashMap<u16, Vec<(u16, String, Reply)>> = HashMap::new();
     for (key, reply) in reads {
         let slot = slot_of(&key);
         by_node.entry(owners[usize::from(slot)]).or_default().push((slot, key, reply));
     }
     let mut sends = Vec::new();
+    let mut unmapped = Vec::new();
     for (node, mut reads) in by_node {
+        if node == u16::MAX {
+            unmapped.extend(reads.into_iter().map(|(_, key, reply)| (key, reply)));
+            continue;
+        }
         while !reads.is_empty() {
             let batch: Vec<_> = reads.drain(..reads.len().min(MAX_GATHERED)).collect();
-            if node == u16::MAX {
-                for (_, key, reply) in batch {
-                    let cluster = cluster.clone();
-                    sends.push(tokio::spawn(async move {
-                        get_alone(cluster, key, reply).await;
-                        false
-                    }));
-                }
-            } else {
-                sends.push(tokio::spawn(pipeline(cluster.clone(), batch)));
-            }
+            sends.push(tokio::spawn(pipeline(cluster.clone(), batch)));
         }
     }
+    if !unmapped.is_empty() {
+        alone(cluster, unmapped).await;
+    }
+    let mut redirected = Vec::new();
     for send in sends {
-        if let Ok(true) = send.await {
-            nodes.refresh(cluster);
+        if let Ok(sent_elsewhere) = send.await {
+            redirected.extend(sent_elsewhere);
         }
     }
+    redirected
 }
 
-/// One pipeline of `GET`s to the node serving the first read's slot; whether a redirection
-/// showed the map is out of date (those reads were asked again alone).
-async fn pipeline(mut cluster: ClusterConnection, reads: Vec<(u16, String, Reply)>) -> bool {
+/// One pipeline of `GET`s to the node serving the first read's slot; the reads it redirected
+/// (answered `MOVED` or `ASK`, or all of them when the node refused the pipeline so), for the
+/// caller to send again.
+async fn pipeline(mut cluster: ClusterConnection, reads: Vec<(u16, String, Reply)>) -> Vec<(String, Reply)> {
     let mut pipe = redis::pipe();
     for (_, key, _) in &reads {
         pipe.cmd("GET").arg(key);
@@ -294,31 +330,27 @@ async fn pipeline(mut cluster: ClusterConnection, reads: Vec<(u16, String, Reply
             );
             let err = StoreError::unavailable("Redis", "a pipeline answered with a wrong count");
             answer_all(reads.into_iter().map(|(_, key, reply)| (key, reply)).collect(), &err);
-            return false;
+            return Vec::new();
         }
+        // The node no longer serves the first slot: every read is sent again.
         Err(err) if err.redirect_node().is_some() => {
-            // The node no longer serves the first slot: every read goes alone.
-            for (_, key, reply) in reads {
-                tokio::spawn(get_alone(cluster.clone(), key, reply));
-            }
-            return true;
+            return reads.into_iter().map(|(_, key, reply)| (key, reply)).collect();
         }
         Err(err) => {
             let err = unavailable(err);
             answer_all(reads.into_iter().map(|(_, key, reply)| (key, reply)).collect(), &err);
-            return false;
+            return Vec::new();
         }
     };
-    let mut redirected = false;
+    let mut redirected = Vec::new();
     for ((_, key, reply), value) in reads.into_iter().zip(values) {
         let answer = match value {
             Value::Nil => Ok(None),
             Value::BulkString(bytes) => Ok(Some(Bytes::from(bytes))),
             // `MOVED`/`ASK` (the map is out of date) or a node refusing while it changes role:
-            // asked again alone, through redis-rs's own routing.
+            // sent again by the caller.
             Value::ServerError(_) => {
-                redirected = true;
-                tokio::spawn(get_alone(cluster.clone(), key, reply));
+                redirected.push((key, reply));
                 continue;
             }
             other => {
