@@ -14,6 +14,16 @@ use serde_json::{Map, Value};
 
 /// The signed-in user: the claims of the verified ID token, protocol claims removed.
 ///
+/// ```
+/// use auth_layer::User;
+///
+/// let claims = serde_json::json!({"sub": "auth0|alice", "email": "alice@example.com", "org_id": "org_acme"});
+/// let user = User::from_id_token_claims(claims.as_object().unwrap().clone());
+/// assert_eq!(user.sub(), "auth0|alice");
+/// assert_eq!(user.email(), Some("alice@example.com"));
+/// assert_eq!(user.claim_str("org_id"), Some("org_acme")); // any claim the provider sent
+/// ```
+///
 /// Cloning a `User` is cheap: clones share the claims, so the axum extractor hands every
 /// request its own `User` without copying them; [`User::claims_mut`] copies them first if
 /// they are shared.

@@ -22,6 +22,21 @@ pub const MAX_COOKIE_BYTES: usize = 64 * 1024;
 /// Build one from the request's headers, pass it to the [`AuthClient`](crate::AuthClient) calls,
 /// then [`apply`](Self::apply) it to the response.
 ///
+/// ```
+/// use auth_layer::StoreContext;
+/// use http::header::{COOKIE, SET_COOKIE};
+///
+/// let mut request = http::HeaderMap::new();
+/// request.insert(COOKIE, "_a0_session=abc; theme=dark".parse().unwrap());
+/// let ctx = StoreContext::from_headers(&request);
+/// assert_eq!(ctx.cookie("theme"), Some("dark"));
+///
+/// // What the calls set goes on the response:
+/// let mut response = http::HeaderMap::new();
+/// ctx.apply(&mut response);
+/// assert!(response.get(SET_COOKIE).is_none(), "nothing was set");
+/// ```
+///
 /// The request's cookies are not copied: the context keeps the `Cookie` header values (which
 /// share the request's bytes) and where each cookie's name and value lie in them. A request
 /// with one `Cookie` header (HTTP/1.1 sends one) and a few cookies is read without allocating.

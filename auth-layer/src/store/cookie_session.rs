@@ -92,6 +92,19 @@ impl LogoutMarker {
 /// this process's memory by default, in a shared [`Backend`] with
 /// [`with_marker_backend`](Self::with_marker_backend) when the app runs on several machines.
 ///
+/// ```no_run
+/// use auth_layer::backend::RedisBackend;
+/// use auth_layer::store::CookieSessionStore;
+/// use auth_layer::{AuthClient, AuthConfig};
+///
+/// # async fn build(config: AuthConfig) -> Result<(), auth_layer::AuthError> {
+/// // Sessions stay in the cookie; logout markers go to Redis, so every instance honours them.
+/// let markers = RedisBackend::connect("redis://redis.internal:6379").await?;
+/// let store = CookieSessionStore::new(&config).with_marker_backend(markers);
+/// let client = AuthClient::builder(config).with_session_store(store).build().await?;
+/// # let _ = client; Ok(()) }
+/// ```
+///
 /// Opening a cookie (base64, XChaCha20-Poly1305, decoding) costs more than the rest of a typical
 /// request, so the store keeps the sessions it has opened (up to 32 MiB, or what
 /// [`with_opened_cache`](Self::with_opened_cache) says) by their sealed value: a request that
