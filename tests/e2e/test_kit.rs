@@ -89,7 +89,19 @@ async fn a_minted_session_opens_the_guarded_routes_and_the_refusals_refuse(store
         .unwrap();
     assert_eq!(get_with(&app, "/token", Some(stale)).await.0, StatusCode::BAD_GATEWAY);
     // The first session still reads: nothing above touched it.
-    assert_eq!(get_with(&app, "/me", Some(minted)).await.0, StatusCode::OK);
+    assert_eq!(get_with(&app, "/me", Some(minted.clone())).await.0, StatusCode::OK);
+
+    // A logout sends the browser to the made-up provider, a `.invalid` host: never to the
+    // configured issuer (an app's real tenant).
+    let logout = Request::post("/auth/logout")
+        .header(header::COOKIE, minted)
+        .header(header::ORIGIN, "http://localhost:3000")
+        .body(Body::empty())
+        .unwrap();
+    let answer = app.clone().oneshot(logout).await.unwrap();
+    assert_eq!(answer.status(), StatusCode::FOUND);
+    let location = answer.headers()[header::LOCATION].to_str().unwrap();
+    assert!(location.starts_with("https://no-provider.invalid/"), "{location}");
 }
 
 #[tokio::test]

@@ -134,7 +134,8 @@ impl AuthClientBuilder {
     /// `testing`): sessions minted with [`TestSession`](crate::testing::TestSession) read,
     /// renew and log out as a login's would, and no request leaves the process for them. What
     /// needs the provider (a login's token exchange, a refresh, a revocation) fails as it
-    /// would with the provider down (its endpoints are made up, under the configured issuer).
+    /// would with the provider down (its endpoints are on a `.invalid` host, which never resolves:
+    /// nothing is sent to the configured issuer).
     ///
     /// ```
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

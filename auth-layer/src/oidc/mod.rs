@@ -174,6 +174,11 @@ pub(crate) struct RelyingParty {
     config: AuthConfig,
 }
 
+/// Where the endpoints of a client built without a provider point: a host under `.invalid`,
+/// which DNS never resolves (RFC 6761), so no request of a test reaches anyone.
+#[cfg(feature = "testing")]
+pub(crate) const NO_PROVIDER: &str = "https://no-provider.invalid";
+
 /// An endpoint-policy refusal, naming the setting that lifts it.
 fn policy(why: String) -> String {
     format!("{why}: refused by the endpoint policy (AuthConfigBuilder::allow_private_endpoints allows it)")
@@ -219,14 +224,16 @@ impl RelyingParty {
     }
 
     /// A relying party for an app's tests, with no provider behind it (feature `testing`):
-    /// metadata made up from the configured issuer (every endpoint under it, no signing keys).
-    /// Sessions made without a login read and renew; whatever would reach the provider (a
-    /// login's token exchange, a refresh, a revocation) fails as it would with the provider down.
+    /// metadata made up for the configured issuer, no signing keys, and every endpoint on
+    /// [`NO_PROVIDER`], a `.invalid` host (RFC 6761) that never resolves: nothing is sent to the
+    /// configured issuer (an app's real tenant, with its test credentials). Sessions made
+    /// without a login read and renew; whatever would reach the provider (a login's token
+    /// exchange, a refresh, a revocation) fails as it would with the provider down.
     #[cfg(feature = "testing")]
     pub(crate) fn without_provider(config: &AuthConfig) -> Result<Self, ProviderError> {
         let http = crate::egress::ProviderHttp::new(config).map_err(|e| ProviderError::Discovery(cause(e)))?;
         let issuer = IssuerUrl::new(config.issuer.clone()).map_err(|e| ProviderError::Discovery(cause(e)))?;
-        let base = config.issuer.trim_end_matches('/');
+        let base = NO_PROVIDER;
         let document = serde_json::json!({
             "issuer": config.issuer,
             "authorization_endpoint": format!("{base}/authorize"),

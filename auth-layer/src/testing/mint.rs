@@ -34,10 +34,11 @@ use crate::store::{CookieSessionStore, SessionStore, StoreContext};
 /// holds what the app's handlers read: the user's claims (`sub`, any added, and `iss`, `sid`
 /// when given), an access token and a refresh token when asked for. Its ID token is a
 /// placeholder: nothing checks it again after a login, and a logout sends it only as a hint.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TestSession {
     claims: Map<String, Value>,
-    access_tokens: Vec<TokenSet>,
+    /// Access tokens with their scope and lifetime from the session's making.
+    access_tokens: Vec<(String, String, Duration)>,
     refresh_token: Option<String>,
     age: Option<Duration>,
     expired: bool,
@@ -61,13 +62,7 @@ impl TestSession {
     /// `expires_in` from now (what [`Session::access_token`](crate::Session::access_token)
     /// returns while it lasts).
     pub fn access_token(mut self, token: impl Into<String>, scope: impl Into<String>, expires_in: Duration) -> Self {
-        let expires_at = now().saturating_add(expires_in.as_secs());
-        self.access_tokens.push(TokenSet {
-            audience: None,
-            scope: scope.into(),
-            access_token: token.into(),
-            expires_at: Some(expires_at),
-        });
+        self.access_tokens.push((token.into(), scope.into(), expires_in));
         self
     }
 
@@ -104,7 +99,17 @@ impl TestSession {
         let mut session = SessionData::new(user, placeholder_id_token(&self.claims), created_at).with_tenant(config);
         session.touched_at = if self.expired { created_at } else { now };
         session.refresh_token = self.refresh_token.clone();
-        session.token_sets = self.access_tokens.clone();
+        // Expiries from the configuration's clock, as a login's would be.
+        session.token_sets = self
+            .access_tokens
+            .iter()
+            .map(|(token, scope, expires_in)| TokenSet {
+                audience: None,
+                scope: scope.clone(),
+                access_token: token.clone(),
+                expires_at: Some(now.saturating_add(expires_in.as_secs())),
+            })
+            .collect();
         session
     }
 
@@ -129,8 +134,17 @@ impl TestSession {
     }
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+impl std::fmt::Debug for TestSession {
+    /// The claims and times; no token (a test's tokens may be real ones).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestSession")
+            .field("claims", &self.claims)
+            .field("access_tokens", &self.access_tokens.len())
+            .field("refresh_token", &self.refresh_token.is_some())
+            .field("age", &self.age)
+            .field("expired", &self.expired)
+            .finish()
+    }
 }
 
 /// An unsigned token carrying `claims`, in the ID token's place (never checked after a login).
@@ -146,4 +160,24 @@ fn placeholder_id_token(claims: &Map<String, Value>) -> String {
 fn cookie_header(ctx: &StoreContext) -> HeaderValue {
     let pairs: Vec<String> = ctx.response_cookies().map(|(name, value)| format!("{name}={value}")).collect();
     HeaderValue::from_str(&pairs.join("; ")).expect("cookie names and values are header-safe")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_names_no_token_and_expiries_follow_the_configurations_clock() {
+        let session = TestSession::for_user("auth0|alice")
+            .access_token("the-access-token", "openid", Duration::from_secs(600))
+            .refresh_token("the-refresh-token");
+        let printed = format!("{session:?}");
+        assert!(!printed.contains("the-access-token") && !printed.contains("the-refresh-token"), "{printed}");
+        assert!(printed.contains("auth0|alice"));
+        let now = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(5_000_000));
+        let config = crate::config::test_config(now).build().unwrap();
+        let data = session.data(&config);
+        assert_eq!(data.token_sets[0].expires_at, Some(5_000_600), "600 s from the configured clock's now");
+        assert_eq!((data.created_at, data.touched_at), (5_000_000, 5_000_000));
+    }
 }
