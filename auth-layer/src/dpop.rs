@@ -24,6 +24,27 @@ pub struct DpopKeyError(String);
 
 /// A DPoP key: a P-256 private key, its public JWK and thumbprint. `Debug` prints only the
 /// thumbprint.
+///
+/// ```
+/// use auth_layer::{AuthConfig, DpopKey};
+///
+/// // One key for every instance of the app (from a secret store in production: `from_pem`),
+/// // so that a token bound on one instance is usable on the others.
+/// let key = DpopKey::generate();
+/// let thumbprint = key.thumbprint().to_owned();
+/// let config = AuthConfig::builder()
+///     .issuer("https://tenant.example.auth0.com/")
+///     .client_id("my-app")
+///     .client_secret("my-app-secret")
+///     .secret("a secret of at least thirty-two bytes, from the environment")
+///     .base_url("http://localhost:3000")
+///     .dpop_key(key)
+///     .build()?;
+/// assert!(config.dpop());
+/// assert!(!format!("{config:?}").contains("BEGIN PRIVATE KEY"));
+/// # let _ = thumbprint;
+/// # Ok::<(), auth_layer::ConfigError>(())
+/// ```
 #[derive(Clone)]
 pub struct DpopKey {
     key: SigningKey,

@@ -18,6 +18,19 @@ pub(crate) fn cause(err: impl Into<Box<dyn StdError + Send + Sync>>) -> Cause {
 }
 
 /// Why a store or a backend could not do what was asked.
+///
+/// A backend of the app's own reports a database it cannot reach as
+/// [`unavailable`](Self::unavailable): the layer answers 503 and the browser or provider retries.
+///
+/// ```
+/// use auth_layer::StoreError;
+///
+/// fn read_row() -> Result<Vec<u8>, std::io::Error> {
+///     Err(std::io::Error::other("database is locked"))
+/// }
+/// let err = read_row().map_err(|e| StoreError::unavailable("sqlite", e)).unwrap_err();
+/// assert!(matches!(err, StoreError::Unavailable { .. }));
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -94,6 +107,20 @@ pub enum ProviderError {
 }
 
 /// Why an auth operation failed.
+///
+/// What the layer answers for each error, and what reaches the browser:
+///
+/// ```
+/// use auth_layer::{AuthError, StoreError};
+///
+/// let err = AuthError::NotAuthenticated;
+/// assert_eq!((err.status().as_u16(), err.code()), (401, "not_authenticated"));
+///
+/// // A store that is down: 503, and the page never names the server.
+/// let err = AuthError::from(StoreError::unavailable("redis", "10.0.0.7:6379: connection refused"));
+/// assert_eq!((err.status().as_u16(), err.code()), (503, "store_unavailable"));
+/// assert!(!err.public_message().contains("10.0.0.7"));
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuthError {

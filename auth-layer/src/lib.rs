@@ -75,7 +75,7 @@
 //! use auth_layer::store::ServerSessionStore;
 //!
 //! let store = ServerSessionStore::in_memory(&config); // or ServerSessionStore::new(backend, &config)
-//! let layer = AuthLayer::new(AuthClient::builder(config).with_session_store(store).build().await?);
+//! let layer = AuthLayer::new(AuthClient::builder(config).with_server_sessions(store).build().await?);
 //! # Ok(()) }
 //! ```
 //!

@@ -354,6 +354,27 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Records of `T` in backend `B`: in memory ([`MokaBackend`]) unless told otherwise.
+///
+/// ```
+/// use auth_layer::Store;
+/// use auth_layer::backend::MokaBackend;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize, Store)]
+/// #[store(key = "pref:{user_id}", ttl = "30d", encrypt)]
+/// struct Preferences {
+///     user_id: String,
+///     theme: String,
+/// }
+///
+/// # async fn demo() -> Result<(), auth_layer::StoreError> {
+/// // In memory (`Preferences::store()`), or sealed in any backend, Redis or PostgreSQL alike:
+/// let prefs = Preferences::store_in(MokaBackend::new(), &["a secret of at least thirty-two bytes"]);
+/// prefs.set(&Preferences { user_id: "u-1".into(), theme: "dark".into() }).await?;
+/// assert_eq!(prefs.get("u-1").await?.map(|p| p.theme).as_deref(), Some("dark"));
+/// # Ok(()) }
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
+/// ```
 pub struct TypedStore<T, B = MokaBackend> {
     /// Shared, so that the app's other state can live in the same backend (one connection).
     backend: Arc<B>,

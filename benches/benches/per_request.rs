@@ -19,7 +19,7 @@ use std::time::Duration;
 use auth_layer::__private::Sealer;
 use auth_layer::backend::{PostgresBackend, RedisBackend};
 use auth_layer::store::{CookieSessionStore, ServerSessionStore, SessionStore, StoreContext};
-use auth_layer::{AuthClient, AuthConfig, AuthLayer, Session, SessionData, User};
+use auth_layer::{AuthClient, AuthConfig, AuthLayer, Session, SessionData, SharedState, User};
 use auth_layer_benches::test_session;
 use auth_layer_tests::servers::{database_url, redis_url};
 use auth_layer_tests::{CLIENT_SECRET, Provider, ProviderOptions, SECRET};
@@ -198,7 +198,12 @@ fn service(c: &mut Criterion, rt: &Runtime, issuer: &str) {
     ];
     for (name, store) in stores {
         let layer = rt
-            .block_on(AuthClient::builder(config.clone()).with_session_store(store.clone()).build())
+            .block_on(
+                AuthClient::builder(config.clone())
+                    .with_session_store(store.clone())
+                    .with_shared_state(SharedState::in_memory())
+                    .build(),
+            )
             .map(AuthLayer::new)
             .expect("discovery");
         let cookie = rt.block_on(async {
@@ -240,7 +245,14 @@ fn service(c: &mut Criterion, rt: &Runtime, issuer: &str) {
     let (a, b) = (tenant_config("a.example"), tenant_config("b.example"));
     let session_a = test_session().with_tenant(&a);
     let store_a: Arc<dyn SessionStore> = Arc::new(CookieSessionStore::new(&a));
-    let client_a = rt.block_on(AuthClient::builder(a).with_session_store(store_a.clone()).build()).expect("discovery");
+    let client_a = rt
+        .block_on(
+            AuthClient::builder(a)
+                .with_session_store(store_a.clone())
+                .with_shared_state(SharedState::in_memory())
+                .build(),
+        )
+        .expect("discovery");
     let client_b = rt.block_on(AuthClient::new(b)).expect("discovery");
     let tenants = auth_layer::Tenants::new()
         .tenant(client_a.clone(), ["a.example"])

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use auth_layer::{AuthClient, AuthLayer};
+use auth_layer::{AuthClient, AuthLayer, SharedState};
 use auth_layer_tests::{Browser, EnvOptions, TestEnv};
 use quickstart::StoreChoice;
 use reqwest::StatusCode;
@@ -95,7 +95,13 @@ async fn provider_logout_ends_a_session_in_the_apps_own_sessions_table() {
     let path = sqlite_file("backchannel-sessions-table");
     let env = TestEnv::start_with_layer(|config| async move {
         let table = sqlite_backend::SessionsTable::open(&path, &config)?;
-        Ok(AuthLayer::new(AuthClient::builder(config).with_session_store(table).build().await?))
+        Ok(AuthLayer::new(
+            AuthClient::builder(config)
+                .with_session_store(table)
+                .with_shared_state(SharedState::in_memory())
+                .build()
+                .await?,
+        ))
     })
     .await;
     provider_logout_ends_the_session_of(env, "SessionsTable").await;
@@ -277,7 +283,12 @@ async fn a_logout_token_retried_after_a_store_outage_ends_the_session() {
     let flag = down.clone();
     let env = TestEnv::start_with_layer(move |config| async move {
         let store = Flaky { inner: auth_layer::store::ServerSessionStore::in_memory(&config), down: flag };
-        auth_layer::AuthClient::builder(config).with_session_store(store).build().await.map(auth_layer::AuthLayer::new)
+        auth_layer::AuthClient::builder(config)
+            .with_session_store(store)
+            .with_shared_state(auth_layer::SharedState::in_memory())
+            .build()
+            .await
+            .map(auth_layer::AuthLayer::new)
     })
     .await;
     let browser = Browser::new();

@@ -74,7 +74,7 @@ impl App {
         let reads = backend.counter();
         // Sealed bytes in a backend, no cache of opened sessions: every store read decrypts.
         let store = Arc::new(ServerSessionStore::new(backend, &config).with_opened_cache(0));
-        let client = AuthClient::builder(config).with_session_store(store.clone()).build().await.unwrap();
+        let client = AuthClient::builder(config).with_server_sessions(store.clone()).build().await.unwrap();
         let mut ctx = StoreContext::default();
         store.set(&mut ctx, &session_of("claire", "sid-claire")).await.unwrap();
         let cookie = cookie_header(ctx);

@@ -457,7 +457,7 @@ async fn due_for_refresh(
 ) -> (auth_layer::AuthClient, String) {
     let config = env.client.config();
     let client =
-        auth_layer::AuthClient::builder(config.clone()).with_session_store(store.clone()).build().await.unwrap();
+        auth_layer::AuthClient::builder(config.clone()).with_server_sessions(store.clone()).build().await.unwrap();
     (client, session_due_for_refresh(config, store, claims).await)
 }
 

@@ -299,7 +299,7 @@ async fn a_handler_lists_and_ends_sessions_through_the_requests_session() {
 
     let (provider, config, url, listener) = auth_layer_tests::provider_for_own_app().await;
     let store = ServerSessionStore::in_memory(&config);
-    let client = AuthClient::builder(config).with_session_store(store).build().await.unwrap();
+    let client = AuthClient::builder(config).with_server_sessions(store).build().await.unwrap();
     let app = axum::Router::new()
         .route(
             "/devices",

@@ -455,8 +455,8 @@ async fn a_session_read_on_another_tenant_through_a_shared_store_is_no_session()
     };
     let (config_a, config_b) = (config("a", &a.issuer, &a_url), config("b", &b.issuer, &b_url));
     let shared = Arc::new(ServerSessionStore::in_memory(&config_a));
-    let client_a = AuthClient::builder(config_a).with_session_store(shared.clone()).build().await.unwrap();
-    let client_b = AuthClient::builder(config_b).with_session_store(shared).build().await.unwrap();
+    let client_a = AuthClient::builder(config_a).with_server_sessions(shared.clone()).build().await.unwrap();
+    let client_b = AuthClient::builder(config_b).with_server_sessions(shared).build().await.unwrap();
     let tenants = Tenants::new()
         .tenant(client_a, [format!("127.0.0.1:{port}")])
         .and_then(|t| t.tenant(client_b, [format!("localhost:{port}")]))

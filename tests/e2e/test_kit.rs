@@ -3,13 +3,12 @@
 //! and one sealed with another secret are refused; and a minted session reads through an app's
 //! real client (discovered from the real provider) and logs out there as a login's would.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use auth_layer::backend::{PostgresBackend, RedisBackend};
-use auth_layer::store::{ServerSessionStore, SessionStore};
+use auth_layer::store::ServerSessionStore;
 use auth_layer::testing::TestSession;
-use auth_layer::{AccessTokenOptions, AuthClient, AuthConfig, AuthLayer, Session, User};
+use auth_layer::{AccessTokenOptions, AuthClient, AuthClientBuilder, AuthConfig, AuthLayer, Session, User};
 use auth_layer_tests::TestEnv;
 use auth_layer_tests::servers::{database_url, redis_url};
 use axum::Router;
@@ -52,13 +51,8 @@ async fn get_with(app: &Router, path: &str, cookie: Option<HeaderValue>) -> (Sta
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
-/// Every promise of the kit, on the client `store` makes.
-async fn a_minted_session_opens_the_guarded_routes_and_the_refusals_refuse(store: Option<Arc<dyn SessionStore>>) {
-    let builder = AuthClient::builder(config());
-    let builder = match store {
-        Some(store) => builder.with_session_store(store),
-        None => builder,
-    };
+/// Every promise of the kit, on the client `builder` makes (with the store under test).
+async fn a_minted_session_opens_the_guarded_routes_and_the_refusals_refuse(builder: AuthClientBuilder) {
     let client = builder.build_without_provider().unwrap();
     let app = app(&client);
     let user = format!("auth0|kit-{}", auth_layer_tests::free_port());
@@ -106,13 +100,16 @@ async fn a_minted_session_opens_the_guarded_routes_and_the_refusals_refuse(store
 
 #[tokio::test]
 async fn minted_sessions_open_guarded_routes_in_the_cookie_store() {
-    a_minted_session_opens_the_guarded_routes_and_the_refusals_refuse(None).await;
+    a_minted_session_opens_the_guarded_routes_and_the_refusals_refuse(AuthClient::builder(config())).await;
 }
 
 #[tokio::test]
 async fn minted_sessions_open_guarded_routes_in_memory() {
     let store = ServerSessionStore::in_memory(&config());
-    a_minted_session_opens_the_guarded_routes_and_the_refusals_refuse(Some(Arc::new(store))).await;
+    a_minted_session_opens_the_guarded_routes_and_the_refusals_refuse(
+        AuthClient::builder(config()).with_server_sessions(store),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -120,14 +117,20 @@ async fn minted_sessions_open_guarded_routes_in_redis() {
     let namespace = format!("kit-{}-{}", std::process::id(), auth_layer_tests::free_port());
     let backend = RedisBackend::connect(&redis_url()).await.unwrap().with_namespace(&namespace);
     let store = ServerSessionStore::new(backend, &config());
-    a_minted_session_opens_the_guarded_routes_and_the_refusals_refuse(Some(Arc::new(store))).await;
+    a_minted_session_opens_the_guarded_routes_and_the_refusals_refuse(
+        AuthClient::builder(config()).with_server_sessions(store),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn minted_sessions_open_guarded_routes_in_postgres() {
     let backend = PostgresBackend::connect(&database_url()).await.unwrap();
     let store = ServerSessionStore::new(backend, &config());
-    a_minted_session_opens_the_guarded_routes_and_the_refusals_refuse(Some(Arc::new(store))).await;
+    a_minted_session_opens_the_guarded_routes_and_the_refusals_refuse(
+        AuthClient::builder(config()).with_server_sessions(store),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -79,6 +79,26 @@ use crate::telemetry;
 ///
 /// [`ServerSessionStore`]: crate::store::ServerSessionStore
 /// [`SharedState`]: crate::SharedState
+///
+/// The rules, shown on the in-memory backend (every backend keeps them; an app's own proves it
+/// with [`check_backend`](crate::testing::check_backend)):
+///
+/// ```
+/// use std::time::Duration;
+/// use auth_layer::backend::{Backend, MokaBackend};
+///
+/// # async fn demo() -> Result<(), auth_layer::StoreError> {
+/// let backend = MokaBackend::new();
+/// let minute = Some(Duration::from_secs(60));
+/// backend.put("session:1", "one".into(), minute, vec!["sub:alice".into()]).await?;
+/// backend.put("session:2", "two".into(), minute, vec!["sub:alice".into()]).await?;
+/// assert!(!backend.update("session:3", "three".into(), minute, vec![]).await?, "update never creates");
+/// assert!(!backend.insert("session:1", "other".into(), minute, vec![]).await?, "insert never replaces");
+/// assert_eq!(backend.delete_by_tag("sub:alice").await?, 2); // what a back-channel logout does
+/// assert_eq!(backend.get("session:1").await?, None);
+/// # Ok(()) }
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
+/// ```
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// The value under `key`, if present and not expired.

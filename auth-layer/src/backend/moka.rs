@@ -109,6 +109,20 @@ impl Expiry<Arc<str>, Entry> for PerEntryTtl {
 
 /// Keeps records in this process's memory. Fast and simple; not shared between processes, and
 /// gone on restart. Cheap to clone (the clones share the cache).
+///
+/// ```
+/// use auth_layer::backend::MokaBackend;
+/// use auth_layer::store::ServerSessionStore;
+/// # use auth_layer::AuthConfig;
+/// # let config = AuthConfig::builder().issuer("https://op.example/").client_id("c").client_secret("s")
+/// #     .secret("a secret of at least thirty-two bytes, from the environment").base_url("http://localhost:3000").build()?;
+///
+/// // Sessions sealed in memory as they would be in Redis (for a test of the stored form);
+/// // `ServerSessionStore::in_memory` keeps them as they are instead.
+/// let store = ServerSessionStore::new(MokaBackend::with_max_entries(10_000), &config);
+/// # let _ = store;
+/// # Ok::<(), auth_layer::ConfigError>(())
+/// ```
 #[derive(Clone)]
 pub struct MokaBackend {
     /// Keyed by `Arc<str>`: the index lists the very same key.

@@ -258,7 +258,7 @@ async fn listen(config: tokio_postgres::Config, notifier: PostgresBackend, chann
 /// // Migrations run at connect; `sslmode=verify-full` checks the server's certificate.
 /// let postgres = PostgresBackend::connect("postgres://app@db.internal/app?sslmode=verify-full").await?;
 /// let store = ServerSessionStore::new(postgres, &config);
-/// let client = AuthClient::builder(config).with_session_store(store).build().await?;
+/// let client = AuthClient::builder(config).with_server_sessions(store).build().await?;
 /// # let _ = client; Ok(()) }
 /// ```
 #[derive(Clone)]

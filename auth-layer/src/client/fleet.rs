@@ -9,14 +9,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, MokaBackend};
+use crate::backend::Backend;
 use crate::error::StoreError;
 use crate::model::SessionData;
 use crate::record::TypedStore;
-
-/// How many entries [`SharedState::in_memory`] keeps (logout-token ids, refresh leases and
-/// results): past it the least recently used go.
-pub const DEFAULT_MAX_SHARED_ENTRIES: u64 = 1_000_000;
+pub use crate::store::{DEFAULT_MAX_SHARED_ENTRIES, SharedState};
 
 /// How long a refresh lease lasts unless its holder renews it: the holder renews it every third
 /// of that while it works (a slow provider, a JWKS refetch, a slow `before_save_async`), so it
@@ -31,71 +28,6 @@ const REVOCATION_CLAIM: Duration = Duration::from_secs(24 * 3600);
 const LEASE_WAIT: Duration = Duration::from_secs(22);
 /// How often a waiting request looks for the result or the lease.
 const LEASE_POLL: Duration = Duration::from_millis(25);
-
-/// Where the state that every process of the app must see alike is kept: the ids of logout
-/// tokens already used, and the refresh lease and results.
-///
-/// - [`SharedState::in_memory`]: this process only. Right for one process; with several, a
-///   replayed logout token reaching another instance is accepted again (harmless: it ends
-///   sessions already ended), and two instances refreshing one session at once both send its
-///   refresh token (with rotation, the provider refuses one and may revoke the grant).
-/// - [`SharedState::in_backend`]: a [`Backend`] every process reaches (Redis, PostgreSQL): one
-///   refresh grant per session at a time across the fleet, the others waiting for its result.
-///
-/// ```no_run
-/// use auth_layer::backend::RedisBackend;
-/// use auth_layer::{AuthClient, AuthConfig, SharedState};
-///
-/// # async fn build(config: AuthConfig) -> Result<(), auth_layer::AuthError> {
-/// // Cookie sessions on a fleet: logout markers, used logout tokens and refresh leases in Redis.
-/// let redis = RedisBackend::connect("redis://redis.internal:6379").await?;
-/// let client = AuthClient::builder(config).with_shared_state(SharedState::in_backend(redis)).build().await?;
-/// # let _ = client; Ok(()) }
-/// ```
-///
-/// The default is the session store's own backend when it is shared (a
-/// [`ServerSessionStore`](crate::store::ServerSessionStore) over Redis or PostgreSQL, or a
-/// [`CookieSessionStore`](crate::store::CookieSessionStore) whose logout markers are in one),
-/// else in memory. Set it with
-/// [`AuthClientBuilder::with_shared_state`](crate::AuthClientBuilder::with_shared_state).
-#[derive(Clone)]
-pub struct SharedState {
-    backend: Arc<dyn Backend>,
-    shared: bool,
-}
-
-impl std::fmt::Debug for SharedState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedState").field("shared", &self.shared).finish_non_exhaustive()
-    }
-}
-
-impl SharedState {
-    /// In this process's memory, at most [`DEFAULT_MAX_SHARED_ENTRIES`]: for one process only.
-    pub fn in_memory() -> Self {
-        Self { backend: Arc::new(MokaBackend::with_max_entries(DEFAULT_MAX_SHARED_ENTRIES)), shared: false }
-    }
-
-    /// In `backend`, which every process of the app reaches.
-    pub fn in_backend(backend: impl Backend) -> Self {
-        Self::in_shared_backend(Arc::new(backend))
-    }
-
-    /// In a backend already shared with a store (one connection for both).
-    pub fn in_shared_backend(backend: Arc<dyn Backend>) -> Self {
-        Self { backend, shared: true }
-    }
-
-    /// Whether other processes see this state (false for [`in_memory`](Self::in_memory)).
-    pub fn is_shared(&self) -> bool {
-        self.shared
-    }
-
-    /// The backend holding the state.
-    pub fn backend(&self) -> &Arc<dyn Backend> {
-        &self.backend
-    }
-}
 
 /// A refresh's outcome, kept for the processes that waited for it: the session as the refresh
 /// left it (tokens included, so sealed).
@@ -146,8 +78,8 @@ impl Fleet {
 
     pub(crate) fn new(state: &SharedState, secrets: &[impl AsRef<[u8]>]) -> Self {
         Self {
-            backend: state.backend.clone(),
-            results: TypedStore::new(state.backend.clone(), secrets),
+            backend: state.backend().clone(),
+            results: TypedStore::new(state.backend().clone(), secrets),
             lease_ttl: LEASE_TTL,
             lease_wait: LEASE_WAIT,
         }

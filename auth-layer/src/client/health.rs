@@ -13,6 +13,16 @@ pub const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
 /// What one part of a readiness check found. Serialises as `{"state":"ok"}`, `"not_used"` or
 /// `"failing"`, without the reason: a `/readyz` anyone can reach must not tell them the names
 /// and addresses of the app's servers; [`AuthClient::readiness`] logs the reasons instead.
+///
+/// ```
+/// use auth_layer::Check;
+///
+/// // What a public /readyz shows: the state, never the reason (which is logged).
+/// let down = Check::Failing("redis://10.0.0.7:6379: connection refused".into());
+/// assert!(!down.passes());
+/// assert_eq!(serde_json::to_string(&down).unwrap(), r#"{"state":"failing"}"#);
+/// assert!(Check::NotUsed.passes());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Check {
     /// It answers.
@@ -47,6 +57,16 @@ impl Serialize for Check {
 /// Whether this process is ready to serve, part by part ([`AuthClient::readiness`]). Serialises
 /// as the JSON a `/readyz` route answers: `{"ready":true,"provider":{"state":"ok"},...}`, no
 /// failure's reason included (see [`Check`]).
+///
+/// ```no_run
+/// # async fn run(client: auth_layer::AuthClient) {
+/// // A /readyz handler's body: 200 when ready, else 503, the parts as JSON.
+/// let readiness = client.readiness().await;
+/// let status = if readiness.ready { 200 } else { 503 };
+/// let body = serde_json::to_string(&readiness).unwrap();
+/// // {"ready":true,"provider":{"state":"ok"},"store":{"state":"ok"},...}
+/// # let _ = (status, body); }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Readiness {

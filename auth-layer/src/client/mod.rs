@@ -139,6 +139,23 @@ impl AuthClient {
         Self::builder(config).build().await
     }
 
+    /// Whether the state every process of the app must see alike (used logout-token ids,
+    /// refresh leases, the cookie store's logout markers) is kept where other processes reach
+    /// it ([`SharedState::in_backend`], or a store's backend through
+    /// [`with_server_sessions`](AuthClientBuilder::with_server_sessions)): what an app on
+    /// several instances needs. Such an app can refuse to start without it:
+    ///
+    /// ```no_run
+    /// # fn check(client: &auth_layer::AuthClient, instances: usize) {
+    /// if instances > 1 && !client.shares_state() {
+    ///     panic!("several instances need the shared state in Redis or PostgreSQL (SharedState::in_backend)");
+    /// }
+    /// # }
+    /// ```
+    pub fn shares_state(&self) -> bool {
+        !self.inner.state_in_client
+    }
+
     /// Whether this client's logout markers, used logout-token ids and refresh leases live in
     /// it alone (this process's memory, made for it): a copy of the client shares them, a new
     /// client of the same configuration starts without them.

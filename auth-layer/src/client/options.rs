@@ -52,6 +52,19 @@ pub(crate) struct StepUp {
 }
 
 /// What [`AuthClient::complete_login`] gives.
+///
+/// ```no_run
+/// # async fn run(config: auth_layer::AuthConfig) -> Result<(), auth_layer::AuthError> {
+/// use auth_layer::{AuthClient, LoginResult};
+///
+/// let client = AuthClient::builder(config)
+///     .after_callback(|login: &LoginResult| {
+///         println!("{} logged in, back to {}", login.session.sub(), login.return_to);
+///     })
+///     .build()
+///     .await?;
+/// # let _ = client; Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct LoginResult {
@@ -64,6 +77,17 @@ pub struct LoginResult {
 }
 
 /// Options of [`AuthClient::logout`]: `LogoutOptions::default().return_to("/bye")`.
+///
+/// ```no_run
+/// # async fn run(client: auth_layer::AuthClient, mut ctx: auth_layer::store::StoreContext) -> Result<(), auth_layer::AuthError> {
+/// use auth_layer::LogoutOptions;
+///
+/// // Where the provider sends the browser after its logout page, in the user's language.
+/// let options = LogoutOptions::default().return_to("/goodbye").param("ui_locales", "fr");
+/// let provider_logout = client.logout(&mut ctx, options).await?;
+/// // Redirect the browser to `provider_logout`; `ctx`'s cookies clear the session.
+/// # let _ = provider_logout; Ok(()) }
+/// ```
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct LogoutOptions {
@@ -75,6 +99,17 @@ pub struct LogoutOptions {
 }
 
 /// Options of [`AuthClient::access_token`]: `AccessTokenOptions::default().audience("https://api")`.
+///
+/// ```no_run
+/// # async fn run(client: auth_layer::AuthClient, mut ctx: auth_layer::store::StoreContext) -> Result<(), auth_layer::AuthError> {
+/// use auth_layer::AccessTokenOptions;
+///
+/// // A token for the orders API with the scope the call needs, refreshed when due.
+/// let options = AccessTokenOptions::default().audience("https://orders.example.com").scope("read:orders");
+/// let token = client.access_token(&mut ctx, options).await?;
+/// let header = token.authorization(); // "Bearer ..." (or "DPoP ..." for a bound token)
+/// # let _ = header; Ok(()) }
+/// ```
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct AccessTokenOptions {

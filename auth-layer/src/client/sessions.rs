@@ -24,6 +24,19 @@ const HANDLE_LEN: usize = 22;
 
 /// One session of a user, as a listing shows it ([`AuthClient::list_sessions`],
 /// `GET {prefix}/sessions`). Times are seconds since the Unix epoch.
+///
+/// ```no_run
+/// # async fn run(client: auth_layer::AuthClient, mut ctx: auth_layer::store::StoreContext) -> Result<(), auth_layer::AuthError> {
+/// // "Where you're logged in": each session but this one, with a button that ends it.
+/// for session in client.list_sessions(&mut ctx).await?.into_iter().filter(|s| !s.current) {
+///     let device = session.device.as_deref().unwrap_or("an unknown device");
+///     println!("{device}, since {} (end it: {})", session.created_at, session.handle);
+/// }
+/// // The user pressed "end" on one:
+/// # let handle = String::new();
+/// client.end_session(&mut ctx, &handle).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct SessionInfo {

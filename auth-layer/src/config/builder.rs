@@ -4,6 +4,23 @@
 use super::*;
 
 /// Builds an [`AuthConfig`]; see [`AuthConfig::builder`]. Its `Debug` prints no secret.
+///
+/// Each setting is one method; [`build`](Self::build) checks them together and names the one
+/// that is wrong:
+///
+/// ```
+/// use auth_layer::{AuthConfig, ConfigError};
+///
+/// let refused = AuthConfig::builder()
+///     .issuer("https://tenant.example.auth0.com/")
+///     .client_id("my-app")
+///     .client_secret("my-app-secret")
+///     .secret("too short")
+///     .base_url("https://app.example.com")
+///     .build();
+/// let Err(ConfigError::Invalid { name, reason }) = refused else { panic!("a short secret was accepted") };
+/// println!("{name}: {reason}");
+/// ```
 #[derive(Default, Clone)]
 #[must_use]
 pub struct AuthConfigBuilder {

@@ -37,6 +37,15 @@ pub use self::builder::AuthConfigBuilder;
 pub const MIN_SECRET_LEN: usize = 32;
 
 /// Why a configuration was refused.
+///
+/// ```
+/// use auth_layer::{AuthConfig, ConfigError};
+///
+/// // Nothing set: the first required setting is named.
+/// let err = AuthConfig::from_lookup(|_variable| None).unwrap_err();
+/// assert!(matches!(err, ConfigError::Missing(_)));
+/// eprintln!("cannot start: {err}");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
@@ -95,6 +104,22 @@ pub enum ClientAssertionAlg {
 }
 
 /// Where `/auth/logout` sends the browser after ending the session here (nextjs-auth0's names).
+///
+/// ```
+/// use auth_layer::{AuthConfig, LogoutStrategy};
+///
+/// // Log out of the app only; the user stays logged in at the provider.
+/// let config = AuthConfig::builder()
+///     .issuer("https://tenant.example.auth0.com/")
+///     .client_id("my-app")
+///     .client_secret("my-app-secret")
+///     .secret("a secret of at least thirty-two bytes, from the environment")
+///     .base_url("http://localhost:3000")
+///     .logout_strategy(LogoutStrategy::Local)
+///     .build()?;
+/// # let _ = config;
+/// # Ok::<(), auth_layer::ConfigError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum LogoutStrategy {
@@ -115,6 +140,30 @@ pub enum LogoutStrategy {
 /// The source of the current time, in seconds since the Unix epoch.
 ///
 /// The system clock by default; tests move time forward with [`Clock::from_fn`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use auth_layer::{AuthConfig, Clock};
+///
+/// // A test's clock: sessions age as the test says, not as the wall clock does.
+/// let now = Arc::new(AtomicU64::new(1_700_000_000));
+/// let clock = Clock::from_fn({
+///     let now = now.clone();
+///     move || now.load(Ordering::SeqCst)
+/// });
+/// let config = AuthConfig::builder()
+///     .issuer("https://tenant.example.auth0.com/")
+///     .client_id("my-app")
+///     .client_secret("my-app-secret")
+///     .secret("a secret of at least thirty-two bytes, from the environment")
+///     .base_url("http://localhost:3000")
+///     .clock(clock)
+///     .build()?;
+/// now.fetch_add(3_600, Ordering::SeqCst); // an hour later
+/// assert_eq!(config.clock().now(), 1_700_003_600);
+/// # Ok::<(), auth_layer::ConfigError>(())
+/// ```
 #[derive(Clone)]
 pub struct Clock(Arc<dyn Fn() -> u64 + Send + Sync>);
 
@@ -197,6 +246,27 @@ pub(crate) enum DpopMode {
 
 /// Names and attributes of the cookies auth-layer sets. Start from the defaults and change the
 /// fields you need: `let mut cookies = CookieOptions::default(); cookies.domain = Some(..);`.
+///
+/// ```
+/// use auth_layer::{AuthConfig, CookieOptions, SameSite};
+///
+/// // One login for app.example.com and api.example.com; cookies of its own name.
+/// let mut cookies = CookieOptions::default();
+/// cookies.session_name = "myapp_session".into();
+/// cookies.domain = Some("example.com".into());
+/// cookies.same_site = SameSite::Lax;
+/// let config = AuthConfig::builder()
+///     .issuer("https://tenant.example.auth0.com/")
+///     .client_id("my-app")
+///     .client_secret("my-app-secret")
+///     .secret("a secret of at least thirty-two bytes, from the environment")
+///     .base_url("https://app.example.com")
+///     .cookies(cookies)
+///     .build()?;
+/// assert_eq!(config.cookies().session_name, "myapp_session");
+/// assert!(config.secure_cookies(), "https: Secure");
+/// # Ok::<(), auth_layer::ConfigError>(())
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct CookieOptions {
@@ -271,6 +341,23 @@ impl std::fmt::Debug for Redacted {
 
 /// The validated configuration of an [`AuthClient`](crate::AuthClient) and its layer. Its
 /// `Debug` prints no secret, key or client secret.
+///
+/// ```
+/// use auth_layer::AuthConfig;
+///
+/// let config = AuthConfig::builder()
+///     .issuer("https://tenant.example.auth0.com/")
+///     .client_id("my-app")
+///     .client_secret("my-app-secret")
+///     .secret("a secret of at least thirty-two bytes, from the environment")
+///     .base_url("https://app.example.com")
+///     .build()?;
+/// assert_eq!(config.callback_url().as_str(), "https://app.example.com/auth/callback");
+/// // Safe to log: its Debug names no secret.
+/// let printed = format!("{config:?}");
+/// assert!(!printed.contains("my-app-secret") && !printed.contains("thirty-two"));
+/// # Ok::<(), auth_layer::ConfigError>(())
+/// ```
 #[derive(Clone)]
 pub struct AuthConfig {
     /// The tenant this configuration is, in a multi-tenant app.

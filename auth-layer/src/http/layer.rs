@@ -28,7 +28,7 @@
 //!     .profile_route(true)
 //!     .build()?;
 //! let store = ServerSessionStore::in_memory(&config);
-//! let auth = AuthLayer::new(AuthClient::builder(config).with_session_store(store).build().await?);
+//! let auth = AuthLayer::new(AuthClient::builder(config).with_server_sessions(store).build().await?);
 //! let service = ServiceBuilder::new().layer(auth).service(app);
 //! # Ok(()) }
 //! ```
@@ -57,7 +57,7 @@ use crate::error::AuthError;
 /// // Or a client built in code, with a store of its own:
 /// let config = AuthConfig::from_env()?;
 /// let store = ServerSessionStore::in_memory(&config);
-/// let auth = AuthLayer::new(AuthClient::builder(config).with_session_store(store).build().await?);
+/// let auth = AuthLayer::new(AuthClient::builder(config).with_server_sessions(store).build().await?);
 /// # let _ = auth; Ok(()) }
 /// ```
 ///

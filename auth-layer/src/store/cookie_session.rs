@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    DEFAULT_OPENED_CACHE, LogoutTarget, SessionStore, StoreContext, StoreError, auth_cookie, chunk_index,
+    DEFAULT_OPENED_CACHE, LogoutTarget, SessionStore, SharedState, StoreContext, StoreError, auth_cookie, chunk_index,
     removal_cookie,
 };
 use crate::backend::{Backend, MokaBackend, Notices};
@@ -101,7 +101,7 @@ impl LogoutMarker {
 /// // Sessions stay in the cookie; logout markers go to Redis, so every instance honours them.
 /// let markers = RedisBackend::connect("redis://redis.internal:6379").await?;
 /// let store = CookieSessionStore::new(&config).with_marker_backend(markers);
-/// let client = AuthClient::builder(config).with_session_store(store).build().await?;
+/// let client = AuthClient::builder(config).with_cookie_sessions(store).build().await?;
 /// # let _ = client; Ok(()) }
 /// ```
 ///
@@ -184,6 +184,18 @@ impl<M: Backend> CookieSessionStore<M> {
             sealer: self.sealer,
             opened: self.opened,
             config: self.config,
+        }
+    }
+
+    /// Where the client keeps the state every process must see alike beside these sessions:
+    /// the markers' backend when they are shared ([`with_marker_backend`](Self::with_marker_backend)),
+    /// else this process's memory.
+    /// [`AuthClientBuilder::with_cookie_sessions`](crate::AuthClientBuilder::with_cookie_sessions)
+    /// takes it from here.
+    pub fn shared_state(&self) -> SharedState {
+        match self.local_marker_writes {
+            Some(_) => SharedState::in_memory(),
+            None => SharedState::in_shared_backend(self.markers.shared_backend()),
         }
     }
 
@@ -454,9 +466,13 @@ impl<M: Backend> SessionStore for CookieSessionStore<M> {
         self.write_marker(target, self.config.absolute_duration).await
     }
 
-    /// The markers' backend, when they are shared ([`with_marker_backend`](Self::with_marker_backend)).
-    fn shared_backend(&self) -> Option<Arc<dyn Backend>> {
-        self.local_marker_writes.is_none().then(|| self.markers.shared_backend() as Arc<dyn Backend>)
+    /// Reads a key never written from the markers' backend when they are shared; nothing to
+    /// reach when they are in memory (the sessions are in the browsers).
+    async fn ready(&self) -> Result<bool, StoreError> {
+        if self.local_marker_writes.is_some() {
+            return Ok(false);
+        }
+        self.markers.backend().get(super::PROBE_KEY).await.map(|_| true)
     }
 
     /// The notices of logout markers, when the markers' backend pushes them.

@@ -4,13 +4,14 @@
 //! an id in a cookie (stateful).
 //!
 //! The stateless stores are [`CookieSessionStore`] and [`CookieTransactionStore`], the defaults;
-//! [`ServerSessionStore`] keeps sessions in any [`Backend`] with only an
+//! [`ServerSessionStore`] keeps sessions in any [`Backend`](crate::backend::Backend) with only an
 //! id in the cookie.
 
 mod context;
 mod cookie_session;
 mod cookie_transaction;
 mod server;
+mod shared_state;
 
 pub(crate) use context::LoginDevice;
 #[cfg(test)]
@@ -21,6 +22,7 @@ pub(crate) use cookie_session::MAX_CHUNKS as MAX_SESSION_CHUNKS;
 pub use cookie_session::{CookieSessionStore, DEFAULT_MAX_MARKERS};
 pub use cookie_transaction::{CookieTransactionStore, MAX_TRANSACTIONS};
 pub use server::{DEFAULT_MAX_SESSIONS, ServerSessionStore};
+pub use shared_state::{DEFAULT_MAX_SHARED_ENTRIES, SharedState};
 
 /// Store errors live at the bottom of the crate, with the other errors.
 pub use crate::error::StoreError;
@@ -29,7 +31,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::backend::Backend;
 use crate::config::{AuthConfig, SameSite};
 use crate::model::{SessionData, TransactionData};
 
@@ -50,7 +51,7 @@ pub struct LogoutTarget {
 }
 
 /// Keeps sessions: Auth0's `StateStore`. The built-in ones are [`CookieSessionStore`] (the
-/// default) and [`ServerSessionStore`] over any [`Backend`]; most apps with a database of their
+/// default) and [`ServerSessionStore`] over any [`Backend`](crate::backend::Backend); most apps with a database of their
 /// own implement a `Backend` and keep `ServerSessionStore`. Implement this trait directly to keep
 /// sessions in a schema of your own (`examples/sqlite-backend`'s `SessionsTable`: a `sessions`
 /// table next to `users`), and prove it with `auth_layer::testing::check_session_store`
@@ -75,7 +76,7 @@ pub struct LogoutTarget {
 ///   stateful store deletes its record): a session id planted before a login never outlives it.
 /// - **A logout is final.** After `delete`, no copy of the cookie reads the session, and
 ///   `update` with it returns `false`. `update` saves only a session that is still live, the check
-///   and the write one atomic step (one `UPDATE ... WHERE`, [`Backend::update`]): a renewal or a
+///   and the write one atomic step (one `UPDATE ... WHERE`, [`Backend::update`](crate::backend::Backend::update)): a renewal or a
 ///   refresh that read the session before a logout must not bring it back.
 /// - **Back-channel logout by `sid` or `sub`.** `delete_by_logout_token` ends the sessions of the
 ///   target's `sid` when it has one (and no other session of the user), else every session of its
@@ -91,6 +92,70 @@ pub struct LogoutTarget {
 /// - **One app, many processes.** Instances of the store that share a database see one truth: a
 ///   logout on one ends the session on the others (at once, or within seconds for a store that
 ///   caches and is told of changes).
+///
+/// A store around another, here counting reads: every method is passed on, so the inner
+/// store's listings, ends and notices still work. Such a store says where the fleet's shared
+/// state goes ([`AuthClientBuilder::with_shared_state`](crate::AuthClientBuilder::with_shared_state)):
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+///
+/// use async_trait::async_trait;
+/// use auth_layer::backend::Notices;
+/// use auth_layer::store::{LogoutTarget, ServerSessionStore, SessionStore, StoreContext, StoreError};
+/// use auth_layer::{AuthClient, AuthConfig, SessionData};
+///
+/// struct Counted {
+///     inner: ServerSessionStore,
+///     reads: AtomicU64,
+/// }
+///
+/// #[async_trait]
+/// impl SessionStore for Counted {
+///     async fn get(&self, ctx: &mut StoreContext) -> Result<Option<Arc<SessionData>>, StoreError> {
+///         self.reads.fetch_add(1, Ordering::Relaxed);
+///         self.inner.get(ctx).await
+///     }
+///     async fn set(&self, ctx: &mut StoreContext, data: &SessionData) -> Result<(), StoreError> {
+///         self.inner.set(ctx, data).await
+///     }
+///     async fn update(&self, ctx: &mut StoreContext, data: &SessionData) -> Result<bool, StoreError> {
+///         self.inner.update(ctx, data).await
+///     }
+///     async fn delete(&self, ctx: &mut StoreContext) -> Result<(), StoreError> {
+///         self.inner.delete(ctx).await
+///     }
+///     async fn delete_by_logout_token(&self, target: &LogoutTarget) -> Result<(), StoreError> {
+///         self.inner.delete_by_logout_token(target).await
+///     }
+///     fn lists_sessions(&self) -> bool {
+///         self.inner.lists_sessions()
+///     }
+///     async fn sessions_of(&self, sub: &str) -> Result<Vec<SessionData>, StoreError> {
+///         self.inner.sessions_of(sub).await
+///     }
+///     async fn end(&self, session: &SessionData) -> Result<bool, StoreError> {
+///         self.inner.end(session).await
+///     }
+///     async fn ready(&self) -> Result<bool, StoreError> {
+///         self.inner.ready().await
+///     }
+///     fn notices(&self) -> Option<Notices> {
+///         self.inner.notices()
+///     }
+/// }
+///
+/// # let config = AuthConfig::builder().issuer("https://op.example/").client_id("c").client_secret("s")
+/// #     .secret("a secret of at least thirty-two bytes, from the environment").base_url("http://localhost:3000").build()?;
+/// let inner = ServerSessionStore::in_memory(&config);
+/// let state = inner.shared_state();
+/// let builder = AuthClient::builder(config)
+///     .with_session_store(Counted { inner, reads: AtomicU64::new(0) })
+///     .with_shared_state(state);
+/// # let _ = builder;
+/// # Ok::<(), auth_layer::ConfigError>(())
+/// ```
 #[async_trait]
 #[doc(alias = "StateStore")]
 pub trait SessionStore: Send + Sync + 'static {
@@ -105,7 +170,7 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Saves again a session this request read (a renewal, a refresh), only if it has not been
     /// ended since: returns `false`, writes nothing and clears the session's cookies when a
     /// logout, a back-channel logout or its expiry ended it after it was read. The check and the
-    /// write are one atomic step ([`Backend::update`]), so a
+    /// write are one atomic step ([`Backend::update`](crate::backend::Backend::update)), so a
     /// save never brings back a deleted session, whichever process made each call.
     async fn update(&self, ctx: &mut StoreContext, data: &SessionData) -> Result<bool, StoreError>;
     /// Deletes the request's session and clears its cookies.
@@ -130,25 +195,15 @@ pub trait SessionStore: Send + Sync + 'static {
         let _ = session;
         Ok(false)
     }
-    /// The backend this store shares with the app's other processes, if any: where the client
-    /// keeps the state every process must see alike (used logout tokens, refresh leases) unless
-    /// the app chose another place. The default, `None`, keeps that state in memory.
-    fn shared_backend(&self) -> Option<Arc<dyn Backend>> {
-        None
-    }
     /// For a readiness check: whether the store reaches where it keeps sessions. `Ok(true)`:
-    /// it answered; `Ok(false)`: there is nothing to reach (this process's memory); an error:
-    /// it cannot serve now. The default reads a key never written from the
-    /// [`shared_backend`](Self::shared_backend), if any. A store of the app's own over another
-    /// database answers for it (a `SELECT 1`).
+    /// it answered; `Ok(false)`: there is nothing to reach (this process's memory, the
+    /// browser's cookie); an error: it cannot serve now. The default, `Ok(false)`: a store
+    /// over a database answers for it (a read of a key never written, a `SELECT 1`).
     async fn ready(&self) -> Result<bool, StoreError> {
-        match self.shared_backend() {
-            Some(backend) => backend.get(PROBE_KEY).await.map(|_| true),
-            None => Ok(false),
-        }
+        Ok(false)
     }
     /// The notices of changes the store relies on to keep answers between reads
-    /// ([`Backend::watch`]), for a readiness check to see whether they are connected. `None`
+    /// ([`Backend::watch`](crate::backend::Backend::watch)), for a readiness check to see whether they are connected. `None`
     /// (the default): the store does not rely on any.
     fn notices(&self) -> Option<crate::backend::Notices> {
         None
@@ -197,9 +252,6 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
     }
     async fn end(&self, session: &SessionData) -> Result<bool, StoreError> {
         (**self).end(session).await
-    }
-    fn shared_backend(&self) -> Option<Arc<dyn Backend>> {
-        (**self).shared_backend()
     }
     async fn ready(&self) -> Result<bool, StoreError> {
         (**self).ready().await

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::SharedState;
 use super::{DEFAULT_OPENED_CACHE, LogoutTarget, SessionStore, StoreContext, StoreError, chunk_index};
 use crate::backend::{Backend, MokaBackend};
 use crate::config::AuthConfig;
@@ -27,7 +28,7 @@ use crate::record::TypedStore;
 /// use auth_layer::store::ServerSessionStore;
 ///
 /// let store = ServerSessionStore::in_memory(&config);
-/// let layer = AuthLayer::new(AuthClient::builder(config).with_session_store(store).build().await?);
+/// let layer = AuthLayer::new(AuthClient::builder(config).with_server_sessions(store).build().await?);
 /// # Ok(()) }
 /// ```
 ///
@@ -84,6 +85,19 @@ impl<B: Backend> ServerSessionStore<B> {
     pub fn with_opened_cache(mut self, max_bytes: u64) -> Self {
         self.sessions = self.sessions.with_opened_cache(max_bytes);
         self
+    }
+
+    /// Where the client keeps the state every process must see alike beside these sessions:
+    /// the store's backend, or this process's memory for [`in_memory`](ServerSessionStore::in_memory).
+    /// [`AuthClientBuilder::with_server_sessions`](crate::AuthClientBuilder::with_server_sessions)
+    /// takes it from here; an app that wraps this store in one of its own gives it to
+    /// [`with_shared_state`](crate::AuthClientBuilder::with_shared_state).
+    pub fn shared_state(&self) -> SharedState {
+        if self.sessions.is_in_memory() {
+            SharedState::in_memory()
+        } else {
+            SharedState::in_shared_backend(self.sessions.shared_backend())
+        }
     }
 
     /// The typed store of sessions behind this store.
@@ -187,9 +201,12 @@ impl<B: Backend> SessionStore for ServerSessionStore<B> {
         Ok(true)
     }
 
-    /// The store's backend, unless it is this process's memory.
-    fn shared_backend(&self) -> Option<Arc<dyn Backend>> {
-        (!self.sessions.is_in_memory()).then(|| self.sessions.shared_backend() as Arc<dyn Backend>)
+    /// Reads a key never written from the backend; nothing to reach in memory.
+    async fn ready(&self) -> Result<bool, StoreError> {
+        if self.sessions.is_in_memory() {
+            return Ok(false);
+        }
+        self.sessions.backend().get(super::PROBE_KEY).await.map(|_| true)
     }
 }
 

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use auth_layer::axum::AuthRouter;
 use auth_layer::backend::{ClientCache, RedisBackend};
 use auth_layer::store::{CookieSessionStore, ServerSessionStore, SessionStore, StoreContext};
-use auth_layer::{AuthClient, AuthConfig, AuthLayer, Session, SessionData};
+use auth_layer::{AuthClient, AuthConfig, AuthLayer, Session, SessionData, SharedState};
 use auth_layer_benches::test_session;
 use auth_layer_tests::{CLIENT_SECRET, Provider, ProviderOptions, SECRET};
 use axum::Router;
@@ -132,18 +132,27 @@ fn bare() -> Router {
 }
 
 async fn auth_layer_app(mode: &str, config: AuthConfig) -> App {
-    let store: Arc<dyn SessionStore> = match mode {
-        "cookie" | "cookie-par" | "cookie-small" => Arc::new(CookieSessionStore::new(&config)),
+    // Each store with the shared state it names, as `with_server_sessions` and
+    // `with_cookie_sessions` would take it.
+    fn paired<S: SessionStore>(store: S, state: SharedState) -> (Arc<dyn SessionStore>, SharedState) {
+        (Arc::new(store), state)
+    }
+    let (store, state) = match mode {
+        "cookie" | "cookie-par" | "cookie-small" => paired(CookieSessionStore::new(&config), SharedState::in_memory()),
         // The cookie store of a fleet: logout markers in Redis, which pushes notices of new ones.
         "cookie-shared" | "cookie-shared-around" => {
             let backend = RedisBackend::connect(&redis_url()).await.expect("Redis at REDIS_URL");
-            Arc::new(CookieSessionStore::new(&config).with_marker_backend(backend))
+            let store = CookieSessionStore::new(&config).with_marker_backend(backend);
+            let state = store.shared_state();
+            paired(store, state)
         }
-        "memory" => Arc::new(ServerSessionStore::in_memory(&config)),
+        "memory" => paired(ServerSessionStore::in_memory(&config), SharedState::in_memory()),
         "redis-cached" => {
             let cache = ClientCache::new(std::num::NonZeroUsize::new(100_000).expect("not zero"));
             let backend = RedisBackend::connect_with_client_cache(&redis_url(), cache).await.expect("Redis (RESP3)");
-            Arc::new(ServerSessionStore::new(backend, &config))
+            let store = ServerSessionStore::new(backend, &config);
+            let state = store.shared_state();
+            paired(store, state)
         }
         // A Redis Cluster (the nodes at REDIS_CLUSTER_URLS): sessions spread over its slots, or
         // every key under one hash tag as earlier versions wrote them.
@@ -152,15 +161,19 @@ async fn auth_layer_app(mode: &str, config: AuthConfig) -> App {
             let urls: Vec<&str> = urls.split(',').collect();
             let backend = RedisBackend::connect_cluster(&urls).await.expect("the cluster at REDIS_CLUSTER_URLS");
             let backend = if mode == "redis-cluster-one-slot" { backend.with_one_slot() } else { backend };
-            Arc::new(ServerSessionStore::new(backend, &config))
+            let store = ServerSessionStore::new(backend, &config);
+            let state = store.shared_state();
+            paired(store, state)
         }
         _ => {
             let backend = RedisBackend::connect(&redis_url()).await.expect("Redis at REDIS_URL");
-            Arc::new(ServerSessionStore::new(backend, &config))
+            let store = ServerSessionStore::new(backend, &config);
+            let state = store.shared_state();
+            paired(store, state)
         }
     };
-    let layer =
-        AuthLayer::new(AuthClient::builder(config).with_session_store(store.clone()).build().await.expect("discovery"));
+    let client = AuthClient::builder(config).with_session_store(store.clone()).with_shared_state(state);
+    let layer = AuthLayer::new(client.build().await.expect("discovery"));
     async fn me(session: Session) -> Result<String, StatusCode> {
         match session.user().await {
             Ok(Some(user)) => Ok(user.sub().to_owned()),

@@ -209,18 +209,18 @@ pub async fn builder_with(
     }
     Ok(match store {
         StoreChoice::Cookie => builder,
-        StoreChoice::Memory => builder.with_session_store(ServerSessionStore::in_memory(&config)),
+        StoreChoice::Memory => builder.with_server_sessions(ServerSessionStore::in_memory(&config)),
         StoreChoice::Redis(url) => {
-            builder.with_session_store(ServerSessionStore::new(RedisBackend::connect(&url).await?, &config))
+            builder.with_server_sessions(ServerSessionStore::new(RedisBackend::connect(&url).await?, &config))
         }
         StoreChoice::RedisCluster(urls) => {
-            builder.with_session_store(ServerSessionStore::new(RedisBackend::connect_cluster(&urls).await?, &config))
+            builder.with_server_sessions(ServerSessionStore::new(RedisBackend::connect_cluster(&urls).await?, &config))
         }
         StoreChoice::Postgres(url) => {
-            builder.with_session_store(ServerSessionStore::new(PostgresBackend::connect(&url).await?, &config))
+            builder.with_server_sessions(ServerSessionStore::new(PostgresBackend::connect(&url).await?, &config))
         }
         StoreChoice::Sqlite(path) => {
-            builder.with_session_store(ServerSessionStore::new(sqlite_backend::SqliteBackend::open(&path)?, &config))
+            builder.with_server_sessions(ServerSessionStore::new(sqlite_backend::SqliteBackend::open(&path)?, &config))
         }
     })
 }

@@ -220,7 +220,7 @@ async fn listen(client: redis::Client, publisher: RedisBackend, channel: String,
 /// // or: RedisBackend::connect_cluster(&["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]).await?
 /// let store = ServerSessionStore::new(redis, &config);
 /// // The fleet's shared state (used logout tokens, refresh leases) goes to the same Redis.
-/// let client = AuthClient::builder(config).with_session_store(store).build().await?;
+/// let client = AuthClient::builder(config).with_server_sessions(store).build().await?;
 /// # let _ = client; Ok(()) }
 /// ```
 ///
