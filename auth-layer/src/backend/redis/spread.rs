@@ -213,7 +213,10 @@ impl RedisBackend {
         }
         if write == Write::Put && self.legacy {
             // A copy in the one-tag layout is stale now; the read would find this one first.
+            // (That delete settles the client-side cache too.)
             self.one_tag_delete(key).await?;
+        } else {
+            self.settle().await?;
         }
         Ok(true)
     }
@@ -238,7 +241,10 @@ impl RedisBackend {
             .await
             .map_err(unavailable)?;
         if self.legacy {
+            // Settles the client-side cache after both deletes.
             self.one_tag_delete(key).await?;
+        } else {
+            self.settle().await?;
         }
         Ok(())
     }
@@ -267,7 +273,10 @@ impl RedisBackend {
             }
         }
         if self.legacy {
+            // Settles the client-side cache after both layouts' deletes.
             deleted += self.one_tag_delete_by_tag(tag).await?;
+        } else {
+            self.settle().await?;
         }
         Ok(deleted)
     }
