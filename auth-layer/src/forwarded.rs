@@ -80,6 +80,16 @@ impl FromStr for TrustedProxies {
 /// The address of the peer a request came from, for a server that is not axum: insert it into
 /// the request's extensions before the layer sees the request, so that
 /// [`TrustedProxies`] can be checked. (axum's `ConnectInfo<SocketAddr>` is read as well.)
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use auth_layer::PeerAddr;
+///
+/// // In a hyper server's accept loop, for each request of the connection from `remote`:
+/// let remote: SocketAddr = "10.0.0.5:51234".parse().unwrap();
+/// let mut request = http::Request::new(());
+/// request.extensions_mut().insert(PeerAddr(remote));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerAddr(pub SocketAddr);
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use auth_layer::backend::{PostgresBackend, RedisBackend};
 use auth_layer::store::ServerSessionStore;
-use auth_layer::testing::TestSession;
+use auth_layer::testing::{TestLoginError, TestProvider, TestSession};
 use auth_layer::{AccessTokenOptions, AuthClient, AuthClientBuilder, AuthConfig, AuthLayer, Session, User};
 use auth_layer_tests::TestEnv;
 use auth_layer_tests::servers::{database_url, redis_url};
@@ -163,4 +163,94 @@ async fn a_minted_session_reads_through_the_apps_real_client_and_logs_out_at_its
         logout.headers().get_all("set-cookie").iter().any(|c| c.to_str().unwrap().contains("Max-Age=0")),
         "the session cookie removed"
     );
+}
+
+/// The app under test with an in-process provider behind it: `/me` shows the user and the
+/// provider's `sid`, `/token` an access token (refreshed when `?fresh` is asked), and the
+/// back-channel logout route is on.
+async fn app_of_the_test_provider(provider: &TestProvider, builder: fn(AuthConfig) -> AuthClientBuilder) -> Router {
+    async fn me(user: User) -> String {
+        format!("{} <{}> sid={}", user.sub(), user.email().unwrap_or("-"), user.sid().unwrap_or("-"))
+    }
+    async fn token(session: Session, query: axum::extract::RawQuery) -> Result<String, StatusCode> {
+        let options = match query.0.as_deref() {
+            Some("fresh") => AccessTokenOptions::default().force_refresh(),
+            _ => AccessTokenOptions::default(),
+        };
+        let token = session.access_token(options).await.map_err(|_| StatusCode::BAD_GATEWAY)?;
+        Ok(token.access_token)
+    }
+    let config = provider.config("http://localhost:3000").backchannel_logout_route(true).build().unwrap();
+    let client = builder(config).build().await.expect("the in-process provider is discovered");
+    Router::new().route("/me", get(me)).route("/token", get(token)).layer(AuthLayer::new(client))
+}
+
+/// A whole login through the app's routes against the in-process provider, then a refresh and
+/// a back-channel logout, on `builder`'s store.
+async fn the_test_provider_logs_in_refreshes_and_logs_out(builder: fn(AuthConfig) -> AuthClientBuilder) {
+    let provider = TestProvider::start().await.unwrap();
+    provider.log_in_as("auth0|alice").claim("email", "alice@example.com");
+    let app = app_of_the_test_provider(&provider, builder).await;
+    assert_eq!(get_with(&app, "/me", None).await.0, StatusCode::UNAUTHORIZED);
+
+    let cookie = provider.log_in(&app).await.unwrap();
+    let (status, me) = get_with(&app, "/me", Some(cookie.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    let sid = me.strip_prefix("auth0|alice <alice@example.com> sid=").expect("the user and the provider's sid");
+    assert_ne!(sid, "-", "the ID token's sid reached the session");
+    assert_eq!(provider.token_requests(), 1, "one code exchange");
+
+    // The access token of the login, then one refreshed at the provider with the refresh token.
+    let (status, first) = get_with(&app, "/token", Some(cookie.clone())).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, refreshed) = get_with(&app, "/token?fresh", Some(cookie.clone())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(first, refreshed, "a new access token");
+    assert_eq!(provider.token_requests(), 2, "one refresh");
+
+    // A back-channel logout of another session leaves this one; of this one, ends it.
+    assert_eq!(provider.backchannel_logout(&app, Some("another-sid")).await.unwrap(), StatusCode::OK);
+    assert_eq!(get_with(&app, "/me", Some(cookie.clone())).await.0, StatusCode::OK);
+    assert_eq!(provider.backchannel_logout(&app, Some(sid)).await.unwrap(), StatusCode::OK);
+    assert_eq!(get_with(&app, "/me", Some(cookie)).await.0, StatusCode::UNAUTHORIZED, "ended by the provider");
+}
+
+#[tokio::test]
+async fn the_in_process_provider_logs_a_user_in_through_the_apps_routes_with_cookie_sessions() {
+    the_test_provider_logs_in_refreshes_and_logs_out(AuthClient::builder).await;
+}
+
+#[tokio::test]
+async fn the_in_process_provider_logs_a_user_in_through_the_apps_routes_with_server_sessions() {
+    the_test_provider_logs_in_refreshes_and_logs_out(|config| {
+        let store = ServerSessionStore::in_memory(&config);
+        AuthClient::builder(config).with_server_sessions(store)
+    })
+    .await;
+}
+
+/// The provider checks what a real one checks: a client with the wrong secret gets no tokens,
+/// and the app's callback fails with the provider's refusal; a login the app started for
+/// another provider is refused before any code is issued.
+#[tokio::test]
+async fn the_in_process_provider_refuses_a_wrong_client_secret_and_another_providers_login() {
+    let provider = TestProvider::start().await.unwrap();
+    let config = provider.config("http://localhost:3000").client_secret("not-the-secret").build().unwrap();
+    let client = AuthClient::builder(config).build().await.unwrap();
+    let app = Router::new().route("/me", get(|user: User| async move { user.sub().to_owned() }));
+    let app = app.layer(AuthLayer::new(client));
+    match provider.log_in(&app).await {
+        Err(TestLoginError::App { step: "callback", status, .. }) => assert!(!status.is_success(), "{status}"),
+        other => panic!("the login went through with a wrong secret: {other:?}"),
+    }
+    assert_eq!(provider.token_requests(), 0);
+
+    let other = TestProvider::start().await.unwrap();
+    let client = AuthClient::builder(other.config("http://localhost:3000").build().unwrap()).build().await.unwrap();
+    let app = Router::new().route("/me", get(|user: User| async move { user.sub().to_owned() }));
+    let app = app.layer(AuthLayer::new(client));
+    match provider.log_in(&app).await {
+        Err(TestLoginError::Refused(why)) => assert!(why.contains("authorization endpoint"), "{why}"),
+        other => panic!("a login for another provider was answered: {other:?}"),
+    }
 }

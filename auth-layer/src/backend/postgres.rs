@@ -39,6 +39,22 @@ const MIGRATIONS: &[(i32, &str)] = &[(
 const MIGRATION_LOCK: i64 = 0x6175_7468_6c61_7972;
 
 /// How [`PostgresBackend`] connects and keeps itself tidy.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), auth_layer::StoreError> {
+/// use std::time::Duration;
+/// use auth_layer::backend::{PostgresBackend, PostgresOptions};
+///
+/// // Migrations run by the deploy, not by each instance; a larger pool; a 5 s budget per call.
+/// let options = PostgresOptions {
+///     max_connections: 32,
+///     timeout: Duration::from_secs(5),
+///     migrate_on_connect: false,
+///     ..PostgresOptions::default()
+/// };
+/// let backend = PostgresBackend::connect_with("postgres://app@db.internal/app", options).await?;
+/// # let _ = backend; Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct PostgresOptions {
     /// The most connections the pool opens. Default 8.

@@ -136,6 +136,17 @@ impl AuthLayer {
 
 /// An axum [`Router`](axum::Router) behind the layer, made by [`AuthLayer::around`]: a
 /// `Service` of axum's requests and responses, as `axum::serve` wants.
+///
+/// ```no_run
+/// use auth_layer::AuthLayer;
+/// use axum::{Router, routing::get};
+///
+/// # async fn run(auth: AuthLayer) -> Result<(), Box<dyn std::error::Error>> {
+/// let app = Router::new().route("/", get(|| async { "home" }));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// axum::serve(listener, auth.around(app).into_make_service()).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct AuthRouter {
     inner: AuthService<axum::Router>,

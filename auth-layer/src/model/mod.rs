@@ -187,6 +187,26 @@ impl std::fmt::Debug for TokenSet {
 ///
 /// Kept whole in the session cookie by the cookie store, or by a server-side store under a
 /// keyed hash of `session:{id}` (sealed, and indexed by `sub` and `sid` for back-channel logout).
+///
+/// A handler reads it through the layer's extractors (`Session`, `User`); a store, a hook or a
+/// test sees it whole:
+///
+/// ```
+/// use auth_layer::{AuthConfig, SessionData, User};
+/// use serde_json::json;
+/// # let config = AuthConfig::builder().issuer("https://op.example/").client_id("c").client_secret("s")
+/// #     .secret("a secret of at least thirty-two bytes, from the environment").base_url("http://localhost:3000").build()?;
+///
+/// let claims = json!({ "sub": "auth0|42", "sid": "op-session-7", "email": "ada@example.com" });
+/// let user = User::from_id_token_claims(claims.as_object().unwrap().clone());
+/// let now = config.clock().now();
+/// let session = SessionData::new(user, "the ID token".into(), now);
+/// assert_eq!((session.sub(), session.sid()), ("auth0|42", Some("op-session-7")));
+/// assert!(!session.is_expired(&config, now));
+/// // Neither its Debug nor a log line prints a token.
+/// assert!(!format!("{session:?}").contains("the ID token"));
+/// # Ok::<(), auth_layer::ConfigError>(())
+/// ```
 #[derive(Clone, PartialEq, Serialize, Deserialize, auth_derive::Store)]
 #[store(key = "session:{id}", name = "session", encrypt, codec = crate::model::compact)]
 #[doc(alias = "StateData")]

@@ -40,6 +40,23 @@ use crate::model::{SessionData, TransactionData};
 pub const DEFAULT_OPENED_CACHE: u64 = 32 << 20;
 
 /// What a logout token names: the sessions to end.
+///
+/// What a [`SessionStore::delete_by_logout_token`] of the app's own does with it:
+///
+/// ```
+/// use auth_layer::store::LogoutTarget;
+///
+/// fn rows_to_delete(target: &LogoutTarget) -> Option<(&'static str, &str)> {
+///     // With a `sid`, that session only; with only a `sub`, every session of the user.
+///     match (&target.sid, &target.sub) {
+///         (Some(sid), _) => Some(("DELETE FROM sessions WHERE issuer = $1 AND sid = $2", sid)),
+///         (None, Some(sub)) => Some(("DELETE FROM sessions WHERE issuer = $1 AND sub = $2", sub)),
+///         (None, None) => None,
+///     }
+/// }
+/// # let target = LogoutTarget { iss: "https://op.example/".into(), sub: Some("u".into()), sid: None };
+/// # assert!(rows_to_delete(&target).unwrap().0.contains("sub ="));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogoutTarget {
     /// The provider's issuer.

@@ -33,11 +33,16 @@
 
 mod backend;
 mod mint;
+#[cfg(feature = "axum")]
+mod provider;
 mod session_store;
 mod transaction_store;
 
 pub use backend::{BACKEND_RULES, check_backend};
 pub use mint::TestSession;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub use provider::{TEST_CLIENT_ID, TEST_CLIENT_SECRET, TestLoginError, TestProvider};
 pub use session_store::{SESSION_STORE_RULES, check_session_store};
 pub use transaction_store::{TRANSACTION_STORE_RULES, check_transaction_store};
 
@@ -67,6 +72,27 @@ pub struct Failure {
 
 /// Every rule an implementation broke; `Display` (and so `unwrap`) lists them with the rules'
 /// text.
+///
+/// ```
+/// use auth_layer::backend::MokaBackend;
+/// use auth_layer::testing::check_backend;
+///
+/// # async fn demo() {
+/// // Every call hands out the same data, as each process of the app would open it.
+/// let database = MokaBackend::new();
+/// match check_backend(|| {
+///     let handle = database.clone();
+///     async move { handle }
+/// })
+/// .await
+/// {
+///     Ok(()) => {}
+///     // Each broken rule by name, with what the kit saw and why the rule exists.
+///     Err(failures) => panic!("{failures}"),
+/// }
+/// # }
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(demo());
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Failures {
     /// The failures, in the order the rules ran.

@@ -274,6 +274,20 @@ fn unavailable(err: RedisError) -> StoreError {
 }
 
 /// How much [`RedisBackend::connect_with_client_cache`] keeps in this process, and for how long.
+///
+/// ```no_run
+/// # async fn run(config: auth_layer::AuthConfig) -> Result<(), auth_layer::AuthError> {
+/// use std::num::NonZeroUsize;
+/// use std::time::Duration;
+/// use auth_layer::backend::{ClientCache, RedisBackend};
+/// use auth_layer::store::ServerSessionStore;
+///
+/// // Up to 100,000 sessions kept here, none served more than 5 s after it was read from Redis.
+/// let cache = ClientCache::new(NonZeroUsize::new(100_000).unwrap()).max_age(Duration::from_secs(5));
+/// let redis = RedisBackend::connect_with_client_cache("redis://redis.internal:6379", cache).await?;
+/// let store = ServerSessionStore::new(redis, &config);
+/// # let _ = store; Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct ClientCache {
     max_keys: std::num::NonZeroUsize,
