@@ -79,6 +79,22 @@ impl StoreError {
 }
 
 /// What went wrong talking to the provider or checking what it sent.
+///
+/// ```
+/// use auth_layer::{AuthError, ProviderError};
+///
+/// // What an app's own route might tell apart: the user must log in again, or try later.
+/// fn advice(err: &AuthError) -> &'static str {
+///     match err {
+///         AuthError::Provider(ProviderError::InvalidGrant(_)) => "your session ended; log in again",
+///         AuthError::Provider(ProviderError::Unreachable(_)) => "the login service is down; try again soon",
+///         _ => "something went wrong",
+///     }
+/// }
+/// let dead = AuthError::Provider(ProviderError::InvalidGrant("refresh token revoked".into()));
+/// assert_eq!(advice(&dead), "your session ended; log in again");
+/// assert_eq!(dead.status().as_u16(), 401);
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProviderError {

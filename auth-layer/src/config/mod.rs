@@ -77,6 +77,22 @@ fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
 }
 
 /// How the client authenticates at the provider's token endpoint.
+///
+/// ```
+/// use auth_layer::{AuthConfig, TokenEndpointAuth};
+///
+/// // A provider that takes the client's secret in the body, not in a Basic header.
+/// let config = AuthConfig::builder()
+///     .issuer("https://tenant.example.auth0.com/")
+///     .client_id("my-app")
+///     .client_secret("my-app-secret")
+///     .token_endpoint_auth(TokenEndpointAuth::ClientSecretPost)
+///     .secret("a secret of at least thirty-two bytes, from the environment")
+///     .base_url("http://localhost:3000")
+///     .build()?;
+/// # let _ = config;
+/// # Ok::<(), auth_layer::ConfigError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum TokenEndpointAuth {
@@ -91,6 +107,22 @@ pub enum TokenEndpointAuth {
 }
 
 /// The algorithm of `private_key_jwt` client assertions.
+///
+/// ```no_run
+/// use auth_layer::{AuthConfig, ClientAssertionAlg};
+///
+/// # fn build() -> Result<(), Box<dyn std::error::Error>> {
+/// // private_key_jwt with a P-256 key registered at the provider as `app-key-1`: no client secret.
+/// let key = std::env::var("AUTH_CLIENT_ASSERTION_KEY")?; // PEM or a private JWK
+/// let config = AuthConfig::builder()
+///     .issuer("https://tenant.example.auth0.com/")
+///     .client_id("my-app")
+///     .client_assertion_key(key, ClientAssertionAlg::Es256, Some("app-key-1".into()))
+///     .secret("a secret of at least thirty-two bytes, from the environment")
+///     .base_url("https://app.example.com")
+///     .build()?;
+/// # let _ = config; Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum ClientAssertionAlg {
@@ -197,6 +229,16 @@ impl std::fmt::Debug for Clock {
 }
 
 /// The `SameSite` attribute of auth-layer's cookies.
+///
+/// ```
+/// use auth_layer::{CookieOptions, SameSite};
+///
+/// // An app embedded in another site's page (an iframe), served over https only.
+/// let mut cookies = CookieOptions::default();
+/// cookies.same_site = SameSite::None;
+/// cookies.secure = Some(true);
+/// # let _ = cookies;
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SameSite {
@@ -211,6 +253,22 @@ pub enum SameSite {
 }
 
 /// How the provider returns the authorization response to `{prefix}/callback`.
+///
+/// ```
+/// use auth_layer::{AuthConfig, ResponseMode};
+///
+/// // The code never in a URL: the provider posts it to the callback.
+/// let config = AuthConfig::builder()
+///     .issuer("https://tenant.example.auth0.com/")
+///     .client_id("my-app")
+///     .client_secret("my-app-secret")
+///     .response_mode(ResponseMode::FormPost)
+///     .secret("a secret of at least thirty-two bytes, from the environment")
+///     .base_url("https://app.example.com")
+///     .build()?;
+/// assert_eq!(config.response_mode(), ResponseMode::FormPost);
+/// # Ok::<(), auth_layer::ConfigError>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ResponseMode {

@@ -157,6 +157,20 @@ impl User {
 }
 
 /// An access token for one audience and scope, with its expiry. `Debug` leaves the token out.
+///
+/// ```no_run
+/// # async fn run(config: auth_layer::AuthConfig) -> Result<(), auth_layer::AuthError> {
+/// use auth_layer::AuthClient;
+///
+/// // Keep only the orders API's token in sessions: smaller cookies, nothing unused kept.
+/// let client = AuthClient::builder(config)
+///     .before_save(|session| {
+///         session.token_sets.retain(|set| set.audience.as_deref() == Some("https://orders.example.com"));
+///     })
+///     .build()
+///     .await?;
+/// # let _ = client; Ok(()) }
+/// ```
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenSet {
     /// The audience it was issued for, when one was asked for.
