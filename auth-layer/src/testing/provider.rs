@@ -161,34 +161,7 @@ impl TestProvider {
     /// otherwise ([`log_in_as`](Self::log_in_as)).
     pub async fn start() -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let issuer = format!("http://{}", listener.local_addr()?);
-        let key = loop {
-            let mut secret = zeroize::Zeroizing::new([0u8; 32]);
-            getrandom::fill(secret.as_mut()).map_err(|e| std::io::Error::other(e.to_string()))?;
-            if let Ok(key) = SigningKey::from_slice(secret.as_ref()) {
-                break key;
-            }
-        };
-        let point = key.verifying_key().to_sec1_point(false);
-        let bytes = point.as_bytes();
-        let kid = crate::seal::random_token(8);
-        let jwk = json!({
-            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
-            "x": URL_SAFE_NO_PAD.encode(&bytes[1..33]),
-            "y": URL_SAFE_NO_PAD.encode(&bytes[33..65]),
-        });
-        let mut user = Map::new();
-        user.insert("sub".into(), "test-user".into());
-        let shared = Arc::new(Shared {
-            issuer,
-            key,
-            kid,
-            jwk,
-            user: Mutex::new(user),
-            codes: Mutex::default(),
-            refresh_tokens: Mutex::default(),
-            token_requests: AtomicU64::new(0),
-        });
+        let shared = Arc::new(Shared::new(format!("http://{}", listener.local_addr()?))?);
         let routes = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/jwks", get(jwks))
@@ -387,6 +360,37 @@ where
 }
 
 impl Shared {
+    /// A provider at `issuer` with a new key, logging in `test-user`.
+    fn new(issuer: String) -> std::io::Result<Self> {
+        let key = loop {
+            let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+            getrandom::fill(secret.as_mut()).map_err(|e| std::io::Error::other(e.to_string()))?;
+            if let Ok(key) = SigningKey::from_slice(secret.as_ref()) {
+                break key;
+            }
+        };
+        let point = key.verifying_key().to_sec1_point(false);
+        let bytes = point.as_bytes();
+        let kid = crate::seal::random_token(8);
+        let jwk = json!({
+            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
+            "x": URL_SAFE_NO_PAD.encode(&bytes[1..33]),
+            "y": URL_SAFE_NO_PAD.encode(&bytes[33..65]),
+        });
+        let mut user = Map::new();
+        user.insert("sub".into(), "test-user".into());
+        Ok(Self {
+            issuer,
+            key,
+            kid,
+            jwk,
+            user: Mutex::new(user),
+            codes: Mutex::default(),
+            refresh_tokens: Mutex::default(),
+            token_requests: AtomicU64::new(0),
+        })
+    }
+
     /// A compact JWS of `claims` signed with the provider's key.
     fn sign(&self, typ: &str, claims: &Value) -> String {
         use p256::ecdsa::signature::Signer;
@@ -587,5 +591,128 @@ async fn end_session(uri: http::Uri) -> Response {
             Redirect::to(back.as_str()).into_response()
         }
         None => "logged out".into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ISSUER: &str = "http://127.0.0.1:9";
+    const CALLBACK: &str = "http://localhost:3000/auth/callback";
+
+    fn basic(id: &str, secret: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let value = format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")));
+        headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+        headers
+    }
+
+    fn form(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    async fn json_of(response: Response) -> (StatusCode, Value) {
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    /// An authorization of `verifier`'s challenge: the code the callback URL carries.
+    fn code_for(shared: &Shared, verifier: &str) -> String {
+        let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+        let mut url = Url::parse(&format!("{ISSUER}/authorize")).unwrap();
+        url.query_pairs_mut()
+            .append_pair("client_id", TEST_CLIENT_ID)
+            .append_pair("response_type", "code")
+            .append_pair("redirect_uri", CALLBACK)
+            .append_pair("state", "st")
+            .append_pair("nonce", "n-1")
+            .append_pair("code_challenge", &challenge)
+            .append_pair("code_challenge_method", "S256");
+        let callback = Url::parse(&shared.authorize(url.as_str()).unwrap()).unwrap();
+        let query: HashMap<String, String> = callback.query_pairs().into_owned().collect();
+        assert_eq!((query["state"].as_str(), query["iss"].as_str()), ("st", ISSUER));
+        query["code"].clone()
+    }
+
+    #[tokio::test]
+    async fn a_code_is_exchanged_once_with_its_verifier_redirect_uri_and_the_clients_secret() {
+        let shared = Shared::new(ISSUER.into()).unwrap();
+        let right = basic(TEST_CLIENT_ID, TEST_CLIENT_SECRET);
+        let exchange = |code: &str, verifier: &str, redirect: &str| {
+            form(&[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("code_verifier", verifier),
+                ("redirect_uri", redirect),
+            ])
+        };
+        let code = code_for(&shared, "verifier-1");
+        let (status, body) =
+            json_of(shared.token(&basic(TEST_CLIENT_ID, "wrong"), &exchange(&code, "verifier-1", CALLBACK))).await;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_client")));
+        // A refused client did not spend the code; a wrong verifier does (single use).
+        let (status, body) = json_of(shared.token(&right, &exchange(&code, "verifier-2", CALLBACK))).await;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
+        let (status, _) = json_of(shared.token(&right, &exchange(&code, "verifier-1", CALLBACK))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "a code is used once");
+
+        let code = code_for(&shared, "verifier-3");
+        let elsewhere = exchange(&code, "verifier-3", "http://localhost:3000/elsewhere");
+        assert_eq!(json_of(shared.token(&right, &elsewhere)).await.0, StatusCode::BAD_REQUEST);
+
+        let code = code_for(&shared, "verifier-4");
+        let (status, body) = json_of(shared.token(&right, &exchange(&code, "verifier-4", CALLBACK))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let id_token = body["id_token"].as_str().unwrap();
+        let claims: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(id_token.split('.').nth(1).unwrap()).unwrap()).unwrap();
+        assert_eq!((claims["iss"].as_str(), claims["aud"].as_str()), (Some(ISSUER), Some(TEST_CLIENT_ID)));
+        assert_eq!((claims["sub"].as_str(), claims["nonce"].as_str()), (Some("test-user"), Some("n-1")));
+        assert_eq!(shared.token_requests.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refresh_token_is_rotated_and_refused_once_used() {
+        let shared = Shared::new(ISSUER.into()).unwrap();
+        let right = basic(TEST_CLIENT_ID, TEST_CLIENT_SECRET);
+        let code = code_for(&shared, "v");
+        let exchange = form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("code_verifier", "v"),
+            ("redirect_uri", CALLBACK),
+        ]);
+        let (_, body) = json_of(shared.token(&right, &exchange)).await;
+        let first = body["refresh_token"].as_str().unwrap().to_owned();
+        let refresh = |token: &str| form(&[("grant_type", "refresh_token"), ("refresh_token", token)]);
+        let (status, body) = json_of(shared.token(&right, &refresh(&first))).await;
+        assert_eq!(status, StatusCode::OK);
+        let second = body["refresh_token"].as_str().unwrap().to_owned();
+        assert_ne!(first, second);
+        assert!(body.get("id_token").is_none(), "a refresh returns no ID token");
+        let (status, body) = json_of(shared.token(&right, &refresh(&first))).await;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
+        // client_secret_post is taken too.
+        let mut posted = refresh(&second);
+        posted.insert("client_id".into(), TEST_CLIENT_ID.into());
+        posted.insert("client_secret".into(), TEST_CLIENT_SECRET.into());
+        assert_eq!(json_of(shared.token(&HeaderMap::new(), &posted)).await.0, StatusCode::OK);
+    }
+
+    #[test]
+    fn an_authorization_without_pkce_or_for_another_client_is_refused() {
+        let shared = Shared::new(ISSUER.into()).unwrap();
+        let base = format!("{ISSUER}/authorize?response_type=code&redirect_uri={CALLBACK}&state=s");
+        let why = shared.authorize(&format!("{base}&client_id={TEST_CLIENT_ID}")).unwrap_err();
+        assert!(why.contains("PKCE"), "{why}");
+        let pkce = "code_challenge=abc&code_challenge_method=S256";
+        let why = shared.authorize(&format!("{base}&client_id=someone-else&{pkce}")).unwrap_err();
+        assert!(why.contains("unknown client"), "{why}");
+        let why =
+            shared.authorize(&format!("{base}&client_id={TEST_CLIENT_ID}&{pkce}&response_mode=form_post")).unwrap_err();
+        assert!(why.contains("query"), "{why}");
+        assert!(shared.authorize(&format!("{base}&client_id={TEST_CLIENT_ID}&{pkce}")).is_ok());
     }
 }
