@@ -120,10 +120,7 @@ impl DpopKey {
     }
 
     fn of(key: SigningKey) -> Self {
-        let point = key.verifying_key().to_sec1_point(false);
-        let bytes = point.as_bytes();
-        // An uncompressed point: 0x04, then x and y, 32 bytes each.
-        let (x, y) = (URL_SAFE_NO_PAD.encode(&bytes[1..33]), URL_SAFE_NO_PAD.encode(&bytes[33..65]));
+        let (x, y) = coordinates(&key);
         // RFC 7638: the required members in lexicographic order, no whitespace.
         let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
         let thumbprint = URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()));
@@ -143,7 +140,6 @@ impl DpopKey {
     /// left out), `access_token`'s hash as `ath` when the request carries one, the server's
     /// `nonce` when it gave one, issued at `now` (seconds since the Unix epoch).
     pub fn proof(&self, method: &str, url: &str, access_token: Option<&str>, nonce: Option<&str>, now: u64) -> String {
-        use p256::ecdsa::signature::Signer;
         let htu = url.split(['?', '#']).next().unwrap_or(url);
         let mut claims = serde_json::json!({
             "jti": random_id(),
@@ -157,11 +153,30 @@ impl DpopKey {
         if let Some(nonce) = nonce {
             claims["nonce"] = nonce.into();
         }
-        let input = format!("{}.{}", self.header, URL_SAFE_NO_PAD.encode(claims.to_string()));
+        self.signed(format!("{}.{}", self.header, URL_SAFE_NO_PAD.encode(claims.to_string())))
+    }
+
+    /// The compact JWS of `input` (`header.payload`, both base64url), signed with this key
+    /// (ES256).
+    pub(crate) fn signed(&self, input: String) -> String {
+        use p256::ecdsa::signature::Signer;
         // JWS wants r and s, 32 bytes each (RFC 7518, 3.4), not DER.
         let signature: p256::ecdsa::Signature = self.key.sign(input.as_bytes());
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
     }
+
+    /// The public key's `x` and `y`, base64url, as a JWK names them.
+    pub(crate) fn public_coordinates(&self) -> (String, String) {
+        coordinates(&self.key)
+    }
+}
+
+/// `key`'s public point's coordinates, base64url.
+fn coordinates(key: &SigningKey) -> (String, String) {
+    let point = key.verifying_key().to_sec1_point(false);
+    let bytes = point.as_bytes();
+    // An uncompressed point: 0x04, then x and y, 32 bytes each.
+    (URL_SAFE_NO_PAD.encode(&bytes[1..33]), URL_SAFE_NO_PAD.encode(&bytes[33..65]))
 }
 
 /// A proof's `jti`: 128 random bits.

@@ -16,12 +16,12 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use bytes::Bytes;
 use http::{HeaderValue, Request};
 use http_body_util::BodyExt;
-use p256::ecdsa::SigningKey;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use url::Url;
 
 use crate::config::{AuthConfig, AuthConfigBuilder};
+use crate::dpop::DpopKey;
 
 /// The client id the provider knows; [`TestProvider::config`] sets it.
 pub const TEST_CLIENT_ID: &str = "test-client";
@@ -119,7 +119,8 @@ pub enum TestLoginError {
 /// What the provider keeps.
 struct Shared {
     issuer: String,
-    key: SigningKey,
+    /// The signing key (ES256: a P-256 key, the kind a DPoP key is).
+    key: DpopKey,
     kid: String,
     /// The public key as a JWK.
     jwk: Value,
@@ -161,7 +162,7 @@ impl TestProvider {
     /// otherwise ([`log_in_as`](Self::log_in_as)).
     pub async fn start() -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let shared = Arc::new(Shared::new(format!("http://{}", listener.local_addr()?))?);
+        let shared = Arc::new(Shared::new(format!("http://{}", listener.local_addr()?)));
         let routes = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/jwks", get(jwks))
@@ -361,25 +362,14 @@ where
 
 impl Shared {
     /// A provider at `issuer` with a new key, logging in `test-user`.
-    fn new(issuer: String) -> std::io::Result<Self> {
-        let key = loop {
-            let mut secret = zeroize::Zeroizing::new([0u8; 32]);
-            getrandom::fill(secret.as_mut()).map_err(|e| std::io::Error::other(e.to_string()))?;
-            if let Ok(key) = SigningKey::from_slice(secret.as_ref()) {
-                break key;
-            }
-        };
-        let point = key.verifying_key().to_sec1_point(false);
-        let bytes = point.as_bytes();
+    fn new(issuer: String) -> Self {
+        let key = DpopKey::generate();
         let kid = crate::seal::random_token(8);
-        let jwk = json!({
-            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
-            "x": URL_SAFE_NO_PAD.encode(&bytes[1..33]),
-            "y": URL_SAFE_NO_PAD.encode(&bytes[33..65]),
-        });
+        let (x, y) = key.public_coordinates();
+        let jwk = json!({ "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid, "x": x, "y": y });
         let mut user = Map::new();
         user.insert("sub".into(), "test-user".into());
-        Ok(Self {
+        Self {
             issuer,
             key,
             kid,
@@ -388,17 +378,14 @@ impl Shared {
             codes: Mutex::default(),
             refresh_tokens: Mutex::default(),
             token_requests: AtomicU64::new(0),
-        })
+        }
     }
 
     /// A compact JWS of `claims` signed with the provider's key.
     fn sign(&self, typ: &str, claims: &Value) -> String {
-        use p256::ecdsa::signature::Signer;
         let header = json!({ "alg": "ES256", "typ": typ, "kid": self.kid });
-        let input =
-            format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
-        let signature: p256::ecdsa::Signature = self.key.sign(input.as_bytes());
-        format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
+        let encode = |value: &Value| URL_SAFE_NO_PAD.encode(value.to_string());
+        self.key.signed(format!("{}.{}", encode(&header), encode(claims)))
     }
 
     /// Answers the authorization request at `url` for the current user: the callback URL
@@ -638,7 +625,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_code_is_exchanged_once_with_its_verifier_redirect_uri_and_the_clients_secret() {
-        let shared = Shared::new(ISSUER.into()).unwrap();
+        let shared = Shared::new(ISSUER.into());
         let right = basic(TEST_CLIENT_ID, TEST_CLIENT_SECRET);
         let exchange = |code: &str, verifier: &str, redirect: &str| {
             form(&[
@@ -675,7 +662,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refresh_token_is_rotated_and_refused_once_used() {
-        let shared = Shared::new(ISSUER.into()).unwrap();
+        let shared = Shared::new(ISSUER.into());
         let right = basic(TEST_CLIENT_ID, TEST_CLIENT_SECRET);
         let code = code_for(&shared, "v");
         let exchange = form(&[
@@ -703,7 +690,7 @@ mod tests {
 
     #[test]
     fn an_authorization_without_pkce_or_for_another_client_is_refused() {
-        let shared = Shared::new(ISSUER.into()).unwrap();
+        let shared = Shared::new(ISSUER.into());
         let base = format!("{ISSUER}/authorize?response_type=code&redirect_uri={CALLBACK}&state=s");
         let why = shared.authorize(&format!("{base}&client_id={TEST_CLIENT_ID}")).unwrap_err();
         assert!(why.contains("PKCE"), "{why}");
